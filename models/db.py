@@ -1,0 +1,108 @@
+"""The one place that opens MongoDB connections and names collections.
+
+``Database.connect(settings)`` reaches ``MONGO_URI`` when it is set; otherwise
+it starts (or reuses) the embedded server. Indexes are created once per
+process per database.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.collection import Collection
+from pymongo.errors import ConnectionFailure, PyMongoError, ServerSelectionTimeoutError
+
+from .embedded import EmbeddedServer
+from .errors import DatabaseUnavailableError
+from .settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+_indexed: set[tuple[str, str]] = set()
+_index_lock = threading.Lock()
+
+
+class Database:
+    """A connected database with the project's collections as attributes."""
+
+    def __init__(self, client: MongoClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+        self.db = client[settings.mongo_db]
+
+    @classmethod
+    def connect(cls, settings: Settings | None = None, *, autostart: bool = True) -> "Database":
+        settings = settings or get_settings()
+        if settings.uses_embedded and autostart:
+            EmbeddedServer.from_settings(settings).start()
+        client = MongoClient(settings.effective_mongo_uri, tz_aware=True,
+                             serverSelectionTimeoutMS=settings.server_selection_timeout_ms)
+        database = cls(client, settings)
+        database.ensure_indexes()
+        return database
+
+    @property
+    def configs(self) -> Collection:
+        return self.db[self.settings.config_collection]
+
+    @property
+    def runs(self) -> Collection:
+        return self.db[self.settings.runs_collection]
+
+    @property
+    def ensembles(self) -> Collection:
+        return self.db[self.settings.ensembles_collection]
+
+    @property
+    def jobs(self) -> Collection:
+        return self.db[self.settings.jobs_collection]
+
+    @property
+    def locks(self) -> Collection:
+        return self.db[self.settings.locks_collection]
+
+    def ping(self) -> None:
+        """Raise :class:`DatabaseUnavailableError` unless the server answers."""
+        try:
+            self.client.admin.command("ping")
+        except PyMongoError as exc:
+            raise DatabaseUnavailableError(f"MongoDB is not reachable: {exc.__class__.__name__}") from exc
+
+    def ensure_indexes(self) -> None:
+        key = (self.settings.effective_mongo_uri, self.settings.mongo_db + "/" + self.settings.config_collection)
+        with _index_lock:
+            if key in _indexed:
+                return
+            try:
+                self.configs.create_index([("name", ASCENDING)], unique=True, name="name_unique")
+                self.configs.create_index([("task", ASCENDING), ("model_type", ASCENDING)])
+                self.configs.create_index([("status", ASCENDING)])
+                self.configs.create_index([("tags", ASCENDING)])
+                self.runs.create_index([("run_id", ASCENDING)], unique=True, name="run_id_unique")
+                self.runs.create_index([("name", ASCENDING), ("version", ASCENDING)], unique=True,
+                                       name="name_version_unique")
+                self.runs.create_index([("config_id", ASCENDING), ("created_at", DESCENDING)])
+                self.ensembles.create_index([("name", ASCENDING)], unique=True, name="name_unique")
+                self.jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
+                self.jobs.create_index([("key", ASCENDING), ("status", ASCENDING)])
+                self.locks.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+            except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
+                raise DatabaseUnavailableError(
+                    f"MongoDB at {self._safe_uri()} is not reachable: {exc.__class__.__name__}") from exc
+            _indexed.add(key)
+
+    def _safe_uri(self) -> str:
+        uri = self.settings.effective_mongo_uri
+        if "@" in uri:  # never print credentials
+            scheme, rest = uri.split("://", 1)
+            uri = f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return uri
+
+    def close(self) -> None:
+        self.client.close()
+
+    def info(self) -> dict[str, Any]:
+        return {"uri": self._safe_uri(), "database": self.settings.mongo_db,
+                "embedded": self.settings.uses_embedded}

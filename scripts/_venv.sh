@@ -1,0 +1,15 @@
+# Sourced by start.sh and test.sh: make .venv (Python 3.11) and install a requirements file into it.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+PY="${PYTHON:-$(command -v python3.11 || command -v python3)}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+ensure_requirements() {
+  local req="$1" stamp=".venv/.installed-$(basename "$1")"
+  if [ ! -f "$stamp" ] || [ "$req" -nt "$stamp" ] || [ requirements.txt -nt "$stamp" ]; then
+    .venv/bin/python -m pip install --disable-pip-version-check -q -r "$req"
+    touch "$stamp"
+  fi
+}

@@ -1,0 +1,59 @@
+"""Shared fixtures: a real MongoDB-compatible server over the wire, isolated per test.
+
+When ``MONGO_URI`` is set, tests use that server; otherwise one embedded
+server is started for the session on a free port with a temporary storage
+path. Each test gets its own database name and artifact folder.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from models.db import Database
+from models.demo import write_games_csv
+from models.embedded import EmbeddedServer, free_port
+from models.settings import Settings
+
+SMALL_GAMES = 1500
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    uri = os.environ.get("MONGO_URI")
+    if uri:
+        yield uri
+        return
+    root = tmp_path_factory.mktemp("mongo")
+    server = EmbeddedServer(storage_path=root / "data", port=free_port(), run_dir=root)
+    server.start()
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def games_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo data set shared by the whole session (read-only for tests)."""
+    return write_games_csv(tmp_path_factory.mktemp("data") / "games.csv", n_games=SMALL_GAMES)
+
+
+@pytest.fixture
+def settings(mongo_uri: str, tmp_path: Path) -> Settings:
+    return Settings.from_env({}).with_(
+        mongo_uri=mongo_uri,
+        mongo_db=f"test_{uuid.uuid4().hex[:12]}",
+        artifact_dir=tmp_path / "artifacts",
+        data_dir=tmp_path / "data",
+        var_dir=tmp_path / "var",
+        server_selection_timeout_ms=3000,
+    )
+
+
+@pytest.fixture
+def database(settings: Settings):
+    db = Database.connect(settings)
+    yield db
+    db.client.drop_database(settings.mongo_db)
+    db.close()

@@ -1,0 +1,1 @@
+"""Flask admin app and JSON API."""
