@@ -1,12 +1,14 @@
-"""The ``python -m cli`` entry point: one click group, subcommands per area."""
+"""The ``python -m cli`` entry point: one click group; each module in ``cli/commands`` adds its commands."""
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 
 import click
 
+from cli import commands as command_modules
 from cli.context import AppContext, ServiceGroup
-from cli.commands import configs, db, demo
 
 
 @click.group(cls=ServiceGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,8 +24,8 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.call_on_close(app.close)
 
 
-for module in (db, configs, demo):
-    module.register(cli)
+for _info in sorted(pkgutil.iter_modules(command_modules.__path__), key=lambda m: m.name):
+    importlib.import_module(f"cli.commands.{_info.name}").register(cli)
 
 
 def main() -> None:
