@@ -44,6 +44,9 @@ class _HashingWriter:
     def flush(self) -> None:
         self.fh.flush()
 
+    def tell(self) -> int:  # joblib aligns numpy arrays on the current position
+        return self.size
+
 
 def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> tuple[str, int]:
     """Write ``path`` atomically via ``writer(fileobj)``; return ``(sha256 hex, size)``.

@@ -22,14 +22,14 @@ from sklearn.svm import SVC, SVR
 TASKS = ("classification", "regression")
 
 # Defaults applied before the user's hyperparameters (the user's win).
-# SVC needs probability=True so stacking and log loss can use predict_proba.
+# SVC has no predict_proba of its own: make_pipeline wraps it (see NEEDS_PROBABILITY_WRAPPER).
 _CLASSIFIERS: dict[str, tuple[type[BaseEstimator], dict[str, Any]]] = {
     "logistic_regression": (LogisticRegression, {"max_iter": 1000}),
     "random_forest": (RandomForestClassifier, {"n_jobs": 1}),
     "extra_trees": (ExtraTreesClassifier, {"n_jobs": 1}),
     "gradient_boosting": (GradientBoostingClassifier, {}),
     "hist_gradient_boosting": (HistGradientBoostingClassifier, {}),
-    "svm": (SVC, {"probability": True}),
+    "svm": (SVC, {}),
     "knn": (KNeighborsClassifier, {}),
     "mlp": (MLPClassifier, {"max_iter": 500}),
     "naive_bayes": (GaussianNB, {}),
@@ -50,6 +50,10 @@ REGISTRY: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any]]]] = {
     "classification": _CLASSIFIERS,
     "regression": _REGRESSORS,
 }
+
+
+# Classifiers without predict_proba: wrapped in sigmoid calibration (what SVC(probability=True) did).
+NEEDS_PROBABILITY_WRAPPER = {("classification", "svm")}
 
 
 def model_types(task: str) -> list[str]:

@@ -22,7 +22,7 @@ SEED_ARTIFACT_FIELDS = ("run_id", "model_artifact_path", "scaler_artifact_path",
                         "artifacts_saved_at")
 TRAINING_FIELDS = SEED_ARTIFACT_FIELDS + (
     "artifacts", "checksums", "metrics", "status", "version", "error", "trained_at",
-    "data_fingerprint", "fold_spec", "runs_count", "last_job_id")
+    "data_fingerprint", "fold_spec", "runs_count", "last_job_id", "versions", "training_started_at")
 SERVER_FIELDS = ("_id", "created_at", "updated_at", "rev")
 
 INPUT_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",

@@ -1,0 +1,63 @@
+"""Metrics for classifiers and regressors, and which of them is primary and which way is better."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn import metrics as skm
+
+HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2", "cv_mean_accuracy",
+                    "balanced_accuracy"}
+LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae"}
+
+
+def higher_is_better(metric: str) -> bool:
+    """Direction of a metric; unknown names count as higher-is-better unless they look like a loss."""
+    base = metric.split(".")[-1]
+    if base in LOWER_IS_BETTER or any(w in base for w in ("loss", "error", "mse", "mae", "brier")):
+        return False
+    return True
+
+
+def primary_metric(task: str, n_classes: int | None) -> str:
+    if task == "regression":
+        return "rmse"
+    return "roc_auc" if n_classes == 2 else "accuracy"
+
+
+def fold_score(metric: str, y_true: np.ndarray, pred: np.ndarray, classes: np.ndarray | None) -> float:
+    if metric == "rmse":
+        return float(np.sqrt(skm.mean_squared_error(y_true, pred)))
+    if metric == "roc_auc":
+        return float(skm.roc_auc_score(y_true == classes[1], pred[:, 1]))
+    return float(skm.accuracy_score(y_true, classes[np.argmax(pred, axis=1)]))
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray,
+                           classes: np.ndarray) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "precision": float(skm.precision_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "recall": float(skm.recall_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "f1": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "log_loss": float(skm.log_loss(y_true, np.clip(proba, 1e-15, 1), labels=classes)),
+        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        "labels": [c.item() if hasattr(c, "item") else c for c in classes],
+    }
+    present = np.unique(y_true)
+    if len(classes) == 2:
+        positive = y_true == classes[1]
+        out["brier"] = float(skm.brier_score_loss(positive, proba[:, 1]))
+        out["roc_auc"] = float(skm.roc_auc_score(positive, proba[:, 1])) if len(present) == 2 else None
+    elif len(present) == len(classes):
+        out["roc_auc"] = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="weighted",
+                                                 labels=classes))
+    else:
+        out["roc_auc"] = None
+    return out
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    mse = float(skm.mean_squared_error(y_true, y_pred))
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+            "r2": float(skm.r2_score(y_true, y_pred))}

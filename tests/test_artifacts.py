@@ -1,0 +1,152 @@
+import os
+import pickle
+
+import pytest
+
+import models.artifacts as artifacts
+from models.artifacts import LocalArtifactStore, load_verified
+from models.config_store import ConfigStore
+from models.errors import ArtifactError
+from models.loading import load_model
+from models.training import train_config
+from tests.helpers import cls_config
+
+
+class Boom:
+    """Unpickling this runs code: it must never happen for an unverified file."""
+
+    def __reduce__(self):
+        return (os.system, ("touch /tmp/should-never-exist-ensemble-cache",))
+
+
+@pytest.fixture
+def trained(database, settings, games_csv):
+    ConfigStore(database).create(cls_config("a", games_csv))
+    train_config(database, "a")
+    return ConfigStore(database).get("a")
+
+
+@pytest.fixture
+def no_unpickle(monkeypatch):
+    """Records the bytes of every unpickling the loader does."""
+    calls = []
+    real = artifacts.joblib.load
+    monkeypatch.setattr(artifacts.joblib, "load", lambda f, *a, **k: calls.append(f.getvalue()) or real(f, *a, **k))
+    return calls
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    if how == "flip":
+        path.write_bytes(data[:100] + bytes([data[100] ^ 0x01]) + data[101:])
+    elif how == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "delete":
+        path.unlink()
+    elif how == "malicious":
+        path.write_bytes(pickle.dumps(Boom()))
+
+
+@pytest.mark.parametrize("how,reason,words", [
+    ("flip", "checksum_mismatch", "fails verification"),
+    ("truncate", "checksum_mismatch", "fails verification"),
+    ("empty", "empty_file", "is empty"),
+    ("delete", "file_missing", "is missing"),
+    ("malicious", "checksum_mismatch", "fails verification"),
+])
+def test_damaged_model_file_is_refused_and_never_unpickled(settings, trained, no_unpickle, how, reason, words):
+    path = settings.artifact_dir / trained["model_artifact_path"]
+    _damage(path, how)
+    damaged = path.read_bytes() if path.exists() else None
+    with pytest.raises(ArtifactError) as info:
+        load_model(settings, trained, use_cache=False)
+    assert info.value.reason == reason
+    assert words in info.value.message and trained["model_artifact_path"] in info.value.message
+    assert damaged not in no_unpickle
+    assert not os.path.exists("/tmp/should-never-exist-ensemble-cache")
+
+
+def test_damaged_file_never_reaches_joblib(settings, trained, no_unpickle):
+    _damage(settings.artifact_dir / trained["scaler_artifact_path"], "malicious")
+    with pytest.raises(ArtifactError, match="scaler.pkl fails verification"):
+        load_model(settings, trained, use_cache=False)
+    assert no_unpickle == []  # the features file is JSON; the scaler failed before any unpickling
+
+
+@pytest.mark.parametrize("bad_path,words", [
+    ("/etc/passwd", "is absolute"),
+    ("../outside_model.pkl", "contains '..'"),
+    ("sub/dir/x_model.pkl", "not inside the artifact folder"),
+])
+def test_paths_outside_the_artifact_folder_are_refused(settings, trained, no_unpickle, bad_path, words):
+    doc = {**trained, "model_artifact_path": bad_path}
+    with pytest.raises(ArtifactError) as info:
+        load_model(settings, doc, use_cache=False)
+    assert info.value.reason == "path_refused" and words in info.value.message
+    assert bad_path in info.value.message
+    assert no_unpickle == []
+
+
+def test_symlink_out_of_the_folder_is_refused(settings, trained, tmp_path, no_unpickle):
+    outside = tmp_path / "evil.pkl"
+    outside.write_bytes(pickle.dumps(Boom()))
+    link = settings.artifact_dir / "link_model.pkl"
+    link.symlink_to(outside)
+    with pytest.raises(ArtifactError, match="resolves outside the artifact folder"):
+        load_model(settings, {**trained, "model_artifact_path": "link_model.pkl"}, use_cache=False)
+    assert no_unpickle == []
+
+
+def test_missing_fields_and_checksums(settings, trained):
+    with pytest.raises(ArtifactError, match="has no scaler_artifact_path") as info:
+        load_model(settings, {k: v for k, v in trained.items() if k != "scaler_artifact_path"}, use_cache=False)
+    assert info.value.reason == "field_missing"
+    with pytest.raises(ArtifactError, match="no checksum is recorded") as info:
+        load_model(settings, {k: v for k, v in trained.items() if k != "checksums"}, use_cache=False)
+    assert info.value.reason == "checksum_missing"
+
+
+def test_sklearn_version_difference_is_a_warning(settings, trained):
+    doc = {**trained, "versions": {**trained["versions"], "sklearn": "0.24.2"}}
+    result = load_model(settings, doc, use_cache=False)
+    assert any("0.24.2" in w for w in result.model.warnings)
+
+
+def test_seed_style_prefixed_path_is_accepted(tmp_path, monkeypatch):
+    import models.artifacts as a
+    root = tmp_path / "proj"
+    (root / "cli" / "models").mkdir(parents=True)
+    monkeypatch.setattr(a, "PROJECT_ROOT", root)
+    store = LocalArtifactStore(root / "cli" / "models")
+    info = store.write("r_model.pkl", a.joblib_writer({"x": 1}))
+    assert info.path == "cli/models/r_model.pkl"
+    assert load_verified(store, info.path, info.sha256)[0] == {"x": 1}
+    with pytest.raises(ArtifactError, match="not inside the artifact folder"):
+        store.resolve("other/models/r_model.pkl")
+
+
+def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):
+    store = LocalArtifactStore(tmp_path)
+
+    def bad(fh):
+        fh.write(b"half")
+        raise RuntimeError("disk gone")
+    with pytest.raises(RuntimeError):
+        store.write("x_model.pkl", bad)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_folder_is_a_clear_error(tmp_path):
+    if os.geteuid() == 0:
+        folder = tmp_path / "file-not-folder"
+        folder.write_text("")
+        store = LocalArtifactStore(folder)
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir(mode=0o500)
+        store = LocalArtifactStore(folder)
+    with pytest.raises(ArtifactError, match="could not write artifact x_model.pkl") as info:
+        store.write("x_model.pkl", lambda fh: fh.write(b"1"))
+    assert info.value.reason == "write_error"
