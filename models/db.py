@@ -87,6 +87,10 @@ class Database:
                 self.ensembles.create_index([("name", ASCENDING)], unique=True, name="name_unique")
                 self.jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
                 self.jobs.create_index([("key", ASCENDING), ("status", ASCENDING)])
+                # one queued/running job per key; the field exists only while the job is active
+                self.jobs.create_index([("active_key", ASCENDING)], unique=True, name="active_key_unique",
+                                       partialFilterExpression={"active_key": {"$exists": True}})
+                self.jobs.create_index([("created_at", DESCENDING)])
                 self.locks.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
             except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
                 raise DatabaseUnavailableError(

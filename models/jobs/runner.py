@@ -1,0 +1,131 @@
+"""Where job work runs, behind a small ``concurrent.futures``-style interface.
+
+:class:`InProcessRunner` (the default) is a bounded thread pool in this
+process, so one machine needs nothing else. Another executor (e.g. a Dask
+``Client``, whose ``submit`` also returns futures) can implement
+:class:`JobRunner` later; job state stays in MongoDB either way.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from abc import ABC, abstractmethod
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+from ..errors import ServiceError
+from ..settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class RunnerUnavailableError(ServiceError):
+    """The runner cannot take work (it was shut down)."""
+
+    code = "runner_unavailable"
+    http_status = 503
+
+
+class JobRunner(ABC):
+    """Runs job callables somewhere and hands back a future per job."""
+
+    name = "runner"
+
+    @abstractmethod
+    def submit(self, job_id: str, fn: Callable[[], Any]) -> Future:
+        """Schedule ``fn()`` (which runs job ``job_id`` end to end) and return its future.
+
+        The future supports ``add_done_callback``, ``cancelled`` and ``exception``
+        like :class:`concurrent.futures.Future`. Raises RunnerUnavailableError
+        if the runner no longer accepts work.
+        """
+
+    @abstractmethod
+    def shutdown(self, wait: bool = True, *, cancel_pending: bool = False) -> None:
+        """Stop accepting work; ``wait`` for running jobs; ``cancel_pending`` drops queued ones."""
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-safe description for health pages and logs."""
+        return {"runner": self.name}
+
+    def __enter__(self) -> "JobRunner":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown(wait=True)
+
+
+class InProcessRunner(JobRunner):
+    """A bounded :class:`~concurrent.futures.ThreadPoolExecutor`: at most ``workers`` jobs run at once."""
+
+    name = "in-process"
+
+    def __init__(self, workers: int) -> None:
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"a job runner needs at least one worker, got {workers!r}")
+        self.workers = workers
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job-worker")
+
+    def submit(self, job_id: str, fn: Callable[[], Any]) -> Future:
+        try:
+            return self._executor.submit(fn)
+        except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
+            raise RunnerUnavailableError(
+                f"the job runner is shut down; job {job_id} cannot run") from exc
+
+    def shutdown(self, wait: bool = True, *, cancel_pending: bool = False) -> None:
+        self._executor.shutdown(wait=wait, cancel_futures=cancel_pending)
+
+    def describe(self) -> dict[str, Any]:
+        return {"runner": self.name, "workers": self.workers}
+
+
+# --- the process's default runner -------------------------------------------------------------
+
+_default: JobRunner | None = None
+_default_lock = threading.Lock()
+_atexit_registered = False
+
+
+def get_default_runner(settings: Settings | None = None) -> JobRunner:
+    """The process-wide runner, created on first use from ``settings.job_workers`` and shut down at exit."""
+    global _default, _atexit_registered
+    with _default_lock:
+        if _default is None:
+            settings = settings or get_settings()
+            _default = InProcessRunner(settings.job_workers)
+            log.info("job runner started: %s", _default.describe())
+            if not _atexit_registered:
+                atexit.register(shutdown_default_runner)
+                _atexit_registered = True
+        return _default
+
+
+def set_default_runner(runner: JobRunner | None) -> JobRunner | None:
+    """Replace the process-wide runner (e.g. with another executor); returns the previous one, not shut down."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, runner
+        return previous
+
+
+def shutdown_default_runner(wait: bool = True) -> None:
+    """Shut the process-wide runner down (if one was created); the next use creates a fresh one."""
+    global _default
+    with _default_lock:
+        runner, _default = _default, None
+    if runner is not None:
+        runner.shutdown(wait=wait)
+
+
+def _forget_default_after_fork() -> None:
+    # A forked child does not inherit the parent's worker threads.
+    global _default, _default_lock
+    _default = None
+    _default_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_default_after_fork)
