@@ -15,8 +15,10 @@ import io
 import json
 import logging
 import os
+import threading
 import warnings
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable
@@ -24,7 +26,7 @@ from typing import IO, Any, Callable
 import joblib
 import numpy as np
 
-from .atomic import TMP_PREFIX, atomic_write
+from .atomic import CHUNK_SIZE, TMP_PREFIX, atomic_write
 from .errors import ArtifactError
 from .settings import PROJECT_ROOT, Settings
 
@@ -32,19 +34,37 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_KINDS = ("model", "scaler", "features", "metrics", "oof")
 SUFFIXES = {"model": "_model.pkl", "scaler": "_scaler.pkl", "features": "_features.json",
-            "metrics": "_metrics.json", "oof": "_oof.npz"}
+            "metrics": "_metrics.json", "oof": "_oof.npz",
+            # ensembles (models/ensembles.py): the fitted meta-model and the ensemble's JSON spec
+            "ensemble": "_ensemble.pkl", "ensemble_spec": "_ensemble.json"}
 
 
 @dataclass(frozen=True)
 class ArtifactInfo:
-    """One written artifact: its stored (relative, ``/``-separated) path, checksum and size."""
+    """One written artifact: its stored (relative, ``/``-separated) path, checksums and size.
+
+    ``chunk_sha256`` holds the SHA-256 of each ``chunk_size`` block, so a large
+    pickle can be verified block by block while it loads (:class:`VerifiedReader`).
+    """
 
     path: str
     sha256: str
     size: int
+    chunk_size: int | None = None
+    chunk_sha256: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "size": self.size}
+        out: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "size": self.size}
+        if self.chunk_sha256 is not None:
+            out["chunk_size"] = self.chunk_size
+            out["chunk_sha256"] = list(self.chunk_sha256)
+        return out
+
+    @classmethod
+    def from_ref(cls, ref: dict[str, Any]) -> "ArtifactInfo":
+        chunks = ref.get("chunk_sha256")
+        return cls(path=ref.get("path") or "", sha256=ref.get("sha256") or "", size=ref.get("size") or 0,
+                   chunk_size=ref.get("chunk_size"), chunk_sha256=tuple(chunks) if chunks else None)
 
 
 def artifact_name(run_id: str, kind: str) -> str:
@@ -78,8 +98,9 @@ class ArtifactStore(ABC):
 class LocalArtifactStore(ArtifactStore):
     """Artifacts in one local folder (``ARTIFACT_DIR``)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, chunk_size: int = CHUNK_SIZE) -> None:
         self.root = Path(root)
+        self.chunk_size = chunk_size
         self._real_root = Path(os.path.realpath(self.root))
         try:
             self.prefix = self._real_root.relative_to(Path(os.path.realpath(PROJECT_ROOT))).as_posix()
@@ -120,11 +141,12 @@ class LocalArtifactStore(ArtifactStore):
         if "/" in name or name.startswith("."):
             raise ValueError(f"artifact name {name!r} must be a plain file name")
         try:
-            sha, size = atomic_write(self.root / name, writer)
+            res = atomic_write(self.root / name, writer, self.chunk_size)
         except OSError as exc:
             raise ArtifactError(f"could not write artifact {name} in {self.root}: {exc.strerror or exc}",
                                 reason="write_error", path=name) from exc
-        return ArtifactInfo(self.stored_path(name), sha, size)
+        return ArtifactInfo(self.stored_path(name), res.sha256, res.size, res.chunk_size,
+                            tuple(res.chunk_sha256))
 
     def read_bytes(self, stored_path: str) -> bytes:
         path = self.resolve(stored_path)
@@ -199,10 +221,16 @@ def load_verified(store: ArtifactStore, stored_path: str | None, sha256: str | N
 
 def unpickle_bytes(data: bytes, stored_path: str) -> tuple[Any, list[str]]:
     """Unpickle bytes that :func:`read_verified` returned. Never call it on unverified bytes."""
+    return _unpickle(io.BytesIO(data), stored_path)
+
+
+def _unpickle(source: IO[bytes], stored_path: str) -> tuple[Any, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            obj = joblib.load(io.BytesIO(data))
+            obj = joblib.load(source)
+        except ArtifactError:
+            raise
         except Exception as exc:  # verified bytes that still fail to load: version skew, missing class
             raise ArtifactError(f"artifact file {stored_path} passed verification but could not be "
                                 f"loaded: {exc.__class__.__name__}: {exc}", reason="unpickle_error",
@@ -232,6 +260,153 @@ def load_npz_verified(store: ArtifactStore, stored_path: str | None, sha256: str
     except Exception as exc:
         raise ArtifactError(f"artifact file {stored_path} is not a valid array archive: {exc}",
                             reason="unpickle_error", path=stored_path) from None
+
+
+def _mismatch(path: str, what: str) -> ArtifactError:
+    return ArtifactError(f"artifact file {path} fails verification: {what} (changed or corrupted); "
+                         "it was not loaded", reason="checksum_mismatch", path=path)
+
+
+_HASH_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="artifact-verify")
+
+
+class VerifiedReader(io.RawIOBase):
+    """A file object over ``data`` that hands out only bytes whose chunk has passed SHA-256.
+
+    A background thread hashes chunk after chunk (hashlib releases the GIL),
+    so verification runs alongside unpickling instead of before it, while the
+    unpickler can never read a byte that has not been checked against the
+    checksum recorded in MongoDB. Chunk 0 is checked before the reader is
+    returned, so a replaced or early-corrupted file never reaches the unpickler.
+    """
+
+    def __init__(self, data: bytes, info: ArtifactInfo) -> None:
+        super().__init__()
+        if not info.chunk_size or not info.chunk_sha256:
+            raise ValueError("VerifiedReader needs per-chunk checksums")
+        self._data = memoryview(data)
+        self._info = info
+        self._pos = 0
+        self._verified = 0
+        self._done: set[int] = set()
+        self._failed: str | None = None
+        self._cond = threading.Condition()
+        expected = -(-len(data) // info.chunk_size)
+        if len(data) != info.size or len(info.chunk_sha256) != expected:
+            raise _mismatch(info.path, f"size is {len(data)} bytes, expected {info.size}")
+        self._record(0, self._hash(0))
+        if self._failed:
+            raise _mismatch(info.path, self._failed)
+        # Later blocks are hashed on a small shared pool: several at once, so a thread waiting for the
+        # GIL to record its result never leaves the CPU idle while the unpickler holds the GIL.
+        self._futures = [_HASH_POOL.submit(self._verify, i) for i in range(1, expected)]
+
+    def _hash(self, index: int) -> str:
+        size = self._info.chunk_size or 0
+        return hashlib.sha256(self._data[index * size:(index + 1) * size]).hexdigest()
+
+    def _verify(self, index: int) -> None:
+        if self._failed is None and not self.closed:
+            self._record(index, self._hash(index))
+
+    def _record(self, index: int, actual: str) -> None:
+        size = self._info.chunk_size or 0
+        with self._cond:
+            if actual != self._info.chunk_sha256[index]:  # type: ignore[index]
+                start = index * size
+                end = min(start + size, len(self._data))
+                self._failed = self._failed or f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
+            else:
+                self._done.add(index)
+                while (self._verified // size) in self._done and self._verified < len(self._data):
+                    self._verified = min(self._verified + size, len(self._data))
+            self._cond.notify_all()
+
+    def _wait_for(self, end: int) -> None:
+        if end <= self._verified:
+            return
+        with self._cond:
+            while self._verified < end and self._failed is None:
+                self._cond.wait()
+            if self._verified < end:
+                raise _mismatch(self._info.path, self._failed or "not verified")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._data)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        n = max(0, min(len(out), len(self._data) - self._pos))
+        self._wait_for(self._pos + n)
+        out[:n] = self._data[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def read(self, size: int = -1) -> bytes:
+        end = len(self._data) if size is None or size < 0 else min(len(self._data), self._pos + size)
+        self._wait_for(end)
+        chunk = self._data[self._pos:end].tobytes()
+        self._pos = end
+        return chunk
+
+    def readline(self, size: int = -1) -> bytes:
+        limit = len(self._data) if size is None or size < 0 else min(len(self._data), self._pos + size)
+        newline = bytes(self._data[self._pos:limit]).find(b"\n")
+        return self.read((newline + 1) if newline >= 0 else limit - self._pos)
+
+    def close(self) -> None:
+        super().close()
+        for future in getattr(self, "_futures", []):
+            future.cancel()
+
+
+def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> "PendingPickle":
+    """Read a pickle artifact and run every check that can run before unpickling starts.
+
+    With per-chunk checksums only chunk 0 is checked here (the rest while it
+    loads); without them the whole file is verified here.
+    """
+    info = ArtifactInfo.from_ref(ref)
+    if info.chunk_sha256 and info.chunk_size:
+        if not info.path:
+            raise ArtifactError("artifact path is not set", reason="field_missing")
+        data = store.read_bytes(info.path)
+        if not data:
+            raise ArtifactError(f"artifact file {info.path} is empty", reason="empty_file", path=info.path)
+        return PendingPickle(info, data, VerifiedReader(data, info))
+    return PendingPickle(info, read_verified(store, info.path, info.sha256), None)
+
+
+@dataclass
+class PendingPickle:
+    """A pickle artifact that passed the up-front checks; :meth:`load` unpickles it."""
+
+    info: ArtifactInfo
+    data: bytes
+    reader: VerifiedReader | None
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def load(self) -> tuple[Any, list[str]]:
+        if self.reader is None:
+            return unpickle_bytes(self.data, self.info.path)
+        try:
+            return _unpickle(self.reader, self.info.path)
+        finally:
+            self.reader.close()
 
 
 def joblib_writer(obj: Any) -> Callable[[IO[bytes]], None]:

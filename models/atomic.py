@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, IO
 
@@ -27,19 +28,49 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-class _HashingWriter:
-    """A file wrapper that hashes what passes through it, so no second read is needed."""
+CHUNK_SIZE = 4 * 1024 * 1024
 
-    def __init__(self, fh: IO[bytes]) -> None:
+
+class _HashingWriter:
+    """A file wrapper that hashes what passes through it, so no second read is needed.
+
+    Besides the SHA-256 of the whole file it keeps the SHA-256 of every
+    ``chunk_size`` block, which lets a reader verify and consume a large file
+    block by block (see ``models.artifacts.VerifiedReader``).
+    """
+
+    def __init__(self, fh: IO[bytes], chunk_size: int = CHUNK_SIZE) -> None:
         self.fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
+        self.chunk_size = chunk_size
+        self.chunks: list[str] = []
+        self._chunk = hashlib.sha256()
+        self._in_chunk = 0
 
     def write(self, data: bytes) -> int:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         self.sha.update(view)
         self.size += view.nbytes
+        pos = 0
+        while pos < view.nbytes:
+            take = min(self.chunk_size - self._in_chunk, view.nbytes - pos)
+            self._chunk.update(view[pos:pos + take])
+            self._in_chunk += take
+            pos += take
+            if self._in_chunk == self.chunk_size:
+                self._close_chunk()
         return self.fh.write(data)
+
+    def _close_chunk(self) -> None:
+        self.chunks.append(self._chunk.hexdigest())
+        self._chunk = hashlib.sha256()
+        self._in_chunk = 0
+
+    def finish(self) -> list[str]:
+        if self._in_chunk:
+            self._close_chunk()
+        return self.chunks
 
     def flush(self) -> None:
         self.fh.flush()
@@ -48,8 +79,16 @@ class _HashingWriter:
         return self.size
 
 
-def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> tuple[str, int]:
-    """Write ``path`` atomically via ``writer(fileobj)``; return ``(sha256 hex, size)``.
+@dataclass(frozen=True)
+class WriteResult:
+    sha256: str
+    size: int
+    chunk_size: int
+    chunk_sha256: list[str]
+
+
+def atomic_write(path: Path, writer: Callable[[IO[bytes]], None], chunk_size: int = CHUNK_SIZE) -> WriteResult:
+    """Write ``path`` atomically via ``writer(fileobj)`` and return its checksums and size.
 
     On any error the temp file is removed and ``path`` is left as it was.
     """
@@ -58,7 +97,7 @@ def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> tuple[str, 
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            hw = _HashingWriter(fh)
+            hw = _HashingWriter(fh, chunk_size)
             writer(hw)  # type: ignore[arg-type]
             fh.flush()
             os.fsync(fh.fileno())
@@ -70,10 +109,10 @@ def atomic_write(path: Path, writer: Callable[[IO[bytes]], None]) -> tuple[str, 
             pass
         raise
     _fsync_dir(path.parent)
-    return hw.sha.hexdigest(), hw.size
+    return WriteResult(hw.sha.hexdigest(), hw.size, chunk_size, hw.finish())
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> tuple[str, int]:
+def atomic_write_bytes(path: Path, data: bytes) -> WriteResult:
     return atomic_write(path, lambda fh: fh.write(data))
 
 

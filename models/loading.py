@@ -13,7 +13,7 @@ from typing import Any
 
 import sklearn
 
-from .artifacts import ArtifactStore, get_store, parse_json_bytes, read_verified, unpickle_bytes
+from .artifacts import ArtifactStore, fetch_pickle, get_store, parse_json_bytes, read_verified
 from .cache import ModelCache, get_model_cache
 from .errors import ArtifactError
 from .predictor import TrainedModel
@@ -35,17 +35,33 @@ def cache_key(run_id: str, checksums: dict[str, str]) -> tuple[str, str]:
     return run_id, checksums.get("model", "")
 
 
-def artifact_refs(config: dict[str, Any]) -> dict[str, tuple[str, str | None]]:
-    """``kind -> (stored path, sha256)`` from a config or run document; ArtifactError if a field is missing."""
-    if "artifacts" in config and "model_artifact_path" not in config:  # a run document
-        arts = config["artifacts"]
-        return {k: (arts[k]["path"], arts[k]["sha256"]) for k in PATH_FIELDS if k in arts}
-    missing = [f for f in ("run_id", *PATH_FIELDS.values()) if not config.get(f)]
+def artifact_refs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``kind -> {"path", "sha256", ...}`` from a config or run document.
+
+    A config names its files in the seed system's fields; their checksums
+    come from ``checksums`` (and per-chunk checksums from ``artifacts`` when
+    it describes the same file). ArtifactError if a field is missing.
+    """
+    arts = doc.get("artifacts") or {}
+    if "model_artifact_path" not in doc and arts:  # a run document
+        missing = [k for k in PATH_FIELDS if k not in arts]
+        if missing:
+            raise ArtifactError(f"run {doc.get('run_id')!r} records no {', '.join(missing)} artifact",
+                                reason="field_missing")
+        return {k: dict(arts[k]) for k in PATH_FIELDS}
+    missing = [f for f in ("run_id", *PATH_FIELDS.values()) if not doc.get(f)]
     if missing:
-        raise ArtifactError(f"config {config.get('name')!r} has no {', '.join(missing)}: it has never been "
+        raise ArtifactError(f"config {doc.get('name')!r} has no {', '.join(missing)}: it has never been "
                             "trained (or its artifact fields were removed)", reason="field_missing")
-    checksums = config.get("checksums") or {}
-    return {k: (config[f], checksums.get(k)) for k, f in PATH_FIELDS.items()}
+    checksums = doc.get("checksums") or {}
+    refs = {}
+    for kind, field in PATH_FIELDS.items():
+        entry = arts.get(kind) or {}
+        ref = {"path": doc[field], "sha256": checksums.get(kind)}
+        if entry.get("path") == doc[field] and entry.get("sha256") == checksums.get(kind):
+            ref.update({k: entry[k] for k in ("size", "chunk_size", "chunk_sha256") if k in entry})
+        refs[kind] = ref
+    return refs
 
 
 def load_model(settings: Settings, doc: dict[str, Any], *, store: ArtifactStore | None = None,
@@ -54,30 +70,32 @@ def load_model(settings: Settings, doc: dict[str, Any], *, store: ArtifactStore 
     t0 = time.perf_counter()
     refs = artifact_refs(doc)
     run_id = doc["run_id"]
-    key = cache_key(run_id, {k: sha or "" for k, (_, sha) in refs.items()})
+    key = cache_key(run_id, {k: ref.get("sha256") or "" for k, ref in refs.items()})
     cache = cache or get_model_cache(settings)
     if use_cache:
         hit = cache.get(key)
         if hit is not None:
             return LoadResult(hit, "cache", time.perf_counter() - t0)
     store = store or get_store(settings)
-    # Every file is read and verified before anything is unpickled.
-    blobs = {kind: read_verified(store, *refs[kind]) for kind in ("features", "scaler", "model")}
-    features = parse_json_bytes(blobs["features"], refs["features"][0])
+    # Every file passes its up-front checks before anything is unpickled.
+    features_path = refs["features"]["path"]
+    features_bytes = read_verified(store, features_path, refs["features"].get("sha256"))
+    pending = {kind: fetch_pickle(store, refs[kind]) for kind in ("scaler", "model")}
+    features = parse_json_bytes(features_bytes, features_path)
     if isinstance(features, dict):
         features = features.get("features")
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-        raise ArtifactError(f"features file {refs['features'][0]} does not hold a list of column names",
-                            reason="unpickle_error", path=refs["features"][0])
-    scaler, notes_s = unpickle_bytes(blobs["scaler"], refs["scaler"][0])
-    model, notes_m = unpickle_bytes(blobs["model"], refs["model"][0])
+        raise ArtifactError(f"features file {features_path} does not hold a list of column names",
+                            reason="unpickle_error", path=features_path)
+    scaler, notes_s = pending["scaler"].load()
+    model, notes_m = pending["model"].load()
     notes = notes_s + notes_m
     recorded = (doc.get("versions") or {}).get("sklearn")
     if recorded and recorded != sklearn.__version__:
         notes.append(f"trained with scikit-learn {recorded}, loaded with {sklearn.__version__}; "
                      "predictions may differ")
     task = doc.get("task") or (doc.get("config") or {}).get("task", "classification")
-    size = sum(len(b) for b in blobs.values())
+    size = len(features_bytes) + sum(p.size for p in pending.values())
     trained = TrainedModel(run_id=run_id, task=task, features=features, scaler=scaler, model=model,
                            warnings=notes, size_bytes=size)
     if use_cache:

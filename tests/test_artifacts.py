@@ -31,7 +31,10 @@ def no_unpickle(monkeypatch):
     """Records the bytes of every unpickling the loader does."""
     calls = []
     real = artifacts.joblib.load
-    monkeypatch.setattr(artifacts.joblib, "load", lambda f, *a, **k: calls.append(f.getvalue()) or real(f, *a, **k))
+    def spy(source, *a, **k):
+        calls.append(source.getvalue() if hasattr(source, "getvalue") else bytes(source._data))
+        return real(source, *a, **k)
+    monkeypatch.setattr(artifacts.joblib, "load", spy)
     return calls
 
 
@@ -150,3 +153,41 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
     with pytest.raises(ArtifactError, match="could not write artifact x_model.pkl") as info:
         store.write("x_model.pkl", lambda fh: fh.write(b"1"))
     assert info.value.reason == "write_error"
+
+
+def test_large_files_are_verified_block_by_block(database, settings, games_csv):
+    """With per-chunk checksums a tampered late block is caught; no unverified byte is ever served."""
+    store = LocalArtifactStore(settings.artifact_dir, chunk_size=4096)
+    ConfigStore(database).create(cls_config("big", games_csv, model_type="random_forest",
+                                            hyperparameters={"n_estimators": 5}))
+    train_config(database, "big", store=store)
+    doc = ConfigStore(database).get("big")
+    ref = doc["artifacts"]["model"]
+    assert len(ref["chunk_sha256"]) > 3 and ref["chunk_size"] == 4096
+    good = load_model(settings, doc, store=store, use_cache=False).model
+    assert good.run_id == doc["run_id"]
+    path = settings.artifact_dir / doc["model_artifact_path"]
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"fails verification: block \d+") as info:
+        load_model(settings, doc, store=store, use_cache=False)
+    assert info.value.reason == "checksum_mismatch"
+
+
+def test_verified_reader_never_serves_unverified_bytes():
+    from models.artifacts import ArtifactInfo, VerifiedReader
+    import hashlib
+    payload = bytes(range(256)) * 64  # 16 KiB, 4 blocks of 4 KiB
+    chunks = [hashlib.sha256(payload[i:i + 4096]).hexdigest() for i in range(0, len(payload), 4096)]
+    info = ArtifactInfo("x_model.pkl", hashlib.sha256(payload).hexdigest(), len(payload), 4096, tuple(chunks))
+    assert VerifiedReader(payload, info).read() == payload
+    tampered = payload[:9000] + b"!" + payload[9001:]
+    reader = VerifiedReader(tampered, info)
+    assert reader.read(8192) == tampered[:8192]      # blocks 0-1 are genuine
+    with pytest.raises(ArtifactError, match="block 2"):
+        reader.read(100)                            # block 2 holds the change: nothing from it comes out
+    with pytest.raises(ArtifactError, match="block 0"):
+        VerifiedReader(b"?" + payload[1:], info)     # a bad first block fails before any reading
+    with pytest.raises(ArtifactError, match="size is"):
+        VerifiedReader(payload[:-1], info)
