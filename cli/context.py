@@ -23,7 +23,7 @@ from models.settings import Settings, get_settings
 
 USAGE_ERRORS = (ValidationError, NotFoundError, ConflictError)
 
-stderr = Console(stderr=True, highlight=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, width=200 if not sys.stdout.isatty() else None)
 
 

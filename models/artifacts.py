@@ -88,7 +88,7 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def stat(self, stored_path: str) -> dict[str, Any]:
-        """``{"exists": bool, "size": int | None}`` without reading the file."""
+        """``{"exists": bool, "size": int | None, "mtime": float | None}`` without reading the file."""
 
     @abstractmethod
     def list_paths(self) -> list[str]:
@@ -173,9 +173,10 @@ class LocalArtifactStore(ArtifactStore):
     def stat(self, stored_path: str) -> dict[str, Any]:
         path = self.resolve(stored_path)
         try:
-            return {"exists": path.is_file(), "size": path.stat().st_size}
+            st = path.stat()
         except FileNotFoundError:
-            return {"exists": False, "size": None}
+            return {"exists": False, "size": None, "mtime": None}
+        return {"exists": path.is_file(), "size": st.st_size, "mtime": st.st_mtime}
 
     def list_paths(self) -> list[str]:
         if not self.root.is_dir():

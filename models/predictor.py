@@ -60,9 +60,27 @@ class TrainedModel:
             raise ValidationError("predict_proba applies to classifiers only", field="task")
         return self.model.predict_proba(self.transform(frame))
 
+    def predict_table(self, frame: pd.DataFrame | dict | list) -> pd.DataFrame:
+        return prediction_frame(self.predict, self.predict_proba, self.classes, frame)
+
     def to_pipeline(self) -> Pipeline:
         """A plain scikit-learn Pipeline (select features -> scaler -> model) for deployment."""
         select = ColumnTransformer([("features", "passthrough", list(self.features))], remainder="drop",
                                    verbose_feature_names_out=False)
         select.fit(pd.DataFrame([np.zeros(len(self.features))], columns=self.features))
         return Pipeline([("select", select), ("scaler", self.scaler), ("model", self.model)])
+
+
+def prediction_frame(predict: Any, predict_proba: Any, classes: list[Any] | None,
+                     frame: pd.DataFrame | dict | list) -> pd.DataFrame:
+    """Predictions as a table: ``prediction`` plus ``proba_<class>`` columns for classifiers.
+
+    Shared by single models and ensembles, the CLI and the API, so every
+    surface answers in the same shape.
+    """
+    out = pd.DataFrame({"prediction": predict(frame)})
+    if classes is not None:
+        proba = predict_proba(frame)
+        for i, label in enumerate(classes):
+            out[f"proba_{label}"] = proba[:, i]
+    return out

@@ -1,0 +1,89 @@
+"""``artifacts info|verify|gc``: inspect, check and clean the artifact folder."""
+from __future__ import annotations
+
+import click
+
+from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
+from models.errors import ServiceError
+from models.maintenance import collect_orphans, run_artifacts_info, scan_configs
+from models.training import train_config
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(artifacts)
+
+
+@click.group()
+def artifacts() -> None:
+    """Inspect, verify and clean up artifacts."""
+
+
+@artifacts.command("info")
+@click.argument("run_id")
+@json_option
+@pass_app
+def info_cmd(app: AppContext, run_id: str, as_json: bool) -> None:
+    """Paths, sizes, checksums and verification state of a run's files."""
+    data = run_artifacts_info(app.db, run_id)
+    if as_json:
+        emit_json(data)
+        return
+    emit_table(((k, f["path"], f.get("size", ""), (f.get("sha256") or "")[:16], f["state"])
+                for k, f in data["files"].items()),
+               ["kind", "path", "bytes", "sha256", "state"], title=f"run {run_id} ({data['name']} {data['version']})")
+    if not data["all_verified"]:
+        raise SystemExit(1)
+
+
+@artifacts.command("verify")
+@click.option("--repair", is_flag=True, help="Retrain exactly the configs whose artifacts are missing, "
+                                             "corrupt or stale.")
+@json_option
+@pass_app
+def verify(app: AppContext, repair: bool, as_json: bool) -> None:
+    """Check every config's artifacts against their recorded checksums. Exits 1 if any problem remains."""
+    report = scan_configs(app.db)
+    broken = [r for r in report if r["state"] in ("missing", "corrupt", "stale")]
+    if repair:
+        for entry in broken:
+            info(f"retraining {entry['name']} ({entry['state']})")
+            try:
+                run = train_config(app.db, entry["name"], requested_by="cli:artifacts verify --repair")
+                entry["repaired"] = {"run_id": run["run_id"], "version": run["version"]}
+            except ServiceError as exc:
+                entry["repair_error"] = exc.message
+    if as_json:
+        emit_json(report)
+    else:
+        emit_table(((r["name"], r["state"], r.get("run_id") or "", "; ".join(r["problems"]),
+                     (r.get("repaired") or {}).get("run_id", r.get("repair_error", ""))) for r in report),
+                   ["config", "state", "run id", "problems", "repaired"])
+    if any(r for r in broken if "repaired" not in r):
+        raise SystemExit(1)
+
+
+@artifacts.command("gc")
+@click.option("--keep", type=click.IntRange(min=1), help="Also delete runs beyond the newest N per config "
+                                                         "(never the current, production or one an "
+                                                         "ensemble uses).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--min-age", default=900, show_default=True, type=click.IntRange(min=0),
+              help="Leave files younger than this many seconds (a training may be writing them).")
+@json_option
+@pass_app
+def gc(app: AppContext, keep: int | None, dry_run: bool, min_age: int, as_json: bool) -> None:
+    """Delete artifact files that no document references (and, with --keep, old runs)."""
+    result: dict = {}
+    if keep is not None:
+        from models.registry import prune_runs
+        result["runs"] = prune_runs(app.db, keep=keep, dry_run=dry_run)
+    result.update(collect_orphans(app.db, dry_run=dry_run, min_age_s=min_age))
+    if as_json:
+        emit_json(result)
+        return
+    verb = "would delete" if dry_run else "deleted"
+    if keep is not None:
+        info(f"{verb} {len(result['runs'])} old runs: {', '.join(r['run_id'] for r in result['runs']) or '-'}")
+    info(f"{verb} {len(result['orphan_files'])} unreferenced files and {len(result['temp_files'])} temp files")
+    for path in result["orphan_files"]:
+        click.echo(path)

@@ -1,0 +1,42 @@
+"""Reading a user's CSV argument and writing predictions, shared by ``predict`` and ``ensemble predict``."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+
+from cli.context import info
+from models.atomic import atomic_write_bytes
+from models.errors import ValidationError
+
+
+def read_csv_arg(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise ValidationError(f"CSV file {str(path)!r} not found", field="--csv")
+    try:
+        frame = pd.read_csv(path)
+    except UnicodeDecodeError:
+        raise ValidationError(f"CSV file {str(path)!r} is not UTF-8 text", field="--csv") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValidationError(f"CSV file {str(path)!r} cannot be read: {str(exc).strip()}", field="--csv") from None
+    if frame.empty:
+        raise ValidationError(f"CSV file {str(path)!r} has no rows", field="--csv")
+    return frame
+
+
+def write_predictions(table: pd.DataFrame, out: Path | None, as_json: bool, meta: dict[str, Any]) -> None:
+    """CSV to ``out`` (atomically) or stdout; with ``--json`` a JSON object with the rows."""
+    if out is not None:
+        atomic_write_bytes(out, table.to_csv(index=False).encode())
+        info(f"wrote {len(table)} predictions to {out}")
+        if as_json:
+            click.echo(json.dumps({**meta, "rows": len(table), "out": str(out)}))
+        return
+    if as_json:
+        click.echo(json.dumps({**meta, "predictions": json.loads(table.to_json(orient="records"))}))
+    else:
+        table.to_csv(sys.stdout, index=False)
