@@ -41,6 +41,7 @@ class Settings:
     ensembles_collection: str = "ensembles"
     jobs_collection: str = "jobs"
     locks_collection: str = "locks"
+    secrets_collection: str = "service_secrets"
     artifact_dir: Path = field(default_factory=lambda: _path("cli/models"))
     data_dir: Path = field(default_factory=lambda: _path("data"))
     var_dir: Path = field(default_factory=lambda: _path("var"))
@@ -83,6 +84,7 @@ class Settings:
             ensembles_collection=env.get("ENSEMBLES_COLLECTION", d.ensembles_collection),
             jobs_collection=env.get("JOBS_COLLECTION", d.jobs_collection),
             locks_collection=env.get("LOCKS_COLLECTION", d.locks_collection),
+            secrets_collection=env.get("SECRETS_COLLECTION", d.secrets_collection),
             artifact_dir=_path(env["ARTIFACT_DIR"]) if env.get("ARTIFACT_DIR") else d.artifact_dir,
             data_dir=_path(env["DATA_DIR"]) if env.get("DATA_DIR") else d.data_dir,
             var_dir=_path(env["VAR_DIR"]) if env.get("VAR_DIR") else d.var_dir,

@@ -1,1 +1,78 @@
-"""Flask admin app and JSON API."""
+"""Flask admin app and JSON API.
+
+``create_app(settings, database)`` builds the app (Flask's application factory
+pattern). Structure:
+
+- ``web/auth.py``: login/logout, the deny-by-default guard, CSRF, ``@public``
+- ``web/pages/``: HTML pages; each module with a ``bp`` Blueprint is mounted
+  automatically (optional ``NAV = (label, endpoint)`` adds a menu entry)
+- ``web/api/``: JSON API under ``/api``; each module with a ``bp`` is mounted
+- ``web/health.py``: ``GET /healthz``
+- ``web/errors.py``: one error shape (``{"error": {"code", "message", "field"?}}``)
+- ``web/services.py``: ``get_db()``, ``config_store()``, ``get_state()`` for views
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any, Mapping
+
+from flask import Flask
+
+from models.db import Database
+from models.settings import Settings, get_settings
+
+from . import api, health, pages
+from .auth import init_auth
+from .credentials import load_credentials
+from .errors import register_error_handlers
+from .formatting import register_filters
+from .ratelimit import RateLimiter
+from .services import WebState, init_state
+
+log = logging.getLogger(__name__)
+
+LOGIN_MAX_FAILURES = 5
+LOGIN_WINDOW_SECONDS = 300
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None,
+               config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the admin app over ``database`` (connected from ``settings`` when not given).
+
+    ``config`` overrides Flask config keys (tests). Credentials come from the
+    settings or the secrets collection (generated on first start).
+    """
+    if database is None:
+        database = Database.connect(settings or get_settings())
+    settings = settings or database.settings
+    credentials = load_credentials(database, settings)
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=credentials.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_content_length,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_NAME="ensemble_cache_session",
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,  # valid for the session's life: long-open pages keep working
+        JSON_SORT_KEYS=False,
+        LOGIN_MAX_FAILURES=LOGIN_MAX_FAILURES,
+        LOGIN_WINDOW_SECONDS=LOGIN_WINDOW_SECONDS,
+    )
+    if config:
+        app.config.update(config)
+    app.json.sort_keys = False
+
+    init_state(app, WebState(
+        database=database, settings=settings, credentials=credentials,
+        login_limiter=RateLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW_SECONDS"])))
+    register_error_handlers(app)
+    register_filters(app)
+    init_auth(app)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(pages.create_blueprint())
+    app.register_blueprint(api.create_blueprint())
+    log.info("web app ready (database %s)", database.info()["database"])
+    return app

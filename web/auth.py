@@ -1,0 +1,159 @@
+"""Who may do what: the admin login for pages, the bearer token for the API, CSRF.
+
+Deny by default: :func:`init_auth` installs one ``before_request`` guard on the
+app, so every route, including routes added later, needs a logged-in session
+(pages) or the bearer token or a session (``/api/...``). Only views marked
+:func:`public` (login, health check, static files) are open. Requests that
+change something (POST/PUT/PATCH/DELETE) must also pass the CSRF check,
+unless they carry a valid bearer token (scripts cannot be tricked by a
+browser into sending one).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
+
+from flask import (Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session,
+                   url_for)
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.wrappers import Response
+
+from .errors import json_error, wants_json
+from .services import get_state
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("auth", __name__)
+csrf = CSRFProtect()
+
+F = TypeVar("F", bound=Callable[..., Any])
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SESSION_KEY = "admin"
+
+
+def public(view: F) -> F:
+    """Mark a view as open to anyone (the guard lets it through without login)."""
+    view.is_public = True  # type: ignore[attr-defined]
+    return view
+
+
+def is_logged_in() -> bool:
+    """True when the session belongs to a logged-in admin."""
+    return session.get(SESSION_KEY) is True
+
+
+def bearer_token_valid() -> bool:
+    """True when the request carries ``Authorization: Bearer <API token>`` with the right token."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return scheme.lower() == "bearer" and get_state().credentials.check_token(token.strip())
+
+
+def _login_redirect() -> Response:
+    target = request.full_path if request.method == "GET" else request.path
+    return redirect(url_for("auth.login", next=target.rstrip("?")))
+
+
+def login_required(view: F) -> F:
+    """Pages: redirect to the login page unless logged in. (The app-wide guard already does this for
+    every non-public view; the decorator documents it and protects views in apps built without the guard.)"""
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not is_logged_in():
+            return _login_redirect()
+        return view(*args, **kwargs)
+    return wrapped  # type: ignore[return-value]
+
+
+def _guard() -> Any:
+    """Authenticate every request before its view runs (see the module docstring)."""
+    g.auth = None
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if view is None:  # 404/405: nothing will run; let the router answer
+        return None
+    if getattr(view, "is_public", False):
+        if request.method in MUTATING:
+            csrf.protect()
+        return None
+    if wants_json():
+        if bearer_token_valid():
+            g.auth = "token"
+            return None
+        if is_logged_in():
+            g.auth = "session"
+            if request.method in MUTATING:
+                csrf.protect()
+            return None
+        response = json_error(401, "unauthorized", "send the API token as 'Authorization: Bearer <token>'")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+    if not is_logged_in():
+        return _login_redirect()
+    g.auth = "session"
+    if request.method in MUTATING:
+        csrf.protect()
+    return None
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site relative paths; anything else goes home (no open redirects)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc:
+            return target
+    return url_for("pages.home")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+def login() -> Any:
+    """The login form; failed attempts are counted per client address."""
+    next_url = request.values.get("next")
+    if request.method == "GET":
+        if is_logged_in():
+            return redirect(_safe_next(next_url))
+        return render_template("auth/login.html", next=next_url)
+    state = get_state()
+    client = request.remote_addr or "unknown"
+    if state.login_limiter.blocked(client):
+        wait = state.login_limiter.retry_after(client)
+        log.warning("login refused: too many failed attempts from %s", client)
+        flash(f"Too many failed attempts. Try again in {wait} seconds.", "error")
+        response = current_app.make_response((render_template("auth/login.html", next=next_url), 429))
+        response.headers["Retry-After"] = str(wait)
+        return response
+    if not state.credentials.check_password(request.form.get("password", "")):
+        state.login_limiter.record(client)
+        log.info("failed login from %s", client)
+        flash("Wrong password.", "error")
+        return render_template("auth/login.html", next=next_url), 401
+    state.login_limiter.reset(client)
+    session.clear()  # a fresh session: nothing from before the login survives
+    session[SESSION_KEY] = True
+    session.permanent = True
+    log.info("admin logged in from %s", client)
+    flash("Logged in.", "success")
+    return redirect(_safe_next(next_url))
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout() -> Any:
+    session.clear()
+    flash("Logged out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+def init_auth(app: Flask) -> None:
+    """Install CSRF and the guard on ``app`` and register the login blueprint."""
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False  # the guard decides when CSRF applies
+    csrf.init_app(app)
+    app.before_request(_guard)
+    app.register_blueprint(bp)
+    # static files are public
+    static = app.view_functions.get("static")
+    if static is not None:
+        public(static)
+

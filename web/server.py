@@ -1,0 +1,32 @@
+"""Running the app under waitress, the production WSGI server (the CLI's ``serve`` and the browser tests)."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask
+from waitress import create_server as _waitress_server
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def create_server(app: Flask, host: str, port: int, threads: int = 4) -> Any:
+    """A bound, not yet running waitress server (call ``.run()``; ``.close()`` to stop).
+
+    ``port=0`` picks a free port; read it back from ``server.effective_port``.
+    """
+    if host not in LOOPBACK:
+        log.warning("listening on %s: the admin app is reachable from other machines", host)
+    return _waitress_server(app, host=host, port=port, threads=threads, ident="ensemble-cache",
+                            clear_untrusted_proxy_headers=True)
+
+
+def run(app: Flask, host: str, port: int, threads: int = 4) -> None:
+    """Serve ``app`` until interrupted."""
+    server = create_server(app, host, port, threads)
+    try:
+        server.run()
+    finally:
+        server.close()

@@ -1,0 +1,56 @@
+"""What views reach for: the app's Database, Settings and service objects from ``models``.
+
+Everything hangs off ``app.extensions["ensemble_cache"]`` (a :class:`WebState`),
+so several apps (tests) can live in one process. Later features (job runner,
+ensembles) add their objects to ``WebState.services`` by name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Flask, current_app
+
+from models.config_store import ConfigStore
+from models.db import Database
+from models.settings import Settings
+
+from .credentials import Credentials
+from .ratelimit import RateLimiter
+
+EXTENSION = "ensemble_cache"
+
+
+@dataclass
+class WebState:
+    """Per-app state: the connection, settings, credentials and the login limiter."""
+
+    database: Database
+    settings: Settings
+    credentials: Credentials
+    login_limiter: RateLimiter
+    services: dict[str, Any] = field(default_factory=dict)
+
+
+def init_state(app: Flask, state: WebState) -> None:
+    app.extensions[EXTENSION] = state
+
+
+def get_state(app: Flask | None = None) -> WebState:
+    """The :class:`WebState` of ``app`` (default: the current app)."""
+    return (app or current_app).extensions[EXTENSION]
+
+
+def get_db() -> Database:
+    """The app's :class:`Database` (one pymongo client per app, thread-safe)."""
+    return get_state().database
+
+
+def get_settings() -> Settings:
+    """The app's :class:`Settings`."""
+    return get_state().settings
+
+
+def config_store() -> ConfigStore:
+    """A :class:`ConfigStore` over the app's database (cheap to build per request)."""
+    return ConfigStore(get_db())
