@@ -79,8 +79,11 @@ class ArtifactStore(ABC):
         """Write ``name`` atomically (complete or absent) and return its info."""
 
     @abstractmethod
-    def read_bytes(self, stored_path: str) -> bytes:
-        """The file's bytes; :class:`ArtifactError` if the path is refused or the file is missing."""
+    def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
+        """The file's bytes; :class:`ArtifactError` if the path is refused or the file is missing.
+
+        ``sha256`` is a hint for caching stores (content-addressed caches); callers still verify.
+        """
 
     @abstractmethod
     def delete(self, stored_path: str) -> bool:
@@ -148,7 +151,7 @@ class LocalArtifactStore(ArtifactStore):
         return ArtifactInfo(self.stored_path(name), res.sha256, res.size, res.chunk_size,
                             tuple(res.chunk_sha256))
 
-    def read_bytes(self, stored_path: str) -> bytes:
+    def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
         path = self.resolve(stored_path)
         try:
             with open(path, "rb") as fh:
@@ -189,9 +192,64 @@ class LocalArtifactStore(ArtifactStore):
         return sorted(p for p in self.root.glob(TMP_PREFIX + "*")) if self.root.is_dir() else []
 
 
-def get_store(settings: Settings) -> ArtifactStore:
-    """The configured artifact store."""
-    return LocalArtifactStore(settings.artifact_dir)
+class RoutingStore(ArtifactStore):
+    """Writes go to the configured backend; reads, stats and deletes go where the stored path says.
+
+    So documents that point at the local folder keep loading after a switch to
+    GridFS (and during ``artifacts migrate``), and the other way round.
+    """
+
+    def __init__(self, primary: ArtifactStore, local: "LocalArtifactStore",
+                 gridfs_factory: Callable[[], ArtifactStore]) -> None:
+        self.primary = primary
+        self.local = local
+        self._gridfs_factory = gridfs_factory
+        self._gridfs: ArtifactStore | None = primary if primary is not local else None
+
+    @property
+    def gridfs(self) -> ArtifactStore:
+        if self._gridfs is None:
+            self._gridfs = self._gridfs_factory()
+        return self._gridfs
+
+    def backend_for(self, stored_path: str) -> ArtifactStore:
+        from .gridfs_store import is_gridfs_path
+        return self.gridfs if is_gridfs_path(stored_path) else self.local
+
+    def write(self, name: str, writer: Callable[[IO[bytes]], None]) -> ArtifactInfo:
+        return self.primary.write(name, writer)
+
+    def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
+        return self.backend_for(stored_path).read_bytes(stored_path, sha256)
+
+    def delete(self, stored_path: str) -> bool:
+        return self.backend_for(stored_path).delete(stored_path)
+
+    def stat(self, stored_path: str) -> dict[str, Any]:
+        return self.backend_for(stored_path).stat(stored_path)
+
+    def list_paths(self) -> list[str]:
+        paths = self.local.list_paths()
+        if self._gridfs is not None or self.primary is not self.local:
+            paths += self.gridfs.list_paths()
+        return sorted(paths)
+
+    def temp_files(self) -> list[Path]:
+        return self.local.temp_files()
+
+
+def get_store(settings: Settings) -> RoutingStore:
+    """The configured artifact store (``ARTIFACT_STORE``: ``local`` or ``gridfs``)."""
+    local = LocalArtifactStore(settings.artifact_dir)
+
+    def make_gridfs() -> ArtifactStore:
+        from .db import shared_client
+        from .gridfs_store import DiskCache, GridFSArtifactStore
+        cache = DiskCache(settings.artifact_cache_dir, settings.artifact_cache_bytes)
+        return GridFSArtifactStore(shared_client(settings)[settings.mongo_db], cache)
+
+    primary = make_gridfs() if settings.artifact_store == "gridfs" else local
+    return RoutingStore(primary, local, make_gridfs)
 
 
 def read_verified(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> bytes:
@@ -201,7 +259,7 @@ def read_verified(store: ArtifactStore, stored_path: str | None, sha256: str | N
     if not sha256:
         raise ArtifactError(f"no checksum is recorded for {stored_path}; it cannot be verified",
                             reason="checksum_missing", path=stored_path)
-    data = store.read_bytes(stored_path)
+    data = store.read_bytes(stored_path, sha256)
     if not data:
         raise ArtifactError(f"artifact file {stored_path} is empty", reason="empty_file", path=stored_path)
     actual = hashlib.sha256(data).hexdigest()
@@ -382,7 +440,7 @@ def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> "PendingPickle":
     if info.chunk_sha256 and info.chunk_size:
         if not info.path:
             raise ArtifactError("artifact path is not set", reason="field_missing")
-        data = store.read_bytes(info.path)
+        data = store.read_bytes(info.path, info.sha256)
         if not data:
             raise ArtifactError(f"artifact file {info.path} is empty", reason="empty_file", path=info.path)
         return PendingPickle(info, data, VerifiedReader(data, info))

@@ -24,6 +24,24 @@ _indexed: set[tuple[str, str]] = set()
 _index_lock = threading.Lock()
 
 
+_shared: dict[str, MongoClient] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(settings: Settings) -> MongoClient:
+    """One long-lived client per URI for this process (pymongo clients are thread-safe pools).
+
+    For components that hold only Settings (e.g. the GridFS artifact store);
+    request-scoped code uses :class:`Database`.
+    """
+    uri = settings.effective_mongo_uri
+    with _shared_lock:
+        if uri not in _shared:
+            _shared[uri] = MongoClient(uri, tz_aware=True,
+                                       serverSelectionTimeoutMS=settings.server_selection_timeout_ms)
+        return _shared[uri]
+
+
 class Database:
     """A connected database with the project's collections as attributes."""
 
@@ -84,6 +102,11 @@ class Database:
                 self.runs.create_index([("name", ASCENDING), ("version", ASCENDING)], unique=True,
                                        name="name_version_unique")
                 self.runs.create_index([("config_id", ASCENDING), ("created_at", DESCENDING)])
+                # the registry's lifecycle invariant, enforced by the server even under races:
+                # at most one run per name is in production
+                self.runs.create_index([("name", ASCENDING)], unique=True, name="one_production_per_name",
+                                       partialFilterExpression={"status": "production"})
+                self.runs.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
                 self.ensembles.create_index([("name", ASCENDING)], unique=True, name="name_unique")
                 self.jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
                 self.jobs.create_index([("key", ASCENDING), ("status", ASCENDING)])

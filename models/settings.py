@@ -30,6 +30,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ValueError(f"environment variable {name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Service settings. Build with :meth:`from_env`; override with :meth:`with_`."""
@@ -43,6 +50,8 @@ class Settings:
     locks_collection: str = "locks"
     secrets_collection: str = "service_secrets"
     artifact_dir: Path = field(default_factory=lambda: _path("cli/models"))
+    artifact_store: str = "local"
+    artifact_cache_bytes: int = 4 * 1024**3
     data_dir: Path = field(default_factory=lambda: _path("data"))
     var_dir: Path = field(default_factory=lambda: _path("var"))
     embedded_host: str = "127.0.0.1"
@@ -59,6 +68,11 @@ class Settings:
     web_port: int = 5000
     max_content_length: int = 16 * 1024 * 1024
     log_level: str = "INFO"
+
+    @property
+    def artifact_cache_dir(self) -> Path:
+        """Local read-through cache of GridFS artifacts."""
+        return self.var_dir / "artifact-cache"
 
     @property
     def mongo_dir(self) -> Path:
@@ -86,6 +100,8 @@ class Settings:
             locks_collection=env.get("LOCKS_COLLECTION", d.locks_collection),
             secrets_collection=env.get("SECRETS_COLLECTION", d.secrets_collection),
             artifact_dir=_path(env["ARTIFACT_DIR"]) if env.get("ARTIFACT_DIR") else d.artifact_dir,
+            artifact_store=_choice(env, "ARTIFACT_STORE", d.artifact_store, ("local", "gridfs")),
+            artifact_cache_bytes=_int(env, "ARTIFACT_CACHE_BYTES", d.artifact_cache_bytes),
             data_dir=_path(env["DATA_DIR"]) if env.get("DATA_DIR") else d.data_dir,
             var_dir=_path(env["VAR_DIR"]) if env.get("VAR_DIR") else d.var_dir,
             embedded_host=env.get("EMBEDDED_MONGO_HOST", d.embedded_host),
