@@ -1,0 +1,178 @@
+"""The stacking tool: what scripts, agents and the web app call to build and use ensembles.
+
+A thin façade over :mod:`models.ensembles` (the logic lives there)::
+
+    tool = StackingTool()                      # settings from the environment
+    record = tool.create_ensemble("home_win_stack", ["home_win_logreg", "home_win_rf"],
+                                  meta_model="logistic_regression")
+    for base in record["base_models"]:
+        print(base["name"], base["source"], base["reason"], base["seconds"])
+    proba = tool.load_ensemble("home_win_stack").predict_proba(frame)
+
+Base models come from the in-process cache, else their verified artifacts
+(fast path), else they are retrained from their training CSV (slow path,
+once, even when several callers need them at the same time).
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from models import ensembles as core
+from models import ensembles_async as acore
+from models.artifacts import ArtifactStore, get_store
+from models.cache import ModelCache, get_model_cache
+from models.config_store import ConfigStore
+from models.db import Database
+from models.ensembles import BaseModelResult
+from models.errors import ValidationError
+from models.progress import Progress, no_progress
+from models.settings import Settings, get_settings
+from models.stacking import StackedEnsemble
+
+__all__ = ["StackingTool", "BaseModelResult"]
+
+
+class StackingTool:
+    """Build, load and use stacking ensembles over trained model configs.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Defaults to the environment's settings (or ``database.settings``).
+    database : Database, optional
+        An open database; connected lazily from ``settings`` when omitted.
+    store, cache : optional
+        Artifact store and model cache; the configured ones by default.
+    lock_timeout : float, optional
+        Longest wait (seconds) for another caller's retraining of the same model; None waits
+        until that claim is released or expires.
+    """
+
+    def __init__(self, settings: Settings | None = None, database: Database | None = None, *,
+                 store: ArtifactStore | None = None, cache: ModelCache | None = None,
+                 lock_timeout: float | None = None) -> None:
+        if lock_timeout is not None and lock_timeout < 0:
+            raise ValueError(f"lock_timeout must be >= 0 or None, got {lock_timeout!r}")
+        self.settings = settings or (database.settings if database is not None else get_settings())
+        self._database = database
+        self._owns_database = database is None
+        self.store = store or get_store(self.settings)
+        self.cache = cache or get_model_cache(self.settings)
+        self.lock_timeout = lock_timeout
+
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = Database.connect(self.settings)
+        return self._database
+
+    def close(self) -> None:
+        if self._database is not None and self._owns_database:
+            self._database.close()
+            self._database = None
+
+    def __enter__(self) -> "StackingTool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ base models
+
+    def _load_model_from_config(self, config: dict[str, Any] | str) -> BaseModelResult:
+        """One base model: fast path (cache, else verified artifacts), else slow path (retrain once).
+
+        ``config`` is a config document or a config name. The result's ``source`` is ``cache``,
+        ``artifacts`` or ``retrained``; ``reason`` says why the fast path failed (``field_missing``,
+        ``file_missing``, ``checksum_mismatch``, ``unpickle_error``, ...); ``seconds`` how long it took.
+        Raises BaseModelUnavailableError naming the config, the artifact problem and the data problem
+        when neither path works.
+        """
+        if not isinstance(config, dict):
+            config = ConfigStore(self.database).get(config)
+        return core.obtain_base_model(self.database, config, store=self.store, cache=self.cache,
+                                      lock_timeout=self.lock_timeout)
+
+    def load_base_models(self, names: Iterable[str], *, progress: Progress | None = None,
+                         with_oof: bool = False) -> list[BaseModelResult]:
+        """Every named base model; every failure is reported at once (BaseModelsError)."""
+        return core.load_base_models(self.database, list(names), store=self.store, cache=self.cache,
+                                     need_oof=with_oof, progress=progress or no_progress,
+                                     lock_timeout=self.lock_timeout)
+
+    # -------------------------------------------------------------- ensembles
+
+    def create_ensemble(self, name: str, base_models: list[str], meta_model: str = "logistic_regression",
+                        passthrough: bool = False, stack_method: str = "auto", progress: Progress | None = None,
+                        *, meta_params: dict[str, Any] | None = None, description: str = "") -> dict[str, Any]:
+        """Create and store the ensemble ``name``; return its record.
+
+        ``meta_model``: logistic_regression (classification), linear_regression (regression), ridge,
+        random_forest or gradient_boosting. ``stack_method``: auto, predict_proba (classification) or
+        predict. ``passthrough`` also gives the meta-model the raw feature columns.
+        """
+        return core.create_ensemble(self.database, name, base_models, meta_model, passthrough=passthrough,
+                                    stack_method=stack_method, meta_params=meta_params, description=description,
+                                    progress=progress or no_progress, store=self.store, cache=self.cache,
+                                    lock_timeout=self.lock_timeout)
+
+    def load_ensemble(self, name: str) -> StackedEnsemble:
+        """The stored ensemble as an object with ``predict(frame)`` / ``predict_proba(frame)``."""
+        return core.load_ensemble(self.database, name, store=self.store, cache=self.cache)
+
+    def get_ensemble(self, name: str) -> dict[str, Any]:
+        return core.get_ensemble(self.database, name)
+
+    def list_ensembles(self) -> list[dict[str, Any]]:
+        return core.list_ensembles(self.database)
+
+    def delete_ensemble(self, name: str) -> dict[str, Any]:
+        return core.delete_ensemble(self.database, name, store=self.store)
+
+    def predict(self, name: str, data: pd.DataFrame | str | Path | list | dict, *,
+                proba: bool = False) -> np.ndarray:
+        """Predictions of ensemble ``name`` for a DataFrame, records, or a CSV path."""
+        if isinstance(data, (str, Path)):
+            path = Path(data)
+            if not path.is_file():
+                raise ValidationError(f"data file {str(data)!r} not found", field="data")
+            data = pd.read_csv(path)
+        ensemble = self.load_ensemble(name)
+        return ensemble.predict_proba(data) if proba else ensemble.predict(data)
+
+    # ------------------------------------------------------------------ async
+
+    def _async_db(self) -> acore.AsyncDatabase:
+        self.database  # noqa: B018 - starts the embedded server if needed, creates indexes
+        return acore.AsyncDatabase(self.settings)
+
+    async def aload_base_models(self, names: Iterable[str], *, progress: Progress | None = None,
+                                with_oof: bool = False) -> list[BaseModelResult]:
+        """:meth:`load_base_models` for an event loop (AsyncMongoClient; CPU work in threads)."""
+        adb = await asyncio.to_thread(self._async_db)
+        try:
+            return await acore.aload_base_models(adb, self.database, list(names), store=self.store,
+                                                 cache=self.cache, need_oof=with_oof,
+                                                 progress=progress or no_progress, lock_timeout=self.lock_timeout)
+        finally:
+            await adb.close()
+
+    async def acreate_ensemble(self, name: str, base_models: list[str], meta_model: str = "logistic_regression",
+                               passthrough: bool = False, stack_method: str = "auto",
+                               progress: Progress | None = None, *, meta_params: dict[str, Any] | None = None,
+                               description: str = "") -> dict[str, Any]:
+        """:meth:`create_ensemble` for an event loop (AsyncMongoClient; CPU work in threads)."""
+        adb = await asyncio.to_thread(self._async_db)
+        try:
+            return await acore.acreate_ensemble(adb, self.database, name, base_models, meta_model,
+                                                passthrough=passthrough, stack_method=stack_method,
+                                                meta_params=meta_params, description=description,
+                                                progress=progress or no_progress, store=self.store,
+                                                cache=self.cache, lock_timeout=self.lock_timeout)
+        finally:
+            await adb.close()

@@ -1,0 +1,147 @@
+"""``ensemble create|list|show|predict|delete``: stacking ensembles through the stacking tool."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import pandas as pd
+
+from agents.tools.stacking_tool import StackingTool
+from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app, stdout
+from models.errors import ValidationError
+from models.stacking import STACK_METHODS, meta_model_names
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(ensemble)
+
+
+def _tool(app: AppContext) -> StackingTool:
+    return StackingTool(app.settings, app.db)
+
+
+def _metric(metrics: dict[str, Any]) -> str:
+    for key in ("roc_auc", "accuracy", "rmse", "r2"):
+        if metrics.get(key) is not None:
+            return f"{key} {metrics[key]:.4f}"
+    return ""
+
+
+@click.group()
+def ensemble() -> None:
+    """Stacking ensembles over trained configs (base models from verified artifacts)."""
+
+
+@ensemble.command("create")
+@click.argument("name")
+@click.option("--base", "bases", multiple=True, required=True, help="A base config (repeat for each).")
+@click.option("--meta", "meta_model", default="logistic_regression", show_default=True,
+              type=click.Choice(meta_model_names()), help="Meta-model type.")
+@click.option("--passthrough", is_flag=True, help="Also give the meta-model the raw feature columns.")
+@click.option("--stack-method", default="auto", show_default=True, type=click.Choice(STACK_METHODS),
+              help="Which base-model output the meta-model sees.")
+@click.option("--description", default="", help="A note stored with the ensemble.")
+@json_option
+@pass_app
+def create(app: AppContext, name: str, bases: tuple[str, ...], meta_model: str, passthrough: bool,
+           stack_method: str, description: str, as_json: bool) -> None:
+    """Create ensemble NAME from --base configs; prints where each base model came from."""
+    last: dict[str, str] = {}
+
+    def progress(fraction: float, message: str) -> None:
+        # one line per base-model event on stderr, not every tick
+        head = message.split(":")[0]
+        if message != last.get(head):
+            last[head] = message
+            info(f"[{fraction * 100:5.1f}%] {message}")
+
+    record = _tool(app).create_ensemble(name, list(bases), meta_model, passthrough=passthrough,
+                                        stack_method=stack_method, progress=progress, description=description)
+    if as_json:
+        emit_json(record)
+        return
+    emit_table(((b["name"], b["run_id"], b["source"], b["reason"] or "", f"{b['seconds']:.3f}s",
+                 _metric(b["metrics"])) for b in record["base_models"]),
+               ["base model", "run id", "source", "reason", "time", "held-out"],
+               title=f"ensemble {record['name']} ({record['meta_model']}, run {record['run_id']})")
+    stdout.print(f"ensemble {_metric(record['metrics'])} on {record['n_test']} held-out rows; "
+                 f"created in {record['seconds']:.2f}s; retrained: {', '.join(record['retrained']) or 'none'}")
+
+
+@ensemble.command("list")
+@json_option
+@pass_app
+def list_(app: AppContext, as_json: bool) -> None:
+    """List ensembles."""
+    docs = _tool(app).list_ensembles()
+    if as_json:
+        emit_json(docs)
+        return
+    emit_table(((d["name"], d["task"], d["meta_model"], ", ".join(d["base_names"]), _metric(d["metrics"]),
+                 d["created_at"].strftime("%Y-%m-%d %H:%M")) for d in docs),
+               ["name", "task", "meta-model", "base models", "held-out", "created"])
+
+
+@ensemble.command("show")
+@click.argument("name")
+@json_option
+@pass_app
+def show(app: AppContext, name: str, as_json: bool) -> None:
+    """Show one ensemble: options, metrics, and each base model's source, reason and time."""
+    doc = _tool(app).get_ensemble(name)
+    if as_json:
+        emit_json(doc)
+        return
+    opts = doc["options"]
+    stdout.print(f"[bold]{doc['name']}[/] run {doc['run_id']}: {doc['task']} on {doc['target']!r}, meta-model "
+                 f"{doc['meta_model']}, stack method {opts['stack_method_used']}, passthrough {opts['passthrough']}")
+    emit_table(((b["name"], b["run_id"], b["source"], b["reason"] or "", f"{b['seconds']:.3f}s",
+                 _metric(b["metrics"])) for b in doc["base_models"]),
+               ["base model", "run id", "source", "reason", "time", "held-out"])
+    stdout.print(f"ensemble {_metric(doc['metrics'])} on {doc['n_test']} held-out rows; "
+                 f"created in {doc['seconds']:.2f}s")
+
+
+@ensemble.command("predict")
+@click.argument("name")
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Rows to predict (must hold the base models' feature columns).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the rows with prediction columns to this CSV.")
+@json_option
+@pass_app
+def predict(app: AppContext, name: str, csv_path: Path, out_path: Path | None, as_json: bool) -> None:
+    """Predict the rows of --csv with ensemble NAME."""
+    if not csv_path.is_file():
+        raise ValidationError(f"--csv {str(csv_path)!r} not found", field="--csv")
+    frame = pd.read_csv(csv_path)
+    model = _tool(app).load_ensemble(name)
+    result = pd.DataFrame({"prediction": model.predict(frame)})
+    if model.task == "classification" and hasattr(model.meta_model, "predict_proba"):
+        proba = model.predict_proba(frame)
+        for i, label in enumerate(model.classes):
+            result[f"proba_{label}"] = proba[:, i]
+    if out_path is not None:
+        pd.concat([frame, result], axis=1).to_csv(out_path, index=False)
+        info(f"wrote {len(result)} predictions to {out_path}")
+    if as_json:
+        emit_json({"ensemble": name, "rows": len(result),
+                   "predictions": [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+                                   for row in result.to_dict(orient="records")]})
+    elif out_path is None:
+        emit_table(([i, *row] for i, row in enumerate(result.itertuples(index=False))), ["row", *result.columns])
+
+
+@ensemble.command("delete")
+@click.argument("name")
+@json_option
+@pass_app
+def delete(app: AppContext, name: str, as_json: bool) -> None:
+    """Delete ensemble NAME and its files (base runs are kept)."""
+    doc = _tool(app).delete_ensemble(name)
+    if as_json:
+        emit_json({"deleted": doc["name"], "run_id": doc["run_id"]})
+    else:
+        info(f"deleted ensemble {doc['name']} (run {doc['run_id']})")

@@ -1,0 +1,76 @@
+import json
+
+import pandas as pd
+from click.testing import CliRunner
+
+from cli.context import AppContext
+from cli.main import cli
+from models.config_store import ConfigStore
+from models.training import train_config
+from tests.helpers import cls_config, reg_config
+
+
+def run(settings, *args):
+    return CliRunner().invoke(cli, list(args), obj=AppContext(settings), catch_exceptions=False)
+
+
+def setup_configs(database, games_csv):
+    store = ConfigStore(database)
+    store.create(cls_config("lr", games_csv))
+    store.create(cls_config("rf", games_csv, model_type="random_forest",
+                            hyperparameters={"n_estimators": 10, "max_depth": 4}))
+    train_config(database, "lr")  # rf is never trained: the CLI retrains it
+
+
+def test_create_json_show_list_predict_delete(settings, database, games_csv, tmp_path):
+    setup_configs(database, games_csv)
+    result = run(settings, "ensemble", "create", "e", "--base", "lr", "--base", "rf", "--meta", "ridge", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert [(b["name"], b["source"], b["reason"]) for b in record["base_models"]] == [
+        ("lr", "artifacts", None), ("rf", "retrained", "field_missing")]
+    assert all(b["seconds"] > 0 for b in record["base_models"]) and record["seconds"] > 0
+    assert record["meta_model"] == "ridge" and len(record["base_run_ids"]) == 2
+    assert "rf: retrained (field_missing)" in result.stderr  # progress per base model on stderr
+
+    result = run(settings, "ensemble", "create", "e2", "--base", "lr", "--base", "rf", "--passthrough",
+                 "--stack-method", "predict")
+    assert result.exit_code == 0, result.output
+    assert "cache" in result.stdout and "source" in result.stdout and "retrained: none" in result.stdout
+
+    listed = json.loads(run(settings, "ensemble", "list", "--json").stdout)
+    assert [d["name"] for d in listed] == ["e", "e2"]
+    shown = run(settings, "ensemble", "show", "e2")
+    assert shown.exit_code == 0 and "passthrough True" in shown.stdout and "stack method predict" in shown.stdout
+
+    rows = tmp_path / "rows.csv"
+    pd.read_csv(games_csv).head(15).to_csv(rows, index=False)
+    out = tmp_path / "pred.csv"
+    result = run(settings, "ensemble", "predict", "e2", "--csv", str(rows), "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["rows"] == 15 and set(payload["predictions"][0]) == {"prediction", "proba_0", "proba_1"}
+    assert len(pd.read_csv(out)) == 15 and "prediction" in pd.read_csv(out).columns
+
+    assert run(settings, "ensemble", "delete", "e").exit_code == 0
+    assert [d["name"] for d in json.loads(run(settings, "ensemble", "list", "--json").stdout)] == ["e2"]
+
+
+def test_exit_codes_for_bad_input_and_failures(settings, database, games_csv, tmp_path):
+    setup_configs(database, games_csv)
+    ConfigStore(database).create(reg_config("reg", games_csv))
+    train_config(database, "reg")
+    result = run(settings, "ensemble", "create", "x", "--base", "lr", "--base", "nope")
+    assert result.exit_code == 2 and "no config named 'nope'" in result.stderr
+    result = run(settings, "ensemble", "create", "x", "--base", "lr", "--base", "reg")
+    assert result.exit_code == 2 and "task differs" in result.stderr and "target differs" in result.stderr
+    result = run(settings, "ensemble", "show", "nothing")
+    assert result.exit_code == 2 and "no ensemble named 'nothing'" in result.stderr
+    ConfigStore(database).create(cls_config("gone", tmp_path / "missing.csv"))
+    result = run(settings, "ensemble", "create", "x", "--base", "lr", "--base", "gone")
+    # the missing CSV makes 'gone' unusable: compatibility cannot tell, loading fails -> operation failed
+    assert result.exit_code == 1, result.output
+    assert "config 'gone' cannot be loaded or retrained" in result.stderr and "missing.csv" in result.stderr
+    assert database.ensembles.count_documents({}) == 0
+    result = run(settings, "ensemble", "predict", "x", "--csv", str(tmp_path / "none.csv"))
+    assert result.exit_code == 2
