@@ -30,14 +30,14 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from .artifacts import (ArtifactInfo, ArtifactStore, artifact_name, get_store, joblib_writer, json_writer,
-                        load_npz_verified, load_verified)
+                        load_npz_verified, load_verified, read_verified)
 from .cache import ModelCache, get_model_cache
 from .config_store import config_filter
 from .data import TrainingData, load_training_data
 from .db import Database
 from .errors import (ArtifactError, ConflictError, DataError, NotFoundError, ServiceError, TrainingError,
                      ValidationError)
-from .loading import load_model
+from .loading import artifact_refs, cache_key, load_model
 from .locks import MongoLock
 from .predictor import TrainedModel
 from .progress import Progress, no_progress, scaled
@@ -85,7 +85,7 @@ class BaseModelResult:
     name: str
     config_id: Any
     run_id: str
-    model: TrainedModel
+    model: TrainedModel | None  # None when only verified (see fast_load); loaded on first prediction
     source: str  # cache | artifacts | retrained
     seconds: float
     reason: str | None = None  # why the fast path failed (ArtifactError.reason), None when it did not
@@ -135,12 +135,31 @@ def load_oof(settings: Any, config: dict[str, Any], *, store: ArtifactStore | No
 
 
 def fast_load(settings: Any, config: dict[str, Any], *, store: ArtifactStore | None = None,
-              cache: ModelCache | None = None, need_oof: bool = False
-              ) -> tuple[TrainedModel, str, dict[str, np.ndarray] | None]:
-    """``(model, source, oof)`` from the cache or verified artifacts; :class:`ArtifactError` otherwise."""
-    loaded = load_model(settings, config, store=store, cache=cache)
+              cache: ModelCache | None = None, need_oof: bool = False, load_model_object: bool = True
+              ) -> tuple[TrainedModel | None, str, dict[str, np.ndarray] | None]:
+    """``(model, source, oof)`` from the cache or verified artifacts; :class:`ArtifactError` otherwise.
+
+    With ``load_model_object=False`` (what creating an ensemble needs: only the
+    out-of-fold predictions) the model files are verified against their
+    checksums but not unpickled, unless the model is in the cache already; the
+    model is then loaded when the ensemble first predicts. That keeps
+    creation's memory to the OOF arrays instead of every base model.
+    """
+    if load_model_object:
+        loaded = load_model(settings, config, store=store, cache=cache)
+        oof = load_oof(settings, config, store=store, cache=cache) if need_oof else None
+        return loaded.model, loaded.source, oof
+    cache = cache or get_model_cache(settings)
+    refs = artifact_refs(config)
+    key = cache_key(config["run_id"], {k: ref.get("sha256") or "" for k, ref in refs.items()})
+    model = cache.get(key) if key in cache else None
+    oof_cached = ("oof", config.get("run_id"), _oof_ref(config).get("sha256")) in cache
+    if model is None and not oof_cached:
+        store = store or get_store(settings)
+        for ref in refs.values():  # one file in memory at a time; nothing is unpickled
+            read_verified(store, ref["path"], ref.get("sha256"))
     oof = load_oof(settings, config, store=store, cache=cache) if need_oof else None
-    return loaded.model, loaded.source, oof
+    return model, "cache" if (model is not None or oof_cached) else "artifacts", oof
 
 
 def _unavailable(config: dict[str, Any], artifact_problem: str, data_problem: str) -> BaseModelUnavailableError:
@@ -173,7 +192,7 @@ def artifacts_changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
 
 def obtain_base_model(database: Database, config: dict[str, Any], *, store: ArtifactStore | None = None,
                       cache: ModelCache | None = None, need_oof: bool = False, progress: Progress = no_progress,
-                      lock_timeout: float | None = None) -> BaseModelResult:
+                      lock_timeout: float | None = None, load_model_object: bool = True) -> BaseModelResult:
     """One base model: cache, else verified artifacts, else retrain it once (slow path).
 
     The slow path runs under a claim on ``train:<config id>`` in the locks
@@ -183,8 +202,9 @@ def obtain_base_model(database: Database, config: dict[str, Any], *, store: Arti
     settings = database.settings
     t0 = time.perf_counter()
     try:
-        model, source, oof = fast_load(settings, config, store=store, cache=cache, need_oof=need_oof)
-        return BaseModelResult(config["name"], config["_id"], model.run_id, model, source,
+        model, source, oof = fast_load(settings, config, store=store, cache=cache, need_oof=need_oof,
+                                       load_model_object=load_model_object)
+        return BaseModelResult(config["name"], config["_id"], config["run_id"], model, source,
                                time.perf_counter() - t0, config=config, oof=oof)
     except ArtifactError as exc:
         problem = exc
@@ -196,15 +216,17 @@ def obtain_base_model(database: Database, config: dict[str, Any], *, store: Arti
             raise NotFoundError(f"config {config.get('name')!r} no longer exists", field="name")
         if artifacts_changed(config, fresh):  # someone else trained it while we looked or waited
             try:
-                model, source, oof = fast_load(settings, fresh, store=store, cache=cache, need_oof=need_oof)
-                return BaseModelResult(fresh["name"], fresh["_id"], model.run_id, model, source,
+                model, source, oof = fast_load(settings, fresh, store=store, cache=cache, need_oof=need_oof,
+                                               load_model_object=load_model_object)
+                return BaseModelResult(fresh["name"], fresh["_id"], fresh["run_id"], model, source,
                                        time.perf_counter() - t0, reason=problem.reason, detail=problem.message,
                                        waited_seconds=claim.waited_seconds, config=fresh, oof=oof)
             except ArtifactError as again:
                 problem = again
         fresh = retrain(database, fresh, problem, store=store, progress=progress)
-        model, _, oof = fast_load(settings, fresh, store=store, cache=cache, need_oof=need_oof)
-    return BaseModelResult(fresh["name"], fresh["_id"], model.run_id, model, "retrained", time.perf_counter() - t0,
+        model, _, oof = fast_load(settings, fresh, store=store, cache=cache, need_oof=need_oof,
+                                  load_model_object=load_model_object)
+    return BaseModelResult(fresh["name"], fresh["_id"], fresh["run_id"], model, "retrained", time.perf_counter() - t0,
                            reason=problem.reason, detail=problem.message, waited_seconds=claim.waited_seconds,
                            config=fresh, oof=oof)
 
@@ -239,7 +261,7 @@ def fetch_configs(database: Database, names: list[Any]) -> list[dict[str, Any]]:
 
 def load_base_models(database: Database, names: Iterable[Any], *, store: ArtifactStore | None = None,
                      cache: ModelCache | None = None, need_oof: bool = False, progress: Progress = no_progress,
-                     lock_timeout: float | None = None) -> list[BaseModelResult]:
+                     lock_timeout: float | None = None, load_model_object: bool = True) -> list[BaseModelResult]:
     """Obtain every named base model; tries them all and reports every failure at once."""
     names = check_names(names if isinstance(names, (str, list, tuple)) else list(names))
     configs = fetch_configs(database, names)
@@ -251,7 +273,7 @@ def load_base_models(database: Database, names: Iterable[Any], *, store: Artifac
         try:
             res = obtain_base_model(database, config, store=store, cache=cache, need_oof=need_oof,
                                     progress=lambda f, m, n=config["name"]: step(f, f"{n}: retraining: {m}"),
-                                    lock_timeout=lock_timeout)
+                                    lock_timeout=lock_timeout, load_model_object=load_model_object)
         except ServiceError as exc:
             failures.append({"name": config["name"], "code": exc.code, "message": exc.message,
                              "details": exc.details})
@@ -536,7 +558,8 @@ def create_ensemble(database: Database, name: str, base_models: list[Any], meta_
     check_s = time.perf_counter() - started
     t_load = time.perf_counter()
     results = load_base_models(database, [c["_id"] for c in configs], store=store, cache=cache, need_oof=True,
-                               progress=scaled(progress, 0.05, 0.85), lock_timeout=lock_timeout)
+                               progress=scaled(progress, 0.05, 0.85), lock_timeout=lock_timeout,
+                               load_model_object=False)
     load_s = time.perf_counter() - t_load
     built = build_ensemble(request, results, database.settings, progress=scaled(progress, 0.85, 0.95))
     progress(0.95, "saving ensemble")

@@ -64,14 +64,14 @@ async def afetch_configs(adb: AsyncDatabase, names: list[Any]) -> list[dict[str,
 async def aobtain_base_model(adb: AsyncDatabase, database: Database, config: dict[str, Any], *,
                              store: ArtifactStore | None = None, cache: ModelCache | None = None,
                              need_oof: bool = False, progress: Progress = no_progress,
-                             lock_timeout: float | None = None) -> BaseModelResult:
+                             lock_timeout: float | None = None, load_model_object: bool = True) -> BaseModelResult:
     """:func:`models.ensembles.obtain_base_model` with the claim and config reads on the async client."""
     settings = adb.settings
     t0 = time.perf_counter()
     try:
         model, source, oof = await asyncio.to_thread(fast_load, settings, config, store=store, cache=cache,
-                                                     need_oof=need_oof)
-        return BaseModelResult(config["name"], config["_id"], model.run_id, model, source,
+                                                     need_oof=need_oof, load_model_object=load_model_object)
+        return BaseModelResult(config["name"], config["_id"], config["run_id"], model, source,
                                time.perf_counter() - t0, config=config, oof=oof)
     except ArtifactError as exc:
         problem = exc
@@ -83,16 +83,16 @@ async def aobtain_base_model(adb: AsyncDatabase, database: Database, config: dic
         if artifacts_changed(config, fresh):
             try:
                 model, source, oof = await asyncio.to_thread(fast_load, settings, fresh, store=store, cache=cache,
-                                                             need_oof=need_oof)
-                return BaseModelResult(fresh["name"], fresh["_id"], model.run_id, model, source,
+                                                             need_oof=need_oof, load_model_object=load_model_object)
+                return BaseModelResult(fresh["name"], fresh["_id"], fresh["run_id"], model, source,
                                        time.perf_counter() - t0, reason=problem.reason, detail=problem.message,
                                        waited_seconds=claim.waited_seconds, config=fresh, oof=oof)
             except ArtifactError as again:
                 problem = again
         fresh = await asyncio.to_thread(retrain, database, fresh, problem, store=store, progress=progress)
         model, _, oof = await asyncio.to_thread(fast_load, settings, fresh, store=store, cache=cache,
-                                                need_oof=need_oof)
-    return BaseModelResult(fresh["name"], fresh["_id"], model.run_id, model, "retrained", time.perf_counter() - t0,
+                                                need_oof=need_oof, load_model_object=load_model_object)
+    return BaseModelResult(fresh["name"], fresh["_id"], fresh["run_id"], model, "retrained", time.perf_counter() - t0,
                            reason=problem.reason, detail=problem.message, waited_seconds=claim.waited_seconds,
                            config=fresh, oof=oof)
 
@@ -100,7 +100,8 @@ async def aobtain_base_model(adb: AsyncDatabase, database: Database, config: dic
 async def aload_base_models(adb: AsyncDatabase, database: Database, names: Any, *,
                             store: ArtifactStore | None = None, cache: ModelCache | None = None,
                             need_oof: bool = False, progress: Progress = no_progress,
-                            lock_timeout: float | None = None) -> list[BaseModelResult]:
+                            lock_timeout: float | None = None, load_model_object: bool = True
+                            ) -> list[BaseModelResult]:
     """Every named base model, obtained concurrently; every failure reported at once."""
     names = check_names(names if isinstance(names, (str, list, tuple)) else list(names))
     configs = await afetch_configs(adb, names)
@@ -112,7 +113,7 @@ async def aload_base_models(adb: AsyncDatabase, database: Database, names: Any, 
         step = scaled(progress, i / len(configs), (i + 1) / len(configs))
         res = await aobtain_base_model(adb, database, config, store=store, cache=cache, need_oof=need_oof,
                                        progress=lambda f, m: step(f, f"{config['name']}: retraining: {m}"),
-                                       lock_timeout=lock_timeout)
+                                       lock_timeout=lock_timeout, load_model_object=load_model_object)
         done += 1
         progress(done / len(configs), f"{res.name}: {res.source}" + (f" ({res.reason})" if res.reason else "")
                  + f" in {res.seconds:.2f}s")
@@ -152,7 +153,7 @@ async def acreate_ensemble(adb: AsyncDatabase, database: Database, name: str, ba
     t_load = time.perf_counter()
     results = await aload_base_models(adb, database, [c["_id"] for c in configs], store=store, cache=cache,
                                       need_oof=True, progress=scaled(progress, 0.05, 0.85),
-                                      lock_timeout=lock_timeout)
+                                      lock_timeout=lock_timeout, load_model_object=False)
     load_s = time.perf_counter() - t_load
     built = await asyncio.to_thread(build_ensemble, request, results, settings,
                                     progress=scaled(progress, 0.85, 0.95))

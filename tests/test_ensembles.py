@@ -268,3 +268,19 @@ def test_two_threads_need_the_same_missing_model_train_it_once(database, setting
     assert all(r["base_models"][1]["reason"] == "field_missing" for r in out.values())
     assert out["e1"]["base_run_ids"] == out["e2"]["base_run_ids"]
     assert database.locks.count_documents({}) == 0
+
+
+def test_creation_verifies_base_models_without_unpickling_them(database, settings, games_csv, monkeypatch):
+    """Creating needs only the stored OOF predictions: base files are checked, loaded at first prediction."""
+    import models.artifacts as artifacts
+    make_configs(database, games_csv, cls_config, CLS_BASES[:2])
+    calls = []
+    real = artifacts.joblib.load
+    monkeypatch.setattr(artifacts.joblib, "load", lambda *a, **k: calls.append(1) or real(*a, **k))
+    record = create_ensemble(database, "lazy", ["lr", "rf"])
+    assert calls == [] and [b["source"] for b in record["base_models"]] == ["artifacts", "artifacts"]
+    frame = pd.read_csv(games_csv).head(20)
+    assert load_ensemble(database, "lazy").predict_proba(frame).shape == (20, 2)
+    assert len(calls) == 5  # two scalers, two models, the meta-model
+    second = create_ensemble(database, "lazy2", ["lr", "rf"])
+    assert [b["source"] for b in second["base_models"]] == ["cache", "cache"]
