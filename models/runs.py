@@ -11,6 +11,33 @@ from .errors import ConflictError, NotFoundError
 from .versioning import change_kind, highest, next_version, parse_version
 
 
+def duplicate_key_fields(exc: DuplicateKeyError) -> set[str]:
+    """The fields of the unique index a write collided with (from the server's ``keyPattern``).
+
+    Falls back to the index name in the message for servers that send no details; never guesses
+    from the duplicated values (a run *name* may well contain the text ``run_id``).
+    """
+    pattern = (exc.details or {}).get("keyPattern") or {}
+    if pattern:
+        return set(pattern)
+    text = str(exc)
+    if "run_id_unique" in text:
+        return {"run_id"}
+    if "name_version_unique" in text:
+        return {"name", "version"}
+    return set()
+
+
+def _conflict(run: dict[str, Any], fields: set[str]) -> ConflictError:
+    if "version" in fields:
+        return ConflictError(f"{run['name']} version {run.get('version')} already exists", field="version")
+    if "run_id" in fields:
+        return ConflictError(f"a run with id {run.get('run_id')!r} already exists", field="run_id")
+    if fields == {"name"}:
+        return ConflictError(f"{run['name']} already has a run in production", field="status")
+    return ConflictError(f"run {run.get('run_id')!r} conflicts with an existing run", field="run_id")
+
+
 class RunStore:
     def __init__(self, database: Database) -> None:
         self.col = database.runs
@@ -43,9 +70,9 @@ class RunStore:
             run["version_change"] = "manual"
             try:
                 self.col.insert_one(run)
-            except DuplicateKeyError:
+            except DuplicateKeyError as exc:
                 run.pop("_id", None)
-                raise ConflictError(f"{run['name']} version {version} already exists", field="version") from None
+                raise _conflict(run, duplicate_key_fields(exc)) from None
             return run
         for _ in range(retries):
             latest = self.latest(run["name"])
@@ -57,7 +84,8 @@ class RunStore:
                 return run
             except DuplicateKeyError as exc:
                 run.pop("_id", None)
-                if "run_id" in str(exc):
-                    raise
+                fields = duplicate_key_fields(exc)
+                if "version" not in fields:  # not a version race: retrying cannot help
+                    raise _conflict(run, fields) from None
         raise ConflictError(f"could not assign a version to {run['name']}: too many concurrent saves")
 

@@ -1,0 +1,41 @@
+"""The model registry: every trained run, with versions, search, lifecycle and import/export.
+
+One import for callers (CLI, JSON API, web pages)::
+
+    from models import registry
+    registry.search(database, name="home_win", min_metrics={"f1": 0.8}, sort="f1")
+    registry.promote(database, run_id, by="alice")
+
+Results are plain dicts holding run documents with their MongoDB types; pass
+them through :func:`models.jsonable.to_json` for JSON. Errors are the core's
+(:class:`~models.errors.ValidationError` for bad input, naming the parameter;
+:class:`~models.errors.NotFoundError`; :class:`~models.errors.ConflictError`).
+
+Versions are assigned by :meth:`models.runs.RunStore.insert_versioned` with the
+rules in :mod:`models.versioning` (same definition -> patch; hyperparameters,
+features, scaler or other training inputs -> minor; task, target or model type
+-> major; a version given by hand is refused if it exists); the unique
+``(name, version)`` index settles concurrent saves.
+
+The implementation lives in three modules: :mod:`models.registry_query`
+(lookup, load, search, best, compare), :mod:`models.registry_lifecycle`
+(statuses, history, delete) and :mod:`models.registry_io` (export, import,
+deployment export).
+"""
+from __future__ import annotations
+
+from .registry_io import deploy_export, export_run, import_run, read_archive, verify_archive
+from .registry_lifecycle import (TRANSITIONS, allowed_transitions, check_transition, config_fields_for_run,
+                                 delete_run, ensembles_using, history, promote, set_status,
+                                 supports_transactions)
+from .registry_query import (SORT_FIELDS, STATUSES, LoadedRun, best, build_filter, compare, find_production, get_latest,
+                             get_production, get_run, get_version, load, resolve, search)
+
+__all__ = [
+    "STATUSES", "TRANSITIONS", "SORT_FIELDS", "LoadedRun",
+    "get_run", "get_version", "get_latest", "get_production", "find_production", "resolve", "load",
+    "build_filter", "search", "best", "compare",
+    "allowed_transitions", "check_transition", "set_status", "promote", "history",
+    "ensembles_using", "delete_run", "config_fields_for_run", "supports_transactions",
+    "export_run", "import_run", "read_archive", "verify_archive", "deploy_export",
+]
