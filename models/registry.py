@@ -24,8 +24,9 @@ deployment export).
 """
 from __future__ import annotations
 
+from .runs import config_fields_for_run
 from .registry_io import deploy_export, export_run, import_run, read_archive, verify_archive
-from .registry_lifecycle import (TRANSITIONS, allowed_transitions, check_transition, config_fields_for_run,
+from .registry_lifecycle import (TRANSITIONS, allowed_transitions, check_transition, prune_runs,
                                  delete_run, ensembles_using, history, promote, set_status,
                                  supports_transactions)
 from .registry_query import (SORT_FIELDS, STATUSES, LoadedRun, best, build_filter, compare, find_production, get_latest,
@@ -36,6 +37,6 @@ __all__ = [
     "get_run", "get_version", "get_latest", "get_production", "find_production", "resolve", "load",
     "build_filter", "search", "best", "compare",
     "allowed_transitions", "check_transition", "set_status", "promote", "history",
-    "ensembles_using", "delete_run", "config_fields_for_run", "supports_transactions",
+    "ensembles_using", "delete_run", "config_fields_for_run", "prune_runs", "supports_transactions",
     "export_run", "import_run", "read_archive", "verify_archive", "deploy_export",
 ]

@@ -44,9 +44,9 @@ from .atomic import atomic_write
 from .config_store import ConfigStore
 from .db import Database
 from .errors import ArtifactError, ConflictError, ValidationError
-from .registry_lifecycle import config_fields_for_run, delete_run, history_entry
+from .registry_lifecycle import delete_run, history_entry
 from .registry_query import RUN_ID_RE, load, resolve
-from .runs import RunStore
+from .runs import RunStore, config_fields_for_run
 from .schema import NAME_RE, SERVER_FIELDS, TRAINING_FIELDS, validate_config
 from .timeutil import iso, now
 from .training import environment_versions, new_run_id

@@ -27,6 +27,7 @@ from .cache import get_model_cache
 from .db import Database
 from .errors import ArtifactError, ConflictError, ValidationError
 from .registry_query import STATUSES, get_run
+from .runs import config_fields_for_run
 from .timeutil import iso, now
 
 log = logging.getLogger(__name__)
@@ -196,20 +197,6 @@ def _delete_files(store: ArtifactStore, artifacts: dict[str, Any] | None, owner:
     return deleted, missing
 
 
-def config_fields_for_run(run: dict[str, Any]) -> dict[str, Any]:
-    """The fields a config holds about its current run (the seed system's names, then ours)."""
-    arts = run.get("artifacts") or {}
-    return {"run_id": run["run_id"], "model_artifact_path": arts.get("model", {}).get("path"),
-            "scaler_artifact_path": arts.get("scaler", {}).get("path"),
-            "features_path": arts.get("features", {}).get("path"),
-            "artifacts_saved_at": iso(run["created_at"]) if run.get("created_at") else None,
-            "artifacts": arts, "checksums": {k: v.get("sha256") for k, v in arts.items()},
-            "metrics": {**(run.get("metrics") or {}), "cv": run.get("cv")}, "status": "trained",
-            "version": run.get("version"), "trained_at": run.get("created_at"),
-            "data_fingerprint": (run.get("data") or {}).get("fingerprint"), "fold_spec": run.get("fold_spec"),
-            "versions": run.get("versions")}
-
-
 def _repoint_config(database: Database, run: dict[str, Any]) -> dict[str, Any] | None:
     """If ``run`` is its config's current run, point the config at its previous run (or clear it)."""
     config = database.configs.find_one({"run_id": run["run_id"]})
@@ -261,3 +248,29 @@ def delete_run(database: Database, run_id: str, *, force: bool = False, store: A
     return {"run_id": run["run_id"], "name": run.get("name"), "version": run.get("version"),
             "deleted_files": deleted, "missing_files": missing, "deleted_ensembles": deleted_ensembles,
             "config": config}
+
+
+def prune_runs(database: Database, *, keep: int, dry_run: bool = False,
+               store: ArtifactStore | None = None) -> list[dict[str, Any]]:
+    """Delete runs beyond the newest ``keep`` per config name, with their files.
+
+    Never deletes a config's current run, a ``production`` run, or a run an
+    ensemble uses. Returns ``[{run_id, name, version}]`` of what was (or, with
+    ``dry_run``, would be) deleted.
+    """
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        raise ValidationError(f"keep must be a whole number >= 1, got {keep!r}", field="keep")
+    current = {d.get("run_id") for d in database.configs.find({}, {"run_id": 1})}
+    used = {rid for d in database.ensembles.find({}, {"base_run_ids": 1}) for rid in d.get("base_run_ids", [])}
+    doomed = []
+    for name in database.runs.distinct("name"):
+        runs = list(database.runs.find({"name": name}, {"run_id": 1, "version": 1, "status": 1})
+                    .sort("created_at", -1))
+        for run in runs[keep:]:
+            if run["run_id"] in current or run["run_id"] in used or run.get("status") == "production":
+                continue
+            doomed.append({"run_id": run["run_id"], "name": name, "version": run.get("version")})
+    if not dry_run:
+        for entry in doomed:
+            delete_run(database, entry["run_id"], store=store)
+    return doomed

@@ -8,6 +8,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .db import Database
 from .errors import ConflictError, NotFoundError
+from .timeutil import iso
 from .versioning import change_kind, highest, next_version, parse_version
 
 
@@ -89,3 +90,16 @@ class RunStore:
                     raise _conflict(run, fields) from None
         raise ConflictError(f"could not assign a version to {run['name']}: too many concurrent saves")
 
+
+def config_fields_for_run(run: dict[str, Any]) -> dict[str, Any]:
+    """The fields a config holds about its current run (the seed system's names, then ours)."""
+    arts = run.get("artifacts") or {}
+    return {"run_id": run["run_id"], "model_artifact_path": arts.get("model", {}).get("path"),
+            "scaler_artifact_path": arts.get("scaler", {}).get("path"),
+            "features_path": arts.get("features", {}).get("path"),
+            "artifacts_saved_at": iso(run["created_at"]) if run.get("created_at") else None,
+            "artifacts": arts, "checksums": {k: v.get("sha256") for k, v in arts.items()},
+            "metrics": {**(run.get("metrics") or {}), "cv": run.get("cv")}, "status": "trained",
+            "version": run.get("version"), "trained_at": run.get("created_at"),
+            "data_fingerprint": (run.get("data") or {}).get("fingerprint"), "fold_spec": run.get("fold_spec"),
+            "versions": run.get("versions")}

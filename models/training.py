@@ -35,9 +35,10 @@ from .errors import ServiceError, TrainingError
 from .estimators import NEEDS_PROBABILITY_WRAPPER, build_estimator
 from .metrics import classification_metrics, fold_score, primary_metric, regression_metrics
 from .progress import Progress, no_progress, scaled
-from .runs import RunStore
+from .runs import RunStore, config_fields_for_run
+from .jobs.store import current_owner, owner_is_dead
 from .schema import definition, validate_config
-from .timeutil import iso, now
+from .timeutil import now
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +219,10 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
     store = store or get_store(database.settings)
     started = now()
     t0 = time.perf_counter()
+    # who trains it: if this process dies, recover_interrupted_trainings() marks the config failed
     database.configs.update_one({"_id": config["_id"]},
-                                {"$set": {"status": "training", "training_started_at": started}})
+                                {"$set": {"status": "training", "training_started_at": started,
+                                          "training_owner": current_owner()}})
     written: dict[str, ArtifactInfo] = {}
     run_recorded = False
     try:
@@ -261,13 +264,9 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
         run_recorded = True  # from here on the files belong to a recorded run: never delete them
         progress(0.98, "updating config")
         database.configs.update_one({"_id": config["_id"]}, {
-            "$set": {"run_id": run_id, "model_artifact_path": written["model"].path,
-                     "scaler_artifact_path": written["scaler"].path, "features_path": written["features"].path,
-                     "artifacts_saved_at": iso(saved_at), "artifacts": artifacts, "checksums": checksums,
-                     "metrics": {**fit.metrics, "cv": fit.cv}, "status": "trained", "version": run["version"],
-                     "trained_at": saved_at, "data_fingerprint": fingerprint, "fold_spec": spec,
-                     "versions": run["versions"], "updated_at": saved_at},
-            "$unset": {"error": "", "training_started_at": ""}, "$inc": {"rev": 1, "runs_count": 1}})
+            "$set": {**config_fields_for_run(run), "updated_at": saved_at},
+            "$unset": {"error": "", "training_started_at": "", "training_owner": ""},
+            "$inc": {"rev": 1, "runs_count": 1}})
         progress(1.0, "done")
         log.info("trained %s as run %s (version %s) in %.2fs", config["name"], run_id, run["version"],
                  durations["total_s"])
@@ -281,7 +280,33 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
         error["at"] = now()
         database.configs.update_one({"_id": config["_id"]},
                                     {"$set": {"status": "failed", "error": error},
-                                     "$unset": {"training_started_at": ""}})
+                                     "$unset": {"training_started_at": "", "training_owner": ""}})
         if isinstance(exc, ServiceError) or not isinstance(exc, Exception):
             raise
         raise TrainingError(f"training {config['name']} failed: {exc.__class__.__name__}: {exc}") from exc
+
+
+def recover_interrupted_trainings(database: Database) -> list[dict[str, Any]]:
+    """Mark ``failed`` the configs left ``training`` by a process that died (kill -9, power loss).
+
+    Such a training never reached its commit point, so the config still points at its previous
+    run (if any); only its status is wrong. Called at service start (with the job recovery).
+    Only owners on this host can be judged; returns the configs it changed.
+    """
+    changed = []
+    for doc in database.configs.find({"status": "training", "training_owner": {"$exists": True}},
+                                     {"name": 1, "training_owner": 1}):
+        owner = doc["training_owner"]
+        if not owner_is_dead(owner):
+            continue
+        error = {"code": "process_died", "at": now(),
+                 "message": f"training was interrupted: the process running it stopped (pid {owner.get('pid')} "
+                            f"on host {owner.get('host')}); the previous run, if any, is unchanged"}
+        done = database.configs.find_one_and_update(
+            {"_id": doc["_id"], "status": "training", "training_owner": owner},
+            {"$set": {"status": "failed", "error": error}, "$unset": {"training_started_at": "", "training_owner": ""}},
+            return_document=True)
+        if done is not None:
+            log.warning("config %s was left training by a stopped process; marked failed", doc["name"])
+            changed.append(done)
+    return changed

@@ -117,3 +117,22 @@ def test_gc_removes_only_unreferenced_files(settings, database, trained):
     for name in ("c1", "r1"):
         doc = ConfigStore(database).get(name)
         assert (settings.artifact_dir / doc["model_artifact_path"]).exists()
+
+
+def test_gc_keep_prunes_old_runs_but_never_current_production_or_used(settings, database, trained):
+    from models.registry import set_status
+    for _ in range(3):
+        assert run(settings, "train", "c1").exit_code == 0
+    runs = list(database.runs.find({"name": "c1"}).sort("created_at", 1))
+    assert [r["version"] for r in runs] == ["1.0.0", "1.0.1", "1.0.2", "1.0.3"]
+    set_status(database, runs[0]["run_id"], "production")
+    database.ensembles.insert_one({"name": "uses_second", "run_id": "x", "base_run_ids": [runs[1]["run_id"]]})
+    result = run(settings, "artifacts", "gc", "--keep", "1", "--dry-run", "--json")
+    assert [r["version"] for r in json.loads(result.stdout)["runs"]] == ["1.0.2"]
+    assert database.runs.count_documents({"name": "c1"}) == 4
+    result = run(settings, "artifacts", "gc", "--keep", "1", "--json")
+    assert result.exit_code == 0
+    left = sorted(r["version"] for r in database.runs.find({"name": "c1"}))
+    assert left == ["1.0.0", "1.0.1", "1.0.3"]
+    assert not any(runs[2]["run_id"] in p.name for p in settings.artifact_dir.iterdir())
+    assert run(settings, "artifacts", "gc", "--keep", "0").exit_code == 2

@@ -6,6 +6,7 @@ import click
 from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
 from models.errors import ServiceError
 from models.maintenance import collect_orphans, run_artifacts_info, scan_configs
+from models.registry import prune_runs
 from models.training import train_config
 
 
@@ -75,7 +76,6 @@ def gc(app: AppContext, keep: int | None, dry_run: bool, min_age: int, as_json: 
     """Delete artifact files that no document references (and, with --keep, old runs)."""
     result: dict = {}
     if keep is not None:
-        from models.registry import prune_runs
         result["runs"] = prune_runs(app.db, keep=keep, dry_run=dry_run)
     result.update(collect_orphans(app.db, dry_run=dry_run, min_age_s=min_age))
     if as_json:
