@@ -28,15 +28,16 @@ def read_csv_arg(path: Path) -> pd.DataFrame:
     return frame
 
 
-def write_predictions(table: pd.DataFrame, out: Path | None, as_json: bool, meta: dict[str, Any]) -> None:
-    """CSV to ``out`` (atomically) or stdout; with ``--json`` a JSON object with the rows."""
+def write_predictions(frame: pd.DataFrame, table: pd.DataFrame, out: Path | None, as_json: bool,
+                      meta: dict[str, Any]) -> None:
+    """The input rows with prediction columns appended, as CSV to ``out`` (atomically) or stdout;
+    with ``--json``, a JSON object holding the predictions on stdout."""
+    table = table.set_axis(frame.index)
     if out is not None:
-        atomic_write_bytes(out, table.to_csv(index=False).encode())
+        atomic_write_bytes(out, pd.concat([frame, table], axis=1).to_csv(index=False).encode())
         info(f"wrote {len(table)} predictions to {out}")
-        if as_json:
-            click.echo(json.dumps({**meta, "rows": len(table), "out": str(out)}))
-        return
     if as_json:
-        click.echo(json.dumps({**meta, "predictions": json.loads(table.to_json(orient="records"))}))
-    else:
-        table.to_csv(sys.stdout, index=False)
+        click.echo(json.dumps({**meta, "rows": len(table), **({"out": str(out)} if out else {}),
+                               "predictions": json.loads(table.to_json(orient="records"))}))
+    elif out is None:
+        pd.concat([frame, table], axis=1).to_csv(sys.stdout, index=False)

@@ -24,7 +24,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, Ri
 
 from .errors import ValidationError
 from .metrics import classification_metrics, regression_metrics
-from .predictor import TrainedModel, feature_matrix
+from .predictor import TrainedModel, feature_matrix, prediction_frame
 
 # (estimator class, defaults, takes random_state)
 META_MODELS: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any]]]] = {
@@ -247,4 +247,8 @@ class StackedEnsemble:
                                   f"({type(self.meta_model).__name__}); use predict", field="meta_model")
         return self.meta_model.predict_proba(self.transform(frame))
 
-
+    def predict_table(self, frame: pd.DataFrame | dict | list) -> pd.DataFrame:
+        """``prediction`` (and ``proba_<class>`` when the meta-model gives probabilities), as for one model."""
+        has_proba = self.task == "classification" and hasattr(self.meta_model, "predict_proba")
+        classes = None if not has_proba else [c.item() if hasattr(c, "item") else c for c in self.classes]
+        return prediction_frame(self.predict, self.predict_proba, classes, frame)

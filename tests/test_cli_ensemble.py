@@ -10,8 +10,8 @@ from models.training import train_config
 from tests.helpers import cls_config, reg_config
 
 
-def run(settings, *args):
-    return CliRunner().invoke(cli, list(args), obj=AppContext(settings), catch_exceptions=False)
+def run(settings, *args, input=None):
+    return CliRunner().invoke(cli, list(args), obj=AppContext(settings), catch_exceptions=False, input=input)
 
 
 def setup_configs(database, games_csv):
@@ -52,7 +52,8 @@ def test_create_json_show_list_predict_delete(settings, database, games_csv, tmp
     assert payload["rows"] == 15 and set(payload["predictions"][0]) == {"prediction", "proba_0", "proba_1"}
     assert len(pd.read_csv(out)) == 15 and "prediction" in pd.read_csv(out).columns
 
-    assert run(settings, "ensemble", "delete", "e").exit_code == 0
+    assert run(settings, "ensemble", "delete", "e", input="n\n").exit_code == 1  # asks first
+    assert run(settings, "ensemble", "delete", "e", "--yes").exit_code == 0
     assert [d["name"] for d in json.loads(run(settings, "ensemble", "list", "--json").stdout)] == ["e2"]
 
 

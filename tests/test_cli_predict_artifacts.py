@@ -47,7 +47,7 @@ def test_predict_to_stdout_file_and_json(settings, trained, games_csv, tmp_path)
     result = run(settings, "predict", "c1", "--csv", str(tmp_path / "in.csv"))
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == "prediction,proba_0,proba_1" and len(lines) == 13
+    assert lines[0] == ",".join(rows.columns) + ",prediction,proba_0,proba_1" and len(lines) == 13
     result = run(settings, "predict", "r1", "--csv", str(tmp_path / "in.csv"), "--out", str(tmp_path / "o.csv"))
     assert result.exit_code == 0
     assert len(pd.read_csv(tmp_path / "o.csv")) == 12

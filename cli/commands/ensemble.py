@@ -5,11 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
-import pandas as pd
 
 from agents.tools.stacking_tool import StackingTool
 from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app, stdout
+from cli.csvio import read_csv_arg, write_predictions
 from models.errors import ValidationError
 from models.stacking import STACK_METHODS, meta_model_names
 
@@ -114,33 +113,24 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
 @pass_app
 def predict(app: AppContext, name: str, csv_path: Path, out_path: Path | None, as_json: bool) -> None:
     """Predict the rows of --csv with ensemble NAME."""
-    if not csv_path.is_file():
-        raise ValidationError(f"--csv {str(csv_path)!r} not found", field="--csv")
-    frame = pd.read_csv(csv_path)
+    frame = read_csv_arg(csv_path)
     model = _tool(app).load_ensemble(name)
-    result = pd.DataFrame({"prediction": model.predict(frame)})
-    if model.task == "classification" and hasattr(model.meta_model, "predict_proba"):
-        proba = model.predict_proba(frame)
-        for i, label in enumerate(model.classes):
-            result[f"proba_{label}"] = proba[:, i]
-    if out_path is not None:
-        pd.concat([frame, result], axis=1).to_csv(out_path, index=False)
-        info(f"wrote {len(result)} predictions to {out_path}")
-    if as_json:
-        emit_json({"ensemble": name, "rows": len(result),
-                   "predictions": [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-                                   for row in result.to_dict(orient="records")]})
-    elif out_path is None:
-        emit_table(([i, *row] for i, row in enumerate(result.itertuples(index=False))), ["row", *result.columns])
+    write_predictions(frame, model.predict_table(frame), out_path, as_json,
+                      meta={"ensemble": name, "run_id": model.run_id})
 
 
 @ensemble.command("delete")
 @click.argument("name")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @json_option
 @pass_app
-def delete(app: AppContext, name: str, as_json: bool) -> None:
+def delete(app: AppContext, name: str, yes: bool, as_json: bool) -> None:
     """Delete ensemble NAME and its files (base runs are kept)."""
-    doc = _tool(app).delete_ensemble(name)
+    tool = _tool(app)
+    tool.get_ensemble(name)  # unknown names fail before the question
+    if not yes:
+        click.confirm(f"Delete ensemble {name!r}?", abort=True, err=True)
+    doc = tool.delete_ensemble(name)
     if as_json:
         emit_json({"deleted": doc["name"], "run_id": doc["run_id"]})
     else:

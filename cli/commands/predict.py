@@ -29,5 +29,5 @@ def predict(app: AppContext, name: str, csv_path: Path, out: Path | None, as_jso
     for warning in result.model.warnings:
         info(f"warning: {warning}")
     table = result.model.predict_table(frame)
-    write_predictions(table, out, as_json, meta={"name": name, "run_id": result.model.run_id,
+    write_predictions(frame, table, out, as_json, meta={"name": name, "run_id": result.model.run_id,
                                                  "source": result.source})
