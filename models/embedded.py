@@ -21,6 +21,7 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from .errors import EmbeddedServerError
+from .processes import pid_alive
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,23 +52,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); check its state where /proc exists.
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():
-        try:
-            return stat.read_text().split(")")[-1].split()[0] != "Z"
-        except OSError:
-            return True
-    return True
 
 
 def ping(host: str, port: int, timeout_ms: int = 500) -> bool:
@@ -113,7 +97,7 @@ class EmbeddedServer:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def status(self) -> dict:
         pid = self.pid()
@@ -196,7 +180,7 @@ def _wait_gone(pid: int, timeout: float) -> bool:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return True
         time.sleep(0.05)
     return False

@@ -19,7 +19,6 @@ import socket
 import time
 import uuid
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
@@ -31,6 +30,7 @@ from pymongo.errors import DuplicateKeyError
 from ..db import Database
 from ..errors import NotFoundError, ServiceError, ValidationError
 from ..jsonable import to_json
+from ..processes import pid_alive
 from ..timeutil import iso, now
 
 log = logging.getLogger(__name__)
@@ -87,21 +87,16 @@ def owned_by_me() -> dict[str, Any]:
     return {"owner.instance": _instance}
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this host (a zombie counts as dead)."""
-    if not isinstance(pid, int) or pid <= 0:
+def owner_is_dead(owner: dict[str, Any]) -> bool:
+    """True when ``owner`` (a :func:`current_owner` value) is a process on this host that no longer runs.
+
+    A reused pid is caught by the per-process ``instance`` token only for our own pid; an owner on
+    another host cannot be judged from here (False).
+    """
+    host, pid = owner.get("host"), owner.get("pid")
+    if host != _HOST or not isinstance(pid, int) or owner.get("instance") == _instance:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[-1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    return pid == os.getpid() or not pid_alive(pid)
 
 
 # --- small helpers ----------------------------------------------------------------------------
@@ -311,9 +306,8 @@ def _death_reason(job: dict[str, Any], cutoff: datetime) -> str | None:
     owner = job.get("owner") or {}
     host, pid = owner.get("host"), owner.get("pid")
     who = f"pid {pid} on host {host}"
-    if host == _HOST and isinstance(pid, int):
-        if owner.get("instance") != _instance and (pid == os.getpid() or not pid_alive(pid)):
-            return f"the process running this job stopped ({who})"
+    if owner_is_dead(owner):
+        return f"the process running this job stopped ({who})"
     beat = job.get("heartbeat_at") or job.get("started_at") or job.get("created_at")
     if beat is None or beat < cutoff:
         since = iso(beat) if beat else "never"
@@ -343,4 +337,7 @@ def recover_stale_jobs(database: Database, *, stale_after_s: float = STALE_AFTER
         if done is not None:
             log.warning("job %s (%s %s) marked failed: %s", job["_id"], job.get("kind"), job.get("key"), reason)
             recovered.append(done)
+    # A training killed with its process also left its config "training" (with or without a job).
+    from ..training import recover_interrupted_trainings  # late: training is a heavier module
+    recover_interrupted_trainings(database)
     return recovered
