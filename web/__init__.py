@@ -18,17 +18,21 @@ from datetime import timedelta
 from typing import Any, Mapping
 
 from flask import Flask
+from pymongo.errors import PyMongoError
 
+from models import jobs
 from models.db import Database
+from models.errors import ServiceError
 from models.settings import Settings, get_settings
 
 from . import api, health, pages
 from .auth import init_auth
+from .charts import register_charts
 from .credentials import load_credentials
 from .errors import register_error_handlers
 from .formatting import register_filters
 from .ratelimit import RateLimiter
-from .services import WebState, init_state
+from .services import JOB_RUNNER, WebState, init_state
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +69,29 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         app.config.update(config)
     app.json.sort_keys = False
 
-    init_state(app, WebState(
+    state = WebState(
         database=database, settings=settings, credentials=credentials,
-        login_limiter=RateLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW_SECONDS"])))
+        login_limiter=RateLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW_SECONDS"]))
+    state.services[JOB_RUNNER] = jobs.get_default_runner(settings)
+    init_state(app, state)
+    _recover_jobs(database)
     register_error_handlers(app)
     register_filters(app)
+    register_charts(app)
     init_auth(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.create_blueprint())
     app.register_blueprint(api.create_blueprint())
     log.info("web app ready (database %s)", database.info()["database"])
     return app
+
+
+def _recover_jobs(database: Database) -> None:
+    """Jobs left queued/running by a process that died are marked failed (once, at start)."""
+    try:
+        recovered = jobs.recover_stale_jobs(database)
+    except (PyMongoError, ServiceError) as exc:  # the app still starts; pages answer 503 until MongoDB is back
+        log.warning("could not check for jobs left by a stopped process: %s", exc.__class__.__name__)
+        return
+    if recovered:
+        log.warning("%d job(s) left running by a stopped process were marked failed", len(recovered))

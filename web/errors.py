@@ -23,6 +23,13 @@ log = logging.getLogger(__name__)
 API_PREFIXES = ("/api/", "/healthz")
 
 
+class BadRequestError(ServiceError):
+    """The request itself is malformed (wrong shape, missing part): 400, naming the field at fault."""
+
+    code = "bad_request"
+    http_status = 400
+
+
 def wants_json() -> bool:
     """True for requests to the JSON API (and the health check)."""
     return request.path == "/api" or request.path.startswith(API_PREFIXES)

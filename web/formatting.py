@@ -76,6 +76,27 @@ def format_number(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
 
 
+def format_duration(seconds: Any) -> str:
+    """``0.42 s``, ``12.3 s``, ``2 min 05 s``; ``—`` for nothing."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+    minutes, rest = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def format_size(size: Any) -> str:
+    """``812 B``, ``14.2 KB``, ``3.1 MB``; ``—`` for nothing."""
+    if isinstance(size, bool) or not isinstance(size, (int, float)):
+        return "—"
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GB"
+
+
 def pretty_json(value: Any) -> str:
     """Indented JSON for showing nested values (dates and ids as text)."""
     return json.dumps(value, indent=2, sort_keys=True, default=str)
@@ -86,5 +107,7 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(format_time, "time")
     app.add_template_filter(format_number, "num")
     app.add_template_filter(pretty_json, "pretty_json")
+    app.add_template_filter(format_duration, "duration")
+    app.add_template_filter(format_size, "filesize")
     app.add_template_global(primary_metric)
     app.add_template_global(last_trained)

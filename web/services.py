@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from models import jobs
 from models.config_store import ConfigStore
 from models.db import Database
 from models.settings import Settings
@@ -19,6 +20,7 @@ from .credentials import Credentials
 from .ratelimit import RateLimiter
 
 EXTENSION = "ensemble_cache"
+JOB_RUNNER = "job_runner"
 
 
 @dataclass
@@ -54,3 +56,18 @@ def get_settings() -> Settings:
 def config_store() -> ConfigStore:
     """A :class:`ConfigStore` over the app's database (cheap to build per request)."""
     return ConfigStore(get_db())
+
+
+def job_runner() -> jobs.JobRunner:
+    """The runner the app hands background jobs to (the process's in-process pool by default)."""
+    state = get_state()
+    runner = state.services.get(JOB_RUNNER)
+    if runner is None:
+        runner = state.services[JOB_RUNNER] = jobs.get_default_runner(state.settings)
+    return runner
+
+
+def requested_by() -> str:
+    """Who asked, for job and lifecycle records: the admin (session) or a script (API token)."""
+    from flask import g  # local: keeps this module importable outside a request
+    return "api-token" if getattr(g, "auth", None) == "token" else "admin"

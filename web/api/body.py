@@ -1,10 +1,12 @@
-"""Reading JSON request bodies: malformed JSON or a body that is not an object is a clear 400."""
+"""Reading requests: JSON bodies (malformed JSON or a non-object body is a clear 400) and query numbers."""
 from __future__ import annotations
 
 from typing import Any
 
 from flask import request
 from werkzeug.exceptions import BadRequest
+
+from models.errors import ValidationError
 
 from ..jsonbody import JSONTextError, loads_strict
 
@@ -23,3 +25,17 @@ def json_object() -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadRequest(f"the body must be a JSON object, got {type(data).__name__}")
     return data
+
+
+def int_arg(name: str, default: int, minimum: int = 0, maximum: int = 10_000) -> int:
+    """A whole-number query parameter; ValidationError (422) naming it when it is not one or out of range."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"{name} must be a whole number, got {raw!r}", field=name) from None
+    if not minimum <= value <= maximum:
+        raise ValidationError(f"{name} must be between {minimum} and {maximum}", field=name)
+    return value

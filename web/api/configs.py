@@ -15,24 +15,11 @@ from models.jsonable import to_json
 from models.schema import SERVER_FIELDS, TRAINING_FIELDS
 
 from ..services import config_store
-from .body import json_object
+from .body import int_arg, json_object
 
 bp = Blueprint("configs", __name__, url_prefix="/configs")
 
 ECHOED = ("id", *SERVER_FIELDS)
-
-
-def _int_arg(name: str, default: int, minimum: int = 0, maximum: int = 10_000) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"{name} must be a whole number, got {raw!r}", field=name) from None
-    if not minimum <= value <= maximum:
-        raise ValidationError(f"{name} must be between {minimum} and {maximum}", field=name)
-    return value
 
 
 @bp.get("")
@@ -46,7 +33,7 @@ def list_configs() -> Any:
         task=request.args.get("task") or None, model_type=request.args.get("model_type") or None,
         status=request.args.get("status") or None, tag=request.args.get("tag") or None,
         q=request.args.get("q") or None, sort=request.args.get("sort", "name"), descending=order == "desc",
-        limit=_int_arg("limit", 0), skip=_int_arg("skip", 0, maximum=10**9))
+        limit=int_arg("limit", 0), skip=int_arg("skip", 0, maximum=10**9))
     return jsonify(configs=[to_json(d) for d in docs], count=len(docs))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from models.errors import ValidationError
 from models.estimators import REGISTRY, TASKS
@@ -112,14 +112,15 @@ def check(document: dict[str, Any], read_errors: list[dict[str, str]]) -> None:
                           errors=errors)
 
 
-def errors_by_field(exc: ValidationError) -> tuple[dict[str, list[str]], list[str]]:
-    """Split a validation error into messages per form field and messages for the whole form."""
+def errors_by_field(exc: ValidationError, fields: Iterable[str] = FORM_FIELDS
+                    ) -> tuple[dict[str, list[str]], list[str]]:
+    """Split a validation error into messages per form field (of ``fields``) and messages for the whole form."""
     by_field: dict[str, list[str]] = {}
     general: list[str] = []
     for err in exc.errors:
         field = err.get("field") or ""
         top, _, rest = field.partition(".")
-        if top in FORM_FIELDS:
+        if top in fields:
             message = err["message"] if not rest or top == "features" else f"{rest}: {err['message']}"
             by_field.setdefault(top, []).append(message)
         else:

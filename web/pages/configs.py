@@ -14,7 +14,8 @@ from models.schema import TRAINING_FIELDS
 from models.timeutil import iso
 
 from ..formatting import last_trained, primary_metric
-from ..services import config_store
+from ..services import config_store, get_db, job_runner, requested_by
+from ..training import submit_training, training_context
 from .config_form import check, choices, errors_by_field, extra_fields, form_values, parse_form
 
 bp = Blueprint("configs", __name__, url_prefix="/configs")
@@ -113,7 +114,19 @@ def detail(ident: str) -> Any:
     doc = config_store().get(ident)
     training = {k: doc[k] for k in TRAINING_FIELDS if k in doc and k != "status"}
     return render_template("configs/detail.html", config=doc, extras=extra_fields(doc), training=training,
-                           runs=[])
+                           **training_context(get_db(), doc))
+
+
+@bp.post("/<ident>/train")
+def train(ident: str) -> Any:
+    """The Train Model button: queue a training job (or show the one already running) and go back."""
+    job, created = submit_training(get_db(), ident, runner=job_runner(), requested_by=requested_by())
+    name = job["params"].get("config", ident)
+    if created:
+        flash(f"Training of {name} started.", "success")
+    else:
+        flash(f"{name} is already being trained (job {job['_id']}); showing that job.", "info")
+    return redirect(url_for(".detail", ident=name, _anchor="training"))
 
 
 @bp.route("/<ident>/edit", methods=["GET", "POST"])

@@ -1,0 +1,44 @@
+"""Jobs pages: recent background jobs (kind, key, status, progress, duration, error) and one job's detail."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, flash, render_template, request, url_for
+
+from models import jobs
+
+from ..services import get_db
+
+bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+NAV = ("Jobs", "pages.jobs.index")
+
+LIMIT = 100
+
+
+def result_link(job: dict[str, Any]) -> tuple[str, str] | None:
+    """``(label, url)`` of what a job worked on (the config it trained, the ensemble it built)."""
+    params = job.get("params") or {}
+    if job.get("kind") == "train" and params.get("config"):
+        return f"config {params['config']}", url_for("pages.configs.detail", ident=params["config"])
+    if job.get("kind") == "ensemble" and params.get("name"):
+        return f"ensemble {params['name']}", url_for("pages.ensembles.detail", name=params["name"])
+    return None
+
+
+@bp.get("/")
+def index() -> Any:
+    """The newest jobs, optionally of one status or kind."""
+    status = request.args.get("status") or None
+    kind = request.args.get("kind") or None
+    if status is not None and status not in jobs.STATUSES:
+        flash(f"Unknown status {status!r}; showing every status.", "error")
+        status = None
+    found = jobs.list_jobs(get_db(), status=status, kind=kind, limit=LIMIT)
+    return render_template("jobs/index.html", jobs=found, status=status, kind=kind, statuses=jobs.STATUSES,
+                           result_link=result_link)
+
+
+@bp.get("/<job_id>")
+def detail(job_id: str) -> Any:
+    job = jobs.get_job(get_db(), job_id)
+    return render_template("jobs/detail.html", job=job, link=result_link(job))

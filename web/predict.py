@@ -1,0 +1,94 @@
+"""Predictions for the JSON API: rows in, the standard prediction table out, for a model or an ensemble.
+
+The answer has the same shape as the CLI's (``prediction`` plus ``proba_<class>``
+for classifiers; :func:`models.predictor.prediction_frame`). Rows are checked
+before anything is loaded into the model: a body without ``rows`` or with rows
+that are not objects is a 400 naming ``rows``; rows missing features are a 400
+``missing_features`` naming every missing column and the first rows lacking it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from models.config_store import ConfigStore
+from models.db import Database
+from models.ensembles import load_ensemble
+from models.errors import ConflictError
+from models.jsonable import to_json
+from models.loading import load_model
+from models.predictor import prediction_frame
+
+from .errors import BadRequestError
+
+MAX_ROWS = 10_000
+
+
+class MissingFeaturesError(BadRequestError):
+    code = "missing_features"
+
+
+def read_rows(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``rows`` of a predict body: a non-empty list of objects (BadRequestError otherwise)."""
+    rows = body.get("rows")
+    if rows is None:
+        raise BadRequestError('send {"rows": [{"feature": value, ...}, ...]}', field="rows")
+    if not isinstance(rows, list) or not rows:
+        raise BadRequestError("rows must be a non-empty list of objects", field="rows")
+    if len(rows) > MAX_ROWS:
+        raise BadRequestError(f"at most {MAX_ROWS} rows per request, got {len(rows)}", field="rows")
+    bad = [i for i, row in enumerate(rows) if not isinstance(row, dict)]
+    if bad:
+        raise BadRequestError(f"every row must be an object of feature values; rows {bad[:5]} are not",
+                              field="rows")
+    extra = sorted(set(body) - {"rows"})
+    if extra:
+        raise BadRequestError(f"unknown field(s): {', '.join(extra)}; send only rows", field=extra[0])
+    return rows
+
+
+def check_features(rows: list[dict[str, Any]], features: list[str]) -> None:
+    """MissingFeaturesError naming each feature some row lacks (and the first rows lacking it)."""
+    missing: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        for feature in features:
+            if feature not in row:
+                missing.setdefault(feature, []).append(i)
+    if missing:
+        parts = [f"{f} (rows {', '.join(map(str, idx[:5]))}{', ...' if len(idx) > 5 else ''})"
+                 for f, idx in missing.items()]
+        raise MissingFeaturesError(f"missing features: {'; '.join(parts)}", field=next(iter(missing)),
+                                   details={"missing": list(missing), "required": list(features)})
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [to_json(r) or {} for r in table.to_dict(orient="records")]
+
+
+def predict_with_model(database: Database, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Predict with the current run of config ``name`` (404 unknown, 409 never trained)."""
+    rows = read_rows(body)
+    config = ConfigStore(database).get(name)
+    if not config.get("run_id"):
+        raise ConflictError(f"config {config['name']!r} has not been trained yet; train it first", field="name")
+    loaded = load_model(database.settings, config)
+    model = loaded.model
+    check_features(rows, model.features)
+    table = model.predict_table(pd.DataFrame(rows))
+    return {"model": config["name"], "run_id": model.run_id, "version": config.get("version"),
+            "task": model.task, "source": loaded.source, "features": list(model.features),
+            "count": len(table), "predictions": _records(table), "warnings": list(model.warnings)}
+
+
+def predict_with_ensemble(database: Database, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Predict with stored ensemble ``name`` (404 unknown)."""
+    rows = read_rows(body)
+    ensemble = load_ensemble(database, name)
+    check_features(rows, ensemble.features)
+    with_proba = ensemble.task == "classification" and hasattr(ensemble.meta_model, "predict_proba")
+    classes = list(ensemble.classes) if with_proba and ensemble.classes is not None else None
+    table = prediction_frame(ensemble.predict, ensemble.predict_proba, classes, pd.DataFrame(rows))
+    return {"ensemble": ensemble.name, "run_id": ensemble.run_id, "task": ensemble.task,
+            "base_models": list(ensemble.base_names), "features": ensemble.features, "count": len(table),
+            "predictions": _records(table)}

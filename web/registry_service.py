@@ -1,0 +1,97 @@
+"""Registry from the web: query-string parsing shared by the registry pages and ``/api/registry``,
+and the archive download. The registry itself is :mod:`models.registry`.
+
+Metric thresholds come as ``min=f1:0.8`` / ``max=rmse=3.5`` (repeatable, or
+comma-separated), the same notation as the CLI's ``--min f1=0.8``.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from werkzeug.datastructures import MultiDict
+
+from models import registry
+from models.db import Database
+from models.errors import ValidationError
+
+PER_PAGE = 25
+MAX_PER_PAGE = 500
+SEARCH_FILTERS = ("name", "model_type", "task", "status", "since", "until")
+
+
+def parse_thresholds(values: list[str], field: str) -> dict[str, str]:
+    """``["f1:0.8", "roc_auc=0.7,accuracy:0.6"]`` -> ``{"f1": "0.8", ...}`` (numbers are checked by the registry)."""
+    out: dict[str, str] = {}
+    for value in values:
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            sep = "=" if "=" in part else ":"
+            metric, found, number = part.partition(sep)
+            if not found or not metric.strip() or not number.strip():
+                raise ValidationError(f"{field}: write thresholds as metric=value (e.g. f1=0.8), got {part!r}",
+                                      field=field)
+            out[metric.strip()] = number.strip()
+    return out
+
+
+def _int(args: MultiDict, name: str, default: int, maximum: int) -> int:
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"{name} must be a whole number, got {raw!r}", field=name) from None
+    if not 1 <= value <= maximum:
+        raise ValidationError(f"{name} must be between 1 and {maximum}", field=name)
+    return value
+
+
+def search_args(args: MultiDict) -> dict[str, Any]:
+    """Keyword arguments for :func:`models.registry.search` from a query string (ValidationError naming the field)."""
+    kwargs: dict[str, Any] = {k: (args.get(k) or "").strip() or None for k in SEARCH_FILTERS}
+    tags = [t.strip() for t in args.getlist("tag") for t in t.split(",") if t.strip()]
+    kwargs["tags"] = tags or None
+    kwargs["min_metrics"] = parse_thresholds(args.getlist("min"), "min") or None
+    kwargs["max_metrics"] = parse_thresholds(args.getlist("max"), "max") or None
+    kwargs["sort"] = (args.get("sort") or "").strip() or "created_at"
+    order = (args.get("order") or "").strip()
+    if order not in ("", "asc", "desc"):
+        raise ValidationError("order must be 'asc' or 'desc'", field="order")
+    kwargs["descending"] = None if not order else order == "desc"
+    kwargs["page"] = _int(args, "page", 1, 10**6)
+    kwargs["per_page"] = _int(args, "per_page", PER_PAGE, MAX_PER_PAGE)
+    return kwargs
+
+
+def best_args(args: MultiDict) -> dict[str, Any]:
+    """Arguments for :func:`models.registry.best`: ``metric`` (required) and optional scope filters."""
+    metric = (args.get("metric") or "").strip()
+    if not metric:
+        raise ValidationError("metric is required (e.g. metric=roc_auc)", field="metric")
+    scope = {k: (args.get(k) or "").strip() or None for k in ("name", "model_type", "task", "status")}
+    return {"metric": metric, **scope}
+
+
+def compare_ids(args: MultiDict) -> list[str]:
+    """The run ids to compare: ``run_id`` repeated, or comma-separated."""
+    return [r.strip() for value in args.getlist("run_id") for r in value.split(",") if r.strip()]
+
+
+def export_archive(database: Database, run_id: str) -> tuple[bytes, str, dict[str, Any]]:
+    """The run's export archive (``.tar.gz``) as bytes, its file name and the export summary.
+
+    Written to a private temporary folder by :func:`models.registry.export_run` (which verifies
+    every artifact) and read back; nothing stays on disk.
+    """
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        run = registry.get_run(database, run_id)
+        filename = f"{run['name']}-{run.get('version') or run['run_id']}.tar.gz"
+        out = Path(tmp) / filename
+        summary = registry.export_run(database, run["run_id"], out)
+        data = out.read_bytes()
+    summary = {k: v for k, v in summary.items() if k != "path"}  # no server paths in answers
+    return data, filename, summary
