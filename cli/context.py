@@ -13,11 +13,12 @@ import traceback
 from typing import Any, Callable, Iterable, Sequence
 
 import click
+from pymongo.errors import ConnectionFailure
 from rich.console import Console
 from rich.table import Table
 
-from models.db import Database
-from models.errors import ConflictError, NotFoundError, ServiceError, ValidationError
+from models.db import Database, safe_uri
+from models.errors import ConflictError, DatabaseUnavailableError, NotFoundError, ServiceError, ValidationError
 from models.jsonable import to_json
 from models.settings import Settings, get_settings
 
@@ -84,6 +85,11 @@ class ServiceGroup(click.Group):
             raise
         except ServiceError as exc:
             _fail(ctx, exc, 2 if isinstance(exc, USAGE_ERRORS) else 1)
+        except ConnectionFailure as exc:  # lost MongoDB mid-command: one sentence, not pymongo's topology dump
+            app = ctx.find_object(AppContext)
+            where = safe_uri(app.settings.effective_mongo_uri) if app else "(unknown)"
+            _fail(ctx, DatabaseUnavailableError(f"MongoDB at {where} stopped answering ({exc.__class__.__name__}); "
+                                                "nothing more was done"), 1)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)

@@ -349,6 +349,7 @@ class VerifiedReader(io.RawIOBase):
         self._verified = 0
         self._done: set[int] = set()
         self._failed: str | None = None
+        self._failed_index: int | None = None
         self._cond = threading.Condition()
         expected = -(-len(data) // info.chunk_size)
         if len(data) != info.size or len(info.chunk_sha256) != expected:
@@ -365,7 +366,8 @@ class VerifiedReader(io.RawIOBase):
         return hashlib.sha256(self._data[index * size:(index + 1) * size]).hexdigest()
 
     def _verify(self, index: int) -> None:
-        if self._failed is None and not self.closed:
+        # blocks before a failed one still get checked: a read of them must not hang or fail
+        if (self._failed_index is None or index < self._failed_index) and not self.closed:
             self._record(index, self._hash(index))
 
     def _record(self, index: int, actual: str) -> None:
@@ -374,7 +376,9 @@ class VerifiedReader(io.RawIOBase):
             if actual != self._info.chunk_sha256[index]:  # type: ignore[index]
                 start = index * size
                 end = min(start + size, len(self._data))
-                self._failed = self._failed or f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
+                if self._failed_index is None or index < self._failed_index:
+                    self._failed_index = index
+                    self._failed = f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
             else:
                 self._done.add(index)
                 while (self._verified // size) in self._done and self._verified < len(self._data):
@@ -384,8 +388,10 @@ class VerifiedReader(io.RawIOBase):
     def _wait_for(self, end: int) -> None:
         if end <= self._verified:
             return
+        size = self._info.chunk_size or 1
         with self._cond:
-            while self._verified < end and self._failed is None:
+            # wait until the range is verified, or a block inside it has failed
+            while self._verified < end and (self._failed_index is None or self._failed_index * size >= end):
                 self._cond.wait()
             if self._verified < end:
                 raise _mismatch(self._info.path, self._failed or "not verified")

@@ -172,10 +172,16 @@ def _unavailable(config: dict[str, Any], artifact_problem: str, data_problem: st
 
 def retrain(database: Database, config: dict[str, Any], problem: ArtifactError, *,
             store: ArtifactStore | None = None, progress: Progress = no_progress) -> dict[str, Any]:
-    """Retrain ``config`` (slow path) and return the updated config document."""
+    """Retrain ``config`` (slow path) and return the updated config document.
+
+    With a Dask cluster configured (``DASK_SCHEDULER_ADDRESS``) the training runs
+    on a worker, which writes through the configured artifact store; the caller
+    keeps holding its claim meanwhile, so the config is still trained once.
+    """
     log.warning("retraining %s: %s", config.get("name"), problem.message)
     try:
-        train_config(database, config["_id"], progress=progress, store=store, requested_by="stacking")
+        if not _train_on_cluster(database, config, progress):
+            train_config(database, config["_id"], progress=progress, store=store, requested_by="stacking")
     except (DataError, ValidationError) as exc:
         raise _unavailable(config, problem.message, exc.message) from exc
     except TrainingError as exc:
@@ -184,6 +190,14 @@ def retrain(database: Database, config: dict[str, Any], problem: ArtifactError, 
     if fresh is None:
         raise NotFoundError(f"config {config.get('name')!r} was deleted while it was retrained", field="name")
     return fresh
+
+
+def _train_on_cluster(database: Database, config: dict[str, Any], progress: Progress) -> bool:
+    """Train ``config`` on the Dask cluster if one is configured; False when it must be trained here."""
+    if not database.settings.dask_scheduler_address:
+        return False
+    from .jobs.dask_runner import train_on_cluster  # late: dask is needed only with a cluster
+    return train_on_cluster(database.settings, config["_id"], requested_by="stacking", progress=progress) is not None
 
 
 def artifacts_changed(before: dict[str, Any], after: dict[str, Any]) -> bool:

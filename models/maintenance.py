@@ -6,7 +6,7 @@ import logging
 import time
 from typing import Any
 
-from .artifacts import ArtifactStore, LocalArtifactStore, get_store
+from .artifacts import ArtifactStore, LocalArtifactStore, RoutingStore, get_store
 from .db import Database
 from .errors import ArtifactError
 from .loading import artifact_refs
@@ -116,7 +116,7 @@ def collect_orphans(database: Database, *, dry_run: bool = False,
     store = get_store(database.settings)
     orphans = orphan_files(database, min_age_s=min_age_s)
     temps = []
-    if isinstance(store, LocalArtifactStore):
+    if isinstance(store, (LocalArtifactStore, RoutingStore)):  # get_store() gives a RoutingStore
         cutoff = time.time() - min_age_s
         temps = [p for p in store.temp_files() if p.stat().st_mtime <= cutoff]
     if not dry_run:

@@ -22,7 +22,8 @@ SEED_ARTIFACT_FIELDS = ("run_id", "model_artifact_path", "scaler_artifact_path",
                         "artifacts_saved_at")
 TRAINING_FIELDS = SEED_ARTIFACT_FIELDS + (
     "artifacts", "checksums", "metrics", "status", "version", "error", "trained_at",
-    "data_fingerprint", "fold_spec", "runs_count", "last_job_id", "versions", "training_started_at")
+    "data_fingerprint", "fold_spec", "runs_count", "last_job_id", "versions", "training_started_at",
+    "training_owner")
 SERVER_FIELDS = ("_id", "created_at", "updated_at", "rev")
 
 INPUT_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",
@@ -113,6 +114,26 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc)
 
 
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+
+def _oversized_int(value: Any, where: str = "") -> tuple[str, int] | None:
+    """The first integer (and where it is) that BSON cannot store, in a JSON-like value; None if none."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (where or "config", value) if not INT64_MIN <= value <= INT64_MAX else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _oversized_int(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def validate_config(doc: Any) -> dict[str, Any]:
     """Validate a config document and return it normalised (defaults filled, extras kept).
 
@@ -126,6 +147,11 @@ def validate_config(doc: Any) -> dict[str, Any]:
         raise ValidationError(f"invalid field names: {', '.join(map(repr, bad_keys))} "
                               "(field names may not be empty, start with '$' or contain '.')",
                               field=str(bad_keys[0]))
+    too_big = _oversized_int(doc)
+    if too_big is not None:
+        where, value = too_big
+        raise ValidationError(f"{where}: integer {value} is too large to store (MongoDB keeps integers of at most "
+                              "64 bits)", field=where)
     passthrough = {k: doc[k] for k in (*TRAINING_FIELDS, *SERVER_FIELDS) if k in doc}
     user = {k: v for k, v in doc.items() if k not in passthrough}
     try:

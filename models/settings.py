@@ -59,6 +59,8 @@ class Settings:
     cache_max_items: int = 64
     cache_max_bytes: int = 2 * 1024**3
     job_workers: int = 2
+    dask_scheduler_address: str | None = None  # set: jobs and slow-path retrains run on this Dask cluster
+    cv_jobs: int = 1  # joblib n_jobs for the CV folds of one fit (1 = one after another, as before)
     lock_ttl_seconds: int = 600
     server_selection_timeout_ms: int = 5000
     admin_password: str | None = None
@@ -109,6 +111,8 @@ class Settings:
             cache_max_items=_int(env, "CACHE_MAX_ITEMS", d.cache_max_items),
             cache_max_bytes=_int(env, "CACHE_MAX_BYTES", d.cache_max_bytes),
             job_workers=_int(env, "JOB_WORKERS", d.job_workers),
+            dask_scheduler_address=env.get("DASK_SCHEDULER_ADDRESS") or None,
+            cv_jobs=_int(env, "CV_JOBS", d.cv_jobs),
             lock_ttl_seconds=_int(env, "LOCK_TTL_SECONDS", d.lock_ttl_seconds),
             server_selection_timeout_ms=_int(env, "MONGO_TIMEOUT_MS", d.server_selection_timeout_ms),
             admin_password=env.get("ADMIN_PASSWORD") or None,

@@ -116,8 +116,27 @@ class FitResult:
     durations: dict[str, float] = field(default_factory=dict)
 
 
-def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = no_progress) -> FitResult:
-    """Cross-validate, fit and evaluate one config on ``data``. Pure computation: writes nothing."""
+def _fit_fold(base: Pipeline, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,
+              task: str) -> np.ndarray:
+    """One CV fold: a fresh copy of ``base`` fitted on ``fit_rows``, its predictions for ``val_rows``.
+
+    A module-level function so joblib can ship it to other processes (loky, Dask workers).
+    """
+    pipe = clone(base).fit(X[fit_rows], y[fit_rows])
+    return _predict_out(pipe, X[val_rows], task)
+
+
+def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = no_progress, *,
+               n_jobs: int = 1) -> FitResult:
+    """Cross-validate, fit and evaluate one config on ``data``. Pure computation: writes nothing.
+
+    The folds run through :class:`joblib.Parallel` with ``n_jobs`` (1: one after
+    another in this thread, as before); inside ``with joblib.parallel_backend("dask")``
+    they spread over the Dask workers. Results are collected in fold order, so
+    the out-of-fold predictions and scores are the same whatever runs them.
+    """
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ValueError(f"n_jobs must be a non-zero integer (1 = sequential, -1 = all workers), got {n_jobs!r}")
     task = config["task"]
     spec = fold_spec(config)
     t0 = time.perf_counter()
@@ -130,12 +149,15 @@ def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = 
     fold_ids = np.full(len(y_tr), -1, dtype=np.int64)
     metric = primary_metric(task, None if classes is None else len(classes))
     scores = []
-    for k, (fit_rows, val_rows) in enumerate(splits):
-        progress(k / (len(splits) + 1), f"fold {k + 1}/{len(splits)}")
-        pipe = clone(base).fit(X_tr[fit_rows], y_tr[fit_rows])
-        oof[val_rows] = _predict_out(pipe, X_tr[val_rows], task)
+    progress(0.0, f"fold 1/{len(splits)}")
+    folds = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
+        joblib.delayed(_fit_fold)(base, X_tr, y_tr, fit_rows, val_rows, task) for fit_rows, val_rows in splits)
+    for k, ((_, val_rows), predicted) in enumerate(zip(splits, folds)):  # the generator yields in fold order
+        oof[val_rows] = predicted
         fold_ids[val_rows] = k
         scores.append(fold_score(metric, y_tr[val_rows], oof[val_rows], classes))
+        if k + 1 < len(splits):
+            progress((k + 1) / (len(splits) + 1), f"fold {k + 2}/{len(splits)}")
     t_cv = time.perf_counter()
     progress(len(splits) / (len(splits) + 1), "final fit")
     final = clone(base).fit(X_tr, y_tr)
@@ -229,7 +251,7 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
         progress(0.0, "loading data")
         data = load_training_data(config, database.settings)
         t_load = time.perf_counter()
-        fit = fit_config(config, data, scaled(progress, 0.05, 0.9))
+        fit = fit_config(config, data, scaled(progress, 0.05, 0.9), n_jobs=database.settings.cv_jobs)
         run_id = new_run_id()
         spec = fold_spec(config)
         fingerprint = data.fingerprint(config["target"])

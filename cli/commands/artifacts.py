@@ -1,4 +1,4 @@
-"""``artifacts info|verify|gc``: inspect, check and clean the artifact folder."""
+"""``artifacts info|verify|gc|migrate``: inspect, check, clean and move artifacts."""
 from __future__ import annotations
 
 import click
@@ -6,6 +6,7 @@ import click
 from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
 from models.errors import ServiceError
 from models.maintenance import collect_orphans, run_artifacts_info, scan_configs
+from models.migrate import BACKENDS, migrate_artifacts
 from models.registry import prune_runs
 from models.training import train_config
 
@@ -87,3 +88,36 @@ def gc(app: AppContext, keep: int | None, dry_run: bool, min_age: int, as_json: 
     info(f"{verb} {len(result['orphan_files'])} unreferenced files and {len(result['temp_files'])} temp files")
     for path in result["orphan_files"]:
         click.echo(path)
+
+
+@artifacts.command("migrate")
+@click.option("--to", "to", required=True, type=click.Choice(BACKENDS),
+              help="The backend every artifact should end up in.")
+@click.option("--dry-run", is_flag=True, help="Only report what would be copied, updated and deleted.")
+@json_option
+@pass_app
+def migrate(app: AppContext, to: str, dry_run: bool, as_json: bool) -> None:
+    """Move artifacts to GridFS or the local folder and update documents. Safe to run again if interrupted.
+
+    Exits 1 if anything is left to do (a missing or corrupt file, a document changed meanwhile).
+    """
+    report = migrate_artifacts(app.db, to, dry_run=dry_run)
+    data = report.to_dict()
+    if as_json:
+        emit_json(data)
+    else:
+        for warning in data["warnings"]:
+            info(f"warning: {warning}")
+        update, copy, delete = ("would update", "would copy", "would delete") if dry_run else \
+            ("updated", "copied", "deleted")
+        docs = ", ".join(f"{n} {c}" for c, n in data["documents"].items())
+        info(f"{update} {docs}; {copy} {len(data['files_copied'])} files (reused {len(data['files_reused'])} "
+             f"copies already there); {delete} {len(data['files_deleted'])} old files")
+        for problem in data["errors"]:
+            info(f"error: {problem['document']}: {problem['message']}")
+        for label in data["changed"]:
+            info(f"changed meanwhile, run again: {label}")
+        for kept in data["files_kept"]:
+            info(f"kept {kept['path']}: {kept['reason']}")
+    if not report.complete:
+        raise SystemExit(1)

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import click
+from pymongo.errors import PyMongoError
 
 from cli.context import AppContext, info, pass_app
+from models.db import Database, safe_uri
+from models.errors import DatabaseUnavailableError
 
 
 def register(cli: click.Group) -> None:
@@ -25,7 +28,15 @@ def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> 
     settings = app.settings
     host = host or settings.web_host
     port = settings.web_port if port is None else port
-    flask_app = create_app(settings, app.db)
+    if app._db is None:  # a service outlives MongoDB outages: start even if it is down now, answer 503 meanwhile
+        app._db = Database.connect(settings, require_server=False)
+    try:
+        flask_app = create_app(settings, app.db)
+    except PyMongoError as exc:  # the credentials live in MongoDB when not given in the environment
+        raise DatabaseUnavailableError(
+            f"MongoDB at {safe_uri(settings.effective_mongo_uri)} is not reachable ({exc.__class__.__name__}) and "
+            "the web app's credentials are stored there; start it, or set ADMIN_PASSWORD, API_TOKEN and "
+            "SECRET_KEY to serve while it is down") from None
     generated = get_state(flask_app).credentials.pop_generated()
     shown_host = f"[{host}]" if ":" in host else host
     info(f"Serving on http://{shown_host}:{port}/ (waitress, {threads} threads). Press Ctrl+C to stop.")

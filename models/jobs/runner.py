@@ -1,9 +1,9 @@
 """Where job work runs, behind a small ``concurrent.futures``-style interface.
 
 :class:`InProcessRunner` (the default) is a bounded thread pool in this
-process, so one machine needs nothing else. Another executor (e.g. a Dask
-``Client``, whose ``submit`` also returns futures) can implement
-:class:`JobRunner` later; job state stays in MongoDB either way.
+process, so one machine needs nothing else. With ``DASK_SCHEDULER_ADDRESS``
+set, :class:`~models.jobs.dask_runner.DaskRunner` sends jobs to a Dask cluster
+(its ``Client.submit`` also returns futures); job state stays in MongoDB either way.
 """
 from __future__ import annotations
 
@@ -90,12 +90,21 @@ _atexit_registered = False
 
 
 def get_default_runner(settings: Settings | None = None) -> JobRunner:
-    """The process-wide runner, created on first use from ``settings.job_workers`` and shut down at exit."""
+    """The process-wide runner, created on first use and shut down at exit.
+
+    With ``settings.dask_scheduler_address`` (``DASK_SCHEDULER_ADDRESS``) it is a
+    :class:`~models.jobs.dask_runner.DaskRunner` on that cluster; otherwise an
+    :class:`InProcessRunner` with ``settings.job_workers`` threads.
+    """
     global _default, _atexit_registered
     with _default_lock:
         if _default is None:
             settings = settings or get_settings()
-            _default = InProcessRunner(settings.job_workers)
+            if settings.dask_scheduler_address:
+                from .dask_runner import DaskRunner  # late: dask is needed only when a cluster is configured
+                _default = DaskRunner(settings.dask_scheduler_address)
+            else:
+                _default = InProcessRunner(settings.job_workers)
             log.info("job runner started: %s", _default.describe())
             if not _atexit_registered:
                 atexit.register(shutdown_default_runner)

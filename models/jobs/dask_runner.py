@@ -1,0 +1,248 @@
+"""Jobs on a Dask cluster: :class:`DaskRunner` sends each job to a worker with ``distributed.Client.submit``.
+
+Chosen by :func:`~models.jobs.runner.get_default_runner` when
+``DASK_SCHEDULER_ADDRESS`` is set. Job state stays in MongoDB: the
+:class:`~models.jobs.worker.JobTask` that runs on the worker claims the job,
+beats its heartbeat and writes progress and outcome to the job document
+itself, so the web app shows progress from remote workers exactly as from
+local threads. The worker's address and pid are written to the job's
+``worker`` field before it starts.
+
+Dask reruns a task whose worker died; the rerun finds the job no longer
+queued and does nothing. So when a job's future ends while its document is
+still queued or running, no process will finish it any more: the runner marks
+it failed (``process_died``) with the worker that held it, and the key can be
+submitted again.
+
+A job's work function usually closes over a :class:`~models.db.Database`,
+which holds a connection pool and cannot be pickled. Importing this module
+registers a reducer that sends a ``Database`` as its settings; the worker
+connects again (one shared client per process) when it unpickles it.
+"""
+from __future__ import annotations
+
+import copyreg
+import logging
+import os
+import socket
+import threading
+from typing import Any, Callable
+
+from bson import ObjectId
+from distributed import Client, get_worker
+from distributed import wait as dask_wait
+
+from ..db import Database, shared_client
+from ..errors import ArtifactError, TrainingError
+from ..progress import Progress, no_progress
+from ..settings import Settings
+from . import store
+from .runner import JobRunner, RunnerUnavailableError, get_default_runner
+from .worker import JobTask
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+# --- a Database crosses to a worker as its settings ------------------------------------------
+
+def reconnect(settings: Settings) -> Database:
+    """A :class:`Database` on this process's shared client for ``settings`` (never starts a server)."""
+    return Database(shared_client(settings), settings)
+
+
+def _reduce_database(database: Database) -> tuple[Callable[[Settings], Database], tuple[Settings]]:
+    return reconnect, (database.settings,)
+
+
+copyreg.pickle(Database, _reduce_database)
+
+
+# --- where we are ------------------------------------------------------------------------------
+
+def in_dask_worker() -> bool:
+    """True inside a task on a Dask worker (work there must not block on more cluster work)."""
+    try:
+        get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def worker_identity() -> dict[str, Any]:
+    """This process as a Dask worker: its address (None outside a worker), host and pid."""
+    try:
+        address = get_worker().address
+    except ValueError:
+        address = None
+    return {"address": address, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _run_on_worker(fn: Callable[[], Any]) -> Any:
+    """The task a job becomes on the cluster: note which worker took it, then run it end to end."""
+    if isinstance(fn, JobTask):
+        try:
+            reconnect(fn.settings).jobs.update_one({"_id": ObjectId(fn.job_id), "status": store.QUEUED},
+                                                   {"$set": {"worker": worker_identity()}})
+        except Exception:  # the job can still run; only the note is missing
+            log.warning("could not record the worker of job %s", fn.job_id, exc_info=True)
+    return fn()
+
+
+def fail_abandoned_job(database: Database, job_id: str, error: BaseException | None = None) -> dict[str, Any] | None:
+    """Mark job ``job_id`` failed if it is still queued or running although its task has ended.
+
+    Called when the job's future is done: whoever ran it is gone (a killed
+    worker) or never got to it. The update is conditional on the status and
+    owner seen here, so a job that moves meanwhile is left alone. Configs the
+    dead worker left ``training`` are marked failed as well. A job still queued
+    whose task raised ``error`` is left to :mod:`models.jobs.service`, which
+    records that error itself. Returns the failed job, or None.
+    """
+    oid = store.parse_job_id(job_id)
+    job = database.jobs.find_one({"_id": oid})
+    if job is None or job.get("status") not in store.ACTIVE_STATUSES:
+        return None
+    if job["status"] == store.QUEUED and error is not None:
+        return None
+    where = job.get("worker") or job.get("owner") or {}
+    who = f"pid {where.get('pid')} on host {where.get('host')}"
+    if where.get("address"):
+        who = f"Dask worker {where['address']}, {who}"
+    why = f"; the cluster said {error.__class__.__name__}: {error}" if error is not None else ""
+    message = (f"the process running this job stopped before it finished ({who}){why}; "
+               "nothing of it was committed, submit it again")
+    done = store.finish(database.jobs, oid, error={"code": "process_died", "message": message},
+                        from_status=(job["status"],), extra_filter={"owner": job.get("owner")})
+    if done is not None:
+        log.warning("job %s (%s %s) marked failed: %s", job_id, job.get("kind"), job.get("key"), message)
+        from ..training import recover_interrupted_trainings  # late: training is a heavier module
+        recover_interrupted_trainings(database)
+    return done
+
+
+# --- the runner --------------------------------------------------------------------------------
+
+class DaskRunner(JobRunner):
+    """Runs jobs on a Dask cluster through ``Client.submit`` (futures like :mod:`concurrent.futures`).
+
+    Give the scheduler ``address`` (the runner opens and later closes its own
+    client) or an existing ``client`` (left open at shutdown).
+    """
+
+    name = "dask"
+
+    def __init__(self, address: str | None = None, *, client: Client | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+        if (address is None) == (client is None):
+            raise ValueError("DaskRunner needs either a scheduler address or a client (not both)")
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise ValueError(f"address must be a Dask scheduler address like tcp://host:8786, got {address!r}")
+        if not connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be > 0 seconds, got {connect_timeout!r}")
+        self._owns_client = client is None
+        if client is None:
+            try:
+                client = Client(address, set_as_default=False, timeout=connect_timeout)
+            except (OSError, TimeoutError) as exc:
+                raise RunnerUnavailableError(
+                    f"cannot reach the Dask scheduler at {address} (DASK_SCHEDULER_ADDRESS): "
+                    f"{exc.__class__.__name__}: {exc}") from exc
+        self.client = client
+        self.address: str = client.scheduler.address
+        self._futures: set[Any] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, job_id: str, fn: Callable[[], Any]) -> Any:
+        """Send ``fn`` (a :class:`JobTask`) to the cluster; returns its ``distributed.Future``."""
+        with self._lock:
+            if self._closed:
+                raise RunnerUnavailableError(f"the Dask job runner is shut down; job {job_id} cannot run")
+            try:
+                future = self.client.submit(_run_on_worker, fn, key=f"job-{job_id}", pure=False)
+            except Exception as exc:  # not picklable, scheduler gone, ...
+                raise RunnerUnavailableError(f"the Dask cluster at {self.address} did not accept job {job_id}: "
+                                             f"{exc.__class__.__name__}: {exc}") from exc
+            self._futures.add(future)
+        future.add_done_callback(self._on_done(job_id, fn))
+        return future
+
+    def _on_done(self, job_id: str, fn: Callable[[], Any]) -> Callable[[Any], None]:
+        def callback(future: Any) -> None:
+            with self._lock:
+                self._futures.discard(future)
+            if future.cancelled() or not isinstance(fn, JobTask):
+                return  # a job cancelled while queued is failed by models.jobs.service
+            try:
+                error = future.exception() if future.status == "error" else None
+                fail_abandoned_job(fn.database or reconnect(fn.settings), job_id, error)
+            except Exception:  # never raise into Dask's callback thread
+                log.warning("could not check the end of job %s", job_id, exc_info=True)
+        return callback
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` on a worker and wait for its result (or its exception)."""
+        if self._closed:
+            raise RunnerUnavailableError("the Dask job runner is shut down")
+        future = self.client.submit(fn, *args, pure=False, **kwargs)
+        try:
+            return future.result()
+        finally:
+            future.release()
+
+    def shutdown(self, wait: bool = True, *, cancel_pending: bool = False) -> None:
+        """Stop accepting jobs. Cancelled futures do not stop a job a worker already runs:
+        that job still records its outcome in MongoDB."""
+        with self._lock:
+            self._closed = True
+            pending = [f for f in self._futures if not f.done()]
+        if cancel_pending and pending:
+            self.client.cancel(pending)
+        elif wait and pending:
+            dask_wait(pending)
+        if self._owns_client:
+            self.client.close()
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"runner": self.name, "scheduler": self.address}
+        try:
+            out["workers"] = len(self.client.scheduler_info().get("workers", {}))
+        except Exception:  # a health page must not fail because the scheduler is slow
+            out["workers"] = None
+        return out
+
+
+# --- slow-path retrains on the cluster -----------------------------------------------------------
+
+def _train_remote(settings: Settings, config_id: Any, requested_by: str | None) -> str:
+    """On a worker: train the config with the configured artifact store; return the new run id."""
+    from ..training import train_config  # late: keeps importing the runner light
+    try:
+        return train_config(reconnect(settings), config_id, requested_by=requested_by)["run_id"]
+    except ArtifactError as exc:  # its constructor takes keyword arguments: it would not unpickle here
+        raise TrainingError(f"artifacts could not be written: {exc.message}") from None
+
+
+def train_on_cluster(settings: Settings, config_id: Any, *, requested_by: str | None = None,
+                     progress: Progress = no_progress) -> str | None:
+    """Train config ``config_id`` on a Dask worker and wait; returns the new run id.
+
+    Returns None (the caller trains in place) when this process already is a
+    Dask worker (blocking a worker on more cluster work could starve the
+    cluster) or the process's default runner is not a :class:`DaskRunner`.
+    The worker writes through the configured artifact store
+    (``ARTIFACT_STORE``; GridFS lets every machine read the result).
+    """
+    if not settings.dask_scheduler_address or in_dask_worker():
+        return None
+    runner = get_default_runner(settings)
+    if not isinstance(runner, DaskRunner):
+        log.warning("DASK_SCHEDULER_ADDRESS is set but the job runner is %s; training in place",
+                    runner.describe().get("runner"))
+        return None
+    progress(0.0, f"training on the Dask cluster at {runner.address}")
+    run_id = runner.call(_train_remote, settings, config_id, requested_by)
+    progress(1.0, f"trained on the cluster as run {run_id}")
+    return run_id

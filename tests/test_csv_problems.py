@@ -1,0 +1,125 @@
+"""CSV problems not covered in tests/test_training.py: each is a clear error naming the problem, or the
+documented handling (models/data.py: rows with missing or infinite values are dropped and counted).
+A refused CSV writes no artifact and leaves the config ``failed`` with the message."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.config_store import ConfigStore
+from models.errors import DataError
+from models.training import train_config
+from tests.helpers import FEATS, cls_config, reg_config
+
+
+@pytest.fixture
+def frame(games_csv):
+    return pd.read_csv(games_csv).head(300)
+
+
+def _refused(database, settings, path, message, make=cls_config):
+    ConfigStore(database).create(make("bad", path))
+    with pytest.raises(DataError, match=message):
+        train_config(database, "bad")
+    doc = ConfigStore(database).get("bad")
+    assert doc["status"] == "failed" and doc["error"]["code"] == "data_error"
+    assert not settings.artifact_dir.exists() or list(settings.artifact_dir.iterdir()) == []
+    assert database.runs.count_documents({}) == 0
+
+
+def test_whitespace_only_file_is_empty(database, settings, tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_text("\n \n\t\n")
+    _refused(database, settings, path, "is empty")
+
+
+def test_wrong_delimiter_says_so(database, settings, frame, tmp_path):
+    path = tmp_path / "semi.csv"
+    frame.to_csv(path, index=False, sep=";")
+    _refused(database, settings, path, "lacks columns: .*seems to use another delimiter than ','")
+
+
+def test_non_utf8_names_the_byte(database, settings, frame, tmp_path):
+    path = tmp_path / "latin.csv"
+    text = frame.to_csv(index=False)
+    path.write_bytes(text.replace("home_win", "home_win", 1).encode() + "Zürich,1\n".encode("latin-1"))
+    _refused(database, settings, path, r"is not UTF-8 text \(byte \d+ is invalid\)")
+
+
+def test_utf8_bom_is_accepted(database, frame, tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + frame.to_csv(index=False).encode())
+    ConfigStore(database).create(cls_config("bom", path))
+    assert train_config(database, "bom")["data"]["rows_used"] == len(frame)
+
+
+def test_huge_numbers_are_refused_clearly(database, settings, frame, tmp_path):
+    frame.loc[5, FEATS[0]] = 1e305
+    path = tmp_path / "huge.csv"
+    frame.to_csv(path, index=False)
+    _refused(database, settings, path, "too large to train on")
+
+
+def test_large_but_finite_numbers_train(database, frame, tmp_path):
+    frame[FEATS[0]] = frame[FEATS[0]] * 1e12
+    path = tmp_path / "large.csv"
+    frame.to_csv(path, index=False)
+    ConfigStore(database).create(cls_config("large", path))
+    run = train_config(database, "large")
+    assert np.isfinite(run["metrics"]["accuracy"])
+
+
+def test_nan_and_inf_rows_are_dropped_and_counted(database, frame, tmp_path):
+    frame = frame.astype({f: float for f in FEATS[:4]} | {"home_win": float})
+    frame.loc[[1, 2], FEATS[1]] = np.inf
+    frame.loc[[3], FEATS[2]] = -np.inf
+    frame.loc[[4], FEATS[3]] = np.nan
+    frame.loc[[5], "home_win"] = np.nan
+    path = tmp_path / "naninf.csv"
+    frame.to_csv(path, index=False)
+    ConfigStore(database).create(cls_config("naninf", path))
+    run = train_config(database, "naninf")
+    assert run["data"]["rows_dropped"] == 5 and run["data"]["rows_used"] == len(frame) - 5
+    assert run["data"]["missing_value_policy"] == "drop rows"
+
+
+def test_too_few_rows_left_after_dropping(database, settings, frame, tmp_path):
+    frame.loc[frame.index[5:], FEATS[0]] = np.nan
+    path = tmp_path / "mostly_nan.csv"
+    frame.to_csv(path, index=False)
+    _refused(database, settings, path, r"only 5 usable rows .* after dropping 295 with missing or infinite")
+
+
+def test_constant_feature_column_trains(database, frame, tmp_path):
+    """Documented handling: a constant column is kept (scalers leave it at 0); training works."""
+    frame[FEATS[0]] = 3.0
+    path = tmp_path / "const.csv"
+    frame.to_csv(path, index=False)
+    for scaler in ("standard", "minmax", "robust"):
+        ConfigStore(database).create(cls_config(f"const_{scaler}", path, scaler=scaler))
+        run = train_config(database, f"const_{scaler}")
+        assert np.isfinite(run["metrics"]["accuracy"])
+        importance = {f["feature"]: f["importance"] for f in run["feature_importance"]}
+        assert importance[FEATS[0]] == 0.0
+
+
+def test_constant_regression_target_is_refused(database, settings, frame, tmp_path):
+    frame["point_diff"] = 4
+    path = tmp_path / "flat.csv"
+    frame.to_csv(path, index=False)
+    _refused(database, settings, path, "target 'point_diff' is constant", make=reg_config)
+
+
+def test_rare_class_below_cv_folds_is_refused(database, settings, frame, tmp_path):
+    frame["home_win"] = 0
+    frame.loc[[0, 1], "home_win"] = 1
+    path = tmp_path / "rare.csv"
+    frame.to_csv(path, index=False)
+    _refused(database, settings, path, "has only 2 rows; cv_folds=3 needs at least 4")
+
+
+def test_ragged_rows_are_a_parse_error(database, settings, frame, tmp_path):
+    path = tmp_path / "ragged.csv"
+    path.write_text(frame.to_csv(index=False) + "1,2,3," + ",".join(["9"] * 60) + "\n")
+    _refused(database, settings, path, "cannot be parsed")
