@@ -34,3 +34,24 @@ def test_serve_prints_url_and_generated_credentials_once(settings, database, mon
 def test_serve_help_names_waitress():
     result = CliRunner().invoke(cli, ["serve", "--help"])
     assert result.exit_code == 0 and "--threads" in result.output
+
+
+def test_waitress_queue_warnings_are_rate_limited():
+    import logging
+
+    import web.server  # noqa: F401 - installs the filter
+
+    queue_log = logging.getLogger("waitress.queue")
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+    handler = Keep()
+    queue_log.addHandler(handler)
+    try:
+        for depth in range(50):
+            queue_log.warning("Task queue depth is %d", depth)
+    finally:
+        queue_log.removeHandler(handler)
+    assert len(records) <= 1

@@ -12,6 +12,30 @@ log = logging.getLogger(__name__)
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+class _AtMostEvery(logging.Filter):
+    """Lets a record through at most once per ``seconds`` (waitress warns on every queued request)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self._last = float("-inf")
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.created - self._last < self.seconds:
+            self._dropped += 1
+            return False
+        if self._dropped:
+            record.msg = f"{record.msg} ({self._dropped} similar warnings suppressed)"
+        self._last, self._dropped = record.created, 0
+        return True
+
+
+_queue_log = logging.getLogger("waitress.queue")
+if not any(isinstance(f, _AtMostEvery) for f in _queue_log.filters):
+    _queue_log.addFilter(_AtMostEvery(60.0))
+
+
 def create_server(app: Flask, host: str, port: int, threads: int = 4) -> Any:
     """A bound, not yet running waitress server (call ``.run()``; ``.close()`` to stop).
 
