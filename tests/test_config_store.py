@@ -7,7 +7,8 @@ from models.config_store import ConfigStore
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.schema import validate_config
 
-EXAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "examples"
+# copies of ../shared/examples: the config documents as the seed system left them
+EXAMPLES = Path(__file__).resolve().parent / "fixtures"
 
 
 def legacy() -> dict:
