@@ -18,7 +18,6 @@ import os
 import threading
 import warnings
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable
@@ -84,6 +83,10 @@ class ArtifactStore(ABC):
 
         ``sha256`` is a hint for caching stores (content-addressed caches); callers still verify.
         """
+
+    def open_stream(self, stored_path: str, sha256: str | None = None) -> IO[bytes]:
+        """A binary stream of the file, for readers that verify as they go (default: its bytes in memory)."""
+        return io.BytesIO(self.read_bytes(stored_path, sha256))
 
     @abstractmethod
     def delete(self, stored_path: str) -> bool:
@@ -166,6 +169,20 @@ class LocalArtifactStore(ArtifactStore):
             raise ArtifactError(f"artifact file {stored_path} cannot be read: {exc.strerror}",
                                 reason="file_unreadable", path=stored_path) from None
 
+    def open_stream(self, stored_path: str, sha256: str | None = None) -> IO[bytes]:
+        path = self.resolve(stored_path)
+        try:
+            return open(path, "rb")
+        except FileNotFoundError:
+            raise ArtifactError(f"artifact file {stored_path} is missing", reason="file_missing",
+                                path=stored_path) from None
+        except IsADirectoryError:
+            raise ArtifactError(f"artifact path {stored_path} is a folder", reason="path_refused",
+                                path=stored_path) from None
+        except OSError as exc:
+            raise ArtifactError(f"artifact file {stored_path} cannot be read: {exc.strerror}",
+                                reason="file_unreadable", path=stored_path) from None
+
     def delete(self, stored_path: str) -> bool:
         try:
             self.resolve(stored_path).unlink()
@@ -221,6 +238,9 @@ class RoutingStore(ArtifactStore):
 
     def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
         return self.backend_for(stored_path).read_bytes(stored_path, sha256)
+
+    def open_stream(self, stored_path: str, sha256: str | None = None) -> IO[bytes]:
+        return self.backend_for(stored_path).open_stream(stored_path, sha256)
 
     def delete(self, stored_path: str) -> bool:
         return self.backend_for(stored_path).delete(stored_path)
@@ -328,71 +348,88 @@ def _mismatch(path: str, what: str) -> ArtifactError:
 
 # One hashing thread: measured on 2 cores it keeps ahead of the (pure-Python) unpickler, while more
 # threads only take CPU time from it (bench/bench_training.py: 1 thread 1.38x a bare load, 4 threads 1.6x).
-_HASH_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="artifact-verify")
-
-
 class VerifiedReader(io.RawIOBase):
-    """A file object over ``data`` that hands out only bytes whose chunk has passed SHA-256.
+    """A file object that hands out only bytes whose block has passed SHA-256.
 
-    A background thread hashes chunk after chunk (hashlib releases the GIL),
-    so verification runs alongside unpickling instead of before it, while the
-    unpickler can never read a byte that has not been checked against the
-    checksum recorded in MongoDB. Chunk 0 is checked before the reader is
-    returned, so a replaced or early-corrupted file never reaches the unpickler.
+    A background thread reads the source block by block into a private
+    buffer and hashes each block there (file reads and hashlib release the
+    GIL), so reading and verifying run alongside unpickling instead of before
+    it, while the unpickler can never get a byte that has not been checked
+    against the checksum recorded in MongoDB. The bytes served are the very
+    bytes hashed, so changing the file meanwhile achieves nothing. Block 0 is
+    checked before the reader is returned: a replaced or early-corrupted file
+    never reaches the unpickler.
     """
 
-    def __init__(self, data: bytes, info: ArtifactInfo) -> None:
+    def __init__(self, source: bytes | IO[bytes], info: ArtifactInfo) -> None:
         super().__init__()
         if not info.chunk_size or not info.chunk_sha256:
             raise ValueError("VerifiedReader needs per-chunk checksums")
-        self._data = memoryview(data)
+        self._src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
         self._info = info
+        self._size = info.size
+        self._buf = bytearray(info.size)
+        self._data = memoryview(self._buf)
         self._pos = 0
-        self._verified = 0
-        self._done: set[int] = set()
+        self._verified = 0  # every byte before this offset has been read and verified
         self._failed: str | None = None
-        self._failed_index: int | None = None
         self._cond = threading.Condition()
-        expected = -(-len(data) // info.chunk_size)
-        if len(data) != info.size or len(info.chunk_sha256) != expected:
-            raise _mismatch(info.path, f"size is {len(data)} bytes, expected {info.size}")
-        self._record(0, self._hash(0))
+        actual_size = _stream_size(self._src)
+        expected = -(-info.size // info.chunk_size)
+        if actual_size != info.size or len(info.chunk_sha256) != expected:
+            self._src.close()
+            raise _mismatch(info.path, f"size is {actual_size} bytes, expected {info.size}")
+        self._verify_block(0)
         if self._failed:
+            self._src.close()
             raise _mismatch(info.path, self._failed)
-        # Later blocks are hashed in the background (hashlib releases the GIL) while unpickling runs.
-        self._futures = [_HASH_POOL.submit(self._verify, i) for i in range(1, expected)]
+        if expected > 1:
+            threading.Thread(target=self._verify_rest, args=(expected,), name="artifact-verify",
+                             daemon=True).start()
+        else:
+            self._src.close()
 
-    def _hash(self, index: int) -> str:
+    def _verify_block(self, index: int) -> None:
         size = self._info.chunk_size or 0
-        return hashlib.sha256(self._data[index * size:(index + 1) * size]).hexdigest()
-
-    def _verify(self, index: int) -> None:
-        # blocks before a failed one still get checked: a read of them must not hang or fail
-        if (self._failed_index is None or index < self._failed_index) and not self.closed:
-            self._record(index, self._hash(index))
-
-    def _record(self, index: int, actual: str) -> None:
-        size = self._info.chunk_size or 0
+        start, end = index * size, min((index + 1) * size, self._size)
+        view = self._data[start:end]
+        got = 0
+        while got < len(view):
+            n = self._src.readinto(view[got:])
+            if not n:
+                break
+            got += n
+        actual = hashlib.sha256(view).hexdigest() if got == len(view) else "(file ended early)"
         with self._cond:
-            if actual != self._info.chunk_sha256[index]:  # type: ignore[index]
-                start = index * size
-                end = min(start + size, len(self._data))
-                if self._failed_index is None or index < self._failed_index:
-                    self._failed_index = index
-                    self._failed = f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
+            if got == len(view) and actual == self._info.chunk_sha256[index]:  # type: ignore[index]
+                self._verified = end
             else:
-                self._done.add(index)
-                while (self._verified // size) in self._done and self._verified < len(self._data):
-                    self._verified = min(self._verified + size, len(self._data))
+                self._failed = f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
             self._cond.notify_all()
+
+    def _verify_rest(self, blocks: int) -> None:
+        try:
+            for index in range(1, blocks):
+                if self._failed or self.closed:
+                    return
+                self._verify_block(index)
+            if not self._failed and self._src.read(1):
+                with self._cond:
+                    self._failed = "the file grew while it was read"
+                    self._verified = min(self._verified, self._size - 1)
+                    self._cond.notify_all()
+        except Exception as exc:  # an I/O error: readers waiting on later blocks must not hang
+            with self._cond:
+                self._failed = self._failed or f"read error: {exc}"
+                self._cond.notify_all()
+        finally:
+            self._src.close()
 
     def _wait_for(self, end: int) -> None:
         if end <= self._verified:
             return
-        size = self._info.chunk_size or 1
         with self._cond:
-            # wait until the range is verified, or a block inside it has failed
-            while self._verified < end and (self._failed_index is None or self._failed_index * size >= end):
+            while self._verified < end and self._failed is None:
                 self._cond.wait()
             if self._verified < end:
                 raise _mismatch(self._info.path, self._failed or "not verified")
@@ -407,50 +444,57 @@ class VerifiedReader(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._data)}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
     def readinto(self, buffer: Any) -> int:
         out = memoryview(buffer).cast("B")
-        n = max(0, min(len(out), len(self._data) - self._pos))
+        n = max(0, min(len(out), self._size - self._pos))
         self._wait_for(self._pos + n)
         out[:n] = self._data[self._pos:self._pos + n]
         self._pos += n
         return n
 
     def read(self, size: int = -1) -> bytes:
-        end = len(self._data) if size is None or size < 0 else min(len(self._data), self._pos + size)
+        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
         self._wait_for(end)
         chunk = self._data[self._pos:end].tobytes()
         self._pos = end
         return chunk
 
     def readline(self, size: int = -1) -> bytes:
-        limit = len(self._data) if size is None or size < 0 else min(len(self._data), self._pos + size)
-        newline = bytes(self._data[self._pos:limit]).find(b"\n")
-        return self.read((newline + 1) if newline >= 0 else limit - self._pos)
+        limit = self._size if size is None or size < 0 else min(self._size, self._pos + size)
+        self._wait_for(limit)
+        newline = self._buf.find(b"\n", self._pos, limit)
+        return self.read((newline + 1 - self._pos) if newline >= 0 else limit - self._pos)
 
-    def close(self) -> None:
-        super().close()
-        for future in getattr(self, "_futures", []):
-            future.cancel()
+
+def _stream_size(fh: IO[bytes]) -> int:
+    try:
+        return os.fstat(fh.fileno()).st_size
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        here = fh.tell()
+        size = fh.seek(0, io.SEEK_END)
+        fh.seek(here)
+        return size
 
 
 def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> "PendingPickle":
-    """Read a pickle artifact and run every check that can run before unpickling starts.
+    """Open a pickle artifact and run every check that can run before unpickling starts.
 
-    With per-chunk checksums only chunk 0 is checked here (the rest while it
+    With per-block checksums block 0 is checked here (the rest while it
     loads); without them the whole file is verified here.
     """
     info = ArtifactInfo.from_ref(ref)
     if info.chunk_sha256 and info.chunk_size:
         if not info.path:
             raise ArtifactError("artifact path is not set", reason="field_missing")
-        data = store.read_bytes(info.path, info.sha256)
-        if not data:
+        stream = store.open_stream(info.path, info.sha256)
+        if _stream_size(stream) == 0:
+            stream.close()
             raise ArtifactError(f"artifact file {info.path} is empty", reason="empty_file", path=info.path)
-        return PendingPickle(info, data, VerifiedReader(data, info))
+        return PendingPickle(info, None, VerifiedReader(stream, info))
     return PendingPickle(info, read_verified(store, info.path, info.sha256), None)
 
 
@@ -459,16 +503,16 @@ class PendingPickle:
     """A pickle artifact that passed the up-front checks; :meth:`load` unpickles it."""
 
     info: ArtifactInfo
-    data: bytes
+    data: bytes | None
     reader: VerifiedReader | None
 
     @property
     def size(self) -> int:
-        return len(self.data)
+        return len(self.data) if self.data is not None else self.info.size
 
     def load(self) -> tuple[Any, list[str]]:
         if self.reader is None:
-            return unpickle_bytes(self.data, self.info.path)
+            return unpickle_bytes(self.data or b"", self.info.path)
         try:
             return _unpickle(self.reader, self.info.path)
         finally:
