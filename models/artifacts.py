@@ -155,19 +155,8 @@ class LocalArtifactStore(ArtifactStore):
                             tuple(res.chunk_sha256))
 
     def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
-        path = self.resolve(stored_path)
-        try:
-            with open(path, "rb") as fh:
-                return fh.read()
-        except FileNotFoundError:
-            raise ArtifactError(f"artifact file {stored_path} is missing", reason="file_missing",
-                                path=stored_path) from None
-        except IsADirectoryError:
-            raise ArtifactError(f"artifact path {stored_path} is a folder", reason="path_refused",
-                                path=stored_path) from None
-        except OSError as exc:
-            raise ArtifactError(f"artifact file {stored_path} cannot be read: {exc.strerror}",
-                                reason="file_unreadable", path=stored_path) from None
+        with self.open_stream(stored_path, sha256) as fh:
+            return fh.read()
 
     def open_stream(self, stored_path: str, sha256: str | None = None) -> IO[bytes]:
         path = self.resolve(stored_path)

@@ -17,31 +17,8 @@ from models.ensembles import create_ensemble
 from models.training import train_config
 from web import create_app
 from web.testing import csrf_token, login
+from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 
-TOKEN = "registry-test-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PASSWORD = "registry-page-password"
-
-
-@pytest.fixture
-def app(settings, database):
-    return create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
-
-
-@pytest.fixture
-def api(app):
-    client = app.test_client()
-
-    def call(method: str, path: str, body: Any = None, auth: bool = True, **kw):
-        return client.open(path, method=method, json=body, headers=AUTH if auth else {}, **kw)
-    return call
-
-
-@pytest.fixture
-def page(app):
-    client = app.test_client()
-    assert login(client, PASSWORD).status_code == 302
-    return client
 
 
 @pytest.fixture

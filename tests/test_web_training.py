@@ -21,10 +21,8 @@ from web import create_app
 from web.formatting import format_number
 from web.services import JOB_RUNNER, get_state
 from web.testing import csrf_token, login
+from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 
-TOKEN = "training-test-token-0123456789"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-PASSWORD = "training-page-password"
 
 
 class GatedRunner(jobs.JobRunner):
@@ -45,28 +43,6 @@ class GatedRunner(jobs.JobRunner):
     def shutdown(self, wait: bool = True, *, cancel_pending: bool = False) -> None:
         self.gate.set()
         self.inner.shutdown(wait=wait, cancel_pending=cancel_pending)
-
-
-@pytest.fixture
-def app(settings, database):
-    return create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
-
-
-@pytest.fixture
-def api(app):
-    client = app.test_client()
-
-    def call(method: str, path: str, body: Any = None, auth: bool = True, **kw):
-        headers = AUTH if auth else {}
-        return client.open(path, method=method, json=body, headers=headers, **kw)
-    return call
-
-
-@pytest.fixture
-def page(app):
-    client = app.test_client()
-    assert login(client, PASSWORD).status_code == 302
-    return client
 
 
 @pytest.fixture
