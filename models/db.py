@@ -59,6 +59,11 @@ class Database:
         self.db = client[settings.mongo_db]
         self._indexes_pending = False
 
+    def __reduce__(self) -> tuple:
+        """A Database pickles as its settings (a client cannot cross processes) and reconnects on
+        the other side through that process's shared client; no server is started there."""
+        return reconnect, (self.settings,)
+
     @classmethod
     def connect(cls, settings: Settings | None = None, *, autostart: bool = True,
                 require_server: bool = True) -> "Database":
@@ -160,3 +165,8 @@ class Database:
     def info(self) -> dict[str, Any]:
         return {"uri": self._safe_uri(), "database": self.settings.mongo_db,
                 "embedded": self.settings.uses_embedded}
+
+
+def reconnect(settings: Settings) -> Database:
+    """A :class:`Database` on this process's shared client for ``settings`` (never starts a server)."""
+    return Database(shared_client(settings), settings)

@@ -21,7 +21,6 @@ connects again (one shared client per process) when it unpickles it.
 """
 from __future__ import annotations
 
-import copyreg
 import logging
 import os
 import socket
@@ -32,7 +31,7 @@ from bson import ObjectId
 from distributed import Client, get_worker
 from distributed import wait as dask_wait
 
-from ..db import Database, shared_client
+from ..db import Database, reconnect
 from ..errors import ArtifactError, TrainingError
 from ..progress import Progress, no_progress
 from ..settings import Settings
@@ -43,20 +42,6 @@ from .worker import JobTask
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
-
-
-# --- a Database crosses to a worker as its settings ------------------------------------------
-
-def reconnect(settings: Settings) -> Database:
-    """A :class:`Database` on this process's shared client for ``settings`` (never starts a server)."""
-    return Database(shared_client(settings), settings)
-
-
-def _reduce_database(database: Database) -> tuple[Callable[[Settings], Database], tuple[Settings]]:
-    return reconnect, (database.settings,)
-
-
-copyreg.pickle(Database, _reduce_database)
 
 
 # --- where we are ------------------------------------------------------------------------------
