@@ -17,6 +17,9 @@ def test_serve_prints_url_and_generated_credentials_once(settings, database, mon
     assert result.exit_code == 0, result.output
     (app, host, port, threads), = calls
     assert (host, port, threads) == ("127.0.0.1", 5123, 2)
+    calls.clear()
+    assert runner.invoke(cli, ["serve", "--port", "5124", "--workers", "3"], obj=AppContext(settings)).exit_code == 0
+    assert calls[0][2:] == (5124, 3)
     assert "Serving on http://127.0.0.1:5123/" in result.stderr
     password = result.stderr.split("Generated admin password (shown only this once): ")[1].split()[0]
     token = result.stderr.split("Generated API token (shown only this once): ")[1].split()[0]

@@ -16,8 +16,8 @@ def register(cli: click.Group) -> None:
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default: WEB_HOST, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default: WEB_PORT, 5000).")
-@click.option("--threads", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Worker threads handling requests.")
+@click.option("--workers", "--threads", "threads", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Worker threads handling requests (waitress serves from one process with a thread pool).")
 @pass_app
 def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> None:
     """Serve the admin web app and the JSON API until interrupted (Ctrl+C)."""
