@@ -66,27 +66,56 @@ class LockState:
     took_over_expired: bool = False
 
 
-class MongoLock:
-    """``with MongoLock(database.locks, key, ttl_seconds=...) as state:`` holds the claim for the block."""
+class _Claim:
+    """What the sync and async locks share: the claim document, the take-over rule and the timeout."""
 
-    def __init__(self, collection: Collection, key: str, *, ttl_seconds: float = 600,
-                 poll_seconds: float = DEFAULT_POLL_SECONDS, timeout: float | None = None,
-                 heartbeat: bool = True) -> None:
+    def __init__(self, collection: Any, key: str, ttl_seconds: float, poll_seconds: float,
+                 timeout: float | None) -> None:
         _check(ttl_seconds, poll_seconds, timeout)
         self.col = collection
         self.key = key
         self.ttl = float(ttl_seconds)
         self.poll = float(poll_seconds)
         self.timeout = timeout
-        self.heartbeat = heartbeat
         self.state = LockState(key, _owner())
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
 
     def _doc(self) -> dict[str, Any]:
         stamp = now()
         return {"_id": self.key, "owner": self.state.owner, "acquired_at": stamp,
                 "expires_at": stamp + timedelta(seconds=self.ttl)}
+
+    def _expired(self) -> dict[str, Any]:
+        """Matches the claim if its holder stopped refreshing it (a dead process)."""
+        return {"_id": self.key, "expires_at": {"$lte": now()}}
+
+    def _took_over(self) -> None:
+        log.warning("claim %s had expired (holder gone?); taking it over", self.key)
+        self.state.took_over_expired = True
+
+    def _waited(self, t0: float) -> None:
+        """Note a failed attempt; LockTimeoutError once ``timeout`` has passed."""
+        self.state.waited = True
+        if self.timeout is not None and time.monotonic() - t0 > self.timeout:
+            raise LockTimeoutError(f"waited {self.timeout:.0f} s for {self.key!r}, which another caller "
+                                   "still holds; try again later")
+
+    def _mine(self) -> dict[str, Any]:
+        return {"_id": self.key, "owner": self.state.owner}
+
+    def _extension(self) -> dict[str, Any]:
+        return {"$set": {"expires_at": now() + timedelta(seconds=self.ttl)}}
+
+
+class MongoLock(_Claim):
+    """``with MongoLock(database.locks, key, ttl_seconds=...) as state:`` holds the claim for the block."""
+
+    def __init__(self, collection: Collection, key: str, *, ttl_seconds: float = 600,
+                 poll_seconds: float = DEFAULT_POLL_SECONDS, timeout: float | None = None,
+                 heartbeat: bool = True) -> None:
+        super().__init__(collection, key, ttl_seconds, poll_seconds, timeout)
+        self.heartbeat = heartbeat
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
     def acquire(self) -> LockState:
         t0 = time.monotonic()
@@ -96,15 +125,10 @@ class MongoLock:
                 break
             except DuplicateKeyError:
                 pass
-            # Take over a claim whose holder stopped refreshing it (dead process).
-            if self.col.delete_one({"_id": self.key, "expires_at": {"$lte": now()}}).deleted_count:
-                log.warning("claim %s had expired (holder gone?); taking it over", self.key)
-                self.state.took_over_expired = True
+            if self.col.delete_one(self._expired()).deleted_count:
+                self._took_over()
                 continue
-            self.state.waited = True
-            if self.timeout is not None and time.monotonic() - t0 > self.timeout:
-                raise LockTimeoutError(f"waited {self.timeout:.0f} s for {self.key!r}, which another caller "
-                                       "still holds; try again later")
+            self._waited(t0)
             time.sleep(self.poll)
         self.state.waited_seconds = time.monotonic() - t0
         if self.heartbeat:
@@ -115,8 +139,7 @@ class MongoLock:
     def _refresh(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                self.col.update_one({"_id": self.key, "owner": self.state.owner},
-                                    {"$set": {"expires_at": now() + timedelta(seconds=self.ttl)}})
+                self.col.update_one(self._mine(), self._extension())
             except Exception:  # the next beat tries again; losing one refresh is harmless
                 log.exception("could not refresh claim %s", self.key)
 
@@ -124,7 +147,7 @@ class MongoLock:
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=5)
-        self.col.delete_one({"_id": self.key, "owner": self.state.owner})
+        self.col.delete_one(self._mine())
 
     def __enter__(self) -> LockState:
         return self.acquire()
@@ -134,38 +157,26 @@ class MongoLock:
         self.release()
 
 
-class AsyncMongoLock:
+class AsyncMongoLock(_Claim):
     """The same claim for an event loop, on a pymongo ``AsyncCollection`` (``async with``)."""
 
     def __init__(self, collection: Any, key: str, *, ttl_seconds: float = 600,
                  poll_seconds: float = DEFAULT_POLL_SECONDS, timeout: float | None = None) -> None:
-        _check(ttl_seconds, poll_seconds, timeout)
-        self.col = collection
-        self.key = key
-        self.ttl = float(ttl_seconds)
-        self.poll = float(poll_seconds)
-        self.timeout = timeout
-        self.state = LockState(key, _owner())
+        super().__init__(collection, key, ttl_seconds, poll_seconds, timeout)
         self._beat: asyncio.Task | None = None
 
     async def acquire(self) -> LockState:
         t0 = time.monotonic()
         while True:
-            stamp = now()
             try:
-                await self.col.insert_one({"_id": self.key, "owner": self.state.owner, "acquired_at": stamp,
-                                           "expires_at": stamp + timedelta(seconds=self.ttl)})
+                await self.col.insert_one(self._doc())
                 break
             except DuplicateKeyError:
                 pass
-            if (await self.col.delete_one({"_id": self.key, "expires_at": {"$lte": now()}})).deleted_count:
-                log.warning("claim %s had expired (holder gone?); taking it over", self.key)
-                self.state.took_over_expired = True
+            if (await self.col.delete_one(self._expired())).deleted_count:
+                self._took_over()
                 continue
-            self.state.waited = True
-            if self.timeout is not None and time.monotonic() - t0 > self.timeout:
-                raise LockTimeoutError(f"waited {self.timeout:.0f} s for {self.key!r}, which another caller "
-                                       "still holds; try again later")
+            self._waited(t0)
             await asyncio.sleep(self.poll)
         self.state.waited_seconds = time.monotonic() - t0
         self._beat = asyncio.create_task(self._refresh())
@@ -175,15 +186,14 @@ class AsyncMongoLock:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
-                await self.col.update_one({"_id": self.key, "owner": self.state.owner},
-                                          {"$set": {"expires_at": now() + timedelta(seconds=self.ttl)}})
+                await self.col.update_one(self._mine(), self._extension())
             except Exception:
                 log.exception("could not refresh claim %s", self.key)
 
     async def release(self) -> None:
         if self._beat is not None:
             self._beat.cancel()
-        await self.col.delete_one({"_id": self.key, "owner": self.state.owner})
+        await self.col.delete_one(self._mine())
 
     async def __aenter__(self) -> LockState:
         return await self.acquire()
