@@ -36,6 +36,11 @@ def config_filter(name_or_id: str | ObjectId) -> dict[str, Any]:
     return {"name": name_or_id}
 
 
+def user_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a config document that its user owns (not written by training or the server)."""
+    return {k: v for k, v in doc.items() if k not in TRAINING_FIELDS and k not in SERVER_FIELDS}
+
+
 class ConfigStore:
     """Model configs in ``CONFIG_COLLECTION``."""
 
@@ -116,6 +121,13 @@ class ConfigStore:
             if doc is not None:
                 return doc
         raise ConflictError(f"config {name_or_id!r} kept changing while it was being updated; try again")
+
+    def replace(self, name_or_id: str | ObjectId, fields: dict[str, Any]) -> dict[str, Any]:
+        """Replace the user's fields with ``fields``: user fields left out are removed (the name stays
+        unless given); fields written by training are kept."""
+        current = self.get(name_or_id)
+        unset = [k for k in user_fields(current) if k not in fields and k != "name"]
+        return self.update(current["_id"], fields, unset=unset)
 
     def delete(self, name_or_id: str | ObjectId) -> dict[str, Any]:
         doc = self.get(name_or_id)

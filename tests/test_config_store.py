@@ -131,3 +131,12 @@ def test_custom_collection_works_on_legacy_documents(settings, database):
     assert [d["name"] for d in store.list()] == ["home_win_rf_v2"]
     assert [d["name"] for d in store.list(status="new")] == ["home_win_rf_v2"]
     assert store.update("home_win_rf_v2", {"cv_folds": 4})["season_range"] == "2015-2024"
+
+
+def test_replace_removes_user_fields_left_out_and_keeps_training_fields(database):
+    store = ConfigStore(database)
+    store.create(good(note="old", tags=["a"]))
+    database.configs.update_one({"name": "cfg_a"}, {"$set": {"run_id": "r1"}})
+    after = store.replace("cfg_a", {k: v for k, v in good(cv_folds=3).items() if k != "name"})
+    assert after["cv_folds"] == 3 and "note" not in after and after["tags"] == []
+    assert after["name"] == "cfg_a" and after["run_id"] == "r1"

@@ -9,10 +9,10 @@ import click
 import yaml
 
 from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
-from models.config_store import ConfigStore
+from models.config_store import ConfigStore, user_fields
 from models.errors import ValidationError
 from models.jsonable import to_json
-from models.schema import SERVER_FIELDS, TRAINING_FIELDS, validate_config
+from models.schema import validate_config
 
 
 def register(cli: click.Group) -> None:
@@ -87,9 +87,7 @@ def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) 
     for _, doc in docs:
         current = store.find(doc["name"]) if replace else None
         if current is not None:
-            user = {k: v for k, v in doc.items() if k != "name"}
-            added.append(store.update(current["_id"], _user_fields(user),
-                                      unset=[k for k in _user_keys(current) if k not in doc]))
+            added.append(store.replace(current["_id"], user_fields(doc)))
         else:
             added.append(store.create(doc))
     if as_json:
@@ -97,15 +95,6 @@ def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) 
     else:
         for doc in added:
             info(f"saved config {doc['name']}")
-
-
-def _user_keys(doc: dict[str, Any]) -> list[str]:
-    return [k for k in doc if k not in TRAINING_FIELDS and k not in SERVER_FIELDS and k != "name"]
-
-
-def _user_fields(doc: dict[str, Any]) -> dict[str, Any]:
-    keys = set(_user_keys(doc))
-    return {k: v for k, v in doc.items() if k in keys}
 
 
 @configs.command("list")

@@ -64,19 +64,13 @@ def _user_changes(body: dict[str, Any], current: dict[str, Any]) -> dict[str, An
             if k not in ECHOED and not (k in TRAINING_FIELDS and current_json.get(k) == v)}
 
 
-def _user_keys(doc: dict[str, Any]) -> list[str]:
-    return [k for k in doc if k not in TRAINING_FIELDS and k not in SERVER_FIELDS]
-
-
 @bp.put("/<ident>")
 def replace_config(ident: str) -> Any:
     """Replace the user's fields with the body (fields left out are removed; the name stays unless given)."""
     body = json_object()
     store = config_store()
     current = store.get(ident)
-    changes = _user_changes(body, current)
-    unset = [k for k in _user_keys(current) if k not in changes and k != "name"]
-    return jsonify(to_json(store.update(current["_id"], changes, unset=unset)))
+    return jsonify(to_json(store.replace(current["_id"], _user_changes(body, current))))
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
