@@ -77,10 +77,11 @@ def _settings(args: dict):
 def child_setup(args: dict) -> dict:
     """Write the data and train the base configs once (their artifacts are what the cold scenario uses)."""
     import warnings
-    from models.config_store import ConfigStore
-    from models.db import Database
+
     from models.demo import FEATURES, write_games_csv
-    from models.training import train_config
+    from models.store.configs import ConfigStore
+    from models.store.db import Database
+    from models.training.train import train_config
     warnings.simplefilter("ignore")
     write_games_csv(Path(args["csv"]), n_games=N_ROWS)
     database = Database.connect(_settings(args))
@@ -99,14 +100,21 @@ def child_setup(args: dict) -> dict:
 def child_scratch(args: dict) -> dict:
     """Retrain every base model and stack them, as the service did before the artifacts."""
     import warnings
+
     import numpy as np
     import pandas as pd
     from sklearn.ensemble import StackingClassifier
-    from models.config_store import ConfigStore
-    from models.data import load_training_data
-    from models.db import Database
-    from models.stacking import make_meta_model
-    from models.training import fold_spec, holdout_split, make_pipeline, make_splitter
+
+    from models.ensembles.stacking import make_meta_model
+    from models.store.configs import ConfigStore
+    from models.store.db import Database
+    from models.training.data import load_training_data
+    from models.training.train import (
+        fold_spec,
+        holdout_split,
+        make_pipeline,
+        make_splitter,
+    )
     warnings.simplefilter("ignore")
     database = Database.connect(_settings(args))
     baseline = current_rss_mb()
@@ -131,8 +139,9 @@ def child_artifacts(args: dict) -> dict:
     """Cold (empty cache) then warm ensemble creation through the stacking tool."""
     import numpy as np
     import pandas as pd
+
     from agents.tools.stacking_tool import StackingTool
-    from models.db import Database
+    from models.store.db import Database
     database = Database.connect(_settings(args))
     tool = StackingTool(database.settings, database)
     names = [name for name, _, _ in BASES]
@@ -165,7 +174,8 @@ def run_child(kind: str, args: dict) -> dict:
 
 def main() -> None:
     import numpy as np
-    from models.embedded import EmbeddedServer, free_port
+
+    from models.store.embedded import EmbeddedServer, free_port
     with tempfile.TemporaryDirectory(prefix="bench-ensemble-") as tmp:
         root = Path(tmp)
         server = EmbeddedServer(storage_path=root / "mongo", port=free_port(), run_dir=root)

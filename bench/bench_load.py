@@ -25,10 +25,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from bench.common import bench_database
-from models.config_store import ConfigStore
 from models.demo import FEATURES, generate_games, write_games_csv
-from models.embedded import free_port
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.store.embedded import free_port
+from models.training.train import train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"  # loopback only, by design

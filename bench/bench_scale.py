@@ -40,15 +40,15 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import bench_database, median_time  # noqa: E402
-from models import jobs  # noqa: E402
-from models.artifacts import get_store  # noqa: E402
-from models.cache import ModelCache  # noqa: E402
-from models.config_store import ConfigStore  # noqa: E402
-from models.db import Database  # noqa: E402
+from models import jobs
+from models.artifacts.cache import ModelCache
+from models.artifacts.loading import PATH_FIELDS, load_model
+from models.artifacts.routing import get_store
 from models.demo import FEATURES, write_games_csv  # noqa: E402
-from models.loading import PATH_FIELDS, load_model  # noqa: E402
 from models.settings import Settings  # noqa: E402
-from models.training import train_config  # noqa: E402
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.training.train import train_config
 
 
 @contextlib.contextmanager

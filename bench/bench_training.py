@@ -16,12 +16,11 @@ import time
 import joblib
 
 from bench.common import bench_database, median_time
-from models.artifacts import get_store
-from models.cache import ModelCache
-from models.config_store import ConfigStore
+from models.artifacts.cache import ModelCache
+from models.artifacts.loading import load_model
 from models.demo import FEATURES, write_games_csv
-from models.loading import load_model
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 
 
 def main() -> None:

@@ -9,9 +9,9 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
-from models.db import Database
-from models.embedded import EmbeddedServer, free_port
 from models.settings import Settings
+from models.store.db import Database
+from models.store.embedded import EmbeddedServer, free_port
 
 
 @contextlib.contextmanager

@@ -17,10 +17,16 @@ from pymongo.errors import ConnectionFailure
 from rich.console import Console
 from rich.table import Table
 
-from models.db import Database, safe_uri
-from models.errors import ConflictError, DatabaseUnavailableError, NotFoundError, ServiceError, ValidationError
+from models.errors import (
+    ConflictError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    ServiceError,
+    ValidationError,
+)
 from models.jsonable import to_json
 from models.settings import Settings, get_settings
+from models.store.db import Database, safe_uri
 
 USAGE_ERRORS = (ValidationError, NotFoundError, ConflictError)
 

@@ -10,7 +10,7 @@ import click
 import pandas as pd
 
 from cli.context import info
-from models.atomic import atomic_write_bytes
+from models.artifacts.atomic import atomic_write_bytes
 from models.errors import ValidationError
 
 

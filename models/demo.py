@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .atomic import atomic_write_bytes
-from .config_store import ConfigStore
-from .db import Database
+from models.artifacts.atomic import atomic_write_bytes
+from models.store.configs import ConfigStore
+from models.store.db import Database
 
 N_TEAMS = 30
 GAMES_PER_SEASON = 1230

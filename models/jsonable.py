@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from bson import ObjectId
 
-from .timeutil import iso
+from models.timeutil import iso
 
 
 def to_json(doc: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from models.db import Database
 from models.demo import write_games_csv
-from models.embedded import EmbeddedServer, free_port
 from models.settings import Settings
+from models.store.db import Database
+from models.store.embedded import EmbeddedServer, free_port
 
 SMALL_GAMES = 1500
 

@@ -40,9 +40,9 @@ def marker(point: str) -> None:
 
 
 def install(point: str) -> None:
-    import models.artifacts as artifacts
-    import models.training as training
-    from models.runs import RunStore
+    import models.artifacts.local as artifacts
+    import models.training.train as training
+    from models.store.runs import RunStore
 
     if point == "cv":
         real_score = training.fold_score
@@ -96,8 +96,8 @@ def wait_for_go() -> None:
 
 
 def main(argv: list[str]) -> int:
-    from models.db import Database
     from models.settings import get_settings
+    from models.store.db import Database
 
     database = Database.connect(get_settings())
     if argv[0] == "ensemble":
@@ -109,17 +109,17 @@ def main(argv: list[str]) -> int:
         sys.stdout.write("DONE " + json.dumps(to_json({"base_models": record["base_models"]})) + "\n")
         return 0
     if argv[0] == "train":  # train NAME: plain training, after GO_FILE
-        from models.training import train_config
+        from models.training.train import train_config
         wait_for_go()
         run = train_config(database, argv[1])
         sys.stdout.write(f"DONE {run['run_id']} {run['version']}\n")
         return 0
     point, name = argv[0], argv[1]
     install(point)
-    from models.training import train_config
+    from models.training.train import train_config
     if "--job" in argv:
         from models import jobs
-        from models.config_store import ConfigStore
+        from models.store.configs import ConfigStore
         config = ConfigStore(database).get(name)
 
         def work(progress):

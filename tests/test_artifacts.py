@@ -3,12 +3,14 @@ import pickle
 
 import pytest
 
-import models.artifacts as artifacts
-from models.artifacts import LocalArtifactStore, load_verified
-from models.config_store import ConfigStore
+import models.artifacts.verified as artifacts
+from models.artifacts.base import joblib_writer
+from models.artifacts.loading import load_model
+from models.artifacts.local import LocalArtifactStore
+from models.artifacts.verified import load_verified
 from models.errors import ArtifactError
-from models.loading import load_model
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 from tests.helpers import cls_config
 
 
@@ -118,12 +120,12 @@ def test_sklearn_version_difference_is_a_warning(settings, trained):
 
 
 def test_seed_style_prefixed_path_is_accepted(tmp_path, monkeypatch):
-    import models.artifacts as a
+    import models.artifacts.local as a
     root = tmp_path / "proj"
     (root / "cli" / "models").mkdir(parents=True)
     monkeypatch.setattr(a, "PROJECT_ROOT", root)
     store = LocalArtifactStore(root / "cli" / "models")
-    info = store.write("r_model.pkl", a.joblib_writer({"x": 1}))
+    info = store.write("r_model.pkl", joblib_writer({"x": 1}))
     assert info.path == "cli/models/r_model.pkl"
     assert load_verified(store, info.path, info.sha256)[0] == {"x": 1}
     with pytest.raises(ArtifactError, match="not inside the artifact folder"):
@@ -176,8 +178,10 @@ def test_large_files_are_verified_block_by_block(database, settings, games_csv):
 
 
 def test_verified_reader_never_serves_unverified_bytes():
-    from models.artifacts import ArtifactInfo, VerifiedReader
     import hashlib
+
+    from models.artifacts.base import ArtifactInfo
+    from models.artifacts.verified import VerifiedReader
     payload = bytes(range(256)) * 64  # 16 KiB, 4 blocks of 4 KiB
     chunks = [hashlib.sha256(payload[i:i + 4096]).hexdigest() for i in range(0, len(payload), 4096)]
     info = ArtifactInfo("x_model.pkl", hashlib.sha256(payload).hexdigest(), len(payload), 4096, tuple(chunks))

@@ -2,10 +2,10 @@ import threading
 
 import pytest
 
-from models.cache import ModelCache
-from models.config_store import ConfigStore
-from models.loading import load_model
-from models.training import train_config
+from models.artifacts.cache import ModelCache
+from models.artifacts.loading import load_model
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 from tests.helpers import cls_config
 
 

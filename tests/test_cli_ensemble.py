@@ -5,8 +5,8 @@ from click.testing import CliRunner
 
 from cli.context import AppContext
 from cli.main import cli
-from models.config_store import ConfigStore
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 from tests.helpers import cls_config, reg_config
 
 

@@ -65,7 +65,7 @@ def test_unknown_name_and_bad_set(settings, database):
 
 
 def test_db_commands(settings, tmp_path):
-    from models.embedded import free_port
+    from models.store.embedded import free_port
     embedded = settings.with_(mongo_uri=None, embedded_port=free_port(), var_dir=tmp_path / "var")
     assert run(embedded, "db", "status").exit_code == 1
     result = run(embedded, "db", "start", "--json")

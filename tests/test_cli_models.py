@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from cli.context import AppContext
 from cli.main import cli
 from models import registry
-from models.config_store import ConfigStore
-from models.db import Database
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.training.train import train_config
 from tests.helpers import cls_config, reg_config
 from tests.test_registry import add, fake_run
 

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from cli.context import AppContext
 from cli.main import cli
-from models.config_store import ConfigStore
-from models.maintenance import collect_orphans
+from models.artifacts.maintenance import collect_orphans
+from models.store.configs import ConfigStore
 from tests.helpers import cls_config, reg_config
 
 

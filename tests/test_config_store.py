@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from models.config_store import ConfigStore
 from models.errors import ConflictError, NotFoundError, ValidationError
-from models.schema import validate_config
+from models.store.configs import ConfigStore
+from models.store.schema import validate_config
 
 # copies of ../shared/examples: the config documents as the seed system left them
 EXAMPLES = Path(__file__).resolve().parent / "fixtures"
@@ -123,7 +123,7 @@ def test_unique_index_exists(database):
 
 def test_custom_collection_works_on_legacy_documents(settings, database):
     """CONFIG_COLLECTION=model_config_nba on a collection written by the seed system."""
-    from models.db import Database
+    from models.store.db import Database
     other = Database(database.client, settings.with_(config_collection="model_config_nba"))
     other.configs.insert_one(legacy())  # as the seed system left it: no artifact fields, no status
     other.ensure_indexes()

@@ -1,5 +1,5 @@
 """CSV problems not covered in tests/test_training.py: each is a clear error naming the problem, or the
-documented handling (models/data.py: rows with missing or infinite values are dropped and counted).
+documented handling (models/training/data.py: rows with missing or infinite values are dropped and counted).
 A refused CSV writes no artifact and leaves the config ``failed`` with the message."""
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.config_store import ConfigStore
 from models.errors import DataError
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 from tests.helpers import FEATS, cls_config, reg_config
 
 

@@ -1,7 +1,7 @@
 import hashlib
 
 from models.demo import FEATURES, demo_configs, generate_games, install_demo
-from models.schema import validate_config
+from models.store.schema import validate_config
 
 
 def test_generator_is_deterministic():

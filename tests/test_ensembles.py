@@ -6,16 +6,29 @@ import pandas as pd
 import pytest
 from sklearn.ensemble import StackingClassifier, StackingRegressor
 
-import models.ensembles as ensembles
-import models.training as training
-from models.config_store import ConfigStore
-from models.data import load_training_data
-from models.ensembles import (BaseModelsError, IncompatibleBaseModelsError, create_ensemble, delete_ensemble,
-                              ensembles_using_run, list_ensembles, load_ensemble)
+import models.ensembles.base_models as base_models
+import models.ensembles.build as ensembles
+import models.training.train as training
+from models.ensembles.base_models import BaseModelsError
+from models.ensembles.build import (
+    create_ensemble,
+    delete_ensemble,
+    ensembles_using_run,
+    list_ensembles,
+    load_ensemble,
+)
+from models.ensembles.compat import IncompatibleBaseModelsError
+from models.ensembles.stacking import make_meta_model
 from models.errors import ConflictError, NotFoundError, ValidationError
-from models.locks import LockTimeoutError, MongoLock
-from models.stacking import make_meta_model
-from models.training import holdout_split, make_pipeline, make_splitter, train_config
+from models.store.configs import ConfigStore
+from models.store.locks import LockTimeoutError, MongoLock
+from models.training.data import load_training_data
+from models.training.train import (
+    holdout_split,
+    make_pipeline,
+    make_splitter,
+    train_config,
+)
 from tests.helpers import FEATS, cls_config, reg_config
 
 CLS_BASES = [("lr", "logistic_regression", {}), ("rf", "random_forest", {"n_estimators": 12, "max_depth": 5}),
@@ -214,7 +227,7 @@ def test_unavailable_base_models_are_all_reported(database, settings, games_csv,
     store.create(cls_config("x", tmp_path / "gone1.csv"))
     store.create(cls_config("y", tmp_path / "gone2.csv"))
     with pytest.raises(BaseModelsError) as info:
-        ensembles.load_base_models(database, ["ok", "x", "y"])
+        base_models.load_base_models(database, ["ok", "x", "y"])
     assert [f["name"] for f in info.value.failures] == ["x", "y"]
     msg = info.value.message
     assert "config 'x' cannot be loaded or retrained" in msg and "config 'y' cannot be loaded" in msg
@@ -240,13 +253,13 @@ def test_two_threads_need_the_same_missing_model_train_it_once(database, setting
     store = ConfigStore(database)
     store.create(cls_config("slow", games_csv, model_type="random_forest",
                             hyperparameters={"n_estimators": 10, "max_depth": 4}))
-    real = ensembles.train_config
+    real = base_models.train_config
     calls = []
 
     def counted(*a, **k):
         calls.append(1)
         return real(*a, **k)
-    monkeypatch.setattr(ensembles, "train_config", counted)
+    monkeypatch.setattr(base_models, "train_config", counted)
     barrier = threading.Barrier(2)
     out, errors = {}, []
 
@@ -272,7 +285,7 @@ def test_two_threads_need_the_same_missing_model_train_it_once(database, setting
 
 def test_creation_verifies_base_models_without_unpickling_them(database, settings, games_csv, monkeypatch):
     """Creating needs only the stored OOF predictions: base files are checked, loaded at first prediction."""
-    import models.artifacts as artifacts
+    import models.artifacts.verified as artifacts
     make_configs(database, games_csv, cls_config, CLS_BASES[:2])
     calls = []
     real = artifacts.joblib.load

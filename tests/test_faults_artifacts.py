@@ -7,10 +7,10 @@ import pickle
 
 import pytest
 
-import models.artifacts as artifacts
+import models.artifacts.verified as artifacts
 from agents.tools.stacking_tool import StackingTool
-from models.config_store import ConfigStore
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 from tests.helpers import cls_config
 
 

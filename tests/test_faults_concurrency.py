@@ -5,13 +5,11 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-import pytest
-
 from agents.tools.stacking_tool import StackingTool
-from models.config_store import ConfigStore
 from models.errors import ConflictError
-from models.training import train_config
-from models.versioning import parse_version
+from models.store.configs import ConfigStore
+from models.store.versioning import parse_version
+from models.training.train import train_config
 from tests.fault_driver_util import Driver
 from tests.helpers import cls_config
 

@@ -12,13 +12,18 @@ import uuid
 import pytest
 
 from models import jobs
-from models.artifacts import get_store
-from models.config_store import ConfigStore
-from models.db import Database
-from models.embedded import EmbeddedServer, free_port
-from models.loading import load_model
-from models.maintenance import collect_orphans, referenced_paths, run_artifacts_info, scan_configs
-from models.training import recover_interrupted_trainings, train_config
+from models.artifacts.loading import load_model
+from models.artifacts.maintenance import (
+    collect_orphans,
+    referenced_paths,
+    run_artifacts_info,
+    scan_configs,
+)
+from models.artifacts.routing import get_store
+from models.store.configs import ConfigStore, recover_interrupted_trainings
+from models.store.db import Database
+from models.store.embedded import EmbeddedServer, free_port
+from models.training.train import train_config
 from tests.fault_driver_util import Driver
 from tests.helpers import cls_config
 

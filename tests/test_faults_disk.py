@@ -8,12 +8,12 @@ import stat
 
 import pytest
 
-import models.atomic as atomic
-from models.config_store import ConfigStore
+import models.artifacts.atomic as atomic
+from models.artifacts.loading import load_model
+from models.artifacts.maintenance import scan_configs
 from models.errors import ArtifactError
-from models.loading import load_model
-from models.maintenance import scan_configs
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 from tests.helpers import cls_config
 
 

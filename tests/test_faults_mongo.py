@@ -16,14 +16,13 @@ from click.testing import CliRunner
 
 from cli.context import AppContext
 from cli.main import cli
-from models.config_store import ConfigStore
-from models.db import Database
-from models.embedded import EmbeddedServer, free_port
+from models.store.db import Database
+from models.store.embedded import EmbeddedServer, free_port
+from tests.fault_driver_util import ROOT
+from tests.helpers import cls_config
 from web import create_app
 from web.services import get_state
 from web.testing import login
-from tests.fault_driver_util import ROOT
-from tests.helpers import cls_config
 
 PASSWORD = "mongo-fault-pw"
 TOKEN = "mongo-fault-token-0123456789"

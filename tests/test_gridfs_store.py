@@ -1,15 +1,14 @@
 import hashlib
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from models.artifacts import get_store
-from models.config_store import ConfigStore
+from models.artifacts.gridfs import DiskCache, GridFSArtifactStore
+from models.artifacts.loading import load_model
+from models.artifacts.routing import get_store
 from models.errors import ArtifactError
-from models.gridfs_store import DiskCache, GridFSArtifactStore
-from models.loading import load_model
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 from tests.helpers import cls_config
 
 
@@ -20,7 +19,7 @@ def gridfs_settings(settings):
 
 def test_training_writes_to_gridfs_and_another_process_style_load_reads_it(database, gridfs_settings,
                                                                             games_csv, tmp_path):
-    from models.db import Database
+    from models.store.db import Database
     db = Database(database.client, gridfs_settings)
     ConfigStore(db).create(cls_config("g", games_csv))
     train_config(db, "g")
@@ -38,7 +37,7 @@ def test_training_writes_to_gridfs_and_another_process_style_load_reads_it(datab
 
 
 def test_gridfs_checksum_mismatch_and_missing(database, gridfs_settings, games_csv):
-    from models.db import Database
+    from models.store.db import Database
     db = Database(database.client, gridfs_settings)
     ConfigStore(db).create(cls_config("g", games_csv))
     train_config(db, "g")

@@ -15,9 +15,9 @@ from bson import ObjectId
 from pymongo import MongoClient, monitoring
 
 from models import jobs
-from models.db import Database
 from models.errors import DataError, NotFoundError, ValidationError
 from models.jobs import store
+from models.store.db import Database
 from models.timeutil import now
 
 TIMEOUT = 10.0

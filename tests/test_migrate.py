@@ -8,20 +8,20 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-import models.migrate as migrate
+import models.artifacts.migrate as migrate
 from cli.context import AppContext
 from cli.main import cli
-from models.artifacts import RoutingStore, get_store
-from models.cache import ModelCache
-from models.config_store import ConfigStore
-from models.db import Database
-from models.ensembles import create_ensemble, load_ensemble
+from models.artifacts.cache import ModelCache
+from models.artifacts.gridfs import is_gridfs_path
+from models.artifacts.loading import load_model
+from models.artifacts.maintenance import referenced_paths
+from models.artifacts.migrate import document_slots, migrate_artifacts
+from models.artifacts.routing import RoutingStore, get_store
+from models.ensembles.build import create_ensemble, load_ensemble
 from models.errors import ValidationError
-from models.gridfs_store import is_gridfs_path
-from models.loading import load_model
-from models.maintenance import referenced_paths
-from models.migrate import document_slots, migrate_artifacts
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.training.train import train_config
 from tests.helpers import cls_config
 
 BASES = [("lr", "logistic_regression", {}), ("nb", "naive_bayes", {})]

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from models.config_store import ConfigStore
 from models.errors import ServiceError, ValidationError
-from models.schema import validate_config
+from models.store.configs import ConfigStore
+from models.store.schema import validate_config
 from web import create_app
 
 TOKEN = "property-token-0123456789"
@@ -64,8 +66,9 @@ def test_config_store_create_writes_nothing_on_refusal(database, doc):
 @pytest.fixture(scope="module")
 def api_app(mongo_uri, tmp_path_factory):
     import uuid
-    from models.db import Database
+
     from models.settings import Settings
+    from models.store.db import Database
     tmp = tmp_path_factory.mktemp("prop")
     s = Settings.from_env({}).with_(mongo_uri=mongo_uri, mongo_db=f"prop_{uuid.uuid4().hex[:8]}",
                                     artifact_dir=tmp / "artifacts", var_dir=tmp / "var", admin_password="pw",

@@ -18,15 +18,14 @@ import pytest
 from pymongo.errors import DuplicateKeyError
 
 from models import registry
-from models.config_store import ConfigStore
-from models.db import Database
 from models.errors import ConflictError, NotFoundError, ValidationError
-from models.runs import RunStore
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.store.runs import RunStore
+from models.store.versioning import change_kind
 from models.timeutil import now
-from models.training import new_run_id, train_config
-from models.versioning import change_kind
+from models.training.train import new_run_id, train_config
 from tests.helpers import FEATS, cls_config, reg_config
-
 
 # ---------------------------------------------------------------- helpers
 

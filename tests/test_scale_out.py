@@ -26,19 +26,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import models.ensembles as ensembles
+import models.ensembles.base_models as base_models
 from models import jobs
-from models.artifacts import get_store
-from models.config_store import ConfigStore
-from models.data import load_training_data
-from models.db import Database
-from models.ensembles import create_ensemble, load_ensemble
-from models.gridfs_store import is_gridfs_path
-from models.loading import load_model
-from models.maintenance import referenced_paths
-from models.runs import RunStore
+from models.artifacts.gridfs import is_gridfs_path
+from models.artifacts.loading import load_model
+from models.artifacts.maintenance import referenced_paths
+from models.artifacts.routing import get_store
+from models.ensembles.build import create_ensemble, load_ensemble
 from models.settings import PROJECT_ROOT
-from models.training import fit_config, train_config
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.store.runs import RunStore
+from models.training.data import load_training_data
+from models.training.train import fit_config, train_config
 from tests.helpers import cls_config
 
 distributed = pytest.importorskip("distributed")
@@ -172,8 +172,8 @@ def test_jobs_run_on_workers_and_artifacts_land_in_gridfs(db, cluster, games_csv
            "ARTIFACT_DIR": str(tmp_path / "other-artifacts"), "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     script = ("import json, sys, pandas as pd\n"
-              "from models.settings import get_settings\nfrom models.db import Database\n"
-              "from models.config_store import ConfigStore\nfrom models.loading import load_model\n"
+              "from models.settings import get_settings\nfrom models.store.db import Database\n"
+              "from models.store.configs import ConfigStore\nfrom models.artifacts.loading import load_model\n"
               "s = get_settings(); db = Database.connect(s, autostart=False)\n"
               "out = {n: load_model(s, ConfigStore(db).get(n)).model.predict_proba(pd.read_csv(sys.argv[1])).tolist()"
               " for n in sys.argv[2:]}\nprint(json.dumps({'pid': __import__('os').getpid(), 'out': out}))\n")
@@ -236,7 +236,7 @@ def test_ensemble_retrain_runs_on_the_cluster_once(db, games_csv, monkeypatch):
 
     def not_here(*args, **kwargs):
         raise AssertionError("the retrain ran in the test process, not on the cluster")
-    monkeypatch.setattr(ensembles, "train_config", not_here)
+    monkeypatch.setattr(base_models, "train_config", not_here)
 
     records, errors = {}, []
 

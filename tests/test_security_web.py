@@ -8,13 +8,13 @@ import logging
 import pytest
 from pymongo import MongoClient
 
-from models.config_store import ConfigStore
-from models.db import Database
-from models.embedded import free_port
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.store.embedded import free_port
+from models.training.train import train_config
+from tests.helpers import FEATS, cls_config
 from web import create_app
 from web.testing import csrf_from, csrf_token, login
-from tests.helpers import FEATS, cls_config
 
 PASSWORD = "sec-admin-pw-4711"
 TOKEN = "sec-token-abcdef0123456789"

@@ -5,19 +5,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import models.artifacts as artifacts
+import models.artifacts.verified as artifacts
 from agents.tools.stacking_tool import StackingTool
-from models.cache import ModelCache
-from models.config_store import ConfigStore
-from models.ensembles import BaseModelUnavailableError, BaseModelsError, IncompatibleBaseModelsError
+from models.artifacts.cache import ModelCache
+from models.ensembles.base_models import BaseModelsError, BaseModelUnavailableError
+from models.ensembles.compat import IncompatibleBaseModelsError
 from models.settings import PROJECT_ROOT
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 from tests.helpers import cls_config
 
 BASES = {"lr": ("logistic_regression", {}), "rf": ("random_forest", {"n_estimators": 10, "max_depth": 4}),

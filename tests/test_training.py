@@ -4,14 +4,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.artifacts import get_store
-from models.config_store import ConfigStore
+from models.artifacts.loading import load_model
 from models.errors import DataError, ValidationError
 from models.estimators import REGISTRY
-from models.loading import load_model
-from models.schema import SEED_ARTIFACT_FIELDS
-from models.training import fit_config, make_pipeline, train_config
-from models.data import load_training_data
+from models.store.configs import ConfigStore
+from models.store.schema import SEED_ARTIFACT_FIELDS
+from models.training.data import load_training_data
+from models.training.train import fit_config, make_pipeline, train_config
 from tests.helpers import FEATS, cls_config, reg_config
 from tests.test_config_store import legacy
 
@@ -128,7 +127,7 @@ def test_failed_training_keeps_previous_run_and_writes_nothing(database, setting
 
 def test_failure_during_fit_leaves_no_files(database, settings, games_csv, monkeypatch):
     ConfigStore(database).create(cls_config("boom", games_csv))
-    import models.training as training
+    import models.training.train as training
 
     def explode(*a, **k):
         raise RuntimeError("simulated crash in fit")
@@ -143,7 +142,7 @@ def test_failure_during_fit_leaves_no_files(database, settings, games_csv, monke
 
 def test_failure_while_writing_artifacts_removes_partial_run(database, settings, games_csv, monkeypatch):
     ConfigStore(database).create(cls_config("w", games_csv))
-    import models.training as training
+    import models.training.train as training
     real = training.npz_writer
 
     def failing_npz(arrays):

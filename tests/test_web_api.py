@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from models.config_store import ConfigStore
+from models.store.configs import ConfigStore
 from web import create_app
 
 TOKEN = "api-test-token-abcdef"

@@ -6,9 +6,9 @@ import re
 import pytest
 from pymongo import MongoClient
 
-from models.config_store import ConfigStore
-from models.db import Database
-from models.embedded import free_port
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.store.embedded import free_port
 from web import create_app
 from web.services import get_state
 from web.testing import csrf_token, login

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from models.config_store import ConfigStore
+from models.store.configs import ConfigStore
 from web import create_app
 from web.testing import csrf_token, login
 

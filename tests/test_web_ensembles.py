@@ -10,16 +10,14 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
 from helpers import FEATS, cls_config, reg_config
-from models.config_store import ConfigStore
-from models.ensembles import create_ensemble
-from models.training import train_config
-from web import create_app
-from web.formatting import format_number
-from web.testing import csrf_token, login
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 
+from models.ensembles.build import create_ensemble
+from models.store.configs import ConfigStore
+from models.training.train import train_config
+from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
+from web.formatting import format_number
+from web.testing import csrf_token
 
 
 @pytest.fixture

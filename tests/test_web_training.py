@@ -12,17 +12,16 @@ from typing import Any, Callable
 
 import pandas as pd
 import pytest
-
 from helpers import FEATS, cls_config, reg_config
+
 from models import jobs
-from models.config_store import ConfigStore
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
+from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web import create_app
 from web.formatting import format_number
 from web.services import JOB_RUNNER, get_state
-from web.testing import csrf_token, login
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
-
+from web.testing import csrf_token
 
 
 class GatedRunner(jobs.JobRunner):

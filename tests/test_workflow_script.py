@@ -2,7 +2,6 @@
 import os
 import subprocess
 
-
 from models.settings import PROJECT_ROOT
 
 

@@ -21,18 +21,17 @@ from flask import Flask
 from pymongo.errors import PyMongoError
 
 from models import jobs
-from models.db import Database
 from models.errors import ServiceError
 from models.settings import Settings, get_settings
-
-from . import api, health, pages
-from .auth import init_auth
-from .charts import register_charts
-from .credentials import load_credentials
-from .errors import register_error_handlers
-from .formatting import register_filters
-from .ratelimit import RateLimiter
-from .services import JOB_RUNNER, WebState, init_state
+from models.store.db import Database
+from web import api, health, pages
+from web.auth import init_auth
+from web.charts import register_charts
+from web.credentials import load_credentials
+from web.errors import register_error_handlers
+from web.formatting import register_filters
+from web.ratelimit import RateLimiter
+from web.services import JOB_RUNNER, WebState, init_state
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,23 @@ import logging
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
-from flask import (Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session,
-                   url_for)
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.wrappers import Response
 
-from .errors import json_error, wants_json
-from .services import get_state
+from web.errors import json_error, wants_json
+from web.services import get_state
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 from flask import Flask
 from markupsafe import Markup, escape
 
-from .formatting import format_number
+from web.formatting import format_number
 
 BAR_COLOR = "#2f5bd3"
 HIGHLIGHT_COLOR = "#1f8a4c"

@@ -20,8 +20,8 @@ from typing import Callable
 from pymongo.errors import DuplicateKeyError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from models.db import Database
 from models.settings import Settings
+from models.store.db import Database
 from models.timeutil import now
 
 log = logging.getLogger(__name__)

@@ -6,10 +6,9 @@ from typing import Any
 from flask import Blueprint, jsonify
 
 from models.errors import DatabaseUnavailableError
-
-from .auth import public
-from .errors import error_body
-from .services import get_db
+from web.auth import public
+from web.errors import error_body
+from web.services import get_db
 
 bp = Blueprint("health", __name__)
 

@@ -1,7 +1,7 @@
 """Predictions for the JSON API: rows in, the standard prediction table out, for a model or an ensemble.
 
 The answer has the same shape as the CLI's (``prediction`` plus ``proba_<class>``
-for classifiers; :func:`models.predictor.prediction_frame`). Rows are checked
+for classifiers; :func:`models.artifacts.predictor.prediction_frame`). Rows are checked
 before anything is loaded into the model: a body without ``rows`` or with rows
 that are not objects is a 400 naming ``rows``; rows missing features are a 400
 ``missing_features`` naming every missing column and the first rows lacking it.
@@ -12,15 +12,14 @@ from typing import Any
 
 import pandas as pd
 
-from models.config_store import ConfigStore
-from models.db import Database
-from models.ensembles import load_ensemble
+from models.artifacts.loading import load_model
+from models.artifacts.predictor import prediction_frame
+from models.ensembles.build import load_ensemble
 from models.errors import ConflictError
 from models.jsonable import to_json
-from models.loading import load_model
-from models.predictor import prediction_frame
-
-from .errors import BadRequestError
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from web.errors import BadRequestError
 
 MAX_ROWS = 10_000
 

@@ -13,8 +13,8 @@ from typing import Any
 from werkzeug.datastructures import MultiDict
 
 from models import registry
-from models.db import Database
 from models.errors import ValidationError
+from models.store.db import Database
 
 PER_PAGE = 25
 MAX_PER_PAGE = 500

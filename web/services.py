@@ -12,12 +12,11 @@ from typing import Any
 from flask import Flask, current_app
 
 from models import jobs
-from models.config_store import ConfigStore
-from models.db import Database
 from models.settings import Settings
-
-from .credentials import Credentials
-from .ratelimit import RateLimiter
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from web.credentials import Credentials
+from web.ratelimit import RateLimiter
 
 EXTENSION = "ensemble_cache"
 JOB_RUNNER = "job_runner"

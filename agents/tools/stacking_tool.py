@@ -1,6 +1,6 @@
 """The stacking tool: what scripts, agents and the web app call to build and use ensembles.
 
-A thin façade over :mod:`models.ensembles` (the logic lives there)::
+A thin façade over :mod:`models.ensembles` (the logic lives there: base_models, build, aio)::
 
     tool = StackingTool()                      # settings from the environment
     record = tool.create_ensemble("home_win_stack", ["home_win_logreg", "home_win_rf"],
@@ -22,17 +22,19 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from models import ensembles as core
-from models import ensembles_async as acore
-from models.artifacts import ArtifactStore, get_store
-from models.cache import ModelCache, get_model_cache
-from models.config_store import ConfigStore
-from models.db import Database
-from models.ensembles import BaseModelResult
+from models.artifacts.base import ArtifactStore
+from models.artifacts.cache import ModelCache, get_model_cache
+from models.artifacts.routing import get_store
+from models.ensembles import aio as acore
+from models.ensembles import build as core
+from models.ensembles import base_models as bases
+from models.ensembles.base_models import BaseModelResult
+from models.ensembles.stacking import StackedEnsemble
 from models.errors import ValidationError
 from models.progress import Progress, no_progress
 from models.settings import Settings, get_settings
-from models.stacking import StackedEnsemble
+from models.store.configs import ConfigStore
+from models.store.db import Database
 
 __all__ = ["StackingTool", "BaseModelResult"]
 
@@ -95,13 +97,13 @@ class StackingTool:
         """
         if not isinstance(config, dict):
             config = ConfigStore(self.database).get(config)
-        return core.obtain_base_model(self.database, config, store=self.store, cache=self.cache,
+        return bases.obtain_base_model(self.database, config, store=self.store, cache=self.cache,
                                       lock_timeout=self.lock_timeout)
 
     def load_base_models(self, names: Iterable[str], *, progress: Progress | None = None,
                          with_oof: bool = False) -> list[BaseModelResult]:
         """Every named base model; every failure is reported at once (BaseModelsError)."""
-        return core.load_base_models(self.database, list(names), store=self.store, cache=self.cache,
+        return bases.load_base_models(self.database, list(names), store=self.store, cache=self.cache,
                                      need_oof=with_oof, progress=progress or no_progress,
                                      lock_timeout=self.lock_timeout)
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 import click
 
 from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
+from models.artifacts.maintenance import (
+    collect_orphans,
+    run_artifacts_info,
+    scan_configs,
+)
+from models.artifacts.migrate import BACKENDS, migrate_artifacts
 from models.errors import ServiceError
-from models.maintenance import collect_orphans, run_artifacts_info, scan_configs
-from models.migrate import BACKENDS, migrate_artifacts
 from models.registry import prune_runs
-from models.training import train_config
+from models.training.train import train_config
 
 
 def register(cli: click.Group) -> None:

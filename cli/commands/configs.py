@@ -9,10 +9,10 @@ import click
 import yaml
 
 from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
-from models.config_store import ConfigStore, user_fields
 from models.errors import ValidationError
 from models.jsonable import to_json
-from models.schema import validate_config
+from models.store.configs import ConfigStore, user_fields
+from models.store.schema import validate_config
 
 
 def register(cli: click.Group) -> None:

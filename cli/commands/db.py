@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from cli.context import AppContext, emit_json, info, json_option, pass_app
-from models.embedded import EmbeddedServer
+from models.store.embedded import EmbeddedServer
 
 
 def register(cli: click.Group) -> None:

@@ -7,10 +7,17 @@ from typing import Any
 import click
 
 from agents.tools.stacking_tool import StackingTool
-from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app, stdout
+from cli.context import (
+    AppContext,
+    emit_json,
+    emit_table,
+    info,
+    json_option,
+    pass_app,
+    stdout,
+)
 from cli.csvio import read_csv_arg, write_predictions
-from models.errors import ValidationError
-from models.stacking import STACK_METHODS, meta_model_names
+from models.ensembles.stacking import STACK_METHODS, meta_model_names
 
 
 def register(cli: click.Group) -> None:

@@ -10,10 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-
 from rich.table import Table
 
-from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app, stdout
+from cli.context import (
+    AppContext,
+    emit_json,
+    emit_table,
+    info,
+    json_option,
+    pass_app,
+    stdout,
+)
 from models import registry
 from models.errors import ValidationError
 from models.jsonable import to_json

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
-from cli.context import AppContext, emit_json, info, json_option, pass_app
+from cli.context import AppContext, info, json_option, pass_app
 from cli.csvio import read_csv_arg, write_predictions
-from models.config_store import ConfigStore
-from models.loading import load_model
+from models.artifacts.loading import load_model
+from models.store.configs import ConfigStore
 
 
 def register(cli: click.Group) -> None:

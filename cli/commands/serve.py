@@ -5,8 +5,8 @@ import click
 from pymongo.errors import PyMongoError
 
 from cli.context import AppContext, info, pass_app
-from models.db import Database, safe_uri
 from models.errors import DatabaseUnavailableError
+from models.store.db import Database, safe_uri
 
 
 def register(cli: click.Group) -> None:
@@ -21,8 +21,10 @@ def register(cli: click.Group) -> None:
 @pass_app
 def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> None:
     """Serve the admin web app and the JSON API until interrupted (Ctrl+C)."""
-    from web import create_app  # imported here: the other commands do not need Flask
-    from web import server
+    from web import (
+        create_app,  # imported here: the other commands do not need Flask
+        server,
+    )
     from web.services import get_state
 
     settings = app.settings

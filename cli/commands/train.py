@@ -7,10 +7,18 @@ from typing import Any
 import click
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app, stderr
-from models.config_store import ConfigStore
+from cli.context import (
+    AppContext,
+    emit_json,
+    emit_table,
+    info,
+    json_option,
+    pass_app,
+    stderr,
+)
 from models.errors import ServiceError, ValidationError
-from models.training import train_config
+from models.store.configs import ConfigStore
+from models.training.train import train_config
 
 
 def register(cli: click.Group) -> None:

@@ -12,20 +12,57 @@ API all read it. Usage::
 
 ``work(progress) -> dict`` receives ``progress(fraction, message)``. Call
 :func:`recover_stale_jobs` when the service starts.
+
+Holds: ``store`` (the job documents), ``worker`` (``JobTask``: claim, heartbeat, progress, outcome),
+``runner`` (``JobRunner`` and the in-process thread pool), ``dask_runner`` (``DaskRunner``),
+``default`` (the process-wide runner chosen by the settings), ``service`` (``submit``).
+
+May import: the foundation modules, ``models.store`` and ``models.artifacts``; never training or
+ensembles (they hand jobs a work function instead).
+
+Public names: those in ``__all__`` below, as ``jobs.submit``, ``jobs.wait``, ...
 """
-from .runner import (InProcessRunner, JobRunner, RunnerUnavailableError, get_default_runner,
-                     set_default_runner, shutdown_default_runner)
-from .service import submit
-from .store import (ACTIVE_STATUSES, FAILED, QUEUED, RUNNING, STALE_AFTER_S, STATUSES, SUCCEEDED,
-                    InvalidResultError, JobTimeoutError, current_owner, get_job, is_finished, job_to_json,
-                    list_jobs, recover_stale_jobs, wait)
-from .worker import HEARTBEAT, HEARTBEAT_INTERVAL_S, PROGRESS_MIN_INTERVAL_S, Heartbeat, JobFunction, JobTask, ProgressWriter
+from models.jobs.default import (
+    get_default_runner,
+    set_default_runner,
+    shutdown_default_runner,
+)
+from models.jobs.runner import InProcessRunner, JobRunner, RunnerUnavailableError
+from models.jobs.service import submit
+from models.jobs.store import (
+    ACTIVE_STATUSES,
+    FAILED,
+    QUEUED,
+    RUNNING,
+    STALE_AFTER_S,
+    STATUSES,
+    SUCCEEDED,
+    InvalidResultError,
+    JobTimeoutError,
+    current_owner,
+    get_job,
+    is_finished,
+    job_to_json,
+    latest_job,
+    list_jobs,
+    recover_stale_jobs,
+    wait,
+)
+from models.jobs.worker import (
+    HEARTBEAT,
+    HEARTBEAT_INTERVAL_S,
+    PROGRESS_MIN_INTERVAL_S,
+    Heartbeat,
+    JobFunction,
+    JobTask,
+    ProgressWriter,
+)
 
 __all__ = [
     "ACTIVE_STATUSES", "FAILED", "QUEUED", "RUNNING", "STALE_AFTER_S", "STATUSES", "SUCCEEDED",
     "HEARTBEAT", "HEARTBEAT_INTERVAL_S", "PROGRESS_MIN_INTERVAL_S",
     "Heartbeat", "InProcessRunner", "InvalidResultError", "JobFunction", "JobRunner", "JobTask",
     "JobTimeoutError", "ProgressWriter", "RunnerUnavailableError",
-    "current_owner", "get_default_runner", "get_job", "is_finished", "job_to_json", "list_jobs",
+    "current_owner", "get_default_runner", "get_job", "is_finished", "job_to_json", "latest_job", "list_jobs",
     "recover_stale_jobs", "set_default_runner", "shutdown_default_runner", "submit", "wait",
 ]

@@ -1,6 +1,6 @@
 """Jobs on a Dask cluster: :class:`DaskRunner` sends each job to a worker with ``distributed.Client.submit``.
 
-Chosen by :func:`~models.jobs.runner.get_default_runner` when
+Chosen by :func:`~models.jobs.default.get_default_runner` when
 ``DASK_SCHEDULER_ADDRESS`` is set. Job state stays in MongoDB: the
 :class:`~models.jobs.worker.JobTask` that runs on the worker claims the job,
 beats its heartbeat and writes progress and outcome to the job document
@@ -14,7 +14,7 @@ still queued or running, no process will finish it any more: the runner marks
 it failed (``process_died``) with the worker that held it, and the key can be
 submitted again.
 
-A job's work function usually closes over a :class:`~models.db.Database`,
+A job's work function usually closes over a :class:`~models.store.db.Database`,
 which holds a connection pool and cannot be pickled. Importing this module
 registers a reducer that sends a ``Database`` as its settings; the worker
 connects again (one shared client per process) when it unpickles it.
@@ -31,13 +31,11 @@ from bson import ObjectId
 from distributed import Client, get_worker
 from distributed import wait as dask_wait
 
-from ..db import Database, reconnect
-from ..errors import ArtifactError, TrainingError
-from ..progress import Progress, no_progress
-from ..settings import Settings
-from . import store
-from .runner import JobRunner, RunnerUnavailableError, get_default_runner
-from .worker import JobTask
+from models.jobs import store
+from models.jobs.runner import JobRunner, RunnerUnavailableError
+from models.jobs.worker import JobTask
+from models.store.configs import recover_interrupted_trainings
+from models.store.db import Database, reconnect
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +100,6 @@ def fail_abandoned_job(database: Database, job_id: str, error: BaseException | N
                         from_status=(job["status"],), extra_filter={"owner": job.get("owner")})
     if done is not None:
         log.warning("job %s (%s %s) marked failed: %s", job_id, job.get("kind"), job.get("key"), message)
-        from ..training import recover_interrupted_trainings  # late: training is a heavier module
         recover_interrupted_trainings(database)
     return done
 
@@ -197,37 +194,3 @@ class DaskRunner(JobRunner):
         except Exception:  # a health page must not fail because the scheduler is slow
             out["workers"] = None
         return out
-
-
-# --- slow-path retrains on the cluster -----------------------------------------------------------
-
-def _train_remote(settings: Settings, config_id: Any, requested_by: str | None) -> str:
-    """On a worker: train the config with the configured artifact store; return the new run id."""
-    from ..training import train_config  # late: keeps importing the runner light
-    try:
-        return train_config(reconnect(settings), config_id, requested_by=requested_by)["run_id"]
-    except ArtifactError as exc:  # its constructor takes keyword arguments: it would not unpickle here
-        raise TrainingError(f"artifacts could not be written: {exc.message}") from None
-
-
-def train_on_cluster(settings: Settings, config_id: Any, *, requested_by: str | None = None,
-                     progress: Progress = no_progress) -> str | None:
-    """Train config ``config_id`` on a Dask worker and wait; returns the new run id.
-
-    Returns None (the caller trains in place) when this process already is a
-    Dask worker (blocking a worker on more cluster work could starve the
-    cluster) or the process's default runner is not a :class:`DaskRunner`.
-    The worker writes through the configured artifact store
-    (``ARTIFACT_STORE``; GridFS lets every machine read the result).
-    """
-    if not settings.dask_scheduler_address or in_dask_worker():
-        return None
-    runner = get_default_runner(settings)
-    if not isinstance(runner, DaskRunner):
-        log.warning("DASK_SCHEDULER_ADDRESS is set but the job runner is %s; training in place",
-                    runner.describe().get("runner"))
-        return None
-    progress(0.0, f"training on the Dask cluster at {runner.address}")
-    run_id = runner.call(_train_remote, settings, config_id, requested_by)
-    progress(1.0, f"trained on the cluster as run {run_id}")
-    return run_id

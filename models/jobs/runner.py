@@ -7,16 +7,12 @@ set, :class:`~models.jobs.dask_runner.DaskRunner` sends jobs to a Dask cluster
 """
 from __future__ import annotations
 
-import atexit
 import logging
-import os
-import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
 
-from ..errors import ServiceError
-from ..settings import Settings, get_settings
+from models.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -83,58 +79,3 @@ class InProcessRunner(JobRunner):
 
 
 # --- the process's default runner -------------------------------------------------------------
-
-_default: JobRunner | None = None
-_default_lock = threading.Lock()
-_atexit_registered = False
-
-
-def get_default_runner(settings: Settings | None = None) -> JobRunner:
-    """The process-wide runner, created on first use and shut down at exit.
-
-    With ``settings.dask_scheduler_address`` (``DASK_SCHEDULER_ADDRESS``) it is a
-    :class:`~models.jobs.dask_runner.DaskRunner` on that cluster; otherwise an
-    :class:`InProcessRunner` with ``settings.job_workers`` threads.
-    """
-    global _default, _atexit_registered
-    with _default_lock:
-        if _default is None:
-            settings = settings or get_settings()
-            if settings.dask_scheduler_address:
-                from .dask_runner import DaskRunner  # late: dask is needed only when a cluster is configured
-                _default = DaskRunner(settings.dask_scheduler_address)
-            else:
-                _default = InProcessRunner(settings.job_workers)
-            log.info("job runner started: %s", _default.describe())
-            if not _atexit_registered:
-                atexit.register(shutdown_default_runner)
-                _atexit_registered = True
-        return _default
-
-
-def set_default_runner(runner: JobRunner | None) -> JobRunner | None:
-    """Replace the process-wide runner (e.g. with another executor); returns the previous one, not shut down."""
-    global _default
-    with _default_lock:
-        previous, _default = _default, runner
-        return previous
-
-
-def shutdown_default_runner(wait: bool = True) -> None:
-    """Shut the process-wide runner down (if one was created); the next use creates a fresh one."""
-    global _default
-    with _default_lock:
-        runner, _default = _default, None
-    if runner is not None:
-        runner.shutdown(wait=wait)
-
-
-def _forget_default_after_fork() -> None:
-    # A forked child does not inherit the parent's worker threads.
-    global _default, _default_lock
-    _default = None
-    _default_lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_default_after_fork)

@@ -7,11 +7,13 @@ from typing import Any
 
 from bson import ObjectId
 
-from ..db import Database
-from ..errors import ServiceError
-from . import store
-from .runner import JobRunner, RunnerUnavailableError, get_default_runner
-from .worker import HEARTBEAT, JobFunction, JobTask
+from models.errors import ServiceError
+from models.jobs import store
+from models.jobs.default import get_default_runner
+from models.jobs.runner import JobRunner, RunnerUnavailableError
+from models.jobs.worker import HEARTBEAT, JobFunction, JobTask
+from models.processes import owned_by_me
+from models.store.db import Database
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ def _on_done(database: Database, job_id: ObjectId):
                 exc = future.exception()
                 log.error("job %s: its task itself failed", job_id, exc_info=exc)
                 store.finish(database.jobs, job_id, error=store.error_of(exc),
-                             from_status=store.ACTIVE_STATUSES, extra_filter=store.owned_by_me())
+                             from_status=store.ACTIVE_STATUSES, extra_filter=owned_by_me())
         except Exception:  # never raise into the executor's callback machinery
             log.warning("could not record the end of job %s", job_id, exc_info=True)
     return callback

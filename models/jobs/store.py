@@ -14,10 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import socket
 import time
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,11 +24,12 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from ..db import Database
-from ..errors import NotFoundError, ServiceError, ValidationError
-from ..jsonable import to_json
-from ..processes import pid_alive
-from ..timeutil import iso, now
+from models.errors import NotFoundError, ServiceError, ValidationError
+from models.jsonable import to_json
+from models.processes import current_owner, owner_is_dead
+from models.store.configs import recover_interrupted_trainings
+from models.store.db import Database
+from models.timeutil import iso, now
 
 log = logging.getLogger(__name__)
 
@@ -60,43 +58,6 @@ class InvalidResultError(ServiceError):
 
     code = "invalid_result"
     http_status = 500
-
-
-# --- who runs a job ---------------------------------------------------------------------------
-
-_HOST = socket.gethostname()
-_instance = uuid.uuid4().hex
-
-
-def _new_instance_after_fork() -> None:
-    global _instance
-    _instance = uuid.uuid4().hex
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_instance_after_fork)
-
-
-def current_owner() -> dict[str, Any]:
-    """This process as a job owner: host, pid and a per-process token (pids get reused)."""
-    return {"host": _HOST, "pid": os.getpid(), "instance": _instance}
-
-
-def owned_by_me() -> dict[str, Any]:
-    """A filter part matching jobs owned by this very process."""
-    return {"owner.instance": _instance}
-
-
-def owner_is_dead(owner: dict[str, Any]) -> bool:
-    """True when ``owner`` (a :func:`current_owner` value) is a process on this host that no longer runs.
-
-    A reused pid is caught by the per-process ``instance`` token only for our own pid; an owner on
-    another host cannot be judged from here (False).
-    """
-    host, pid = owner.get("host"), owner.get("pid")
-    if host != _HOST or not isinstance(pid, int) or owner.get("instance") == _instance:
-        return False
-    return pid == os.getpid() or not pid_alive(pid)
 
 
 # --- small helpers ----------------------------------------------------------------------------
@@ -272,6 +233,12 @@ def list_jobs(database: Database, *, status: str | None = None, kind: str | None
                 .limit(limit))
 
 
+def latest_job(database: Database, key: str) -> dict[str, Any] | None:
+    """The newest job with ``key`` (running or finished), or None."""
+    found = list_jobs(database, key=key, limit=1)
+    return found[0] if found else None
+
+
 def is_finished(job: dict[str, Any]) -> bool:
     return job.get("status") in (SUCCEEDED, FAILED)
 
@@ -338,6 +305,5 @@ def recover_stale_jobs(database: Database, *, stale_after_s: float = STALE_AFTER
             log.warning("job %s (%s %s) marked failed: %s", job["_id"], job.get("kind"), job.get("key"), reason)
             recovered.append(done)
     # A training killed with its process also left its config "training" (with or without a job).
-    from ..training import recover_interrupted_trainings  # late: training is a heavier module
     recover_interrupted_trainings(database)
     return recovered

@@ -19,12 +19,13 @@ from bson import ObjectId
 from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
-from ..db import Database
-from ..errors import ServiceError
-from ..progress import Progress
-from ..settings import Settings
-from ..timeutil import now
-from . import store
+from models.errors import ServiceError
+from models.jobs import store
+from models.processes import owned_by_me
+from models.progress import Progress
+from models.settings import Settings
+from models.store.db import Database
+from models.timeutil import now
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Heartbeat:
         for col, ids in groups.values():
             try:
                 touched += col.update_many(
-                    {"_id": {"$in": ids}, "status": {"$in": list(store.ACTIVE_STATUSES)}, **store.owned_by_me()},
+                    {"_id": {"$in": ids}, "status": {"$in": list(store.ACTIVE_STATUSES)}, **owned_by_me()},
                     {"$set": {"heartbeat_at": stamp}}).modified_count
             except Exception:  # a heartbeat must never kill its thread
                 log.warning("job heartbeat failed for %d job(s)", len(ids), exc_info=True)
@@ -225,11 +226,11 @@ class JobTask:
                 else:
                     log.exception("job %s failed with an unexpected error", self.job_id)
                 progress.flush()
-                done = store.finish(col, oid, error=store.error_of(exc), extra_filter=store.owned_by_me())
+                done = store.finish(col, oid, error=store.error_of(exc), extra_filter=owned_by_me())
                 if not isinstance(exc, Exception):
                     raise  # KeyboardInterrupt / SystemExit: recorded, then let it through
             else:
-                done = store.finish(col, oid, result=result, extra_filter=store.owned_by_me())
+                done = store.finish(col, oid, result=result, extra_filter=owned_by_me())
                 if done is not None:
                     log.info("job %s succeeded in %s s", self.job_id, done.get("duration_s"))
             if done is None:

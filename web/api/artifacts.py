@@ -10,13 +10,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from models.artifacts import get_store, read_verified
+from models.artifacts.maintenance import run_artifacts_info
+from models.artifacts.routing import get_store
+from models.artifacts.verified import read_verified
 from models.errors import ArtifactError
 from models.jsonable import to_json
-from models.maintenance import run_artifacts_info
-from models.runs import RunStore
-
-from ..services import get_db
+from models.store.runs import RunStore
+from web.services import get_db
 
 bp = Blueprint("artifacts", __name__)
 

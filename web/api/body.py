@@ -7,8 +7,7 @@ from flask import request
 from werkzeug.exceptions import BadRequest
 
 from models.errors import ValidationError
-
-from ..jsonbody import JSONTextError, loads_strict
+from web.jsonbody import JSONTextError, loads_strict
 
 
 def json_object() -> dict[str, Any]:

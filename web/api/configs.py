@@ -12,10 +12,9 @@ from flask import Blueprint, jsonify, request, url_for
 
 from models.errors import ConflictError, ValidationError
 from models.jsonable import to_json
-from models.schema import SERVER_FIELDS, TRAINING_FIELDS
-
-from ..services import config_store
-from .body import int_arg, json_object
+from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS
+from web.api.body import int_arg, json_object
+from web.services import config_store
 
 bp = Blueprint("configs", __name__, url_prefix="/configs")
 

@@ -8,13 +8,12 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from models.ensembles import get_ensemble, list_ensembles
+from models.ensembles.build import get_ensemble, list_ensembles
+from models.ensembles.service import submit_ensemble
 from models.jsonable import to_json
-
-from ..ensemble_service import submit_ensemble
-from ..services import get_db, job_runner, requested_by
-from .body import json_object
-from .jobs import job_response
+from web.api.body import json_object
+from web.api.jobs import job_response
+from web.services import get_db, job_runner, requested_by
 
 bp = Blueprint("ensembles", __name__, url_prefix="/ensembles")
 

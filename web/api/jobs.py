@@ -12,9 +12,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from models import jobs
-
-from ..services import get_db
-from .body import int_arg
+from web.api.body import int_arg
+from web.services import get_db
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 

@@ -11,9 +11,9 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
-from ..predict import predict_with_ensemble, predict_with_model
-from ..services import get_db
-from .body import json_object
+from web.api.body import json_object
+from web.predict import predict_with_ensemble, predict_with_model
+from web.services import get_db
 
 bp = Blueprint("predict", __name__, url_prefix="/predict")
 

@@ -19,10 +19,9 @@ from flask import Blueprint, Response, jsonify, request
 from models import registry
 from models.errors import ValidationError
 from models.jsonable import to_json
-
-from ..registry_service import best_args, compare_ids, export_archive, search_args
-from ..services import get_db, requested_by
-from .body import json_object
+from web.api.body import json_object
+from web.registry_service import best_args, compare_ids, export_archive, search_args
+from web.services import get_db, requested_by
 
 bp = Blueprint("registry", __name__, url_prefix="/registry")
 

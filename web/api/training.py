@@ -10,9 +10,9 @@ from typing import Any
 
 from flask import Blueprint
 
-from ..services import get_db, job_runner, requested_by
-from ..training import submit_training
-from .jobs import job_response
+from models.training.service import submit_training
+from web.api.jobs import job_response
+from web.services import get_db, job_runner, requested_by
 
 bp = Blueprint("training", __name__, url_prefix="/configs")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, redirect, url_for
 
-from ..discovery import mount_children
+from web.discovery import mount_children
 
 
 def create_blueprint() -> Blueprint:

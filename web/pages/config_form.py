@@ -13,9 +13,13 @@ from typing import Any, Iterable, Mapping
 
 from models.errors import ValidationError
 from models.estimators import REGISTRY, TASKS
-from models.schema import CONFIG_STATUSES, SERVER_FIELDS, TRAINING_FIELDS, validate_config
-
-from ..jsonbody import JSONTextError, loads_strict
+from models.store.schema import (
+    CONFIG_STATUSES,
+    SERVER_FIELDS,
+    TRAINING_FIELDS,
+    validate_config,
+)
+from web.jsonbody import JSONTextError, loads_strict
 
 FORM_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",
                "scaler", "calibration", "cv_folds", "random_state", "test_size", "description", "tags")

@@ -1,6 +1,6 @@
 """Config pages: the table, create / edit / duplicate, detail, delete with confirmation.
 
-Views are thin: they read the form, call :class:`~models.config_store.ConfigStore`
+Views are thin: they read the form, call :class:`~models.store.configs.ConfigStore`
 and turn its :class:`~models.errors.ValidationError` into inline messages.
 """
 from __future__ import annotations
@@ -10,13 +10,21 @@ from typing import Any, Callable
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from models.errors import ConflictError, ValidationError
-from models.schema import TRAINING_FIELDS
+from models.store.schema import TRAINING_FIELDS
 from models.timeutil import iso
+from models.training.service import submit_training
+from web.formatting import last_trained, primary_metric
+from web.pages.config_form import (
+    check,
+    choices,
+    errors_by_field,
+    extra_fields,
+    form_values,
+    parse_form,
+)
+from web.services import config_store, get_db, job_runner, requested_by
 
-from ..formatting import last_trained, primary_metric
-from ..services import config_store, get_db, job_runner, requested_by
-from ..training import submit_training, training_context
-from .config_form import check, choices, errors_by_field, extra_fields, form_values, parse_form
+from ..training_view import training_context
 
 bp = Blueprint("configs", __name__, url_prefix="/configs")
 NAV = ("Configs", "pages.configs.index")

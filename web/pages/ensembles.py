@@ -9,14 +9,19 @@ from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
-from models.ensembles import get_ensemble, list_ensembles
+from models import jobs
+from models.ensembles.build import get_ensemble, list_ensembles
+from models.ensembles.service import (
+    REQUEST_FIELDS,
+    candidates,
+    comparison_rows,
+    ensemble_key,
+    submit_ensemble,
+)
+from models.ensembles.stacking import STACK_METHODS, meta_model_names
 from models.errors import ConflictError, NotFoundError, ValidationError
-from models.stacking import STACK_METHODS, meta_model_names
-
-from ..ensemble_service import REQUEST_FIELDS, candidates, comparison_rows, ensemble_key, submit_ensemble
-from ..services import get_db, job_runner, requested_by
-from ..training import latest_job
-from .config_form import errors_by_field
+from web.pages.config_form import errors_by_field
+from web.services import get_db, job_runner, requested_by
 
 bp = Blueprint("ensembles", __name__, url_prefix="/ensembles")
 NAV = ("Ensembles", "pages.ensembles.index")
@@ -69,9 +74,9 @@ def detail(name: str) -> Any:
     database = get_db()
     doc = database.ensembles.find_one({"name": name})
     if doc is None:
-        job = latest_job(database, ensemble_key(name))
+        job = jobs.latest_job(database, ensemble_key(name))
         if job is None:
             get_ensemble(database, name)  # raises NotFoundError: 404
         return render_template("ensembles/pending.html", name=name, job=job)
     return render_template("ensembles/detail.html", ensemble=doc, comparison=comparison_rows(doc),
-                           job=latest_job(database, ensemble_key(name)))
+                           job=jobs.latest_job(database, ensemble_key(name)))

@@ -6,8 +6,7 @@ from typing import Any
 from flask import Blueprint, flash, render_template, request, url_for
 
 from models import jobs
-
-from ..services import get_db
+from web.services import get_db
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 NAV = ("Jobs", "pages.jobs.index")

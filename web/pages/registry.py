@@ -8,11 +8,10 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from models import registry
+from models.artifacts.maintenance import run_artifacts_info
 from models.errors import ConflictError, ValidationError
-from models.maintenance import run_artifacts_info
-
-from ..registry_service import compare_ids, search_args
-from ..services import get_db, requested_by
+from web.registry_service import compare_ids, search_args
+from web.services import get_db, requested_by
 
 bp = Blueprint("registry", __name__, url_prefix="/registry")
 NAV = ("Registry", "pages.registry.index")

@@ -1,0 +1,18 @@
+"""Run files: where they live, how they are written, and how they are verified before loading.
+
+Holds: ``base`` (``ArtifactStore``: the small interface every backend implements;
+``ArtifactInfo``, ``artifact_name``, the writers), ``local`` (``LocalArtifactStore``: one folder,
+``ARTIFACT_DIR``), ``gridfs`` (``GridFSArtifactStore`` and its content-addressed ``DiskCache``),
+``routing`` (``RoutingStore``, ``get_store``: the configured store, reading wherever a path
+points), ``atomic`` (temp file, fsync, ``os.replace``), ``verified`` (``read_verified``,
+``fetch_pickle``, ``VerifiedReader``: no byte reaches the unpickler before its block's SHA-256
+matched), ``cache`` (``ModelCache``: the in-process LRU), ``predictor`` (``TrainedModel``: a
+loaded model that predicts on a DataFrame), ``loading`` (``load_model``: a run's files ->
+``TrainedModel``, through the cache), ``maintenance`` (verify, repair, orphans) and ``migrate``
+(move files between the local folder and GridFS, resumably).
+
+May import: the foundation modules and ``models.store``.
+
+Public names: import them from their module, e.g. ``from models.artifacts.routing import get_store``,
+``from models.artifacts.loading import load_model``.
+"""

@@ -1,0 +1,101 @@
+"""The artifact store interface: names, infos, the ``ArtifactStore`` ABC and the writers of each format."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import IO, Any, Callable
+
+import joblib
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+ARTIFACT_KINDS = ("model", "scaler", "features", "metrics", "oof")
+SUFFIXES = {"model": "_model.pkl", "scaler": "_scaler.pkl", "features": "_features.json",
+            "metrics": "_metrics.json", "oof": "_oof.npz",
+            # ensembles (models/ensembles/): the fitted meta-model and the ensemble's JSON spec
+            "ensemble": "_ensemble.pkl", "ensemble_spec": "_ensemble.json"}
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One written artifact: its stored (relative, ``/``-separated) path, checksums and size.
+
+    ``chunk_sha256`` holds the SHA-256 of each ``chunk_size`` block, so a large
+    pickle can be verified block by block while it loads (:class:`VerifiedReader`).
+    """
+
+    path: str
+    sha256: str
+    size: int
+    chunk_size: int | None = None
+    chunk_sha256: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "size": self.size}
+        if self.chunk_sha256 is not None:
+            out["chunk_size"] = self.chunk_size
+            out["chunk_sha256"] = list(self.chunk_sha256)
+        return out
+
+    @classmethod
+    def from_ref(cls, ref: dict[str, Any]) -> "ArtifactInfo":
+        chunks = ref.get("chunk_sha256")
+        return cls(path=ref.get("path") or "", sha256=ref.get("sha256") or "", size=ref.get("size") or 0,
+                   chunk_size=ref.get("chunk_size"), chunk_sha256=tuple(chunks) if chunks else None)
+
+
+def artifact_name(run_id: str, kind: str) -> str:
+    return f"{run_id}{SUFFIXES[kind]}"
+
+
+class ArtifactStore(ABC):
+    """Where artifact bytes live. Paths given and returned are the ones stored in documents."""
+
+    @abstractmethod
+    def write(self, name: str, writer: Callable[[IO[bytes]], None]) -> ArtifactInfo:
+        """Write ``name`` atomically (complete or absent) and return its info."""
+
+    @abstractmethod
+    def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
+        """The file's bytes; :class:`ArtifactError` if the path is refused or the file is missing.
+
+        ``sha256`` is a hint for caching stores (content-addressed caches); callers still verify.
+        """
+
+    def open_stream(self, stored_path: str, sha256: str | None = None) -> IO[bytes]:
+        """A binary stream of the file, for readers that verify as they go (default: its bytes in memory)."""
+        return io.BytesIO(self.read_bytes(stored_path, sha256))
+
+    @abstractmethod
+    def delete(self, stored_path: str) -> bool:
+        """Remove the file; False when it was not there."""
+
+    @abstractmethod
+    def stat(self, stored_path: str) -> dict[str, Any]:
+        """``{"exists": bool, "size": int | None, "mtime": float | None}`` without reading the file."""
+
+    @abstractmethod
+    def list_paths(self) -> list[str]:
+        """Stored paths of every artifact present (temp files excluded)."""
+
+
+
+def joblib_writer(obj: Any) -> Callable[[IO[bytes]], None]:
+    return lambda fh: joblib.dump(obj, fh)
+
+
+def json_writer(obj: Any) -> Callable[[IO[bytes]], None]:
+    return lambda fh: fh.write(json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def npz_writer(arrays: dict[str, np.ndarray]) -> Callable[[IO[bytes]], None]:
+    def write(fh: IO[bytes]) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        fh.write(buf.getvalue())
+    return write

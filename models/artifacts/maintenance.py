@@ -1,0 +1,131 @@
+"""Keeping artifacts honest: per-run info, a scan of every config, and removal of unreferenced files."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+from models.artifacts.base import ArtifactStore
+from models.artifacts.loading import artifact_refs
+from models.artifacts.local import LocalArtifactStore
+from models.artifacts.routing import RoutingStore, get_store
+from models.errors import ArtifactError
+from models.store.db import Database
+from models.store.runs import RunStore
+from models.store.schema import definition
+
+log = logging.getLogger(__name__)
+
+# A file written moments ago may belong to a training that has not reached its commit point yet.
+ORPHAN_MIN_AGE_S = 15 * 60
+
+
+def _check(store: ArtifactStore, path: str, sha256: str | None) -> dict[str, Any]:
+    """State of one file: ``ok``, ``missing``, ``corrupt`` (bytes differ) or ``refused`` (bad path)."""
+    try:
+        data = store.read_bytes(path)
+    except ArtifactError as exc:
+        return {"path": path, "state": "missing" if exc.reason == "file_missing" else "refused",
+                "exists": False, "verified": False, "reason": exc.message}
+    actual = hashlib.sha256(data).hexdigest()
+    ok = sha256 is not None and actual == sha256
+    return {"path": path, "state": "ok" if ok else "corrupt", "exists": True, "verified": ok,
+            "size": len(data), "sha256": sha256, "actual_sha256": actual,
+            **({} if ok else {"reason": "no checksum recorded" if sha256 is None else "checksum mismatch"})}
+
+
+def run_artifacts_info(database: Database, run_id: str, *, verify: bool = True) -> dict[str, Any]:
+    """Paths, sizes, checksums, and whether each file exists and verifies, for one run (or ensemble)."""
+    run = database.runs.find_one({"run_id": run_id}) or database.ensembles.find_one({"run_id": run_id})
+    if run is None:
+        RunStore(database).get(run_id)  # raises NotFoundError naming the id
+    store = get_store(database.settings)
+    files = {}
+    for kind, ref in (run.get("artifacts") or {}).items():
+        if verify:
+            files[kind] = {"kind": kind, **_check(store, ref["path"], ref.get("sha256"))}
+        else:
+            stat = store.stat(ref["path"])
+            files[kind] = {"kind": kind, "path": ref["path"], "sha256": ref.get("sha256"),
+                           "size": stat.get("size"), "exists": stat["exists"]}
+    return {"run_id": run_id, "name": run.get("name"), "version": run.get("version"),
+            "all_verified": all(f.get("verified", f.get("exists")) for f in files.values()), "files": files}
+
+
+def scan_configs(database: Database) -> list[dict[str, Any]]:
+    """Every config's artifact state: ``ok``, ``untrained``, ``missing``, ``corrupt`` or ``stale``.
+
+    ``stale`` means the config's definition changed after its current run was trained.
+    """
+    store = get_store(database.settings)
+    report = []
+    for config in database.configs.find({}).sort("name", 1):
+        entry: dict[str, Any] = {"name": config["name"], "run_id": config.get("run_id"), "problems": []}
+        try:
+            refs = artifact_refs(config)
+        except ArtifactError as exc:
+            entry.update(state="untrained", problems=[exc.message])
+            report.append(entry)
+            continue
+        states = {kind: _check(store, ref["path"], ref.get("sha256")) for kind, ref in refs.items()}
+        bad = {k: v for k, v in states.items() if v["state"] != "ok"}
+        if bad:
+            entry["state"] = "missing" if all(v["state"] == "missing" for v in bad.values()) else "corrupt"
+            entry["problems"] = [f"{k}: {v['path']}: {v.get('reason')}" for k, v in bad.items()]
+        else:
+            run = database.runs.find_one({"run_id": config["run_id"]}, {"definition": 1})
+            if run is not None and run.get("definition") != definition(config):
+                entry["state"] = "stale"
+                entry["problems"] = ["the config changed after this run was trained"]
+            else:
+                entry["state"] = "ok"
+        report.append(entry)
+    return report
+
+
+def referenced_paths(database: Database) -> set[str]:
+    """Every artifact path a config, run or ensemble document points at."""
+    paths: set[str] = set()
+    for col in (database.runs, database.ensembles, database.configs):
+        for doc in col.find({}, {"artifacts": 1, "model_artifact_path": 1, "scaler_artifact_path": 1,
+                                 "features_path": 1}):
+            paths.update(ref["path"] for ref in (doc.get("artifacts") or {}).values() if ref.get("path"))
+            paths.update(doc[f] for f in ("model_artifact_path", "scaler_artifact_path", "features_path")
+                         if doc.get(f))
+    return paths
+
+
+def orphan_files(database: Database, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
+    """Artifact files no document references (e.g. left by a crash before the commit point),
+    older than ``min_age_s`` so a training in progress keeps its files."""
+    store = get_store(database.settings)
+    referenced = referenced_paths(database)
+    cutoff = time.time() - min_age_s
+    out = []
+    for path in store.list_paths():
+        if path in referenced:
+            continue
+        mtime = store.stat(path).get("mtime")
+        if mtime is None or mtime <= cutoff:
+            out.append(path)
+    return out
+
+
+def collect_orphans(database: Database, *, dry_run: bool = False,
+                    min_age_s: float = ORPHAN_MIN_AGE_S) -> dict[str, Any]:
+    """Delete unreferenced artifact files and temp files of interrupted writes (both older than ``min_age_s``)."""
+    store = get_store(database.settings)
+    orphans = orphan_files(database, min_age_s=min_age_s)
+    temps = []
+    if isinstance(store, (LocalArtifactStore, RoutingStore)):  # get_store() gives a RoutingStore
+        cutoff = time.time() - min_age_s
+        temps = [p for p in store.temp_files() if p.stat().st_mtime <= cutoff]
+    if not dry_run:
+        for path in orphans:
+            store.delete(path)
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        if orphans or temps:
+            log.info("removed %d unreferenced artifact files and %d temp files", len(orphans), len(temps))
+    return {"orphan_files": orphans, "temp_files": [t.name for t in temps], "dry_run": dry_run}

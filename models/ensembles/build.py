@@ -1,0 +1,314 @@
+"""Stacking ensembles over trained configs: base models fast from artifacts, retrained only when needed.
+
+Creating an ensemble:
+
+1. check the options and the base configs up front (unknown names, task,
+   target, fold spec, training data) and report every problem at once;
+2. obtain each base model: the cache, else its verified artifacts, else
+   (slow path) retrain it from its training CSV under a MongoDB claim so
+   that concurrent callers train it once (:func:`~models.ensembles.base_models.obtain_base_model`);
+3. fit the meta-model on the base runs' stored out-of-fold predictions
+   (:mod:`models.ensembles.stacking`) and score it and each base model on the same
+   held-out rows;
+4. write the meta-model and a JSON spec atomically, with checksums, then
+   insert the ensemble document (the commit point). A failure at any step
+   leaves no ensemble document and no ensemble files.
+
+The steps are separate functions so that the async driver
+(:mod:`models.ensembles.aio`) reuses them with ``AsyncMongoClient``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from models.artifacts.base import (
+    ArtifactInfo,
+    ArtifactStore,
+    artifact_name,
+    joblib_writer,
+    json_writer,
+)
+from models.artifacts.cache import ModelCache, get_model_cache
+from models.artifacts.loading import load_model
+from models.artifacts.routing import get_store
+from models.artifacts.verified import load_verified
+from models.ensembles.base_models import (
+    BaseModelResult,
+    fetch_configs,
+    load_base_models,
+)
+from models.ensembles.compat import (
+    EnsembleRequest,
+    IncompatibleBaseModelsError,
+    check_compatible,
+    check_request,
+    config_fingerprint,
+    config_fold_spec,
+)
+from models.ensembles.stacking import (
+    MetaFit,
+    StackedEnsemble,
+    fit_meta_model,
+)
+from models.errors import (
+    ArtifactError,
+    ConflictError,
+    DataError,
+    NotFoundError,
+)
+from models.progress import Progress, no_progress, scaled
+from models.store.db import Database
+from models.store.runs import RunStore
+from models.timeutil import now
+from models.training.data import TrainingData, load_training_data
+from models.training.train import (
+    environment_versions,
+    new_run_id,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("cache", "artifacts", "retrained")
+META_KIND, SPEC_KIND = "ensemble", "ensemble_spec"
+
+
+@dataclass
+class BuiltEnsemble:
+    """An ensemble fitted in memory, before anything is written."""
+
+    run_id: str
+    meta: MetaFit
+    record: dict[str, Any]
+    spec: dict[str, Any]
+
+
+def training_targets(results: list[BaseModelResult], passthrough: bool, settings: Any = None
+                     ) -> tuple[TrainingData, list[str] | None]:
+    """The training data the base runs saw (targets, and raw features for passthrough), checked by fingerprint."""
+    ref = results[0].config
+    features = None
+    if passthrough:
+        features = []
+        for r in results:
+            features.extend(f for f in r.config["features"] if f not in features)
+    data = load_training_data({**ref, "features": features or ref["features"]}, settings)
+    fp = data.fingerprint(ref["target"])
+    if fp != ref.get("data_fingerprint"):
+        raise DataError(f"training CSV {ref['training_csv']!r} no longer holds the rows the base runs were "
+                        f"trained on (data fingerprint {fp[:12]}..., runs have "
+                        f"{str(ref.get('data_fingerprint'))[:12]}...)"
+                        + ("; with passthrough the union of the base models' features must not drop extra rows"
+                           if passthrough else "; retrain the base models"), field="training_csv")
+    return data, features
+
+
+def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], settings: Any = None, *,
+                   progress: Progress = no_progress) -> BuiltEnsemble:
+    """Fit the meta-model on stored out-of-fold predictions and describe the ensemble (CPU only, no writes)."""
+    t0 = time.perf_counter()
+    configs = [r.config for r in results]
+    check_compatible(configs, [c.get("data_fingerprint") for c in configs], request)
+    task = configs[0]["task"]
+    oofs = [r.oof for r in results]
+    assert all(o is not None for o in oofs)
+    first = oofs[0]
+    for r, o in zip(results[1:], oofs[1:]):
+        if not (np.array_equal(o["train_idx"], first["train_idx"]) and np.array_equal(o["test_idx"], first["test_idx"])
+                and np.array_equal(o["classes"], first["classes"])):
+            raise IncompatibleBaseModelsError(f"run {r.run_id} of {r.name!r} was split into different training/"
+                                              f"held-out rows than run {results[0].run_id} of {results[0].name!r}",
+                                              field="base_models")
+    progress(0.1, "reading training targets")
+    data, passthrough_features = training_targets(results, request.passthrough, settings)
+    train_idx, test_idx = first["train_idx"], first["test_idx"]
+    classes = first["classes"] if task == "classification" else None
+    progress(0.3, f"fitting meta-model {request.meta_model}")
+    t_fit = time.perf_counter()
+    spec_ = config_fold_spec(configs[0])
+    meta = fit_meta_model(task, request.meta_model, request.stack_method, oof=[o["oof"] for o in oofs],
+                          test_pred=[o["test_pred"] for o in oofs], y_train=data.y[train_idx],
+                          y_test=data.y[test_idx], classes=classes,
+                          passthrough_train=data.X[train_idx] if request.passthrough else None,
+                          passthrough_test=data.X[test_idx] if request.passthrough else None,
+                          random_state=int(spec_["random_state"]), params=request.meta_params or None)
+    fit_s = time.perf_counter() - t_fit
+    run_id = new_run_id()
+    bases = []
+    for r, metrics in zip(results, meta.base_metrics):
+        bases.append({**r.to_record(), "metrics": metrics})
+    class_list = None if classes is None else [c.item() if hasattr(c, "item") else c for c in classes]
+    spec = {"name": request.name, "run_id": run_id, "task": task, "target": configs[0]["target"],
+            "base_names": [r.name for r in results], "base_run_ids": [r.run_id for r in results],
+            "meta_model": request.meta_model, "meta_params": request.meta_params,
+            "stack_method": meta.stack_method, "passthrough": request.passthrough,
+            "passthrough_features": passthrough_features, "classes": class_list,
+            "n_meta_features": meta.n_meta_features}
+    record = {
+        "name": request.name, "run_id": run_id, "description": request.description, "task": task,
+        "target": configs[0]["target"],
+        "base_config_ids": [r.config_id for r in results], "base_names": [r.name for r in results],
+        "base_run_ids": [r.run_id for r in results], "base_models": bases,
+        "meta_model": request.meta_model, "meta_params": request.meta_params,
+        "options": {"passthrough": request.passthrough, "stack_method": request.stack_method,
+                    "stack_method_used": meta.stack_method},
+        "passthrough_features": passthrough_features, "classes": class_list,
+        "data_fingerprint": configs[0]["data_fingerprint"], "fold_spec": spec_,
+        "n_train": int(len(train_idx)), "n_test": int(len(test_idx)),
+        "metrics": meta.metrics, "base_metrics": {r.name: m for r, m in zip(results, meta.base_metrics)},
+        "retrained": [r.name for r in results if r.source == "retrained"],
+        "durations": {"build_s": round(time.perf_counter() - t0, 4), "meta_fit_s": round(fit_s, 4)},
+        "versions": environment_versions(), "status": "ready",
+    }
+    progress(1.0, "meta-model fitted")
+    return BuiltEnsemble(run_id, meta, record, spec)
+
+
+def write_ensemble_files(store: ArtifactStore, built: BuiltEnsemble) -> dict[str, ArtifactInfo]:
+    """The meta-model and spec files, atomically; on failure nothing of them remains."""
+    written: dict[str, ArtifactInfo] = {}
+    try:
+        written[META_KIND] = store.write(artifact_name(built.run_id, META_KIND), joblib_writer(built.meta.model))
+        written[SPEC_KIND] = store.write(artifact_name(built.run_id, SPEC_KIND), json_writer(built.spec))
+    except BaseException:
+        remove_files(store, written.values())
+        raise
+    return written
+
+
+def remove_files(store: ArtifactStore, infos: Iterable[ArtifactInfo | dict[str, Any]]) -> None:
+    for info in infos:
+        path = info.path if isinstance(info, ArtifactInfo) else info.get("path")
+        try:
+            if path:
+                store.delete(path)
+        except Exception:  # best effort: a leftover file is reported, not fatal
+            log.exception("could not remove %s", path)
+
+
+def finish_record(built: BuiltEnsemble, written: dict[str, ArtifactInfo], started: float,
+                  durations: dict[str, float]) -> dict[str, Any]:
+    record = dict(built.record)
+    record["artifacts"] = {k: v.to_dict() for k, v in written.items()}
+    record["checksums"] = {k: v.sha256 for k, v in written.items()}
+    total = time.perf_counter() - started
+    record["durations"] = {**record["durations"], **{k: round(v, 4) for k, v in durations.items()},
+                           "total_s": round(total, 4)}
+    record["seconds"] = round(total, 4)
+    record["created_at"] = now()
+    return record
+
+
+def ensemble_exists(name: str) -> ConflictError:
+    """The error for a name that is taken."""
+    return ConflictError(f"an ensemble named {name!r} already exists", field="name")
+
+
+def create_ensemble(database: Database, name: str, base_models: list[Any], meta_model: str = "logistic_regression",
+                    *, passthrough: bool = False, stack_method: str = "auto", meta_params: dict[str, Any] | None = None,
+                    description: str = "", progress: Progress = no_progress, store: ArtifactStore | None = None,
+                    cache: ModelCache | None = None, lock_timeout: float | None = None) -> dict[str, Any]:
+    """Create and store a stacking ensemble; return its document (with per-base source, reason, time).
+
+    Raises ValidationError / NotFoundError / ConflictError / IncompatibleBaseModelsError for bad
+    input (nothing is trained or written), BaseModelsError when base models cannot be obtained.
+    """
+    started = time.perf_counter()
+    request = check_request(name, base_models, meta_model, passthrough, stack_method, meta_params, description)
+    store = store or get_store(database.settings)
+    if database.ensembles.find_one({"name": request.name}, {"_id": 1}):
+        raise ensemble_exists(request.name)
+    progress(0.0, "checking base models")
+    configs = fetch_configs(database, request.base_models)
+    check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
+    check_s = time.perf_counter() - started
+    t_load = time.perf_counter()
+    results = load_base_models(database, [c["_id"] for c in configs], store=store, cache=cache, need_oof=True,
+                               progress=scaled(progress, 0.05, 0.85), lock_timeout=lock_timeout,
+                               load_model_object=False)
+    load_s = time.perf_counter() - t_load
+    built = build_ensemble(request, results, database.settings, progress=scaled(progress, 0.85, 0.95))
+    progress(0.95, "saving ensemble")
+    t_save = time.perf_counter()
+    written = write_ensemble_files(store, built)
+    try:
+        record = finish_record(built, written, started, {"check_s": check_s, "load_s": load_s,
+                                                         "save_s": time.perf_counter() - t_save})
+        database.ensembles.insert_one(record)
+    except DuplicateKeyError:
+        remove_files(store, written.values())
+        raise ensemble_exists(request.name) from None
+    except BaseException:
+        remove_files(store, written.values())
+        raise
+    progress(1.0, "done")
+    log.info("ensemble %s (%s over %s) created in %.2fs; retrained: %s", request.name, request.meta_model,
+             ", ".join(record["base_names"]), record["seconds"], record["retrained"] or "none")
+    return record
+
+
+# --------------------------------------------------------------- reading
+
+def get_ensemble(database: Database, name: str) -> dict[str, Any]:
+    doc = database.ensembles.find_one({"name": name})
+    if doc is None:
+        raise NotFoundError(f"no ensemble named {name!r}", field="name")
+    return doc
+
+
+def list_ensembles(database: Database) -> list[dict[str, Any]]:
+    return list(database.ensembles.find({}).sort("name", ASCENDING))
+
+
+def ensembles_using_run(database: Database, run_id: str) -> list[str]:
+    """Names of the ensembles built on ``run_id`` (the registry refuses to delete such runs)."""
+    return [d["name"] for d in database.ensembles.find({"base_run_ids": run_id}, {"name": 1})]
+
+
+def load_ensemble(database: Database, name: str, *, store: ArtifactStore | None = None,
+                  cache: ModelCache | None = None) -> StackedEnsemble:
+    """The stored ensemble as a predictor: the exact base runs it was built on, all verified."""
+    doc = get_ensemble(database, name)
+    settings = database.settings
+    store = store or get_store(settings)
+    runs = RunStore(database)
+    bases = []
+    for base_name, run_id in zip(doc["base_names"], doc["base_run_ids"]):
+        run = runs.find(run_id)
+        if run is None:
+            raise ArtifactError(f"ensemble {name!r} needs run {run_id} of {base_name!r}, which no longer exists; "
+                                "create the ensemble again", reason="field_missing")
+        try:
+            bases.append(load_model(settings, run, store=store, cache=cache).model)
+        except ArtifactError as exc:
+            raise ArtifactError(f"ensemble {name!r} cannot load base model {base_name!r} (run {run_id}): "
+                                f"{exc.message}", reason=exc.reason, path=exc.path) from None
+    ref = doc["artifacts"][META_KIND]
+    cache = cache or get_model_cache(settings)
+    key = ("ensemble", doc["run_id"], ref["sha256"])
+    meta = cache.get(key)
+    if meta is None:
+        meta, _notes = load_verified(store, ref["path"], ref["sha256"])
+        cache.put(key, meta, int(ref.get("size") or 0))
+    classes = np.asarray(doc["classes"]) if doc.get("classes") is not None else None
+    return StackedEnsemble(name=doc["name"], run_id=doc["run_id"], task=doc["task"], bases=bases,
+                           base_names=list(doc["base_names"]), meta_model=meta,
+                           stack_method=doc["options"]["stack_method_used"], classes=classes,
+                           passthrough_features=doc.get("passthrough_features"), record=doc)
+
+
+def delete_ensemble(database: Database, name: str, *, store: ArtifactStore | None = None) -> dict[str, Any]:
+    """Remove the ensemble document (the commit point), then its files. Base runs are untouched."""
+    doc = get_ensemble(database, name)
+    database.ensembles.delete_one({"_id": doc["_id"]})
+    remove_files(store or get_store(database.settings), (doc.get("artifacts") or {}).values())
+    cache = get_model_cache(database.settings)
+    cache.discard(lambda k: isinstance(k, tuple) and len(k) == 3 and k[0] == "ensemble" and k[1] == doc["run_id"])
+    log.info("ensemble %s deleted", name)
+    return doc

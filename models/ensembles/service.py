@@ -1,0 +1,194 @@
+"""Ensembles from the web: which configs can be stacked together, and creation as a background job.
+
+Adapter over :mod:`models.ensembles` (their compatibility rules; nothing is
+re-implemented here): the form groups trained configs by what stacking needs
+them to share (task, target, training data fingerprint, fold split) and says
+why the others cannot be picked. ``create`` checks the request up front (bad
+input is refused before a job exists), then runs
+:func:`models.ensembles.create_ensemble` as a job keyed ``ensemble:<name>``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from models import jobs
+from models.ensembles.base_models import fetch_configs
+from models.ensembles.build import create_ensemble, ensemble_exists
+from models.ensembles.compat import (
+    EnsembleRequest,
+    check_compatible,
+    check_request,
+    config_fingerprint,
+    config_fold_spec,
+)
+from models.errors import ValidationError
+from models.jsonable import to_json
+from models.progress import Progress
+from models.store.db import Database
+from models.training.metrics import higher_is_better
+
+ENSEMBLE_KIND = "ensemble"
+REQUEST_FIELDS = ("name", "base_models", "meta_model", "passthrough", "stack_method", "meta_params", "description")
+# What stacked models must share, in the order a difference is reported.
+SIGNATURE = (("task", "different task"), ("target", "different target"),
+             ("data", "different training data"), ("folds", "different fold split"))
+
+
+def ensemble_key(name: str) -> str:
+    """The job key of an ensemble's creation (one active job per name)."""
+    return f"{ENSEMBLE_KIND}:{name}"
+
+
+@dataclass
+class Candidate:
+    """A config as a possible base model: selectable or not, and why not."""
+
+    config: dict[str, Any]
+    group: str | None = None  # compatibility group id (trained configs only)
+    reason: str | None = None  # why it cannot be picked; None when it can
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def selectable(self) -> bool:
+        return self.reason is None
+
+
+def _signature(config: dict[str, Any]) -> dict[str, str]:
+    spec = config_fold_spec(config)
+    return {"task": str(config.get("task")), "target": str(config.get("target")),
+            "data": str(config.get("data_fingerprint")), "folds": json.dumps(spec, sort_keys=True, default=str)}
+
+
+def _group_id(signature: dict[str, str]) -> str:
+    return "g" + hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _difference(a: dict[str, str], b: dict[str, str]) -> str:
+    for key, reason in SIGNATURE:
+        if a[key] != b[key]:
+            return reason
+    return "not compatible"
+
+
+def _group_label(config: dict[str, Any]) -> str:
+    spec = config_fold_spec(config)
+    fp = str(config.get("data_fingerprint") or "")[:10]
+    return (f"{config.get('task')} · target {config.get('target')} · data {fp}… · "
+            f"{spec.get('n_splits')}-fold, seed {spec.get('random_state')}")
+
+
+def candidates(database: Database, first: str | None = None) -> dict[str, Any]:
+    """Every config as a :class:`Candidate`, with the compatibility groups and the reasons between them.
+
+    Untrained configs (and runs without out-of-fold predictions) are never selectable. With ``first``
+    (a config name), configs outside its group get the reason they differ from it; without it, a
+    group of a single trained config is not selectable (it has nothing to be stacked with).
+    Returns ``{"candidates", "groups": {id: label}, "reasons": {id: {id: reason}}, "first"}``.
+    """
+    out: list[Candidate] = []
+    signatures: dict[str, dict[str, str]] = {}
+    labels: dict[str, str] = {}
+    for config in database.configs.find({}).sort("name", 1):
+        cand = Candidate(config)
+        if not config.get("run_id"):
+            cand.reason = "never trained" if config.get("status") != "training" else "training now"
+        elif not ((config.get("artifacts") or {}).get("oof") or {}).get("path"):
+            cand.reason = "no out-of-fold predictions (trained before they were kept): retrain it"
+        else:
+            sig = _signature(config)
+            cand.group = _group_id(sig)
+            signatures.setdefault(cand.group, sig)
+            labels.setdefault(cand.group, _group_label(config))
+        out.append(cand)
+    reasons = {g: {h: _difference(signatures[g], signatures[h]) for h in signatures if h != g}
+               for g in signatures}
+    anchor = next((c for c in out if c.name == first and c.group), None) if first else None
+    sizes = {g: sum(1 for c in out if c.group == g) for g in signatures}
+    for cand in out:
+        if cand.group is None:
+            continue
+        if anchor is not None and cand.group != anchor.group:
+            cand.reason = f"{reasons[anchor.group][cand.group]} from {anchor.name}"
+        elif sizes[cand.group] < 2:
+            cand.reason = "no other trained model shares its task, target, data and folds"
+    return {"candidates": out, "groups": labels, "reasons": reasons, "first": anchor.name if anchor else None}
+
+
+def check_create(database: Database, body: dict[str, Any]) -> EnsembleRequest:
+    """Every check that can run before the job: options, name free, configs exist and are compatible.
+
+    ValidationError (422, every problem listed), NotFoundError (404), ConflictError (409 name taken),
+    IncompatibleBaseModelsError (422).
+    """
+    unknown = sorted(set(body) - set(REQUEST_FIELDS))
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(REQUEST_FIELDS)}",
+                              field=unknown[0])
+    request = check_request(body.get("name"), body.get("base_models"), body.get("meta_model", "logistic_regression"),
+                            body.get("passthrough", False), body.get("stack_method", "auto"),
+                            body.get("meta_params"), body.get("description", ""))
+    if database.ensembles.find_one({"name": request.name}, {"_id": 1}):
+        raise ensemble_exists(request.name)
+    configs = fetch_configs(database, request.base_models)
+    check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
+    return request
+
+
+def ensemble_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-safe summary of a created ensemble for a job's result."""
+    return to_json({"name": record["name"], "run_id": record.get("run_id"), "metrics": record.get("metrics"),
+                    "seconds": record.get("seconds"), "retrained": record.get("retrained"),
+                    "base_models": [{k: b.get(k) for k in ("name", "run_id", "source", "reason", "seconds")}
+                                    for b in record.get("base_models") or []]}) or {}
+
+
+def submit_ensemble(database: Database, body: dict[str, Any], *, runner: jobs.JobRunner | None = None,
+                    requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
+    """Check the request (see :func:`check_create`) and queue the creation; returns ``(job, created)``.
+
+    While a creation of the same name is queued or running, that job comes back with ``created=False``.
+    """
+    request = check_create(database, body)
+
+    def work(progress: Progress) -> dict[str, Any]:
+        record = create_ensemble(database, request.name, request.base_models, request.meta_model,
+                                 passthrough=request.passthrough, stack_method=request.stack_method,
+                                 meta_params=request.meta_params or None, description=request.description,
+                                 progress=progress)
+        return ensemble_summary(record)
+
+    params = {"name": request.name, "base_models": [str(b) for b in request.base_models],
+              "meta_model": request.meta_model, "passthrough": request.passthrough}
+    return jobs.submit(database, runner, ENSEMBLE_KIND, ensemble_key(request.name), work, params=params,
+                       requested_by=requested_by)
+
+
+def comparison_rows(ensemble: dict[str, Any]) -> dict[str, Any]:
+    """The ensemble's metrics beside each base model's, with the best column of each metric marked.
+
+    Returns ``{"columns": ["ensemble", base names...], "rows": [{"metric", "values", "best": [i...]}]}``.
+    """
+    bases = ensemble.get("base_models") or []
+    columns = [ensemble["name"]] + [b.get("name") for b in bases]
+    tables = [ensemble.get("metrics") or {}] + [b.get("metrics") or {} for b in bases]
+    keys: list[str] = []
+    for table in tables:
+        keys.extend(k for k, v in table.items() if k not in keys and isinstance(v, (int, float))
+                    and not isinstance(v, bool))
+    rows = []
+    for key in keys:
+        values = [t.get(key) for t in tables]
+        numbers = [(i, v) for i, v in enumerate(values) if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        best: list[int] = []
+        if len(numbers) > 1:
+            target = (max if higher_is_better(key) else min)(v for _, v in numbers)
+            best = [i for i, v in numbers if v == target]
+        rows.append({"metric": key, "values": values, "best": best,
+                     "direction": "higher" if higher_is_better(key) else "lower"})
+    return {"columns": columns, "rows": rows}

@@ -1,0 +1,263 @@
+"""The meta-model math of stacking, on stored predictions: no database, no files.
+
+The meta-model is fitted on the base runs' out-of-fold predictions for the
+training rows (each made by a fold model that never saw that row), laid out
+exactly as scikit-learn's ``StackingClassifier`` / ``StackingRegressor`` lay
+them out: one block per base model in order, the first probability column
+dropped for binary ``predict_proba``, a single column for ``predict``, and
+with ``passthrough`` the raw feature columns appended. Class labels are
+encoded as ``0..k-1`` for the meta-model (as ``StackingClassifier`` does).
+So, on the same training rows and folds, the result equals a from-scratch
+``Stacking*`` fit, without refitting any base model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator
+from sklearn.ensemble import (
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import (
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    RidgeClassifier,
+)
+
+from models.artifacts.predictor import TrainedModel, feature_matrix, prediction_frame
+from models.errors import ValidationError
+from models.training.metrics import classification_metrics, regression_metrics
+
+# (estimator class, defaults, takes random_state)
+META_MODELS: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any]]]] = {
+    "classification": {
+        "logistic_regression": (LogisticRegression, {"max_iter": 1000}),
+        "ridge": (RidgeClassifier, {}),
+        "random_forest": (RandomForestClassifier, {"n_jobs": 1}),
+        "gradient_boosting": (GradientBoostingClassifier, {}),
+    },
+    "regression": {
+        "ridge": (Ridge, {}),
+        "linear_regression": (LinearRegression, {}),
+        "random_forest": (RandomForestRegressor, {"n_jobs": 1}),
+        "gradient_boosting": (GradientBoostingRegressor, {}),
+    },
+}
+STACK_METHODS = ("auto", "predict_proba", "predict")
+
+
+def meta_model_names(task: str | None = None) -> list[str]:
+    """The meta-model types allowed for ``task`` (all of them when ``task`` is None)."""
+    if task is None:
+        return sorted({m for t in META_MODELS.values() for m in t})
+    return sorted(META_MODELS[task])
+
+
+def check_options(task: str, meta_model: Any, stack_method: Any, passthrough: Any,
+                  meta_params: Any = None) -> list[dict[str, str]]:
+    """Every problem with the stacking options as ``{"field", "message"}``; empty when all are fine."""
+    errors: list[dict[str, str]] = []
+    allowed = META_MODELS.get(task, {})
+    if not isinstance(meta_model, str) or meta_model not in allowed:
+        hint = ""
+        if task == "regression" and meta_model == "logistic_regression":
+            hint = " (logistic regression is a classifier; for a regression ensemble use ridge or linear_regression)"
+        errors.append({"field": "meta_model",
+                       "message": f"meta_model {meta_model!r} is not available for {task}{hint}; "
+                                  f"choose from: {', '.join(sorted(allowed))}"})
+    if stack_method not in STACK_METHODS:
+        errors.append({"field": "stack_method", "message": f"stack_method must be one of "
+                                                           f"{', '.join(STACK_METHODS)}; got {stack_method!r}"})
+    elif task == "regression" and stack_method == "predict_proba":
+        errors.append({"field": "stack_method", "message": "stack_method 'predict_proba' applies to "
+                                                           "classification only; use 'auto' or 'predict'"})
+    if not isinstance(passthrough, bool):
+        errors.append({"field": "passthrough", "message": f"passthrough must be true or false; got {passthrough!r}"})
+    if meta_params is not None and not isinstance(meta_params, dict):
+        errors.append({"field": "meta_params", "message": "meta_params must be a mapping of parameter names to values"})
+    elif meta_params and not errors:
+        cls, _ = allowed[meta_model]
+        known = cls().get_params()
+        unknown = [k for k in meta_params if k not in known]
+        if unknown:
+            errors.append({"field": f"meta_params.{unknown[0]}",
+                           "message": f"unknown parameter {unknown[0]!r} for meta_model {meta_model} "
+                                      f"({cls.__name__}); valid: {', '.join(sorted(known))}"})
+        else:
+            try:
+                cls(**meta_params)._validate_params()
+            except (TypeError, ValueError) as exc:
+                errors.append({"field": "meta_params", "message": str(exc)})
+    return errors
+
+
+def make_meta_model(task: str, meta_model: str, random_state: int | None = None,
+                    params: dict[str, Any] | None = None) -> BaseEstimator:
+    """A fresh, unfitted meta-model (the same object a from-scratch ``Stacking*`` would get)."""
+    problems = check_options(task, meta_model, "auto", False, params)
+    if problems:
+        raise ValidationError(problems[0]["message"], errors=problems)
+    cls, defaults = META_MODELS[task][meta_model]
+    kwargs = dict(defaults)
+    if random_state is not None and "random_state" in cls().get_params():
+        kwargs["random_state"] = random_state
+    kwargs.update(params or {})
+    return cls(**kwargs)
+
+
+def resolve_stack_method(task: str, stack_method: str) -> str:
+    """What ``auto`` means here: ``predict_proba`` for classifiers (all ours have it), ``predict`` for regressors."""
+    if stack_method == "auto":
+        return "predict_proba" if task == "classification" else "predict"
+    return stack_method
+
+
+def prediction_block(pred: np.ndarray, task: str, method: str, n_classes: int) -> np.ndarray:
+    """One base model's columns of the meta-features, from its stored (or fresh) predictions.
+
+    ``pred`` is ``predict_proba`` output for classifiers and ``predict`` output for regressors.
+    With ``method == "predict"`` a classifier contributes its predicted class index.
+    """
+    pred = np.asarray(pred, dtype=float)
+    if task == "regression":
+        return pred.reshape(-1, 1)
+    if method == "predict":
+        return np.argmax(pred, axis=1).astype(float).reshape(-1, 1)
+    return pred[:, 1:] if n_classes == 2 else pred
+
+
+def meta_features(preds: list[np.ndarray], task: str, method: str, n_classes: int,
+                  passthrough_X: np.ndarray | None = None) -> np.ndarray:
+    """Base-model blocks side by side, then the raw features when ``passthrough``."""
+    blocks = [prediction_block(p, task, method, n_classes) for p in preds]
+    if passthrough_X is not None:
+        blocks.append(np.asarray(passthrough_X, dtype=float))
+    return np.hstack(blocks)
+
+
+def encode_labels(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Labels as positions in ``classes`` (sorted), as ``StackingClassifier``'s LabelEncoder does."""
+    idx = np.searchsorted(classes, y)
+    idx = np.clip(idx, 0, len(classes) - 1)
+    if not np.all(classes[idx] == y):
+        raise ValidationError("the training targets hold labels that the base models never saw", field="target")
+    return idx
+
+
+def label_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
+                  classes: np.ndarray) -> dict[str, Any]:
+    """Classification metrics; without probabilities only the label-based ones."""
+    if proba is not None:
+        return classification_metrics(y_true, y_pred, proba, classes)
+    from sklearn import metrics as skm
+    return {"accuracy": float(skm.accuracy_score(y_true, y_pred)),
+            "precision": float(skm.precision_score(y_true, y_pred, average="weighted", zero_division=0)),
+            "recall": float(skm.recall_score(y_true, y_pred, average="weighted", zero_division=0)),
+            "f1": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+            "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+            "labels": [c.item() if hasattr(c, "item") else c for c in classes]}
+
+
+def stored_prediction_metrics(task: str, y_true: np.ndarray, pred: np.ndarray,
+                              classes: np.ndarray | None) -> dict[str, Any]:
+    """Metrics of a base model from its stored held-out predictions."""
+    if task == "regression":
+        return regression_metrics(y_true, pred)
+    return label_metrics(y_true, classes[np.argmax(pred, axis=1)], pred, classes)
+
+
+@dataclass
+class MetaFit:
+    """A fitted meta-model with what it needs at prediction time, and its held-out metrics."""
+
+    model: BaseEstimator
+    task: str
+    stack_method: str
+    classes: np.ndarray | None
+    metrics: dict[str, Any]
+    base_metrics: list[dict[str, Any]]
+    n_meta_features: int
+
+
+def fit_meta_model(task: str, meta_model: str, stack_method: str, *, oof: list[np.ndarray],
+                   test_pred: list[np.ndarray], y_train: np.ndarray, y_test: np.ndarray,
+                   classes: np.ndarray | None, passthrough_train: np.ndarray | None = None,
+                   passthrough_test: np.ndarray | None = None, random_state: int | None = None,
+                   params: dict[str, Any] | None = None) -> MetaFit:
+    """Fit the meta-model on out-of-fold predictions and score it and every base on the held-out rows."""
+    method = resolve_stack_method(task, stack_method)
+    n_classes = 0 if classes is None else len(classes)
+    X_meta = meta_features(oof, task, method, n_classes, passthrough_train)
+    X_meta_test = meta_features(test_pred, task, method, n_classes, passthrough_test)
+    meta = make_meta_model(task, meta_model, random_state, params)
+    if task == "classification":
+        meta.fit(X_meta, encode_labels(y_train, classes))
+        y_hat = classes[meta.predict(X_meta_test)]
+        proba = meta.predict_proba(X_meta_test) if hasattr(meta, "predict_proba") else None
+        metrics = label_metrics(y_test, y_hat, proba, classes)
+    else:
+        meta.fit(X_meta, np.asarray(y_train, dtype=float))
+        metrics = regression_metrics(y_test, meta.predict(X_meta_test))
+    base_metrics = [stored_prediction_metrics(task, y_test, p, classes) for p in test_pred]
+    return MetaFit(model=meta, task=task, stack_method=method, classes=classes, metrics=metrics,
+                   base_metrics=base_metrics, n_meta_features=int(X_meta.shape[1]))
+
+
+@dataclass
+class StackedEnsemble:
+    """A loaded ensemble: base models (verified, from the cache or artifacts) and the fitted meta-model."""
+
+    name: str
+    run_id: str
+    task: str
+    bases: list[TrainedModel]
+    base_names: list[str]
+    meta_model: BaseEstimator
+    stack_method: str
+    classes: np.ndarray | None
+    passthrough_features: list[str] | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def features(self) -> list[str]:
+        """Every column a prediction needs, in first-seen order."""
+        cols: list[str] = []
+        for base in self.bases:
+            cols.extend(c for c in base.features if c not in cols)
+        cols.extend(c for c in (self.passthrough_features or []) if c not in cols)
+        return cols
+
+    def transform(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
+        """The meta-features for ``frame`` (what the meta-model sees)."""
+        if not isinstance(frame, pd.DataFrame):
+            frame = pd.DataFrame(frame)
+        n_classes = 0 if self.classes is None else len(self.classes)
+        preds = [b.predict_proba(frame) if self.task == "classification" else b.predict(frame) for b in self.bases]
+        extra = feature_matrix(frame, self.passthrough_features) if self.passthrough_features else None
+        return meta_features(preds, self.task, self.stack_method, n_classes, extra)
+
+    def predict(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
+        out = self.meta_model.predict(self.transform(frame))
+        return self.classes[out] if self.task == "classification" else out
+
+    def predict_proba(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
+        if self.task != "classification":
+            raise ValidationError(f"ensemble {self.name!r} is a regressor; predict_proba applies to "
+                                  "classifiers only", field="task")
+        if not hasattr(self.meta_model, "predict_proba"):
+            raise ValidationError(f"ensemble {self.name!r} uses a meta-model without probabilities "
+                                  f"({type(self.meta_model).__name__}); use predict", field="meta_model")
+        return self.meta_model.predict_proba(self.transform(frame))
+
+    def predict_table(self, frame: pd.DataFrame | dict | list) -> pd.DataFrame:
+        """``prediction`` (and ``proba_<class>`` when the meta-model gives probabilities), as for one model."""
+        has_proba = self.task == "classification" and hasattr(self.meta_model, "predict_proba")
+        classes = None if not has_proba else [c.item() if hasattr(c, "item") else c for c in self.classes]
+        return prediction_frame(self.predict, self.predict_proba, classes, frame)

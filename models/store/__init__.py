@@ -1,0 +1,14 @@
+"""MongoDB: everything that reads or writes the database's documents, and the embedded server.
+
+Holds: ``db`` (``Database``: the connection, collections and indexes; ``reconnect``),
+``embedded`` (``EmbeddedServer``: SecantusDB started as a separate process), ``schema``
+(``ModelConfig``, ``validate_config``: the typed config schema), ``configs`` (``ConfigStore``:
+CRUD with compare-and-swap, ``recover_interrupted_trainings``), ``runs`` (``RunStore``: one
+document per training), ``versioning`` (the version rules), ``locks`` (``MongoLock``,
+``AsyncMongoLock``: claims that expire).
+
+May import: the foundation modules only (``models.settings``, ``models.errors``, ...).
+
+Public names: import them from their module, e.g. ``from models.store.db import Database``,
+``from models.store.configs import ConfigStore``, ``from models.store.runs import RunStore``.
+"""

@@ -1,0 +1,166 @@
+"""CRUD for model config documents, validated on every write.
+
+Updates are compare-and-swap on a revision counter (``rev``), so two writers
+never silently overwrite each other's changes.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Iterable
+
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from models.errors import ConflictError, NotFoundError, ValidationError
+from models.processes import owner_is_dead
+from models.store.db import Database
+from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, validate_config
+from models.timeutil import now
+
+log = logging.getLogger(__name__)
+
+SORTABLE = ("name", "task", "model_type", "status", "created_at", "updated_at", "trained_at")
+
+
+def config_filter(name_or_id: str | ObjectId) -> dict[str, Any]:
+    """Match a config by ``_id`` (ObjectId or its hex) or by name."""
+    if isinstance(name_or_id, ObjectId):
+        return {"_id": name_or_id}
+    if isinstance(name_or_id, str) and len(name_or_id) == 24:
+        try:
+            return {"$or": [{"_id": ObjectId(name_or_id)}, {"name": name_or_id}]}
+        except InvalidId:
+            pass
+    return {"name": name_or_id}
+
+
+def user_fields(doc: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a config document that its user owns (not written by training or the server)."""
+    return {k: v for k, v in doc.items() if k not in TRAINING_FIELDS and k not in SERVER_FIELDS}
+
+
+class ConfigStore:
+    """Model configs in ``CONFIG_COLLECTION``."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self.col = database.configs
+
+    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
+        clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS})
+        stamp = now()
+        clean.setdefault("status", "trained" if clean.get("run_id") else "new")
+        clean.update(created_at=stamp, updated_at=stamp, rev=1)
+        try:
+            result = self.col.insert_one(clean)
+        except DuplicateKeyError:
+            raise ConflictError(f"a config named {clean['name']!r} already exists", field="name") from None
+        clean["_id"] = result.inserted_id
+        log.info("config %s created", clean["name"])
+        return clean
+
+    def get(self, name_or_id: str | ObjectId) -> dict[str, Any]:
+        doc = self.col.find_one(config_filter(name_or_id))
+        if doc is None:
+            raise NotFoundError(f"no config named {name_or_id!r}", field="name")
+        return doc
+
+    def find(self, name_or_id: str | ObjectId) -> dict[str, Any] | None:
+        return self.col.find_one(config_filter(name_or_id))
+
+    def list(self, *, task: str | None = None, model_type: str | None = None, status: str | None = None,
+             tag: str | None = None, q: str | None = None, sort: str = "name", descending: bool = False,
+             limit: int = 0, skip: int = 0) -> list[dict[str, Any]]:
+        flt: dict[str, Any] = {}
+        if task:
+            flt["task"] = task
+        if model_type:
+            flt["model_type"] = model_type
+        if status:
+            flt["status"] = status if status != "new" else {"$in": ["new", None]}
+        if tag:
+            flt["tags"] = tag
+        if q:
+            flt["name"] = {"$regex": re.escape(q), "$options": "i"}
+        if sort not in SORTABLE:
+            raise ValidationError(f"cannot sort by {sort!r}; choose from: {', '.join(SORTABLE)}", field="sort")
+        cursor = self.col.find(flt).sort([(sort, DESCENDING if descending else ASCENDING), ("_id", ASCENDING)])
+        if skip:
+            cursor = cursor.skip(skip)
+        if limit:
+            cursor = cursor.limit(limit)
+        return list(cursor)
+
+    def update(self, name_or_id: str | ObjectId, changes: dict[str, Any], *,
+               unset: Iterable[str] = (), retries: int = 5) -> dict[str, Any]:
+        """Apply user changes (validated against the whole merged document)."""
+        forbidden = [k for k in list(changes) + list(unset) if k in TRAINING_FIELDS or k in SERVER_FIELDS]
+        if forbidden:
+            raise ValidationError(f"field {forbidden[0]!r} is written by the service and cannot be set by hand",
+                                  field=forbidden[0])
+        for _ in range(retries):
+            current = self.get(name_or_id)
+            merged = {**current, **changes}
+            for key in unset:
+                merged.pop(key, None)
+            clean = validate_config(merged)
+            to_set = {k: v for k, v in clean.items() if k not in SERVER_FIELDS and current.get(k) != v}
+            to_unset = {k: "" for k in current if k not in clean and k not in SERVER_FIELDS}
+            if not to_set and not to_unset:
+                return current
+            update: dict[str, Any] = {"$set": {**to_set, "updated_at": now()}, "$inc": {"rev": 1}}
+            if to_unset:
+                update["$unset"] = to_unset
+            try:
+                doc = self.col.find_one_and_update({"_id": current["_id"], "rev": current.get("rev")}, update,
+                                                   return_document=ReturnDocument.AFTER)
+            except DuplicateKeyError:
+                raise ConflictError(f"a config named {changes.get('name')!r} already exists", field="name") from None
+            if doc is not None:
+                return doc
+        raise ConflictError(f"config {name_or_id!r} kept changing while it was being updated; try again")
+
+    def replace(self, name_or_id: str | ObjectId, fields: dict[str, Any]) -> dict[str, Any]:
+        """Replace the user's fields with ``fields``: user fields left out are removed (the name stays
+        unless given); fields written by training are kept."""
+        current = self.get(name_or_id)
+        unset = [k for k in user_fields(current) if k not in fields and k != "name"]
+        return self.update(current["_id"], fields, unset=unset)
+
+    def delete(self, name_or_id: str | ObjectId) -> dict[str, Any]:
+        doc = self.get(name_or_id)
+        self.col.delete_one({"_id": doc["_id"]})
+        log.info("config %s deleted", doc["name"])
+        return doc
+
+    def count(self) -> int:
+        return self.col.count_documents({})
+
+
+def recover_interrupted_trainings(database: Database) -> list[dict[str, Any]]:
+    """Mark ``failed`` the configs left ``training`` by a process that died (kill -9, power loss).
+
+    Such a training never reached its commit point, so the config still points at its previous
+    run (if any); only its status is wrong. Called at service start (with the job recovery).
+    Only owners on this host can be judged; returns the configs it changed.
+    """
+    changed = []
+    for doc in database.configs.find({"status": "training", "training_owner": {"$exists": True}},
+                                     {"name": 1, "training_owner": 1}):
+        owner = doc["training_owner"]
+        if not owner_is_dead(owner):
+            continue
+        error = {"code": "process_died", "at": now(),
+                 "message": f"training was interrupted: the process running it stopped (pid {owner.get('pid')} "
+                            f"on host {owner.get('host')}); the previous run, if any, is unchanged"}
+        done = database.configs.find_one_and_update(
+            {"_id": doc["_id"], "status": "training", "training_owner": owner},
+            {"$set": {"status": "failed", "error": error}, "$unset": {"training_started_at": "", "training_owner": ""}},
+            return_document=True)
+        if done is not None:
+            log.warning("config %s was left training by a stopped process; marked failed", doc["name"])
+            changed.append(done)
+    return changed

@@ -1,0 +1,187 @@
+"""The model config document: its typed schema and validation.
+
+A config is what to train. Users keep their own extra fields in these
+documents, so unknown fields are kept, never dropped. Fields written by
+training (``TRAINING_FIELDS``) cannot be set by hand through an update.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic import ValidationError as PydanticValidationError
+
+from models.errors import ValidationError
+from models.estimators import REGISTRY, hyperparameter_errors, model_types
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+# Written by training: the seed system's five names, then ours.
+SEED_ARTIFACT_FIELDS = ("run_id", "model_artifact_path", "scaler_artifact_path", "features_path",
+                        "artifacts_saved_at")
+TRAINING_FIELDS = SEED_ARTIFACT_FIELDS + (
+    "artifacts", "checksums", "metrics", "status", "version", "error", "trained_at",
+    "data_fingerprint", "fold_spec", "runs_count", "last_job_id", "versions", "training_started_at",
+    "training_owner")
+SERVER_FIELDS = ("_id", "created_at", "updated_at", "rev")
+
+INPUT_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",
+                "scaler", "calibration", "cv_folds", "random_state", "test_size", "description", "tags")
+
+CONFIG_STATUSES = ("new", "training", "trained", "failed")
+
+
+class ModelConfig(BaseModel):
+    """What to train. Validated on every write; ``extra`` fields are kept."""
+
+    model_config = ConfigDict(extra="allow", str_strip_whitespace=True)
+
+    name: str = Field(description="unique name; letters, digits, '_', '-', '.'")
+    task: Literal["classification", "regression"]
+    model_type: str
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    features: list[str]
+    target: str
+    training_csv: str
+    scaler: Literal["standard", "minmax", "robust", "none"] = "standard"
+    calibration: Literal["none", "sigmoid", "isotonic"] = "none"
+    cv_folds: int = Field(default=5, ge=2, le=20)
+    random_state: int = Field(default=42, ge=0, le=2**32 - 1)
+    test_size: float = Field(default=0.2, gt=0.0, le=0.5)
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must be 1-100 characters: letters, digits, '_', '-' or '.', "
+                             "starting with a letter or digit")
+        return v
+
+    @field_validator("features")
+    @classmethod
+    def _features(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must list at least one column")
+        if any(not f for f in v):
+            raise ValueError("column names must not be empty")
+        dupes = sorted({f for f in v if v.count(f) > 1})
+        if dupes:
+            raise ValueError(f"duplicate columns: {', '.join(dupes)}")
+        return v
+
+    @field_validator("target", "training_csv")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v:
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("cv_folds", "random_state", mode="before")
+    @classmethod
+    def _strict_int(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+            raise ValueError("must be a whole number")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "ModelConfig":
+        problems: list[tuple[str, str]] = []
+        if self.model_type not in REGISTRY[self.task]:
+            problems.append(("model_type", f"unknown model_type {self.model_type!r} for {self.task}; "
+                                           f"choose from: {', '.join(model_types(self.task))}"))
+        else:
+            for param, msg in hyperparameter_errors(self.task, self.model_type, self.hyperparameters):
+                problems.append((f"hyperparameters.{param}", msg))
+        if self.target in self.features:
+            problems.append(("target", f"target {self.target!r} is also listed in features"))
+        if self.task == "regression" and self.calibration != "none":
+            problems.append(("calibration", "calibration applies to classification only; use 'none'"))
+        if problems:
+            raise _CrossFieldError(problems)
+        return self
+
+
+class _CrossFieldError(ValueError):
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+        self.problems = problems
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+
+
+def _oversized_int(value: Any, where: str = "") -> tuple[str, int] | None:
+    """The first integer (and where it is) that BSON cannot store, in a JSON-like value; None if none."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (where or "config", value) if not INT64_MIN <= value <= INT64_MAX else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _oversized_int(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def validate_config(doc: Any) -> dict[str, Any]:
+    """Validate a config document and return it normalised (defaults filled, extras kept).
+
+    Training-written and server fields are passed through untouched. Raises
+    :class:`ValidationError` listing every bad field.
+    """
+    if not isinstance(doc, dict):
+        raise ValidationError(f"a config must be a JSON object, got {type(doc).__name__}", field="")
+    bad_keys = [k for k in doc if not isinstance(k, str) or k.startswith("$") or "." in k or not k]
+    if bad_keys:
+        raise ValidationError(f"invalid field names: {', '.join(map(repr, bad_keys))} "
+                              "(field names may not be empty, start with '$' or contain '.')",
+                              field=str(bad_keys[0]))
+    too_big = _oversized_int(doc)
+    if too_big is not None:
+        where, value = too_big
+        raise ValidationError(f"{where}: integer {value} is too large to store (MongoDB keeps integers of at most "
+                              "64 bits)", field=where)
+    passthrough = {k: doc[k] for k in (*TRAINING_FIELDS, *SERVER_FIELDS) if k in doc}
+    user = {k: v for k, v in doc.items() if k not in passthrough}
+    try:
+        model = ModelConfig.model_validate(user)
+    except PydanticValidationError as exc:
+        errors: list[dict[str, str]] = []
+        for err in exc.errors():
+            ctx_err = (err.get("ctx") or {}).get("error")
+            if isinstance(ctx_err, _CrossFieldError):
+                errors.extend({"field": f, "message": m} for f, m in ctx_err.problems)
+                continue
+            field = _loc(err["loc"]) or "config"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing":
+                msg = "required field is missing"
+            errors.append({"field": field, "message": msg})
+        raise ValidationError("invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+                              errors=errors) from None
+    out = model.model_dump()
+    out.update(passthrough)
+    return out
+
+
+def definition(config: dict[str, Any]) -> dict[str, Any]:
+    """The fields that decide what a training produces (used for versioning and compatibility)."""
+    return {k: config.get(k) for k in INPUT_FIELDS if k not in ("name", "description", "tags")}

@@ -1,0 +1,14 @@
+"""Training a model config: data in, verified artifacts and a run document out.
+
+Holds: ``data`` (``load_training_data``: the CSV, read with clear errors), ``metrics``
+(classification and regression metrics, which direction is better), ``train``
+(``fit_config``: scaler + model, stratified k-fold with out-of-fold predictions, held-out split,
+final fit; ``train_config``: all of it for a stored config, committed by the config update),
+``service`` (``submit_training``: training as a background job, one per config), ``cluster``
+(``train_on_cluster``: a training sent to a Dask worker).
+
+May import: the foundation modules, ``models.store``, ``models.artifacts`` and ``models.jobs``.
+
+Public names: import them from their module, e.g. ``from models.training.train import train_config``,
+``from models.training.service import submit_training``.
+"""

@@ -1,0 +1,127 @@
+"""Reading a config's training CSV into features and target, with clear errors.
+
+Missing-value policy: rows with a missing or infinite value in any feature
+or in the target are dropped before training; how many is recorded in the
+run (``data.rows_dropped``). Training refuses to go on if fewer than
+``MIN_ROWS`` rows remain.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.errors import DataError
+from models.settings import PROJECT_ROOT, Settings
+
+MIN_ROWS = 20
+
+
+@dataclass
+class TrainingData:
+    X: np.ndarray
+    y: np.ndarray
+    path: Path
+    file_sha256: str
+    rows_read: int
+    rows_dropped: int
+    kept_rows: np.ndarray  # positions in the CSV (0-based, header excluded) of the rows used
+
+    @property
+    def rows_used(self) -> int:
+        return len(self.y)
+
+    def fingerprint(self, target: str) -> str:
+        """Identifies the exact rows and target: runs with the same fingerprint can be stacked."""
+        h = hashlib.sha256()
+        h.update(self.file_sha256.encode())
+        h.update(target.encode())
+        h.update(np.ascontiguousarray(self.kept_rows, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
+
+def resolve_csv(training_csv: str, settings: Settings | None = None) -> Path:
+    """Absolute paths stay as they are; relative ones are taken from the project root."""
+    path = Path(training_csv).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def _read_csv(path: Path, training_csv: str) -> tuple[pd.DataFrame, str]:
+    if not path.exists():
+        raise DataError(f"training CSV {training_csv!r} not found (looked at {path})", field="training_csv")
+    if not path.is_file():
+        raise DataError(f"training CSV {training_csv!r} is not a file", field="training_csv")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"training CSV {training_csv!r} is empty", field="training_csv")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"training CSV {training_csv!r} is not UTF-8 text (byte {exc.start} is invalid)",
+                        field="training_csv") from None
+    try:
+        frame = pd.read_csv(io.StringIO(text), low_memory=False)
+    except (pd.errors.ParserError, csv.Error) as exc:
+        raise DataError(f"training CSV {training_csv!r} cannot be parsed: {str(exc).strip()}",
+                        field="training_csv") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"training CSV {training_csv!r} has no columns", field="training_csv") from None
+    return frame, hashlib.sha256(raw).hexdigest()
+
+
+def load_training_data(config: dict[str, Any], settings: Settings | None = None) -> TrainingData:
+    """Features and target of a validated config, or a :class:`DataError` that says exactly what is wrong."""
+    training_csv = config["training_csv"]
+    path = resolve_csv(training_csv, settings)
+    frame, sha = _read_csv(path, training_csv)
+    features, target = list(config["features"]), config["target"]
+    missing = [c for c in (*features, target) if c not in frame.columns]
+    if missing:
+        hint = ""
+        if len(frame.columns) == 1 and any(d in frame.columns[0] for d in ";\t|"):
+            hint = " (the file seems to use another delimiter than ',')"
+        raise DataError(f"training CSV {training_csv!r} lacks columns: {', '.join(missing)}{hint}",
+                        field="features" if target not in missing else "target")
+    if frame.empty:
+        raise DataError(f"training CSV {training_csv!r} has a header but no rows", field="training_csv")
+    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])
+                   and not pd.api.types.is_bool_dtype(frame[c])]
+    if non_numeric:
+        raise DataError(f"feature columns are not numeric: {', '.join(non_numeric)}", field="features")
+    X_frame = frame[features].astype(float)
+    y_series = frame[target]
+    if config["task"] == "regression":
+        if not pd.api.types.is_numeric_dtype(y_series):
+            raise DataError(f"target {target!r} must be numeric for regression", field="target")
+        y_series = y_series.astype(float)
+    ok = np.isfinite(X_frame.to_numpy()).all(axis=1) & y_series.notna().to_numpy()
+    if config["task"] == "regression":
+        ok &= np.isfinite(y_series.to_numpy(dtype=float))
+    kept = np.flatnonzero(ok)
+    dropped = int(len(frame) - len(kept))
+    if len(kept) < MIN_ROWS:
+        raise DataError(f"only {len(kept)} usable rows in {training_csv!r} after dropping {dropped} with "
+                        f"missing or infinite values; at least {MIN_ROWS} are needed", field="training_csv")
+    X = X_frame.to_numpy()[kept]
+    y = y_series.to_numpy()[kept]
+    if np.abs(X).max(initial=0.0) > 1e300:
+        raise DataError("feature values are too large to train on (beyond 1e300)", field="features")
+    if config["task"] == "classification":
+        classes, counts = np.unique(y.astype(str) if y.dtype == object else y, return_counts=True)
+        if len(classes) < 2:
+            raise DataError(f"target {target!r} has a single class ({classes[0]!r}); classification needs "
+                            "at least two", field="target")
+        folds = int(config.get("cv_folds", 5))
+        if counts.min() < folds + 1:
+            raise DataError(f"class {classes[counts.argmin()]!r} of target {target!r} has only "
+                            f"{counts.min()} rows; cv_folds={folds} needs at least {folds + 1}", field="cv_folds")
+    elif np.unique(y).size < 2:
+        raise DataError(f"target {target!r} is constant; nothing to learn", field="target")
+    return TrainingData(X=X, y=y, path=path, file_sha256=sha, rows_read=len(frame), rows_dropped=dropped,
+                        kept_rows=kept)

@@ -1,0 +1,48 @@
+"""Training as a background job: submit a config's training, one job per config at a time.
+
+Thin adapter over :func:`models.training.train_config` and :mod:`models.jobs`:
+one job per config at a time (key ``train:<config name>``), so pressing Train
+while a job runs hands back the running job instead of starting a second one.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from models import jobs
+from models.jsonable import to_json
+from models.progress import Progress
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.training.train import train_config
+
+TRAIN_KIND = "train"
+
+
+def train_key(name: str) -> str:
+    """The job key of a config's training (one active job per key)."""
+    return f"{TRAIN_KIND}:{name}"
+
+
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-safe summary of a run for a job's result."""
+    return to_json({"run_id": run["run_id"], "name": run.get("name"), "version": run.get("version"),
+                    "config_id": run.get("config_id"), "metrics": run.get("metrics"), "cv": run.get("cv"),
+                    "durations": run.get("durations")}) or {}
+
+
+def submit_training(database: Database, ident: str, *, runner: jobs.JobRunner | None = None,
+                    requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
+    """Queue the training of config ``ident`` (name or id); returns ``(job, created)``.
+
+    ``created`` is False when a training of that config is already queued or running:
+    the returned job is that one. NotFoundError (404) for an unknown config.
+    """
+    config = ConfigStore(database).get(ident)
+    config_id, name = config["_id"], config["name"]
+
+    def work(progress: Progress) -> dict[str, Any]:
+        run = train_config(database, config_id, progress=progress, requested_by=requested_by)
+        return run_summary(run)
+
+    return jobs.submit(database, runner, TRAIN_KIND, train_key(name), work,
+                       params={"config": name, "config_id": str(config_id)}, requested_by=requested_by)

@@ -1,0 +1,325 @@
+"""Training: a config document in, a verified run out.
+
+Steps: validate the config (before any work), read the data, split off a
+held-out test set, k-fold cross-validation on the rest (which yields the
+out-of-fold predictions that stacking needs), the final fit on the training
+rows, metrics on the held-out rows, then the artifacts and, last, the MongoDB
+update that commits the run.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.base import clone
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.inspection import permutation_importance
+from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    MinMaxScaler,
+    RobustScaler,
+    StandardScaler,
+)
+
+from models.artifacts.base import (
+    ArtifactInfo,
+    ArtifactStore,
+    artifact_name,
+    joblib_writer,
+    json_writer,
+    npz_writer,
+)
+from models.artifacts.routing import get_store
+from models.errors import ServiceError, TrainingError
+from models.estimators import NEEDS_PROBABILITY_WRAPPER, build_estimator
+from models.processes import current_owner
+from models.progress import Progress, no_progress, scaled
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.store.runs import RunStore, config_fields_for_run
+from models.store.schema import definition, validate_config
+from models.timeutil import now
+from models.training.data import TrainingData, load_training_data
+from models.training.metrics import (
+    classification_metrics,
+    fold_score,
+    primary_metric,
+    regression_metrics,
+)
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_CV = 3
+
+
+def new_run_id() -> str:
+    """``YYYYMMDD_HHMMSS_<8 hex>`` (UTC)."""
+    return now().strftime("%Y%m%d_%H%M%S") + "_" + secrets.token_hex(4)
+
+
+def make_scaler(kind: str) -> Any:
+    if kind == "standard":
+        return StandardScaler()
+    if kind == "minmax":
+        return MinMaxScaler()
+    if kind == "robust":
+        return RobustScaler()
+    return FunctionTransformer()  # "none": identity, still saved so every run has the same files
+
+
+def make_pipeline(config: dict[str, Any]) -> Pipeline:
+    """Scaler and model in one pipeline, so each CV fold fits its own scaler (no leakage)."""
+    model = build_estimator(config["task"], config["model_type"], config.get("hyperparameters") or {},
+                            config.get("random_state"))
+    calibration = config.get("calibration", "none")
+    if config["task"] == "classification" and calibration != "none":
+        model = CalibratedClassifierCV(model, method=calibration, cv=CALIBRATION_CV)
+    elif (config["task"], config["model_type"]) in NEEDS_PROBABILITY_WRAPPER:
+        model = CalibratedClassifierCV(model, method="sigmoid", cv=CALIBRATION_CV, ensemble=False)
+    return Pipeline([("scaler", make_scaler(config.get("scaler", "standard"))), ("model", model)])
+
+
+def fold_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """Everything that decides which rows land in which fold (ensembles need the same spec)."""
+    cls = config["task"] == "classification"
+    return {"method": "StratifiedKFold" if cls else "KFold", "n_splits": int(config["cv_folds"]),
+            "shuffle": True, "random_state": int(config["random_state"]),
+            "holdout": {"test_size": float(config.get("test_size", 0.2)),
+                        "random_state": int(config["random_state"]), "stratified": cls}}
+
+
+def make_splitter(spec: dict[str, Any]) -> KFold | StratifiedKFold:
+    cls = StratifiedKFold if spec["method"] == "StratifiedKFold" else KFold
+    return cls(n_splits=spec["n_splits"], shuffle=spec["shuffle"], random_state=spec["random_state"])
+
+
+def holdout_split(y: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    h = spec["holdout"]
+    idx = np.arange(len(y))
+    train_idx, test_idx = train_test_split(idx, test_size=h["test_size"], random_state=h["random_state"],
+                                           stratify=y if h["stratified"] else None)
+    return np.sort(train_idx), np.sort(test_idx)
+
+
+def _predict_out(pipe: Pipeline, X: np.ndarray, task: str) -> np.ndarray:
+    return pipe.predict_proba(X) if task == "classification" else pipe.predict(X)
+
+
+@dataclass
+class FitResult:
+    """What a fit produced, before anything is written."""
+
+    pipeline: Pipeline
+    features: list[str]
+    classes: list[Any] | None
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    fold_ids: np.ndarray
+    oof: np.ndarray
+    test_pred: np.ndarray
+    metrics: dict[str, Any]
+    cv: dict[str, Any]
+    feature_importance: list[dict[str, Any]]
+    durations: dict[str, float] = field(default_factory=dict)
+
+
+def _fit_fold(base: Pipeline, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,
+              task: str) -> np.ndarray:
+    """One CV fold: a fresh copy of ``base`` fitted on ``fit_rows``, its predictions for ``val_rows``.
+
+    A module-level function so joblib can ship it to other processes (loky, Dask workers).
+    """
+    pipe = clone(base).fit(X[fit_rows], y[fit_rows])
+    return _predict_out(pipe, X[val_rows], task)
+
+
+def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = no_progress, *,
+               n_jobs: int = 1) -> FitResult:
+    """Cross-validate, fit and evaluate one config on ``data``. Pure computation: writes nothing.
+
+    The folds run through :class:`joblib.Parallel` with ``n_jobs`` (1: one after
+    another in this thread, as before); inside ``with joblib.parallel_backend("dask")``
+    they spread over the Dask workers. Results are collected in fold order, so
+    the out-of-fold predictions and scores are the same whatever runs them.
+    """
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ValueError(f"n_jobs must be a non-zero integer (1 = sequential, -1 = all workers), got {n_jobs!r}")
+    task = config["task"]
+    spec = fold_spec(config)
+    t0 = time.perf_counter()
+    train_idx, test_idx = holdout_split(data.y, spec)
+    X_tr, y_tr, X_te, y_te = data.X[train_idx], data.y[train_idx], data.X[test_idx], data.y[test_idx]
+    base = make_pipeline(config)
+    splits = list(make_splitter(spec).split(X_tr, y_tr))
+    classes = np.unique(y_tr) if task == "classification" else None
+    oof = np.zeros((len(y_tr), len(classes))) if classes is not None else np.zeros(len(y_tr))
+    fold_ids = np.full(len(y_tr), -1, dtype=np.int64)
+    metric = primary_metric(task, None if classes is None else len(classes))
+    scores = []
+    progress(0.0, f"fold 1/{len(splits)}")
+    folds = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
+        joblib.delayed(_fit_fold)(base, X_tr, y_tr, fit_rows, val_rows, task) for fit_rows, val_rows in splits)
+    for k, ((_, val_rows), predicted) in enumerate(zip(splits, folds)):  # the generator yields in fold order
+        oof[val_rows] = predicted
+        fold_ids[val_rows] = k
+        scores.append(fold_score(metric, y_tr[val_rows], oof[val_rows], classes))
+        if k + 1 < len(splits):
+            progress((k + 1) / (len(splits) + 1), f"fold {k + 2}/{len(splits)}")
+    t_cv = time.perf_counter()
+    progress(len(splits) / (len(splits) + 1), "final fit")
+    final = clone(base).fit(X_tr, y_tr)
+    t_fit = time.perf_counter()
+    progress(0.97, "evaluating on held-out rows")
+    test_pred = _predict_out(final, X_te, task)
+    if task == "classification":
+        metrics = classification_metrics(y_te, final.predict(X_te), test_pred, final.classes_)
+    else:
+        metrics = regression_metrics(y_te, test_pred)
+    importance = feature_importance(final, list(config["features"]), X_te, y_te, config)
+    t_eval = time.perf_counter()
+    cv = {"metric": metric, "scores": [float(s) for s in scores], "mean": float(np.mean(scores)),
+          "std": float(np.std(scores)), "n_splits": len(splits)}
+    return FitResult(pipeline=final, features=list(config["features"]),
+                     classes=None if classes is None else final.classes_.tolist(),
+                     train_idx=train_idx, test_idx=test_idx, fold_ids=fold_ids, oof=oof, test_pred=test_pred,
+                     metrics=metrics, cv=cv, feature_importance=importance,
+                     durations={"cv_s": t_cv - t0, "final_fit_s": t_fit - t_cv, "evaluate_s": t_eval - t_fit})
+
+
+def feature_importance(pipe: Pipeline, features: list[str], X_te: np.ndarray, y_te: np.ndarray,
+                       config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Impurity importances, else |coefficients|, else permutation importance on held-out rows."""
+    model = pipe.named_steps["model"]
+    inner = [c.estimator for c in getattr(model, "calibrated_classifiers_", [])] or [model]
+    values, method = None, None
+    if all(hasattr(m, "feature_importances_") for m in inner):
+        values, method = np.mean([m.feature_importances_ for m in inner], axis=0), "impurity"
+    elif all(hasattr(m, "coef_") for m in inner):
+        coefs = [np.abs(np.atleast_2d(m.coef_)).mean(axis=0) for m in inner]
+        values, method = np.mean(coefs, axis=0), "coefficients"
+    else:
+        rows = min(len(y_te), 1000)
+        result = permutation_importance(pipe, X_te[:rows], y_te[:rows], n_repeats=3,
+                                        random_state=int(config.get("random_state", 0)))
+        values, method = result.importances_mean, "permutation"
+    order = np.argsort(-np.asarray(values))
+    return [{"feature": features[i], "importance": float(values[i]), "method": method} for i in order]
+
+
+def environment_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "sklearn": sklearn.__version__, "joblib": joblib.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__}
+
+
+def write_run_artifacts(store: ArtifactStore, run_id: str, fit: FitResult, summary: dict[str, Any]
+                        ) -> dict[str, ArtifactInfo]:
+    """Write every file of a run atomically; on failure remove the ones already written and re-raise."""
+    files = {
+        "model": joblib_writer(fit.pipeline.named_steps["model"]),
+        "scaler": joblib_writer(fit.pipeline.named_steps["scaler"]),
+        "features": json_writer(fit.features),
+        "metrics": json_writer(summary),
+        "oof": npz_writer({"oof": fit.oof, "fold_ids": fit.fold_ids, "train_idx": fit.train_idx,
+                           "test_idx": fit.test_idx, "test_pred": fit.test_pred,
+                           "classes": np.asarray(fit.classes if fit.classes is not None else [])}),
+    }
+    written: dict[str, ArtifactInfo] = {}
+    try:
+        for kind, writer in files.items():
+            written[kind] = store.write(artifact_name(run_id, kind), writer)
+    except BaseException:
+        for info in written.values():
+            store.delete(info.path)
+        raise
+    return written
+
+
+def train_config(database: Database, name_or_id: Any, *, progress: Progress = no_progress,
+                 version: str | None = None, requested_by: str | None = None,
+                 store: ArtifactStore | None = None) -> dict[str, Any]:
+    """Train a stored config and commit the run; return the run document.
+
+    On failure the config gets ``status: failed`` and the error, no file of the
+    failed run remains, and the previous run's fields are left as they were.
+    """
+    configs = ConfigStore(database)
+    config = configs.get(name_or_id)
+    config = {**validate_config(config), "_id": config["_id"]}  # before any work
+    store = store or get_store(database.settings)
+    started = now()
+    t0 = time.perf_counter()
+    # who trains it: if this process dies, recover_interrupted_trainings() marks the config failed
+    database.configs.update_one({"_id": config["_id"]},
+                                {"$set": {"status": "training", "training_started_at": started,
+                                          "training_owner": current_owner()}})
+    written: dict[str, ArtifactInfo] = {}
+    run_recorded = False
+    try:
+        progress(0.0, "loading data")
+        data = load_training_data(config, database.settings)
+        t_load = time.perf_counter()
+        fit = fit_config(config, data, scaled(progress, 0.05, 0.9), n_jobs=database.settings.cv_jobs)
+        run_id = new_run_id()
+        spec = fold_spec(config)
+        fingerprint = data.fingerprint(config["target"])
+        data_info = {"training_csv": config["training_csv"], "file_sha256": data.file_sha256,
+                     "fingerprint": fingerprint, "rows_read": data.rows_read, "rows_used": data.rows_used,
+                     "rows_dropped": data.rows_dropped, "missing_value_policy": "drop rows",
+                     "n_train": int(len(fit.train_idx)), "n_test": int(len(fit.test_idx))}
+        if config["task"] == "classification":
+            labels, counts = np.unique(data.y, return_counts=True)
+            data_info["class_distribution"] = {str(k): int(v) for k, v in zip(labels, counts)}
+        progress(0.92, "saving artifacts")
+        t_save = time.perf_counter()
+        summary = {"run_id": run_id, "name": config["name"], "metrics": fit.metrics, "cv": fit.cv,
+                   "feature_importance": fit.feature_importance, "data": data_info, "fold_spec": spec,
+                   "versions": environment_versions()}
+        written = write_run_artifacts(store, run_id, fit, summary)
+        saved_at = now()
+        durations = {"load_s": t_load - t0, **fit.durations, "save_s": time.perf_counter() - t_save}
+        durations["total_s"] = time.perf_counter() - t0
+        durations = {k: round(v, 4) for k, v in durations.items()}
+        artifacts = {k: v.to_dict() for k, v in written.items()}
+        checksums = {k: v.sha256 for k, v in written.items()}
+        run = {"run_id": run_id, "config_id": config["_id"], "name": config["name"], "task": config["task"],
+               "model_type": config["model_type"], "definition": definition(config),
+               "config": {k: v for k, v in config.items() if k != "_id"},
+               "tags": config.get("tags", []), "artifacts": artifacts, "metrics": fit.metrics, "cv": fit.cv,
+               "feature_importance": fit.feature_importance, "data": data_info, "fold_spec": spec,
+               "classes": fit.classes, "durations": durations, "versions": environment_versions(),
+               "status": "trained", "created_at": saved_at, "requested_by": requested_by,
+               "status_history": [{"status": "trained", "at": saved_at, "by": requested_by}]}
+        RunStore(database).insert_versioned(run, version)
+        run_recorded = True  # from here on the files belong to a recorded run: never delete them
+        progress(0.98, "updating config")
+        database.configs.update_one({"_id": config["_id"]}, {
+            "$set": {**config_fields_for_run(run), "updated_at": saved_at},
+            "$unset": {"error": "", "training_started_at": "", "training_owner": ""},
+            "$inc": {"rev": 1, "runs_count": 1}})
+        progress(1.0, "done")
+        log.info("trained %s as run %s (version %s) in %.2fs", config["name"], run_id, run["version"],
+                 durations["total_s"])
+        return run
+    except BaseException as exc:
+        if not run_recorded:
+            for info in written.values():
+                store.delete(info.path)
+        error = ({"code": exc.code, "message": exc.message, "field": exc.field} if isinstance(exc, ServiceError)
+                 else {"code": "training_error", "message": f"{exc.__class__.__name__}: {exc}"})
+        error["at"] = now()
+        database.configs.update_one({"_id": config["_id"]},
+                                    {"$set": {"status": "failed", "error": error},
+                                     "$unset": {"training_started_at": "", "training_owner": ""}})
+        if isinstance(exc, ServiceError) or not isinstance(exc, Exception):
+            raise
+        raise TrainingError(f"training {config['name']} failed: {exc.__class__.__name__}: {exc}") from exc
