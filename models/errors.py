@@ -94,3 +94,23 @@ class DatabaseUnavailableError(ServiceError):
 class EmbeddedServerError(ServiceError):
     code = "embedded_server_error"
     http_status = 503
+
+
+MAX_CAUSE_CHARS = 300
+
+
+def describe_exception(exc: BaseException) -> str:
+    """A short cause for an unexpected exception: ``Name: text``, cut to ``MAX_CAUSE_CHARS``.
+
+    A database driver error says only that the database did not answer: pymongo's own text
+    carries the topology (hosts, ports, timeouts), which is for the logs, not for users.
+    """
+    name = type(exc).__name__
+    module = type(exc).__module__ or ""
+    if module.startswith("pymongo") or module.startswith("bson"):
+        if "Timeout" in name or "AutoReconnect" in name or "Connection" in name or "NetworkTimeout" in name:
+            return f"{name}: the database did not answer"
+        return f"{name}: the database refused the operation"
+    text = " ".join(str(exc).split())
+    out = f"{name}: {text}" if text else name
+    return out if len(out) <= MAX_CAUSE_CHARS else out[: MAX_CAUSE_CHARS - 3] + "..."

@@ -37,6 +37,61 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name} must be 1/0 (or true/false), got {env.get(name)!r}")
+
+
+def _non_negative(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 0:
+        raise ValueError(f"environment variable {name} must be 0 or more, got {value}")
+    return value
+
+
+# Upper bounds of size-like hyperparameters (a config above one is refused when saved and when it
+# trains). HYPERPARAMETER_LIMITS="n_estimators=5000,max_iter=20000" changes some of them.
+DEFAULT_HYPERPARAMETER_LIMITS: dict[str, int] = {
+    "n_estimators": 2000,         # forests, gradient boosting
+    "max_iter": 100_000,          # linear models, MLP, hist gradient boosting
+    "max_depth": 100,             # trees
+    "max_leaf_nodes": 100_000,    # trees, hist gradient boosting
+    "n_neighbors": 1000,          # k nearest neighbours
+    "hidden_layer_size": 4096,    # each entry of hidden_layer_sizes
+    "hidden_layers": 20,          # how many entries hidden_layer_sizes has
+    "max_bins": 255,              # hist gradient boosting (its own maximum)
+    "cache_size": 2000,           # SVM kernel cache, MB
+}
+
+
+def _limits(env: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
+    limits = dict(DEFAULT_HYPERPARAMETER_LIMITS)
+    raw = env.get(name) or ""
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in DEFAULT_HYPERPARAMETER_LIMITS:
+            raise ValueError(f"environment variable {name}: {part!r} must be name=number with a name among "
+                             f"{', '.join(DEFAULT_HYPERPARAMETER_LIMITS)}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"environment variable {name}: the limit of {key} must be an integer, "
+                             f"got {value.strip()!r}") from None
+        if number < 1:
+            raise ValueError(f"environment variable {name}: the limit of {key} must be at least 1, got {number}")
+        limits[key] = number
+    return tuple(sorted(limits.items()))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Service settings. Build with :meth:`from_env`; override with :meth:`with_`."""
@@ -70,6 +125,15 @@ class Settings:
     web_port: int = 5000
     max_content_length: int = 16 * 1024 * 1024
     log_level: str = "INFO"
+    train_timeout_seconds: int = 3600  # a training or ensemble job is stopped after this long (0 = no limit)
+    train_memory_limit_mb: int = 0     # address-space cap of a job's worker process (0 = none)
+    hyperparameter_limits: tuple[tuple[str, int], ...] = tuple(sorted(DEFAULT_HYPERPARAMETER_LIMITS.items()))
+    session_cookie_secure: bool = False  # mark the session cookie Secure (serve behind TLS)
+
+    @property
+    def hyperparameter_limit(self) -> dict[str, int]:
+        """The upper bounds of size-like hyperparameters, by name."""
+        return dict(self.hyperparameter_limits)
 
     @property
     def artifact_cache_dir(self) -> Path:
@@ -122,6 +186,10 @@ class Settings:
             web_port=_int(env, "WEB_PORT", d.web_port),
             max_content_length=_int(env, "MAX_CONTENT_LENGTH", d.max_content_length),
             log_level=env.get("LOG_LEVEL", d.log_level),
+            train_timeout_seconds=_non_negative(env, "TRAIN_TIMEOUT_SECONDS", d.train_timeout_seconds),
+            train_memory_limit_mb=_non_negative(env, "TRAIN_MEMORY_LIMIT_MB", d.train_memory_limit_mb),
+            hyperparameter_limits=_limits(env, "HYPERPARAMETER_LIMITS"),
+            session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE", d.session_cookie_secure),
         )
 
     def with_(self, **changes) -> "Settings":

@@ -18,7 +18,7 @@ from cli.context import (
 )
 from models.errors import ServiceError, ValidationError
 from models.store.configs import ConfigStore
-from models.training.train import train_config
+from models.training.service import train_bounded
 
 
 def register(cli: click.Group) -> None:
@@ -48,7 +48,10 @@ def _selected(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bo
 @pass_app
 def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, parallel: int,
           version: str | None, as_json: bool) -> None:
-    """Train configs and save verified artifacts. Exits 1 if any training failed."""
+    """Train configs and save verified artifacts. Exits 1 if any training failed.
+
+    Each training runs in its own worker process, stopped after TRAIN_TIMEOUT_SECONDS (error
+    'timeout'; the config keeps its previous run)."""
     chosen = _selected(app, names, all_, untrained)
     if version and len(chosen) != 1:
         raise ValidationError("--version applies to exactly one config", field="--version")
@@ -62,7 +65,7 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
             def progress(fraction: float, message: str) -> None:
                 bars.update(tasks[name], completed=fraction, step=message)
             try:
-                run = train_config(app.db, name, progress=progress, version=version, requested_by="cli")
+                run = train_bounded(app.db, name, progress=progress, version=version, requested_by="cli")
                 results[name] = {"name": name, "status": "trained", "run_id": run["run_id"],
                                  "version": run["version"], "metrics": run["metrics"], "cv": run["cv"],
                                  "seconds": run["durations"]["total_s"]}

@@ -166,7 +166,7 @@ def submit_ensemble(database: Database, body: dict[str, Any], *, runner: jobs.Jo
     params = {"name": request.name, "base_models": [str(b) for b in request.base_models],
               "meta_model": request.meta_model, "passthrough": request.passthrough}
     return jobs.submit(database, runner, ENSEMBLE_KIND, ensemble_key(request.name), work, params=params,
-                       requested_by=requested_by)
+                       requested_by=requested_by, bounded=True)
 
 
 def comparison_rows(ensemble: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,8 @@ API all read it. Usage::
 :func:`recover_stale_jobs` when the service starts.
 
 Holds: ``store`` (the job documents), ``worker`` (``JobTask``: claim, heartbeat, progress, outcome),
-``runner`` (``JobRunner`` and the in-process thread pool), ``dask_runner`` (``DaskRunner``),
+``runner`` (``JobRunner`` and the in-process thread pool), ``bounded`` (work in a child process
+that a time limit, a memory limit and cancel can stop), ``dask_runner`` (``DaskRunner``),
 ``default`` (the process-wide runner chosen by the settings), ``service`` (``submit``).
 
 May import: the foundation modules, ``models.store`` and ``models.artifacts``; never training or
@@ -27,6 +28,7 @@ from models.jobs.default import (
     set_default_runner,
     shutdown_default_runner,
 )
+from models.jobs.bounded import ChildError, JobStopped, run_bounded
 from models.jobs.runner import InProcessRunner, JobRunner, RunnerUnavailableError
 from models.jobs.service import submit
 from models.jobs.store import (
@@ -37,6 +39,7 @@ from models.jobs.store import (
     STALE_AFTER_S,
     STATUSES,
     SUCCEEDED,
+    cancel,
     InvalidResultError,
     JobTimeoutError,
     current_owner,
@@ -61,8 +64,8 @@ from models.jobs.worker import (
 __all__ = [
     "ACTIVE_STATUSES", "FAILED", "QUEUED", "RUNNING", "STALE_AFTER_S", "STATUSES", "SUCCEEDED",
     "HEARTBEAT", "HEARTBEAT_INTERVAL_S", "PROGRESS_MIN_INTERVAL_S",
-    "Heartbeat", "InProcessRunner", "InvalidResultError", "JobFunction", "JobRunner", "JobTask",
+    "ChildError", "Heartbeat", "InProcessRunner", "JobStopped", "run_bounded", "InvalidResultError", "JobFunction", "JobRunner", "JobTask",
     "JobTimeoutError", "ProgressWriter", "RunnerUnavailableError",
-    "current_owner", "get_default_runner", "get_job", "is_finished", "job_to_json", "latest_job", "list_jobs",
+    "cancel", "current_owner", "get_default_runner", "get_job", "is_finished", "job_to_json", "latest_job", "list_jobs",
     "recover_stale_jobs", "set_default_runner", "shutdown_default_runner", "submit", "wait",
 ]

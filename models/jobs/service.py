@@ -20,13 +20,16 @@ log = logging.getLogger(__name__)
 
 def submit(database: Database, runner: JobRunner | None, kind: str, key: str, fn: JobFunction, *,
            params: dict[str, Any] | None = None,
-           requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
+           requested_by: str | None = None, bounded: bool = False) -> tuple[dict[str, Any], bool]:
     """Queue job ``kind`` on ``key`` running ``fn(progress) -> dict``; returns ``(job, created)``.
 
     If a job with the same ``key`` is already queued or running, that job is
     returned with ``created=False`` and ``fn`` is not run. ``runner=None``
     means the process's default runner. Returns at once; read the job's state
     with :func:`~models.jobs.store.get_job` or :func:`~models.jobs.store.wait`.
+    ``bounded=True`` runs ``fn`` in a child process under the time limit
+    (``TRAIN_TIMEOUT_SECONDS``), the memory limit and cancel (see :mod:`models.jobs.bounded`);
+    ``fn`` and what it closes over must then pickle with cloudpickle.
     """
     job, created = store.insert_job(database, kind, key, params=params, requested_by=requested_by)
     if not created:
@@ -34,7 +37,7 @@ def submit(database: Database, runner: JobRunner | None, kind: str, key: str, fn
     job_id: ObjectId = job["_id"]
     HEARTBEAT.track(database.jobs, job_id)
     runner = runner or get_default_runner(database.settings)
-    task = JobTask(database.settings, str(job_id), fn, database=database)
+    task = JobTask(database.settings, str(job_id), fn, database=database, bounded=bounded)
     try:
         future = runner.submit(str(job_id), task)
     except Exception as exc:

@@ -24,7 +24,7 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from models.errors import NotFoundError, ServiceError, ValidationError
+from models.errors import ConflictError, NotFoundError, ServiceError, ValidationError, describe_exception
 from models.jsonable import to_json
 from models.processes import current_owner, owner_is_dead
 from models.store.configs import recover_interrupted_trainings
@@ -192,6 +192,29 @@ def finish(col: Collection, job_id: ObjectId, *, result: dict[str, Any] | None =
         return_document=ReturnDocument.AFTER)
 
 
+def cancel(database: Database, job_id: str | ObjectId, *, requested_by: str | None = None) -> dict[str, Any]:
+    """Cancel a queued or running job: it ends ``failed`` with error code ``cancelled`` at once.
+
+    A queued job never starts. A running job's worker sees the change within a second and stops
+    the work (a bounded job's child process is killed; nothing of it is committed, see
+    :mod:`models.jobs.bounded`); a job on a Dask worker stops at its next progress report.
+    ConflictError (409) when the job has already ended; NotFoundError for an unknown id.
+    """
+    oid = parse_job_id(job_id)
+    job = get_job(database, oid)
+    if job["status"] in ACTIVE_STATUSES:
+        who = f" by {requested_by}" if requested_by else ""
+        error = {"code": "cancelled",
+                 "message": f"cancelled{who} while {job['status']}; nothing of it was kept"}
+        done = finish(database.jobs, oid, error=error, from_status=ACTIVE_STATUSES)
+        if done is not None:
+            log.info("job %s (%s %s) cancelled%s", oid, job.get("kind"), job.get("key"), who)
+            return done
+        job = get_job(database, oid)
+    raise ConflictError(f"job {str(oid)!r} has already {job['status']}; there is nothing to cancel",
+                        field="job_id")
+
+
 def error_of(exc: BaseException) -> dict[str, Any]:
     """The ``error`` field for an exception: a ServiceError keeps its code; others are internal."""
     if isinstance(exc, ServiceError):
@@ -199,9 +222,9 @@ def error_of(exc: BaseException) -> dict[str, Any]:
         if exc.field is not None:
             out["field"] = exc.field
         return out
-    text = str(exc).strip()
-    name = type(exc).__name__
-    return {"code": "internal_error", "message": clip_message(f"{name}: {text}" if text else name)}
+    module = type(exc).__module__ or ""
+    code = "database_unavailable" if module.startswith("pymongo") else "internal_error"
+    return {"code": code, "message": clip_message(describe_exception(exc))}
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import threading
 import time
@@ -21,9 +22,11 @@ from pymongo.errors import PyMongoError
 
 from models.errors import ServiceError
 from models.jobs import store
+from models.jobs.bounded import CANCELLED, TIMEOUT, JobStopped, run_bounded, timeout_error
 from models.processes import owned_by_me
 from models.progress import Progress
 from models.settings import Settings
+from models.store.configs import recover_interrupted_trainings
 from models.store.db import Database
 from models.timeutil import now
 
@@ -183,6 +186,7 @@ class JobTask:
     work: JobFunction
     database: Database | None = field(default=None, repr=False, compare=False)
     heartbeat: Heartbeat | None = field(default=None, repr=False, compare=False)
+    bounded: bool = False  # run the work where it can be stopped (time limit, memory limit, cancel)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -202,6 +206,17 @@ class JobTask:
             if own_connection:
                 database.close()
 
+    def _bounded(self, database: Database, oid: ObjectId, progress: Progress) -> Any:
+        """Run the work in a child process that the time limit and cancel can stop (see
+        :mod:`models.jobs.bounded`); where no child can be started, stop it at its next progress report."""
+        timeout = float(self.settings.train_timeout_seconds) or None
+        should_stop = _StopCheck(database.jobs, oid)
+        if not can_isolate():
+            return self.work(_cooperative(progress, should_stop, timeout))
+        return run_bounded(self.work, database=database, timeout=timeout,
+                           memory_limit_mb=self.settings.train_memory_limit_mb,
+                           progress=progress, should_stop=should_stop)
+
     def _run(self, database: Database) -> dict[str, Any] | None:
         col = database.jobs
         oid = store.parse_job_id(self.job_id)
@@ -215,7 +230,7 @@ class JobTask:
         log.info("job %s started: %s %s", self.job_id, job.get("kind"), job.get("key"))
         try:
             try:
-                raw = self.work(progress)
+                raw = self._bounded(database, oid, progress) if self.bounded else self.work(progress)
                 try:
                     result = store.json_safe_dict(raw, what="the job's result")
                 except ValueError as exc:
@@ -227,6 +242,7 @@ class JobTask:
                     log.exception("job %s failed with an unexpected error", self.job_id)
                 progress.flush()
                 done = store.finish(col, oid, error=store.error_of(exc), extra_filter=owned_by_me())
+                _repair_trainings(database)
                 if not isinstance(exc, Exception):
                     raise  # KeyboardInterrupt / SystemExit: recorded, then let it through
             else:
@@ -239,6 +255,58 @@ class JobTask:
             return done
         finally:
             heartbeat.untrack(oid)
+
+
+def _repair_trainings(database: Database) -> None:
+    """A failed job may have left its config ``training`` (e.g. the database went away): repair it."""
+    try:
+        recover_interrupted_trainings(database)
+    except Exception:  # the database may still be away; the next start repairs it
+        log.warning("could not check for configs left training", exc_info=True)
+
+
+def can_isolate() -> bool:
+    """Whether this process may start child processes (a daemonic one, e.g. a Dask worker, may not)."""
+    return not multiprocessing.current_process().daemon
+
+
+class _StopCheck:
+    """``should_stop()`` for a running job: its document left ``running`` (cancelled) -> the reason.
+
+    Reads the job document at most every ``interval`` seconds.
+    """
+
+    def __init__(self, col: Collection, job_id: ObjectId, interval: float = 0.5) -> None:
+        self.col, self.job_id, self.interval = col, job_id, interval
+        self._next = 0.0
+
+    def __call__(self) -> dict[str, str] | None:
+        if time.monotonic() < self._next:
+            return None
+        self._next = time.monotonic() + self.interval
+        try:
+            job = self.col.find_one({"_id": self.job_id}, {"status": 1, "error": 1})
+        except PyMongoError:
+            return None  # cannot tell now; the time limit still holds
+        if job is None or job.get("status") != store.RUNNING:
+            error = (job or {}).get("error") or {}
+            return {"code": str(error.get("code") or CANCELLED),
+                    "message": str(error.get("message") or "the job was cancelled")}
+        return None
+
+
+def _cooperative(progress: Progress, should_stop: _StopCheck, timeout: float | None) -> Progress:
+    """Where no child process can run: stop the work at its next progress report."""
+    deadline = time.monotonic() + timeout if timeout else None
+
+    def report(fraction: float, message: str) -> None:
+        progress(fraction, message)
+        if deadline is not None and time.monotonic() > deadline:
+            raise JobStopped(TIMEOUT, timeout_error(timeout)["message"])
+        reason = should_stop()
+        if reason is not None:
+            raise JobStopped(reason["code"], reason["message"])
+    return report
 
 
 if hasattr(os, "register_at_fork"):

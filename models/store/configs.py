@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from typing import Any, Iterable
 
 from bson import ObjectId
@@ -15,7 +16,7 @@ from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from models.errors import ConflictError, NotFoundError, ValidationError
-from models.processes import owner_is_dead
+from models.processes import current_owner, owner_is_dead
 from models.store.db import Database
 from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, validate_config
 from models.timeutil import now
@@ -140,27 +141,79 @@ class ConfigStore:
         return self.col.count_documents({})
 
 
-def recover_interrupted_trainings(database: Database) -> list[dict[str, Any]]:
-    """Mark ``failed`` the configs left ``training`` by a process that died (kill -9, power loss).
+_training_here: set[ObjectId] = set()
+_training_here_lock = threading.Lock()
 
-    Such a training never reached its commit point, so the config still points at its previous
-    run (if any); only its status is wrong. Called at service start (with the job recovery).
-    Only owners on this host can be judged; returns the configs it changed.
+
+def training_here(config_id: ObjectId, active: bool) -> None:
+    """Note that this process starts (``active``) or ends training ``config_id``.
+
+    :func:`recover_interrupted_trainings` uses it to tell a training this process still runs
+    from a config it left ``training`` when the database went away as the training ended.
+    """
+    with _training_here_lock:
+        if active:
+            _training_here.add(config_id)
+        else:
+            _training_here.discard(config_id)
+
+
+def _is_mine(owner: dict[str, Any]) -> bool:
+    mine = current_owner()
+    return owner.get("instance") == mine["instance"] and owner.get("pid") == mine["pid"]
+
+
+def recover_interrupted_trainings(database: Database) -> list[dict[str, Any]]:
+    """Mark ``failed`` the configs left ``training`` by a training that is no longer running.
+
+    That is: its process died (kill -9, power loss, a stopped worker process), or it is this
+    process but the training already ended (the database was unreachable when it wanted to
+    record the outcome). Such a training never reached its commit point, so the config still
+    points at its previous run (if any); only its status is wrong. Called at service start
+    and whenever a job ends failed. Only owners on this host can be judged; returns the
+    configs it changed.
     """
     changed = []
     for doc in database.configs.find({"status": "training", "training_owner": {"$exists": True}},
                                      {"name": 1, "training_owner": 1}):
         owner = doc["training_owner"]
-        if not owner_is_dead(owner):
+        if _is_mine(owner):
+            with _training_here_lock:
+                if doc["_id"] in _training_here:
+                    continue
+            message = ("training did not finish: its outcome could not be recorded (the database was "
+                       "unreachable); the previous run, if any, is unchanged")
+        elif owner_is_dead(owner):
+            message = (f"training was interrupted: the process running it stopped (pid {owner.get('pid')} "
+                       f"on host {owner.get('host')}); the previous run, if any, is unchanged")
+        else:
             continue
-        error = {"code": "process_died", "at": now(),
-                 "message": f"training was interrupted: the process running it stopped (pid {owner.get('pid')} "
-                            f"on host {owner.get('host')}); the previous run, if any, is unchanged"}
+        error = {"code": "process_died", "at": now(), "message": message}
         done = database.configs.find_one_and_update(
             {"_id": doc["_id"], "status": "training", "training_owner": owner},
             {"$set": {"status": "failed", "error": error}, "$unset": {"training_started_at": "", "training_owner": ""}},
             return_document=True)
         if done is not None:
-            log.warning("config %s was left training by a stopped process; marked failed", doc["name"])
+            log.warning("config %s was left training by a training that no longer runs; marked failed", doc["name"])
             changed.append(done)
+    return changed
+
+
+def fail_trainings_of(database: Database, owner: dict[str, Any], error: dict[str, Any]) -> list[str]:
+    """Mark ``failed`` with ``error`` the configs that process ``owner`` left ``training``.
+
+    Used when a training is stopped from outside (cancel, time limit): it never reached its
+    commit point, so the previous run, if any, is untouched. Returns the names it changed.
+    """
+    changed = []
+    query = {"status": "training", "training_owner.instance": owner.get("instance"),
+             "training_owner.pid": owner.get("pid")}
+    for doc in database.configs.find(query, {"name": 1}):
+        done = database.configs.find_one_and_update(
+            {**query, "_id": doc["_id"]},
+            {"$set": {"status": "failed", "error": {**error, "at": now()}},
+             "$unset": {"training_started_at": "", "training_owner": ""}})
+        if done is not None:
+            log.warning("config %s: training stopped (%s)", doc["name"], error.get("code"))
+            changed.append(doc["name"])
     return changed

@@ -10,7 +10,7 @@ from typing import Any
 
 from models import jobs
 from models.jsonable import to_json
-from models.progress import Progress
+from models.progress import Progress, no_progress
 from models.store.configs import ConfigStore
 from models.store.db import Database
 from models.training.train import train_config
@@ -30,6 +30,24 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
                     "durations": run.get("durations")}) or {}
 
 
+def train_bounded(database: Database, ident: Any, *, progress: Progress = no_progress,
+                  version: str | None = None, requested_by: str | None = None) -> dict[str, Any]:
+    """:func:`train_config` in a child process under ``TRAIN_TIMEOUT_SECONDS`` and ``TRAIN_MEMORY_LIMIT_MB``
+    (what ``cli train`` runs); returns the run document.
+
+    Over the time limit the child is stopped and JobStopped (code ``timeout``) is raised; the
+    config is marked failed and keeps its previous run. Errors of the training itself come back
+    as ServiceErrors with their code, message and field.
+    """
+    settings = database.settings
+
+    def work(report: Progress) -> dict[str, Any]:
+        return train_config(database, ident, progress=report, version=version, requested_by=requested_by)
+
+    return jobs.run_bounded(work, database=database, timeout=float(settings.train_timeout_seconds) or None,
+                            memory_limit_mb=settings.train_memory_limit_mb, progress=progress)
+
+
 def submit_training(database: Database, ident: str, *, runner: jobs.JobRunner | None = None,
                     requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
     """Queue the training of config ``ident`` (name or id); returns ``(job, created)``.
@@ -45,4 +63,5 @@ def submit_training(database: Database, ident: str, *, runner: jobs.JobRunner | 
         return run_summary(run)
 
     return jobs.submit(database, runner, TRAIN_KIND, train_key(name), work,
-                       params={"config": name, "config_id": str(config_id)}, requested_by=requested_by)
+                       params={"config": name, "config_id": str(config_id)}, requested_by=requested_by,
+                       bounded=True)

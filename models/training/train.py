@@ -40,11 +40,11 @@ from models.artifacts.base import (
     npz_writer,
 )
 from models.artifacts.routing import get_store
-from models.errors import ServiceError, TrainingError
+from models.errors import ServiceError, TrainingError, describe_exception
 from models.estimators import NEEDS_PROBABILITY_WRAPPER, build_estimator
 from models.processes import current_owner
 from models.progress import Progress, no_progress, scaled
-from models.store.configs import ConfigStore
+from models.store.configs import ConfigStore, training_here
 from models.store.db import Database
 from models.store.runs import RunStore, config_fields_for_run
 from models.store.schema import definition, validate_config
@@ -259,6 +259,15 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
     started = now()
     t0 = time.perf_counter()
     # who trains it: if this process dies, recover_interrupted_trainings() marks the config failed
+    training_here(config["_id"], True)
+    try:
+        return _train(database, config, store, started, t0, progress, version, requested_by)
+    finally:
+        training_here(config["_id"], False)
+
+
+def _train(database: Database, config: dict[str, Any], store: ArtifactStore, started: Any, t0: float,
+           progress: Progress, version: str | None, requested_by: str | None) -> dict[str, Any]:
     database.configs.update_one({"_id": config["_id"]},
                                 {"$set": {"status": "training", "training_started_at": started,
                                           "training_owner": current_owner()}})
@@ -315,11 +324,11 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
             for info in written.values():
                 store.delete(info.path)
         error = ({"code": exc.code, "message": exc.message, "field": exc.field} if isinstance(exc, ServiceError)
-                 else {"code": "training_error", "message": f"{exc.__class__.__name__}: {exc}"})
+                 else {"code": "training_error", "message": describe_exception(exc)})
         error["at"] = now()
         database.configs.update_one({"_id": config["_id"]},
                                     {"$set": {"status": "failed", "error": error},
                                      "$unset": {"training_started_at": "", "training_owner": ""}})
         if isinstance(exc, ServiceError) or not isinstance(exc, Exception):
             raise
-        raise TrainingError(f"training {config['name']} failed: {exc.__class__.__name__}: {exc}") from exc
+        raise TrainingError(f"training {config['name']} failed: {describe_exception(exc)}") from exc

@@ -2,8 +2,9 @@
 
 ``GET /api/jobs`` lists the newest first (filters ``status``, ``kind``, ``key``;
 ``limit`` 1..500, default 50); ``GET /api/jobs/<id>`` is one job (poll it until
-``status`` is ``succeeded`` or ``failed``). Submitting routes answer with
-:func:`job_response`.
+``status`` is ``succeeded`` or ``failed``). ``POST /api/jobs/<id>/cancel``
+cancels a queued or running job (it ends ``failed`` with error code ``cancelled``;
+409 when it has already ended). Submitting routes answer with :func:`job_response`.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from models import jobs
 from web.api.body import int_arg
-from web.services import get_db
+from web.services import get_db, requested_by
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -44,3 +45,9 @@ def list_jobs() -> Any:
 @bp.get("/<job_id>")
 def get_job(job_id: str) -> Any:
     return jsonify(jobs.job_to_json(jobs.get_job(get_db(), job_id)))
+
+
+@bp.post("/<job_id>/cancel")
+def cancel_job(job_id: str) -> Any:
+    """Cancel a queued or running job; answers with the job, now ``failed`` (``cancelled``)."""
+    return jsonify(jobs.job_to_json(jobs.cancel(get_db(), job_id, requested_by=requested_by())))

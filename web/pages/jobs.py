@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from models import jobs
-from web.services import get_db
+from models.errors import ConflictError
+from web.services import get_db, requested_by
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 NAV = ("Jobs", "pages.jobs.index")
@@ -41,3 +42,17 @@ def index() -> Any:
 def detail(job_id: str) -> Any:
     job = jobs.get_job(get_db(), job_id)
     return render_template("jobs/detail.html", job=job, link=result_link(job))
+
+
+@bp.post("/<job_id>/cancel")
+def cancel(job_id: str) -> Any:
+    """The Cancel button: the job ends failed (cancelled); back to the page the button was on."""
+    try:
+        job = jobs.cancel(get_db(), job_id, requested_by=requested_by())
+        flash(f"Job cancelled: {job['kind']} {job['key']}.", "info")
+    except ConflictError as exc:
+        flash(exc.message, "error")
+    back = request.form.get("next") or ""
+    if not (back.startswith("/") and not back.startswith("//") and "\\" not in back):
+        back = url_for("pages.jobs.detail", job_id=job_id)
+    return redirect(back)
