@@ -25,6 +25,8 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.svm import SVC, SVR
 
+from models.settings import get_settings
+
 TASKS = ("classification", "regression")
 
 # Defaults applied before the user's hyperparameters (the user's win).
@@ -74,17 +76,72 @@ def _random_state_param(cls: type[BaseEstimator]) -> bool:
     return "random_state" in cls().get_params()
 
 
-def hyperparameter_errors(task: str, model_type: str, params: dict[str, Any]) -> list[tuple[str, str]]:
-    """Problems with ``params`` for this estimator as ``(parameter, message)`` pairs; empty when fine."""
+# Hyperparameters that control the server, not the model: the service sets them (a config may not).
+SERVICE_SET: dict[str, Any] = {"n_jobs": 1, "verbose": 0}
+_SERVICE_SET_WHY = {
+    "n_jobs": "how many cores a fit uses is set by the service (CV_JOBS, JOB_WORKERS)",
+    "verbose": "the service decides what is logged",
+}
+
+# Size-like hyperparameters with an upper bound (see HYPERPARAMETER_LIMITS in models/settings.py).
+BOUNDED = ("n_estimators", "max_iter", "max_depth", "max_leaf_nodes", "n_neighbors", "max_bins", "cache_size")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def bound_errors(params: dict[str, Any], limits: dict[str, int]) -> list[tuple[str, str]]:
+    """Size-like hyperparameters above their limit, as ``(parameter, message)`` pairs."""
+    errors: list[tuple[str, str]] = []
+    for key in BOUNDED:
+        value, limit = params.get(key), limits.get(key)
+        if limit is None or not _is_number(value):
+            continue
+        if key == "max_iter" and value == -1:
+            errors.append((key, f"max_iter = -1 (no limit) is not allowed; use at most {limit} "
+                                "(HYPERPARAMETER_LIMITS max_iter)"))
+        elif value > limit:
+            errors.append((key, f"{key} = {value} is above the limit of {limit} "
+                                f"(HYPERPARAMETER_LIMITS {key}); use at most {limit}"))
+    layers = params.get("hidden_layer_sizes")
+    if isinstance(layers, (list, tuple)):
+        most, widest = limits.get("hidden_layers"), limits.get("hidden_layer_size")
+        if most is not None and len(layers) > most:
+            errors.append(("hidden_layer_sizes", f"hidden_layer_sizes has {len(layers)} layers, above the limit of "
+                                                 f"{most} (HYPERPARAMETER_LIMITS hidden_layers)"))
+        too_wide = [v for v in layers if _is_number(v) and widest is not None and v > widest]
+        if too_wide:
+            errors.append(("hidden_layer_sizes", f"hidden_layer_sizes has a layer of {too_wide[0]} units, above "
+                                                 f"the limit of {widest} (HYPERPARAMETER_LIMITS hidden_layer_size)"))
+    elif _is_number(layers) and limits.get("hidden_layer_size") is not None and layers > limits["hidden_layer_size"]:
+        errors.append(("hidden_layer_sizes", f"hidden_layer_sizes = {layers} is above the limit of "
+                                             f"{limits['hidden_layer_size']} (HYPERPARAMETER_LIMITS hidden_layer_size)"))
+    return errors
+
+
+def service_and_bound_errors(params: dict[str, Any], limits: dict[str, int] | None = None) -> list[tuple[str, str]]:
+    """Hyperparameters the service sets, then size-like ones above their limit (any estimator)."""
+    errors = [(k, f"{k} is set by the service, not by a config ({_SERVICE_SET_WHY[k]}); remove it")
+              for k in params if k in SERVICE_SET]
+    return errors or bound_errors(params, limits if limits is not None else get_settings().hyperparameter_limit)
+
+
+def hyperparameter_errors(task: str, model_type: str, params: dict[str, Any],
+                          limits: dict[str, int] | None = None) -> list[tuple[str, str]]:
+    """Problems with ``params`` for this estimator as ``(parameter, message)`` pairs; empty when fine.
+
+    Unknown names, hyperparameters the service sets (``n_jobs``, ``verbose``), size-like ones above
+    their limit (``limits``, default: the HYPERPARAMETER_LIMITS setting), then the estimator's own checks.
+    """
     if task not in REGISTRY or model_type not in REGISTRY[task]:
         return []  # reported by the model_type check
     cls, _defaults = REGISTRY[task][model_type]
     known = cls().get_params()
-    errors: list[tuple[str, str]] = []
-    for key in params:
-        if key not in known:
-            errors.append((key, f"unknown hyperparameter {key!r} for {model_type} "
-                                f"({cls.__name__}); valid: {', '.join(sorted(known))}"))
+    errors = [(key, f"unknown hyperparameter {key!r} for {model_type} ({cls.__name__}); valid: "
+                    f"{', '.join(sorted(k for k in known if k not in SERVICE_SET))}")
+              for key in params if key not in known and key not in SERVICE_SET]
+    errors = errors or service_and_bound_errors(params, limits)
     if errors:
         return errors
     try:
@@ -107,6 +164,9 @@ def build_estimator(task: str, model_type: str, params: dict[str, Any],
     if random_state is not None and _random_state_param(cls):
         kwargs["random_state"] = random_state
     kwargs.update(params)
+    for key, value in SERVICE_SET.items():  # whatever an older stored config says
+        if key in kwargs:
+            kwargs[key] = value
     return cls(**kwargs)
 
 

@@ -28,10 +28,13 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFProtect
+from pymongo.errors import PyMongoError
 from werkzeug.wrappers import Response
 
+from models.errors import DatabaseUnavailableError
 from web.errors import json_error, wants_json
 from web.services import get_state
+from web.sessions import open_session, revoke_session, session_live
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ csrf = CSRFProtect()
 F = TypeVar("F", bound=Callable[..., Any])
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SESSION_KEY = "admin"
+SESSION_ID = "sid"
 
 
 def public(view: F) -> F:
@@ -50,8 +54,16 @@ def public(view: F) -> F:
 
 
 def is_logged_in() -> bool:
-    """True when the session belongs to a logged-in admin."""
-    return session.get(SESSION_KEY) is True
+    """True when the session belongs to a logged-in admin and is still live on the server
+    (logout revokes it there: a copied cookie stops working). Checked once per request."""
+    if session.get(SESSION_KEY) is not True:
+        return False
+    if "session_live" not in g:
+        try:
+            g.session_live = session_live(get_state().database, session.get(SESSION_ID))
+        except PyMongoError:
+            raise DatabaseUnavailableError("the database is not reachable; sessions cannot be checked") from None
+    return g.session_live
 
 
 def bearer_token_valid() -> bool:
@@ -142,6 +154,7 @@ def login() -> Any:
     state.login_limiter.reset(client)
     session.clear()  # a fresh session: nothing from before the login survives
     session[SESSION_KEY] = True
+    session[SESSION_ID] = open_session(state.database, current_app.permanent_session_lifetime)
     session.permanent = True
     log.info("admin logged in from %s", client)
     flash("Logged in.", "success")
@@ -151,6 +164,7 @@ def login() -> Any:
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout() -> Any:
+    revoke_session(get_state().database, session.get(SESSION_ID))
     session.clear()
     flash("Logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -12,7 +12,7 @@ from cli.context import AppContext, emit_json, emit_table, info, json_option, pa
 from models.errors import ValidationError
 from models.jsonable import to_json
 from models.store.configs import ConfigStore, user_fields
-from models.store.schema import validate_config
+from models.store.schema import refuse_service_fields, validate_config
 
 
 def register(cli: click.Group) -> None:
@@ -68,6 +68,7 @@ def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) 
     errors = []
     for f, doc in docs:
         try:
+            refuse_service_fields(doc)
             validate_config(doc)
         except ValidationError as exc:
             errors.extend({"field": f"{f.name}: {e['field']}", "message": e["message"]} for e in exc.errors)
@@ -89,7 +90,7 @@ def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) 
         if current is not None:
             added.append(store.replace(current["_id"], user_fields(doc)))
         else:
-            added.append(store.create(doc))
+            added.append(store.create(doc, from_user=True))
     if as_json:
         emit_json(added)
     else:

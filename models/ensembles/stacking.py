@@ -33,6 +33,7 @@ from sklearn.linear_model import (
 
 from models.artifacts.predictor import TrainedModel, feature_matrix, prediction_frame
 from models.errors import ValidationError
+from models.estimators import SERVICE_SET, service_and_bound_errors
 from models.training.metrics import classification_metrics, regression_metrics
 
 # (estimator class, defaults, takes random_state)
@@ -86,7 +87,10 @@ def check_options(task: str, meta_model: Any, stack_method: Any, passthrough: An
         cls, _ = allowed[meta_model]
         known = cls().get_params()
         unknown = [k for k in meta_params if k not in known]
-        if unknown:
+        bounded = service_and_bound_errors(meta_params)
+        if bounded:
+            errors.append({"field": f"meta_params.{bounded[0][0]}", "message": bounded[0][1]})
+        elif unknown:
             errors.append({"field": f"meta_params.{unknown[0]}",
                            "message": f"unknown parameter {unknown[0]!r} for meta_model {meta_model} "
                                       f"({cls.__name__}); valid: {', '.join(sorted(known))}"})
@@ -109,6 +113,7 @@ def make_meta_model(task: str, meta_model: str, random_state: int | None = None,
     if random_state is not None and "random_state" in cls().get_params():
         kwargs["random_state"] = random_state
     kwargs.update(params or {})
+    kwargs.update({k: v for k, v in SERVICE_SET.items() if k in kwargs})
     return cls(**kwargs)
 
 

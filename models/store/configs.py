@@ -18,7 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.processes import current_owner, owner_is_dead
 from models.store.db import Database
-from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, validate_config
+from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, refuse_service_fields, validate_config
 from models.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,14 @@ class ConfigStore:
         self.database = database
         self.col = database.configs
 
-    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
-        clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS})
+    def create(self, doc: dict[str, Any], *, from_user: bool = False) -> dict[str, Any]:
+        """Insert a new config. ``from_user`` (the API, the form, ``configs add``): fields only training
+        or the server writes are refused, as in updates; without it (imports of existing documents,
+        e.g. a seed-system config with its artifact paths) they are kept."""
+        if from_user:
+            refuse_service_fields(doc)
+        clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS},
+                                limits=self.database.settings.hyperparameter_limit)
         stamp = now()
         clean.setdefault("status", "trained" if clean.get("run_id") else "new")
         clean.update(created_at=stamp, updated_at=stamp, rev=1)
@@ -98,16 +104,13 @@ class ConfigStore:
     def update(self, name_or_id: str | ObjectId, changes: dict[str, Any], *,
                unset: Iterable[str] = (), retries: int = 5) -> dict[str, Any]:
         """Apply user changes (validated against the whole merged document)."""
-        forbidden = [k for k in list(changes) + list(unset) if k in TRAINING_FIELDS or k in SERVER_FIELDS]
-        if forbidden:
-            raise ValidationError(f"field {forbidden[0]!r} is written by the service and cannot be set by hand",
-                                  field=forbidden[0])
+        refuse_service_fields([*changes, *unset])
         for _ in range(retries):
             current = self.get(name_or_id)
             merged = {**current, **changes}
             for key in unset:
                 merged.pop(key, None)
-            clean = validate_config(merged)
+            clean = validate_config(merged, limits=self.database.settings.hyperparameter_limit)
             to_set = {k: v for k, v in clean.items() if k not in SERVER_FIELDS and current.get(k) != v}
             to_unset = {k: "" for k in current if k not in clean and k not in SERVER_FIELDS}
             if not to_set and not to_unset:

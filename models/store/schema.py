@@ -33,6 +33,21 @@ TRAINING_FIELDS = SEED_ARTIFACT_FIELDS + (
     "training_owner")
 SERVER_FIELDS = ("_id", "created_at", "updated_at", "rev")
 
+def service_field_errors(keys: Any) -> list[dict[str, str]]:
+    """``{"field", "message"}`` for each of ``keys`` that only training or the server writes."""
+    return [{"field": str(k), "message": f"field {k!r} is written by the service and cannot be set by hand"}
+            for k in keys if k in TRAINING_FIELDS or k in SERVER_FIELDS]
+
+
+def refuse_service_fields(keys: Any) -> None:
+    """ValidationError naming the first of ``keys`` that only training or the server writes (and all of them)."""
+    errors = service_field_errors(keys)
+    if errors:
+        raise ValidationError(errors[0]["message"] if len(errors) == 1 else
+                              "fields written by the service cannot be set by hand: "
+                              + ", ".join(e["field"] for e in errors), errors=errors)
+
+
 INPUT_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",
                 "scaler", "calibration", "cv_folds", "random_state", "test_size", "description", "tags")
 
@@ -94,13 +109,14 @@ class ModelConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _cross_field(self) -> "ModelConfig":
+    def _cross_field(self, info: ValidationInfo) -> "ModelConfig":
         problems: list[tuple[str, str]] = []
         if self.model_type not in REGISTRY[self.task]:
             problems.append(("model_type", f"unknown model_type {self.model_type!r} for {self.task}; "
                                            f"choose from: {', '.join(model_types(self.task))}"))
         else:
-            for param, msg in hyperparameter_errors(self.task, self.model_type, self.hyperparameters):
+            for param, msg in hyperparameter_errors(self.task, self.model_type, self.hyperparameters,
+                                                      (info.context or {}).get("limits")):
                 problems.append((f"hyperparameters.{param}", msg))
         if self.target in self.features:
             problems.append(("target", f"target {self.target!r} is also listed in features"))
@@ -141,8 +157,10 @@ def _oversized_int(value: Any, where: str = "") -> tuple[str, int] | None:
     return None
 
 
-def validate_config(doc: Any) -> dict[str, Any]:
+def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[str, Any]:
     """Validate a config document and return it normalised (defaults filled, extras kept).
+
+    ``limits``: the upper bounds of size-like hyperparameters (default: the HYPERPARAMETER_LIMITS setting).
 
     Training-written and server fields are passed through untouched. Raises
     :class:`ValidationError` listing every bad field.
@@ -162,7 +180,7 @@ def validate_config(doc: Any) -> dict[str, Any]:
     passthrough = {k: doc[k] for k in (*TRAINING_FIELDS, *SERVER_FIELDS) if k in doc}
     user = {k: v for k, v in doc.items() if k not in passthrough}
     try:
-        model = ModelConfig.model_validate(user)
+        model = ModelConfig.model_validate(user, context={"limits": limits})
     except PydanticValidationError as exc:
         errors: list[dict[str, str]] = []
         for err in exc.errors():

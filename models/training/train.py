@@ -254,7 +254,8 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
     """
     configs = ConfigStore(database)
     config = configs.get(name_or_id)
-    config = {**validate_config(config), "_id": config["_id"]}  # before any work
+    config = {**validate_config(config, limits=database.settings.hyperparameter_limit),
+              "_id": config["_id"]}  # before any work
     store = store or get_store(database.settings)
     started = now()
     t0 = time.perf_counter()

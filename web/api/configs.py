@@ -39,9 +39,9 @@ def list_configs() -> Any:
 @bp.post("")
 def create_config() -> Any:
     body = json_object()
-    for key in ECHOED:
+    for key in ECHOED:  # server fields echoed from a GET are dropped; training's fields are refused (422)
         body.pop(key, None)
-    doc = config_store().create(body)
+    doc = config_store().create(body, from_user=True)
     response = jsonify(to_json(doc))
     response.status_code = 201
     response.headers["Location"] = url_for(".get_config", ident=doc["name"])

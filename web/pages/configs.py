@@ -104,7 +104,7 @@ def create() -> Any:
     document = {**extras, **fields}
     try:
         check(document, read_errors)
-        doc = store.create(document)
+        doc = store.create(document, from_user=True)
     except ValidationError as exc:
         return _render_form("create", dict(request.form), error=exc, extras=extras, duplicate_of=duplicate_of,
                             status=422)
