@@ -11,6 +11,7 @@ import pandas as pd
 
 from cli.context import info
 from models.artifacts.atomic import atomic_write_bytes
+from models.artifacts.prediction_csv import to_safe_csv
 from models.errors import ValidationError
 
 
@@ -30,14 +31,15 @@ def read_csv_arg(path: Path) -> pd.DataFrame:
 
 def write_predictions(frame: pd.DataFrame, table: pd.DataFrame, out: Path | None, as_json: bool,
                       meta: dict[str, Any]) -> None:
-    """The input rows with prediction columns appended, as CSV to ``out`` (atomically) or stdout;
-    with ``--json``, a JSON object holding the predictions on stdout."""
+    """The input rows with prediction columns appended, as CSV to ``out`` (atomically) or stdout,
+    formula-like cells escaped (see :mod:`models.artifacts.prediction_csv`); with ``--json``, a JSON
+    object holding the predictions on stdout."""
     table = table.set_axis(frame.index)
     if out is not None:
-        atomic_write_bytes(out, pd.concat([frame, table], axis=1).to_csv(index=False).encode())
+        atomic_write_bytes(out, to_safe_csv(pd.concat([frame, table], axis=1)).encode())
         info(f"wrote {len(table)} predictions to {out}")
     if as_json:
         click.echo(json.dumps({**meta, "rows": len(table), **({"out": str(out)} if out else {}),
                                "predictions": json.loads(table.to_json(orient="records"))}))
     elif out is None:
-        pd.concat([frame, table], axis=1).to_csv(sys.stdout, index=False)
+        sys.stdout.write(to_safe_csv(pd.concat([frame, table], axis=1)))

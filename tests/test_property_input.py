@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from models.errors import ServiceError, ValidationError
 from models.store.configs import ConfigStore
 from models.store.schema import validate_config
+from tests.helpers import FEATS
 from web import create_app
 
 TOKEN = "property-token-0123456789"
@@ -64,7 +65,7 @@ def test_config_store_create_writes_nothing_on_refusal(database, doc):
 
 
 @pytest.fixture(scope="module")
-def api_app(mongo_uri, tmp_path_factory):
+def api_app(mongo_uri, tmp_path_factory, games_csv):
     import uuid
 
     from models.settings import Settings
@@ -76,6 +77,16 @@ def api_app(mongo_uri, tmp_path_factory):
     database = Database.connect(s)
     app = create_app(s, database)
     ConfigStore(database).create({**VALID, "name": "keep"})
+    # a trained model and an ensemble, so predictions meet huge numbers too
+    from models.ensembles.build import create_ensemble
+    from models.training.train import train_config
+    from tests.helpers import cls_config
+    for name in ("m1", "m2"):
+        ConfigStore(database).create(cls_config(name, games_csv, "random_forest" if name == "m2" else
+                                                "logistic_regression", **({"hyperparameters": {"n_estimators": 5}}
+                                                                          if name == "m2" else {})))
+        train_config(database, name)
+    create_ensemble(database, "ens", ["m1", "m2"])
     yield app, database
     database.client.drop_database(s.mongo_db)
     database.close()
@@ -83,7 +94,8 @@ def api_app(mongo_uri, tmp_path_factory):
 
 ROUTES = [("POST", "/api/configs"), ("PUT", "/api/configs/keep"), ("PATCH", "/api/configs/keep"),
           ("POST", "/api/predict/model/keep"), ("POST", "/api/predict/ensemble/nope"),
-          ("POST", "/api/ensembles")]
+          ("POST", "/api/ensembles"), ("POST", "/api/predict/model/m2"), ("POST", "/api/predict/ensemble/ens"),
+          ("POST", "/api/predict/model/m1?format=csv"), ("POST", "/api/registry/runs/nope/status")]
 raw_bodies = st.one_of(json_values.map(json.dumps), mutated.map(lambda d: json.dumps(d, default=str)),
                        st.binary(max_size=40), st.text(max_size=40))
 
@@ -111,6 +123,59 @@ def test_api_answers_random_payloads_without_500_and_writes_nothing_on_refusal(a
         if database.configs.count_documents({"name": "keep"}) == 0:
             database.configs.delete_many({"_id": before["_id"]})
             database.configs.insert_one(before)
+
+
+# Numbers as raw JSON text: integers past Python's 4,300-digit limit, floats that overflow (1e999),
+# the largest and smallest doubles (1e308, 5e-324), 64-bit edges. json.dumps cannot write the first kind.
+HOLE = "@@number@@"
+huge_numbers = st.one_of(
+    st.integers(min_value=4290, max_value=6000).map(lambda n: "9" * n),
+    st.integers(min_value=4290, max_value=5000).map(lambda n: "-" + "1" * n),
+    st.sampled_from(["1e308", "-1e308", "1.7976931348623157e308", "1e999", "-1e999", "1E400", "5e-324",
+                     "1e-400", str(2**63), str(-2**63 - 1), str(2**64), "0.0", "-0"]),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr))
+with_hole = st.one_of(
+    st.builds(lambda feats, n: {"rows": [{f: HOLE if f in feats else 0.5 for f in FEATS}] * n},
+              st.sets(st.sampled_from(FEATS), min_size=1, max_size=3), st.integers(1, 3)),
+    st.builds(lambda key: {**VALID, "name": "huge", "hyperparameters": {key: HOLE}},
+              st.sampled_from(["C", "max_iter", "n_estimators", "tol"])),
+    st.builds(lambda key: {**VALID, key: HOLE}, st.sampled_from(["cv_folds", "random_state", "test_size", "name"])),
+    st.builds(lambda: {"name": "e2", "base_models": ["m1", "m2"], "meta_model": "logistic_regression",
+                       "meta_params": {"C": HOLE}}),
+    st.builds(lambda: {"status": HOLE}),
+    st.just(HOLE))
+
+
+def _with_number(doc, number: str) -> str:
+    return json.dumps(doc).replace(json.dumps(HOLE), number)
+
+
+@given(st.sampled_from(ROUTES), st.builds(_with_number, with_hole, huge_numbers))
+@hsettings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_huge_integers_and_floats_on_every_json_route_are_never_500(api_app, route, body):
+    app, database = api_app
+    before = database.configs.find_one({"name": "keep"})
+    count, jobs = database.configs.count_documents({}), database.jobs.count_documents({})
+    method, path = route
+    response = app.test_client().open(path, method=method, data=body, headers=AUTH,
+                                      content_type="application/json")
+    assert response.status_code < 500, (method, path, body[:200], response.get_data(as_text=True)[:500])
+    if response.status_code >= 400:
+        error = response.get_json()["error"]
+        assert error["code"] and error["message"]
+        assert database.configs.find_one({"name": "keep"}) == before
+        assert database.configs.count_documents({}) == count and database.jobs.count_documents({}) == jobs
+    elif method == "POST" and path == "/api/configs":
+        database.configs.delete_one({"name": response.get_json()["name"]})
+    elif method in ("PUT", "PATCH"):
+        database.configs.replace_one({"_id": before["_id"]}, before)
+    elif path == "/api/ensembles":
+        jobs_done = database.jobs.find_one({"key": "ensemble:e2"})
+        if jobs_done is not None:
+            from models.jobs import wait
+            wait(database, jobs_done["_id"], timeout=60)
+            database.ensembles.delete_many({"name": "e2"})
+            database.jobs.delete_many({"key": "ensemble:e2"})
 
 
 @pytest.mark.parametrize("body,field", [

@@ -8,6 +8,7 @@ pattern). Structure:
   automatically (optional ``NAV = (label, endpoint)`` adds a menu entry)
 - ``web/api/``: JSON API under ``/api``; each module with a ``bp`` is mounted
 - ``web/health.py``: ``GET /healthz``
+- ``web/headers.py``: security headers (CSP, X-Frame-Options, ...) on every response
 - ``web/errors.py``: one error shape (``{"error": {"code", "message", "field"?}}``)
 - ``web/services.py``: ``get_db()``, ``config_store()``, ``get_state()`` for views
 """
@@ -30,6 +31,7 @@ from web.charts import register_charts
 from web.credentials import load_credentials
 from web.errors import register_error_handlers
 from web.formatting import register_filters
+from web.headers import init_headers
 from web.ratelimit import RateLimiter
 from web.services import JOB_RUNNER, WebState, init_state
 
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         SECRET_KEY=credentials.secret_key,
         MAX_CONTENT_LENGTH=settings.max_content_length,
         SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,  # SESSION_COOKIE_SECURE=1 behind TLS
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_NAME="ensemble_cache_session",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
@@ -78,6 +81,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     register_filters(app)
     register_charts(app)
     init_auth(app)
+    init_headers(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.create_blueprint())
     app.register_blueprint(api.create_blueprint())

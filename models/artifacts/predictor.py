@@ -12,6 +12,16 @@ from sklearn.pipeline import Pipeline
 from models.errors import ValidationError
 
 
+def _overflows(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        return True
+    except (TypeError, ValueError):
+        return False
+    return False
+
+
 def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np.ndarray:
     """``frame[features]`` as a float array; every missing or non-numeric column is named in the error."""
     if not isinstance(frame, pd.DataFrame):
@@ -22,6 +32,11 @@ def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np
     sub = frame[features]
     try:
         values = sub.to_numpy(dtype=float)
+    except OverflowError:  # an integer beyond any float (hundreds of digits)
+        where = [(i, c) for c in features for i, v in enumerate(sub[c]) if _overflows(v)]
+        row, column = where[0] if where else (None, features[0])
+        raise ValidationError(f"feature value too large in row {row}, column {column}: it does not fit a "
+                              "floating-point number", field=column) from None
     except (TypeError, ValueError):
         bad = [c for c in features if not pd.api.types.is_numeric_dtype(sub[c])
                and pd.to_numeric(sub[c], errors="coerce").isna().any()]
@@ -30,6 +45,31 @@ def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np
     if not np.isfinite(values).all():
         rows = np.where(~np.isfinite(values).all(axis=1))[0][:5].tolist()
         raise ValidationError(f"missing or infinite feature values in rows {rows}", field="rows")
+    return values
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # tree models compute in float32
+
+
+def check_finite(values: np.ndarray, columns: list[str], what: str) -> np.ndarray:
+    """``values`` when every entry is finite (and fits a float32); otherwise ValidationError naming the
+    first bad row and column.
+
+    Feature values that are finite but huge (``1e308``) can overflow once scaled or inside a model;
+    they are refused here, with where, instead of reaching a model that raises on NaN/inf.
+    """
+    arr = np.asarray(values, dtype=float)
+    table = arr.reshape(len(arr), -1) if arr.ndim else arr.reshape(1, 1)
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(table) | (np.abs(table) > FLOAT32_MAX)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        row, col = int(rows[0]), int(cols[0])
+        name = columns[col] if col < len(columns) else f"column {col}"
+        more = len(set(rows.tolist())) - 1
+        raise ValidationError(f"{what} in row {row}, column {name}{f' (and {more} more rows)' if more > 0 else ''}: "
+                              "a feature value is too large for the model; send values in the range "
+                              "the model was trained on", field=name)
     return values
 
 
@@ -50,15 +90,24 @@ class TrainedModel:
         return getattr(self.model, "classes_", None) if self.task == "classification" else None
 
     def transform(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
-        return self.scaler.transform(feature_matrix(frame, self.features))
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = self.scaler.transform(feature_matrix(frame, self.features))
+        return check_finite(scaled, self.features, "feature values overflow once scaled")
 
     def predict(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
-        return self.model.predict(self.transform(frame))
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self.model.predict(self.transform(frame))
+        if self.task == "regression":
+            check_finite(out, ["prediction"], "the model's prediction overflows")
+        return out
 
     def predict_proba(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
         if self.task != "classification":
             raise ValidationError("predict_proba applies to classifiers only", field="task")
-        return self.model.predict_proba(self.transform(frame))
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self.model.predict_proba(self.transform(frame))
+        return check_finite(out, [f"proba_{c}" for c in (self.classes if self.classes is not None else [])],
+                            "the model's probabilities are not numbers")
 
     def predict_table(self, frame: pd.DataFrame | dict | list) -> pd.DataFrame:
         return prediction_frame(self.predict, self.predict_proba, self.classes, frame)

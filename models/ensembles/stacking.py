@@ -31,7 +31,7 @@ from sklearn.linear_model import (
     RidgeClassifier,
 )
 
-from models.artifacts.predictor import TrainedModel, feature_matrix, prediction_frame
+from models.artifacts.predictor import TrainedModel, check_finite, feature_matrix, prediction_frame
 from models.errors import ValidationError
 from models.estimators import SERVICE_SET, service_and_bound_errors
 from models.training.metrics import classification_metrics, regression_metrics
@@ -246,11 +246,16 @@ class StackedEnsemble:
         n_classes = 0 if self.classes is None else len(self.classes)
         preds = [b.predict_proba(frame) if self.task == "classification" else b.predict(frame) for b in self.bases]
         extra = feature_matrix(frame, self.passthrough_features) if self.passthrough_features else None
-        return meta_features(preds, self.task, self.stack_method, n_classes, extra)
+        meta = meta_features(preds, self.task, self.stack_method, n_classes, extra)
+        return check_finite(meta, [f"meta-feature {i}" for i in range(meta.shape[1])],
+                            "the base models' outputs are not numbers")
 
     def predict(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
-        out = self.meta_model.predict(self.transform(frame))
-        return self.classes[out] if self.task == "classification" else out
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = self.meta_model.predict(self.transform(frame))
+        if self.task == "classification":
+            return self.classes[out]
+        return check_finite(out, ["prediction"], "the ensemble's prediction overflows")
 
     def predict_proba(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
         if self.task != "classification":
