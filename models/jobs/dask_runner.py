@@ -96,11 +96,11 @@ def fail_abandoned_job(database: Database, job_id: str, error: BaseException | N
     why = f"; the cluster said {error.__class__.__name__}: {error}" if error is not None else ""
     message = (f"the process running this job stopped before it finished ({who}){why}; "
                "nothing of it was committed, submit it again")
+    recover_interrupted_trainings(database)  # first, so whoever sees the job failed sees its config repaired
     done = store.finish(database.jobs, oid, error={"code": "process_died", "message": message},
                         from_status=(job["status"],), extra_filter={"owner": job.get("owner")})
     if done is not None:
         log.warning("job %s (%s %s) marked failed: %s", job_id, job.get("kind"), job.get("key"), message)
-        recover_interrupted_trainings(database)
     return done
 
 
