@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import click
-from pymongo.errors import ConnectionFailure
-from rich.console import Console
-from rich.table import Table
 
 from models.errors import (
     ConflictError,
@@ -24,14 +22,55 @@ from models.errors import (
     ServiceError,
     ValidationError,
 )
-from models.jsonable import to_json
 from models.settings import Settings, get_settings
-from models.store.db import Database, safe_uri
+
+if TYPE_CHECKING:  # imported when used: `python -m cli --help` must not pay for pymongo, numpy or rich
+    from rich.console import Console
+
+    from models.store.db import Database
 
 USAGE_ERRORS = (ValidationError, NotFoundError, ConflictError)
 
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
-stdout = Console(highlight=False, width=200 if not sys.stdout.isatty() else None)
+
+class LazyConsole:
+    """A rich ``Console`` made on first use (importing rich costs more than the whole of ``--help``)."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+            options = dict(self._options)
+            if options.pop("pipe_width", False):
+                options["width"] = 200 if not sys.stdout.isatty() else None
+            self._console = Console(**options)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+stderr = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
+stdout = LazyConsole(highlight=False, pipe_width=True)
+
+
+class LazyChoice(click.Choice):
+    """A ``click.Choice`` whose values come from the core only when a command is parsed or its help shown,
+    so that registering the command imports nothing heavy."""
+
+    def __init__(self, load: Callable[[], Iterable[str]], case_sensitive: bool = True) -> None:
+        self._load = load
+        self._loaded: tuple[str, ...] | None = None
+        self.case_sensitive = case_sensitive
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        if self._loaded is None:
+            self._loaded = tuple(self._load())
+        return self._loaded
 
 
 class AppContext:
@@ -45,6 +84,7 @@ class AppContext:
     @property
     def db(self) -> Database:
         if self._db is None:
+            from models.store.db import Database
             self._db = Database.connect(self.settings)
         return self._db
 
@@ -62,12 +102,14 @@ def json_option(f: Callable) -> Callable:
 
 
 def emit_json(data: Any) -> None:
+    from models.jsonable import to_json
     click.echo(json.dumps(to_json(data) if isinstance(data, dict) else
                           [to_json(d) if isinstance(d, dict) else d for d in data]
                           if isinstance(data, list) else data, indent=2, default=str))
 
 
 def emit_table(rows: Iterable[Sequence[Any]], columns: Sequence[str], title: str | None = None) -> None:
+    from rich.table import Table
     table = Table(title=title, show_lines=False, header_style="bold")
     for col in columns:
         table.add_column(col)
@@ -84,6 +126,13 @@ def info(message: str) -> None:
 class ServiceGroup(click.Group):
     """Turns the core's errors into one clear line on stderr and the right exit code."""
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:  # `--help` is printed while the arguments are parsed
+            return super().make_context(*args, **kwargs)
+        except BrokenPipeError:
+            reader_gone()
+            raise  # not reached
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -91,16 +140,41 @@ class ServiceGroup(click.Group):
             raise
         except ServiceError as exc:
             _fail(ctx, exc, 2 if isinstance(exc, USAGE_ERRORS) else 1)
-        except ConnectionFailure as exc:  # lost MongoDB mid-command: one sentence, not pymongo's topology dump
-            app = ctx.find_object(AppContext)
-            where = safe_uri(app.settings.effective_mongo_uri) if app else "(unknown)"
-            _fail(ctx, DatabaseUnavailableError(f"MongoDB at {where} stopped answering ({exc.__class__.__name__}); "
-                                                "nothing more was done"), 1)
+        except BrokenPipeError:
+            reader_gone()
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
         except Exception as exc:  # an operation failed for a reason we did not foresee
+            if _is_connection_failure(exc):  # lost MongoDB mid-command: one sentence, not pymongo's topology dump
+                from models.store.db import safe_uri
+                app = ctx.find_object(AppContext)
+                where = safe_uri(app.settings.effective_mongo_uri) if app else "(unknown)"
+                _fail(ctx, DatabaseUnavailableError(f"MongoDB at {where} stopped answering "
+                                                    f"({exc.__class__.__name__}); nothing more was done"), 1)
             _fail(ctx, exc, 1)
+
+
+BROKEN_PIPE_EXIT = 1  # not all output was delivered; the same code click and rich use for a closed pipe
+
+
+def reader_gone() -> None:
+    """The reader of our stdout went away (``python -m cli ... | head``): stop quietly, without a traceback
+    and without Python's "Exception ignored ... BrokenPipeError" when it flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (tests' CliRunner): nothing is flushed to a pipe at exit
+        pass
+    logging.shutdown()
+    sys.exit(BROKEN_PIPE_EXIT)
+
+
+def _is_connection_failure(exc: BaseException) -> bool:
+    if "pymongo" not in sys.modules:  # nothing talked to MongoDB, so it cannot have been lost
+        return False
+    from pymongo.errors import ConnectionFailure
+    return isinstance(exc, ConnectionFailure)
 
 
 def _fail(ctx: click.Context, exc: BaseException, code: int) -> None:

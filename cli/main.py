@@ -1,14 +1,20 @@
-"""The ``python -m cli`` entry point: one click group; each module in ``cli/commands`` adds its commands."""
+"""The ``python -m cli`` entry point: one click group; each module in ``cli/commands`` adds its commands.
+
+Command modules import only click and ``cli.context`` at the top; anything heavier (scikit-learn,
+pandas, pymongo, rich) is imported inside the command that uses it, so ``--help`` starts in a
+fraction of a second (tests/test_cli_startup.py checks which modules ``--help`` loads).
+"""
 from __future__ import annotations
 
 import importlib
 import logging
 import pkgutil
+import sys
 
 import click
 
 from cli import commands as command_modules
-from cli.context import AppContext, ServiceGroup
+from cli.context import AppContext, ServiceGroup, reader_gone
 
 
 @click.group(cls=ServiceGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -29,4 +35,10 @@ for _info in sorted(pkgutil.iter_modules(command_modules.__path__), key=lambda m
 
 
 def main() -> None:
-    cli(prog_name="python -m cli")
+    try:
+        try:
+            cli(prog_name="python -m cli")
+        finally:
+            sys.stdout.flush()  # output still buffered when the command ended meets a closed pipe here
+    except BrokenPipeError:
+        reader_gone()

@@ -21,3 +21,20 @@ def reg_config(name: str, csv: Path, model_type: str = "ridge", **extra: Any) ->
            "target": "point_diff", "training_csv": str(csv), "cv_folds": 3, "random_state": 7}
     doc.update(extra)
     return doc
+
+
+def spy_unpickling(monkeypatch: Any) -> list[bytes]:
+    """Record the bytes of every unpickling the loader does (``models.artifacts.verified.load_stream``):
+    the spy reads the verified stream to its end (so a failing block still fails) and unpickles that."""
+    import io
+
+    import models.artifacts.verified as verified
+    calls: list[bytes] = []
+    real = verified.load_stream
+
+    def spy(source: Any, reopen: Any) -> Any:
+        data = source.read()
+        calls.append(data)
+        return real(io.BytesIO(data), reopen)
+    monkeypatch.setattr(verified, "load_stream", spy)
+    return calls

@@ -3,15 +3,14 @@ import pickle
 
 import pytest
 
-import models.artifacts.verified as artifacts
-from models.artifacts.base import joblib_writer
+from models.artifacts.base import pickle_writer
 from models.artifacts.loading import load_model
 from models.artifacts.local import LocalArtifactStore
 from models.artifacts.verified import load_verified
 from models.errors import ArtifactError
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import cls_config
+from tests.helpers import cls_config, spy_unpickling
 
 
 class Boom:
@@ -31,13 +30,7 @@ def trained(database, settings, games_csv):
 @pytest.fixture
 def no_unpickle(monkeypatch):
     """Records the bytes of every unpickling the loader does."""
-    calls = []
-    real = artifacts.joblib.load
-    def spy(source, *a, **k):
-        calls.append(source.getvalue() if hasattr(source, "getvalue") else bytes(source._data))
-        return real(source, *a, **k)
-    monkeypatch.setattr(artifacts.joblib, "load", spy)
-    return calls
+    return spy_unpickling(monkeypatch)
 
 
 def _damage(path, how):
@@ -125,7 +118,7 @@ def test_seed_style_prefixed_path_is_accepted(tmp_path, monkeypatch):
     (root / "cli" / "models").mkdir(parents=True)
     monkeypatch.setattr(a, "PROJECT_ROOT", root)
     store = LocalArtifactStore(root / "cli" / "models")
-    info = store.write("r_model.pkl", joblib_writer({"x": 1}))
+    info = store.write("r_model.pkl", pickle_writer({"x": 1}))
     assert info.path == "cli/models/r_model.pkl"
     assert load_verified(store, info.path, info.sha256)[0] == {"x": 1}
     with pytest.raises(ArtifactError, match="not inside the artifact folder"):
@@ -195,3 +188,96 @@ def test_verified_reader_never_serves_unverified_bytes():
         VerifiedReader(b"?" + payload[1:], info)     # a bad first block fails before any reading
     with pytest.raises(ArtifactError, match="size is"):
         VerifiedReader(payload[:-1], info)
+
+
+def test_model_files_are_plain_pickles_that_pickle_and_joblib_open(settings, trained, games_csv):
+    import joblib
+    import pandas as pd
+
+    from tests.helpers import FEATS
+    path = settings.artifact_dir / trained["model_artifact_path"]
+    assert path.read_bytes()[:2] == b"\x80\x05"  # pickle protocol 5
+    with open(path, "rb") as fh:
+        plain = pickle.load(fh)
+    scaler = joblib.load(settings.artifact_dir / trained["scaler_artifact_path"])
+    X = scaler.transform(pd.read_csv(games_csv).head(50)[FEATS].to_numpy(float))
+    loaded = load_model(settings, trained, use_cache=False).model
+    assert (plain.predict_proba(X) == joblib.load(path).predict_proba(X)).all()
+    assert (loaded.model.predict_proba(X) == plain.predict_proba(X)).all()
+
+
+def _chunked_store(tmp_path, chunk_size=64 * 1024):
+    return LocalArtifactStore(tmp_path, chunk_size=chunk_size)
+
+
+def test_files_written_by_joblib_still_load(tmp_path, settings):
+    """Artifacts of older runs were written by joblib.dump (numpy arrays in joblib's layout)."""
+    import joblib
+    import numpy as np
+
+    from models.artifacts.verified import fetch_pickle
+    from sklearn.ensemble import RandomForestClassifier
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 5)), rng.integers(0, 2, 400)
+    model = RandomForestClassifier(n_estimators=30, random_state=0).fit(X, y)
+    store = _chunked_store(tmp_path)
+    info = store.write("old_model.pkl", lambda fh: joblib.dump(model, fh))
+    assert b"NumpyArrayWrapper" in (tmp_path / "old_model.pkl").read_bytes() and info.chunk_size == 64 * 1024
+    loaded, notes = fetch_pickle(store, info.to_dict()).load()
+    assert (loaded.predict_proba(X) == model.predict_proba(X)).all()
+    assert load_verified(store, info.path, info.sha256)[0].n_estimators == 30  # the whole-file path too
+
+
+def test_a_damaged_block_deep_inside_a_large_array_is_never_handed_over(tmp_path, monkeypatch):
+    import numpy as np
+
+    from models.artifacts.verified import fetch_pickle
+    calls = spy_unpickling(monkeypatch)
+    store = _chunked_store(tmp_path)
+    big = np.arange(400_000, dtype=np.float64)  # 3.2 MB: one protocol-5 buffer over ~49 blocks
+    info = store.write("big_model.pkl", pickle_writer({"w": big}))
+    path = tmp_path / "big_model.pkl"
+    assert fetch_pickle(store, info.to_dict()).load()[0]["w"].tolist() == big.tolist()
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    calls.clear()
+    pending = fetch_pickle(store, info.to_dict())  # block 0 is intact: the checks before loading pass
+    with pytest.raises(ArtifactError, match=r"fails verification: block \d+") as exc:
+        pending.load()
+    assert exc.value.reason == "checksum_mismatch"
+    assert calls == []  # the spy reads the whole stream first: the damaged block stopped it
+
+
+def test_verified_reader_memory_is_bounded_and_every_byte_is_served_once(tmp_path):
+    import hashlib
+
+    from models.artifacts.base import ArtifactInfo
+    from models.artifacts.verified import VerifiedReader
+    payload = os.urandom(64 * 4096 + 123)
+    chunks = [hashlib.sha256(payload[i:i + 4096]).hexdigest() for i in range(0, len(payload), 4096)]
+    info = ArtifactInfo("x_model.pkl", hashlib.sha256(payload).hexdigest(), len(payload), 4096, tuple(chunks))
+    allocated = []
+
+    class Counting(VerifiedReader):
+        def _buffer(self):
+            buf = super()._buffer()
+            if all(buf is not b for b in allocated):
+                allocated.append(buf)
+            return buf
+    reader = Counting(payload, info)
+    out, pieces = bytearray(len(payload)), []
+    view = memoryview(out)
+    got = reader.readinto(view[:10_000])                 # across blocks
+    first = bytes(out[:got])
+    pieces.append(reader.read(5))                        # within a block
+    pieces.append(reader.readline())                     # up to a newline byte (or the end)
+    rest = len(payload) - got - 5 - len(pieces[1])
+    assert reader.readinto(view[:rest]) == rest
+    assert first == payload[:got] and got == 10_000
+    assert pieces[0] == payload[got:got + 5]
+    assert payload[got + 5:].startswith(pieces[1]) and (pieces[1].endswith(b"\n") or len(pieces[1]) == rest)
+    assert bytes(out[:rest]) == payload[len(payload) - rest:]
+    assert reader.read() == b"" and reader.tell() == len(payload)
+    assert len(allocated) <= VerifiedReader.LOOKAHEAD + 2  # 65 blocks read through a handful of buffers
+    reader.close()

@@ -19,7 +19,7 @@ from models.ensembles.build import (
 )
 from models.ensembles.compat import IncompatibleBaseModelsError
 from models.ensembles.stacking import make_meta_model
-from models.errors import ConflictError, NotFoundError, ValidationError
+from models.errors import ConflictError, DataError, NotFoundError, ValidationError
 from models.store.configs import ConfigStore
 from models.store.locks import LockTimeoutError, MongoLock
 from models.training.data import load_training_data
@@ -29,7 +29,7 @@ from models.training.train import (
     make_splitter,
     train_config,
 )
-from tests.helpers import FEATS, cls_config, reg_config
+from tests.helpers import FEATS, cls_config, reg_config, spy_unpickling
 
 CLS_BASES = [("lr", "logistic_regression", {}), ("rf", "random_forest", {"n_estimators": 12, "max_depth": 5}),
              ("nb", "naive_bayes", {})]
@@ -285,11 +285,8 @@ def test_two_threads_need_the_same_missing_model_train_it_once(database, setting
 
 def test_creation_verifies_base_models_without_unpickling_them(database, settings, games_csv, monkeypatch):
     """Creating needs only the stored OOF predictions: base files are checked, loaded at first prediction."""
-    import models.artifacts.verified as artifacts
     make_configs(database, games_csv, cls_config, CLS_BASES[:2])
-    calls = []
-    real = artifacts.joblib.load
-    monkeypatch.setattr(artifacts.joblib, "load", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = spy_unpickling(monkeypatch)
     record = create_ensemble(database, "lazy", ["lr", "rf"])
     assert calls == [] and [b["source"] for b in record["base_models"]] == ["artifacts", "artifacts"]
     frame = pd.read_csv(games_csv).head(20)
@@ -297,3 +294,46 @@ def test_creation_verifies_base_models_without_unpickling_them(database, setting
     assert len(calls) == 5  # two scalers, two models, the meta-model
     second = create_ensemble(database, "lazy2", ["lr", "rf"])
     assert [b["source"] for b in second["base_models"]] == ["cache", "cache"]
+
+
+def test_creation_over_verified_runs_reads_no_csv(database, settings, games_csv, tmp_path):
+    """The targets are stored with the out-of-fold predictions: the training CSV can be gone."""
+    csv = tmp_path / "games_copy.csv"
+    csv.write_bytes(games_csv.read_bytes())
+    configs = make_configs(database, csv, cls_config, CLS_BASES)
+    reference = from_scratch(configs, csv, "logistic_regression", False)
+    frame = pd.read_csv(csv).sample(200, random_state=3)
+    csv.unlink()
+    record = create_ensemble(database, "no_csv", [c["name"] for c in configs])
+    assert record["targets_from"] == "artifacts" and record["retrained"] == []
+    ensemble = load_ensemble(database, "no_csv")
+    X = frame[FEATS].to_numpy(float)
+    assert np.allclose(ensemble.predict_proba(frame), reference.predict_proba(X), rtol=1e-9, atol=1e-10)
+    assert np.array_equal(ensemble.predict(frame), reference.predict(X))
+    run = database.runs.find_one({"run_id": configs[0]["run_id"]})
+    assert record["base_metrics"]["lr"]["roc_auc"] == pytest.approx(run["metrics"]["roc_auc"], abs=1e-12)
+
+
+def test_older_runs_without_stored_targets_read_the_csv(database, settings, games_csv, tmp_path, monkeypatch):
+    """Runs trained before the targets were stored: the CSV is read (checked by fingerprint), same result."""
+    csv = tmp_path / "games_copy.csv"
+    csv.write_bytes(games_csv.read_bytes())
+    old_keys = ("oof", "fold_ids", "train_idx", "test_idx", "test_pred", "classes")
+    real = training.oof_arrays
+    monkeypatch.setattr(training, "oof_arrays",
+                        lambda fit, fp: {k: v for k, v in real(fit, fp).items() if k in old_keys})
+    configs = make_configs(database, csv, cls_config, CLS_BASES[:2])
+    monkeypatch.setattr(training, "oof_arrays", real)
+    record = create_ensemble(database, "old", ["lr", "rf"])
+    assert record["targets_from"] == "training_csv"
+    reference = from_scratch(configs, csv, "logistic_regression", False)
+    frame = pd.read_csv(csv).head(100)
+    assert np.allclose(load_ensemble(database, "old").predict_proba(frame),
+                       reference.predict_proba(frame[FEATS].to_numpy(float)), rtol=1e-9, atol=1e-10)
+    # without the CSV an old run cannot give its targets: a clear error, and nothing is written
+    csv.unlink()
+    before = files(settings)
+    with pytest.raises(DataError, match="training CSV .* not found") as info:
+        create_ensemble(database, "old2", ["lr", "rf"])
+    assert info.value.field == "training_csv"
+    assert files(settings) == before and database.ensembles.count_documents({"name": "old2"}) == 0

@@ -7,11 +7,10 @@ import pickle
 
 import pytest
 
-import models.artifacts.verified as artifacts
 from agents.tools.stacking_tool import StackingTool
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import cls_config
+from tests.helpers import cls_config, spy_unpickling
 
 
 class Plant:
@@ -32,17 +31,8 @@ def tool(database):
 
 @pytest.fixture
 def unpickled(monkeypatch):
-    """Every byte string handed to joblib.load by the loader."""
-    seen = []
-    real = artifacts.joblib.load
-
-    def spy(source, *a, **k):
-        pos = source.tell()
-        seen.append(source.read())
-        source.seek(pos)
-        return real(source, *a, **k)
-    monkeypatch.setattr(artifacts.joblib, "load", spy)
-    return seen
+    """Every byte string handed to the unpickler by the loader."""
+    return spy_unpickling(monkeypatch)
 
 
 @pytest.mark.parametrize("how,reason,words", [

@@ -1,6 +1,5 @@
 """The stacking tool against the real server: fast path, slow path, reasons, concurrency, async."""
 import asyncio
-import io
 import json
 import os
 import subprocess
@@ -10,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import models.artifacts.verified as artifacts
 from agents.tools.stacking_tool import StackingTool
 from models.artifacts.cache import ModelCache
 from models.ensembles.base_models import BaseModelsError, BaseModelUnavailableError
@@ -18,7 +16,7 @@ from models.ensembles.compat import IncompatibleBaseModelsError
 from models.settings import PROJECT_ROOT
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import cls_config
+from tests.helpers import cls_config, spy_unpickling
 
 BASES = {"lr": ("logistic_regression", {}), "rf": ("random_forest", {"n_estimators": 10, "max_depth": 4}),
          "nb": ("naive_bayes", {})}
@@ -34,16 +32,8 @@ class Boom:
 
 @pytest.fixture
 def spy_unpickle(monkeypatch):
-    """The bytes of every unpickling (only verified bytes can ever reach joblib)."""
-    calls = []
-    real = artifacts.joblib.load
-
-    def spy(f, *a, **k):
-        data = f.getvalue() if hasattr(f, "getvalue") else f.read()
-        calls.append(data)
-        return real(io.BytesIO(data), *a, **k)
-    monkeypatch.setattr(artifacts.joblib, "load", spy)
-    return calls
+    """The bytes of every unpickling (only verified bytes can ever reach the unpickler)."""
+    return spy_unpickling(monkeypatch)
 
 
 @pytest.fixture

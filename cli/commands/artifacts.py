@@ -3,16 +3,21 @@ from __future__ import annotations
 
 import click
 
-from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
-from models.artifacts.maintenance import (
-    collect_orphans,
-    run_artifacts_info,
-    scan_configs,
+from cli.context import (
+    AppContext,
+    LazyChoice,
+    emit_json,
+    emit_table,
+    info,
+    json_option,
+    pass_app,
 )
-from models.artifacts.migrate import BACKENDS, migrate_artifacts
 from models.errors import ServiceError
-from models.registry import prune_runs
-from models.training.train import train_config
+
+
+def _backends() -> tuple[str, ...]:
+    from models.artifacts.migrate import BACKENDS
+    return tuple(BACKENDS)
 
 
 def register(cli: click.Group) -> None:
@@ -30,6 +35,7 @@ def artifacts() -> None:
 @pass_app
 def info_cmd(app: AppContext, run_id: str, as_json: bool) -> None:
     """Paths, sizes, checksums and verification state of a run's files."""
+    from models.artifacts.maintenance import run_artifacts_info
     data = run_artifacts_info(app.db, run_id)
     if as_json:
         emit_json(data)
@@ -48,6 +54,8 @@ def info_cmd(app: AppContext, run_id: str, as_json: bool) -> None:
 @pass_app
 def verify(app: AppContext, repair: bool, as_json: bool) -> None:
     """Check every config's artifacts against their recorded checksums. Exits 1 if any problem remains."""
+    from models.artifacts.maintenance import scan_configs
+    from models.training.train import train_config
     report = scan_configs(app.db)
     broken = [r for r in report if r["state"] in ("missing", "corrupt", "stale")]
     if repair:
@@ -79,6 +87,8 @@ def verify(app: AppContext, repair: bool, as_json: bool) -> None:
 @pass_app
 def gc(app: AppContext, keep: int | None, dry_run: bool, min_age: int, as_json: bool) -> None:
     """Delete artifact files that no document references (and, with --keep, old runs)."""
+    from models.artifacts.maintenance import collect_orphans
+    from models.registry import prune_runs
     result: dict = {}
     if keep is not None:
         result["runs"] = prune_runs(app.db, keep=keep, dry_run=dry_run)
@@ -95,7 +105,7 @@ def gc(app: AppContext, keep: int | None, dry_run: bool, min_age: int, as_json: 
 
 
 @artifacts.command("migrate")
-@click.option("--to", "to", required=True, type=click.Choice(BACKENDS),
+@click.option("--to", "to", required=True, type=LazyChoice(_backends),
               help="The backend every artifact should end up in.")
 @click.option("--dry-run", is_flag=True, help="Only report what would be copied, updated and deleted.")
 @json_option
@@ -105,6 +115,7 @@ def migrate(app: AppContext, to: str, dry_run: bool, as_json: bool) -> None:
 
     Exits 1 if anything is left to do (a missing or corrupt file, a document changed meanwhile).
     """
+    from models.artifacts.migrate import migrate_artifacts
     report = migrate_artifacts(app.db, to, dry_run=dry_run)
     data = report.to_dict()
     if as_json:

@@ -6,13 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import yaml
 
 from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
 from models.errors import ValidationError
-from models.jsonable import to_json
-from models.store.configs import ConfigStore, user_fields
-from models.store.schema import refuse_service_fields, validate_config
 
 
 def register(cli: click.Group) -> None:
@@ -25,6 +21,7 @@ def configs() -> None:
 
 
 def _read_documents(path: Path) -> list[dict[str, Any]]:
+    import yaml
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -64,6 +61,8 @@ def _collect(paths: tuple[Path, ...]) -> list[tuple[Path, dict[str, Any]]]:
 @pass_app
 def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) -> None:
     """Add configs from JSON or YAML files (or folders of them). All are validated before any is written."""
+    from models.store.configs import ConfigStore, user_fields
+    from models.store.schema import refuse_service_fields, validate_config
     docs = _collect(paths)
     errors = []
     for f, doc in docs:
@@ -109,6 +108,7 @@ def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) 
 @pass_app
 def list_(app: AppContext, task, model_type, status, tag, q, sort, as_json: bool) -> None:
     """List configs."""
+    from models.store.configs import ConfigStore
     docs = ConfigStore(app.db).list(task=task, model_type=model_type, status=status, tag=tag, q=q, sort=sort)
     if as_json:
         emit_json(docs)
@@ -124,6 +124,10 @@ def list_(app: AppContext, task, model_type, status, tag, q, sort, as_json: bool
 @pass_app
 def show(app: AppContext, name: str, as_json: bool) -> None:
     """Show one config."""
+    import yaml
+
+    from models.jsonable import to_json
+    from models.store.configs import ConfigStore
     doc = ConfigStore(app.db).get(name)
     if as_json:
         emit_json(doc)
@@ -155,6 +159,7 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
 @pass_app
 def edit(app: AppContext, name: str, assignments: tuple[str, ...], unsets: tuple[str, ...], as_json: bool) -> None:
     """Change fields of a config (validated before anything is written)."""
+    from models.store.configs import ConfigStore
     if not assignments and not unsets:
         raise ValidationError("nothing to change: give --set KEY=VALUE or --unset KEY", field="--set")
     store = ConfigStore(app.db)
@@ -184,6 +189,7 @@ def edit(app: AppContext, name: str, assignments: tuple[str, ...], unsets: tuple
 @pass_app
 def delete(app: AppContext, name: str, yes: bool, as_json: bool) -> None:
     """Delete a config (its runs stay in the registry)."""
+    from models.store.configs import ConfigStore
     store = ConfigStore(app.db)
     store.get(name)
     if not yes:

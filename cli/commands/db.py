@@ -1,10 +1,14 @@
 """``db start|stop|status``: the embedded database server."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from cli.context import AppContext, emit_json, info, json_option, pass_app
-from models.store.embedded import EmbeddedServer
+
+if TYPE_CHECKING:
+    from models.store.embedded import EmbeddedServer
 
 
 def register(cli: click.Group) -> None:
@@ -17,6 +21,7 @@ def db_group() -> None:
 
 
 def _server(app: AppContext) -> EmbeddedServer:
+    from models.store.embedded import EmbeddedServer
     if not app.settings.uses_embedded:
         raise click.UsageError("MONGO_URI is set: the embedded database is not used")
     return EmbeddedServer.from_settings(app.settings)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import click
 
 from cli.context import AppContext, emit_json, info, json_option, pass_app
-from models.demo import install_demo
 
 
 def register(cli: click.Group) -> None:
@@ -18,6 +17,7 @@ def register(cli: click.Group) -> None:
 @pass_app
 def demo(app: AppContext, games: int, force: bool, as_json: bool) -> None:
     """Create the demo data set (NBA-like games) and register the demo configs."""
+    from models.demo import install_demo
     result = install_demo(app.db, games=games, force=force)
     if as_json:
         emit_json(result)

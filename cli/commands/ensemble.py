@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from agents.tools.stacking_tool import StackingTool
 from cli.context import (
     AppContext,
+    LazyChoice,
     emit_json,
     emit_table,
     info,
@@ -16,8 +16,19 @@ from cli.context import (
     pass_app,
     stdout,
 )
-from cli.csvio import read_csv_arg, write_predictions
-from models.ensembles.stacking import STACK_METHODS, meta_model_names
+
+if TYPE_CHECKING:
+    from agents.tools.stacking_tool import StackingTool
+
+
+def _meta_models() -> list[str]:
+    from models.ensembles.stacking import meta_model_names
+    return meta_model_names()
+
+
+def _stack_methods() -> tuple[str, ...]:
+    from models.ensembles.stacking import STACK_METHODS
+    return STACK_METHODS
 
 
 def register(cli: click.Group) -> None:
@@ -25,6 +36,7 @@ def register(cli: click.Group) -> None:
 
 
 def _tool(app: AppContext) -> StackingTool:
+    from agents.tools.stacking_tool import StackingTool
     return StackingTool(app.settings, app.db)
 
 
@@ -44,9 +56,9 @@ def ensemble() -> None:
 @click.argument("name")
 @click.option("--base", "bases", multiple=True, required=True, help="A base config (repeat for each).")
 @click.option("--meta", "meta_model", default="logistic_regression", show_default=True,
-              type=click.Choice(meta_model_names()), help="Meta-model type.")
+              type=LazyChoice(_meta_models), help="Meta-model type.")
 @click.option("--passthrough", is_flag=True, help="Also give the meta-model the raw feature columns.")
-@click.option("--stack-method", default="auto", show_default=True, type=click.Choice(STACK_METHODS),
+@click.option("--stack-method", default="auto", show_default=True, type=LazyChoice(_stack_methods),
               help="Which base-model output the meta-model sees.")
 @click.option("--description", default="", help="A note stored with the ensemble.")
 @json_option
@@ -120,6 +132,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
 @pass_app
 def predict(app: AppContext, name: str, csv_path: Path, out_path: Path | None, as_json: bool) -> None:
     """Predict the rows of --csv with ensemble NAME."""
+    from cli.csvio import read_csv_arg, write_predictions
     frame = read_csv_arg(csv_path)
     model = _tool(app).load_ensemble(name)
     write_predictions(frame, model.predict_table(frame), out_path, as_json,

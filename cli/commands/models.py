@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from cli.context import (
     AppContext,
+    LazyChoice,
     emit_json,
     emit_table,
     info,
@@ -21,11 +21,14 @@ from cli.context import (
     pass_app,
     stdout,
 )
-from models import registry
 from models.errors import ValidationError
-from models.jsonable import to_json
 
 SUMMARY_METRICS = {"classification": ("roc_auc", "f1", "accuracy", "log_loss"), "regression": ("rmse", "mae", "r2")}
+
+
+def _statuses() -> list[str]:
+    from models import registry
+    return list(registry.STATUSES)
 
 
 def register(cli: click.Group) -> None:
@@ -42,6 +45,7 @@ def models_group() -> None:
 
 
 def _fmt(value: Any) -> str:
+    from models.jsonable import to_json
     if value is None:
         return ""
     if isinstance(value, float):
@@ -53,6 +57,7 @@ def _fmt(value: Any) -> str:
 
 
 def _created(run: dict[str, Any]) -> str:
+    from models.jsonable import to_json
     value = to_json({"t": run.get("created_at")})["t"]
     return value or ""
 
@@ -92,7 +97,7 @@ RUN_COLUMNS = ["run id", "name", "version", "status", "task", "model type", "cre
 @click.option("--name", help="Only runs of this config name.")
 @click.option("--type", "model_type", help="Only this model type (e.g. random_forest).")
 @click.option("--task", type=click.Choice(["classification", "regression"]))
-@click.option("--status", type=click.Choice(list(registry.STATUSES)))
+@click.option("--status", type=LazyChoice(_statuses))
 @click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeat: all of them).")
 @click.option("--since", help="Created at or after (ISO date or date-time).")
 @click.option("--until", help="Created at or before (ISO date or date-time).")
@@ -110,6 +115,7 @@ def list_(app: AppContext, name: str | None, model_type: str | None, task: str |
           maxs: tuple[str, ...], sort: str, descending: bool | None, page: int, per_page: int,
           as_json: bool) -> None:
     """Search runs by name, type, task, status, tags, dates and metric thresholds."""
+    from models import registry
     result = registry.search(app.db, name=name, model_type=model_type, task=task, status=status, tags=list(tags),
                              since=since, until=until, min_metrics=_pairs(mins, "--min"),
                              max_metrics=_pairs(maxs, "--max"), sort=sort, descending=descending, page=page,
@@ -128,6 +134,7 @@ def list_(app: AppContext, name: str | None, model_type: str | None, task: str |
 @pass_app
 def show(app: AppContext, ref: str, as_json: bool) -> None:
     """Show one run: RUN_ID, NAME, NAME@VERSION, NAME@latest or NAME@production."""
+    from models import registry
     run = registry.resolve(app.db, ref)
     if as_json:
         emit_json(run)
@@ -153,12 +160,13 @@ def show(app: AppContext, ref: str, as_json: bool) -> None:
 @click.option("--name")
 @click.option("--type", "model_type")
 @click.option("--task", type=click.Choice(["classification", "regression"]))
-@click.option("--status", type=click.Choice(list(registry.STATUSES)))
+@click.option("--status", type=LazyChoice(_statuses))
 @json_option
 @pass_app
 def best(app: AppContext, metric: str, name: str | None, model_type: str | None, task: str | None,
          status: str | None, as_json: bool) -> None:
     """The best run by a metric; prints nothing found (JSON null) when no run has it."""
+    from models import registry
     run = registry.best(app.db, metric, name=name, model_type=model_type, task=task, status=status)
     if as_json:
         emit_json(run)
@@ -175,6 +183,9 @@ def best(app: AppContext, metric: str, name: str | None, model_type: str | None,
 @pass_app
 def compare(app: AppContext, run_ids: tuple[str, ...], as_json: bool) -> None:
     """Compare runs side by side; the best value of each metric row is marked with *."""
+    from rich.table import Table
+
+    from models import registry
     table = registry.compare(app.db, list(run_ids))
     if as_json:
         emit_json(table)
@@ -196,7 +207,7 @@ def compare(app: AppContext, run_ids: tuple[str, ...], as_json: bool) -> None:
 
 @models_group.command("promote")
 @click.argument("run_id")
-@click.option("--to", "to", required=True, type=click.Choice(list(registry.STATUSES)), help="The new status.")
+@click.option("--to", "to", required=True, type=LazyChoice(_statuses), help="The new status.")
 @click.option("--demote-to", default="staging", show_default=True, type=click.Choice(["staging", "archived"]),
               help="Where the current production run goes when another is promoted.")
 @click.option("--by", default="cli", show_default=True, help="Who made the change (recorded in the history).")
@@ -206,6 +217,7 @@ def compare(app: AppContext, run_ids: tuple[str, ...], as_json: bool) -> None:
 def promote(app: AppContext, run_id: str, to: str, demote_to: str, by: str, reason: str | None,
             as_json: bool) -> None:
     """Move a run to another lifecycle status (trained, staging, production, archived)."""
+    from models import registry
     result = registry.set_status(app.db, run_id, to, by=by, reason=reason, demote_to=demote_to)
     if as_json:
         emit_json({k: v for k, v in result.items() if k != "run"})
@@ -222,6 +234,8 @@ def promote(app: AppContext, run_id: str, to: str, demote_to: str, by: str, reas
 @pass_app
 def history(app: AppContext, run_id: str, as_json: bool) -> None:
     """The status transitions of a run, oldest first."""
+    from models import registry
+    from models.jsonable import to_json
     entries = registry.history(app.db, run_id)
     if as_json:
         emit_json(entries)
@@ -238,6 +252,7 @@ def history(app: AppContext, run_id: str, as_json: bool) -> None:
 @pass_app
 def delete(app: AppContext, run_id: str, force: bool, yes: bool, as_json: bool) -> None:
     """Delete a run and its files (refused while ensembles use it, unless --force)."""
+    from models import registry
     run = registry.get_run(app.db, run_id)
     users = registry.ensembles_using(app.db, run["run_id"])
     if users and force:
@@ -267,6 +282,7 @@ def delete(app: AppContext, run_id: str, force: bool, yes: bool, as_json: bool) 
 @pass_app
 def export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
     """Export a run (artifacts, config, run document, manifest) to one .tar.gz archive."""
+    from models import registry
     result = registry.export_run(app.db, ref, out)
     if as_json:
         emit_json(result)
@@ -284,6 +300,7 @@ def export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
 @pass_app
 def import_(app: AppContext, archive: Path, on_conflict: str | None, by: str, as_json: bool) -> None:
     """Import a run archive; every checksum is verified before anything is written."""
+    from models import registry
     result = registry.import_run(app.db, archive, on_conflict=on_conflict or "refuse", by=by)
     if as_json:
         emit_json(result)
@@ -300,6 +317,7 @@ def import_(app: AppContext, archive: Path, on_conflict: str | None, by: str, as
 @pass_app
 def deploy_export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
     """Write a single joblib file with a plain scikit-learn Pipeline, plus a metadata JSON."""
+    from models import registry
     result = registry.deploy_export(app.db, ref, out)
     if as_json:
         emit_json(result)

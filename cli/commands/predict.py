@@ -6,9 +6,6 @@ from pathlib import Path
 import click
 
 from cli.context import AppContext, info, json_option, pass_app
-from cli.csvio import read_csv_arg, write_predictions
-from models.artifacts.loading import load_model
-from models.store.configs import ConfigStore
 
 
 def register(cli: click.Group) -> None:
@@ -23,6 +20,9 @@ def register(cli: click.Group) -> None:
 @pass_app
 def predict(app: AppContext, name: str, csv_path: Path, out: Path | None, as_json: bool) -> None:
     """Predict with a trained config's model (loaded from verified artifacts)."""
+    from cli.csvio import read_csv_arg, write_predictions
+    from models.artifacts.loading import load_model
+    from models.store.configs import ConfigStore
     config = ConfigStore(app.db).get(name)
     frame = read_csv_arg(csv_path)
     result = load_model(app.settings, config)

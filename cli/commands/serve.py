@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import click
-from pymongo.errors import PyMongoError
 
 from cli.context import AppContext, info, pass_app
 from models.errors import DatabaseUnavailableError
-from models.store.db import Database, safe_uri
 
 
 def register(cli: click.Group) -> None:
@@ -21,6 +19,9 @@ def register(cli: click.Group) -> None:
 @pass_app
 def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> None:
     """Serve the admin web app and the JSON API until interrupted (Ctrl+C)."""
+    from pymongo.errors import PyMongoError
+
+    from models.store.db import Database, safe_uri
     from web import (
         create_app,  # imported here: the other commands do not need Flask
         server,

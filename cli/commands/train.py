@@ -5,7 +5,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import click
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cli.context import (
     AppContext,
@@ -17,8 +16,6 @@ from cli.context import (
     stderr,
 )
 from models.errors import ServiceError, ValidationError
-from models.store.configs import ConfigStore
-from models.training.service import train_bounded
 
 
 def register(cli: click.Group) -> None:
@@ -26,6 +23,7 @@ def register(cli: click.Group) -> None:
 
 
 def _selected(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool) -> list[str]:
+    from models.store.configs import ConfigStore
     store = ConfigStore(app.db)
     if all_ or untrained:
         docs = store.list()
@@ -52,12 +50,15 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
 
     Each training runs in its own worker process, stopped after TRAIN_TIMEOUT_SECONDS (error
     'timeout'; the config keeps its previous run)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from models.training.service import train_bounded
     chosen = _selected(app, names, all_, untrained)
     if version and len(chosen) != 1:
         raise ValidationError("--version applies to exactly one config", field="--version")
     results: dict[str, dict[str, Any]] = {}
     with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=stderr,
+                  TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=stderr.console,
                   disable=as_json or not chosen) as bars:
         tasks = {n: bars.add_task(n, total=1.0, step="queued") for n in chosen}
 
@@ -70,7 +71,7 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
                                  "version": run["version"], "metrics": run["metrics"], "cv": run["cv"],
                                  "seconds": run["durations"]["total_s"]}
             except ServiceError as exc:
-                bars.update(tasks[name], step=f"[red]failed")
+                bars.update(tasks[name], step="[red]failed")
                 results[name] = {"name": name, "status": "failed", "error": exc.to_dict()}
 
         with ThreadPoolExecutor(max_workers=parallel) as pool:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import IO, Any, Callable
 
-import joblib
 import numpy as np
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,13 @@ class ArtifactStore(ABC):
 
 
 
-def joblib_writer(obj: Any) -> Callable[[IO[bytes]], None]:
-    return lambda fh: joblib.dump(obj, fh)
+PICKLE_PROTOCOL = 5
+
+
+def pickle_writer(obj: Any) -> Callable[[IO[bytes]], None]:
+    """A plain pickle (protocol 5): ``pickle.load`` and ``joblib.load`` both open it, and the loader reads
+    it with the C unpickler (numpy arrays come back without copies, straight from the verified stream)."""
+    return lambda fh: pickle.dump(obj, fh, protocol=PICKLE_PROTOCOL)
 
 
 def json_writer(obj: Any) -> Callable[[IO[bytes]], None]:

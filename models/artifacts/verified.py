@@ -15,10 +15,12 @@ import io
 import json
 import logging
 import os
+import pickle
+import queue
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import joblib
 import numpy as np
@@ -58,14 +60,41 @@ def load_verified(store: ArtifactStore, stored_path: str | None, sha256: str | N
 
 def unpickle_bytes(data: bytes, stored_path: str) -> tuple[Any, list[str]]:
     """Unpickle bytes that :func:`read_verified` returned. Never call it on unverified bytes."""
-    return _unpickle(io.BytesIO(data), stored_path)
+    return _unpickle(io.BytesIO(data), stored_path, lambda: io.BytesIO(data))
 
 
-def _unpickle(source: IO[bytes], stored_path: str) -> tuple[Any, list[str]]:
+class _JoblibStream(Exception):
+    """The pickle holds joblib's numpy wrappers (written by ``joblib.dump``): only joblib's reader reads it."""
+
+
+class _Unpickler(pickle.Unpickler):
+    """The C unpickler, which stops at the first sign of joblib's format (older artifacts)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "joblib.numpy_pickle" or module.startswith("joblib.numpy_pickle."):
+            raise _JoblibStream(name)
+        return super().find_class(module, name)
+
+
+def load_stream(source: IO[bytes], reopen: Callable[[], IO[bytes]]) -> Any:
+    """Unpickle a verified stream with the C unpickler; a file that ``joblib.dump`` wrote (numpy arrays in
+    joblib's own layout) is read again from ``reopen()`` - again verified - by ``joblib.load``."""
+    try:
+        return _Unpickler(source).load()
+    except _JoblibStream:
+        again = reopen()
+        try:  # joblib seeks in its file: the whole (verified) stream, in memory; older artifacts only
+            data = again.read()
+        finally:
+            again.close()
+        return joblib.load(io.BytesIO(data))
+
+
+def _unpickle(source: IO[bytes], stored_path: str, reopen: Callable[[], IO[bytes]]) -> tuple[Any, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            obj = joblib.load(source)
+            obj = load_stream(source, reopen)
         except ArtifactError:
             raise
         except Exception as exc:  # verified bytes that still fail to load: version skew, missing class
@@ -104,20 +133,25 @@ def _mismatch(path: str, what: str) -> ArtifactError:
                          "it was not loaded", reason="checksum_mismatch", path=path)
 
 
-# One hashing thread: measured on 2 cores it keeps ahead of the (pure-Python) unpickler, while more
-# threads only take CPU time from it (bench/bench_training.py: 1 thread 1.38x a bare load, 4 threads 1.6x).
 class VerifiedReader(io.RawIOBase):
-    """A file object that hands out only bytes whose block has passed SHA-256.
+    """A forward-only file object that hands out only bytes whose block has passed SHA-256.
 
-    A background thread reads the source block by block into a private
-    buffer and hashes each block there (file reads and hashlib release the
-    GIL), so reading and verifying run alongside unpickling instead of before
-    it, while the unpickler can never get a byte that has not been checked
-    against the checksum recorded in MongoDB. The bytes served are the very
-    bytes hashed, so changing the file meanwhile achieves nothing. Block 0 is
-    checked before the reader is returned: a replaced or early-corrupted file
-    never reaches the unpickler.
+    A background thread reads the source block by block into a few private
+    buffers and hashes each one there (file reads and hashlib release the GIL),
+    so reading and verifying run alongside unpickling instead of before it,
+    while the unpickler can never get a byte that has not been checked against
+    the checksum recorded in MongoDB: a block is handed over only after its
+    hash matched, and the bytes served are the very bytes hashed, so changing
+    the file meanwhile achieves nothing. Block 0 is checked before the reader is
+    returned: a replaced or early-corrupted file never reaches the unpickler.
+
+    Memory stays bounded: the thread runs at most ``LOOKAHEAD`` verified blocks
+    ahead and the buffers are reused; ``readinto`` copies each byte once, from
+    a verified block straight into the unpickler's own buffer (numpy arrays
+    in a protocol-5 pickle are filled that way, with no further copy).
     """
+
+    LOOKAHEAD = 2  # verified blocks waiting for the unpickler (plus one being read, one being served)
 
     def __init__(self, source: bytes | IO[bytes], info: ArtifactInfo) -> None:
         super().__init__()
@@ -126,106 +160,151 @@ class VerifiedReader(io.RawIOBase):
         self._src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
         self._info = info
         self._size = info.size
-        self._buf = bytearray(info.size)
-        self._data = memoryview(self._buf)
-        self._pos = 0
-        self._verified = 0  # every byte before this offset has been read and verified
-        self._failed: str | None = None
-        self._cond = threading.Condition()
+        self._blocks = -(-info.size // info.chunk_size)
+        self._index = 0         # the block being served
+        self._block = memoryview(b"")
+        self._off = 0           # position in that block
+        self._pos = 0           # position in the file
+        self._ready: queue.Queue[memoryview | str] = queue.Queue(maxsize=self.LOOKAHEAD)
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._stop = threading.Event()
         actual_size = _stream_size(self._src)
-        expected = -(-info.size // info.chunk_size)
-        if actual_size != info.size or len(info.chunk_sha256) != expected:
+        if actual_size != info.size or len(info.chunk_sha256) != self._blocks or not info.size:
             self._src.close()
             raise _mismatch(info.path, f"size is {actual_size} bytes, expected {info.size}")
-        self._verify_block(0)
-        if self._failed:
+        first = self._read_block(0)
+        if isinstance(first, str):
             self._src.close()
-            raise _mismatch(info.path, self._failed)
-        if expected > 1:
-            threading.Thread(target=self._verify_rest, args=(expected,), name="artifact-verify",
-                             daemon=True).start()
+            raise _mismatch(info.path, first)
+        self._block = first
+        if self._blocks > 1:
+            threading.Thread(target=self._verify_rest, name="artifact-verify", daemon=True).start()
         else:
             self._src.close()
 
-    def _verify_block(self, index: int) -> None:
+    def _buffer(self) -> bytearray:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            return bytearray(self._info.chunk_size or 0)
+
+    def _read_block(self, index: int) -> memoryview | str:
+        """Block ``index`` read into a private buffer and hashed there: its bytes, or why it failed."""
         size = self._info.chunk_size or 0
         start, end = index * size, min((index + 1) * size, self._size)
-        view = self._data[start:end]
+        view = memoryview(self._buffer())[:end - start]
         got = 0
         while got < len(view):
             n = self._src.readinto(view[got:])
             if not n:
                 break
             got += n
-        actual = hashlib.sha256(view).hexdigest() if got == len(view) else "(file ended early)"
-        with self._cond:
-            if got == len(view) and actual == self._info.chunk_sha256[index]:  # type: ignore[index]
-                self._verified = end
-            else:
-                self._failed = f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
-            self._cond.notify_all()
+        if got != len(view):
+            return f"block {index} (bytes {start}-{end}) ended early"
+        actual = hashlib.sha256(view).hexdigest()
+        if actual != self._info.chunk_sha256[index]:  # type: ignore[index]
+            return f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
+        return view
 
-    def _verify_rest(self, blocks: int) -> None:
+    def _hand_over(self, item: memoryview | str) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._ready.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _verify_rest(self) -> None:
         try:
-            for index in range(1, blocks):
-                if self._failed or self.closed:
+            for index in range(1, self._blocks):
+                item = self._read_block(index)
+                if index == self._blocks - 1 and not isinstance(item, str) and self._src.read(1):
+                    item = "the file grew while it was read"
+                if not self._hand_over(item) or isinstance(item, str):
                     return
-                self._verify_block(index)
-            if not self._failed and self._src.read(1):
-                with self._cond:
-                    self._failed = "the file grew while it was read"
-                    self._verified = min(self._verified, self._size - 1)
-                    self._cond.notify_all()
-        except Exception as exc:  # an I/O error: readers waiting on later blocks must not hang
-            with self._cond:
-                self._failed = self._failed or f"read error: {exc}"
-                self._cond.notify_all()
+        except Exception as exc:  # an I/O error: a reader waiting on a later block must not hang
+            self._hand_over(f"read error: {exc}")
         finally:
             self._src.close()
 
-    def _wait_for(self, end: int) -> None:
-        if end <= self._verified:
-            return
-        with self._cond:
-            while self._verified < end and self._failed is None:
-                self._cond.wait()
-            if self._verified < end:
-                raise _mismatch(self._info.path, self._failed or "not verified")
+    def _next_block(self) -> bool:
+        """Move to the next verified block; False at the end of the file."""
+        if self._index + 1 >= self._blocks:
+            return False
+        item = self._ready.get()
+        if isinstance(item, str):
+            self._index = self._blocks  # nothing more is served
+            raise _mismatch(self._info.path, item)
+        self._free.put(self._block.obj)  # type: ignore[arg-type]  # the thread may reuse the old buffer
+        self._index += 1
+        self._block, self._off = item, 0
+        return True
 
     def readable(self) -> bool:
         return True
 
     def seekable(self) -> bool:
-        return True
+        return False
 
     def tell(self) -> int:
         return self._pos
 
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
     def readinto(self, buffer: Any) -> int:
         out = memoryview(buffer).cast("B")
-        n = max(0, min(len(out), self._size - self._pos))
-        self._wait_for(self._pos + n)
-        out[:n] = self._data[self._pos:self._pos + n]
-        self._pos += n
-        return n
+        done = 0
+        while done < len(out):
+            left = len(self._block) - self._off
+            if not left:
+                if self._index >= self._blocks or not self._next_block():
+                    break
+                continue
+            n = min(left, len(out) - done)
+            out[done:done + n] = self._block[self._off:self._off + n]
+            self._off += n
+            done += n
+        self._pos += done
+        return done
 
-    def read(self, size: int = -1) -> bytes:
-        end = self._size if size is None or size < 0 else min(self._size, self._pos + size)
-        self._wait_for(end)
-        chunk = self._data[self._pos:end].tobytes()
-        self._pos = end
-        return chunk
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._size - self._pos
+        if self._off + size <= len(self._block):  # the common case: within the current block, one copy
+            chunk = self._block[self._off:self._off + size].tobytes()
+            self._off += size
+            self._pos += size
+            return chunk
+        out = bytearray(min(size, self._size - self._pos))
+        return bytes(out[:self.readinto(out)])
 
-    def readline(self, size: int = -1) -> bytes:
-        limit = self._size if size is None or size < 0 else min(self._size, self._pos + size)
-        self._wait_for(limit)
-        newline = self._buf.find(b"\n", self._pos, limit)
-        return self.read((newline + 1 - self._pos) if newline >= 0 else limit - self._pos)
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = self._size - self._pos if size is None or size < 0 else size
+        line = bytearray()
+        while len(line) < limit:
+            if self._off >= len(self._block):
+                if self._index >= self._blocks or not self._next_block():
+                    break
+                continue
+            block = self._block
+            end = min(len(block), self._off + limit - len(line))
+            newline = block.obj.find(b"\n", self._off, end)  # type: ignore[union-attr]
+            stop = newline + 1 if newline >= 0 else end
+            line += block[self._off:stop]
+            self._pos += stop - self._off
+            self._off = stop
+            if newline >= 0:
+                break
+        return bytes(line)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stop.set()
+            try:
+                while True:  # let a thread blocked on a full queue see the stop
+                    self._ready.get_nowait()
+            except queue.Empty:
+                pass
+        super().close()
 
 
 def _stream_size(fh: IO[bytes]) -> int:
@@ -252,7 +331,8 @@ def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> "PendingPickle":
         if _stream_size(stream) == 0:
             stream.close()
             raise ArtifactError(f"artifact file {info.path} is empty", reason="empty_file", path=info.path)
-        return PendingPickle(info, None, VerifiedReader(stream, info))
+        return PendingPickle(info, None, VerifiedReader(stream, info),
+                             lambda: VerifiedReader(store.open_stream(info.path, info.sha256), info))
     return PendingPickle(info, read_verified(store, info.path, info.sha256), None)
 
 
@@ -263,6 +343,7 @@ class PendingPickle:
     info: ArtifactInfo
     data: bytes | None
     reader: VerifiedReader | None
+    reopen: Callable[[], VerifiedReader] | None = None  # for files joblib wrote (read twice)
 
     @property
     def size(self) -> int:
@@ -272,7 +353,7 @@ class PendingPickle:
         if self.reader is None:
             return unpickle_bytes(self.data or b"", self.info.path)
         try:
-            return _unpickle(self.reader, self.info.path)
+            return _unpickle(self.reader, self.info.path, self.reopen or (lambda: VerifiedReader(b"", self.info)))
         finally:
             self.reader.close()
 

@@ -32,8 +32,8 @@ from models.artifacts.base import (
     ArtifactInfo,
     ArtifactStore,
     artifact_name,
-    joblib_writer,
     json_writer,
+    pickle_writer,
 )
 from models.artifacts.cache import ModelCache, get_model_cache
 from models.artifacts.loading import load_model
@@ -109,6 +109,21 @@ def training_targets(results: list[BaseModelResult], passthrough: bool, settings
     return data, features
 
 
+def stored_targets(results: list[BaseModelResult]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The training and held-out targets stored with the base runs' out-of-fold predictions, when every
+    run stored them for the data fingerprint the runs were trained on; None for older runs (read the CSV)."""
+    fingerprint = results[0].config.get("data_fingerprint")
+    for r in results:
+        oof = r.oof or {}
+        if not fingerprint or any(k not in oof for k in ("y_train", "y_test", "fingerprint")):
+            return None
+        if oof["fingerprint"].item() != fingerprint or len(oof["y_train"]) != len(oof["train_idx"]) \
+                or len(oof["y_test"]) != len(oof["test_idx"]):
+            return None
+    first = results[0].oof
+    return first["y_train"], first["y_test"]
+
+
 def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], settings: Any = None, *,
                    progress: Progress = no_progress) -> BuiltEnsemble:
     """Fit the meta-model on stored out-of-fold predictions and describe the ensemble (CPU only, no writes)."""
@@ -125,18 +140,24 @@ def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], set
             raise IncompatibleBaseModelsError(f"run {r.run_id} of {r.name!r} was split into different training/"
                                               f"held-out rows than run {results[0].run_id} of {results[0].name!r}",
                                               field="base_models")
-    progress(0.1, "reading training targets")
-    data, passthrough_features = training_targets(results, request.passthrough, settings)
     train_idx, test_idx = first["train_idx"], first["test_idx"]
+    stored = None if request.passthrough else stored_targets(results)
+    passthrough_train = passthrough_test = passthrough_features = None
+    if stored is not None:  # the verified oof files hold the targets: the CSV is not read
+        y_train, y_test = stored
+    else:  # older runs (no stored targets), or passthrough (needs the raw features): the CSV, by fingerprint
+        progress(0.1, "reading training targets")
+        data, passthrough_features = training_targets(results, request.passthrough, settings)
+        y_train, y_test = data.y[train_idx], data.y[test_idx]
+        if request.passthrough:
+            passthrough_train, passthrough_test = data.X[train_idx], data.X[test_idx]
     classes = first["classes"] if task == "classification" else None
     progress(0.3, f"fitting meta-model {request.meta_model}")
     t_fit = time.perf_counter()
     spec_ = config_fold_spec(configs[0])
     meta = fit_meta_model(task, request.meta_model, request.stack_method, oof=[o["oof"] for o in oofs],
-                          test_pred=[o["test_pred"] for o in oofs], y_train=data.y[train_idx],
-                          y_test=data.y[test_idx], classes=classes,
-                          passthrough_train=data.X[train_idx] if request.passthrough else None,
-                          passthrough_test=data.X[test_idx] if request.passthrough else None,
+                          test_pred=[o["test_pred"] for o in oofs], y_train=y_train, y_test=y_test,
+                          classes=classes, passthrough_train=passthrough_train, passthrough_test=passthrough_test,
                           random_state=int(spec_["random_state"]), params=request.meta_params or None)
     fit_s = time.perf_counter() - t_fit
     run_id = new_run_id()
@@ -164,6 +185,7 @@ def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], set
         "metrics": meta.metrics, "base_metrics": {r.name: m for r, m in zip(results, meta.base_metrics)},
         "retrained": [r.name for r in results if r.source == "retrained"],
         "durations": {"build_s": round(time.perf_counter() - t0, 4), "meta_fit_s": round(fit_s, 4)},
+        "targets_from": "artifacts" if stored is not None else "training_csv",
         "versions": environment_versions(), "status": "ready",
     }
     progress(1.0, "meta-model fitted")
@@ -174,7 +196,7 @@ def write_ensemble_files(store: ArtifactStore, built: BuiltEnsemble) -> dict[str
     """The meta-model and spec files, atomically; on failure nothing of them remains."""
     written: dict[str, ArtifactInfo] = {}
     try:
-        written[META_KIND] = store.write(artifact_name(built.run_id, META_KIND), joblib_writer(built.meta.model))
+        written[META_KIND] = store.write(artifact_name(built.run_id, META_KIND), pickle_writer(built.meta.model))
         written[SPEC_KIND] = store.write(artifact_name(built.run_id, SPEC_KIND), json_writer(built.spec))
     except BaseException:
         remove_files(store, written.values())

@@ -44,8 +44,8 @@ from models.artifacts.base import (
     ArtifactInfo,
     ArtifactStore,
     artifact_name,
-    joblib_writer,
     json_writer,
+    pickle_writer,
 )
 from models.artifacts.routing import get_store
 from models.artifacts.verified import read_verified
@@ -366,7 +366,7 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
     if not MEMBER_FILE_RE.match(base):
         base = run["run_id"]
     pipeline_path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
-    written = atomic_write(pipeline_path, joblib_writer(pipeline))
+    written = atomic_write(pipeline_path, pickle_writer(pipeline))
     classes = model.classes
     meta = {"run_id": run["run_id"], "name": run["name"], "version": run.get("version"), "task": model.task,
             "model_type": run.get("model_type"), "features": list(model.features),

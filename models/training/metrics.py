@@ -33,8 +33,73 @@ def fold_score(metric: str, y_true: np.ndarray, pred: np.ndarray, classes: np.nd
     return float(skm.accuracy_score(y_true, classes[np.argmax(pred, axis=1)]))
 
 
+def label_positions(y: np.ndarray, classes: np.ndarray) -> np.ndarray | None:
+    """Each label's position in the sorted ``classes``; None if some label is not among them."""
+    y = np.asarray(y)
+    if len(classes) == 0:
+        return None
+    try:
+        idx = np.clip(np.searchsorted(classes, y), 0, len(classes) - 1)
+        found = classes[idx] == y
+    except TypeError:  # labels that do not compare with the classes
+        return None
+    return idx if np.all(found) else None
+
+
+def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` with 0 where ``den`` is 0 (scikit-learn's ``zero_division=0``)."""
+    safe = np.where(den == 0, 1, den)
+    return np.where(den == 0, 0.0, num / safe)
+
+
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray,
                            classes: np.ndarray) -> dict[str, Any]:
+    """Accuracy, weighted precision/recall/F1, log loss, confusion matrix, Brier and ROC AUC.
+
+    The labels are encoded once and every label metric comes from one confusion matrix (the same
+    numbers scikit-learn's functions give, each of which would re-derive the labels with ``np.unique``);
+    labels outside ``classes`` take scikit-learn's general path.
+    """
+    classes = np.asarray(classes)
+    t, p = label_positions(y_true, classes), label_positions(y_pred, classes)
+    if t is None or p is None:
+        return sklearn_classification_metrics(y_true, y_pred, proba, classes)
+    k = len(classes)
+    cm = np.bincount(t * k + p, minlength=k * k).reshape(k, k)
+    tp, true_sum, pred_sum = np.diag(cm), cm.sum(axis=1), cm.sum(axis=0)
+    present = (true_sum + pred_sum) > 0  # the labels scikit-learn averages over (unique_labels)
+    tp, true_sum, pred_sum = tp[present], true_sum[present], pred_sum[present]
+    precision = _divide(tp, pred_sum)
+    recall = _divide(tp, true_sum)
+    f1 = _divide(2.0 * tp.astype(float), 1.0 * true_sum.astype(float) + pred_sum.astype(float))
+    proba = np.asarray(proba, dtype=float)
+    eps = np.finfo(proba.dtype).eps
+    picked = np.clip(np.clip(proba, 1e-15, 1), eps, 1 - eps)[np.arange(len(t)), t]
+    out: dict[str, Any] = {
+        "accuracy": float(np.average(t == p)),
+        "precision": float(np.average(precision, weights=true_sum)),
+        "recall": float(np.average(recall, weights=true_sum)),
+        "f1": float(np.average(f1, weights=true_sum)),
+        "log_loss": float(np.average(-np.log(picked))),
+        "confusion_matrix": cm.tolist(),
+        "labels": [c.item() if hasattr(c, "item") else c for c in classes],
+    }
+    n_present = int(np.count_nonzero(np.bincount(t, minlength=k)))
+    if k == 2:
+        positive = t == 1
+        out["brier"] = float(skm.brier_score_loss(positive, proba[:, 1]))
+        out["roc_auc"] = float(skm.roc_auc_score(positive, proba[:, 1])) if n_present == 2 else None
+    elif n_present == k:
+        out["roc_auc"] = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="weighted",
+                                                 labels=classes))
+    else:
+        out["roc_auc"] = None
+    return out
+
+
+def sklearn_classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray,
+                           classes: np.ndarray) -> dict[str, Any]:
+    """The same metrics through scikit-learn's functions (the reference, and the path for odd labels)."""
     out: dict[str, Any] = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "precision": float(skm.precision_score(y_true, y_pred, average="weighted", zero_division=0)),

@@ -35,9 +35,9 @@ from models.artifacts.base import (
     ArtifactInfo,
     ArtifactStore,
     artifact_name,
-    joblib_writer,
     json_writer,
     npz_writer,
+    pickle_writer,
 )
 from models.artifacts.routing import get_store
 from models.errors import ServiceError, TrainingError, describe_exception
@@ -131,6 +131,8 @@ class FitResult:
     cv: dict[str, Any]
     feature_importance: list[dict[str, Any]]
     durations: dict[str, float] = field(default_factory=dict)
+    y_train: np.ndarray | None = None  # targets of the training / held-out rows, kept with the
+    y_test: np.ndarray | None = None   # out-of-fold predictions so that stacking needs no CSV
 
 
 def _fit_fold(base: Pipeline, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,
@@ -192,7 +194,7 @@ def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = 
     return FitResult(pipeline=final, features=list(config["features"]),
                      classes=None if classes is None else final.classes_.tolist(),
                      train_idx=train_idx, test_idx=test_idx, fold_ids=fold_ids, oof=oof, test_pred=test_pred,
-                     metrics=metrics, cv=cv, feature_importance=importance,
+                     metrics=metrics, cv=cv, feature_importance=importance, y_train=y_tr, y_test=y_te,
                      durations={"cv_s": t_cv - t0, "final_fit_s": t_fit - t_cv, "evaluate_s": t_eval - t_fit})
 
 
@@ -221,17 +223,39 @@ def environment_versions() -> dict[str, str]:
             "numpy": np.__version__, "pandas": pd.__version__}
 
 
+def plain_labels(y: np.ndarray | None) -> np.ndarray | None:
+    """``y`` as an array that ``np.load(allow_pickle=False)`` reads back equal (object arrays of text
+    become unicode arrays); None when it cannot be stored that way (then stacking reads the CSV)."""
+    if y is None:
+        return None
+    if y.dtype != object:
+        return y
+    if all(isinstance(v, str) for v in y):
+        return y.astype(str)
+    return None
+
+
+def oof_arrays(fit: FitResult, fingerprint: str | None) -> dict[str, np.ndarray]:
+    """The ``oof`` artifact: out-of-fold and held-out predictions, the row split, the fold of each
+    training row, and what the meta-model needs besides (targets, and the data fingerprint they belong to)."""
+    arrays = {"oof": fit.oof, "fold_ids": fit.fold_ids, "train_idx": fit.train_idx,
+              "test_idx": fit.test_idx, "test_pred": fit.test_pred,
+              "classes": np.asarray(fit.classes if fit.classes is not None else [])}
+    y_train, y_test = plain_labels(fit.y_train), plain_labels(fit.y_test)
+    if fingerprint and y_train is not None and y_test is not None:
+        arrays.update(y_train=y_train, y_test=y_test, fingerprint=np.asarray(fingerprint))
+    return arrays
+
+
 def write_run_artifacts(store: ArtifactStore, run_id: str, fit: FitResult, summary: dict[str, Any]
                         ) -> dict[str, ArtifactInfo]:
     """Write every file of a run atomically; on failure remove the ones already written and re-raise."""
     files = {
-        "model": joblib_writer(fit.pipeline.named_steps["model"]),
-        "scaler": joblib_writer(fit.pipeline.named_steps["scaler"]),
+        "model": pickle_writer(fit.pipeline.named_steps["model"]),
+        "scaler": pickle_writer(fit.pipeline.named_steps["scaler"]),
         "features": json_writer(fit.features),
         "metrics": json_writer(summary),
-        "oof": npz_writer({"oof": fit.oof, "fold_ids": fit.fold_ids, "train_idx": fit.train_idx,
-                           "test_idx": fit.test_idx, "test_pred": fit.test_pred,
-                           "classes": np.asarray(fit.classes if fit.classes is not None else [])}),
+        "oof": npz_writer(oof_arrays(fit, (summary.get("data") or {}).get("fingerprint"))),
     }
     written: dict[str, ArtifactInfo] = {}
     try:
