@@ -21,3 +21,16 @@ def reg_config(name: str, csv: Path, model_type: str = "ridge", **extra: Any) ->
            "target": "point_diff", "training_csv": str(csv), "cv_folds": 3, "random_state": 7}
     doc.update(extra)
     return doc
+
+
+def create_then_change_csv(store: Any, doc: dict[str, Any], content: str | None = None) -> dict[str, Any]:
+    """Save ``doc`` while its training CSV has the right columns, then replace the file by ``content``
+    (None: delete it): the data changed after the config was saved, which only training can notice."""
+    path = Path(doc["training_csv"])
+    path.write_text(",".join([*doc["features"], doc["target"]]) + "\n")
+    created = store.create(doc)
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
+    return created

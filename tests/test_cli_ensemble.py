@@ -7,7 +7,7 @@ from cli.context import AppContext
 from cli.main import cli
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import cls_config, reg_config
+from tests.helpers import cls_config, create_then_change_csv, reg_config
 
 
 def run(settings, *args, input=None):
@@ -67,7 +67,7 @@ def test_exit_codes_for_bad_input_and_failures(settings, database, games_csv, tm
     assert result.exit_code == 2 and "task differs" in result.stderr and "target differs" in result.stderr
     result = run(settings, "ensemble", "show", "nothing")
     assert result.exit_code == 2 and "no ensemble named 'nothing'" in result.stderr
-    ConfigStore(database).create(cls_config("gone", tmp_path / "missing.csv"))
+    create_then_change_csv(ConfigStore(database), cls_config("gone", tmp_path / "missing.csv"))
     result = run(settings, "ensemble", "create", "x", "--base", "lr", "--base", "gone")
     # the missing CSV makes 'gone' unusable: compatibility cannot tell, loading fails -> operation failed
     assert result.exit_code == 1, result.output

@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.processes import owner_is_dead
+from models.store.columns import DATA_FIELDS, check_training_columns
 from models.store.db import Database
 from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, validate_config
 from models.timeutil import now
@@ -49,8 +50,12 @@ class ConfigStore:
         self.database = database
         self.col = database.configs
 
-    def create(self, doc: dict[str, Any]) -> dict[str, Any]:
+    def create(self, doc: dict[str, Any], *, check_data: bool = True) -> dict[str, Any]:
+        """Insert a new config. ``check_data`` (the default) refuses a training CSV that does not exist
+        or lacks a named column; only an imported, already trained run skips it."""
         clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS})
+        if check_data:
+            check_training_columns(clean)
         stamp = now()
         clean.setdefault("status", "trained" if clean.get("run_id") else "new")
         clean.update(created_at=stamp, updated_at=stamp, rev=1)
@@ -107,6 +112,8 @@ class ConfigStore:
             for key in unset:
                 merged.pop(key, None)
             clean = validate_config(merged)
+            if any(clean.get(k) != current.get(k) for k in DATA_FIELDS):
+                check_training_columns(clean)
             to_set = {k: v for k, v in clean.items() if k not in SERVER_FIELDS and current.get(k) != v}
             to_unset = {k: "" for k in current if k not in clean and k not in SERVER_FIELDS}
             if not to_set and not to_unset:
