@@ -23,7 +23,7 @@ def reg_config(name: str, csv: Path, model_type: str = "ridge", **extra: Any) ->
     return doc
 
 
-def create_then_change_csv(store: Any, doc: dict[str, Any], content: str | None = None) -> dict[str, Any]:
+def create_then_change_csv(store: Any, doc: dict[str, Any], content: str | bytes | None = None) -> dict[str, Any]:
     """Save ``doc`` while its training CSV has the right columns, then replace the file by ``content``
     (None: delete it): the data changed after the config was saved, which only training can notice."""
     path = Path(doc["training_csv"])
@@ -32,5 +32,5 @@ def create_then_change_csv(store: Any, doc: dict[str, Any], content: str | None 
     if content is None:
         path.unlink()
     else:
-        path.write_text(content)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
     return created

@@ -106,3 +106,17 @@ def test_web_form_shows_each_problem_once(page, database, games_csv):
     assert html.count("did you mean &#39;home_win_pct_last10&#39;?") == 1
     assert len(re.findall(r"is not a column of", html)) == 1
     assert database.configs.count_documents({}) == 0
+
+
+@pytest.mark.parametrize("content,message", [
+    ("\n \n", "is empty (no header line)"),
+    ("home_win;home_rest_days\n1;2\n", "seems to use another delimiter than ','"),
+    (b"home_win,\xff\n", "is not UTF-8 text"),
+])
+def test_unreadable_headers_are_refused_at_save(database, tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    with pytest.raises(ValidationError) as info:
+        ConfigStore(database).create(cls_config("bad", path))
+    assert message in info.value.message
+    assert database.configs.count_documents({}) == 0
