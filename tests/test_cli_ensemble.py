@@ -31,7 +31,10 @@ def test_create_json_show_list_predict_delete(settings, database, games_csv, tmp
         ("lr", "artifacts", None), ("rf", "retrained", "field_missing")]
     assert all(b["seconds"] > 0 for b in record["base_models"]) and record["seconds"] > 0
     assert record["meta_model"] == "ridge" and len(record["base_run_ids"]) == 2
-    assert "rf: retrained (field_missing)" in result.stderr  # progress per base model on stderr
+    assert "rf: retrained (not trained yet)" in result.stderr  # progress per base model on stderr
+    # said beforehand: which base model is trained first, and why
+    assert result.stderr.startswith("will train first: rf (not trained yet): no estimate (no past random_forest "
+                                    "runs to go by)")
 
     result = run(settings, "ensemble", "create", "e2", "--base", "lr", "--base", "rf", "--passthrough",
                  "--stack-method", "predict")
