@@ -70,6 +70,7 @@ class Settings:
     web_port: int = 5000
     max_content_length: int = 16 * 1024 * 1024
     log_level: str = "INFO"
+    progress_interval_seconds: int = 5  # CLI progress lines on a non-terminal stderr: at least this often
 
     @property
     def artifact_cache_dir(self) -> Path:
@@ -122,6 +123,7 @@ class Settings:
             web_port=_int(env, "WEB_PORT", d.web_port),
             max_content_length=_int(env, "MAX_CONTENT_LENGTH", d.max_content_length),
             log_level=env.get("LOG_LEVEL", d.log_level),
+            progress_interval_seconds=max(_int(env, "PROGRESS_INTERVAL_SECONDS", d.progress_interval_seconds), 1),
         )
 
     def with_(self, **changes) -> "Settings":

@@ -17,6 +17,7 @@ from cli.context import (
     stdout,
 )
 from cli.csvio import read_csv_arg, write_predictions
+from cli.progress_lines import ProgressLines
 from models.ensembles.stacking import STACK_METHODS, meta_model_names
 
 
@@ -73,18 +74,11 @@ def announce_training(app: AppContext, bases: list[str]) -> None:
 def create(app: AppContext, name: str, bases: tuple[str, ...], meta_model: str, passthrough: bool,
            stack_method: str, description: str, as_json: bool) -> None:
     """Create ensemble NAME from --base configs; prints where each base model came from."""
-    last: dict[str, str] = {}
-
-    def progress(fraction: float, message: str) -> None:
-        # one line per base-model event on stderr, not every tick
-        head = message.split(":")[0]
-        if message != last.get(head):
-            last[head] = message
-            info(f"[{fraction * 100:5.1f}%] {message}")
-
     announce_training(app, list(bases))
-    record = _tool(app).create_ensemble(name, list(bases), meta_model, passthrough=passthrough,
-                                        stack_method=stack_method, progress=progress, description=description)
+    with ProgressLines(app.settings.progress_interval_seconds) as lines:
+        record = _tool(app).create_ensemble(name, list(bases), meta_model, passthrough=passthrough,
+                                            stack_method=stack_method, progress=lines.reporter(),
+                                            description=description)
     if as_json:
         emit_json(record)
         return
