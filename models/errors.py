@@ -68,8 +68,8 @@ class TrainingError(ServiceError):
 class ArtifactError(ServiceError):
     """An artifact is missing, outside the artifact folder, or fails verification.
 
-    ``reason`` is one of: ``field_missing``, ``file_missing``, ``path_refused``,
-    ``checksum_mismatch``, ``unpickle_error``, ``empty_file``, ``write_error``.
+    ``reason`` is one of :data:`ARTIFACT_REASONS` (``field_missing``, ``file_missing``, ...);
+    :func:`describe_reason` says it in words.
     """
 
     code = "artifact_error"
@@ -84,6 +84,25 @@ class ArtifactError(ServiceError):
         out = super().to_dict()
         out["reason"] = self.reason
         return out
+
+
+# why an artifact could not be used, for a person (the codes stay the machine-readable part)
+ARTIFACT_REASONS = {
+    "field_missing": "not trained yet",
+    "oof_missing": "trained before out-of-fold predictions were kept",
+    "checksum_missing": "legacy artifacts, not adopted (no checksums recorded)",
+    "file_missing": "an artifact file is missing",
+    "path_refused": "an artifact path points outside the artifact folder",
+    "checksum_mismatch": "an artifact file changed since training (checksum mismatch)",
+    "unpickle_error": "an artifact file cannot be read",
+    "empty_file": "an artifact file is empty",
+    "write_error": "an artifact could not be written",
+}
+
+
+def describe_reason(reason: str | None) -> str:
+    """An artifact problem's reason code in words; unknown codes come back as they are."""
+    return ARTIFACT_REASONS.get(reason or "", reason or "")
 
 
 class DatabaseUnavailableError(ServiceError):

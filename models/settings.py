@@ -134,6 +134,7 @@ class Settings:
     def hyperparameter_limit(self) -> dict[str, int]:
         """The upper bounds of size-like hyperparameters, by name."""
         return dict(self.hyperparameter_limits)
+    progress_interval_seconds: int = 5  # CLI progress lines on a non-terminal stderr: at least this often
 
     @property
     def artifact_cache_dir(self) -> Path:
@@ -190,6 +191,7 @@ class Settings:
             train_memory_limit_mb=_non_negative(env, "TRAIN_MEMORY_LIMIT_MB", d.train_memory_limit_mb),
             hyperparameter_limits=_limits(env, "HYPERPARAMETER_LIMITS"),
             session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE", d.session_cookie_secure),
+            progress_interval_seconds=max(_int(env, "PROGRESS_INTERVAL_SECONDS", d.progress_interval_seconds), 1),
         )
 
     def with_(self, **changes) -> "Settings":

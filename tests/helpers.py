@@ -38,3 +38,14 @@ def spy_unpickling(monkeypatch: Any) -> list[bytes]:
         return real(io.BytesIO(data), reopen)
     monkeypatch.setattr(verified, "load_stream", spy)
     return calls
+def create_then_change_csv(store: Any, doc: dict[str, Any], content: str | bytes | None = None) -> dict[str, Any]:
+    """Save ``doc`` while its training CSV has the right columns, then replace the file by ``content``
+    (None: delete it): the data changed after the config was saved, which only training can notice."""
+    path = Path(doc["training_csv"])
+    path.write_text(",".join([*doc["features"], doc["target"]]) + "\n")
+    created = store.create(doc)
+    if content is None:
+        path.unlink()
+    else:
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return created

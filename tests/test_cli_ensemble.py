@@ -7,7 +7,7 @@ from cli.context import AppContext
 from cli.main import cli
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import cls_config, reg_config
+from tests.helpers import cls_config, create_then_change_csv, reg_config
 
 
 def run(settings, *args, input=None):
@@ -31,7 +31,10 @@ def test_create_json_show_list_predict_delete(settings, database, games_csv, tmp
         ("lr", "artifacts", None), ("rf", "retrained", "field_missing")]
     assert all(b["seconds"] > 0 for b in record["base_models"]) and record["seconds"] > 0
     assert record["meta_model"] == "ridge" and len(record["base_run_ids"]) == 2
-    assert "rf: retrained (field_missing)" in result.stderr  # progress per base model on stderr
+    assert "rf: retrained (not trained yet)" in result.stderr  # progress per base model on stderr
+    # said beforehand: which base model is trained first, and why
+    assert result.stderr.startswith("will train first: rf (not trained yet): no estimate (no past random_forest "
+                                    "runs to go by)")
 
     result = run(settings, "ensemble", "create", "e2", "--base", "lr", "--base", "rf", "--passthrough",
                  "--stack-method", "predict")
@@ -67,7 +70,7 @@ def test_exit_codes_for_bad_input_and_failures(settings, database, games_csv, tm
     assert result.exit_code == 2 and "task differs" in result.stderr and "target differs" in result.stderr
     result = run(settings, "ensemble", "show", "nothing")
     assert result.exit_code == 2 and "no ensemble named 'nothing'" in result.stderr
-    ConfigStore(database).create(cls_config("gone", tmp_path / "missing.csv"))
+    create_then_change_csv(ConfigStore(database), cls_config("gone", tmp_path / "missing.csv"))
     result = run(settings, "ensemble", "create", "x", "--base", "lr", "--base", "gone")
     # the missing CSV makes 'gone' unusable: compatibility cannot tell, loading fails -> operation failed
     assert result.exit_code == 1, result.output

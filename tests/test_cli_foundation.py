@@ -14,7 +14,7 @@ def run(settings, *args, input=None):
 def test_configs_add_list_show_edit_delete(settings, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("name: y1\ntask: regression\nmodel_type: ridge\nfeatures: [a, b]\ntarget: t\n"
-                    "training_csv: data/x.csv\nowner: me\n")
+                    "training_csv: tests/fixtures/columns.csv\nowner: me\n")
     result = run(settings, "configs", "add", str(path))
     assert result.exit_code == 0, result.output
     result = run(settings, "configs", "list", "--json")
@@ -33,7 +33,7 @@ def test_configs_add_list_show_edit_delete(settings, tmp_path):
 
 def test_invalid_config_file_names_the_field_and_writes_nothing(settings, tmp_path, database):
     good = {"name": "ok", "task": "regression", "model_type": "ridge", "features": ["a"], "target": "t",
-            "training_csv": "x.csv"}
+            "training_csv": "tests/fixtures/columns.csv"}
     (tmp_path / "good.json").write_text(json.dumps(good))
     (tmp_path / "bad.json").write_text(json.dumps({**good, "name": "bad", "cv_folds": -2}))
     result = run(settings, "configs", "add", str(tmp_path))

@@ -10,7 +10,7 @@ from cli.context import AppContext
 from cli.main import cli
 from models.artifacts.maintenance import collect_orphans
 from models.store.configs import ConfigStore
-from tests.helpers import cls_config, reg_config
+from tests.helpers import cls_config, create_then_change_csv, reg_config
 
 
 def run(settings, *args):
@@ -35,7 +35,7 @@ def test_train_reports_and_json(trained):
 def test_train_unknown_and_failed(settings, database, tmp_path):
     result = run(settings, "train", "ghost")
     assert result.exit_code == 2 and "no config named 'ghost'" in result.stderr
-    ConfigStore(database).create(cls_config("nocsv", tmp_path / "missing.csv"))
+    create_then_change_csv(ConfigStore(database), cls_config("nocsv", tmp_path / "missing.csv"))
     result = run(settings, "train", "nocsv")
     assert result.exit_code == 1 and "missing.csv" in result.stderr and "not found" in result.stderr
     assert "Traceback" not in result.output

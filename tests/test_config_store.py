@@ -18,7 +18,7 @@ def legacy() -> dict:
 def good(**changes) -> dict:
     doc = {"name": "cfg_a", "task": "classification", "model_type": "random_forest",
            "hyperparameters": {"n_estimators": 10}, "features": ["a", "b"], "target": "y",
-           "training_csv": "data/x.csv"}
+           "training_csv": "tests/fixtures/columns.csv"}
     doc.update(changes)
     return doc
 

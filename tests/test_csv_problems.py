@@ -10,7 +10,7 @@ import pytest
 from models.errors import DataError
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import FEATS, cls_config, reg_config
+from tests.helpers import FEATS, cls_config, create_then_change_csv, reg_config
 
 
 @pytest.fixture
@@ -19,7 +19,8 @@ def frame(games_csv):
 
 
 def _refused(database, settings, path, message, make=cls_config):
-    ConfigStore(database).create(make("bad", path))
+    # saved while the file was good; the save-time check is tested in tests/test_config_data_check.py
+    create_then_change_csv(ConfigStore(database), make("bad", path), path.read_bytes())
     with pytest.raises(DataError, match=message):
         train_config(database, "bad")
     doc = ConfigStore(database).get("bad")

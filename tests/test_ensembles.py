@@ -29,7 +29,7 @@ from models.training.train import (
     make_splitter,
     train_config,
 )
-from tests.helpers import FEATS, cls_config, reg_config, spy_unpickling
+from tests.helpers import FEATS, cls_config, create_then_change_csv, reg_config, spy_unpickling
 
 CLS_BASES = [("lr", "logistic_regression", {}), ("rf", "random_forest", {"n_estimators": 12, "max_depth": 5}),
              ("nb", "naive_bayes", {})]
@@ -224,8 +224,8 @@ def test_unavailable_base_models_are_all_reported(database, settings, games_csv,
     store = ConfigStore(database)
     store.create(cls_config("ok", games_csv))
     train_config(database, "ok")
-    store.create(cls_config("x", tmp_path / "gone1.csv"))
-    store.create(cls_config("y", tmp_path / "gone2.csv"))
+    create_then_change_csv(store, cls_config("x", tmp_path / "gone1.csv"))
+    create_then_change_csv(store, cls_config("y", tmp_path / "gone2.csv"))
     with pytest.raises(BaseModelsError) as info:
         base_models.load_base_models(database, ["ok", "x", "y"])
     assert [f["name"] for f in info.value.failures] == ["x", "y"]

@@ -19,7 +19,7 @@ from web import create_app
 TOKEN = "property-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 VALID = {"name": "p1", "task": "classification", "model_type": "logistic_regression",
-         "hyperparameters": {"C": 1.0}, "features": ["a", "b"], "target": "y", "training_csv": "data/x.csv",
+         "hyperparameters": {"C": 1.0}, "features": ["a", "b"], "target": "y", "training_csv": "tests/fixtures/columns.csv",
          "cv_folds": 3}
 FIELDS = list(VALID) + ["scaler", "calibration", "random_state", "test_size", "description", "tags", "run_id",
                         "status", "_id", "rev", "$set", "a.b", ""]

@@ -47,7 +47,7 @@ def _no_leak(text: str) -> None:
 
 
 FORM = {"name": "via_form", "task": "classification", "model_type": "logistic_regression",
-        "features": "a,b", "target": "y", "training_csv": "data/x.csv"}
+        "features": "a,b", "target": "y", "training_csv": "tests/fixtures/columns.csv"}
 
 
 @pytest.mark.parametrize("path,data", [

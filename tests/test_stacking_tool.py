@@ -16,7 +16,7 @@ from models.ensembles.compat import IncompatibleBaseModelsError
 from models.settings import PROJECT_ROOT
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import cls_config, spy_unpickling
+from tests.helpers import cls_config, create_then_change_csv, spy_unpickling
 
 BASES = {"lr": ("logistic_regression", {}), "rf": ("random_forest", {"n_estimators": 10, "max_depth": 4}),
          "nb": ("naive_bayes", {})}
@@ -134,8 +134,8 @@ def test_neither_path_works_names_config_artifacts_and_data(tool, database, sett
 def test_load_base_models_reports_all_failures(tool, database, games_csv, tmp_path):
     create(database, games_csv, ["lr"])
     store = ConfigStore(database)
-    store.create(cls_config("x", tmp_path / "none.csv"))
-    store.create(cls_config("y", tmp_path / "nothing.csv"))
+    create_then_change_csv(store, cls_config("x", tmp_path / "none.csv"))
+    create_then_change_csv(store, cls_config("y", tmp_path / "nothing.csv"))
     with pytest.raises(BaseModelsError) as info:
         tool.load_base_models(["lr", "x", "y"])
     assert [f["name"] for f in info.value.failures] == ["x", "y"]

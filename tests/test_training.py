@@ -11,7 +11,7 @@ from models.store.configs import ConfigStore
 from models.store.schema import SEED_ARTIFACT_FIELDS
 from models.training.data import load_training_data
 from models.training.train import fit_config, make_pipeline, train_config
-from tests.helpers import FEATS, cls_config, reg_config
+from tests.helpers import FEATS, cls_config, create_then_change_csv, reg_config
 from tests.test_config_store import legacy
 
 
@@ -111,8 +111,9 @@ def test_failed_training_keeps_previous_run_and_writes_nothing(database, setting
     before_files = artifact_files(settings)
     before = store.get("f")
     broken = tmp_path / "broken.csv"
-    broken.write_text("a,b\n1,2\n")
+    broken.write_bytes(games_csv.read_bytes())
     store.update("f", {"training_csv": str(broken)})
+    broken.write_text("a,b\n1,2\n")  # the file changed after the config was saved
     with pytest.raises(DataError, match="lacks columns: " + ", ".join(FEATS)):
         train_config(database, "f")
     after = store.get("f")
@@ -182,15 +183,13 @@ def test_invalid_hyperparameter_fails_before_any_work(database, games_csv):
     (",".join(FEATS + ["home_win"]) + "\n", "header but no rows"),
 ])
 def test_data_errors(database, tmp_path, content, message):
-    path = tmp_path / "d.csv"
-    path.write_text(content)
-    ConfigStore(database).create(cls_config("d", path))
+    create_then_change_csv(ConfigStore(database), cls_config("d", tmp_path / "d.csv"), content)
     with pytest.raises(DataError, match=message):
         train_config(database, "d")
 
 
 def test_missing_csv(database, tmp_path):
-    ConfigStore(database).create(cls_config("d", tmp_path / "nope.csv"))
+    create_then_change_csv(ConfigStore(database), cls_config("d", tmp_path / "nope.csv"))
     with pytest.raises(DataError, match="nope.csv.*not found"):
         train_config(database, "d")
 

@@ -12,7 +12,7 @@ TOKEN = "api-test-token-abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CONFIG = {"name": "rf1", "task": "classification", "model_type": "random_forest",
           "hyperparameters": {"n_estimators": 20, "max_depth": 4}, "features": ["a", "b", "c"],
-          "target": "y", "training_csv": "data/games.csv", "tags": ["nba"], "owner": "ana"}
+          "target": "y", "training_csv": "tests/fixtures/columns.csv", "tags": ["nba"], "owner": "ana"}
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from web.testing import csrf_token, login
 PASSWORD = "correct horse battery"
 TOKEN = "test-token-0123456789"
 CONFIG = {"name": "keep_me", "task": "regression", "model_type": "ridge", "features": ["a", "b"],
-          "target": "t", "training_csv": "data/x.csv"}
+          "target": "t", "training_csv": "tests/fixtures/columns.csv"}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # The only routes that change something without a login. Adding one here must be a decision.
 PUBLIC_MUTATING = {"auth.login"}

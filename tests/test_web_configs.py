@@ -11,7 +11,7 @@ from web import create_app
 from web.testing import csrf_token, login
 
 PASSWORD = "page-test-password"
-BASE = {"task": "classification", "target": "y", "training_csv": "data/games.csv", "features": ["a", "b"]}
+BASE = {"task": "classification", "target": "y", "training_csv": "tests/fixtures/columns.csv", "features": ["a", "b"]}
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def store(database):
 
 def form(client, **fields) -> dict[str, str]:
     data = {"name": "web1", "task": "classification", "model_type": "random_forest", "target": "y",
-            "training_csv": "data/games.csv", "features": "a, b\nc", "hyperparameters": '{"n_estimators": 30}',
+            "training_csv": "tests/fixtures/columns.csv", "features": "a, b\nc", "hyperparameters": '{"n_estimators": 30}',
             "scaler": "standard", "calibration": "none", "cv_folds": "3", "random_state": "7",
             "test_size": "0.25", "description": "from the form", "tags": "nba, web"}
     data.update(fields)
@@ -54,7 +54,7 @@ def text(response) -> str:
 def seed(store, database):
     store.create({**BASE, "name": "alpha", "model_type": "random_forest", "tags": ["nba"]})
     store.create({**BASE, "name": "bravo", "model_type": "logistic_regression"})
-    store.create({**BASE, "name": "charlie", "task": "regression", "model_type": "ridge", "target": "z",
+    store.create({**BASE, "name": "charlie", "task": "regression", "model_type": "ridge", "target": "t",
                   "tags": ["nba"]})
     # what training will write: metrics, status, trained_at (set directly: training is not part of this area)
     database.configs.update_one({"name": "alpha"}, {"$set": {
@@ -241,7 +241,7 @@ def test_detail_shows_fields_extras_and_training_area(client, store, database):
     seed(store, database)
     database.configs.update_one({"name": "alpha"}, {"$set": {"owner": "ana"}})
     html = text(client.get("/configs/alpha"))
-    for fragment in ("random_forest", "data/games.csv", "<code>a</code>", "owner", "ana", 'id="training"',
+    for fragment in ("random_forest", "tests/fixtures/columns.csv", "<code>a</code>", "owner", "ana", 'id="training"',
                      "20260105_103000_0123abcd", "roc_auc 0.71", "Run history"):
         assert fragment in html, fragment
     assert "Not trained yet." in text(client.get("/configs/charlie"))

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pandas as pd
 import pytest
-from helpers import FEATS, cls_config, reg_config
+from helpers import FEATS, cls_config, create_then_change_csv, reg_config
 
 from models import jobs
 from models.store.configs import ConfigStore
@@ -99,7 +99,8 @@ def test_train_api_202_then_poll_to_succeeded_and_page_equals_mongo(api, page, d
         row = re.search(rf'<tr data-metric="{name}"><th>{name}</th><td class="num">([^<]+)</td>', html_text)
         assert row and row.group(1) == format_number(run["metrics"][name]), name
     for kind, sha in config["checksums"].items():
-        assert re.search(rf'<tr data-kind="{kind}">.*?title="{sha}">{sha}</code>.*?verified', html_text, re.S), kind
+        assert re.search(rf'<tr data-kind="{kind}">.*?title="{sha}" data-copy="{sha}" tabindex="0">{sha[:12]}…</code>'
+                         r'.*?verified', html_text, re.S), kind
     matrix = run["metrics"]["confusion_matrix"]
     counts = re.findall(r'<g class="cell" data-row="(\d)" data-col="(\d)" data-count="(\d+)"', html_text)
     assert {(int(r), int(c)): int(n) for r, c, n in counts} == {
@@ -165,12 +166,13 @@ def test_train_refusals(api, page, database, configs, games_csv):
     assert database.jobs.count_documents({}) == 0
 
 
-def test_a_failing_training_is_a_failed_job_shown_on_the_page(api, page, database, games_csv):
-    ConfigStore(database).create(cls_config("broken", games_csv.parent / "missing.csv"))
+def test_a_failing_training_is_a_failed_job_shown_on_the_page(api, page, database, tmp_path):
+    create_then_change_csv(ConfigStore(database), cls_config("broken", tmp_path / "missing.csv"))
     job = wait_job(api, api("POST", "/api/configs/broken/train").get_json()["job_id"])
     assert job["status"] == "failed" and "missing.csv" in job["error"]["message"]
     html_text = text(page.get("/configs/broken"))
     assert 'id="train-error"' in html_text and "missing.csv" in html_text
+    assert html_text.count("missing.csv' not found") == 1  # the error once, not in three places
     assert database.runs.count_documents({}) == 0
 
 

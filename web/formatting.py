@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Flask
 
+from models.errors import describe_reason
 from models.timeutil import iso
 
 # Which metric to show first, per task, when a config's ``metrics`` holds several.
@@ -109,5 +110,6 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(pretty_json, "pretty_json")
     app.add_template_filter(format_duration, "duration")
     app.add_template_filter(format_size, "filesize")
+    app.add_template_filter(describe_reason, "reason_text")
     app.add_template_global(primary_metric)
     app.add_template_global(last_trained)

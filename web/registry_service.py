@@ -88,7 +88,7 @@ def export_archive(database: Database, run_id: str) -> tuple[bytes, str, dict[st
     every artifact) and read back; nothing stays on disk.
     """
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
-        run = registry.get_run(database, run_id)
+        run = registry.resolve(database, run_id)
         filename = f"{run['name']}-{run.get('version') or run['run_id']}.tar.gz"
         out = Path(tmp) / filename
         summary = registry.export_run(database, run["run_id"], out)

@@ -12,6 +12,7 @@ from cli.context import (
     json_option,
     pass_app,
 )
+from cli.progress_lines import ProgressLines
 from models.errors import ServiceError
 
 
@@ -62,7 +63,9 @@ def verify(app: AppContext, repair: bool, as_json: bool) -> None:
         for entry in broken:
             info(f"retraining {entry['name']} ({entry['state']})")
             try:
-                run = train_config(app.db, entry["name"], requested_by="cli:artifacts verify --repair")
+                with ProgressLines(app.settings.progress_interval_seconds) as lines:
+                    run = train_config(app.db, entry["name"], requested_by="cli:artifacts verify --repair",
+                                       progress=lines.reporter(entry["name"]))
                 entry["repaired"] = {"run_id": run["run_id"], "version": run["version"]}
             except ServiceError as exc:
                 entry["repair_error"] = exc.message
@@ -116,7 +119,8 @@ def migrate(app: AppContext, to: str, dry_run: bool, as_json: bool) -> None:
     Exits 1 if anything is left to do (a missing or corrupt file, a document changed meanwhile).
     """
     from models.artifacts.migrate import migrate_artifacts
-    report = migrate_artifacts(app.db, to, dry_run=dry_run)
+    with ProgressLines(app.settings.progress_interval_seconds) as lines:
+        report = migrate_artifacts(app.db, to, dry_run=dry_run, progress=lines.reporter("migrate"))
     data = report.to_dict()
     if as_json:
         emit_json(data)

@@ -16,6 +16,7 @@ from cli.context import (
     pass_app,
     stdout,
 )
+from cli.progress_lines import ProgressLines
 
 if TYPE_CHECKING:
     from agents.tools.stacking_tool import StackingTool
@@ -52,6 +53,25 @@ def ensemble() -> None:
     """Stacking ensembles over trained configs (base models from verified artifacts)."""
 
 
+def announce_training(app: AppContext, bases: list[str]) -> None:
+    """Say on stderr, before any work, which base models will be trained first and about how long."""
+    from models.ensembles.base_models import fetch_configs
+    from models.ensembles.plan import plan_summary, retrain_plan
+    from models.errors import ServiceError
+    from models.training.estimate import slow_warning
+    try:
+        configs = fetch_configs(app.db, bases)
+    except ServiceError:  # unknown names and the like: create_ensemble reports them properly
+        return
+    plan = retrain_plan(app.db, configs)
+    if plan:
+        info(plan_summary(plan))
+    for entry, config in ((p, c) for p in plan for c in configs if c["name"] == p["name"]):
+        warning = slow_warning(config, entry["estimate"]["rows"])
+        if warning:
+            info(f"warning: {warning}")
+
+
 @ensemble.command("create")
 @click.argument("name")
 @click.option("--base", "bases", multiple=True, required=True, help="A base config (repeat for each).")
@@ -66,17 +86,11 @@ def ensemble() -> None:
 def create(app: AppContext, name: str, bases: tuple[str, ...], meta_model: str, passthrough: bool,
            stack_method: str, description: str, as_json: bool) -> None:
     """Create ensemble NAME from --base configs; prints where each base model came from."""
-    last: dict[str, str] = {}
-
-    def progress(fraction: float, message: str) -> None:
-        # one line per base-model event on stderr, not every tick
-        head = message.split(":")[0]
-        if message != last.get(head):
-            last[head] = message
-            info(f"[{fraction * 100:5.1f}%] {message}")
-
-    record = _tool(app).create_ensemble(name, list(bases), meta_model, passthrough=passthrough,
-                                        stack_method=stack_method, progress=progress, description=description)
+    announce_training(app, list(bases))
+    with ProgressLines(app.settings.progress_interval_seconds) as lines:
+        record = _tool(app).create_ensemble(name, list(bases), meta_model, passthrough=passthrough,
+                                            stack_method=stack_method, progress=lines.reporter(),
+                                            description=description)
     if as_json:
         emit_json(record)
         return

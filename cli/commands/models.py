@@ -40,7 +40,7 @@ def models_group() -> None:
     """The model registry: find, compare, promote, move and delete trained runs.
 
     A run is named by its id (20261123_101509_1a2b3c4d), or NAME (latest version), NAME@VERSION,
-    NAME@latest or NAME@production.
+    NAME@latest, NAME@production, or latest (the newest run); every command here takes either.
     """
 
 
@@ -253,7 +253,7 @@ def history(app: AppContext, run_id: str, as_json: bool) -> None:
 def delete(app: AppContext, run_id: str, force: bool, yes: bool, as_json: bool) -> None:
     """Delete a run and its files (refused while ensembles use it, unless --force)."""
     from models import registry
-    run = registry.get_run(app.db, run_id)
+    run = registry.resolve(app.db, run_id)
     users = registry.ensembles_using(app.db, run["run_id"])
     if users and force:
         info(f"these ensembles use run {run['run_id']} and will be deleted too: "

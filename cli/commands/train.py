@@ -15,6 +15,7 @@ from cli.context import (
     pass_app,
     stderr,
 )
+from cli.progress_lines import ProgressLines
 from models.errors import ServiceError, ValidationError
 
 
@@ -33,6 +34,17 @@ def _selected(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bo
     if not chosen and not (all_ or untrained):
         raise ValidationError("name at least one config, or use --all / --untrained", field="NAME")
     return list(dict.fromkeys(chosen))
+
+
+def warn_slow(app: AppContext, names: list[str]) -> None:
+    """Before training: a warning for each config whose model type is known to be slow for its data size."""
+    from models.store.configs import ConfigStore
+    from models.training.estimate import count_rows, slow_warning
+    for name in names:
+        config = ConfigStore(app.db).get(name)
+        warning = slow_warning(config, count_rows(config.get("training_csv") or ""))
+        if warning:
+            info(f"warning: {warning}")
 
 
 @click.command()
@@ -56,26 +68,39 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
     chosen = _selected(app, names, all_, untrained)
     if version and len(chosen) != 1:
         raise ValidationError("--version applies to exactly one config", field="--version")
+    warn_slow(app, chosen)
     results: dict[str, dict[str, Any]] = {}
-    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=stderr.console,
-                  disable=as_json or not chosen) as bars:
-        tasks = {n: bars.add_task(n, total=1.0, step="queued") for n in chosen}
 
-        def one(name: str) -> None:
-            def progress(fraction: float, message: str) -> None:
-                bars.update(tasks[name], completed=fraction, step=message)
-            try:
-                run = train_bounded(app.db, name, progress=progress, version=version, requested_by="cli")
-                results[name] = {"name": name, "status": "trained", "run_id": run["run_id"],
-                                 "version": run["version"], "metrics": run["metrics"], "cv": run["cv"],
-                                 "seconds": run["durations"]["total_s"]}
-            except ServiceError as exc:
-                bars.update(tasks[name], step="[red]failed")
-                results[name] = {"name": name, "status": "failed", "error": exc.to_dict()}
+    def one(name: str, progress: Any) -> None:
+        try:
+            run = train_bounded(app.db, name, progress=progress, version=version, requested_by="cli")
+            results[name] = {"name": name, "status": "trained", "run_id": run["run_id"],
+                             "version": run["version"], "metrics": run["metrics"], "cv": run["cv"],
+                             "seconds": run["durations"]["total_s"], "warnings": run.get("warnings") or []}
+        except ServiceError as exc:
+            results[name] = {"name": name, "status": "failed", "error": exc.to_dict()}
 
-        with ThreadPoolExecutor(max_workers=parallel) as pool:
-            list(pool.map(one, chosen))
+    if stderr.is_terminal and not as_json and chosen:
+        with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                      TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=stderr.console) as bars:
+            tasks = {n: bars.add_task(n, total=1.0, step="queued") for n in chosen}
+
+            def on_bar(name: str) -> None:
+                one(name, lambda fraction, message: bars.update(tasks[name], completed=fraction, step=message))
+                if results[name]["status"] == "failed":
+                    bars.update(tasks[name], step="[red]failed")
+
+            with ThreadPoolExecutor(max_workers=parallel) as pool:
+                list(pool.map(on_bar, chosen))
+    else:  # CI, 2>file, --json: plain lines, and a heartbeat while a step runs
+        with ProgressLines(app.settings.progress_interval_seconds) as lines:
+            def on_lines(name: str) -> None:
+                one(name, lines.reporter(name))
+                r = results[name]
+                lines.finish(name, "failed" if r["status"] == "failed" else f"trained in {r['seconds']:.1f} s")
+
+            with ThreadPoolExecutor(max_workers=parallel) as pool:
+                list(pool.map(on_lines, chosen))
     ordered = [results[n] for n in chosen]
     if as_json:
         emit_json(ordered)
@@ -84,6 +109,9 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
                      f"{r['cv']['metric']} {r['cv']['mean']:.4f}" if "cv" in r else r["error"]["message"],
                      f"{r['seconds']:.2f}s" if "seconds" in r else "") for r in ordered),
                    ["config", "status", "version", "run id", "cv score / error", "time"])
+    for r in ordered:
+        for warning in r.get("warnings") or []:
+            info(f"warning: {r['name']}: {warning}")
     failed = [r for r in ordered if r["status"] == "failed"]
     if failed:
         for r in failed:

@@ -19,6 +19,7 @@ from models.artifacts.verified import load_npz_verified, read_verified
 from models.ensembles.compat import check_names
 from models.errors import (
     ArtifactError,
+    describe_reason,
     DataError,
     NotFoundError,
     ServiceError,
@@ -78,7 +79,7 @@ class BaseModelResult:
         """A JSON-friendly summary (no model object)."""
         return {"name": self.name, "config_id": self.config_id, "run_id": self.run_id,
                 "model_type": self.config.get("model_type"), "source": self.source, "reason": self.reason,
-                "detail": self.detail, "seconds": round(self.seconds, 4),
+                "reason_text": describe_reason(self.reason) if self.reason else None, "detail": self.detail, "seconds": round(self.seconds, 4),
                 "waited_seconds": round(self.waited_seconds, 4)}
 
 
@@ -92,7 +93,7 @@ def _oof_ref(config: dict[str, Any]) -> dict[str, Any]:
     ref = (config.get("artifacts") or {}).get("oof")
     if not ref or not ref.get("path"):
         raise ArtifactError(f"config {config.get('name')!r} has no out-of-fold predictions recorded (trained "
-                            "before they were kept); stacking needs them", reason="field_missing")
+                            "before they were kept); stacking needs them", reason="oof_missing")
     return ref
 
 
@@ -258,7 +259,7 @@ def load_base_models(database: Database, names: Iterable[Any], *, store: Artifac
             step(1.0, f"{config['name']}: failed")
             continue
         results.append(res)
-        step(1.0, f"{res.name}: {res.source}" + (f" ({res.reason})" if res.reason else "")
+        step(1.0, f"{res.name}: {res.source}" + (f" ({describe_reason(res.reason)})" if res.reason else "")
              + f" in {res.seconds:.2f}s")
     if failures:
         raise BaseModelsError(failures)

@@ -55,13 +55,20 @@ def config_fold_spec(config: dict[str, Any]) -> dict[str, Any]:
     return config.get("fold_spec") or fold_spec(config)
 
 
-def config_fingerprint(config: dict[str, Any], settings: Any = None) -> str | None:
-    """The data fingerprint of the config's run, or of its CSV as it is now; None if unreadable."""
+def config_fingerprint(config: dict[str, Any], settings: Any = None, *, strict: bool = False) -> str | None:
+    """The data fingerprint of the config's run, or of its CSV as it is now; None if unreadable
+    (``strict``: the :class:`DataError` saying why)."""
     if config.get("data_fingerprint"):
         return config["data_fingerprint"]
     try:
         return load_training_data(config, settings).fingerprint(config["target"])
-    except (DataError, KeyError):
+    except DataError:
+        if strict:
+            raise
+        return None
+    except KeyError:
+        if strict:
+            raise DataError(f"config {config.get('name')!r} lacks a field training needs", field="config") from None
         return None
 
 

@@ -24,7 +24,8 @@ from models.ensembles.compat import (
     config_fingerprint,
     config_fold_spec,
 )
-from models.errors import ValidationError
+from models.ensembles.plan import plan_summary, retrain_plan, retrain_reason
+from models.errors import DataError, ValidationError
 from models.jsonable import to_json
 from models.progress import Progress
 from models.store.db import Database
@@ -47,8 +48,9 @@ class Candidate:
     """A config as a possible base model: selectable or not, and why not."""
 
     config: dict[str, Any]
-    group: str | None = None  # compatibility group id (trained configs only)
+    group: str | None = None  # compatibility group id (configs whose data can be read)
     reason: str | None = None  # why it cannot be picked; None when it can
+    train_first: str | None = None  # picked, it is trained first: why ("not trained yet") and the estimate
 
     @property
     def name(self) -> str:
@@ -59,10 +61,10 @@ class Candidate:
         return self.reason is None
 
 
-def _signature(config: dict[str, Any]) -> dict[str, str]:
+def _signature(config: dict[str, Any], fingerprint: str | None) -> dict[str, str]:
     spec = config_fold_spec(config)
     return {"task": str(config.get("task")), "target": str(config.get("target")),
-            "data": str(config.get("data_fingerprint")), "folds": json.dumps(spec, sort_keys=True, default=str)}
+            "data": str(fingerprint), "folds": json.dumps(spec, sort_keys=True, default=str)}
 
 
 def _group_id(signature: dict[str, str]) -> str:
@@ -76,9 +78,9 @@ def _difference(a: dict[str, str], b: dict[str, str]) -> str:
     return "not compatible"
 
 
-def _group_label(config: dict[str, Any]) -> str:
+def _group_label(config: dict[str, Any], fingerprint: str) -> str:
     spec = config_fold_spec(config)
-    fp = str(config.get("data_fingerprint") or "")[:10]
+    fp = fingerprint[:10]
     return (f"{config.get('task')} · target {config.get('target')} · data {fp}… · "
             f"{spec.get('n_splits')}-fold, seed {spec.get('random_state')}")
 
@@ -86,25 +88,38 @@ def _group_label(config: dict[str, Any]) -> str:
 def candidates(database: Database, first: str | None = None) -> dict[str, Any]:
     """Every config as a :class:`Candidate`, with the compatibility groups and the reasons between them.
 
-    Untrained configs (and runs without out-of-fold predictions) are never selectable. With ``first``
-    (a config name), configs outside its group get the reason they differ from it; without it, a
-    group of a single trained config is not selectable (it has nothing to be stacked with).
+    A config that would be trained first (never trained, legacy artifacts, no out-of-fold predictions)
+    is grouped by its data as it is now and can be picked ("train and include"); ``train_first`` says
+    why and about how long, from past runs. With ``first`` (a config name), configs outside its group
+    get the reason they differ from it; without it, a group of a single config is not selectable (it
+    has nothing to be stacked with).
     Returns ``{"candidates", "groups": {id: label}, "reasons": {id: {id: reason}}, "first"}``.
     """
     out: list[Candidate] = []
     signatures: dict[str, dict[str, str]] = {}
     labels: dict[str, str] = {}
-    for config in database.configs.find({}).sort("name", 1):
+    configs = list(database.configs.find({}).sort("name", 1))
+    plans = {p["name"]: p for p in retrain_plan(database, [c for c in configs if retrain_reason(c)])}
+    for config in configs:
         cand = Candidate(config)
-        if not config.get("run_id"):
-            cand.reason = "never trained" if config.get("status") != "training" else "training now"
-        elif not ((config.get("artifacts") or {}).get("oof") or {}).get("path"):
-            cand.reason = "no out-of-fold predictions (trained before they were kept): retrain it"
-        else:
-            sig = _signature(config)
+        fingerprint = config.get("data_fingerprint")
+        if config.get("status") == "training":
+            cand.reason = "training now"
+            fingerprint = None
+        elif config["name"] in plans:
+            plan = plans[config["name"]]
+            try:
+                fingerprint = config_fingerprint(config, database.settings, strict=True)
+            except DataError as exc:
+                cand.reason = f"{plan['reason']}, and its training data cannot be used: {exc.message}"
+                fingerprint = None
+            else:
+                cand.train_first = f"train and include: {plan['reason']}; {plan['estimate_text']}"
+        if fingerprint:
+            sig = _signature(config, fingerprint)
             cand.group = _group_id(sig)
             signatures.setdefault(cand.group, sig)
-            labels.setdefault(cand.group, _group_label(config))
+            labels.setdefault(cand.group, _group_label(config, fingerprint))
         out.append(cand)
     reasons = {g: {h: _difference(signatures[g], signatures[h]) for h in signatures if h != g}
                for g in signatures}
@@ -116,12 +131,13 @@ def candidates(database: Database, first: str | None = None) -> dict[str, Any]:
         if anchor is not None and cand.group != anchor.group:
             cand.reason = f"{reasons[anchor.group][cand.group]} from {anchor.name}"
         elif sizes[cand.group] < 2:
-            cand.reason = "no other trained model shares its task, target, data and folds"
+            cand.reason = "no other model shares its task, target, data and folds"
     return {"candidates": out, "groups": labels, "reasons": reasons, "first": anchor.name if anchor else None}
 
 
-def check_create(database: Database, body: dict[str, Any]) -> EnsembleRequest:
+def check_create(database: Database, body: dict[str, Any]) -> tuple[EnsembleRequest, list[dict[str, Any]]]:
     """Every check that can run before the job: options, name free, configs exist and are compatible.
+    Returns the request and the base configs' documents.
 
     ValidationError (422, every problem listed), NotFoundError (404), ConflictError (409 name taken),
     IncompatibleBaseModelsError (422).
@@ -137,7 +153,7 @@ def check_create(database: Database, body: dict[str, Any]) -> EnsembleRequest:
         raise ensemble_exists(request.name)
     configs = fetch_configs(database, request.base_models)
     check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
-    return request
+    return request, configs
 
 
 def ensemble_summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -153,8 +169,11 @@ def submit_ensemble(database: Database, body: dict[str, Any], *, runner: jobs.Jo
     """Check the request (see :func:`check_create`) and queue the creation; returns ``(job, created)``.
 
     While a creation of the same name is queued or running, that job comes back with ``created=False``.
+    The job's ``params.train_first`` says beforehand which base models will be trained first, why and
+    about how long (:func:`models.ensembles.plan.retrain_plan`).
     """
-    request = check_create(database, body)
+    request, configs = check_create(database, body)
+    plan = retrain_plan(database, configs)
 
     def work(progress: Progress) -> dict[str, Any]:
         record = create_ensemble(database, request.name, request.base_models, request.meta_model,
@@ -164,7 +183,8 @@ def submit_ensemble(database: Database, body: dict[str, Any], *, runner: jobs.Jo
         return ensemble_summary(record)
 
     params = {"name": request.name, "base_models": [str(b) for b in request.base_models],
-              "meta_model": request.meta_model, "passthrough": request.passthrough}
+              "meta_model": request.meta_model, "passthrough": request.passthrough,
+              "train_first": plan, "train_first_summary": plan_summary(plan)}
     return jobs.submit(database, runner, ENSEMBLE_KIND, ensemble_key(request.name), work, params=params,
                        requested_by=requested_by, bounded=True)
 

@@ -303,7 +303,8 @@ def import_run(database: Database, archive: str | Path, *, on_conflict: str = "r
         doc["run_id"] = run_id
         doc["artifacts"] = {kind: info.to_dict() for kind, info in zip(names, written)}
         if existing_config is None:
-            created_config = ConfigStore(database).create(user_config)
+            # the training data does not travel with an archive: an imported run is already trained
+            created_config = ConfigStore(database).create(user_config, check_data=False)
         doc["config_id"] = (existing_config or created_config)["_id"]
         previous = doc.get("status", "trained")
         doc["status"] = "trained"

@@ -26,7 +26,7 @@ from models.artifacts.base import ArtifactStore
 from models.artifacts.cache import get_model_cache
 from models.artifacts.routing import get_store
 from models.errors import ArtifactError, ConflictError, ValidationError
-from models.registry.query import STATUSES, get_run
+from models.registry.query import STATUSES, resolve
 from models.store.db import Database
 from models.store.runs import config_fields_for_run
 from models.timeutil import now
@@ -107,7 +107,7 @@ def set_status(database: Database, run_id: str, to: str, *, by: str | None = Non
     (``staging`` or ``archived``) in the same transaction. Returns ``{"run_id", "from", "to",
     "demoted": {"run_id", "from", "to"} | None, "run": updated document}``.
     """
-    run = get_run(database, run_id)
+    run = resolve(database, run_id)
     if demote_to not in DEMOTE_TO:
         raise ValidationError(f"demote_to must be one of: {', '.join(DEMOTE_TO)}", field="demote_to")
     if by is not None and not isinstance(by, str):
@@ -165,7 +165,7 @@ def promote(database: Database, run_id: str, *, by: str | None = None, demote_to
 
 def history(database: Database, run_id: str) -> list[dict[str, Any]]:
     """The run's status transitions, oldest first: ``[{"from", "to", "at", "by", "reason"}]``."""
-    run = get_run(database, run_id)
+    run = resolve(database, run_id)
     out = []
     previous = None
     for entry in run.get("status_history") or []:
@@ -227,7 +227,7 @@ def delete_run(database: Database, run_id: str, *, force: bool = False, store: A
     "deleted_files", "missing_files", "deleted_ensembles": [names], "config": {"name", "action",
     "run_id", "version"} | None}``.
     """
-    run = get_run(database, run_id)
+    run = resolve(database, run_id)
     store = store or get_store(database.settings)
     users = ensembles_using(database, run["run_id"])
     if users and not force:

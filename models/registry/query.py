@@ -79,8 +79,11 @@ def get_production(database: Database, name: str) -> dict[str, Any]:
 
 
 def resolve(database: Database, ref: str) -> dict[str, Any]:
-    """A run from a reference: ``RUN_ID``, ``NAME`` (latest), ``NAME@VERSION``, ``NAME@latest``
-    or ``NAME@production``."""
+    """A run from a reference: ``RUN_ID``, ``NAME`` (latest), ``NAME@VERSION``, ``NAME@latest``,
+    ``NAME@production``, or ``latest`` (the newest run of any name, unless a config is named so).
+
+    The one resolver of run references: every command, route and function that takes a run uses it.
+    """
     ref = _require_str(ref, "ref")
     if "@" in ref:
         name, _, selector = ref.rpartition("@")
@@ -100,7 +103,27 @@ def resolve(database: Database, ref: str) -> dict[str, Any]:
             return doc
     if database.runs.count_documents({"name": ref}, limit=1):
         return get_latest(database, ref)
+    if ref == "latest":
+        newest = database.runs.find_one({}, sort=[("created_at", -1), ("_id", -1)])
+        if newest is not None:
+            return newest
+        raise NotFoundError("the registry has no runs yet", field="ref")
+    if RUN_ID_RE.match(ref):
+        raise NotFoundError(f"no run with id {ref!r}", field="ref")
     raise NotFoundError(f"no run with id or name {ref!r}", field="ref")
+
+
+def resolve_many(database: Database, refs: list[str], field: str = "run_ids") -> list[dict[str, Any]]:
+    """Runs for several references (see :func:`resolve`); every unknown one named at once."""
+    runs, missing = [], []
+    for ref in refs:
+        try:
+            runs.append(resolve(database, ref))
+        except NotFoundError:
+            missing.append(str(ref))
+    if missing:
+        raise NotFoundError(f"no run with id or name {', '.join(map(repr, missing))}", field=field)
+    return runs
 
 
 @dataclass
@@ -296,7 +319,8 @@ def _row(key: str, values: list[Any], higher: bool | None = None) -> dict[str, A
 
 
 def compare(database: Database, run_ids: list[str]) -> dict[str, Any]:
-    """A side-by-side table of runs: metrics, hyperparameters, features, data, durations.
+    """A side-by-side table of runs (ids or references, see :func:`resolve`): metrics, hyperparameters,
+    features, data, durations.
 
     Returns ``{"runs": [header per run], "sections": [{"title", "rows": [{"key", "values",
     "differs", ("direction", "best")}]}]}``; ``values`` are in the order of ``run_ids`` and ``best``
@@ -306,14 +330,14 @@ def compare(database: Database, run_ids: list[str]) -> dict[str, Any]:
         raise ValidationError("give at least two run ids to compare", field="run_ids")
     if len(run_ids) > MAX_COMPARE:
         raise ValidationError(f"compare at most {MAX_COMPARE} runs at once", field="run_ids")
-    dupes = sorted({r for r in run_ids if list(run_ids).count(r) > 1})
+    if not all(isinstance(r, str) and r.strip() for r in run_ids):
+        raise ValidationError("run_ids must be run ids or references (NAME, NAME@1.2.0, NAME@production)",
+                              field="run_ids")
+    runs = resolve_many(database, list(run_ids))
+    ids = [r["run_id"] for r in runs]
+    dupes = sorted({f"{ref} ({rid})" if ref != rid else rid for ref, rid in zip(run_ids, ids) if ids.count(rid) > 1})
     if dupes:
         raise ValidationError(f"run ids given more than once: {', '.join(dupes)}", field="run_ids")
-    found = {d["run_id"]: d for d in database.runs.find({"run_id": {"$in": list(run_ids)}})}
-    missing = [r for r in run_ids if r not in found]
-    if missing:
-        raise NotFoundError(f"no run with id {', '.join(map(repr, missing))}", field="run_ids")
-    runs = [found[r] for r in run_ids]
 
     def union(getter) -> list[str]:
         keys: dict[str, None] = {}

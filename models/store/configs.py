@@ -17,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.processes import current_owner, owner_is_dead
+from models.store.columns import DATA_FIELDS, check_training_columns
 from models.store.db import Database
 from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, refuse_service_fields, validate_config
 from models.timeutil import now
@@ -50,14 +51,18 @@ class ConfigStore:
         self.database = database
         self.col = database.configs
 
-    def create(self, doc: dict[str, Any], *, from_user: bool = False) -> dict[str, Any]:
+    def create(self, doc: dict[str, Any], *, from_user: bool = False, check_data: bool = True) -> dict[str, Any]:
         """Insert a new config. ``from_user`` (the API, the form, ``configs add``): fields only training
         or the server writes are refused, as in updates; without it (imports of existing documents,
-        e.g. a seed-system config with its artifact paths) they are kept."""
+        e.g. a seed-system config with its artifact paths) they are kept. ``check_data`` (the default)
+        refuses a training CSV that does not exist or lacks a named column; only an imported, already
+        trained run skips it."""
         if from_user:
             refuse_service_fields(doc)
         clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS},
                                 limits=self.database.settings.hyperparameter_limit)
+        if check_data:
+            check_training_columns(clean)
         stamp = now()
         clean.setdefault("status", "trained" if clean.get("run_id") else "new")
         clean.update(created_at=stamp, updated_at=stamp, rev=1)
@@ -111,6 +116,8 @@ class ConfigStore:
             for key in unset:
                 merged.pop(key, None)
             clean = validate_config(merged, limits=self.database.settings.hyperparameter_limit)
+            if any(clean.get(k) != current.get(k) for k in DATA_FIELDS):
+                check_training_columns(clean)
             to_set = {k: v for k, v in clean.items() if k not in SERVER_FIELDS and current.get(k) != v}
             to_unset = {k: "" for k in current if k not in clean and k not in SERVER_FIELDS}
             if not to_set and not to_unset:

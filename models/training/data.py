@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from models.errors import DataError
-from models.settings import PROJECT_ROOT, Settings
+from models.settings import Settings
+from models.store.columns import resolve_csv
 
 MIN_ROWS = 20
 
@@ -44,12 +45,6 @@ class TrainingData:
         h.update(target.encode())
         h.update(np.ascontiguousarray(self.kept_rows, dtype=np.int64).tobytes())
         return h.hexdigest()
-
-
-def resolve_csv(training_csv: str, settings: Settings | None = None) -> Path:
-    """Absolute paths stay as they are; relative ones are taken from the project root."""
-    path = Path(training_csv).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def _read_csv(path: Path, training_csv: str) -> tuple[pd.DataFrame, str]:
@@ -78,7 +73,7 @@ def _read_csv(path: Path, training_csv: str) -> tuple[pd.DataFrame, str]:
 def load_training_data(config: dict[str, Any], settings: Settings | None = None) -> TrainingData:
     """Features and target of a validated config, or a :class:`DataError` that says exactly what is wrong."""
     training_csv = config["training_csv"]
-    path = resolve_csv(training_csv, settings)
+    path = resolve_csv(training_csv)
     frame, sha = _read_csv(path, training_csv)
     features, target = list(config["features"]), config["target"]
     missing = [c for c in (*features, target) if c not in frame.columns]

@@ -56,6 +56,7 @@ from models.training.metrics import (
     primary_metric,
     regression_metrics,
 )
+from models.training.sklearn_warnings import scaled_data
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +170,18 @@ def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = 
     metric = primary_metric(task, None if classes is None else len(classes))
     scores = []
     progress(0.0, f"fold 1/{len(splits)}")
-    folds = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
-        joblib.delayed(_fit_fold)(base, X_tr, y_tr, fit_rows, val_rows, task) for fit_rows, val_rows in splits)
-    for k, ((_, val_rows), predicted) in enumerate(zip(splits, folds)):  # the generator yields in fold order
-        oof[val_rows] = predicted
-        fold_ids[val_rows] = k
-        scores.append(fold_score(metric, y_tr[val_rows], oof[val_rows], classes))
-        if k + 1 < len(splits):
-            progress((k + 1) / (len(splits) + 1), f"fold {k + 2}/{len(splits)}")
-    t_cv = time.perf_counter()
-    progress(len(splits) / (len(splits) + 1), "final fit")
-    final = clone(base).fit(X_tr, y_tr)
+    with scaled_data(config.get("scaler", "standard")):
+        folds = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
+            joblib.delayed(_fit_fold)(base, X_tr, y_tr, fit_rows, val_rows, task) for fit_rows, val_rows in splits)
+        for k, ((_, val_rows), predicted) in enumerate(zip(splits, folds)):  # the generator yields in fold order
+            oof[val_rows] = predicted
+            fold_ids[val_rows] = k
+            scores.append(fold_score(metric, y_tr[val_rows], oof[val_rows], classes))
+            if k + 1 < len(splits):
+                progress((k + 1) / (len(splits) + 1), f"fold {k + 2}/{len(splits)}")
+        t_cv = time.perf_counter()
+        progress(len(splits) / (len(splits) + 1), "final fit")
+        final = clone(base).fit(X_tr, y_tr)
     t_fit = time.perf_counter()
     progress(0.97, "evaluating on held-out rows")
     test_pred = _predict_out(final, X_te, task)
@@ -196,6 +198,24 @@ def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = 
                      train_idx=train_idx, test_idx=test_idx, fold_ids=fold_ids, oof=oof, test_pred=test_pred,
                      metrics=metrics, cv=cv, feature_importance=importance, y_train=y_tr, y_test=y_te,
                      durations={"cv_s": t_cv - t0, "final_fit_s": t_fit - t_cv, "evaluate_s": t_eval - t_fit})
+
+
+ONE_CLASS_SHARE = 0.99
+
+
+def result_warnings(fit: FitResult, task: str) -> list[str]:
+    """What is suspicious about a fitted result: a classifier that predicts one class for > 99% of the
+    held-out rows (it learned little beyond the majority class)."""
+    if task != "classification" or fit.classes is None or not len(fit.test_pred):
+        return []
+    predicted = np.asarray(fit.test_pred).argmax(axis=1)
+    counts = np.bincount(predicted, minlength=len(fit.classes))
+    share = counts.max() / counts.sum()
+    if share <= ONE_CLASS_SHARE:
+        return []
+    label = fit.classes[int(counts.argmax())]
+    return [f"predicts class {label!r} for {share:.1%} of the {int(counts.sum())} held-out rows; the model "
+            "may have learned little beyond the majority class (check its hyperparameters and the class balance)"]
 
 
 def feature_importance(pipe: Pipeline, features: list[str], X_te: np.ndarray, y_te: np.ndarray,
@@ -331,6 +351,7 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
                "tags": config.get("tags", []), "artifacts": artifacts, "metrics": fit.metrics, "cv": fit.cv,
                "feature_importance": fit.feature_importance, "data": data_info, "fold_spec": spec,
                "classes": fit.classes, "durations": durations, "versions": environment_versions(),
+               "warnings": result_warnings(fit, config["task"]),
                "status": "trained", "created_at": saved_at, "requested_by": requested_by,
                "status_history": [{"status": "trained", "at": saved_at, "by": requested_by}]}
         RunStore(database).insert_versioned(run, version)
@@ -341,6 +362,8 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
             "$unset": {"error": "", "training_started_at": "", "training_owner": ""},
             "$inc": {"rev": 1, "runs_count": 1}})
         progress(1.0, "done")
+        for warning in run["warnings"]:
+            log.warning("%s: %s", config["name"], warning)
         log.info("trained %s as run %s (version %s) in %.2fs", config["name"], run_id, run["version"],
                  durations["total_s"])
         return run

@@ -28,6 +28,10 @@ def job_response(job: dict[str, Any], created: bool) -> Response:
     """
     body = {"job_id": str(job["_id"]), "created": created, "status": job["status"],
             "kind": job["kind"], "key": job["key"], "job_url": url_for("api.jobs.get_job", job_id=str(job["_id"]))}
+    params = job.get("params") or {}
+    if "train_first" in params:  # an ensemble: which base models are trained first, and about how long
+        body["train_first"] = params["train_first"]
+        body["train_first_summary"] = params.get("train_first_summary")
     response = jsonify(body)
     response.status_code = 202 if created else 200
     response.headers["Location"] = body["job_url"]

@@ -34,9 +34,9 @@ def search() -> Any:
 @bp.get("/runs/<run_id>")
 def get_run(run_id: str) -> Any:
     database = get_db()
-    run = registry.get_run(database, run_id)
-    return jsonify(to_json({**run, "history": registry.history(database, run_id),
-                            "ensembles": registry.ensembles_using(database, run_id)}))
+    run = registry.resolve(database, run_id)  # an id or a reference: NAME@production, NAME@1.2.0, ...
+    return jsonify(to_json({**run, "history": registry.history(database, run["run_id"]),
+                            "ensembles": registry.ensembles_using(database, run["run_id"])}))
 
 
 @bp.get("/best")

@@ -62,7 +62,9 @@ def create() -> Any:
         flash(exc.message, "error")
         return _render_form(values, {exc.field or "name": [exc.message]}, [], exc.http_status)
     if created:
-        flash(f"Creating ensemble {values['name']}…", "success")
+        plan = job["params"].get("train_first") or []
+        flash(f"Creating ensemble {values['name']}…" + (f" {job['params']['train_first_summary']}." if plan else ""),
+              "success")
     else:
         flash(f"Ensemble {values['name']} is already being created; showing that job.", "info")
     return redirect(url_for(".detail", name=job["params"].get("name", values["name"])))

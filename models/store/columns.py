@@ -1,0 +1,80 @@
+"""A config's training data, checked when the config is saved: the CSV exists and names the columns.
+
+Only the header line is read (cheap even for a large file). A feature or target that is not a column
+gets a "did you mean" with the closest column. ``ConfigStore.create``/``update`` call
+:func:`check_training_columns`, so the web form, ``configs add`` and the API refuse the same configs.
+"""
+from __future__ import annotations
+
+import csv
+import difflib
+from pathlib import Path
+from typing import Any
+
+from models.errors import ValidationError
+from models.settings import PROJECT_ROOT
+
+# the config fields whose change means the data must be checked again
+DATA_FIELDS = ("training_csv", "features", "target")
+HEADER_BYTES = 1 << 20
+
+
+def resolve_csv(training_csv: str) -> Path:
+    """Absolute paths stay as they are; relative ones are taken from the project root."""
+    path = Path(training_csv).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def read_header(path: Path) -> list[str]:
+    """The column names of a CSV file (its first line only). Raises ``ValueError`` saying why not."""
+    with path.open("rb") as fh:
+        first = fh.readline(HEADER_BYTES)
+    try:
+        text = first.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"is not UTF-8 text (byte {exc.start} is invalid)") from None
+    if not text.strip():
+        raise ValueError("is empty (no header line)")
+    return [name.strip() for name in next(csv.reader([text.rstrip("\r\n")]))]
+
+
+def _not_a_column(what: str, name: str, columns: list[str], training_csv: str) -> str:
+    message = f"{what} {name!r} is not a column of {training_csv}"
+    close = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
+    if close:
+        return f"{message}; did you mean {close[0]!r}?"
+    if len(columns) == 1 and any(d in columns[0] for d in ";\t|"):
+        return f"{message} (the file seems to use another delimiter than ',')"
+    return message
+
+
+def data_problems(config: dict[str, Any]) -> list[dict[str, str]]:
+    """Every problem of a (schema-valid) config's training CSV, one ``{"field", "message"}`` each."""
+    training_csv = str(config["training_csv"])
+    path = resolve_csv(training_csv)
+    if not path.exists():
+        return [{"field": "training_csv", "message": f"training CSV {training_csv!r} does not exist "
+                                                      f"(looked at {path})"}]
+    if not path.is_file():
+        return [{"field": "training_csv", "message": f"training CSV {training_csv!r} is not a file"}]
+    try:
+        columns = read_header(path)
+    except ValueError as exc:
+        return [{"field": "training_csv", "message": f"training CSV {training_csv!r} {exc}"}]
+    except OSError as exc:
+        return [{"field": "training_csv", "message": f"training CSV {training_csv!r} cannot be read: "
+                                                      f"{exc.strerror or exc}"}]
+    known = set(columns)
+    problems = [{"field": "features", "message": _not_a_column("feature", f, columns, training_csv)}
+                for f in config["features"] if f not in known]
+    if config["target"] not in known:
+        problems.append({"field": "target", "message": _not_a_column("target", config["target"], columns,
+                                                                     training_csv)})
+    return problems
+
+
+def check_training_columns(config: dict[str, Any]) -> None:
+    """Refuse a config whose training CSV is missing or lacks a named column (header only)."""
+    problems = data_problems(config)
+    if problems:
+        raise ValidationError("invalid config: " + "; ".join(p["message"] for p in problems), errors=problems)

@@ -1,0 +1,105 @@
+"""How long a training will take, from the stored durations of past runs; and which model types are slow.
+
+An estimate uses the runs of the same task and model type (those of the same config first), each scaled
+to the config's row count by the model type's growth (linear, or quadratic for kernel SVMs), and takes
+the median. Counting the rows reads the CSV's bytes once (no parsing).
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from models.store.columns import resolve_csv
+from models.store.db import Database
+
+# training time grows with rows ** exponent (kernel SVMs are quadratic or worse)
+ROW_EXPONENT = {"svm": 2.0, "knn": 1.5}
+# (model type, rows above which it is slow, why)
+SLOW_TYPES = {"svm": (10_000, "a kernel SVM's training time grows with the square of the rows"),
+              "knn": (200_000, "k-nearest neighbours predicts by comparing every row with every other")}
+RUNS_CONSIDERED = 20
+
+
+@dataclass
+class Estimate:
+    """About ``seconds`` to train (None: no past run to go by), and what it is based on."""
+
+    seconds: float | None
+    basis: str
+    rows: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seconds": None if self.seconds is None else round(self.seconds, 1), "basis": self.basis,
+                "rows": self.rows}
+
+    def text(self) -> str:
+        """``about 27 s (from 3 past random_forest runs)`` or ``no estimate (...)``."""
+        if self.seconds is None:
+            return f"no estimate ({self.basis})"
+        return f"about {format_seconds(self.seconds)} ({self.basis})"
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def count_rows(training_csv: str) -> int | None:
+    """Data rows of a CSV (lines after the header); None if it cannot be read."""
+    try:
+        with resolve_csv(training_csv).open("rb") as fh:
+            lines, last = 0, b"\n"
+            while block := fh.read(1 << 20):
+                lines += block.count(b"\n")
+                last = block[-1:]
+    except OSError:
+        return None
+    if last != b"\n":
+        lines += 1
+    return max(lines - 1, 0)
+
+
+def estimate_training(database: Database, config: dict[str, Any], rows: int | None = None) -> Estimate:
+    """How long training ``config`` should take, judged from past runs of its model type."""
+    rows = rows if rows is not None else count_rows(config.get("training_csv") or "")
+    model_type, task = config.get("model_type"), config.get("task")
+    query = {"task": task, "model_type": model_type, "durations.total_s": {"$gt": 0},
+             "data.rows_used": {"$gt": 0}}
+    fields = {"name": 1, "durations.total_s": 1, "data.rows_used": 1, "config.cv_folds": 1}
+    runs = list(database.runs.find({**query, "name": config.get("name")}, fields)
+                .sort("created_at", -1).limit(RUNS_CONSIDERED))
+    own = bool(runs)
+    if not runs:
+        runs = list(database.runs.find(query, fields).sort("created_at", -1).limit(RUNS_CONSIDERED))
+    if not runs:
+        return Estimate(None, f"no past {model_type} runs to go by", rows)
+    exponent = ROW_EXPONENT.get(str(model_type), 1.0)
+    folds = int(config.get("cv_folds") or 5)
+    scaled = []
+    for run in runs:
+        seconds = float(run["durations"]["total_s"])
+        past_rows = int(run["data"]["rows_used"])
+        past_folds = int((run.get("config") or {}).get("cv_folds") or folds)
+        factor = ((rows / past_rows) ** exponent if rows else 1.0) * (folds + 1) / (past_folds + 1)
+        scaled.append(seconds * factor)
+    whose = f"{config.get('name')}'s" if own else f"{model_type}"
+    plural = "s" if len(runs) != 1 else ""
+    size = f" scaled to {rows:,} rows" if rows else ""
+    return Estimate(statistics.median(scaled), f"from {len(runs)} past {whose} run{plural}{size}", rows)
+
+
+def slow_warning(config: dict[str, Any], rows: int | None) -> str | None:
+    """A warning when the model type is known to be slow for this many rows; None otherwise."""
+    model_type = str(config.get("model_type"))
+    if model_type not in SLOW_TYPES or rows is None:
+        return None
+    limit, why = SLOW_TYPES[model_type]
+    if rows <= limit:
+        return None
+    return (f"{config.get('name')}: {model_type} on {rows:,} rows may take a long time ({why}); "
+            f"consider another model type or fewer rows")
