@@ -352,13 +352,15 @@ def weighted_record(name: str, description: str, lib: Library, report: dict[str,
 
 
 def store_weighted(database: Database, store: ArtifactStore, record: dict[str, Any], spec: dict[str, Any],
-                   started: float) -> dict[str, Any]:
+                   started: float, load_s: float = 0.0) -> dict[str, Any]:
     """Write the spec file, then insert the document (the commit point); on failure nothing remains."""
     info: ArtifactInfo = store.write(artifact_name(record["run_id"], SPEC_KIND), json_writer(to_json(spec)))
     try:
         total = time.perf_counter() - started
         record = {**record, "artifacts": {SPEC_KIND: info.to_dict()}, "checksums": {SPEC_KIND: info.sha256},
-                  "durations": {"total_s": round(total, 4), "selection_s": record["selection"]["seconds"]},
+                  "durations": {"total_s": round(total, 4), "load_s": round(load_s, 4),
+                                "selection_s": record["selection"]["seconds"],
+                                "meta_fit_s": record["selection"]["seconds"]},
                   "seconds": round(total, 4), "created_at": now()}
         database.ensembles.insert_one(record)
     except DuplicateKeyError:
@@ -395,6 +397,7 @@ def suggest_ensemble(database: Database, name: str, from_configs: list[Any] | No
     problems = check_options(task, meta, "auto", False)
     if problems:
         raise ValidationError(problems[0]["message"], field="meta_model")
+    t_load = time.perf_counter()
     results, skipped = load_library(database, configs, {c["name"] for c in configs[:len(request.from_configs)]},
                                     store=store, cache=cache, progress=scaled(progress, 0.02, 0.5))
     if len(results) < 2:
@@ -403,6 +406,7 @@ def suggest_ensemble(database: Database, name: str, from_configs: list[Any] | No
                                                          if skipped else ""), field="from")
     progress(0.5, f"reading targets; {len(results)} candidates")
     lib = make_library(results, database.settings)
+    load_s = time.perf_counter() - t_load
     progress(0.6, f"selecting ({request.method}, {metric_}, {request.size} steps)")
     spec_ = config_fold_spec(configs[0])
     report = selection_report(lib, metric_, request.size, request.method, meta, request.stack_top,
@@ -411,7 +415,7 @@ def suggest_ensemble(database: Database, name: str, from_configs: list[Any] | No
     progress(0.9, f"keeping {report['method']}; saving")
     if report["method"] == "greedy":
         record, spec = weighted_record(request.name, request.description, lib, report)
-        record = store_weighted(database, store, record, spec, started)
+        record = store_weighted(database, store, record, spec, started, load_s)
     else:
         bases = report["honest"]["by_method"]["stack"]["bases"]
         record = create_ensemble(database, request.name, bases, meta, description=request.description,
