@@ -102,25 +102,32 @@ def score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
 class _BatchScorer:
     """Scores of ``(S + P_j) / (t + 1)`` for every candidate ``j`` at once (the inner loop of selection)."""
 
-    def __init__(self, metric: str, P: np.ndarray, y: np.ndarray) -> None:
-        self.metric, self.P, self.y = metric, P, y
-        n = P.shape[1]
+    def __init__(self, metric: str, P: np.ndarray, y: np.ndarray, idx: np.ndarray | None = None) -> None:
+        """Over the rows ``idx`` of ``P`` and ``y`` (all rows when None), copying only what the metric needs."""
+        self.metric = metric
+        idx = np.arange(P.shape[1]) if idx is None else idx
+        y = y[idx]
+        self.y = y
+        self.P = None
         if metric == "log_loss":  # only the true class's probability matters; float32 cuts the cost of log
-            self.Q = np.ascontiguousarray(P[:, np.arange(n), y], dtype=np.float32)
+            self.Q = np.ascontiguousarray(P[:, idx, y], dtype=np.float32)
             self.buf = np.empty_like(self.Q)
         elif metric == "accuracy" and P.shape[2] == 2:  # class 1 wins where p1 - p0 > 0
-            self.D = np.ascontiguousarray(P[:, :, 1] - P[:, :, 0])
+            self.D = np.ascontiguousarray(P[:, idx, 1] - P[:, idx, 0])
             self.y1 = y == 1
         elif metric in ("brier", "rmse", "r2"):
             if metric == "brier":
                 target = (y == 1).astype(float) if P.shape[2] == 2 else np.eye(P.shape[2])[y].ravel()
-                flat = P[:, :, 1] if P.shape[2] == 2 else P.reshape(P.shape[0], -1)
+                flat = P[:, idx, 1] if P.shape[2] == 2 else P[:, idx].reshape(P.shape[0], -1)
             else:
-                target, flat = np.asarray(y, dtype=float), P
+                target, flat = np.asarray(y, dtype=float), P[:, idx]
             self.flat = np.ascontiguousarray(flat, dtype=float)
             self.target = target
             self.norms = np.einsum("ij,ij->i", self.flat, self.flat)
             self.var = float(np.var(target)) if metric == "r2" else 1.0
+        else:
+            self.P = P[:, idx]
+        self.n = len(idx)
 
     def state(self) -> np.ndarray:
         """The running sum, in the shape this scorer keeps."""
@@ -144,7 +151,7 @@ class _BatchScorer:
     def scores(self, S: np.ndarray, t: int) -> np.ndarray:
         """Score of adding each candidate to the ``t`` already chosen (running sum ``S``)."""
         c = t + 1
-        n = self.P.shape[1]
+        n = self.n
         if self.metric == "log_loss":
             q = self.buf
             np.add(S, self.Q, out=q)
@@ -204,16 +211,20 @@ def single_scores(metric: str, P: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array([score(metric, y, p) for p in P])
 
 
-def greedy_select(P: np.ndarray, y: np.ndarray, metric: str, size: int = DEFAULT_SIZE) -> Selection:
-    """Forward selection with replacement for ``size`` steps; keeps the best prefix (first best on ties)."""
+def greedy_select(P: np.ndarray, y: np.ndarray, metric: str, size: int = DEFAULT_SIZE, *,
+                  rows: np.ndarray | None = None, with_singles: bool = True) -> Selection:
+    """Forward selection with replacement for ``size`` steps on ``rows`` (a boolean mask; all rows when None);
+    keeps the best prefix (the first best on ties)."""
     P = np.asarray(P, dtype=float)
     m = P.shape[0]
     if m < 1:
         raise ValidationError("selection needs at least one candidate", field="base_models")
-    scorer = _BatchScorer(metric, P, y)
+    idx = np.arange(P.shape[1]) if rows is None else np.flatnonzero(rows)
+    scorer = _BatchScorer(metric, P, y, idx)
+    y_rows = y[idx]
     hib = higher_is_better(metric)
     S = scorer.state()
-    exact = np.zeros(P.shape[1:])
+    exact = np.zeros((len(idx),) + P.shape[2:])
     counts = np.zeros(m, dtype=np.int64)
     steps: list[dict[str, Any]] = []
     best_step, best_score = 0, None
@@ -221,17 +232,17 @@ def greedy_select(P: np.ndarray, y: np.ndarray, metric: str, size: int = DEFAULT
         cand = scorer.scores(S, t)
         j = int(np.argmax(cand) if hib else np.argmin(cand))
         S = scorer.add(S, j)
-        exact = exact + P[j]
+        exact += P[j, idx]
         counts[j] += 1
-        value = score(metric, y, exact / (t + 1))  # the exact score of the kept average, in float64
+        value = score(metric, y_rows, exact / (t + 1))  # the exact score of the kept average, in float64
         steps.append({"step": t + 1, "index": j, "score": value})
         if best_score is None or better(metric, value, best_score):
             best_step, best_score = t + 1, value
     kept = np.zeros(m, dtype=np.int64)
     for step in steps[:best_step]:
         kept[step["index"]] += 1
-    return Selection(metric=metric, counts=kept, steps=steps, best_step=best_step,
-                     single_scores=single_scores(metric, P, y))
+    singles = single_scores(metric, P[:, idx] if rows is not None else P, y_rows) if with_singles else np.array([])
+    return Selection(metric=metric, counts=kept, steps=steps, best_step=best_step, single_scores=singles)
 
 
 def weighted_average(P: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -263,7 +274,7 @@ def nested_greedy(P: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, metric: st
     per_fold = []
     for k in _folds(fold_ids):
         inside, held = fold_ids != k, fold_ids == k
-        sel = greedy_select(P[:, inside], y[inside], metric, size)
+        sel = greedy_select(P, y, metric, size, rows=inside, with_singles=False)
         pred[held] = weighted_average(P[:, held], sel.weights)
         per_fold.append({"fold": k, "rows": int(held.sum()), "selected_on": int(inside.sum()),
                          "score": score(metric, y[held], pred[held]),
