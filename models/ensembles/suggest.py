@@ -309,8 +309,12 @@ def holdout_report(lib: Library, metric: str, pred: np.ndarray) -> dict[str, Any
     """The ensemble's score on the run's held-out test rows beside the best candidate's there."""
     tests = single_scores(metric, lib.T, lib.y_test)
     best = top_candidates(tests, metric, 1)[0]
+    picked = top_candidates(single_scores(metric, lib.P, lib.y), metric, 1)[0]
     return {"metric": metric, "rows": int(len(lib.y_test)), "ensemble": _round(score(metric, lib.y_test, pred)),
-            "best_single": _round(tests[best]), "best_single_name": lib.names[best]}
+            "best_single": _round(tests[best]), "best_single_name": lib.names[best],
+            "picked_single": _round(tests[picked]), "picked_single_name": lib.names[picked],
+            "note": "best single: the best candidate on these rows; picked single: the candidate with the best "
+                    "out-of-fold score, on these rows"}
 
 
 # ------------------------------------------------------------ storing
