@@ -144,13 +144,14 @@ def _fit_fold(base: Pipeline, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray
 
 
 def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = no_progress, *,
-               n_jobs: int = 1) -> FitResult:
+               n_jobs: int = 1, base: Pipeline | None = None) -> FitResult:
     """Cross-validate, fit and evaluate one config on ``data``. Pure computation: writes nothing.
 
     The folds run through :class:`joblib.Parallel` with ``n_jobs`` (1: one after
     another in this thread, as before); inside ``with joblib.parallel_backend("dask")``
     they spread over the Dask workers. Results are collected in fold order, so
     the out-of-fold predictions and scores are the same whatever runs them.
+    ``base`` (unfitted) replaces the pipeline the config describes (adoption clones a legacy model's).
     """
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
         raise ValueError(f"n_jobs must be a non-zero integer (1 = sequential, -1 = all workers), got {n_jobs!r}")
@@ -159,7 +160,7 @@ def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = 
     t0 = time.perf_counter()
     train_idx, test_idx = holdout_split(data.y, spec)
     X_tr, y_tr, X_te, y_te = data.X[train_idx], data.y[train_idx], data.X[test_idx], data.y[test_idx]
-    base = make_pipeline(config)
+    base = make_pipeline(config) if base is None else base
     splits = list(make_splitter(spec).split(X_tr, y_tr))
     classes = np.unique(y_tr) if task == "classification" else None
     oof = np.zeros((len(y_tr), len(classes))) if classes is not None else np.zeros(len(y_tr))
@@ -221,6 +222,12 @@ def environment_versions() -> dict[str, str]:
             "numpy": np.__version__, "pandas": pd.__version__}
 
 
+def oof_arrays(fit: FitResult) -> dict[str, np.ndarray]:
+    """What a run's out-of-fold archive holds (training and adoption write the same)."""
+    return {"oof": fit.oof, "fold_ids": fit.fold_ids, "train_idx": fit.train_idx, "test_idx": fit.test_idx,
+            "test_pred": fit.test_pred, "classes": np.asarray(fit.classes if fit.classes is not None else [])}
+
+
 def write_run_artifacts(store: ArtifactStore, run_id: str, fit: FitResult, summary: dict[str, Any]
                         ) -> dict[str, ArtifactInfo]:
     """Write every file of a run atomically; on failure remove the ones already written and re-raise."""
@@ -229,9 +236,7 @@ def write_run_artifacts(store: ArtifactStore, run_id: str, fit: FitResult, summa
         "scaler": joblib_writer(fit.pipeline.named_steps["scaler"]),
         "features": json_writer(fit.features),
         "metrics": json_writer(summary),
-        "oof": npz_writer({"oof": fit.oof, "fold_ids": fit.fold_ids, "train_idx": fit.train_idx,
-                           "test_idx": fit.test_idx, "test_pred": fit.test_pred,
-                           "classes": np.asarray(fit.classes if fit.classes is not None else [])}),
+        "oof": npz_writer(oof_arrays(fit)),
     }
     written: dict[str, ArtifactInfo] = {}
     try:
