@@ -28,6 +28,7 @@ from models.artifacts.routing import get_store
 from models.ensembles import aio as acore
 from models.ensembles import build as core
 from models.ensembles import base_models as bases
+from models.ensembles import suggest
 from models.ensembles.base_models import BaseModelResult
 from models.ensembles.stacking import StackedEnsemble
 from models.errors import ValidationError
@@ -122,6 +123,24 @@ class StackingTool:
                                     stack_method=stack_method, meta_params=meta_params, description=description,
                                     progress=progress or no_progress, store=self.store, cache=self.cache,
                                     lock_timeout=self.lock_timeout)
+
+    def suggest_ensemble(self, name: str, from_configs: list[str] | None = None, *, all_compatible: bool = False,
+                         metric: str | None = None, size: int | None = None, method: str = "greedy",
+                         meta_model: str | None = None, stack_top: int | None = None, description: str = "",
+                         progress: Progress | None = None) -> dict[str, Any]:
+        """Choose and store an ensemble from the candidates' stored out-of-fold predictions; return its record.
+
+        Candidates: ``from_configs`` and, with ``all_compatible``, every trained config sharing their task,
+        target, data and folds. ``method``: ``greedy`` (Caruana's selection with replacement for ``size``
+        steps; a ``weighted`` ensemble), ``stack`` (``meta_model`` over the ``stack_top`` best) or ``both``
+        (the better honest score). ``metric``: log_loss (default), brier, accuracy, roc_auc; rmse (default),
+        mae, r2. ``record["selection"]`` holds the steps, the weights and the honest nested score beside the
+        best single candidate's on the same rows.
+        """
+        return suggest.suggest_ensemble(self.database, name, from_configs, all_compatible=all_compatible,
+                                        metric=metric, size=size, method=method, meta_model=meta_model,
+                                        stack_top=stack_top, description=description,
+                                        progress=progress or no_progress, store=self.store, cache=self.cache)
 
     def load_ensemble(self, name: str) -> StackedEnsemble:
         """The stored ensemble as an object with ``predict(frame)`` / ``predict_proba(frame)``."""

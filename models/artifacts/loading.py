@@ -15,6 +15,7 @@ import sklearn
 
 from models.artifacts.base import ArtifactStore
 from models.artifacts.cache import ModelCache, get_model_cache
+from models.artifacts.legacy import LEGACY_REASON, is_legacy, legacy_message
 from models.artifacts.predictor import TrainedModel
 from models.artifacts.routing import get_store
 from models.artifacts.verified import fetch_pickle, parse_json_bytes, read_verified
@@ -45,6 +46,8 @@ def artifact_refs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     it describes the same file). ArtifactError if a field is missing.
     """
     arts = doc.get("artifacts") or {}
+    if is_legacy(doc):
+        raise ArtifactError(legacy_message(doc), reason=LEGACY_REASON)
     if "model_artifact_path" not in doc and arts:  # a run document
         missing = [k for k in PATH_FIELDS if k not in arts]
         if missing:

@@ -12,6 +12,7 @@ from models.artifacts.base import (
     ArtifactStore,
 )
 from models.artifacts.cache import ModelCache, get_model_cache
+from models.artifacts.legacy import LEGACY_REASON, is_legacy, legacy_message
 from models.artifacts.loading import artifact_refs, cache_key, load_model
 from models.artifacts.predictor import TrainedModel
 from models.artifacts.routing import get_store
@@ -91,6 +92,8 @@ def train_lock_key(config: dict[str, Any]) -> str:
 
 def _oof_ref(config: dict[str, Any]) -> dict[str, Any]:
     ref = (config.get("artifacts") or {}).get("oof")
+    if is_legacy(config):
+        raise ArtifactError(legacy_message(config), reason=LEGACY_REASON)
     if not ref or not ref.get("path"):
         raise ArtifactError(f"config {config.get('name')!r} has no out-of-fold predictions recorded (trained "
                             "before they were kept); stacking needs them", reason="oof_missing")

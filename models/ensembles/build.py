@@ -52,6 +52,7 @@ from models.ensembles.compat import (
     config_fingerprint,
     config_fold_spec,
 )
+from models.ensembles.selection import WeightedAverage
 from models.ensembles.stacking import (
     MetaFit,
     StackedEnsemble,
@@ -77,6 +78,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = ("cache", "artifacts", "retrained")
 META_KIND, SPEC_KIND = "ensemble", "ensemble_spec"
+STACKED_KIND, WEIGHTED_KIND = "stacked", "weighted"  # a document without ``kind`` is stacked
 
 
 @dataclass
@@ -122,6 +124,17 @@ def stored_targets(results: list[BaseModelResult]) -> tuple[np.ndarray, np.ndarr
             return None
     first = results[0].oof
     return first["y_train"], first["y_test"]
+def check_same_split(results: list[BaseModelResult]) -> None:
+    """IncompatibleBaseModelsError unless every run's OOF archive has the same training/held-out rows and classes."""
+    assert all(r.oof is not None for r in results)
+    first = results[0].oof
+    for r in results[1:]:
+        o = r.oof
+        if not (np.array_equal(o["train_idx"], first["train_idx"]) and np.array_equal(o["test_idx"], first["test_idx"])
+                and np.array_equal(o["classes"], first["classes"])):
+            raise IncompatibleBaseModelsError(f"run {r.run_id} of {r.name!r} was split into different training/"
+                                              f"held-out rows than run {results[0].run_id} of {results[0].name!r}",
+                                              field="base_models")
 
 
 def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], settings: Any = None, *,
@@ -132,14 +145,8 @@ def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], set
     check_compatible(configs, [c.get("data_fingerprint") for c in configs], request)
     task = configs[0]["task"]
     oofs = [r.oof for r in results]
-    assert all(o is not None for o in oofs)
+    check_same_split(results)
     first = oofs[0]
-    for r, o in zip(results[1:], oofs[1:]):
-        if not (np.array_equal(o["train_idx"], first["train_idx"]) and np.array_equal(o["test_idx"], first["test_idx"])
-                and np.array_equal(o["classes"], first["classes"])):
-            raise IncompatibleBaseModelsError(f"run {r.run_id} of {r.name!r} was split into different training/"
-                                              f"held-out rows than run {results[0].run_id} of {results[0].name!r}",
-                                              field="base_models")
     train_idx, test_idx = first["train_idx"], first["test_idx"]
     stored = None if request.passthrough else stored_targets(results)
     passthrough_train = passthrough_test = passthrough_features = None
@@ -172,7 +179,8 @@ def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], set
             "passthrough_features": passthrough_features, "classes": class_list,
             "n_meta_features": meta.n_meta_features}
     record = {
-        "name": request.name, "run_id": run_id, "description": request.description, "task": task,
+        "name": request.name, "run_id": run_id, "kind": STACKED_KIND, "description": request.description,
+        "task": task,
         "target": configs[0]["target"],
         "base_config_ids": [r.config_id for r in results], "base_names": [r.name for r in results],
         "base_run_ids": [r.run_id for r in results], "base_models": bases,
@@ -311,6 +319,12 @@ def load_ensemble(database: Database, name: str, *, store: ArtifactStore | None 
         except ArtifactError as exc:
             raise ArtifactError(f"ensemble {name!r} cannot load base model {base_name!r} (run {run_id}): "
                                 f"{exc.message}", reason=exc.reason, path=exc.path) from None
+    classes = np.asarray(doc["classes"]) if doc.get("classes") is not None else None
+    if doc.get("kind") == WEIGHTED_KIND:  # fixed weights kept in the document: no meta-model file to load
+        weights = WeightedAverage(doc["weights"], doc["task"], 0 if classes is None else len(classes))
+        return StackedEnsemble(name=doc["name"], run_id=doc["run_id"], task=doc["task"], bases=bases,
+                               base_names=list(doc["base_names"]), meta_model=weights,
+                               stack_method=doc["options"]["stack_method_used"], classes=classes, record=doc)
     ref = doc["artifacts"][META_KIND]
     cache = cache or get_model_cache(settings)
     key = ("ensemble", doc["run_id"], ref["sha256"])
@@ -318,7 +332,6 @@ def load_ensemble(database: Database, name: str, *, store: ArtifactStore | None 
     if meta is None:
         meta, _notes = load_verified(store, ref["path"], ref["sha256"])
         cache.put(key, meta, int(ref.get("size") or 0))
-    classes = np.asarray(doc["classes"]) if doc.get("classes") is not None else None
     return StackedEnsemble(name=doc["name"], run_id=doc["run_id"], task=doc["task"], bases=bases,
                            base_names=list(doc["base_names"]), meta_model=meta,
                            stack_method=doc["options"]["stack_method_used"], classes=classes,

@@ -147,13 +147,14 @@ def _fit_fold(base: Pipeline, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray
 
 
 def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = no_progress, *,
-               n_jobs: int = 1) -> FitResult:
+               n_jobs: int = 1, base: Pipeline | None = None) -> FitResult:
     """Cross-validate, fit and evaluate one config on ``data``. Pure computation: writes nothing.
 
     The folds run through :class:`joblib.Parallel` with ``n_jobs`` (1: one after
     another in this thread, as before); inside ``with joblib.parallel_backend("dask")``
     they spread over the Dask workers. Results are collected in fold order, so
     the out-of-fold predictions and scores are the same whatever runs them.
+    ``base`` (unfitted) replaces the pipeline the config describes (adoption clones a legacy model's).
     """
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
         raise ValueError(f"n_jobs must be a non-zero integer (1 = sequential, -1 = all workers), got {n_jobs!r}")
@@ -162,7 +163,7 @@ def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = 
     t0 = time.perf_counter()
     train_idx, test_idx = holdout_split(data.y, spec)
     X_tr, y_tr, X_te, y_te = data.X[train_idx], data.y[train_idx], data.X[test_idx], data.y[test_idx]
-    base = make_pipeline(config)
+    base = make_pipeline(config) if base is None else base
     splits = list(make_splitter(spec).split(X_tr, y_tr))
     classes = np.unique(y_tr) if task == "classification" else None
     oof = np.zeros((len(y_tr), len(classes))) if classes is not None else np.zeros(len(y_tr))
@@ -255,7 +256,7 @@ def plain_labels(y: np.ndarray | None) -> np.ndarray | None:
     return None
 
 
-def oof_arrays(fit: FitResult, fingerprint: str | None) -> dict[str, np.ndarray]:
+def oof_arrays(fit: FitResult, fingerprint: str | None = None) -> dict[str, np.ndarray]:
     """The ``oof`` artifact: out-of-fold and held-out predictions, the row split, the fold of each
     training row, and what the meta-model needs besides (targets, and the data fingerprint they belong to)."""
     arrays = {"oof": fit.oof, "fold_ids": fit.fold_ids, "train_idx": fit.train_idx,

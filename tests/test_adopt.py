@@ -1,0 +1,145 @@
+"""Legacy adoption: reference-system documents (paths, no checksums) become verified runs with OOF predictions,
+only after the admin's explicit trust; until then the stacking tool says "legacy artifacts, not adopted"."""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.preprocessing import StandardScaler
+
+from agents.tools.stacking_tool import StackingTool
+from cli.context import AppContext
+from cli.main import cli
+from models.artifacts.legacy import LEGACY_REASON
+from models.ensembles.base_models import fast_load
+from models.ensembles.build import create_ensemble, load_ensemble
+from models.ensembles.suggest import suggest_ensemble
+from models.errors import ArtifactError
+from models.store.configs import ConfigStore
+from models.training.adopt import adopt_legacy
+from models.training.train import train_config
+from tests.helpers import FEATS, cls_config
+
+RUN_ID = "20240101_120000_legacy01"
+
+
+class Tripwire:
+    """A pickle that leaves a file behind when it is loaded (loading runs code)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def legacy_doc(settings, games_csv, model=None, name="legacy_rf"):
+    """Files and a document as the reference system left them: no checksums, no artifacts map, no run."""
+    folder = settings.artifact_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.read_csv(games_csv)
+    scaler = StandardScaler().fit(frame[FEATS].to_numpy(float))
+    if model is None:
+        model = RandomForestClassifier(n_estimators=12, max_depth=4, random_state=3).fit(
+            scaler.transform(frame[FEATS].to_numpy(float)), frame["home_win"])
+    paths = {}
+    for kind, obj in (("model", model), ("scaler", scaler)):
+        path = folder / f"{RUN_ID}_{kind}.pkl"
+        if isinstance(obj, Tripwire):
+            path.write_bytes(pickle.dumps(obj))
+        else:
+            joblib.dump(obj, path)
+        paths[kind] = path
+    (folder / f"{RUN_ID}_features.json").write_text(json.dumps(FEATS))
+    doc = cls_config(name, games_csv, "random_forest", hyperparameters={"n_estimators": 12, "max_depth": 4})
+    doc.update(run_id=RUN_ID, model_artifact_path=f"{RUN_ID}_model.pkl", scaler_artifact_path=f"{RUN_ID}_scaler.pkl",
+               features_path=f"{RUN_ID}_features.json", artifacts_saved_at="2024-01-01T12:00:00")
+    return doc, paths, model, scaler
+
+
+def run_cli(settings, *args):
+    return CliRunner().invoke(cli, list(args), obj=AppContext(settings), catch_exceptions=False)
+
+
+def test_not_adopted_says_so_then_refused_without_trust_and_nothing_unpickled(settings, database, games_csv,
+                                                                              tmp_path):
+    marker = tmp_path / "unpickled"
+    doc, _, _, _ = legacy_doc(settings, games_csv, model=Tripwire(str(marker)))
+    database.configs.insert_one(doc)
+    with pytest.raises(ArtifactError) as info:
+        fast_load(settings, database.configs.find_one({"name": "legacy_rf"}), need_oof=True, load_model_object=False)
+    assert info.value.reason == LEGACY_REASON and "artifacts adopt legacy_rf --trust" in info.value.message
+    result = run_cli(settings, "artifacts", "adopt", "legacy_rf")
+    assert result.exit_code == 2, result.output
+    assert "--trust" in result.stderr and "runs code" in result.stderr and "Nothing was read or changed" in result.stderr
+    assert not marker.exists()  # nothing was unpickled
+    after = database.configs.find_one({"name": "legacy_rf"})
+    assert "checksums" not in after and "artifacts" not in after and database.runs.count_documents({}) == 0
+    assert sorted(p.name for p in settings.artifact_dir.iterdir()) == sorted(
+        [f"{RUN_ID}_model.pkl", f"{RUN_ID}_scaler.pkl", f"{RUN_ID}_features.json"])
+    # with --trust the file is loaded (the tripwire fires) and refused as not an estimator; nothing is written
+    with pytest.raises(ArtifactError, match="not a scikit-learn estimator"):
+        adopt_legacy(database, "legacy_rf", trust=True)
+    assert marker.exists() and database.runs.count_documents({}) == 0
+    assert "checksums" not in database.configs.find_one({"name": "legacy_rf"})
+
+
+def test_missing_files_say_file_missing(settings, database, games_csv):
+    doc, paths, _, _ = legacy_doc(settings, games_csv)
+    database.configs.insert_one(doc)
+    paths["scaler"].unlink()
+    for trust in (False, True):
+        with pytest.raises(ArtifactError) as info:
+            adopt_legacy(database, "legacy_rf", trust=trust)
+        assert info.value.reason == "file_missing" and f"scaler ({RUN_ID}_scaler.pkl)" in info.value.message
+    result = run_cli(settings, "artifacts", "adopt", "legacy_rf", "--trust")
+    assert result.exit_code == 1 and "missing" in result.stderr and "nothing was adopted" in result.stderr
+    assert database.runs.count_documents({}) == 0
+
+
+def test_adopt_records_checksums_and_oof_then_joins_ensembles_without_retraining(settings, database, games_csv):
+    doc, paths, model, scaler = legacy_doc(settings, games_csv)
+    database.configs.insert_one(doc)
+    store = ConfigStore(database)
+    store.create(cls_config("lr", games_csv, "random_forest", hyperparameters={"n_estimators": 8, "max_depth": 3}))
+    train_config(database, "lr")
+    model_bytes = paths["model"].read_bytes()
+    result = run_cli(settings, "artifacts", "adopt", "legacy_rf", "--trust", "--json")
+    assert result.exit_code == 0, result.output
+    run = json.loads(result.stdout)
+    assert run["run_id"] == RUN_ID and run["adopted"]["trusted"] is True
+    assert paths["model"].read_bytes() == model_bytes  # the final model is not retrained or rewritten
+    config = database.configs.find_one({"name": "legacy_rf"})
+    assert config["checksums"]["model"] == hashlib.sha256(model_bytes).hexdigest()
+    assert config["artifacts"]["oof"]["path"] and config["fold_spec"]["n_splits"] == 3
+    assert config["data_fingerprint"] == database.configs.find_one({"name": "lr"})["data_fingerprint"]
+    # the loaded model is the legacy one, verified by its new checksums
+    frame = pd.read_csv(games_csv).head(30)
+    with StackingTool(settings, database) as tool:
+        loaded = tool._load_model_from_config("legacy_rf")
+        assert loaded.source in ("artifacts", "cache") and loaded.reason is None
+        expected = model.predict_proba(scaler.transform(frame[FEATS].to_numpy(float)))
+        assert np.allclose(loaded.model.predict_proba(frame), expected)
+    record = create_ensemble(database, "with_legacy", ["legacy_rf", "lr"])
+    assert record["retrained"] == [] and {b["source"] for b in record["base_models"]} <= {"artifacts", "cache"}
+    suggested = suggest_ensemble(database, "auto_legacy", ["legacy_rf", "lr"], size=5)
+    assert {c["name"] for c in suggested["selection"]["candidates"]} == {"legacy_rf", "lr"}
+    assert load_ensemble(database, "auto_legacy").predict(frame).shape == (30,)
+    again = run_cli(settings, "artifacts", "adopt", "legacy_rf", "--trust")
+    assert again.exit_code == 2 and "not a legacy document" in again.stderr
+
+
+def test_stacking_tool_reason_for_a_legacy_base_model(settings, database, games_csv):
+    doc, _, _, _ = legacy_doc(settings, games_csv)
+    database.configs.insert_one(doc)
+    with StackingTool(settings, database) as tool:
+        result = tool._load_model_from_config("legacy_rf")  # not adopted: the slow path retrains it
+    assert result.source == "retrained" and result.reason == LEGACY_REASON
+    assert "not adopted" in result.detail
