@@ -125,3 +125,27 @@ def migrate(app: AppContext, to: str, dry_run: bool, as_json: bool) -> None:
             info(f"kept {kept['path']}: {kept['reason']}")
     if not report.complete:
         raise SystemExit(1)
+
+
+@artifacts.command("relocate")
+@click.option("--dry-run", is_flag=True, help="Only list the documents that would change.")
+@json_option
+@pass_app
+def relocate(app: AppContext, dry_run: bool, as_json: bool) -> None:
+    """Rewrite paths that only one machine understands: local artifact paths to bare file names,
+    training CSVs inside a data root to @<root>/<path>. Old documents load without it; safe to repeat."""
+    from models.artifacts.relocate import relocate_documents
+    report = relocate_documents(app.db, dry_run=dry_run)
+    if as_json:
+        emit_json(report)
+    else:
+        verb = "would update" if dry_run else "updated"
+        info(f"{verb} " + ", ".join(f"{n} {c}" for c, n in report["documents"].items()))
+        for change in report["changes"]:
+            click.echo(f"{change['document']}: " + ", ".join(f"{k} -> {v}" for k, v in change["set"].items()))
+        for problem in report["errors"]:
+            info(f"error: {problem['document']}: {problem['field']}: {problem['message']}")
+        for label in report["changed"]:
+            info(f"changed meanwhile, run again: {label}")
+    if report["errors"] or report["changed"]:
+        raise SystemExit(1)

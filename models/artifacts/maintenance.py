@@ -9,7 +9,7 @@ from typing import Any
 from models.artifacts.base import ArtifactStore
 from models.artifacts.loading import artifact_refs
 from models.artifacts.local import LocalArtifactStore
-from models.artifacts.routing import RoutingStore, get_store
+from models.artifacts.routing import RoutingStore, canonical_path, get_store
 from models.errors import ArtifactError
 from models.store.db import Database
 from models.store.runs import RunStore
@@ -85,14 +85,15 @@ def scan_configs(database: Database) -> list[dict[str, Any]]:
 
 
 def referenced_paths(database: Database) -> set[str]:
-    """Every artifact path a config, run or ensemble document points at."""
+    """Every artifact path a config, run or ensemble document points at (as :func:`canonical_path`)."""
     paths: set[str] = set()
     for col in (database.runs, database.ensembles, database.configs):
         for doc in col.find({}, {"artifacts": 1, "model_artifact_path": 1, "scaler_artifact_path": 1,
                                  "features_path": 1}):
-            paths.update(ref["path"] for ref in (doc.get("artifacts") or {}).values() if ref.get("path"))
-            paths.update(doc[f] for f in ("model_artifact_path", "scaler_artifact_path", "features_path")
-                         if doc.get(f))
+            paths.update(canonical_path(ref["path"]) for ref in (doc.get("artifacts") or {}).values()
+                         if ref.get("path"))
+            paths.update(canonical_path(doc[f]) for f in ("model_artifact_path", "scaler_artifact_path",
+                                                          "features_path") if doc.get(f))
     return paths
 
 

@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.processes import owner_is_dead
+from models.store.datarefs import to_stored
 from models.store.db import Database
 from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, validate_config
 from models.timeutil import now
@@ -50,7 +51,7 @@ class ConfigStore:
         self.col = database.configs
 
     def create(self, doc: dict[str, Any]) -> dict[str, Any]:
-        clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS})
+        clean = self._portable(validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS}))
         stamp = now()
         clean.setdefault("status", "trained" if clean.get("run_id") else "new")
         clean.update(created_at=stamp, updated_at=stamp, rev=1)
@@ -60,6 +61,12 @@ class ConfigStore:
             raise ConflictError(f"a config named {clean['name']!r} already exists", field="name") from None
         clean["_id"] = result.inserted_id
         log.info("config %s created", clean["name"])
+        return clean
+
+    def _portable(self, clean: dict[str, Any]) -> dict[str, Any]:
+        """``training_csv`` inside a named data root is stored as ``@root/path`` (see :mod:`models.store.datarefs`)."""
+        if clean.get("training_csv"):
+            clean["training_csv"] = to_stored(clean["training_csv"], self.database.settings)
         return clean
 
     def get(self, name_or_id: str | ObjectId) -> dict[str, Any]:
@@ -107,6 +114,8 @@ class ConfigStore:
             for key in unset:
                 merged.pop(key, None)
             clean = validate_config(merged)
+            if "training_csv" in changes:  # an unchanged path keeps its form (the run's definition holds it)
+                clean = self._portable(clean)
             to_set = {k: v for k, v in clean.items() if k not in SERVER_FIELDS and current.get(k) != v}
             to_unset = {k: "" for k in current if k not in clean and k not in SERVER_FIELDS}
             if not to_set and not to_unset:

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from models.errors import DataError
-from models.settings import PROJECT_ROOT, Settings
+from models.settings import Settings, get_settings
+from models.store.datarefs import resolve
 
 MIN_ROWS = 20
 
@@ -47,9 +48,9 @@ class TrainingData:
 
 
 def resolve_csv(training_csv: str, settings: Settings | None = None) -> Path:
-    """Absolute paths stay as they are; relative ones are taken from the project root."""
-    path = Path(training_csv).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    """The file on this machine: ``@root/path`` in this machine's data root; absolute paths as they are;
+    other relative ones from the project root (see :mod:`models.store.datarefs`)."""
+    return resolve(training_csv, settings or get_settings())
 
 
 def _read_csv(path: Path, training_csv: str) -> tuple[pd.DataFrame, str]:
