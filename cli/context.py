@@ -26,6 +26,7 @@ from models.errors import (
 )
 from models.jsonable import to_json
 from models.settings import Settings, get_settings
+from models.store.configs import recover_interrupted_trainings
 from models.store.db import Database, safe_uri
 
 USAGE_ERRORS = (ValidationError, NotFoundError, ConflictError)
@@ -46,6 +47,9 @@ class AppContext:
     def db(self) -> Database:
         if self._db is None:
             self._db = Database.connect(self.settings)
+            # a config left "training" by a killed run on this host (a CLI run, too) is repaired here,
+            # not only when `serve` starts
+            recover_interrupted_trainings(self._db)
         return self._db
 
     def close(self) -> None:

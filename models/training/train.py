@@ -8,6 +8,7 @@ update that commits the run.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import secrets
@@ -244,6 +245,14 @@ def write_run_artifacts(store: ArtifactStore, run_id: str, fit: FitResult, summa
     return written
 
 
+def _fold_backend(settings: Any) -> Any:
+    """The joblib backend of the CV folds: the Dask cluster's when ``CV_JOBS`` asks for parallel folds."""
+    if settings.cv_jobs == 1:
+        return contextlib.nullcontext()
+    from models.training.folds import cluster_folds  # distributed is imported only when folds may spread
+    return cluster_folds(settings)
+
+
 def train_config(database: Database, name_or_id: Any, *, progress: Progress = no_progress,
                  version: str | None = None, requested_by: str | None = None,
                  store: ArtifactStore | None = None) -> dict[str, Any]:
@@ -268,7 +277,8 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
         progress(0.0, "loading data")
         data = load_training_data(config, database.settings)
         t_load = time.perf_counter()
-        fit = fit_config(config, data, scaled(progress, 0.05, 0.9), n_jobs=database.settings.cv_jobs)
+        with _fold_backend(database.settings):
+            fit = fit_config(config, data, scaled(progress, 0.05, 0.9), n_jobs=database.settings.cv_jobs)
         run_id = new_run_id()
         spec = fold_spec(config)
         fingerprint = data.fingerprint(config["target"])
