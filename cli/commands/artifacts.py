@@ -78,7 +78,8 @@ def verify(app: AppContext, repair: bool, as_json: bool) -> None:
 @json_option
 @pass_app
 def gc(app: AppContext, keep: int | None, dry_run: bool, min_age: int, as_json: bool) -> None:
-    """Delete artifact files that no document references (and, with --keep, old runs)."""
+    """Delete artifact files that no document references and no running training has leased, GridFS chunks
+    of killed uploads (and, with --keep, old runs)."""
     result: dict = {}
     if keep is not None:
         result["runs"] = prune_runs(app.db, keep=keep, dry_run=dry_run)
@@ -89,7 +90,9 @@ def gc(app: AppContext, keep: int | None, dry_run: bool, min_age: int, as_json: 
     verb = "would delete" if dry_run else "deleted"
     if keep is not None:
         info(f"{verb} {len(result['runs'])} old runs: {', '.join(r['run_id'] for r in result['runs']) or '-'}")
-    info(f"{verb} {len(result['orphan_files'])} unreferenced files and {len(result['temp_files'])} temp files")
+    info(f"{verb} {len(result['orphan_files'])} unreferenced files, {len(result['temp_files'])} temp files and "
+         f"{result['orphan_chunks']['chunks']} orphan GridFS chunks (of {len(result['orphan_chunks']['files'])} "
+         "killed uploads)")
     for path in result["orphan_files"]:
         click.echo(path)
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+from models.artifacts.atomic import TMP_PREFIX
 from models.artifacts.base import ArtifactStore
+from models.artifacts.gridfs import is_gridfs_path
+from models.artifacts.lease import leased_names, server_now
 from models.artifacts.loading import artifact_refs
-from models.artifacts.local import LocalArtifactStore
-from models.artifacts.routing import RoutingStore, canonical_path, get_store
+from models.artifacts.routing import canonical_path, get_store
 from models.errors import ArtifactError
 from models.store.db import Database
 from models.store.runs import RunStore
@@ -97,17 +100,34 @@ def referenced_paths(database: Database) -> set[str]:
     return paths
 
 
+def _temp_target(tmp: Path) -> str:
+    """The artifact name a temp file of :func:`atomic_write` was going to become (``.tmp-<name>.<random>``)."""
+    return tmp.name[len(TMP_PREFIX):].rsplit(".", 1)[0]
+
+
+def _file_name(path: str) -> str:
+    return canonical_path(path).removeprefix("gridfs:")
+
+
 def orphan_files(database: Database, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
-    """Artifact files no document references (e.g. left by a crash before the commit point),
-    older than ``min_age_s`` so a training in progress keeps its files."""
+    """Artifact files no document references (e.g. left by a crash before the commit point) and no live
+    lease protects (a training between writing and committing), older than ``min_age_s``.
+
+    Order matters: the files are listed first, then the leases, then the references, so a file a training
+    writes under its lease and commits meanwhile is seen as leased or as referenced. Ages of GridFS files
+    are measured with the MongoDB server's clock, of local files with this machine's (their own disk)."""
     store = get_store(database.settings)
+    listed = store.list_paths()
+    leased = leased_names(database)
     referenced = referenced_paths(database)
-    cutoff = time.time() - min_age_s
+    local_cutoff = time.time() - min_age_s
+    server_cutoff = server_now(database).timestamp() - min_age_s
     out = []
-    for path in store.list_paths():
-        if path in referenced:
+    for path in listed:
+        if canonical_path(path) in referenced or _file_name(path) in leased:
             continue
         mtime = store.stat(path).get("mtime")
+        cutoff = server_cutoff if is_gridfs_path(path) else local_cutoff
         if mtime is None or mtime <= cutoff:
             out.append(path)
     return out
@@ -115,18 +135,25 @@ def orphan_files(database: Database, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> 
 
 def collect_orphans(database: Database, *, dry_run: bool = False,
                     min_age_s: float = ORPHAN_MIN_AGE_S) -> dict[str, Any]:
-    """Delete unreferenced artifact files and temp files of interrupted writes (both older than ``min_age_s``)."""
+    """Delete unreferenced, unleased artifact files and temp files of interrupted writes (both older than
+    ``min_age_s``), and GridFS chunks whose files document is missing (a killed upload; see
+    :meth:`GridFSArtifactStore.orphan_chunks`: decided by upload records and the server's clock, not by age)."""
     store = get_store(database.settings)
     orphans = orphan_files(database, min_age_s=min_age_s)
-    temps = []
-    if isinstance(store, (LocalArtifactStore, RoutingStore)):  # get_store() gives a RoutingStore
-        cutoff = time.time() - min_age_s
-        temps = [p for p in store.temp_files() if p.stat().st_mtime <= cutoff]
+    leased = leased_names(database)
+    cutoff = time.time() - min_age_s
+    temps = [p for p in store.temp_files() if p.stat().st_mtime <= cutoff and _temp_target(p) not in leased]
+    gridfs = store.gridfs
+    chunks = gridfs.orphan_chunks(server_now(database))  # type: ignore[attr-defined]
     if not dry_run:
         for path in orphans:
             store.delete(path)
         for tmp in temps:
             tmp.unlink(missing_ok=True)
-        if orphans or temps:
-            log.info("removed %d unreferenced artifact files and %d temp files", len(orphans), len(temps))
-    return {"orphan_files": orphans, "temp_files": [t.name for t in temps], "dry_run": dry_run}
+        gridfs.delete_chunks(list(chunks))  # type: ignore[attr-defined]
+        if orphans or temps or chunks:
+            log.info("removed %d unreferenced artifact files, %d temp files and %d orphan GridFS chunks",
+                     len(orphans), len(temps), sum(chunks.values()))
+    return {"orphan_files": orphans, "temp_files": [t.name for t in temps],
+            "orphan_chunks": {"files": [str(f) for f in chunks], "chunks": sum(chunks.values())},
+            "dry_run": dry_run}

@@ -33,6 +33,7 @@ from sklearn.preprocessing import (
 )
 
 from models.artifacts.base import (
+    ARTIFACT_KINDS,
     ArtifactInfo,
     ArtifactStore,
     artifact_name,
@@ -40,6 +41,7 @@ from models.artifacts.base import (
     json_writer,
     npz_writer,
 )
+from models.artifacts.lease import ArtifactLease, recheck_files
 from models.artifacts.routing import get_store
 from models.errors import ServiceError, TrainingError
 from models.estimators import NEEDS_PROBABILITY_WRAPPER, build_estimator
@@ -272,6 +274,7 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
                                 {"$set": {"status": "training", "training_started_at": started,
                                           "training_owner": current_owner()}})
     written: dict[str, ArtifactInfo] = {}
+    lease: ArtifactLease | None = None
     run_recorded = False
     try:
         progress(0.0, "loading data")
@@ -294,6 +297,9 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
         summary = {"run_id": run_id, "name": config["name"], "metrics": fit.metrics, "cv": fit.cv,
                    "feature_importance": fit.feature_importance, "data": data_info, "fold_spec": spec,
                    "versions": environment_versions()}
+        # a lease on the files before they exist: `artifacts gc` leaves them alone until the commit point
+        lease = ArtifactLease(database, run_id)
+        lease.add(artifact_name(run_id, kind) for kind in ARTIFACT_KINDS)
         written = write_run_artifacts(store, run_id, fit, summary)
         saved_at = now()
         durations = {"load_s": t_load - t0, **fit.durations, "save_s": time.perf_counter() - t_save}
@@ -309,6 +315,8 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
                "classes": fit.classes, "durations": durations, "versions": environment_versions(),
                "status": "trained", "created_at": saved_at, "requested_by": requested_by,
                "status_history": [{"status": "trained", "at": saved_at, "by": requested_by}]}
+        lease.renew()
+        recheck_files(store, written.values())  # still there, still the bytes written: then commit
         RunStore(database).insert_versioned(run, version)
         run_recorded = True  # from here on the files belong to a recorded run: never delete them
         progress(0.98, "updating config")
@@ -316,6 +324,7 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
             "$set": {**config_fields_for_run(run), "updated_at": saved_at},
             "$unset": {"error": "", "training_started_at": "", "training_owner": ""},
             "$inc": {"rev": 1, "runs_count": 1}})
+        lease.close()
         progress(1.0, "done")
         log.info("trained %s as run %s (version %s) in %.2fs", config["name"], run_id, run["version"],
                  durations["total_s"])
@@ -324,6 +333,8 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
         if not run_recorded:
             for info in written.values():
                 store.delete(info.path)
+        if lease is not None:
+            lease.close()
         error = ({"code": exc.code, "message": exc.message, "field": exc.field} if isinstance(exc, ServiceError)
                  else {"code": "training_error", "message": f"{exc.__class__.__name__}: {exc}"})
         error["at"] = now()
