@@ -74,6 +74,14 @@ class DiskCache:
         self.hits += 1
         return data
 
+    def discard(self, sha256: str) -> bool:
+        """Drop the entry for ``sha256`` (its source failed verification); True if there was one."""
+        try:
+            self._path(sha256).unlink()
+            return True
+        except (FileNotFoundError, ValueError):
+            return False
+
     def put(self, sha256: str, data: bytes) -> None:
         if self.max_bytes <= 0 or len(data) > self.max_bytes:
             return

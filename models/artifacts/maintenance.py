@@ -12,7 +12,8 @@ from models.artifacts.base import ArtifactStore
 from models.artifacts.gridfs import is_gridfs_path
 from models.artifacts.lease import leased_names, server_now
 from models.artifacts.loading import artifact_refs
-from models.artifacts.routing import canonical_path, get_store
+from models.artifacts.cache import get_model_cache
+from models.artifacts.routing import RoutingStore, canonical_path, get_store
 from models.errors import ArtifactError
 from models.store.db import Database
 from models.store.runs import RunStore
@@ -25,7 +26,8 @@ ORPHAN_MIN_AGE_S = 15 * 60
 
 
 def _check(store: ArtifactStore, path: str, sha256: str | None) -> dict[str, Any]:
-    """State of one file: ``ok``, ``missing``, ``corrupt`` (bytes differ) or ``refused`` (bad path)."""
+    """State of one file at its source (GridFS itself, never the disk cache): ``ok``, ``missing``,
+    ``corrupt`` (bytes differ) or ``refused`` (bad path)."""
     try:
         data = store.read_bytes(path)
     except ArtifactError as exc:
@@ -38,6 +40,18 @@ def _check(store: ArtifactStore, path: str, sha256: str | None) -> dict[str, Any
             **({} if ok else {"reason": "no checksum recorded" if sha256 is None else "checksum mismatch"})}
 
 
+def invalidate_caches(database: Database, store: Any, run_id: str | None, refs: dict[str, Any]) -> None:
+    """A file whose source failed verification is no longer served from this machine's caches: its disk
+    cache entry (GridFS, by SHA-256) and the loaded models of its run in the in-memory LRU are dropped."""
+    cache = getattr(store.gridfs, "cache", None) if isinstance(store, RoutingStore) else None
+    for ref in refs.values():
+        if cache is not None and ref.get("sha256") and is_gridfs_path(ref.get("path")):
+            if cache.discard(ref["sha256"]):
+                log.warning("dropped the disk-cache copy of %s: its source fails verification", ref["path"])
+    if run_id:
+        get_model_cache(database.settings).discard(lambda key: isinstance(key, tuple) and key[0] == run_id)
+
+
 def run_artifacts_info(database: Database, run_id: str, *, verify: bool = True) -> dict[str, Any]:
     """Paths, sizes, checksums, and whether each file exists and verifies, for one run (or ensemble)."""
     run = database.runs.find_one({"run_id": run_id}) or database.ensembles.find_one({"run_id": run_id})
@@ -48,6 +62,8 @@ def run_artifacts_info(database: Database, run_id: str, *, verify: bool = True) 
     for kind, ref in (run.get("artifacts") or {}).items():
         if verify:
             files[kind] = {"kind": kind, **_check(store, ref["path"], ref.get("sha256"))}
+            if files[kind]["state"] != "ok":
+                invalidate_caches(database, store, run_id, {kind: ref})
         else:
             stat = store.stat(ref["path"])
             files[kind] = {"kind": kind, "path": ref["path"], "sha256": ref.get("sha256"),
@@ -74,6 +90,7 @@ def scan_configs(database: Database) -> list[dict[str, Any]]:
         states = {kind: _check(store, ref["path"], ref.get("sha256")) for kind, ref in refs.items()}
         bad = {k: v for k, v in states.items() if v["state"] != "ok"}
         if bad:
+            invalidate_caches(database, store, config.get("run_id"), {k: refs[k] for k in bad})
             entry["state"] = "missing" if all(v["state"] == "missing" for v in bad.values()) else "corrupt"
             entry["problems"] = [f"{k}: {v['path']}: {v.get('reason')}" for k, v in bad.items()]
         else:
