@@ -18,6 +18,7 @@ from cli.context import (
     stderr,
 )
 from models.errors import ServiceError, ValidationError
+from models.jobs.default import shutdown_default_runner
 from models.jobs.store import FAILED, SUCCEEDED, get_job
 from models.store.configs import ConfigStore
 from models.training.service import submit_training
@@ -85,6 +86,7 @@ def _on_cluster(app: AppContext, chosen: list[str], version: str | None, bars: P
                                  "error": doc.get("error") or {"code": "failed", "message": "the job failed"}}
         if len(results) < len(chosen):
             time.sleep(POLL_S)
+    shutdown_default_runner()  # close the cluster client now, not from an exit hook after threads are gone
     return results
 
 

@@ -5,7 +5,7 @@ import contextlib
 from typing import Iterator
 
 import joblib
-from distributed import worker_client
+from distributed import get_client
 
 from models.jobs.dask_runner import DaskRunner, in_dask_worker
 from models.jobs.default import get_default_runner
@@ -16,15 +16,16 @@ from models.settings import Settings
 def cluster_folds(settings: Settings) -> Iterator[None]:
     """The joblib backend for the folds when ``CV_JOBS`` is not 1: Dask's, so they spread over the workers.
 
-    On a worker the training task secedes from the worker's thread pool while its folds run
-    (``worker_client``), so a worker waiting for its folds never starves the cluster; in a process with
+    On a worker the training task secedes from the worker's thread pool while it waits for its folds
+    (joblib's backend does it), so a worker waiting for its folds never starves the cluster; in a process with
     ``DASK_SCHEDULER_ADDRESS`` the default runner's client is used; otherwise joblib's default backend.
     """
     if settings.cv_jobs == 1:
         yield
         return
     if in_dask_worker():
-        with worker_client() as client, joblib.parallel_backend("dask", client=client):
+        # joblib's Dask backend secedes this task's thread itself while it waits for the folds
+        with joblib.parallel_backend("dask", client=get_client()):
             yield
         return
     runner = get_default_runner(settings) if settings.dask_scheduler_address else None
