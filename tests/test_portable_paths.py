@@ -113,3 +113,8 @@ def test_documents_written_before_keep_working_and_relocate_rewrites_them(machin
 
 def test_a_path_relative_to_the_checkout_is_still_read_from_the_project_root(settings):
     assert resolve("data/x.csv", settings) == PROJECT_ROOT / "data" / "x.csv"
+
+
+def test_bad_data_roots_setting_names_the_variable():
+    with pytest.raises(ValueError, match="DATA_ROOTS: entry 'Bad Name=/x'"):
+        Settings.from_env({"DATA_ROOTS": "Bad Name=/x"})

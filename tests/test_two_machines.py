@@ -124,7 +124,7 @@ def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
                                       for j in jobs)
 
         # README: any machine uses the models: B builds an ensemble and verifies, from GridFS
-        made = cli({**env["B"], "DASK_SCHEDULER_ADDRESS": ""}, "ensemble", "create", "two_stack",
+        made = cli(env["B"], "ensemble", "create", "two_stack",
                    *[a for c in CONFIGS for a in ("--base", c)], "--json")
         assert made.returncode == 0, made.stderr
         assert {b["source"] for b in json.loads(made.stdout)["base_models"]} <= {"artifacts", "cache"}
