@@ -118,3 +118,25 @@ def test_a_path_relative_to_the_checkout_is_still_read_from_the_project_root(set
 def test_bad_data_roots_setting_names_the_variable():
     with pytest.raises(ValueError, match="DATA_ROOTS: entry 'Bad Name=/x'"):
         Settings.from_env({"DATA_ROOTS": "Bad Name=/x"})
+
+
+def test_cli_relocate_reports_and_rewrites(machines):
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.context import AppContext
+    from cli.main import cli
+    db_a, _ = machines
+    ConfigStore(db_a).create(cls_config("c", db_a.settings.data_dir / "games.csv"))
+    db_a.configs.update_one({"name": "c"}, {"$set": {"training_csv": str(db_a.settings.data_dir / "games.csv")}})
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["artifacts", "relocate", *args], obj=AppContext(db_a.settings),
+                                  catch_exceptions=False)
+    dry = run("--dry-run", "--json")
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["documents"]["configs"] == 1
+    assert ConfigStore(db_a).get("c")["training_csv"].startswith("/")
+    done = run()
+    assert done.exit_code == 0 and "config c: training_csv -> @data/games.csv" in done.stdout
+    assert ConfigStore(db_a).get("c")["training_csv"] == "@data/games.csv"
