@@ -2,17 +2,19 @@
 
 Two measurements in one run, printed as ratios:
 
-* **training throughput** - 16 configs submitted as training jobs through
-  :class:`~models.jobs.dask_runner.DaskRunner` to a ``LocalCluster`` with 1
-  worker process, then with 2 (one thread each); wall time from the first
-  submit until every job has succeeded. Two cores is the ceiling here, so
-  2.0x is the best possible ratio.
+* **training throughput** - 8 configs submitted as training jobs (ids only:
+  the workers train with their own settings) to a cluster started from the
+  command line exactly as the README says (``python -m cli cluster
+  scheduler`` and ``python -m cli cluster worker ... --nworkers N --nthreads
+  1``), with 1 worker process, then with 2; wall time from the first submit
+  until every job has succeeded, after one warm-up training per worker. Two
+  cores is the ceiling here, so 2.0x is the best possible ratio.
 * **loading the same artifact** (model + scaler + features of one random
   forest) four ways: GridFS cold (empty disk cache, empty in-memory LRU),
   local folder cold (empty LRU; the OS page cache is warm), GridFS with a
   disk-cache hit (empty LRU) and an in-memory LRU hit.
 
-    .venv/bin/python -m bench.bench_scale [--configs 16] [--rows 8000] [--trees 120] [--repeat 7]
+    .venv/bin/python -m bench.bench_scale [--configs 8] [--rows 8000] [--trees 120] [--repeat 7]
 
 Not part of the test suite. Uses its own embedded server and temporary folders
 (see :mod:`bench.common`). Point it at a real cluster with
@@ -27,7 +29,9 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +52,9 @@ from models.demo import FEATURES, write_games_csv  # noqa: E402
 from models.settings import Settings  # noqa: E402
 from models.store.configs import ConfigStore
 from models.store.db import Database
+from models.settings import environment_with_project_path
+from models.store.embedded import free_port
+from models.training.service import submit_training
 from models.training.train import train_config
 
 
@@ -75,53 +82,68 @@ def bench_db(mongo_uri: str | None, data_dir: str | None) -> Iterator[Database]:
             db.close()
 
 
-def train_job(database: Database, name: str) -> Callable[[Any], dict[str, Any]]:
-    """A job's work: train ``name`` (a closure over the Database, as the web app submits it)."""
-    def work(progress: Any) -> dict[str, Any]:
-        run = train_config(database, name, progress=progress)
-        return {"run_id": run["run_id"], "pid": os.getpid(), "seconds": run["durations"]["total_s"]}
-    return work
-
-
-def train_all(database: Database, runner: Any, names: list[str], label: str) -> tuple[float, set[int], float]:
-    """Submit one training job per config, wait for all; ``(wall s, worker pids used, s spent in train_config)``."""
+def train_all(database: Database, runner: Any, names: list[str]) -> tuple[float, set[int], float]:
+    """Submit one training job per config (ids only travel), wait for all;
+    ``(wall s, worker pids used, s spent in train_config)``."""
     t0 = time.perf_counter()
-    submitted = [jobs.submit(database, runner, "train", f"train:{n}:{label}", train_job(database, n),
-                             params={"config": n})[0] for n in names]
+    submitted = [submit_training(database, n, runner=runner, requested_by="bench")[0] for n in names]
     pids, busy = set(), 0.0
     for job in submitted:
         done = jobs.wait(database, job["_id"], timeout=1800)
         if done["status"] != "succeeded":
             raise SystemExit(f"job {done['key']} failed: {done.get('error')}")
         pids.add(done["owner"]["pid"])
-        busy += done["result"]["seconds"]
+        busy += done["result"]["durations"]["total_s"]
     return time.perf_counter() - t0, pids, busy
+
+
+@contextlib.contextmanager
+def command_line_cluster(database: Database, workers: int, tmp: Path) -> Iterator[str]:
+    """A scheduler and ``workers`` worker processes started as the README says
+    (``python -m cli cluster scheduler`` / ``cluster worker``), with the workers' own settings."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    s = database.settings
+    env = {**environment_with_project_path(), "MONGO_URI": s.effective_mongo_uri, "MONGO_DB": s.mongo_db,
+           "ARTIFACT_STORE": "gridfs", "DATA_DIR": str(s.data_dir), "ARTIFACT_DIR": str(tmp / "worker-artifacts"),
+           "VAR_DIR": str(tmp / f"worker-var-{workers}")}
+    log = open(tmp / f"cluster-{workers}.log", "ab")
+    procs = [subprocess.Popen([sys.executable, "-m", "cli", "cluster", "scheduler", "--port", str(port),
+                               "--no-dashboard"], cwd=ROOT, env=env, stdout=log, stderr=log)]
+    procs.append(subprocess.Popen([sys.executable, "-m", "cli", "cluster", "worker", address, "--nworkers",
+                                   str(workers), "--nthreads", "1", "--no-dashboard"], cwd=ROOT, env=env,
+                                  stdout=log, stderr=log))
+    try:
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
 
 
 def on_cluster(database: Database, names: list[str], workers: int | None,
                scheduler: str | None) -> tuple[float, set[int], float]:
-    """Train ``names`` on a fresh LocalCluster of ``workers`` processes (or on ``scheduler``)."""
-    from distributed import Client, LocalCluster
+    """Train ``names`` on a fresh command-line cluster of ``workers`` processes (or on ``scheduler``)."""
+    from distributed import Client
 
     from models.jobs.dask_runner import DaskRunner
 
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # the in-process scheduler is chatty
-
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None,
-                               env={"PYTHONPATH": str(ROOT)}, silence_logs=logging.ERROR)
-    client = Client(scheduler or cluster, set_as_default=False)
-    try:
-        # warm every worker (imports, a database connection) so only training is timed
-        client.run(lambda: __import__("models.training") and None)
+    with contextlib.ExitStack() as stack:
+        if scheduler is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-cluster-")))
+            scheduler = stack.enter_context(command_line_cluster(database, workers or 1, tmp))
+        client = Client(scheduler, set_as_default=False, timeout=120)
+        stack.callback(client.close)
+        if workers:
+            client.wait_for_workers(workers, timeout=120)
         runner = DaskRunner(client=client)
-        train_all(database, runner, names[:len(client.scheduler_info()["workers"])], f"warm{workers}")
-        return train_all(database, runner, names, f"w{workers}")
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        n = len(client.scheduler_info()["workers"])
+        train_all(database, runner, names[:n])  # warm every worker (imports, connection) so only training is timed
+        return train_all(database, runner, names)
 
 
 def _spin(n: int) -> float:
@@ -166,12 +188,12 @@ def gridfs_doc(database: Database, doc: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", type=int, default=16)
+    parser.add_argument("--configs", type=int, default=8)
     parser.add_argument("--rows", type=int, default=8000)
     parser.add_argument("--trees", type=int, default=120, help="trees per training config")
     parser.add_argument("--load-trees", type=int, default=200, help="trees of the model whose loads are timed")
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--scheduler", help="time this Dask cluster instead of LocalClusters of 1 and 2 workers")
+    parser.add_argument("--scheduler", help="time this Dask cluster instead of command-line clusters of 1 and 2 workers")
     parser.add_argument("--mongo-uri", help="use a fresh database on this server (e.g. a replica set) instead of "
                                             "an embedded one; needed when the workers are on other machines")
     parser.add_argument("--data-dir", help="where the training CSV is written (a folder the workers share)")
@@ -208,6 +230,7 @@ def main() -> None:
                   f"{busy2:.2f} s inside train_config)")
             print(f"  speed-up 2 vs 1 worker   {one / two:8.2f}x  (ceiling 2.00x on {os.cpu_count()} idle cores; "
                   f"2 plain processes got {ceiling:.2f}x just before)")
+            print(f"  load average after the trainings: {os.getloadavg()[0]:.2f} (1 min)")
 
         # loading: one artifact, the same bytes in the local folder and in GridFS
         local = db.settings  # artifact_store="local"

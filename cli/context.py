@@ -84,8 +84,12 @@ class AppContext:
     @property
     def db(self) -> Database:
         if self._db is None:
+            from models.store.configs import recover_interrupted_trainings
             from models.store.db import Database
             self._db = Database.connect(self.settings)
+            # a config left "training" by a killed run on this host (a CLI run, too) is repaired here,
+            # not only when `serve` starts
+            recover_interrupted_trainings(self._db)
         return self._db
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from models.artifacts.atomic import atomic_write_bytes
 from models.store.configs import ConfigStore
+from models.store.datarefs import to_stored
 from models.store.db import Database
 
 N_TEAMS = 30
@@ -114,7 +115,7 @@ def install_demo(database: Database, *, games: int = 24_600, force: bool = False
     rows = sum(1 for _ in open(path, "rb")) - 1
     store = ConfigStore(database)
     added, kept = [], []
-    for cfg in demo_configs(settings.relative_to_root(path)):
+    for cfg in demo_configs(to_stored(str(path), settings)):
         existing = store.find(cfg["name"])
         if existing is None:
             store.create(cfg)

@@ -7,6 +7,7 @@ any working directory.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -28,6 +29,55 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_bytes(raw: str | int, name: str = "size") -> int:
+    """A byte count from ``4294967296``, ``4GB`` (10**9), ``512MiB`` (2**20), ``1.5 GiB``; ValueError naming ``name``."""
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        value: float = raw
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(raw))
+        unit = m.group(2).lower() if m else ""
+        if m is None or unit not in _UNITS:
+            raise ValueError(f"{name} must be a number of bytes, optionally with a unit (B, KB, MB, GB, TB, "
+                             f"KiB, MiB, GiB, TiB), got {raw!r}")
+        value = float(m.group(1)) * _UNITS[unit]
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {raw!r}")
+    return int(value)
+
+
+def _bytes(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    return parse_bytes(raw, f"environment variable {name}")
+
+
+ROOT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+DEFAULT_DATA_ROOT = "data"
+
+
+def _data_roots(env: Mapping[str, str], data_dir: Path) -> tuple[tuple[str, Path], ...]:
+    """Named data roots: ``data`` is ``DATA_DIR``; ``DATA_ROOTS`` adds ``name=path`` entries
+    (separated by ``os.pathsep``; a bare path is named after its folder)."""
+    roots: dict[str, Path] = {DEFAULT_DATA_ROOT: data_dir}
+    for entry in (env.get("DATA_ROOTS") or "").split(os.pathsep):
+        entry = entry.strip()
+        if not entry:
+            continue
+        name, sep, raw = entry.partition("=")
+        if not sep:
+            name, raw = Path(entry).name.lower(), entry
+        if not ROOT_NAME.fullmatch(name) or not raw.strip():
+            raise ValueError(f"environment variable DATA_ROOTS: entry {entry!r} must be name=path with a name of "
+                             "lower-case letters, digits, '_' or '-' (starting with a letter)")
+        roots[name] = _path(raw.strip())
+    return tuple(roots.items())
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -108,6 +158,9 @@ class Settings:
     artifact_store: str = "local"
     artifact_cache_bytes: int = 4 * 1024**3
     data_dir: Path = field(default_factory=lambda: _path("data"))
+    # named data roots; ``training_csv`` is stored as ``@<root>/<path>`` so every machine resolves it in its own
+    # copy of the root. Empty: only ``data`` = ``data_dir`` (see :attr:`named_data_roots`).
+    data_roots: tuple[tuple[str, Path], ...] = ()
     var_dir: Path = field(default_factory=lambda: _path("var"))
     embedded_host: str = "127.0.0.1"
     embedded_port: int = 27018
@@ -142,6 +195,11 @@ class Settings:
         return self.var_dir / "artifact-cache"
 
     @property
+    def named_data_roots(self) -> dict[str, Path]:
+        """Root name -> folder on this machine; ``data`` is ``DATA_DIR`` unless ``DATA_ROOTS`` names it."""
+        return {DEFAULT_DATA_ROOT: self.data_dir, **dict(self.data_roots)}
+
+    @property
     def mongo_dir(self) -> Path:
         return self.var_dir / "mongo"
 
@@ -157,6 +215,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         env = os.environ if env is None else env
         d = cls()
+        data_dir = _path(env["DATA_DIR"]) if env.get("DATA_DIR") else d.data_dir
         return cls(
             mongo_uri=env.get("MONGO_URI") or None,
             mongo_db=env.get("MONGO_DB", d.mongo_db),
@@ -168,13 +227,14 @@ class Settings:
             secrets_collection=env.get("SECRETS_COLLECTION", d.secrets_collection),
             artifact_dir=_path(env["ARTIFACT_DIR"]) if env.get("ARTIFACT_DIR") else d.artifact_dir,
             artifact_store=_choice(env, "ARTIFACT_STORE", d.artifact_store, ("local", "gridfs")),
-            artifact_cache_bytes=_int(env, "ARTIFACT_CACHE_BYTES", d.artifact_cache_bytes),
-            data_dir=_path(env["DATA_DIR"]) if env.get("DATA_DIR") else d.data_dir,
+            artifact_cache_bytes=_bytes(env, "ARTIFACT_CACHE_BYTES", d.artifact_cache_bytes),
+            data_dir=data_dir,
+            data_roots=_data_roots(env, data_dir)[1:],
             var_dir=_path(env["VAR_DIR"]) if env.get("VAR_DIR") else d.var_dir,
             embedded_host=env.get("EMBEDDED_MONGO_HOST", d.embedded_host),
             embedded_port=_int(env, "EMBEDDED_MONGO_PORT", d.embedded_port),
             cache_max_items=_int(env, "CACHE_MAX_ITEMS", d.cache_max_items),
-            cache_max_bytes=_int(env, "CACHE_MAX_BYTES", d.cache_max_bytes),
+            cache_max_bytes=_bytes(env, "CACHE_MAX_BYTES", d.cache_max_bytes),
             job_workers=_int(env, "JOB_WORKERS", d.job_workers),
             dask_scheduler_address=env.get("DASK_SCHEDULER_ADDRESS") or None,
             cv_jobs=_int(env, "CV_JOBS", d.cv_jobs),
@@ -198,12 +258,15 @@ class Settings:
         """A copy with some fields changed (used by tests and the CLI)."""
         return replace(self, **changes)
 
-    def relative_to_root(self, path: Path) -> str:
-        """A path as stored in documents: relative to the project root when inside it, ``/``-separated."""
-        try:
-            return path.resolve().relative_to(PROJECT_ROOT).as_posix()
-        except ValueError:
-            return path.resolve().as_posix()
+
+
+def environment_with_project_path() -> dict[str, str]:
+    """This process's environment with the project root first on ``PYTHONPATH``, for child processes
+    (Dask scheduler and workers) that must import ``models`` wherever they are started from."""
+    env = dict(os.environ)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p) != PROJECT_ROOT]
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *parts])
+    return env
 
 
 @lru_cache(maxsize=1)

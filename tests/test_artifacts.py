@@ -76,7 +76,7 @@ def test_damaged_file_never_reaches_joblib(settings, trained, no_unpickle):
 @pytest.mark.parametrize("bad_path,words", [
     ("/etc/passwd", "is absolute"),
     ("../outside_model.pkl", "contains '..'"),
-    ("sub/dir/x_model.pkl", "not inside the artifact folder"),
+    ("sub/.hidden", "does not name an artifact file"),
 ])
 def test_paths_outside_the_artifact_folder_are_refused(settings, trained, no_unpickle, bad_path, words):
     doc = {**trained, "model_artifact_path": bad_path}
@@ -112,17 +112,15 @@ def test_sklearn_version_difference_is_a_warning(settings, trained):
     assert any("0.24.2" in w for w in result.model.warnings)
 
 
-def test_seed_style_prefixed_path_is_accepted(tmp_path, monkeypatch):
-    import models.artifacts.local as a
-    root = tmp_path / "proj"
-    (root / "cli" / "models").mkdir(parents=True)
-    monkeypatch.setattr(a, "PROJECT_ROOT", root)
-    store = LocalArtifactStore(root / "cli" / "models")
+def test_paths_are_bare_names_and_legacy_folder_prefixes_load_by_name(tmp_path):
+    """Stored paths name the file only; a path written before (``cli/models/<name>``, or another machine's
+    folder) is read by its file name in this machine's folder, never outside it."""
+    store = LocalArtifactStore(tmp_path / "machine-b" / "models")
     info = store.write("r_model.pkl", pickle_writer({"x": 1}))
-    assert info.path == "cli/models/r_model.pkl"
-    assert load_verified(store, info.path, info.sha256)[0] == {"x": 1}
-    with pytest.raises(ArtifactError, match="not inside the artifact folder"):
-        store.resolve("other/models/r_model.pkl")
+    assert info.path == "r_model.pkl" and store.list_paths() == ["r_model.pkl"]
+    for legacy in ("cli/models/r_model.pkl", "srv/other-checkout/cli/models/r_model.pkl"):
+        assert store.resolve(legacy) == store.resolve("r_model.pkl")
+        assert load_verified(store, legacy, info.sha256)[0] == {"x": 1}
 
 
 def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):

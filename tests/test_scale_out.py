@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import joblib
 import numpy as np
@@ -38,6 +39,7 @@ from models.store.configs import ConfigStore
 from models.store.db import Database
 from models.store.runs import RunStore
 from models.training.data import load_training_data
+from models.training.service import submit_training as service_submit_training
 from models.training.train import fit_config, train_config
 from tests.helpers import cls_config
 
@@ -49,11 +51,19 @@ pytestmark = pytest.mark.slow
 JOB_TIMEOUT = 90
 
 
+WORKER_DB = f"scale_{uuid.uuid4().hex[:10]}"
+
+
 @pytest.fixture(scope="module")
-def cluster():
-    """Two worker processes, one thread each; the project importable there. Closed at the end."""
+def cluster(mongo_uri, tmp_path_factory):
+    """Two worker processes, one thread each; the project importable there, and settings of their own
+    (the workers build ``get_settings()`` from this environment: same database, GridFS, own folders)."""
+    worker_root = tmp_path_factory.mktemp("worker")
+    env = {"PYTHONPATH": str(PROJECT_ROOT), "MONGO_URI": mongo_uri, "MONGO_DB": WORKER_DB,
+           "ARTIFACT_STORE": "gridfs", "ARTIFACT_DIR": str(worker_root / "artifacts"),
+           "VAR_DIR": str(worker_root / "var"), "DATA_DIR": str(worker_root / "data")}
     cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                                       env={"PYTHONPATH": str(PROJECT_ROOT)}, silence_logs=logging.ERROR)
+                                       env=env, silence_logs=logging.ERROR)
     client = distributed.Client(cluster, set_as_default=False)
     try:
         yield client
@@ -75,9 +85,13 @@ def runner(cluster):
 
 @pytest.fixture
 def db(database, runner):
-    """The test database with GridFS artifacts and the cluster configured."""
-    settings = database.settings.with_(artifact_store="gridfs", dask_scheduler_address=runner.address)
-    yield Database(database.client, settings)
+    """The workers' database with GridFS artifacts and the cluster configured (dropped after each test)."""
+    settings = database.settings.with_(artifact_store="gridfs", dask_scheduler_address=runner.address,
+                                       mongo_db=WORKER_DB)
+    db = Database(database.client, settings)
+    db.ensure_indexes()
+    yield db
+    database.client.drop_database(WORKER_DB)
 
 
 def worker_pids(client) -> set[int]:
@@ -143,16 +157,16 @@ def test_jobs_run_on_workers_and_artifacts_land_in_gridfs(db, cluster, games_csv
     names = ["lr", "nb"]
     store.create(cls_config("lr", games_csv))
     store.create(cls_config("nb", games_csv, model_type="naive_bayes"))
-    submitted = [submit_training(db, n) for n in names]
+    submitted = [service_submit_training(db, n, requested_by="test") for n in names]  # ids only travel
     assert all(created for _, created in submitted)
     pids = worker_pids(cluster)
     workers = set(cluster.scheduler_info()["workers"])
     for job, _ in submitted:
         done = jobs.wait(db, job["_id"], timeout=JOB_TIMEOUT)
         assert done["status"] == "succeeded", done.get("error")
-        # ran on a worker, not here: the job document and the work's own report say so
+        # ran on a worker, not here: the job document says so
         assert done["owner"]["pid"] != os.getpid() and done["owner"]["pid"] in pids
-        assert done["result"]["pid"] == done["owner"]["pid"] == done["worker"]["pid"]
+        assert done["owner"]["pid"] == done["worker"]["pid"]
         assert done["worker"]["address"] in workers
         # progress written by the worker, readable here (what the web page shows)
         messages = [s["message"] for s in done["steps"]]

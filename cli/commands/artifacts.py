@@ -89,7 +89,8 @@ def verify(app: AppContext, repair: bool, as_json: bool) -> None:
 @json_option
 @pass_app
 def gc(app: AppContext, keep: int | None, dry_run: bool, min_age: int, as_json: bool) -> None:
-    """Delete artifact files that no document references (and, with --keep, old runs)."""
+    """Delete artifact files that no document references and no running training has leased, GridFS chunks
+    of killed uploads (and, with --keep, old runs)."""
     from models.artifacts.maintenance import collect_orphans
     from models.registry import prune_runs
     result: dict = {}
@@ -102,7 +103,9 @@ def gc(app: AppContext, keep: int | None, dry_run: bool, min_age: int, as_json: 
     verb = "would delete" if dry_run else "deleted"
     if keep is not None:
         info(f"{verb} {len(result['runs'])} old runs: {', '.join(r['run_id'] for r in result['runs']) or '-'}")
-    info(f"{verb} {len(result['orphan_files'])} unreferenced files and {len(result['temp_files'])} temp files")
+    info(f"{verb} {len(result['orphan_files'])} unreferenced files, {len(result['temp_files'])} temp files and "
+         f"{result['orphan_chunks']['chunks']} orphan GridFS chunks (of {len(result['orphan_chunks']['files'])} "
+         "killed uploads)")
     for path in result["orphan_files"]:
         click.echo(path)
 
@@ -139,4 +142,28 @@ def migrate(app: AppContext, to: str, dry_run: bool, as_json: bool) -> None:
         for kept in data["files_kept"]:
             info(f"kept {kept['path']}: {kept['reason']}")
     if not report.complete:
+        raise SystemExit(1)
+
+
+@artifacts.command("relocate")
+@click.option("--dry-run", is_flag=True, help="Only list the documents that would change.")
+@json_option
+@pass_app
+def relocate(app: AppContext, dry_run: bool, as_json: bool) -> None:
+    """Rewrite paths that only one machine understands: local artifact paths to bare file names,
+    training CSVs inside a data root to @<root>/<path>. Old documents load without it; safe to repeat."""
+    from models.artifacts.relocate import relocate_documents
+    report = relocate_documents(app.db, dry_run=dry_run)
+    if as_json:
+        emit_json(report)
+    else:
+        verb = "would update" if dry_run else "updated"
+        info(f"{verb} " + ", ".join(f"{n} {c}" for c, n in report["documents"].items()))
+        for change in report["changes"]:
+            click.echo(f"{change['document']}: " + ", ".join(f"{k} -> {v}" for k, v in change["set"].items()))
+        for problem in report["errors"]:
+            info(f"error: {problem['document']}: {problem['field']}: {problem['message']}")
+        for label in report["changed"]:
+            info(f"changed meanwhile, run again: {label}")
+    if report["errors"] or report["changed"]:
         raise SystemExit(1)

@@ -1,8 +1,9 @@
 """``train NAME...``: train configs in the foreground with a progress bar per model."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -17,6 +18,8 @@ from cli.context import (
 )
 from cli.progress_lines import ProgressLines
 from models.errors import ServiceError, ValidationError
+
+POLL_S = 0.3
 
 
 def register(cli: click.Group) -> None:
@@ -47,12 +50,61 @@ def warn_slow(app: AppContext, names: list[str]) -> None:
             info(f"warning: {warning}")
 
 
+def _in_process(app: AppContext, chosen: list[str], version: str | None, parallel: int,
+                reporter: Callable[[str], Any], results: dict[str, dict[str, Any]]) -> None:
+    """Each config in this machine, ``parallel`` at a time, each in a bounded worker process."""
+    from models.training.service import train_bounded
+
+    def one(name: str) -> None:
+        try:
+            run = train_bounded(app.db, name, progress=reporter(name), version=version, requested_by="cli")
+            results[name] = {"name": name, "status": "trained", "run_id": run["run_id"],
+                             "version": run["version"], "metrics": run["metrics"], "cv": run["cv"],
+                             "seconds": run["durations"]["total_s"], "warnings": run.get("warnings") or []}
+        except ServiceError as exc:
+            results[name] = {"name": name, "status": "failed", "error": exc.to_dict()}
+
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        list(pool.map(one, chosen))
+
+
+def _on_cluster(app: AppContext, chosen: list[str], version: str | None, reporter: Callable[[str], Any],
+                results: dict[str, dict[str, Any]]) -> None:
+    """Each config as a training job on the Dask cluster (DASK_SCHEDULER_ADDRESS); the workers train with
+    their own settings; progress comes from the job documents they write."""
+    from models.jobs.default import shutdown_default_runner
+    from models.jobs.store import FAILED, SUCCEEDED, get_job
+    from models.training.service import submit_training
+    submitted = {name: submit_training(app.db, name, requested_by="cli", version=version)[0] for name in chosen}
+    info(f"training {len(chosen)} config(s) on the Dask cluster at {app.settings.dask_scheduler_address}")
+    reporters = {name: reporter(name) for name in chosen}
+    while len(results) < len(chosen):
+        for name, job in submitted.items():
+            if name in results:
+                continue
+            doc = get_job(app.db, job["_id"])
+            reporters[name](doc.get("progress") or 0.0, doc.get("message") or doc["status"])
+            if doc["status"] == SUCCEEDED:
+                run = doc["result"]
+                results[name] = {"name": name, "status": "trained", "run_id": run["run_id"],
+                                 "version": run["version"], "metrics": run["metrics"], "cv": run["cv"],
+                                 "seconds": run["durations"]["total_s"], "job_id": str(doc["_id"]),
+                                 "worker": (doc.get("worker") or {}).get("address")}
+            elif doc["status"] == FAILED:
+                results[name] = {"name": name, "status": "failed", "job_id": str(doc["_id"]),
+                                 "error": doc.get("error") or {"code": "failed", "message": "the job failed"}}
+        if len(results) < len(chosen):
+            time.sleep(POLL_S)
+    shutdown_default_runner()  # close the cluster client now, not from an exit hook after threads are gone
+
+
 @click.command()
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Train every config.")
 @click.option("--untrained", is_flag=True, help="Train the configs that have no artifacts yet.")
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 32),
-              help="How many configs to train at once.")
+              help="How many configs to train at once (in this process; with DASK_SCHEDULER_ADDRESS set "
+                   "every config is a job on the cluster and the workers decide).")
 @click.option("--version", help="Set the version by hand (one config only).")
 @json_option
 @pass_app
@@ -61,46 +113,34 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
     """Train configs and save verified artifacts. Exits 1 if any training failed.
 
     Each training runs in its own worker process, stopped after TRAIN_TIMEOUT_SECONDS (error
-    'timeout'; the config keeps its previous run)."""
+    'timeout'; the config keeps its previous run). With DASK_SCHEDULER_ADDRESS set, each config
+    trains as a job on the Dask cluster, with the workers' own settings."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from models.training.service import train_bounded
     chosen = _selected(app, names, all_, untrained)
     if version and len(chosen) != 1:
         raise ValidationError("--version applies to exactly one config", field="--version")
     warn_slow(app, chosen)
     results: dict[str, dict[str, Any]] = {}
-
-    def one(name: str, progress: Any) -> None:
-        try:
-            run = train_bounded(app.db, name, progress=progress, version=version, requested_by="cli")
-            results[name] = {"name": name, "status": "trained", "run_id": run["run_id"],
-                             "version": run["version"], "metrics": run["metrics"], "cv": run["cv"],
-                             "seconds": run["durations"]["total_s"], "warnings": run.get("warnings") or []}
-        except ServiceError as exc:
-            results[name] = {"name": name, "status": "failed", "error": exc.to_dict()}
-
+    run_all = _on_cluster if app.settings.dask_scheduler_address else (
+        lambda app_, chosen_, version_, reporter, results_: _in_process(app_, chosen_, version_, parallel,
+                                                                        reporter, results_))
     if stderr.is_terminal and not as_json and chosen:
         with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                       TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=stderr.console) as bars:
             tasks = {n: bars.add_task(n, total=1.0, step="queued") for n in chosen}
 
-            def on_bar(name: str) -> None:
-                one(name, lambda fraction, message: bars.update(tasks[name], completed=fraction, step=message))
-                if results[name]["status"] == "failed":
+            def bar(name: str) -> Any:
+                return lambda fraction, message: bars.update(tasks[name], completed=fraction, step=message)
+            run_all(app, chosen, version, bar, results)
+            for name, r in results.items():
+                if r["status"] == "failed":
                     bars.update(tasks[name], step="[red]failed")
-
-            with ThreadPoolExecutor(max_workers=parallel) as pool:
-                list(pool.map(on_bar, chosen))
     else:  # CI, 2>file, --json: plain lines, and a heartbeat while a step runs
         with ProgressLines(app.settings.progress_interval_seconds) as lines:
-            def on_lines(name: str) -> None:
-                one(name, lines.reporter(name))
+            run_all(app, chosen, version, lines.reporter, results)
+            for name in chosen:
                 r = results[name]
                 lines.finish(name, "failed" if r["status"] == "failed" else f"trained in {r['seconds']:.1f} s")
-
-            with ThreadPoolExecutor(max_workers=parallel) as pool:
-                list(pool.map(on_lines, chosen))
     ordered = [results[n] for n in chosen]
     if as_json:
         emit_json(ordered)

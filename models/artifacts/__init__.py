@@ -8,8 +8,10 @@ points), ``atomic`` (temp file, fsync, ``os.replace``), ``verified`` (``read_ver
 ``fetch_pickle``, ``VerifiedReader``: no byte reaches the unpickler before its block's SHA-256
 matched), ``cache`` (``ModelCache``: the in-process LRU), ``predictor`` (``TrainedModel``: a
 loaded model that predicts on a DataFrame), ``loading`` (``load_model``: a run's files ->
-``TrainedModel``, through the cache), ``maintenance`` (verify, repair, orphans) and ``migrate``
-(move files between the local folder and GridFS, resumably).
+``TrainedModel``, through the cache), ``maintenance`` (verify, repair, orphans), ``lease``
+(``ArtifactLease``: files written but not yet committed, protected from gc by the server's clock),
+``migrate`` (move files between the local folder and GridFS, resumably) and ``relocate`` (rewrite
+paths that only one machine understands).
 
 May import: the foundation modules and ``models.store``.
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 import gridfs
+from bson import ObjectId
 from pymongo.database import Database as MongoDatabase
 from pymongo.errors import PyMongoError
 
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "gridfs:"
 BUCKET = "artifacts"
+UPLOAD_TTL_MS = 6 * 3600 * 1000  # an upload record older than this (by the server's clock) protects nothing
 
 
 def is_gridfs_path(stored_path: str | None) -> bool:
@@ -72,6 +74,14 @@ class DiskCache:
         self.hits += 1
         return data
 
+    def discard(self, sha256: str) -> bool:
+        """Drop the entry for ``sha256`` (its source failed verification); True if there was one."""
+        try:
+            self._path(sha256).unlink()
+            return True
+        except (FileNotFoundError, ValueError):
+            return False
+
     def put(self, sha256: str, data: bytes) -> None:
         if self.max_bytes <= 0 or len(data) > self.max_bytes:
             return
@@ -99,6 +109,10 @@ class GridFSArtifactStore(ArtifactStore):
     def __init__(self, db: MongoDatabase, cache: DiskCache | None = None, chunk_size: int = CHUNK_SIZE) -> None:
         self.bucket = gridfs.GridFSBucket(db, bucket_name=BUCKET)
         self.files = db[f"{BUCKET}.files"]
+        self.chunks = db[f"{BUCKET}.chunks"]
+        # one record per upload in progress, written before its first chunk and removed after its files
+        # document: chunks without a files document are an upload in progress only while their record lives
+        self.uploads = db[f"{BUCKET}.uploads"]
         self.cache = cache
         self.chunk_size = chunk_size
 
@@ -126,9 +140,15 @@ class GridFSArtifactStore(ArtifactStore):
         chunks = hw.finish()
         data = buf.getvalue()
         sha = hw.sha.hexdigest()
+        new_id = ObjectId()
         try:
-            new_id = self.bucket.upload_from_stream(name, data, metadata={"sha256": sha})
-            self._delete_all(name, keep=new_id)  # a rewrite of a name replaces the older copy
+            self.uploads.update_one({"_id": new_id}, [{"$set": {
+                "filename": name, "expires_at": {"$add": ["$$NOW", UPLOAD_TTL_MS]}}}], upsert=True)
+            try:
+                self.bucket.upload_from_stream_with_id(new_id, name, data, metadata={"sha256": sha})
+                self._delete_all(name, keep=new_id)  # a rewrite of a name replaces the older copy
+            finally:
+                self.uploads.delete_one({"_id": new_id})
         except PyMongoError as exc:
             raise ArtifactError(f"could not write artifact {name} to GridFS: {exc.__class__.__name__}",
                                 reason="write_error", path=name) from exc
@@ -171,3 +191,19 @@ class GridFSArtifactStore(ArtifactStore):
 
     def list_paths(self) -> list[str]:
         return sorted(self.stored_path(n) for n in self.files.distinct("filename"))
+
+    def orphan_chunks(self, server_time: Any) -> dict[Any, int]:
+        """``files_id -> chunk count`` of chunks whose files document is missing and whose upload is not in
+        progress (no upload record younger than the server's ``server_time``): left by a killed upload."""
+        chunk_ids = set(self.chunks.distinct("files_id"))  # first the chunks, then the uploads, then the files
+        if not chunk_ids:
+            return {}
+        live = {u["_id"] for u in self.uploads.find({"expires_at": {"$gt": server_time}}, {"_id": 1})}
+        orphans = chunk_ids - live - set(self.files.distinct("_id"))
+        return {fid: self.chunks.count_documents({"files_id": fid}) for fid in orphans}
+
+    def delete_chunks(self, files_ids: list[Any]) -> int:
+        """Remove the chunks of ``files_ids`` (orphans found by :meth:`orphan_chunks`); returns how many."""
+        if not files_ids:
+            return 0
+        return self.chunks.delete_many({"files_id": {"$in": list(files_ids)}}).deleted_count

@@ -8,7 +8,6 @@ from typing import IO, Any, Callable
 
 from models.artifacts.atomic import CHUNK_SIZE, TMP_PREFIX, atomic_write
 from models.errors import ArtifactError
-from models.settings import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +21,19 @@ class LocalArtifactStore(ArtifactStore):
         self.root = Path(root)
         self.chunk_size = chunk_size
         self._real_root = Path(os.path.realpath(self.root))
-        try:
-            self.prefix = self._real_root.relative_to(Path(os.path.realpath(PROJECT_ROOT))).as_posix()
-        except ValueError:
-            self.prefix = ""
 
-    def stored_path(self, name: str) -> str:
-        return f"{self.prefix}/{name}" if self.prefix else name
+    @staticmethod
+    def stored_path(name: str) -> str:
+        """Documents hold the bare file name: each machine finds it in its own ``ARTIFACT_DIR``."""
+        return name
 
     def resolve(self, stored_path: str) -> Path:
-        """The real file for a stored path, refusing anything that could leave the artifact folder."""
+        """The real file for a stored path, refusing anything that could leave the artifact folder.
+
+        Paths written before artifact paths became bare names carry the writer's folder relative
+        to its checkout (``cli/models/<name>``); that folder means nothing on another machine, so
+        such a path is read by its file name in this machine's ``ARTIFACT_DIR``.
+        """
         if not isinstance(stored_path, str) or not stored_path:
             raise ArtifactError("artifact path is empty", reason="path_refused", path=str(stored_path))
         if "\x00" in stored_path or "\\" in stored_path:
@@ -44,13 +46,10 @@ class LocalArtifactStore(ArtifactStore):
         if ".." in pure.parts:
             raise ArtifactError(f"artifact path {stored_path!r} contains '..'; only paths inside the "
                                 "artifact folder are loaded", reason="path_refused", path=stored_path)
-        rel = pure
-        if self.prefix and stored_path.startswith(self.prefix + "/"):
-            rel = PurePosixPath(stored_path[len(self.prefix) + 1:])
-        elif len(pure.parts) > 1:
-            raise ArtifactError(f"artifact path {stored_path!r} is not inside the artifact folder "
-                                f"{self.prefix or str(self.root)!r}", reason="path_refused", path=stored_path)
-        candidate = self._real_root.joinpath(*rel.parts)
+        if pure.name.startswith(".") or not pure.name:
+            raise ArtifactError(f"artifact path {stored_path!r} does not name an artifact file",
+                                reason="path_refused", path=stored_path)
+        candidate = self._real_root / pure.name
         real = Path(os.path.realpath(candidate))
         if real.parent != self._real_root:
             raise ArtifactError(f"artifact path {stored_path!r} resolves outside the artifact folder "

@@ -4,12 +4,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
+from models.artifacts.atomic import TMP_PREFIX
 from models.artifacts.base import ArtifactStore
+from models.artifacts.gridfs import is_gridfs_path
+from models.artifacts.lease import leased_names, server_now
 from models.artifacts.loading import artifact_refs
-from models.artifacts.local import LocalArtifactStore
-from models.artifacts.routing import RoutingStore, get_store
+from models.artifacts.cache import get_model_cache
+from models.artifacts.routing import RoutingStore, canonical_path, get_store
 from models.errors import ArtifactError
 from models.store.db import Database
 from models.store.runs import RunStore
@@ -22,7 +26,8 @@ ORPHAN_MIN_AGE_S = 15 * 60
 
 
 def _check(store: ArtifactStore, path: str, sha256: str | None) -> dict[str, Any]:
-    """State of one file: ``ok``, ``missing``, ``corrupt`` (bytes differ) or ``refused`` (bad path)."""
+    """State of one file at its source (GridFS itself, never the disk cache): ``ok``, ``missing``,
+    ``corrupt`` (bytes differ) or ``refused`` (bad path)."""
     try:
         data = store.read_bytes(path)
     except ArtifactError as exc:
@@ -35,6 +40,18 @@ def _check(store: ArtifactStore, path: str, sha256: str | None) -> dict[str, Any
             **({} if ok else {"reason": "no checksum recorded" if sha256 is None else "checksum mismatch"})}
 
 
+def invalidate_caches(database: Database, store: Any, run_id: str | None, refs: dict[str, Any]) -> None:
+    """A file whose source failed verification is no longer served from this machine's caches: its disk
+    cache entry (GridFS, by SHA-256) and the loaded models of its run in the in-memory LRU are dropped."""
+    cache = getattr(store.gridfs, "cache", None) if isinstance(store, RoutingStore) else None
+    for ref in refs.values():
+        if cache is not None and ref.get("sha256") and is_gridfs_path(ref.get("path")):
+            if cache.discard(ref["sha256"]):
+                log.warning("dropped the disk-cache copy of %s: its source fails verification", ref["path"])
+    if run_id:
+        get_model_cache(database.settings).discard(lambda key: isinstance(key, tuple) and key[0] == run_id)
+
+
 def run_artifacts_info(database: Database, run_id: str, *, verify: bool = True) -> dict[str, Any]:
     """Paths, sizes, checksums, and whether each file exists and verifies, for one run (or ensemble)."""
     run = database.runs.find_one({"run_id": run_id}) or database.ensembles.find_one({"run_id": run_id})
@@ -45,6 +62,8 @@ def run_artifacts_info(database: Database, run_id: str, *, verify: bool = True) 
     for kind, ref in (run.get("artifacts") or {}).items():
         if verify:
             files[kind] = {"kind": kind, **_check(store, ref["path"], ref.get("sha256"))}
+            if files[kind]["state"] != "ok":
+                invalidate_caches(database, store, run_id, {kind: ref})
         else:
             stat = store.stat(ref["path"])
             files[kind] = {"kind": kind, "path": ref["path"], "sha256": ref.get("sha256"),
@@ -71,6 +90,7 @@ def scan_configs(database: Database) -> list[dict[str, Any]]:
         states = {kind: _check(store, ref["path"], ref.get("sha256")) for kind, ref in refs.items()}
         bad = {k: v for k, v in states.items() if v["state"] != "ok"}
         if bad:
+            invalidate_caches(database, store, config.get("run_id"), {k: refs[k] for k in bad})
             entry["state"] = "missing" if all(v["state"] == "missing" for v in bad.values()) else "corrupt"
             entry["problems"] = [f"{k}: {v['path']}: {v.get('reason')}" for k, v in bad.items()]
         else:
@@ -85,28 +105,46 @@ def scan_configs(database: Database) -> list[dict[str, Any]]:
 
 
 def referenced_paths(database: Database) -> set[str]:
-    """Every artifact path a config, run or ensemble document points at."""
+    """Every artifact path a config, run or ensemble document points at (as :func:`canonical_path`)."""
     paths: set[str] = set()
     for col in (database.runs, database.ensembles, database.configs):
         for doc in col.find({}, {"artifacts": 1, "model_artifact_path": 1, "scaler_artifact_path": 1,
                                  "features_path": 1}):
-            paths.update(ref["path"] for ref in (doc.get("artifacts") or {}).values() if ref.get("path"))
-            paths.update(doc[f] for f in ("model_artifact_path", "scaler_artifact_path", "features_path")
-                         if doc.get(f))
+            paths.update(canonical_path(ref["path"]) for ref in (doc.get("artifacts") or {}).values()
+                         if ref.get("path"))
+            paths.update(canonical_path(doc[f]) for f in ("model_artifact_path", "scaler_artifact_path",
+                                                          "features_path") if doc.get(f))
     return paths
 
 
+def _temp_target(tmp: Path) -> str:
+    """The artifact name a temp file of :func:`atomic_write` was going to become (``.tmp-<name>.<random>``)."""
+    return tmp.name[len(TMP_PREFIX):].rsplit(".", 1)[0]
+
+
+def _file_name(path: str) -> str:
+    return canonical_path(path).removeprefix("gridfs:")
+
+
 def orphan_files(database: Database, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> list[str]:
-    """Artifact files no document references (e.g. left by a crash before the commit point),
-    older than ``min_age_s`` so a training in progress keeps its files."""
+    """Artifact files no document references (e.g. left by a crash before the commit point) and no live
+    lease protects (a training between writing and committing), older than ``min_age_s``.
+
+    Order matters: the files are listed first, then the leases, then the references, so a file a training
+    writes under its lease and commits meanwhile is seen as leased or as referenced. Ages of GridFS files
+    are measured with the MongoDB server's clock, of local files with this machine's (their own disk)."""
     store = get_store(database.settings)
+    listed = store.list_paths()
+    leased = leased_names(database)
     referenced = referenced_paths(database)
-    cutoff = time.time() - min_age_s
+    local_cutoff = time.time() - min_age_s
+    server_cutoff = server_now(database).timestamp() - min_age_s
     out = []
-    for path in store.list_paths():
-        if path in referenced:
+    for path in listed:
+        if canonical_path(path) in referenced or _file_name(path) in leased:
             continue
         mtime = store.stat(path).get("mtime")
+        cutoff = server_cutoff if is_gridfs_path(path) else local_cutoff
         if mtime is None or mtime <= cutoff:
             out.append(path)
     return out
@@ -114,18 +152,25 @@ def orphan_files(database: Database, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> 
 
 def collect_orphans(database: Database, *, dry_run: bool = False,
                     min_age_s: float = ORPHAN_MIN_AGE_S) -> dict[str, Any]:
-    """Delete unreferenced artifact files and temp files of interrupted writes (both older than ``min_age_s``)."""
+    """Delete unreferenced, unleased artifact files and temp files of interrupted writes (both older than
+    ``min_age_s``), and GridFS chunks whose files document is missing (a killed upload; see
+    :meth:`GridFSArtifactStore.orphan_chunks`: decided by upload records and the server's clock, not by age)."""
     store = get_store(database.settings)
     orphans = orphan_files(database, min_age_s=min_age_s)
-    temps = []
-    if isinstance(store, (LocalArtifactStore, RoutingStore)):  # get_store() gives a RoutingStore
-        cutoff = time.time() - min_age_s
-        temps = [p for p in store.temp_files() if p.stat().st_mtime <= cutoff]
+    leased = leased_names(database)
+    cutoff = time.time() - min_age_s
+    temps = [p for p in store.temp_files() if p.stat().st_mtime <= cutoff and _temp_target(p) not in leased]
+    gridfs = store.gridfs
+    chunks = gridfs.orphan_chunks(server_now(database))  # type: ignore[attr-defined]
     if not dry_run:
         for path in orphans:
             store.delete(path)
         for tmp in temps:
             tmp.unlink(missing_ok=True)
-        if orphans or temps:
-            log.info("removed %d unreferenced artifact files and %d temp files", len(orphans), len(temps))
-    return {"orphan_files": orphans, "temp_files": [t.name for t in temps], "dry_run": dry_run}
+        gridfs.delete_chunks(list(chunks))  # type: ignore[attr-defined]
+        if orphans or temps or chunks:
+            log.info("removed %d unreferenced artifact files, %d temp files and %d orphan GridFS chunks",
+                     len(orphans), len(temps), sum(chunks.values()))
+    return {"orphan_files": orphans, "temp_files": [t.name for t in temps],
+            "orphan_chunks": {"files": [str(f) for f in chunks], "chunks": sum(chunks.values())},
+            "dry_run": dry_run}

@@ -35,7 +35,6 @@ from models.artifacts.gridfs import GridFSArtifactStore, is_gridfs_path
 from models.artifacts.loading import PATH_FIELDS
 from models.artifacts.maintenance import referenced_paths
 from models.artifacts.routing import RoutingStore, get_store
-from models.artifacts.verified import read_verified
 from models.errors import ArtifactError, ValidationError
 from models.progress import Progress, no_progress
 from models.store.db import Database
@@ -177,7 +176,7 @@ class _Migration:
         if _sha_of(self.target, new) == slot.sha256:  # an earlier, interrupted migration made it
             self.report.files_reused.append(new)
         else:
-            data = read_verified(self.routing, slot.path, slot.sha256)  # before copying
+            data = self.read_source(slot)  # before copying
             if not self.report.dry_run:
                 info = self.target.write(file_name(slot.path), lambda fh: fh.write(data))
                 if info.sha256 != slot.sha256 or _sha_of(self.target, new) != slot.sha256:  # after writing
@@ -186,6 +185,18 @@ class _Migration:
             self.report.files_copied.append(new)
         self.copies[key] = new
         return new
+
+    def read_source(self, slot: Slot) -> bytes:
+        """The source file's bytes from its backend itself, never from a cache: a corrupt GridFS copy is
+        reported, not silently replaced by this machine's cached good copy."""
+        data = self.routing.read_bytes(slot.path)  # no checksum hint: no cache in between
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != slot.sha256:
+            raise ArtifactError(f"artifact file {slot.path} fails verification at its source: SHA-256 is "
+                                f"{actual[:12]}..., expected {slot.sha256[:12]}... (changed or corrupted); it was "
+                                "not migrated (a cached copy is not used to replace it)",
+                                reason="checksum_mismatch", path=slot.path)
+        return data
 
     def migrate_document(self, plan: DocumentPlan) -> None:
         new_paths = {slot.field: self.copy(slot) for slot in plan.slots}

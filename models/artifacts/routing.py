@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any, Callable
 
 from models.settings import Settings
@@ -60,6 +60,15 @@ class RoutingStore(ArtifactStore):
 
     def temp_files(self) -> list[Path]:
         return self.local.temp_files()
+
+
+def canonical_path(stored_path: str) -> str:
+    """The identity of a stored path on every machine: ``gridfs:<name>`` as it is, a local path by its file
+    name (paths written before bare names carried the writer's folder, e.g. ``cli/models/<name>``)."""
+    from models.artifacts.gridfs import is_gridfs_path
+    if is_gridfs_path(stored_path):
+        return stored_path
+    return PurePosixPath(stored_path).name
 
 
 def get_store(settings: Settings) -> RoutingStore:

@@ -16,6 +16,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
+from models.artifacts.lease import ArtifactLease
 from models.artifacts.base import ArtifactStore
 from models.artifacts.cache import ModelCache
 from models.artifacts.routing import get_store
@@ -178,16 +179,20 @@ async def acreate_ensemble(adb: AsyncDatabase, database: Database, name: str, ba
     built = await asyncio.to_thread(build_ensemble, request, results, settings,
                                     progress=scaled(progress, 0.85, 0.95))
     t_save = time.perf_counter()
-    written = await asyncio.to_thread(write_ensemble_files, store, built)
+    lease = ArtifactLease(database, built.run_id)
     try:
-        record = finish_record(built, written, started, {"check_s": check_s, "load_s": load_s,
-                                                         "save_s": time.perf_counter() - t_save})
-        await adb.ensembles.insert_one(record)
-    except DuplicateKeyError:
-        await asyncio.to_thread(remove_files, store, list(written.values()))
-        raise ensemble_exists(request.name) from None
-    except BaseException:
-        remove_files(store, written.values())
-        raise
+        written = await asyncio.to_thread(write_ensemble_files, store, built, lease)
+        try:
+            record = finish_record(built, written, started, {"check_s": check_s, "load_s": load_s,
+                                                             "save_s": time.perf_counter() - t_save})
+            await adb.ensembles.insert_one(record)
+        except DuplicateKeyError:
+            await asyncio.to_thread(remove_files, store, list(written.values()))
+            raise ensemble_exists(request.name) from None
+        except BaseException:
+            remove_files(store, written.values())
+            raise
+    finally:
+        await asyncio.to_thread(lease.close)
     progress(1.0, "done")
     return record

@@ -28,6 +28,7 @@ import numpy as np
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
+from models.artifacts.lease import ArtifactLease, recheck_files
 from models.artifacts.base import (
     ArtifactInfo,
     ArtifactStore,
@@ -200,12 +201,20 @@ def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], set
     return BuiltEnsemble(run_id, meta, record, spec)
 
 
-def write_ensemble_files(store: ArtifactStore, built: BuiltEnsemble) -> dict[str, ArtifactInfo]:
-    """The meta-model and spec files, atomically; on failure nothing of them remains."""
+def write_ensemble_files(store: ArtifactStore, built: BuiltEnsemble,
+                         lease: ArtifactLease | None = None) -> dict[str, ArtifactInfo]:
+    """The meta-model and spec files, atomically; on failure nothing of them remains.
+
+    With ``lease``, the names are leased before they are written (``artifacts gc`` leaves them alone until
+    the caller commits and closes the lease) and re-checked after writing."""
     written: dict[str, ArtifactInfo] = {}
     try:
+        if lease is not None:
+            lease.add(artifact_name(built.run_id, kind) for kind in (META_KIND, SPEC_KIND))
         written[META_KIND] = store.write(artifact_name(built.run_id, META_KIND), pickle_writer(built.meta.model))
         written[SPEC_KIND] = store.write(artifact_name(built.run_id, SPEC_KIND), json_writer(built.spec))
+        if lease is not None:
+            recheck_files(store, written.values())
     except BaseException:
         remove_files(store, written.values())
         raise
@@ -266,17 +275,18 @@ def create_ensemble(database: Database, name: str, base_models: list[Any], meta_
     built = build_ensemble(request, results, database.settings, progress=scaled(progress, 0.85, 0.95))
     progress(0.95, "saving ensemble")
     t_save = time.perf_counter()
-    written = write_ensemble_files(store, built)
-    try:
-        record = finish_record(built, written, started, {"check_s": check_s, "load_s": load_s,
-                                                         "save_s": time.perf_counter() - t_save})
-        database.ensembles.insert_one(record)
-    except DuplicateKeyError:
-        remove_files(store, written.values())
-        raise ensemble_exists(request.name) from None
-    except BaseException:
-        remove_files(store, written.values())
-        raise
+    with ArtifactLease(database, built.run_id) as lease:
+        written = write_ensemble_files(store, built, lease)
+        try:
+            record = finish_record(built, written, started, {"check_s": check_s, "load_s": load_s,
+                                                             "save_s": time.perf_counter() - t_save})
+            database.ensembles.insert_one(record)
+        except DuplicateKeyError:
+            remove_files(store, written.values())
+            raise ensemble_exists(request.name) from None
+        except BaseException:
+            remove_files(store, written.values())
+            raise
     progress(1.0, "done")
     log.info("ensemble %s (%s over %s) created in %.2fs; retrained: %s", request.name, request.meta_model,
              ", ".join(record["base_names"]), record["seconds"], record["retrained"] or "none")

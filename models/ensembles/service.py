@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models import jobs
+from models.jobs.remote import RemoteWork
 from models.ensembles.base_models import fetch_configs
 from models.ensembles.build import create_ensemble, ensemble_exists
 from models.ensembles.compat import (
@@ -164,6 +165,16 @@ def ensemble_summary(record: dict[str, Any]) -> dict[str, Any]:
                                     for b in record.get("base_models") or []]}) or {}
 
 
+def run_ensemble(database: Database, progress: Progress, *, name: str, base_models: list[str], meta_model: str,
+                 passthrough: bool, stack_method: str, meta_params: dict[str, Any] | None,
+                 description: str) -> dict[str, Any]:
+    """An ensemble job's work (on a Dask worker: with the worker's own settings and database)."""
+    record = create_ensemble(database, name, base_models, meta_model, passthrough=passthrough,
+                             stack_method=stack_method, meta_params=meta_params, description=description,
+                             progress=progress)
+    return ensemble_summary(record)
+
+
 def submit_ensemble(database: Database, body: dict[str, Any], *, runner: jobs.JobRunner | None = None,
                     requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
     """Check the request (see :func:`check_create`) and queue the creation; returns ``(job, created)``.
@@ -174,13 +185,10 @@ def submit_ensemble(database: Database, body: dict[str, Any], *, runner: jobs.Jo
     """
     request, configs = check_create(database, body)
     plan = retrain_plan(database, configs)
-
-    def work(progress: Progress) -> dict[str, Any]:
-        record = create_ensemble(database, request.name, request.base_models, request.meta_model,
-                                 passthrough=request.passthrough, stack_method=request.stack_method,
-                                 meta_params=request.meta_params or None, description=request.description,
-                                 progress=progress)
-        return ensemble_summary(record)
+    work = RemoteWork("models.ensembles.service:run_ensemble", {
+        "name": request.name, "base_models": [str(b) for b in request.base_models],
+        "meta_model": request.meta_model, "passthrough": request.passthrough, "stack_method": request.stack_method,
+        "meta_params": request.meta_params or None, "description": request.description}, database=database)
 
     params = {"name": request.name, "base_models": [str(b) for b in request.base_models],
               "meta_model": request.meta_model, "passthrough": request.passthrough,

@@ -21,6 +21,7 @@ in the child.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import multiprocessing
@@ -32,6 +33,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from models.errors import ServiceError, describe_exception
+from models.jobs.remote import RemoteWork
 from models.progress import Progress, no_progress
 from models.store.configs import fail_trainings_of
 from models.store.db import Database
@@ -157,6 +159,10 @@ def _child_main(payload: bytes, conn: Any, memory_limit_mb: int) -> None:
 
 # --- the supervisor ----------------------------------------------------------------------------
 
+def _run_remote_work(target: str, kwargs: dict[str, Any], database: Database, progress: Progress) -> Any:
+    return RemoteWork(target, kwargs, database=database)(progress)
+
+
 def run_bounded(work: Callable[[Progress], Any], *, database: Database | None = None,
                 timeout: float | None = None, memory_limit_mb: int = 0,
                 progress: Progress = no_progress,
@@ -172,6 +178,10 @@ def run_bounded(work: Callable[[Progress], Any], *, database: Database | None = 
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
     ctx = _context()
     parent_conn, child_conn = ctx.Pipe(duplex=True)
+    if isinstance(work, RemoteWork) and work.database is not None:
+        # RemoteWork pickles without its database (so a Dask worker uses its own); this child is on
+        # this machine and runs with the submitter's database, which pickles as its settings
+        work = functools.partial(_run_remote_work, work.target, work.kwargs, work.database)
     payload = cloudpickle.dumps(work)
     child = ctx.Process(target=_child_main, args=(payload, child_conn, int(memory_limit_mb)),
                         name="bounded-work", daemon=True)

@@ -14,10 +14,17 @@ still queued or running, no process will finish it any more: the runner marks
 it failed (``process_died``) with the worker that held it, and the key can be
 submitted again.
 
-A job's work function usually closes over a :class:`~models.store.db.Database`,
-which holds a connection pool and cannot be pickled. Importing this module
-registers a reducer that sends a ``Database`` as its settings; the worker
-connects again (one shared client per process) when it unpickles it.
+What travels to the worker: for a job whose work is a
+:class:`~models.jobs.remote.RemoteWork` (every training and ensemble job the
+service submits) only the job id, the work's function name and its plain
+arguments; the worker builds ``get_settings()`` from its own environment
+(its ``MONGO_URI``, ``ARTIFACT_STORE``, ``ARTIFACT_DIR``, data roots) and
+connects itself (:func:`run_remote_job`). Any other work function is pickled
+as it is (a ``Database`` in it pickles as the submitter's settings).
+
+The scheduler unpickles task graphs, so it must be able to import this
+project: start it with ``python -m cli cluster scheduler`` (or with the
+checkout on ``PYTHONPATH``); see :mod:`cli.commands.cluster`.
 """
 from __future__ import annotations
 
@@ -33,7 +40,9 @@ from distributed import wait as dask_wait
 
 from models.jobs import store
 from models.jobs.runner import JobRunner, RunnerUnavailableError
+from models.jobs.remote import RemoteWork
 from models.jobs.worker import JobTask
+from models.settings import get_settings
 from models.store.configs import recover_interrupted_trainings
 from models.store.db import Database, reconnect
 
@@ -71,6 +80,22 @@ def _run_on_worker(fn: Callable[[], Any]) -> Any:
         except Exception:  # the job can still run; only the note is missing
             log.warning("could not record the worker of job %s", fn.job_id, exc_info=True)
     return fn()
+
+
+def run_remote_job(job_id: str, target: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """On a worker: run job ``job_id`` with this worker's settings (``get_settings()``) and database.
+
+    The submitter sent ids only (see :class:`RemoteWork`); returns the finished job document.
+    """
+    settings = get_settings()
+    database = reconnect(settings)
+    try:
+        database.jobs.update_one({"_id": ObjectId(job_id), "status": store.QUEUED},
+                                 {"$set": {"worker": worker_identity()}})
+    except Exception:  # the job can still run; only the note is missing
+        log.warning("could not record the worker of job %s", job_id, exc_info=True)
+    work = RemoteWork(target, kwargs).bind(database)
+    return JobTask(settings, job_id, work, database=database)()
 
 
 def fail_abandoned_job(database: Database, job_id: str, error: BaseException | None = None) -> dict[str, Any] | None:
@@ -138,12 +163,19 @@ class DaskRunner(JobRunner):
         self._closed = False
 
     def submit(self, job_id: str, fn: Callable[[], Any]) -> Any:
-        """Send ``fn`` (a :class:`JobTask`) to the cluster; returns its ``distributed.Future``."""
+        """Send ``fn`` (a :class:`JobTask`) to the cluster; returns its ``distributed.Future``.
+
+        A job whose work is a :class:`RemoteWork` travels as ids only (the worker uses its own settings).
+        """
         with self._lock:
             if self._closed:
                 raise RunnerUnavailableError(f"the Dask job runner is shut down; job {job_id} cannot run")
             try:
-                future = self.client.submit(_run_on_worker, fn, key=f"job-{job_id}", pure=False)
+                if isinstance(fn, JobTask) and isinstance(fn.work, RemoteWork):
+                    future = self.client.submit(run_remote_job, job_id, fn.work.target, fn.work.kwargs,
+                                                key=f"job-{job_id}", pure=False)
+                else:
+                    future = self.client.submit(_run_on_worker, fn, key=f"job-{job_id}", pure=False)
             except Exception as exc:  # not picklable, scheduler gone, ...
                 raise RunnerUnavailableError(f"the Dask cluster at {self.address} did not accept job {job_id}: "
                                              f"{exc.__class__.__name__}: {exc}") from exc

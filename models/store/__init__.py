@@ -5,7 +5,8 @@ Holds: ``db`` (``Database``: the connection, collections and indexes; ``reconnec
 (``ModelConfig``, ``validate_config``: the typed config schema), ``configs`` (``ConfigStore``:
 CRUD with compare-and-swap, ``recover_interrupted_trainings``), ``runs`` (``RunStore``: one
 document per training), ``versioning`` (the version rules), ``locks`` (``MongoLock``,
-``AsyncMongoLock``: claims that expire).
+``AsyncMongoLock``: claims that expire), ``datarefs`` (``@<root>/<path>``: data sets named so that
+every machine resolves them).
 
 May import: the foundation modules only (``models.settings``, ``models.errors``, ...).
 

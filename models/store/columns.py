@@ -12,17 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ValidationError
-from models.settings import PROJECT_ROOT
+from models.errors import DataError
+from models.settings import Settings, get_settings
+from models.store.datarefs import resolve
 
 # the config fields whose change means the data must be checked again
 DATA_FIELDS = ("training_csv", "features", "target")
 HEADER_BYTES = 1 << 20
 
 
-def resolve_csv(training_csv: str) -> Path:
-    """Absolute paths stay as they are; relative ones are taken from the project root."""
-    path = Path(training_csv).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
+def resolve_csv(training_csv: str, settings: Settings | None = None) -> Path:
+    """The file on this machine: ``@root/path`` in this machine's data root; absolute paths as they are;
+    other relative ones from the project root (see :mod:`models.store.datarefs`)."""
+    return resolve(training_csv, settings or get_settings())
 
 
 def read_header(path: Path) -> list[str]:
@@ -48,10 +50,13 @@ def _not_a_column(what: str, name: str, columns: list[str], training_csv: str) -
     return message
 
 
-def data_problems(config: dict[str, Any]) -> list[dict[str, str]]:
+def data_problems(config: dict[str, Any], settings: Settings | None = None) -> list[dict[str, str]]:
     """Every problem of a (schema-valid) config's training CSV, one ``{"field", "message"}`` each."""
     training_csv = str(config["training_csv"])
-    path = resolve_csv(training_csv)
+    try:
+        path = resolve_csv(training_csv, settings)
+    except DataError as exc:
+        return [{"field": "training_csv", "message": exc.message}]
     if not path.exists():
         return [{"field": "training_csv", "message": f"training CSV {training_csv!r} does not exist "
                                                       f"(looked at {path})"}]
@@ -73,8 +78,8 @@ def data_problems(config: dict[str, Any]) -> list[dict[str, str]]:
     return problems
 
 
-def check_training_columns(config: dict[str, Any]) -> None:
+def check_training_columns(config: dict[str, Any], settings: Settings | None = None) -> None:
     """Refuse a config whose training CSV is missing or lacks a named column (header only)."""
-    problems = data_problems(config)
+    problems = data_problems(config, settings)
     if problems:
         raise ValidationError("invalid config: " + "; ".join(p["message"] for p in problems), errors=problems)

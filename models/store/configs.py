@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.processes import current_owner, owner_is_dead
 from models.store.columns import DATA_FIELDS, check_training_columns
+from models.store.datarefs import to_stored
 from models.store.db import Database
 from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, refuse_service_fields, validate_config
 from models.timeutil import now
@@ -59,10 +60,10 @@ class ConfigStore:
         trained run skips it."""
         if from_user:
             refuse_service_fields(doc)
-        clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS},
-                                limits=self.database.settings.hyperparameter_limit)
+        clean = self._portable(validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS},
+                                               limits=self.database.settings.hyperparameter_limit))
         if check_data:
-            check_training_columns(clean)
+            check_training_columns(clean, self.database.settings)
         stamp = now()
         clean.setdefault("status", "trained" if clean.get("run_id") else "new")
         clean.update(created_at=stamp, updated_at=stamp, rev=1)
@@ -72,6 +73,12 @@ class ConfigStore:
             raise ConflictError(f"a config named {clean['name']!r} already exists", field="name") from None
         clean["_id"] = result.inserted_id
         log.info("config %s created", clean["name"])
+        return clean
+
+    def _portable(self, clean: dict[str, Any]) -> dict[str, Any]:
+        """``training_csv`` inside a named data root is stored as ``@root/path`` (see :mod:`models.store.datarefs`)."""
+        if clean.get("training_csv"):
+            clean["training_csv"] = to_stored(clean["training_csv"], self.database.settings)
         return clean
 
     def get(self, name_or_id: str | ObjectId) -> dict[str, Any]:
@@ -116,8 +123,10 @@ class ConfigStore:
             for key in unset:
                 merged.pop(key, None)
             clean = validate_config(merged, limits=self.database.settings.hyperparameter_limit)
+            if "training_csv" in changes:  # an unchanged path keeps its form (the run's definition holds it)
+                clean = self._portable(clean)
             if any(clean.get(k) != current.get(k) for k in DATA_FIELDS):
-                check_training_columns(clean)
+                check_training_columns(clean, self.database.settings)
             to_set = {k: v for k, v in clean.items() if k not in SERVER_FIELDS and current.get(k) != v}
             to_unset = {k: "" for k in current if k not in clean and k not in SERVER_FIELDS}
             if not to_set and not to_unset:

@@ -73,7 +73,7 @@ def _read_csv(path: Path, training_csv: str) -> tuple[pd.DataFrame, str]:
 def load_training_data(config: dict[str, Any], settings: Settings | None = None) -> TrainingData:
     """Features and target of a validated config, or a :class:`DataError` that says exactly what is wrong."""
     training_csv = config["training_csv"]
-    path = resolve_csv(training_csv)
+    path = resolve_csv(training_csv, settings)
     frame, sha = _read_csv(path, training_csv)
     features, target = list(config["features"]), config["target"]
     missing = [c for c in (*features, target) if c not in frame.columns]

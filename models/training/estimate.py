@@ -10,6 +10,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+from models.errors import DataError
 from models.store.columns import resolve_csv
 from models.store.db import Database
 
@@ -57,7 +58,7 @@ def count_rows(training_csv: str) -> int | None:
             while block := fh.read(1 << 20):
                 lines += block.count(b"\n")
                 last = block[-1:]
-    except OSError:
+    except (OSError, DataError):
         return None
     if last != b"\n":
         lines += 1

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bson import ObjectId
+
 from models import jobs
+from models.jobs.remote import RemoteWork
 from models.jsonable import to_json
 from models.progress import Progress, no_progress
 from models.store.configs import ConfigStore
@@ -46,22 +49,27 @@ def train_bounded(database: Database, ident: Any, *, progress: Progress = no_pro
 
     return jobs.run_bounded(work, database=database, timeout=float(settings.train_timeout_seconds) or None,
                             memory_limit_mb=settings.train_memory_limit_mb, progress=progress)
+def run_training(database: Database, progress: Progress, *, config_id: str, requested_by: str | None = None,
+                 version: str | None = None) -> dict[str, Any]:
+    """A training job's work: train config ``config_id`` on ``database`` (on a Dask worker: the worker's own)."""
+    run = train_config(database, ObjectId(config_id), progress=progress, requested_by=requested_by, version=version)
+    return run_summary(run)
 
 
 def submit_training(database: Database, ident: str, *, runner: jobs.JobRunner | None = None,
-                    requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
+                    requested_by: str | None = None, version: str | None = None) -> tuple[dict[str, Any], bool]:
     """Queue the training of config ``ident`` (name or id); returns ``(job, created)``.
 
     ``created`` is False when a training of that config is already queued or running:
-    the returned job is that one. NotFoundError (404) for an unknown config.
+    the returned job is that one. NotFoundError (404) for an unknown config. On a Dask
+    cluster the worker gets only the config id (:class:`~models.jobs.remote.RemoteWork`)
+    and trains with its own settings.
     """
     config = ConfigStore(database).get(ident)
     config_id, name = config["_id"], config["name"]
-
-    def work(progress: Progress) -> dict[str, Any]:
-        run = train_config(database, config_id, progress=progress, requested_by=requested_by)
-        return run_summary(run)
-
+    work = RemoteWork("models.training.service:run_training",
+                      {"config_id": str(config_id), "requested_by": requested_by, "version": version},
+                      database=database)
     return jobs.submit(database, runner, TRAIN_KIND, train_key(name), work,
                        params={"config": name, "config_id": str(config_id)}, requested_by=requested_by,
                        bounded=True)

@@ -8,6 +8,7 @@ update that commits the run.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import secrets
@@ -32,6 +33,7 @@ from sklearn.preprocessing import (
 )
 
 from models.artifacts.base import (
+    ARTIFACT_KINDS,
     ArtifactInfo,
     ArtifactStore,
     artifact_name,
@@ -39,6 +41,7 @@ from models.artifacts.base import (
     npz_writer,
     pickle_writer,
 )
+from models.artifacts.lease import ArtifactLease, recheck_files
 from models.artifacts.routing import get_store
 from models.errors import ServiceError, TrainingError, describe_exception
 from models.estimators import NEEDS_PROBABILITY_WRAPPER, build_estimator
@@ -289,6 +292,14 @@ def write_run_artifacts(store: ArtifactStore, run_id: str, fit: FitResult, summa
     return written
 
 
+def _fold_backend(settings: Any) -> Any:
+    """The joblib backend of the CV folds: the Dask cluster's when ``CV_JOBS`` asks for parallel folds."""
+    if settings.cv_jobs == 1:
+        return contextlib.nullcontext()
+    from models.training.folds import cluster_folds  # distributed is imported only when folds may spread
+    return cluster_folds(settings)
+
+
 def train_config(database: Database, name_or_id: Any, *, progress: Progress = no_progress,
                  version: str | None = None, requested_by: str | None = None,
                  store: ArtifactStore | None = None) -> dict[str, Any]:
@@ -318,12 +329,14 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
                                 {"$set": {"status": "training", "training_started_at": started,
                                           "training_owner": current_owner()}})
     written: dict[str, ArtifactInfo] = {}
+    lease: ArtifactLease | None = None
     run_recorded = False
     try:
         progress(0.0, "loading data")
         data = load_training_data(config, database.settings)
         t_load = time.perf_counter()
-        fit = fit_config(config, data, scaled(progress, 0.05, 0.9), n_jobs=database.settings.cv_jobs)
+        with _fold_backend(database.settings):
+            fit = fit_config(config, data, scaled(progress, 0.05, 0.9), n_jobs=database.settings.cv_jobs)
         run_id = new_run_id()
         spec = fold_spec(config)
         fingerprint = data.fingerprint(config["target"])
@@ -339,6 +352,9 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
         summary = {"run_id": run_id, "name": config["name"], "metrics": fit.metrics, "cv": fit.cv,
                    "feature_importance": fit.feature_importance, "data": data_info, "fold_spec": spec,
                    "versions": environment_versions()}
+        # a lease on the files before they exist: `artifacts gc` leaves them alone until the commit point
+        lease = ArtifactLease(database, run_id)
+        lease.add(artifact_name(run_id, kind) for kind in ARTIFACT_KINDS)
         written = write_run_artifacts(store, run_id, fit, summary)
         saved_at = now()
         durations = {"load_s": t_load - t0, **fit.durations, "save_s": time.perf_counter() - t_save}
@@ -355,6 +371,8 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
                "warnings": result_warnings(fit, config["task"]),
                "status": "trained", "created_at": saved_at, "requested_by": requested_by,
                "status_history": [{"status": "trained", "at": saved_at, "by": requested_by}]}
+        lease.renew()
+        recheck_files(store, written.values())  # still there, still the bytes written: then commit
         RunStore(database).insert_versioned(run, version)
         run_recorded = True  # from here on the files belong to a recorded run: never delete them
         progress(0.98, "updating config")
@@ -362,6 +380,7 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
             "$set": {**config_fields_for_run(run), "updated_at": saved_at},
             "$unset": {"error": "", "training_started_at": "", "training_owner": ""},
             "$inc": {"rev": 1, "runs_count": 1}})
+        lease.close()
         progress(1.0, "done")
         for warning in run["warnings"]:
             log.warning("%s: %s", config["name"], warning)
@@ -372,6 +391,8 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
         if not run_recorded:
             for info in written.values():
                 store.delete(info.path)
+        if lease is not None:
+            lease.close()
         error = ({"code": exc.code, "message": exc.message, "field": exc.field} if isinstance(exc, ServiceError)
                  else {"code": "training_error", "message": describe_exception(exc)})
         error["at"] = now()
