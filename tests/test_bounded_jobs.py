@@ -16,7 +16,7 @@ from models.errors import ConflictError, NotFoundError
 from models.store.configs import ConfigStore
 from models.training.service import submit_training, train_bounded
 from models.training.train import train_config
-from tests.helpers import cls_config
+from tests.helpers import cls_config, create_then_change_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 # A deliberately slow config on the test data: about a minute of fitting on one core.
@@ -149,7 +149,9 @@ def test_train_bounded_honours_the_time_limit(database, settings, slow_and_fast)
 
 
 def test_errors_of_the_child_come_back_with_their_code_and_field(database, settings, games_csv):
-    ConfigStore(database).create(cls_config("gone", games_csv, training_csv=str(games_csv.parent / "nope.csv")))
+    # the CSV goes away after the config was saved (a missing one is refused at save)
+    create_then_change_csv(ConfigStore(database), cls_config("gone", games_csv,
+                                                             training_csv=str(games_csv.parent / "nope.csv")))
     with pytest.raises(Exception) as caught:
         train_bounded(database, "gone")
     assert caught.value.code == "data_error"
