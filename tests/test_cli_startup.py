@@ -88,3 +88,9 @@ def test_head_reads_the_first_lines_quietly(settings, database, games_csv):
     assert proc.returncode == 0
     assert proc.stdout.splitlines()[0] == "["
     assert proc.stderr == "", proc.stderr
+
+
+def test_suggest_methods_offered_by_the_cli_are_the_core_s():
+    from cli.commands.ensemble_suggest import METHODS
+    from models.ensembles.selection import METHODS as CORE_METHODS
+    assert METHODS == CORE_METHODS

@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import re
 
-import pandas as pd
 import pytest
 
 from models.ensembles.plan import LEGACY, NO_OOF, NOT_TRAINED, plan_summary, retrain_plan, retrain_reason

@@ -27,7 +27,7 @@ from models.training.train import train_config
 from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web import create_app
 from web.headers import HEADERS
-from web.testing import csrf_from, csrf_token, login
+from web.testing import csrf_from, login
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = {"name": "c1", "task": "classification", "model_type": "random_forest", "features": ["a", "b"],
@@ -175,8 +175,8 @@ JSON_ROUTES = [("POST", "/api/configs"), ("PUT", "/api/configs/keep"), ("PATCH",
 
 @pytest.mark.parametrize("number", ["9" * 4301, "-" + "1" * 5000, "1e999", "-1e400"])
 @pytest.mark.parametrize("method,path", JSON_ROUTES)
-def test_huge_numbers_in_any_json_body_are_400(api, database, method, path, number):
-    ConfigStore(database).create({**CONFIG, "name": "keep"})
+def test_huge_numbers_in_any_json_body_are_400(api, database, games_csv, method, path, number):
+    ConfigStore(database).create(cls_config("keep", games_csv))
     before = database.configs.find_one({"name": "keep"})
     body = '{"rows": [{"a": %s}], "name": %s}' % (number, number)
     response = api(method, path, data=body, content_type="application/json")

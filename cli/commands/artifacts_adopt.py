@@ -4,7 +4,6 @@ from __future__ import annotations
 import click
 
 from cli.context import AppContext, emit_json, info, json_option, pass_app, stdout
-from models.training.adopt import adopt_legacy
 
 
 def register(cli: click.Group) -> None:
@@ -23,6 +22,7 @@ def adopt(app: AppContext, name: str, trust: bool, as_json: bool) -> None:
     The final model is not retrained. Refused without --trust (no file is read before it), and when a
     file is missing (file_missing).
     """
+    from models.training.adopt import adopt_legacy
     def progress(fraction: float, message: str) -> None:
         if not as_json:
             info(f"[{fraction * 100:5.1f}%] {message}")

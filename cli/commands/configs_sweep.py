@@ -7,8 +7,6 @@ from typing import Any
 import click
 
 from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
-from models import jobs
-from models.training.sweep import create_sweep, parse_grid, submit_sweep_training
 
 
 def register(cli: click.Group) -> None:
@@ -16,6 +14,7 @@ def register(cli: click.Group) -> None:
 
 
 def _wait_all(app: AppContext, queued: list[dict[str, Any]], quiet: bool) -> list[dict[str, Any]]:
+    from models import jobs
     """Follow the training jobs until each has finished; one line per finished job on stderr."""
     pending = {str(j["_id"]): j for j in queued}
     done: dict[str, dict[str, Any]] = {}
@@ -46,6 +45,7 @@ def sweep(app: AppContext, base: str, grid: tuple[str, ...], train_: bool, as_js
 
     A combination that fails hyperparameter validation refuses the whole sweep (nothing is created).
     """
+    from models.training.sweep import create_sweep, parse_grid, submit_sweep_training
     created = create_sweep(app.db, base, parse_grid(grid))
     out: list[dict[str, Any]] = [{"name": c["name"], "hyperparameters": c["hyperparameters"]} for c in created]
     if not as_json:

@@ -5,10 +5,9 @@ from typing import Any
 
 import click
 
-from agents.tools.stacking_tool import StackingTool
-from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app, stdout
-from models.ensembles.selection import METHODS, SELECTION_METRICS
-from models.ensembles.stacking import meta_model_names
+from cli.context import AppContext, LazyChoice, emit_json, emit_table, info, json_option, pass_app, stdout
+
+METHODS = ("greedy", "stack", "both")  # models.ensembles.selection.METHODS (a test keeps them equal)
 
 
 def register(cli: click.Group) -> None:
@@ -16,7 +15,13 @@ def register(cli: click.Group) -> None:
 
 
 def _metrics() -> list[str]:
+    from models.ensembles.selection import SELECTION_METRICS
     return [m for t in SELECTION_METRICS.values() for m in t]
+
+
+def _meta_models() -> list[str]:
+    from models.ensembles.stacking import meta_model_names
+    return meta_model_names()
 
 
 @click.command("suggest")
@@ -24,13 +29,13 @@ def _metrics() -> list[str]:
 @click.option("--from", "from_configs", multiple=True, help="A candidate config (repeat for each).")
 @click.option("--all-compatible", is_flag=True,
               help="Every trained config sharing task, target, data and folds (with --from's first config).")
-@click.option("--metric", type=click.Choice(_metrics()), default=None,
+@click.option("--metric", type=LazyChoice(_metrics), default=None,
               help="Selection metric [default: log_loss for classification, rmse for regression].")
 @click.option("--size", type=click.IntRange(1, 1000), default=None, help="Greedy selection steps [default: 25].")
 @click.option("--method", type=click.Choice(METHODS), default="greedy", show_default=True,
               help="greedy: weighted ensemble (Caruana); stack: meta-model over the top candidates; "
                    "both: the better honest score.")
-@click.option("--meta", "meta_model", type=click.Choice(meta_model_names()), default=None,
+@click.option("--meta", "meta_model", type=LazyChoice(_meta_models), default=None,
               help="Meta-model for --method stack/both [default: logistic_regression or ridge].")
 @click.option("--stack-top", type=click.IntRange(2, 100), default=None,
               help="How many of the best candidates the stacked option uses [default: 5].")
@@ -41,6 +46,7 @@ def suggest(app: AppContext, name: str, from_configs: tuple[str, ...], all_compa
             size: int | None, method: str, meta_model: str | None, stack_top: int | None, description: str,
             as_json: bool) -> None:
     """Suggest and store ensemble NAME chosen from the candidates' stored out-of-fold predictions."""
+    from agents.tools.stacking_tool import StackingTool
     def progress(fraction: float, message: str) -> None:
         if not as_json:
             info(f"[{fraction * 100:5.1f}%] {message}")

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import click
 
-from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
-from models import jobs
-from models.jobs.store import MAX_LIST_LIMIT
+from cli.context import AppContext, LazyChoice, emit_json, emit_table, info, json_option, pass_app
+
+
+def _statuses() -> tuple[str, ...]:
+    from models.jobs.store import STATUSES
+    return tuple(STATUSES)
 
 
 def register(cli: click.Group) -> None:
@@ -29,13 +32,14 @@ COLUMNS = ["id", "kind", "key", "status", "progress", "seconds", "message / erro
 
 
 @jobs_group.command("list")
-@click.option("--status", type=click.Choice(jobs.STATUSES), help="Only jobs in this state.")
+@click.option("--status", type=LazyChoice(_statuses), help="Only jobs in this state.")
 @click.option("--kind", help="Only jobs of this kind (train, ensemble).")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, MAX_LIST_LIMIT))
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
 @json_option
 @pass_app
 def list_cmd(app: AppContext, status: str | None, kind: str | None, limit: int, as_json: bool) -> None:
     """The newest jobs first."""
+    from models import jobs
     found = jobs.list_jobs(app.db, status=status, kind=kind, limit=limit)
     if as_json:
         emit_json([jobs.job_to_json(j) for j in found])
@@ -49,6 +53,7 @@ def list_cmd(app: AppContext, status: str | None, kind: str | None, limit: int, 
 @pass_app
 def show(app: AppContext, job_id: str, as_json: bool) -> None:
     """One job: state, progress, error or result."""
+    from models import jobs
     job = jobs.get_job(app.db, job_id)
     if as_json:
         emit_json(jobs.job_to_json(job))
@@ -65,6 +70,7 @@ def cancel(app: AppContext, job_id: str, as_json: bool) -> None:
 
     Exits 2 when the job has already ended or does not exist.
     """
+    from models import jobs
     job = jobs.cancel(app.db, job_id, requested_by="cli")
     if as_json:
         emit_json(jobs.job_to_json(job))
