@@ -183,7 +183,9 @@ def test_cli_train_stops_at_train_timeout_seconds(database, settings, slow_and_f
     elapsed = time.monotonic() - started
     assert out.returncode == 1, out.stderr
     assert "TRAIN_TIMEOUT_SECONDS=3" in out.stderr + out.stdout
-    assert elapsed < 3 + SLACK_S + 8  # + the CLI's own start-up
+    # + the CLI's own start-up and its worker process's imports, slow on a loaded machine; the fit
+    # itself would take well over a minute
+    assert elapsed < 3 + SLACK_S + 20
     _assert_nothing_kept(database, settings, slow_and_fast, before, "timeout")
 
 

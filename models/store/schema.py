@@ -45,7 +45,7 @@ def refuse_service_fields(keys: Any) -> None:
     if errors:
         raise ValidationError(errors[0]["message"] if len(errors) == 1 else
                               "fields written by the service cannot be set by hand: "
-                              + ", ".join(e["field"] for e in errors), errors=errors)
+                              + ", ".join(e["field"] for e in errors), field=errors[0]["field"], errors=errors)
 
 
 INPUT_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",
