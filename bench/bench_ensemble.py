@@ -32,8 +32,8 @@ N_ROWS = 50_000
 CV_FOLDS = 3
 SVM_MAX_ITER = 1000
 BASES = [
-    ("bench_rf", "random_forest", {"n_estimators": 300, "max_depth": 10, "n_jobs": 2}),
-    ("bench_et", "extra_trees", {"n_estimators": 200, "max_depth": 10, "n_jobs": 2}),
+    ("bench_rf", "random_forest", {"n_estimators": 300, "max_depth": 10}),
+    ("bench_et", "extra_trees", {"n_estimators": 200, "max_depth": 10}),
     ("bench_gb", "gradient_boosting", {"n_estimators": 100, "max_depth": 3}),
     ("bench_lr", "logistic_regression", {"C": 1.0}),
     # SVC is O(n^2) in rows: its solver iterations are capped by a config choice (max_iter)

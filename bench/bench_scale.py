@@ -208,7 +208,7 @@ def main() -> None:
         names = [f"c{i:02d}" for i in range(args.configs)]
         for name in names:
             store.create({"name": name, "task": "classification", "model_type": "random_forest",
-                          "hyperparameters": {"n_estimators": args.trees, "max_depth": 10, "n_jobs": 1},
+                          "hyperparameters": {"n_estimators": args.trees, "max_depth": 10},
                           "features": FEATURES[:8], "target": "home_win", "training_csv": str(csv),
                           "cv_folds": 3, "random_state": 7})
 
@@ -235,7 +235,7 @@ def main() -> None:
         # loading: one artifact, the same bytes in the local folder and in GridFS
         local = db.settings  # artifact_store="local"
         store.create({"name": "load_rf", "task": "classification", "model_type": "random_forest",
-                      "hyperparameters": {"n_estimators": args.load_trees, "max_depth": 12, "n_jobs": 1},
+                      "hyperparameters": {"n_estimators": args.load_trees, "max_depth": 12},
                       "features": FEATURES[:8], "target": "home_win", "training_csv": str(csv), "cv_folds": 3})
         train_config(db, "load_rf")
         doc_local = ConfigStore(db).get("load_rf")

@@ -35,7 +35,7 @@ def main() -> None:
         csv = write_games_csv(settings.data_dir / "games.csv", n_games=args.rows)
         ConfigStore(db).create({
             "name": "bench_rf", "task": "classification", "model_type": "random_forest",
-            "hyperparameters": {"n_estimators": args.trees, "max_depth": 12, "min_samples_leaf": 3, "n_jobs": -1},
+            "hyperparameters": {"n_estimators": args.trees, "max_depth": 12, "min_samples_leaf": 3},
             "features": FEATURES[:8], "target": "home_win", "training_csv": str(csv), "cv_folds": 5})
         t0 = time.perf_counter()
         run = train_config(db, "bench_rf")

@@ -21,6 +21,7 @@ from models.errors import (
     NotFoundError,
     ServiceError,
     ValidationError,
+    describe_exception,
 )
 from models.settings import Settings, get_settings
 
@@ -185,7 +186,7 @@ def _fail(ctx: click.Context, exc: BaseException, code: int) -> None:
     app = ctx.find_object(AppContext)
     if app is not None and app.debug:
         traceback.print_exc()
-    message = exc.message if isinstance(exc, ServiceError) else f"{exc.__class__.__name__}: {exc}"
+    message = exc.message if isinstance(exc, ServiceError) else describe_exception(exc)
     if isinstance(exc, ValidationError) and len(exc.errors) > 1:
         message = "invalid input:\n" + "\n".join(f"  - {e['field']}: {e['message']}" for e in exc.errors)
     click.echo(f"error: {message}", err=True)

@@ -296,3 +296,15 @@ def test_database_errors_carry_a_short_cause_not_the_topology():
     text = describe_exception(exc)
     assert text == "ServerSelectionTimeoutError: the database did not answer"
     assert jobs.store.error_of(exc) == {"code": "database_unavailable", "message": text}
+
+
+@pytest.mark.parametrize("body", [{"\u0000": False}, {"hyperparameters": {"a\u0000b": 1}}])
+def test_field_names_with_nul_are_422_not_500(api, database, body):
+    """Found by the property test: BSON cannot store a NUL in a key; it used to reach MongoDB and answer 500."""
+    ConfigStore(database).create({**CONFIG, "name": "keep"})
+    before = database.configs.find_one({"name": "keep"})
+    for method, path, payload in (("PATCH", "/api/configs/keep", body), ("POST", "/api/configs", {**CONFIG, **body})):
+        response = api(method, path, payload)
+        assert response.status_code == 422, response.get_data(as_text=True)
+        assert "NUL" in response.get_json()["error"]["message"]
+    assert database.configs.find_one({"name": "keep"}) == before and database.configs.count_documents({}) == 1

@@ -152,6 +152,11 @@ def login() -> Any:
         flash("Wrong password.", "error")
         return render_template("auth/login.html", next=next_url), 401
     state.login_limiter.reset(client)
+    if session.get(SESSION_ID):  # logging in again ends the session this browser had
+        try:
+            revoke_session(state.database, session.get(SESSION_ID))
+        except PyMongoError:
+            log.warning("could not revoke the previous session at login (database unreachable)")
     session.clear()  # a fresh session: nothing from before the login survives
     session[SESSION_KEY] = True
     session[SESSION_ID] = open_session(state.database, current_app.permanent_session_lifetime)

@@ -45,7 +45,7 @@ def refuse_service_fields(keys: Any) -> None:
     if errors:
         raise ValidationError(errors[0]["message"] if len(errors) == 1 else
                               "fields written by the service cannot be set by hand: "
-                              + ", ".join(e["field"] for e in errors), errors=errors)
+                              + ", ".join(e["field"] for e in errors), field=errors[0]["field"], errors=errors)
 
 
 INPUT_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",
@@ -157,6 +157,24 @@ def _oversized_int(value: Any, where: str = "") -> tuple[str, int] | None:
     return None
 
 
+def _nul_key(value: Any, where: str = "") -> str | None:
+    """Where a key with a NUL character (which BSON cannot store) is, in a JSON-like value; None if none."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{where}.{key!r}" if where else repr(key)
+            if isinstance(key, str) and "\x00" in key:
+                return here
+            found = _nul_key(item, f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _nul_key(item, f"{where}.{i}" if where else str(i))
+            if found is not None:
+                return found
+    return None
+
+
 def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[str, Any]:
     """Validate a config document and return it normalised (defaults filled, extras kept).
 
@@ -167,11 +185,14 @@ def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[s
     """
     if not isinstance(doc, dict):
         raise ValidationError(f"a config must be a JSON object, got {type(doc).__name__}", field="")
-    bad_keys = [k for k in doc if not isinstance(k, str) or k.startswith("$") or "." in k or not k]
+    bad_keys = [k for k in doc if not isinstance(k, str) or k.startswith("$") or "." in k or not k or "\x00" in k]
     if bad_keys:
         raise ValidationError(f"invalid field names: {', '.join(map(repr, bad_keys))} "
-                              "(field names may not be empty, start with '$' or contain '.')",
+                              "(field names may not be empty, start with '$' or contain '.' or a NUL character)",
                               field=str(bad_keys[0]))
+    nul = _nul_key(doc)
+    if nul is not None:
+        raise ValidationError(f"{nul}: field names may not contain a NUL character", field=nul)
     too_big = _oversized_int(doc)
     if too_big is not None:
         where, value = too_big

@@ -34,7 +34,8 @@ def int_arg(name: str, default: int, minimum: int = 0, maximum: int = 10_000) ->
     try:
         value = int(raw)
     except ValueError:
-        raise ValidationError(f"{name} must be a whole number, got {raw!r}", field=name) from None
+        shown = raw if len(raw) <= 30 else raw[:27] + "..."
+        raise ValidationError(f"{name} must be a whole number, got {shown!r}", field=name) from None
     if not minimum <= value <= maximum:
         raise ValidationError(f"{name} must be between {minimum} and {maximum}", field=name)
     return value
