@@ -18,7 +18,6 @@ import os
 import pickle
 import queue
 import threading
-import time
 import warnings
 from dataclasses import dataclass
 from typing import IO, Any, Callable
@@ -293,7 +292,6 @@ class VerifiedReader(io.RawIOBase):
             self._index = index
             self._cond.notify_all()
         self._block, self._off = item, 0
-        time.sleep(0)  # let the helper take the GIL now, not after the 5 ms switch interval (it needs it per block)
         return True
 
     def readable(self) -> bool:
