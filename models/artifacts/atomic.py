@@ -28,7 +28,7 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-CHUNK_SIZE = 4 * 1024 * 1024
+CHUNK_SIZE = 256 * 1024  # small blocks: the verified reader holds only a few of them (bench/bench_cold_load.py)
 
 
 class _HashingWriter:

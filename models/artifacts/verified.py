@@ -50,6 +50,31 @@ def read_verified(store: ArtifactStore, stored_path: str | None, sha256: str | N
     return data
 
 
+def verify_file(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> int:
+    """Check a file against its SHA-256 as it streams past, holding 1 MiB of it at a time; its size.
+    Never unpickles anything (what creating an ensemble needs of the base models' files)."""
+    if not stored_path:
+        raise ArtifactError("artifact path is not set", reason="field_missing")
+    if not sha256:
+        raise ArtifactError(f"no checksum is recorded for {stored_path}; it cannot be verified",
+                            reason="checksum_missing", path=stored_path)
+    digest, size = hashlib.sha256(), 0
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with store.open_stream(stored_path, sha256) as fh:
+        while n := fh.readinto(view):
+            digest.update(view[:n])
+            size += n
+    if not size:
+        raise ArtifactError(f"artifact file {stored_path} is empty", reason="empty_file", path=stored_path)
+    actual = digest.hexdigest()
+    if actual != sha256:
+        raise ArtifactError(f"artifact file {stored_path} fails verification: SHA-256 is {actual[:12]}..., "
+                            f"expected {sha256[:12]}... (changed or corrupted); it was not loaded",
+                            reason="checksum_mismatch", path=stored_path)
+    return size
+
+
 def load_verified(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> tuple[Any, list[str]]:
     """Unpickle an artifact after verifying it; return ``(object, warnings)``.
 
@@ -136,22 +161,25 @@ def _mismatch(path: str, what: str) -> ArtifactError:
 class VerifiedReader(io.RawIOBase):
     """A forward-only file object that hands out only bytes whose block has passed SHA-256.
 
-    A background thread reads the source block by block into a few private
-    buffers and hashes each one there (file reads and hashlib release the GIL),
-    so reading and verifying run alongside unpickling instead of before it,
-    while the unpickler can never get a byte that has not been checked against
-    the checksum recorded in MongoDB: a block is handed over only after its
-    hash matched, and the bytes served are the very bytes hashed, so changing
-    the file meanwhile achieves nothing. Block 0 is checked before the reader is
-    returned: a replaced or early-corrupted file never reaches the unpickler.
+    Blocks are read in order into a few private buffers and hashed there; a
+    block is handed to the unpickler only after its hash matched the checksum
+    recorded in MongoDB, and the bytes served are the very bytes hashed, so
+    changing the file meanwhile achieves nothing. Block 0 is checked before
+    the reader is returned: a replaced or early-corrupted file never reaches
+    the unpickler.
 
-    Memory stays bounded: the thread runs at most ``LOOKAHEAD`` verified blocks
-    ahead and the buffers are reused; ``readinto`` copies each byte once, from
-    a verified block straight into the unpickler's own buffer (numpy arrays
-    in a protocol-5 pickle are filled that way, with no further copy).
+    Verification runs alongside unpickling: a helper thread reads and hashes
+    up to ``LOOKAHEAD`` blocks ahead (file reads and hashlib release the GIL),
+    and when the unpickler needs a block nobody has started yet it verifies
+    that block itself instead of waiting (under the GIL a helper thread that
+    needs the lock back after every block falls behind a busy unpickler; a
+    loaded machine may not give it a core at all). Memory stays bounded: at
+    most ``LOOKAHEAD + 2`` block buffers, reused; ``readinto`` copies each byte
+    once, from a verified block straight into the unpickler's own buffer
+    (numpy arrays in a protocol-5 pickle are filled that way, with no further copy).
     """
 
-    LOOKAHEAD = 2  # verified blocks waiting for the unpickler (plus one being read, one being served)
+    LOOKAHEAD = 4  # blocks the helper may verify ahead of the one being served
 
     def __init__(self, source: bytes | IO[bytes], info: ArtifactInfo) -> None:
         super().__init__()
@@ -165,22 +193,25 @@ class VerifiedReader(io.RawIOBase):
         self._block = memoryview(b"")
         self._off = 0           # position in that block
         self._pos = 0           # position in the file
-        self._ready: queue.Queue[memoryview | str] = queue.Queue(maxsize=self.LOOKAHEAD)
+        self._claimed = 0       # blocks before this one are being or have been read and hashed
+        self._done: dict[int, memoryview | str] = {}  # verified blocks (or why one failed), not yet served
+        self._failed = False
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._stop = threading.Event()
+        self._io = threading.Lock()         # reads from the source happen in block order
+        self._cond = threading.Condition()  # guards _claimed, _done, _index, _failed
+        self._stop = False
         actual_size = _stream_size(self._src)
         if actual_size != info.size or len(info.chunk_sha256) != self._blocks or not info.size:
             self._src.close()
             raise _mismatch(info.path, f"size is {actual_size} bytes, expected {info.size}")
-        first = self._read_block(0)
+        self._verify_next(0)
+        first = self._done.pop(0)
         if isinstance(first, str):
             self._src.close()
             raise _mismatch(info.path, first)
         self._block = first
         if self._blocks > 1:
-            threading.Thread(target=self._verify_rest, name="artifact-verify", daemon=True).start()
-        else:
-            self._src.close()
+            threading.Thread(target=self._help, name="artifact-verify", daemon=True).start()
 
     def _buffer(self) -> bytearray:
         try:
@@ -188,56 +219,78 @@ class VerifiedReader(io.RawIOBase):
         except queue.Empty:
             return bytearray(self._info.chunk_size or 0)
 
-    def _read_block(self, index: int) -> memoryview | str:
-        """Block ``index`` read into a private buffer and hashed there: its bytes, or why it failed."""
-        size = self._info.chunk_size or 0
-        start, end = index * size, min((index + 1) * size, self._size)
-        view = memoryview(self._buffer())[:end - start]
-        got = 0
-        while got < len(view):
-            n = self._src.readinto(view[got:])
-            if not n:
-                break
-            got += n
-        if got != len(view):
-            return f"block {index} (bytes {start}-{end}) ended early"
-        actual = hashlib.sha256(view).hexdigest()
-        if actual != self._info.chunk_sha256[index]:  # type: ignore[index]
-            return f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
-        return view
-
-    def _hand_over(self, item: memoryview | str) -> bool:
-        while not self._stop.is_set():
+    def _verify_next(self, limit: int) -> bool:
+        """Claim the next unclaimed block if its index is <= ``limit``, read it, hash it and record the
+        outcome. False when there was nothing to claim."""
+        with self._io:
+            with self._cond:
+                index = self._claimed
+                if index >= self._blocks or index > limit or self._failed or self._stop:
+                    return False
+                self._claimed += 1
+            size = self._info.chunk_size or 0
+            start, end = index * size, min((index + 1) * size, self._size)
+            view = memoryview(self._buffer())[:end - start]
+            got, problem = 0, None
             try:
-                self._ready.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+                while got < len(view):
+                    n = self._src.readinto(view[got:])
+                    if not n:
+                        break
+                    got += n
+                if got != len(view):
+                    problem = f"block {index} (bytes {start}-{end}) ended early"
+                elif index == self._blocks - 1:
+                    if self._src.read(1):
+                        problem = "the file grew while it was read"
+                    self._src.close()
+            except Exception as exc:  # an I/O error: whoever waits for this block must not hang
+                problem = f"read error: {exc}"
+        if problem is None:
+            actual = hashlib.sha256(view).hexdigest()
+            if actual != self._info.chunk_sha256[index]:  # type: ignore[index]
+                problem = f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
+        with self._cond:
+            self._done[index] = view if problem is None else problem
+            self._failed = self._failed or problem is not None
+            self._cond.notify_all()
+        return True
 
-    def _verify_rest(self) -> None:
-        try:
-            for index in range(1, self._blocks):
-                item = self._read_block(index)
-                if index == self._blocks - 1 and not isinstance(item, str) and self._src.read(1):
-                    item = "the file grew while it was read"
-                if not self._hand_over(item) or isinstance(item, str):
-                    return
-        except Exception as exc:  # an I/O error: a reader waiting on a later block must not hang
-            self._hand_over(f"read error: {exc}")
-        finally:
-            self._src.close()
+    def _help(self) -> None:
+        """The helper thread: verify blocks ahead of the unpickler, up to ``LOOKAHEAD``."""
+        while True:
+            with self._cond:
+                while (self._claimed > self._index + self.LOOKAHEAD and not self._stop
+                       and self._claimed < self._blocks and not self._failed):
+                    self._cond.wait()
+                limit = self._index + self.LOOKAHEAD
+            if not self._verify_next(limit):
+                with self._cond:
+                    if self._stop or self._failed or self._claimed >= self._blocks:
+                        return
 
     def _next_block(self) -> bool:
-        """Move to the next verified block; False at the end of the file."""
-        if self._index + 1 >= self._blocks:
+        """Move to the next verified block (verifying it here if nobody has started it); False at the end."""
+        index = self._index + 1
+        if index >= self._blocks:
             return False
-        item = self._ready.get()
+        while True:
+            with self._cond:
+                if index in self._done:
+                    item = self._done.pop(index)
+                    break
+                if index < self._claimed:  # the helper is on it
+                    self._cond.wait()
+                    continue
+            if not self._verify_next(index) and index >= self._claimed:
+                raise _mismatch(self._info.path, f"block {index} could not be verified")
         if isinstance(item, str):
             self._index = self._blocks  # nothing more is served
             raise _mismatch(self._info.path, item)
-        self._free.put(self._block.obj)  # type: ignore[arg-type]  # the thread may reuse the old buffer
-        self._index += 1
+        self._free.put(self._block.obj)  # type: ignore[arg-type]  # its bytes were all served: reuse it
+        with self._cond:
+            self._index = index
+            self._cond.notify_all()
         self._block, self._off = item, 0
         return True
 
@@ -298,12 +351,11 @@ class VerifiedReader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            self._stop.set()
-            try:
-                while True:  # let a thread blocked on a full queue see the stop
-                    self._ready.get_nowait()
-            except queue.Empty:
-                pass
+            with self._cond:
+                self._stop = True
+                self._cond.notify_all()
+            with self._io:
+                self._src.close()
         super().close()
 
 
