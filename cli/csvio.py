@@ -11,7 +11,9 @@ import pandas as pd
 
 from cli.context import info
 from models.artifacts.atomic import atomic_write_bytes
+from models.artifacts.predictor import with_predictions
 from models.errors import ValidationError
+from models.jsonable import to_json
 
 
 def read_csv_arg(path: Path) -> pd.DataFrame:
@@ -31,13 +33,20 @@ def read_csv_arg(path: Path) -> pd.DataFrame:
 def write_predictions(frame: pd.DataFrame, table: pd.DataFrame, out: Path | None, as_json: bool,
                       meta: dict[str, Any]) -> None:
     """The input rows with prediction columns appended, as CSV to ``out`` (atomically) or stdout;
-    with ``--json``, a JSON object holding the predictions on stdout."""
-    table = table.set_axis(frame.index)
+    with ``--json``, a JSON object holding the predictions on stdout (full float precision).
+
+    Input columns named like a prediction column (``prediction``, ``proba_<class>``, e.g. from an earlier
+    run) are replaced by the new values, never duplicated."""
+    merged, clash = with_predictions(frame, table)
+    if clash:
+        info(f"note: the input's column{'s' if len(clash) > 1 else ''} {', '.join(clash)} "
+             f"{'are' if len(clash) > 1 else 'is'} replaced by the new predictions")
     if out is not None:
-        atomic_write_bytes(out, pd.concat([frame, table], axis=1).to_csv(index=False).encode())
+        atomic_write_bytes(out, merged.to_csv(index=False).encode())
         info(f"wrote {len(table)} predictions to {out}")
     if as_json:
+        records = [to_json(r) for r in table.to_dict(orient="records")]
         click.echo(json.dumps({**meta, "rows": len(table), **({"out": str(out)} if out else {}),
-                               "predictions": json.loads(table.to_json(orient="records"))}))
+                               "predictions": records}))
     elif out is None:
-        pd.concat([frame, table], axis=1).to_csv(sys.stdout, index=False)
+        merged.to_csv(sys.stdout, index=False)

@@ -105,6 +105,8 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
                         f"missing or infinite values; at least {MIN_ROWS} are needed", field="training_csv")
     X = X_frame.to_numpy()[kept]
     y = y_series.to_numpy()[kept]
+    if config["task"] == "classification" and y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
+        y = y.astype(np.int64)  # integer labels read as floats because the column had a blank: 3, not 3.0
     if np.abs(X).max(initial=0.0) > 1e300:
         raise DataError("feature values are too large to train on (beyond 1e300)", field="features")
     if config["task"] == "classification":

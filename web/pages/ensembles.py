@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+import io
+
+import pandas as pd
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
 from models import jobs
-from models.ensembles.build import get_ensemble, list_ensembles
+from models.artifacts.predictor import with_predictions
+from models.ensembles.build import delete_ensemble, get_ensemble, list_ensembles, load_ensemble
 from models.ensembles.service import (
     REQUEST_FIELDS,
     candidates,
     comparison_rows,
+    ensemble_features,
     ensemble_key,
     submit_ensemble,
 )
@@ -81,4 +86,51 @@ def detail(name: str) -> Any:
             get_ensemble(database, name)  # raises NotFoundError: 404
         return render_template("ensembles/pending.html", name=name, job=job)
     return render_template("ensembles/detail.html", ensemble=doc, comparison=comparison_rows(doc),
+                           ensemble_features=ensemble_features(database, doc),
                            job=jobs.latest_job(database, ensemble_key(name)))
+
+
+def _uploaded_frame() -> pd.DataFrame:
+    """The CSV file of the predict form as a DataFrame; ValidationError naming ``csv`` otherwise."""
+    upload = request.files.get("csv")
+    if upload is None or not upload.filename:
+        raise ValidationError("choose a CSV file with the rows to predict", field="csv")
+    try:
+        frame = pd.read_csv(io.BytesIO(upload.read()))
+    except UnicodeDecodeError:
+        raise ValidationError(f"{upload.filename} is not UTF-8 text", field="csv") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValidationError(f"{upload.filename} cannot be read: {str(exc).strip()}", field="csv") from None
+    if frame.empty:
+        raise ValidationError(f"{upload.filename} has no rows", field="csv")
+    return frame
+
+
+@bp.post("/<name>/predict")
+def predict(name: str) -> Any:
+    """Predict the rows of an uploaded CSV; answers with that CSV plus the prediction columns."""
+    database = get_db()
+    get_ensemble(database, name)  # 404 for an unknown name
+    try:
+        frame = _uploaded_frame()
+        merged, _ = with_predictions(frame, load_ensemble(database, name).predict_table(frame))
+    except ValidationError as exc:
+        flash(f"No predictions: {exc.message}", "error")
+        return redirect(url_for(".detail", name=name, _anchor="predict"))
+    return Response(merged.to_csv(index=False), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}-predictions.csv"'})
+
+
+@bp.route("/<name>/delete", methods=["GET", "POST"])
+def delete(name: str) -> Any:
+    """GET asks for confirmation; POST (with ``confirm``) deletes the ensemble and its files."""
+    database = get_db()
+    doc = get_ensemble(database, name)
+    if request.method == "GET":
+        return render_template("ensembles/delete.html", ensemble=doc)
+    if request.form.get("confirm") != doc["name"]:
+        flash("The deletion was not confirmed.", "error")
+        return render_template("ensembles/delete.html", ensemble=doc, confirm_error=True), 422
+    delete_ensemble(database, doc["name"])
+    flash(f"Ensemble {doc['name']} deleted (its base models' runs are kept).", "success")
+    return redirect(url_for(".index"))
