@@ -62,13 +62,19 @@ def last_trained(doc: dict[str, Any]) -> datetime | str | None:
     return doc.get("trained_at") or doc.get("artifacts_saved_at") or None
 
 
-def format_time(value: Any) -> str:
-    """``2026-11-23 10:15 UTC`` for datetimes, ISO strings shown as they are, ``—`` for nothing."""
+def format_time(value: Any, seconds: bool = False) -> str:
+    """``2026-11-23 10:15 UTC`` (with ``seconds``: ``10:15:09``) for datetimes, ISO strings shown as they
+    are, ``—`` for nothing."""
     if value is None or value == "":
         return "—"
     if isinstance(value, datetime):
-        return iso(value).replace("T", " ").removesuffix("Z")[:16] + " UTC"
+        return iso(value).replace("T", " ").removesuffix("Z")[:19 if seconds else 16] + " UTC"
     return str(value)
+
+
+def format_time_s(value: Any) -> str:
+    """:func:`format_time` to the second (job pages: steps seconds apart)."""
+    return format_time(value, seconds=True)
 
 
 def format_number(value: Any, digits: int = 4) -> str:
@@ -106,6 +112,7 @@ def pretty_json(value: Any) -> str:
 def register_filters(app: Flask) -> None:
     """Make the helpers available in templates."""
     app.add_template_filter(format_time, "time")
+    app.add_template_filter(format_time_s, "time_s")
     app.add_template_filter(format_number, "num")
     app.add_template_filter(pretty_json, "pretty_json")
     app.add_template_filter(format_duration, "duration")

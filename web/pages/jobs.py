@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, flash, render_template, request, url_for
 
 from models import jobs
+from models.jobs.timing import job_timing
 from web.services import get_db
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -40,4 +41,4 @@ def index() -> Any:
 @bp.get("/<job_id>")
 def detail(job_id: str) -> Any:
     job = jobs.get_job(get_db(), job_id)
-    return render_template("jobs/detail.html", job=job, link=result_link(job))
+    return render_template("jobs/detail.html", job=job, link=result_link(job), timing=job_timing(job))
