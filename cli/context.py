@@ -19,6 +19,7 @@ from rich.table import Table
 
 from models.errors import (
     ConflictError,
+    DataError,
     DatabaseUnavailableError,
     NotFoundError,
     ServiceError,
@@ -28,7 +29,7 @@ from models.jsonable import to_json
 from models.settings import Settings, get_settings
 from models.store.db import Database, safe_uri
 
-USAGE_ERRORS = (ValidationError, NotFoundError, ConflictError)
+USAGE_ERRORS = (ValidationError, NotFoundError, ConflictError, DataError)  # bad input: exit 2
 
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, width=200 if not sys.stdout.isatty() else None)

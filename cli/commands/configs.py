@@ -11,8 +11,10 @@ import yaml
 from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app
 from models.errors import ValidationError
 from models.jsonable import to_json
+from models.store.columns import check_training_columns
 from models.store.configs import ConfigStore, user_fields
 from models.store.schema import validate_config
+from models.training.headline import headline_metric
 
 
 def register(cli: click.Group) -> None:
@@ -68,7 +70,7 @@ def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) 
     errors = []
     for f, doc in docs:
         try:
-            validate_config(doc)
+            check_training_columns(validate_config(doc))  # the data too: nothing is written if any fails
         except ValidationError as exc:
             errors.extend({"field": f"{f.name}: {e['field']}", "message": e["message"]} for e in exc.errors)
     if errors:
@@ -112,9 +114,13 @@ def list_(app: AppContext, task, model_type, status, tag, q, sort, as_json: bool
     if as_json:
         emit_json(docs)
         return
-    emit_table(((d["name"], d.get("task"), d.get("model_type"), d.get("status") or "new",
+    def metric(doc: dict[str, Any]) -> str:
+        found = headline_metric(doc)
+        return f"{found[0]} {found[1]:.4f}" if found else ""
+    emit_table(((d["name"], d.get("task"), d.get("model_type"), d.get("status") or "new", metric(d),
                  d.get("version", ""), d.get("run_id", "")) for d in docs),
-               ["name", "task", "model type", "status", "version", "run id"], title=f"{len(docs)} configs")
+               ["name", "task", "model type", "status", "metric", "version", "run id"],
+               title=f"{len(docs)} configs")
 
 
 @configs.command("show")

@@ -59,7 +59,8 @@ def warn_slow(app: AppContext, names: list[str]) -> None:
 @pass_app
 def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, parallel: int,
           version: str | None, as_json: bool) -> None:
-    """Train configs and save verified artifacts. Exits 1 if any training failed."""
+    """Train configs and save verified artifacts. Exits 2 if a training failed on bad input (its data), 1 if
+    one failed otherwise."""
     chosen = _selected(app, names, all_, untrained)
     if version and len(chosen) != 1:
         raise ValidationError("--version applies to exactly one config", field="--version")
@@ -111,4 +112,5 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
     if failed:
         for r in failed:
             info(f"error: {r['name']}: {r['error']['message']}")
-        raise SystemExit(1)
+        bad_input = {"data_error", "validation_error", "not_found"}
+        raise SystemExit(2 if all(r["error"]["code"] in bad_input for r in failed) else 1)

@@ -25,6 +25,7 @@ from models.ensembles.service import (
 )
 from models.ensembles.stacking import STACK_METHODS, meta_model_names
 from models.errors import ConflictError, NotFoundError, ValidationError
+from models.estimators import TASKS
 from web.pages.config_form import errors_by_field
 from web.services import get_db, job_runner, requested_by
 
@@ -41,8 +42,12 @@ def _render_form(values: dict[str, Any], errors: dict[str, list[str]] | None = N
                  general: list[str] | None = None, status: int = 200) -> tuple[str, int]:
     chosen = values.get("base_models") or []
     found = candidates(get_db(), first=values.get("first") or (chosen[0] if chosen else None))
+    # meta-models for the task at hand: the first choice's, or the only task there is; else per task
+    tasks = sorted({str(c.config.get("task")) for c in found["candidates"]
+                    if c.name == found["first"] or (not found["first"] and c.group)} & set(TASKS))
+    meta_models = {task: meta_model_names(task) for task in (tasks if tasks else TASKS)}
     return render_template("ensembles/form.html", values=values, chosen=chosen, errors=errors or {},
-                           general_errors=general or [], meta_models=meta_model_names(),
+                           general_errors=general or [], meta_models=meta_models,
                            stack_methods=STACK_METHODS, **found), status
 
 
