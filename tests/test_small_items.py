@@ -175,3 +175,11 @@ def test_no_numpy_reprs_in_data_messages(database, games_csv, tmp_path):
     with pytest.raises(DataError) as info:
         train_config(database, "rare")
     assert "class 1 of target 'rare' has only 2 rows" in info.value.message and "np." not in info.value.message
+
+
+def test_unstorable_passthrough_value_is_a_validation_error(database, games_csv):
+    doc = {**cls_config("x", games_csv), "run_id": {1, 2}}
+    with pytest.raises(ValidationError) as info:
+        ConfigStore(database).create(doc)
+    assert info.value.field == "run_id" and "cannot be stored in MongoDB" in info.value.message
+    assert database.configs.count_documents({}) == 0
