@@ -17,6 +17,7 @@ import click
 
 from models.errors import (
     ConflictError,
+    DataError,
     DatabaseUnavailableError,
     NotFoundError,
     ServiceError,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:  # imported when used: `python -m cli --help` must not pay for
 
     from models.store.db import Database
 
-USAGE_ERRORS = (ValidationError, NotFoundError, ConflictError)
+USAGE_ERRORS = (ValidationError, NotFoundError, ConflictError, DataError)  # bad input: exit 2
 
 
 class LazyConsole:

@@ -37,7 +37,8 @@ def test_train_unknown_and_failed(settings, database, tmp_path):
     assert result.exit_code == 2 and "no config named 'ghost'" in result.stderr
     create_then_change_csv(ConfigStore(database), cls_config("nocsv", tmp_path / "missing.csv"))
     result = run(settings, "train", "nocsv")
-    assert result.exit_code == 1 and "missing.csv" in result.stderr and "not found" in result.stderr
+    # a training CSV that is gone is bad input (the README: bad input exits 2)
+    assert result.exit_code == 2 and "missing.csv" in result.stderr and "not found" in result.stderr
     assert "Traceback" not in result.output
 
 

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 from flask import Flask
 from markupsafe import Markup, escape
 
+from models.training.metrics import higher_is_better
 from web.formatting import format_number
 
 BAR_COLOR = "#2f5bd3"
@@ -32,43 +33,105 @@ def _clip(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
 
 
+CHAR_WIDTH = 7.2  # px per character of a 12 px label (for sizing the label column)
+MAX_LABEL_WIDTH = 640  # beyond this a label is cut (with its full text in the bar title)
+AXIS_HEIGHT = 40
+
+
+def _nice_step(span: float) -> float:
+    """A round step (1, 2 or 5 times a power of ten) that cuts ``span`` into about four parts."""
+    raw = span / 4 if span > 0 else 1.0
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
+def axis_range(values: Sequence[float], max_value: float | None, zoom: bool) -> tuple[float, float]:
+    """Where the value axis starts and ends. From 0 normally; with ``zoom``, when all values are positive
+    and close together (differences under a quarter of the largest value would look equal from 0), the
+    axis starts at a round number below the smallest value so the differences show."""
+    top = max(values) if values else 1.0
+    hi = max_value if max_value is not None else top
+    hi = hi or 1.0
+    if not zoom or len(values) < 2 or min(values) <= 0:
+        return 0.0, hi
+    spread = top - min(values)
+    if spread >= 0.25 * top:
+        return 0.0, hi
+    step = _nice_step(max(spread, top * 0.01) * 2.5)
+    lo = max(math.floor((min(values) - max(spread, top * 0.01)) / step) * step, 0.0)
+    hi = min(hi, math.ceil((top + max(spread, top * 0.01) * 0.25) / step) * step) if max_value else \
+        math.ceil((top + max(spread, top * 0.01) * 0.25) / step) * step
+    return round(lo, 12), round(max(hi, top), 12)
+
+
 def bar_chart(items: Iterable[tuple[Any, Any]], *, max_value: float | None = None, width: int = 460,
               chart_id: str | None = None, label: str = "bar chart", highlight: Sequence[int] = (),
-              label_width: int = LABEL_WIDTH) -> Markup:
+              label_width: int = LABEL_WIDTH, zoom: bool = False,
+              lower_is_better: bool | Sequence[bool] = False) -> Markup:
     """Horizontal bars, one row per ``(label, value)``; non-numbers are listed as ``—`` with no bar.
 
-    ``max_value`` fixes the scale (e.g. 1.0 for scores); otherwise the largest value fills the width.
-    ``highlight`` holds row indexes drawn in the highlight colour (e.g. the best model).
+    ``max_value`` fixes the scale's end (e.g. 1.0 for scores); otherwise the largest value fills the width.
+    ``zoom`` lets the axis start above 0 when that hides differences (see :func:`axis_range`); the value
+    scale is drawn under the bars either way. ``lower_is_better`` (for the chart, or per row) marks those
+    rows with "↓" and says so under the chart. ``highlight`` holds row indexes drawn in the highlight
+    colour (e.g. the best model). Labels are never clipped: the label column grows to the longest.
     """
     rows = [(str(name), _number(value)) for name, value in items]
     if not rows:
         return Markup("")
+    lower = ([bool(lower_is_better)] * len(rows) if isinstance(lower_is_better, bool)
+             else [bool(x) for x in lower_is_better] + [False] * (len(rows) - len(lower_is_better)))
+    names = [("↓ " if low else "") + name for (name, _), low in zip(rows, lower)]
     numbers = [abs(v) for _, v in rows if v is not None]
-    scale = max_value if max_value is not None else (max(numbers) if numbers else 1.0)
-    scale = scale or 1.0
-    plot = width - label_width - VALUE_WIDTH
-    height = ROW_HEIGHT * len(rows) + 4
+    lo, hi = axis_range(numbers, max_value, zoom)
+    span = (hi - lo) or 1.0
+    label_width = max(label_width, min(int(max(len(n) for n in names) * CHAR_WIDTH) + 14, MAX_LABEL_WIDTH))
+    plot = max(width - LABEL_WIDTH - VALUE_WIDTH, 220)
+    width = label_width + plot + VALUE_WIDTH
+    chars = int((label_width - 12) / CHAR_WIDTH)
+    height = ROW_HEIGHT * len(rows) + 4 + AXIS_HEIGHT
     parts = [f'<svg class="chart bar-chart" role="img" aria-label="{escape(label)}" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}"'
+             f'height="{height}" viewBox="0 0 {width} {height}" data-axis-start="{format_number(lo)}"'
              + (f' id="{escape(chart_id)}"' if chart_id else "") + ">"]
     for i, (name, value) in enumerate(rows):
         y = i * ROW_HEIGHT + 2
         text_y = y + ROW_HEIGHT / 2 + 4
         shown = format_number(value) if value is not None else "—"
+        direction = " (lower is better)" if lower[i] else ""
         parts.append(f'<g class="bar" data-label="{escape(name)}" data-value="{escape(shown)}">'
-                     f'<title>{escape(name)}: {escape(shown)}</title>'
+                     f'<title>{escape(name)}: {escape(shown)}{direction}</title>'
                      f'<text x="{label_width - 8}" y="{text_y}" text-anchor="end" class="chart-label">'
-                     f'{escape(_clip(name, label_width // 7))}</text>')
+                     f'{escape(_clip(names[i], chars))}</text>')
         parts.append(f'<rect x="{label_width}" y="{y + 3}" width="{plot}" height="{ROW_HEIGHT - 6}" '
                      'class="chart-track"/>')
         if value is not None:
-            length = max(min(abs(value) / scale, 1.0), 0.0) * plot
+            length = max(min((abs(value) - lo) / span, 1.0), 0.0) * plot
             color = HIGHLIGHT_COLOR if i in highlight else BAR_COLOR
             parts.append(f'<rect x="{label_width}" y="{y + 3}" width="{length:.1f}" height="{ROW_HEIGHT - 6}" '
                          f'rx="2" fill="{color}"/>')
         parts.append(f'<text x="{label_width + plot + 6}" y="{text_y}" class="chart-value">{escape(shown)}</text>'
                      "</g>")
-    parts.append("</svg>")
+    axis_y = ROW_HEIGHT * len(rows) + 6
+    parts.append(f'<g class="chart-scale"><line x1="{label_width}" x2="{label_width + plot}" y1="{axis_y}" '
+                 f'y2="{axis_y}" stroke="#c8cdd8"/>')
+    for k in range(3):
+        tick = lo + span * k / 2
+        x = label_width + plot * k / 2
+        anchor = ("start", "middle", "end")[k]
+        parts.append(f'<line x1="{x}" x2="{x}" y1="{axis_y}" y2="{axis_y + 4}" stroke="#c8cdd8"/>'
+                     f'<text x="{x}" y="{axis_y + 15}" text-anchor="{anchor}" class="chart-axis tick">'
+                     f'{escape(format_number(tick, 3))}</text>')
+    notes = []
+    if lo > 0:
+        notes.append(f"axis starts at {format_number(lo, 3)}, not 0")
+    if all(lower):
+        notes.append("lower is better")
+    elif any(lower):
+        notes.append("↓ lower is better")
+    if notes:
+        parts.append(f'<text x="{label_width}" y="{axis_y + 31}" class="chart-axis note">'
+                     f'{escape("; ".join(notes))}</text>')
+    parts.append("</g></svg>")
     return Markup("".join(parts))
 
 
@@ -125,4 +188,5 @@ def heatmap(matrix: Sequence[Sequence[Any]], labels: Sequence[Any], *, chart_id:
 def register_charts(app: Flask) -> None:
     """Make the charts callable from templates."""
     app.add_template_global(bar_chart)
+    app.add_template_global(higher_is_better)
     app.add_template_global(heatmap)

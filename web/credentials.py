@@ -6,7 +6,8 @@ hash for the password and the token (so a database dump does not reveal
 them), the value itself for the secret key (it is needed to sign sessions).
 A generated password or token is returned in plain text once, in
 ``Credentials.generated``, so the ``serve`` command can print it; it is never
-logged. To get a new one, delete its document (or set the variable).
+logged. A new admin password: ``python -m cli web reset-password`` (:func:`reset_admin_password`); a running
+server picks it up at the next login without a restart. A new token: delete its document (or set the variable).
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from models.errors import ValidationError
 from models.settings import Settings
 from models.store.db import Database
 from models.timeutil import now
@@ -49,13 +51,19 @@ class Credentials:
     _password_hash: str | None = None
     _token_digest: str = ""
     generated: dict[str, str] = field(default_factory=dict, repr=False)
+    _reload_hash: Callable[[], str | None] | None = field(default=None, repr=False)
 
     def check_password(self, candidate: str) -> bool:
-        """True when ``candidate`` is the admin password."""
+        """True when ``candidate`` is the admin password (a stored password reset meanwhile counts)."""
         if not candidate:
             return False
         if self._password is not None:
             return hmac.compare_digest(candidate.encode("utf-8"), self._password.encode("utf-8"))
+        if self._reload_hash is not None:  # the password may have been reset since this process started
+            try:
+                self._password_hash = self._reload_hash() or self._password_hash
+            except PyMongoError:
+                log.warning("could not re-read the admin password hash; using the one read at start")
         return bool(self._password_hash) and check_password_hash(self._password_hash, candidate)
 
     def check_token(self, candidate: str) -> bool:
@@ -117,6 +125,8 @@ def load_credentials(database: Database, settings: Settings | None = None) -> Cr
             return plain, {"hash": generate_password_hash(plain)}
         doc, plain = _stored(database, settings, PASSWORD_ID, make_password)
         creds._password_hash = doc["hash"]
+        col = database.db[settings.secrets_collection]
+        creds._reload_hash = lambda: (col.find_one({"_id": PASSWORD_ID}) or {}).get("hash")
         if plain:
             generated["admin_password"] = plain
 
@@ -131,3 +141,25 @@ def load_credentials(database: Database, settings: Settings | None = None) -> Cr
         if plain:
             generated["api_token"] = plain
     return creds
+
+
+MIN_PASSWORD_CHARS = 8
+
+
+def reset_admin_password(database: Database, settings: Settings | None = None, password: str | None = None) -> str:
+    """Store a new admin password (``password``, or a generated one) and return it in plain text, once.
+
+    Refused (ValidationError) when ``ADMIN_PASSWORD`` is set: the environment wins, change it there.
+    """
+    settings = settings or database.settings
+    if settings.admin_password:
+        raise ValidationError("ADMIN_PASSWORD is set in the environment, so the stored password is not used; "
+                              "change the variable instead", field="ADMIN_PASSWORD")
+    if password is not None and len(password) < MIN_PASSWORD_CHARS:
+        raise ValidationError(f"the password must have at least {MIN_PASSWORD_CHARS} characters", field="password")
+    plain = password if password is not None else secrets.token_urlsafe(12)
+    database.db[settings.secrets_collection].replace_one(
+        {"_id": PASSWORD_ID}, {"hash": generate_password_hash(plain), "created_at": now(), "reset": True},
+        upsert=True)
+    log.warning("the admin password was reset (stored in %s.%s)", settings.mongo_db, settings.secrets_collection)
+    return plain

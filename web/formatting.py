@@ -8,67 +8,27 @@ from typing import Any
 from flask import Flask
 
 from models.errors import describe_reason
+from models.training.headline import headline_metric as primary_metric  # noqa: F401 (a template global)
 from models.timeutil import iso
-
-# Which metric to show first, per task, when a config's ``metrics`` holds several.
-PREFERRED_METRICS = {
-    "classification": ("roc_auc", "accuracy", "f1", "log_loss"),
-    "regression": ("rmse", "r2", "mae"),
-}
-# Where training may nest the numbers inside ``metrics``.
-_METRIC_SECTIONS = ("cv", "cv_mean", "test", "holdout", "validation")
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, dict) and isinstance(value.get("mean"), (int, float)):
-        return float(value["mean"])
-    return None
-
-
-def primary_metric(doc: dict[str, Any]) -> tuple[str, float] | None:
-    """The headline metric of a config, as ``(name, value)``, or ``None`` before training.
-
-    Accepts ``metrics`` as a flat mapping of numbers, with the numbers one level
-    down (``{"cv": {...}}``), or with an explicit ``{"primary": {"name", "value"}}``.
-    """
-    metrics = doc.get("metrics")
-    if not isinstance(metrics, dict) or not metrics:
-        return None
-    primary = metrics.get("primary")
-    if isinstance(primary, dict) and _number(primary.get("value")) is not None:
-        return str(primary.get("name", "metric")), _number(primary["value"])  # type: ignore[return-value]
-    if isinstance(primary, str) and _number(metrics.get(primary)) is not None:
-        return primary, _number(metrics[primary])  # type: ignore[return-value]
-    sections = [metrics] + [metrics[s] for s in _METRIC_SECTIONS if isinstance(metrics.get(s), dict)]
-    preferred = PREFERRED_METRICS.get(doc.get("task", ""), ())
-    for name in preferred:
-        for section in sections:
-            value = _number(section.get(name))
-            if value is not None:
-                return name, value
-    for section in sections:
-        for name, value in section.items():
-            if _number(value) is not None:
-                return str(name), _number(value)  # type: ignore[return-value]
-    return None
-
 
 def last_trained(doc: dict[str, Any]) -> datetime | str | None:
     """When the config's current model was trained (``trained_at``, else ``artifacts_saved_at``)."""
     return doc.get("trained_at") or doc.get("artifacts_saved_at") or None
 
 
-def format_time(value: Any) -> str:
-    """``2026-11-23 10:15 UTC`` for datetimes, ISO strings shown as they are, ``—`` for nothing."""
+def format_time(value: Any, seconds: bool = False) -> str:
+    """``2026-11-23 10:15 UTC`` (with ``seconds``: ``10:15:09``) for datetimes, ISO strings shown as they
+    are, ``—`` for nothing."""
     if value is None or value == "":
         return "—"
     if isinstance(value, datetime):
-        return iso(value).replace("T", " ").removesuffix("Z")[:16] + " UTC"
+        return iso(value).replace("T", " ").removesuffix("Z")[:19 if seconds else 16] + " UTC"
     return str(value)
+
+
+def format_time_s(value: Any) -> str:
+    """:func:`format_time` to the second (job pages: steps seconds apart)."""
+    return format_time(value, seconds=True)
 
 
 def format_number(value: Any, digits: int = 4) -> str:
@@ -106,10 +66,11 @@ def pretty_json(value: Any) -> str:
 def register_filters(app: Flask) -> None:
     """Make the helpers available in templates."""
     app.add_template_filter(format_time, "time")
+    app.add_template_filter(format_time_s, "time_s")
     app.add_template_filter(format_number, "num")
     app.add_template_filter(pretty_json, "pretty_json")
     app.add_template_filter(format_duration, "duration")
     app.add_template_filter(format_size, "filesize")
     app.add_template_filter(describe_reason, "reason_text")
-    app.add_template_global(primary_metric)
+    app.add_template_global(primary_metric, "primary_metric")
     app.add_template_global(last_trained)

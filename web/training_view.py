@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 from models import jobs
 from models.artifacts.maintenance import run_artifacts_info
 from models.store.db import Database
 from models.store.runs import RunStore
+from models.training.metrics import higher_is_better
 from models.training.service import train_key
 
 # Metrics that live in 0..1, so their bars share one scale.
@@ -22,6 +25,23 @@ def metric_items(metrics: dict[str, Any] | None, names: tuple[str, ...] | None =
             if k in metrics and isinstance(metrics[k], (int, float)) and not isinstance(metrics[k], bool)]
 
 
+def score_chart(run: dict[str, Any] | None) -> dict[str, Any]:
+    """The held-out chart of a run: for a classifier its 0..1 scores (lower-is-better ones marked); for a
+    regressor its errors in the target's units beside the error of always predicting the mean (the
+    baseline that r2 compares against: RMSE / sqrt(1 - r2)), so the bars say how much the model helps."""
+    metrics = (run or {}).get("metrics") or {}
+    if (run or {}).get("task") != "regression":
+        items = metric_items(metrics, BOUNDED_METRICS)
+        return {"title": "Held-out metrics", "items": items, "max_value": 1.0,
+                "lower": [not higher_is_better(k) for k, _ in items]}
+    items = metric_items(metrics, ("rmse", "mae"))
+    rmse, r2 = metrics.get("rmse"), metrics.get("r2")
+    if isinstance(rmse, (int, float)) and isinstance(r2, (int, float)) and r2 < 1:
+        items.insert(1, ("rmse of predicting the mean", rmse / math.sqrt(1 - r2)))
+    return {"title": "Held-out errors (target units)", "items": items, "max_value": None,
+            "lower": [True] * len(items)}
+
+
 def training_context(database: Database, config: dict[str, Any]) -> dict[str, Any]:
     """Everything the training area of a config page shows: current run, its files, history, last job."""
     runs = RunStore(database)
@@ -35,6 +55,7 @@ def training_context(database: Database, config: dict[str, Any]) -> dict[str, An
         "job": job,
         "job_active": job is not None and not jobs.is_finished(job),
         "score_items": metric_items(metrics, BOUNDED_METRICS),
+        "score_chart": score_chart(run),
         "metric_rows": metric_items(metrics),
         "feature_items": [(f["feature"], f["importance"]) for f in ((run or {}).get("feature_importance")
                                                                     or [])[:FEATURE_BARS]],

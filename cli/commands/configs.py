@@ -61,6 +61,7 @@ def _collect(paths: tuple[Path, ...]) -> list[tuple[Path, dict[str, Any]]]:
 @pass_app
 def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) -> None:
     """Add configs from JSON or YAML files (or folders of them). All are validated before any is written."""
+    from models.store.columns import check_training_columns
     from models.store.configs import ConfigStore, user_fields
     from models.store.schema import refuse_service_fields, validate_config
     docs = _collect(paths)
@@ -68,7 +69,7 @@ def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) 
     for f, doc in docs:
         try:
             refuse_service_fields(doc)
-            validate_config(doc)
+            check_training_columns(validate_config(doc), app.settings)  # the data too: nothing is written if any fails
         except ValidationError as exc:
             errors.extend({"field": f"{f.name}: {e['field']}", "message": e["message"]} for e in exc.errors)
     if errors:
@@ -109,13 +110,18 @@ def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) 
 def list_(app: AppContext, task, model_type, status, tag, q, sort, as_json: bool) -> None:
     """List configs."""
     from models.store.configs import ConfigStore
+    from models.training.headline import headline_metric
     docs = ConfigStore(app.db).list(task=task, model_type=model_type, status=status, tag=tag, q=q, sort=sort)
     if as_json:
         emit_json(docs)
         return
-    emit_table(((d["name"], d.get("task"), d.get("model_type"), d.get("status") or "new",
+    def metric(doc: dict[str, Any]) -> str:
+        found = headline_metric(doc)
+        return f"{found[0]} {found[1]:.4f}" if found else ""
+    emit_table(((d["name"], d.get("task"), d.get("model_type"), d.get("status") or "new", metric(d),
                  d.get("version", ""), d.get("run_id", "")) for d in docs),
-               ["name", "task", "model type", "status", "version", "run id"], title=f"{len(docs)} configs")
+               ["name", "task", "model type", "status", "metric", "version", "run id"],
+               title=f"{len(docs)} configs")
 
 
 @configs.command("show")

@@ -74,7 +74,7 @@ def announce_training(app: AppContext, bases: list[str]) -> None:
 
 @ensemble.command("create")
 @click.argument("name")
-@click.option("--base", "bases", multiple=True, required=True, help="A base config (repeat for each).")
+@click.option("--base", "bases", multiple=True, help="A base config (repeat for each; at least two).")
 @click.option("--meta", "meta_model", default="logistic_regression", show_default=True,
               type=LazyChoice(_meta_models), help="Meta-model type.")
 @click.option("--passthrough", is_flag=True, help="Also give the meta-model the raw feature columns.")

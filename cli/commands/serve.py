@@ -47,8 +47,10 @@ def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> 
         info(f"warning: listening on {host}; the app is reachable from other machines.")
     if "admin_password" in generated:
         info(f"Generated admin password (shown only this once): {generated['admin_password']}")
+        info("Lost it? python -m cli web reset-password sets a new one.")
     else:
-        info("Log in with the admin password (ADMIN_PASSWORD, or the one printed on the first start).")
+        info("Log in with the admin password (ADMIN_PASSWORD, or the one printed on the first start; a new one: "
+             "python -m cli web reset-password).")
     if "api_token" in generated:
         info(f"Generated API token (shown only this once): {generated['api_token']}")
         info("Use it as: Authorization: Bearer <token>")

@@ -110,7 +110,8 @@ def _on_cluster(app: AppContext, chosen: list[str], version: str | None, reporte
 @pass_app
 def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, parallel: int,
           version: str | None, as_json: bool) -> None:
-    """Train configs and save verified artifacts. Exits 1 if any training failed.
+    """Train configs and save verified artifacts. Exits 2 if a training failed on bad input (its data), 1 if
+    one failed otherwise.
 
     Each training runs in its own worker process, stopped after TRAIN_TIMEOUT_SECONDS (error
     'timeout'; the config keeps its previous run). With DASK_SCHEDULER_ADDRESS set, each config
@@ -156,4 +157,5 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
     if failed:
         for r in failed:
             info(f"error: {r['name']}: {r['error']['message']}")
-        raise SystemExit(1)
+        bad_input = {"data_error", "validation_error", "not_found"}
+        raise SystemExit(2 if all(r["error"]["code"] in bad_input for r in failed) else 1)

@@ -103,8 +103,10 @@ class LocalArtifactStore(ArtifactStore):
     def list_paths(self) -> list[str]:
         if not self.root.is_dir():
             return []
+        # hidden files are never artifacts (e.g. the repository's tracked cli/models/.gitkeep); temp files
+        # of interrupted writes are listed by temp_files()
         return sorted(self.stored_path(p.name) for p in self.root.iterdir()
-                      if p.is_file() and not p.name.startswith(TMP_PREFIX))
+                      if p.is_file() and not p.name.startswith("."))
 
     def temp_files(self) -> list[Path]:
         """Leftover temp files of interrupted writes (safe to delete when no write runs)."""

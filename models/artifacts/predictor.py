@@ -26,9 +26,7 @@ def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np
     """``frame[features]`` as a float array; every missing or non-numeric column is named in the error."""
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame(frame)
-    missing = [f for f in features if f not in frame.columns]
-    if missing:
-        raise ValidationError(f"missing feature columns: {', '.join(missing)}", field=missing[0])
+    missing_columns(frame, features)
     sub = frame[features]
     try:
         values = sub.to_numpy(dtype=float)
@@ -43,8 +41,14 @@ def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np
         raise ValidationError(f"non-numeric values in feature columns: {', '.join(bad) or 'unknown'}",
                               field=bad[0] if bad else None) from None
     if not np.isfinite(values).all():
-        rows = np.where(~np.isfinite(values).all(axis=1))[0][:5].tolist()
-        raise ValidationError(f"missing or infinite feature values in rows {rows}", field="rows")
+        bad = ~np.isfinite(values)
+        parts = []
+        for j in np.flatnonzero(bad.any(axis=0)):
+            rows = np.flatnonzero(bad[:, j])
+            shown = ", ".join(str(int(r)) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+            parts.append(f"{features[j]} (row{'s' if len(rows) > 1 else ''} {shown})")
+        raise ValidationError(f"missing or infinite feature values: {'; '.join(parts)} (rows counted from 0)",
+                              field=features[int(np.flatnonzero(bad.any(axis=0))[0])])
     return values
 
 
@@ -71,6 +75,13 @@ def check_finite(values: np.ndarray, columns: list[str], what: str) -> np.ndarra
                               "a feature value is too large for the model; send values in the range "
                               "the model was trained on", field=name)
     return values
+def missing_columns(frame: pd.DataFrame | dict | list, features: list[str]) -> None:
+    """ValidationError naming every feature column ``frame`` lacks (before any model runs)."""
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame(frame)
+    missing = [f for f in features if f not in frame.columns]
+    if missing:
+        raise ValidationError(f"missing feature columns: {', '.join(missing)}", field=missing[0])
 
 
 @dataclass
@@ -133,3 +144,14 @@ def prediction_frame(predict: Any, predict_proba: Any, classes: list[Any] | None
         for i, label in enumerate(classes):
             out[f"proba_{label}"] = proba[:, i]
     return out
+
+
+def with_predictions(frame: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The input rows with the prediction columns appended, and the input columns they replaced.
+
+    An input that already has a ``prediction`` (or ``proba_<class>``) column, e.g. from an earlier
+    run, gets the new values in its place: never two columns of the same name.
+    """
+    table = table.set_axis(frame.index)
+    clash = [c for c in table.columns if c in frame.columns]
+    return pd.concat([frame.drop(columns=clash), table], axis=1), clash

@@ -37,6 +37,9 @@ def read_verified(store: ArtifactStore, stored_path: str | None, sha256: str | N
     if not stored_path:
         raise ArtifactError("artifact path is not set", reason="field_missing")
     if not sha256:
+        if not store.stat(stored_path)["exists"]:  # a legacy document naming a file that is gone: say so first
+            raise ArtifactError(f"artifact file {stored_path} is missing (and no checksum is recorded for it)",
+                                reason="file_missing", path=stored_path)
         raise ArtifactError(f"no checksum is recorded for {stored_path}; it cannot be verified",
                             reason="checksum_missing", path=stored_path)
     data = store.read_bytes(stored_path, sha256)

@@ -97,6 +97,15 @@ def compatibility_problems(configs: list[dict[str, Any]], fingerprints: list[str
     described = [_describe_spec(s) for s in specs]
     differ("fold spec", described)
     csvs = {c["name"]: c.get("training_csv") for c in configs}
+    known = [(c, f) for c, f in zip(configs, fingerprints) if f is not None]
+    if len({f for _, f in known}) > 1 and len({csvs[c["name"]] for c, _ in known}) == 1:
+        # one file, different rows: naming the path twice would say nothing
+        groups = _groups([c for c, _ in known], [f for _, f in known])
+        parts = [", ".join(names) for names in groups.values()]
+        problems.append({"field": "base_models", "message": (
+            f"training data differs: all read {csvs[known[0][0]['name']]}, but different rows were dropped for "
+            f"missing values (their features differ), so {' | '.join(parts)} were trained on different rows")})
+        return problems
 
     def show_fp(fp: str) -> str:
         names = [c["name"] for c, f in zip(configs, fingerprints) if f == fp]
@@ -141,12 +150,13 @@ def check_request(name: Any, base_models: Any, meta_model: Any, passthrough: Any
     if not isinstance(name, str) or not NAME_RE.match(name):
         errors.append({"field": "name", "message": f"name must be 1-100 characters: letters, digits, '_', '-' or "
                                                    f"'.', starting with a letter or digit; got {name!r}"})
-    try:
-        base_models = check_names(base_models)
-        if len(base_models) < 2:
-            errors.append({"field": "base_models", "message": "an ensemble needs at least two base models"})
-    except ValidationError as exc:
-        errors.extend(exc.errors)
+    if isinstance(base_models, (list, tuple)) and len(base_models) < 2:  # none or one: the same answer
+        errors.append({"field": "base_models", "message": "an ensemble needs at least two base models"})
+    else:
+        try:
+            base_models = check_names(base_models)
+        except ValidationError as exc:
+            errors.extend(exc.errors)
     # meta_model validity depends on the task; checked for any task here, per task once configs are known
     if not isinstance(meta_model, str) or not any(
             not check_options(t, meta_model, "auto", False) for t in ("classification", "regression")):

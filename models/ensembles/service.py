@@ -220,3 +220,15 @@ def comparison_rows(ensemble: dict[str, Any]) -> dict[str, Any]:
         rows.append({"metric": key, "values": values, "best": best,
                      "direction": "higher" if higher_is_better(key) else "lower"})
     return {"columns": columns, "rows": rows}
+
+
+def ensemble_features(database: Database, ensemble: dict[str, Any]) -> list[str]:
+    """Every column a prediction with ``ensemble`` needs (its base runs' features, then passthrough ones),
+    read from the run documents: nothing is loaded."""
+    ids = list(ensemble.get("base_run_ids") or [])
+    runs = {r["run_id"]: r for r in database.runs.find({"run_id": {"$in": ids}}, {"run_id": 1, "config.features": 1})}
+    columns: list[str] = []
+    for run_id in ids:
+        columns.extend(f for f in (runs.get(run_id) or {}).get("config", {}).get("features") or [] if f not in columns)
+    columns.extend(f for f in ensemble.get("passthrough_features") or [] if f not in columns)
+    return columns

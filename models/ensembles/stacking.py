@@ -31,7 +31,7 @@ from sklearn.linear_model import (
     RidgeClassifier,
 )
 
-from models.artifacts.predictor import TrainedModel, check_finite, feature_matrix, prediction_frame
+from models.artifacts.predictor import TrainedModel, check_finite, feature_matrix, missing_columns, prediction_frame
 from models.errors import ValidationError
 from models.estimators import SERVICE_SET, service_and_bound_errors
 from models.training.metrics import classification_metrics, regression_metrics
@@ -243,6 +243,7 @@ class StackedEnsemble:
         """The meta-features for ``frame`` (what the meta-model sees)."""
         if not isinstance(frame, pd.DataFrame):
             frame = pd.DataFrame(frame)
+        missing_columns(frame, self.features)  # every base model's missing columns at once
         n_classes = 0 if self.classes is None else len(self.classes)
         preds = [b.predict_proba(frame) if self.task == "classification" else b.predict(frame) for b in self.bases]
         extra = feature_matrix(frame, self.passthrough_features) if self.passthrough_features else None

@@ -25,6 +25,7 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from models.errors import ConflictError, NotFoundError, ServiceError, ValidationError, describe_exception
+from models.jobs.timing import job_timing
 from models.jsonable import to_json
 from models.processes import current_owner, owner_is_dead
 from models.store.configs import recover_interrupted_trainings
@@ -287,7 +288,7 @@ def job_to_json(job: dict[str, Any] | None) -> dict[str, Any] | None:
     """A JSON-safe view of a job for the API and the CLI (``id`` as a string, ISO times)."""
     if job is None:
         return None
-    return to_json({k: v for k, v in job.items() if k != "active_key"})
+    return to_json({**{k: v for k, v in job.items() if k != "active_key"}, **job_timing(job)})
 
 
 # --- recovery ---------------------------------------------------------------------------------

@@ -275,8 +275,9 @@ def import_run(database: Database, archive: str | Path, *, on_conflict: str = "r
     run_id, overwritten = original_id, False
     if database.runs.find_one({"run_id": original_id}, {"_id": 1}) is not None:
         if on_conflict == "refuse":
-            raise ConflictError(f"run {original_id} already exists; import with rename to give the imported "
-                                "run a new id, or overwrite to replace the existing run", field="run_id")
+            raise ConflictError(f"run {original_id} already exists; import again with --rename "
+                                "(on_conflict='rename') to give the imported run a new id, or with --overwrite "
+                                "(on_conflict='overwrite') to replace the existing run", field="run_id")
         if on_conflict == "rename":
             run_id = new_run_id()
     names = {kind: artifact_name(run_id, kind) for kind in run["artifacts"]}

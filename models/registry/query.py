@@ -6,6 +6,7 @@ their MongoDB types), ready for :func:`models.jsonable.to_json`.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import re
@@ -21,7 +22,7 @@ from models.errors import NotFoundError, ValidationError
 from models.store.db import Database
 from models.store.runs import RunStore
 from models.store.versioning import VERSION_RE
-from models.training.metrics import higher_is_better
+from models.training.metrics import RUN_METRICS, higher_is_better
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,11 @@ def metric_name(metric: Any, field: str = "metric") -> str:
     metric = metric.strip().removeprefix("metrics.")
     if not METRIC_RE.match(metric):
         raise ValidationError(f"{field}: {metric!r} is not a metric name (letters, digits and '_')", field=field)
+    if metric not in RUN_METRICS:
+        close = difflib.get_close_matches(metric, RUN_METRICS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValidationError(f"{field}: unknown metric {metric!r}; {hint}valid metrics: {', '.join(RUN_METRICS)}",
+                              field=field)
     return metric
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+import bson
+from bson.errors import InvalidDocument
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -218,6 +220,13 @@ def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[s
                               errors=errors) from None
     out = model.model_dump()
     out.update(passthrough)
+    for key, value in out.items():  # fields passed through (and extras) must be storable as they are
+        try:
+            bson.encode({key: value})
+        except (InvalidDocument, TypeError, OverflowError) as exc:
+            raise ValidationError(f"{key}: a value of type {type(value).__name__} cannot be stored in MongoDB "
+                                  f"({str(exc).split(', of type')[0]})",
+                                  field=key) from None
     return out
 
 

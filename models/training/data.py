@@ -105,17 +105,20 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
                         f"missing or infinite values; at least {MIN_ROWS} are needed", field="training_csv")
     X = X_frame.to_numpy()[kept]
     y = y_series.to_numpy()[kept]
+    if config["task"] == "classification" and y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
+        y = y.astype(np.int64)  # integer labels read as floats because the column had a blank: 3, not 3.0
     if np.abs(X).max(initial=0.0) > 1e300:
         raise DataError("feature values are too large to train on (beyond 1e300)", field="features")
     if config["task"] == "classification":
         classes, counts = np.unique(y.astype(str) if y.dtype == object else y, return_counts=True)
+        classes = classes.tolist()  # plain Python values: messages say 1, not np.int64(1)
         if len(classes) < 2:
             raise DataError(f"target {target!r} has a single class ({classes[0]!r}); classification needs "
                             "at least two", field="target")
         folds = int(config.get("cv_folds", 5))
         if counts.min() < folds + 1:
-            raise DataError(f"class {classes[counts.argmin()]!r} of target {target!r} has only "
-                            f"{counts.min()} rows; cv_folds={folds} needs at least {folds + 1}", field="cv_folds")
+            raise DataError(f"class {classes[int(counts.argmin())]!r} of target {target!r} has only "
+                            f"{int(counts.min())} rows; cv_folds={folds} needs at least {folds + 1}", field="cv_folds")
     elif np.unique(y).size < 2:
         raise DataError(f"target {target!r} is constant; nothing to learn", field="target")
     return TrainingData(X=X, y=y, path=path, file_sha256=sha, rows_read=len(frame), rows_dropped=dropped,

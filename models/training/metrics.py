@@ -9,6 +9,8 @@ from sklearn import metrics as skm
 HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2", "cv_mean_accuracy",
                     "balanced_accuracy"}
 LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae"}
+# every metric a run records (classifiers: accuracy ... roc_auc; regressors: mse ... r2)
+RUN_METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "brier", "roc_auc", "mse", "rmse", "mae", "r2")
 
 
 def higher_is_better(metric: str) -> bool:

@@ -7,19 +7,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+import io
+
+import pandas as pd
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
 from models import jobs
-from models.ensembles.build import get_ensemble, list_ensembles
+from models.artifacts.predictor import with_predictions
+from models.ensembles.build import delete_ensemble, get_ensemble, list_ensembles, load_ensemble
 from models.ensembles.service import (
     REQUEST_FIELDS,
     candidates,
     comparison_rows,
+    ensemble_features,
     ensemble_key,
     submit_ensemble,
 )
 from models.ensembles.stacking import STACK_METHODS, meta_model_names
 from models.errors import ConflictError, NotFoundError, ValidationError
+from models.estimators import TASKS
 from web.pages.config_form import errors_by_field
 from web.services import get_db, job_runner, requested_by
 
@@ -36,8 +42,12 @@ def _render_form(values: dict[str, Any], errors: dict[str, list[str]] | None = N
                  general: list[str] | None = None, status: int = 200) -> tuple[str, int]:
     chosen = values.get("base_models") or []
     found = candidates(get_db(), first=values.get("first") or (chosen[0] if chosen else None))
+    # meta-models for the task at hand: the first choice's, or the only task there is; else per task
+    tasks = sorted({str(c.config.get("task")) for c in found["candidates"]
+                    if c.name == found["first"] or (not found["first"] and c.group)} & set(TASKS))
+    meta_models = {task: meta_model_names(task) for task in (tasks if tasks else TASKS)}
     return render_template("ensembles/form.html", values=values, chosen=chosen, errors=errors or {},
-                           general_errors=general or [], meta_models=meta_model_names(),
+                           general_errors=general or [], meta_models=meta_models,
                            stack_methods=STACK_METHODS, **found), status
 
 
@@ -81,4 +91,51 @@ def detail(name: str) -> Any:
             get_ensemble(database, name)  # raises NotFoundError: 404
         return render_template("ensembles/pending.html", name=name, job=job)
     return render_template("ensembles/detail.html", ensemble=doc, comparison=comparison_rows(doc),
+                           ensemble_features=ensemble_features(database, doc),
                            job=jobs.latest_job(database, ensemble_key(name)))
+
+
+def _uploaded_frame() -> pd.DataFrame:
+    """The CSV file of the predict form as a DataFrame; ValidationError naming ``csv`` otherwise."""
+    upload = request.files.get("csv")
+    if upload is None or not upload.filename:
+        raise ValidationError("choose a CSV file with the rows to predict", field="csv")
+    try:
+        frame = pd.read_csv(io.BytesIO(upload.read()))
+    except UnicodeDecodeError:
+        raise ValidationError(f"{upload.filename} is not UTF-8 text", field="csv") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValidationError(f"{upload.filename} cannot be read: {str(exc).strip()}", field="csv") from None
+    if frame.empty:
+        raise ValidationError(f"{upload.filename} has no rows", field="csv")
+    return frame
+
+
+@bp.post("/<name>/predict")
+def predict(name: str) -> Any:
+    """Predict the rows of an uploaded CSV; answers with that CSV plus the prediction columns."""
+    database = get_db()
+    get_ensemble(database, name)  # 404 for an unknown name
+    try:
+        frame = _uploaded_frame()
+        merged, _ = with_predictions(frame, load_ensemble(database, name).predict_table(frame))
+    except ValidationError as exc:
+        flash(f"No predictions: {exc.message}", "error")
+        return redirect(url_for(".detail", name=name, _anchor="predict"))
+    return Response(merged.to_csv(index=False), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}-predictions.csv"'})
+
+
+@bp.route("/<name>/delete", methods=["GET", "POST"])
+def delete(name: str) -> Any:
+    """GET asks for confirmation; POST (with ``confirm``) deletes the ensemble and its files."""
+    database = get_db()
+    doc = get_ensemble(database, name)
+    if request.method == "GET":
+        return render_template("ensembles/delete.html", ensemble=doc)
+    if request.form.get("confirm") != doc["name"]:
+        flash("The deletion was not confirmed.", "error")
+        return render_template("ensembles/delete.html", ensemble=doc, confirm_error=True), 422
+    delete_ensemble(database, doc["name"])
+    flash(f"Ensemble {doc['name']} deleted (its base models' runs are kept).", "success")
+    return redirect(url_for(".index"))

@@ -7,6 +7,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from models import jobs
 from models.errors import ConflictError
+from models.jobs.timing import job_timing
 from web.services import get_db, requested_by
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -41,7 +42,7 @@ def index() -> Any:
 @bp.get("/<job_id>")
 def detail(job_id: str) -> Any:
     job = jobs.get_job(get_db(), job_id)
-    return render_template("jobs/detail.html", job=job, link=result_link(job))
+    return render_template("jobs/detail.html", job=job, link=result_link(job), timing=job_timing(job))
 
 
 @bp.post("/<job_id>/cancel")

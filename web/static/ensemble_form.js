@@ -25,6 +25,26 @@
       reason.textContent = why || (box.disabled ? fixed : "");
     });
   }
-  boxes.forEach(function (box) { box.addEventListener("change", update); });
+  // meta-models: only those for the task of the first ticked base model
+  var meta = document.getElementById("meta_model");
+  function narrowMeta() {
+    if (!meta) { return; }
+    var first = boxes.filter(function (b) { return b.checked; })[0];
+    var task = first ? first.getAttribute("data-task") : null;
+    var groups = Array.prototype.slice.call(meta.querySelectorAll("optgroup"));
+    groups.forEach(function (g) {
+      var on = !task || g.getAttribute("data-task") === task;
+      g.hidden = !on;
+      Array.prototype.forEach.call(g.querySelectorAll("option"), function (o) { o.disabled = !on; });
+    });
+    var chosen = meta.options[meta.selectedIndex];
+    if (chosen && chosen.disabled) {
+      var same = Array.prototype.filter.call(meta.options, function (o) { return !o.disabled && o.value === chosen.value; })[0];
+      var firstOn = same || Array.prototype.filter.call(meta.options, function (o) { return !o.disabled; })[0];
+      if (firstOn) { firstOn.selected = true; }
+    }
+  }
+  boxes.forEach(function (box) { box.addEventListener("change", update); box.addEventListener("change", narrowMeta); });
+  narrowMeta();
   update();
 })();

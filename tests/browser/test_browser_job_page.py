@@ -1,0 +1,34 @@
+"""In a real browser: while a training job runs, its page's step table, elapsed time and time left follow
+the live bar (no reload)."""
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from models.store.configs import ConfigStore
+from tests.helpers import cls_config
+
+pytestmark = pytest.mark.browser
+
+
+def test_step_table_keeps_up_with_the_live_bar(live_server, page, admin_password, database, games_csv):
+    ConfigStore(database).create(cls_config("slow", games_csv, "random_forest",
+                                            hyperparameters={"n_estimators": 500}))
+    page.goto(f"{live_server}/login")
+    page.fill("#password", admin_password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server}/configs/")
+    request = urllib.request.Request(f"{live_server}/api/configs/slow/train", method="POST", data=b"",
+                                     headers={"Authorization": "Bearer " + "b" * 32})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        job_id = json.load(response)["job_id"]
+    page.goto(f"{live_server}/jobs/{job_id}")
+    first_rows = page.locator("#job-steps tbody tr").count()
+    # without reloading, the table grows as the job reports new steps, and elapsed time counts up
+    page.wait_for_function(f"document.querySelectorAll('#job-steps tbody tr').length > {first_rows}", timeout=60_000)
+    page.wait_for_function("document.getElementById('job-elapsed').textContent.endsWith(' s')")
+    texts = page.locator("#job-steps tbody tr td:first-child").all_inner_texts()
+    assert all(t.endswith(" UTC") and t.count(":") == 2 for t in texts), texts
+    page.wait_for_selector(".job-progress[data-status=succeeded]", timeout=90_000)
