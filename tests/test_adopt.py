@@ -143,3 +143,46 @@ def test_stacking_tool_reason_for_a_legacy_base_model(settings, database, games_
         result = tool._load_model_from_config("legacy_rf")  # not adopted: the slow path retrains it
     assert result.source == "retrained" and result.reason == LEGACY_REASON
     assert "not adopted" in result.detail
+
+
+def test_adopt_from_the_api_the_tool_and_the_page(settings, database, games_csv):
+    from tests.web_support import PASSWORD, TOKEN
+    from web import create_app
+    from web.testing import csrf_token, login
+    doc, paths, _, _ = legacy_doc(settings, games_csv)
+    database.configs.insert_one(doc)
+    app = create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.post("/api/configs/legacy_rf/adopt", json={"trust": True}).status_code == 401
+    refused = client.post("/api/configs/legacy_rf/adopt", json={}, headers=auth)
+    assert refused.status_code == 422 and refused.get_json()["error"]["code"] == "trust_required"
+    assert refused.get_json()["error"]["field"] == "trust" and database.runs.count_documents({}) == 0
+    page = app.test_client()
+    assert login(page, PASSWORD).status_code == 302
+    html = page.get("/configs/legacy_rf").get_data(as_text=True)
+    assert 'id="adopt-form"' in html and "Legacy artifacts, not adopted" in html
+    response = page.post("/configs/legacy_rf/adopt", data={"csrf_token": csrf_token(page)}, follow_redirects=True)
+    assert "Not adopted" in response.get_data(as_text=True) and database.runs.count_documents({}) == 0
+    with StackingTool(settings, database) as tool:
+        with pytest.raises(Exception, match="--trust"):
+            tool.adopt_legacy("legacy_rf")
+        run = tool.adopt_legacy("legacy_rf", trust=True)
+    assert run["run_id"] == RUN_ID
+    assert 'id="adopt-form"' not in page.get("/configs/legacy_rf").get_data(as_text=True)
+    again = client.post("/api/configs/legacy_rf/adopt", json={"trust": True}, headers=auth)
+    assert again.status_code == 409 and "not a legacy document" in again.get_json()["error"]["message"]
+
+
+def test_adopt_through_the_api(settings, database, games_csv):
+    from tests.web_support import TOKEN
+    from web import create_app
+    doc, _, _, _ = legacy_doc(settings, games_csv)
+    database.configs.insert_one(doc)
+    client = create_app(settings.with_(api_token=TOKEN), database).test_client()
+    response = client.post("/api/configs/legacy_rf/adopt", json={"trust": True},
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 201, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["run_id"] == RUN_ID and body["adopted"] is True and body["cv"]["n_splits"] == 3
+    assert database.configs.find_one({"name": "legacy_rf"})["checksums"]["oof"]

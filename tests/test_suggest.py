@@ -139,7 +139,6 @@ def test_weighted_regression_by_hand_and_stack_and_both(database, settings, game
 
 def test_bad_requests_name_the_field_and_write_nothing(database, settings, games_csv, tmp_path):
     make(database, games_csv, cls_config, CLS[:2])
-    before = files(settings)
     cases = [
         (dict(from_configs=["lr", "rf"], metric="rmse"), ValidationError, "metric 'rmse' cannot drive selection"),
         (dict(from_configs=["lr", "rf"], metric="bogus"), ValidationError, "unknown metric 'bogus'"),

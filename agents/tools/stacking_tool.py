@@ -36,6 +36,7 @@ from models.progress import Progress, no_progress
 from models.settings import Settings, get_settings
 from models.store.configs import ConfigStore
 from models.store.db import Database
+from models.training.adopt import adopt_legacy
 
 __all__ = ["StackingTool", "BaseModelResult"]
 
@@ -141,6 +142,15 @@ class StackingTool:
                                         metric=metric, size=size, method=method, meta_model=meta_model,
                                         stack_top=stack_top, description=description,
                                         progress=progress or no_progress, store=self.store, cache=self.cache)
+
+    def adopt_legacy(self, name: str, *, trust: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+        """Adopt a reference-system config's files (checksums, out-of-fold predictions) without retraining it.
+
+        Refused unless ``trust`` is True (nothing is read before that: loading a pickle runs code);
+        ``file_missing`` when a file is gone. Returns the new run.
+        """
+        return adopt_legacy(self.database, name, trust=trust, requested_by="stacking",
+                            progress=progress or no_progress, store=self.store)
 
     def load_ensemble(self, name: str) -> StackedEnsemble:
         """The stored ensemble as an object with ``predict(frame)`` / ``predict_proba(frame)``."""

@@ -6,7 +6,9 @@ Holds: ``data`` (``load_training_data``: the CSV, read with clear errors), ``met
 final fit; ``train_config``: all of it for a stored config, committed by the config update),
 ``service`` (``submit_training``: training as a background job, one per config), ``cluster``
 (``train_on_cluster``: a training sent to a Dask worker), ``folds`` (``cluster_folds``: CV folds
-over the Dask workers when ``CV_JOBS`` asks).
+over the Dask workers when ``CV_JOBS`` asks), ``sweep`` (``create_sweep``: one config per
+combination of hyperparameter values), ``adopt`` (``adopt_legacy``: a reference-system document's files
+as a verified run with out-of-fold predictions, after the admin's trust).
 
 May import: the foundation modules, ``models.store``, ``models.artifacts`` and ``models.jobs``.
 

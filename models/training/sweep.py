@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -44,7 +45,7 @@ def parse_value(text: str) -> Any:
         pass
     try:
         value = float(text)
-        if value == value and value not in (float("inf"), float("-inf")):
+        if math.isfinite(value):
             return value
     except ValueError:
         pass
