@@ -59,10 +59,11 @@ from models.training.train import train_config
 
 
 @contextlib.contextmanager
-def bench_db(mongo_uri: str | None, data_dir: str | None) -> Iterator[Database]:
-    """The embedded throwaway server of :func:`bench.common.bench_database`, or a fresh database on
-    ``mongo_uri`` (a real replica set; dropped at the end). ``data_dir`` must be a folder every worker
-    reads at the same path when the cluster spans machines."""
+def bench_db(mongo_uri: str | None, data_dir: str | None, mongo_db: str | None = None) -> Iterator[Database]:
+    """The embedded throwaway server of :func:`bench.common.bench_database`, or database ``mongo_db`` (default:
+    a fresh name) on ``mongo_uri`` (a real replica set; dropped at the end, so never name a database in use).
+    Jobs travel as ids and workers use their own ``MONGO_DB``: start a real cluster's workers with
+    ``MONGO_DB`` = ``mongo_db``, and give ``data_dir`` = their ``DATA_DIR`` (or a copy of the CSV there)."""
     if not mongo_uri:
         with bench_database() as db:
             if data_dir:
@@ -70,7 +71,7 @@ def bench_db(mongo_uri: str | None, data_dir: str | None) -> Iterator[Database]:
             yield db
         return
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        settings = Settings.from_env({}).with_(mongo_uri=mongo_uri, mongo_db=f"bench_{uuid.uuid4().hex[:8]}",
+        settings = Settings.from_env({}).with_(mongo_uri=mongo_uri, mongo_db=mongo_db or f"bench_{uuid.uuid4().hex[:8]}",
                                                artifact_dir=Path(tmp) / "artifacts",
                                                data_dir=Path(data_dir or Path(tmp) / "data"),
                                                var_dir=Path(tmp) / "var")
@@ -196,11 +197,13 @@ def main() -> None:
     parser.add_argument("--scheduler", help="time this Dask cluster instead of command-line clusters of 1 and 2 workers")
     parser.add_argument("--mongo-uri", help="use a fresh database on this server (e.g. a replica set) instead of "
                                             "an embedded one; needed when the workers are on other machines")
+    parser.add_argument("--mongo-db", help="with --scheduler: the MONGO_DB the workers were started with, a database "
+                                           "for the benchmark only (it is dropped at the end)")
     parser.add_argument("--data-dir", help="where the training CSV is written (a folder the workers share)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    with bench_db(args.mongo_uri, args.data_dir) as db:
+    with bench_db(args.mongo_uri, args.data_dir, args.mongo_db) as db:
         settings = db.settings.with_(artifact_store="gridfs")
         gdb = Database(db.client, settings)
         csv = write_games_csv(settings.data_dir / "games.csv", n_games=args.rows)

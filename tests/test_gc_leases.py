@@ -128,3 +128,59 @@ def test_a_lease_expires_by_the_servers_clock_and_a_dead_owners_lease_protects_n
     assert leased_names(database) == set()
     with pytest.raises(ValueError, match="ttl_s"):
         ArtifactLease(database, "r3", ttl_s=0)
+
+
+KILLED_UPLOAD = r"""
+import io, sys, time
+import gridfs
+from models.settings import Settings
+from models.store.db import Database
+from models.artifacts.routing import get_store
+orig = gridfs.GridFSBucket.upload_from_stream_with_id
+class Stalling(io.RawIOBase):  # hands out 60 MB, then hangs: the first 48 MB of chunks reach MongoDB
+    def __init__(self, data):
+        self.buf, self.sent = io.BytesIO(data), 0
+    def read(self, size=-1):
+        if self.sent >= 60 * 2**20:
+            print("STALLED", flush=True)
+            time.sleep(600)
+        chunk = self.buf.read(size)
+        self.sent += len(chunk)
+        return chunk
+gridfs.GridFSBucket.upload_from_stream_with_id = (
+    lambda self, file_id, name, source, **kw: orig(self, file_id, name, Stalling(source), **kw))
+s = Settings.from_env({}).with_(mongo_uri=sys.argv[1], mongo_db=sys.argv[2], artifact_store="gridfs",
+                                var_dir=__import__("pathlib").Path(sys.argv[3]))
+get_store(s).gridfs.write("killed_model.pkl", lambda fh: fh.write(b"k" * (80 * 2**20)))
+"""
+
+
+def test_chunks_of_an_upload_killed_with_kill_9_are_removed(database, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from models.settings import PROJECT_ROOT
+    db = Database(database.client, database.settings.with_(artifact_store="gridfs"))
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_UPLOAD, db.settings.effective_mongo_uri,
+                             db.settings.mongo_db, str(tmp_path / "var")], cwd=PROJECT_ROOT,
+                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "STALLED"
+        chunks = db.db[f"{BUCKET}.chunks"]
+        deadline = time.monotonic() + 60
+        while chunks.count_documents({}) == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # while its writer lives, the upload is in progress: gc leaves its chunks alone
+        assert collect_orphans(db, min_age_s=0)["orphan_chunks"]["chunks"] == 0
+        stored = chunks.count_documents({})
+        assert stored > 0 and db.db[f"{BUCKET}.files"].count_documents({}) == 0
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    result = collect_orphans(db, min_age_s=0)  # its writer died on this host: the chunks are garbage
+    assert result["orphan_chunks"]["chunks"] == stored and len(result["orphan_chunks"]["files"]) == 1
+    assert db.db[f"{BUCKET}.chunks"].count_documents({}) == 0
+    assert db.db[f"{BUCKET}.uploads"].count_documents({}) == 0

@@ -31,12 +31,13 @@ from models.artifacts.atomic import (
 )
 from models.artifacts.base import ArtifactInfo, ArtifactStore
 from models.errors import ArtifactError
+from models.processes import current_owner, owner_is_dead
 
 log = logging.getLogger(__name__)
 
 PREFIX = "gridfs:"
 BUCKET = "artifacts"
-UPLOAD_TTL_MS = 6 * 3600 * 1000  # an upload record older than this (by the server's clock) protects nothing
+UPLOAD_TTL_MS = 3600 * 1000  # an upload record older than this (by the server's clock) protects nothing
 
 
 def is_gridfs_path(stored_path: str | None) -> bool:
@@ -143,7 +144,8 @@ class GridFSArtifactStore(ArtifactStore):
         new_id = ObjectId()
         try:
             self.uploads.update_one({"_id": new_id}, [{"$set": {
-                "filename": name, "expires_at": {"$add": ["$$NOW", UPLOAD_TTL_MS]}}}], upsert=True)
+                "filename": name, "owner": {"$literal": current_owner()},
+                "expires_at": {"$add": ["$$NOW", UPLOAD_TTL_MS]}}}], upsert=True)
             try:
                 self.bucket.upload_from_stream_with_id(new_id, name, data, metadata={"sha256": sha})
                 self._delete_all(name, keep=new_id)  # a rewrite of a name replaces the older copy
@@ -194,11 +196,13 @@ class GridFSArtifactStore(ArtifactStore):
 
     def orphan_chunks(self, server_time: Any) -> dict[Any, int]:
         """``files_id -> chunk count`` of chunks whose files document is missing and whose upload is not in
-        progress (no upload record younger than the server's ``server_time``): left by a killed upload."""
+        progress: left by a killed upload. In progress means an upload record that has not expired by the
+        server's clock (``server_time``) and whose writer is not a dead process on this host."""
         chunk_ids = set(self.chunks.distinct("files_id"))  # first the chunks, then the uploads, then the files
         if not chunk_ids:
             return {}
-        live = {u["_id"] for u in self.uploads.find({"expires_at": {"$gt": server_time}}, {"_id": 1})}
+        live = {u["_id"] for u in self.uploads.find({"expires_at": {"$gt": server_time}}, {"owner": 1})
+                if not owner_is_dead(u.get("owner") or {})}
         orphans = chunk_ids - live - set(self.files.distinct("_id"))
         return {fid: self.chunks.count_documents({"files_id": fid}) for fid in orphans}
 
@@ -206,4 +210,6 @@ class GridFSArtifactStore(ArtifactStore):
         """Remove the chunks of ``files_ids`` (orphans found by :meth:`orphan_chunks`); returns how many."""
         if not files_ids:
             return 0
-        return self.chunks.delete_many({"files_id": {"$in": list(files_ids)}}).deleted_count
+        deleted = self.chunks.delete_many({"files_id": {"$in": list(files_ids)}}).deleted_count
+        self.uploads.delete_many({"_id": {"$in": list(files_ids)}})  # records of writers that died
+        return deleted

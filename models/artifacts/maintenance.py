@@ -9,10 +9,10 @@ from typing import Any
 
 from models.artifacts.atomic import TMP_PREFIX
 from models.artifacts.base import ArtifactStore
+from models.artifacts.cache import get_model_cache
 from models.artifacts.gridfs import is_gridfs_path
 from models.artifacts.lease import leased_names, server_now
 from models.artifacts.loading import artifact_refs
-from models.artifacts.cache import get_model_cache
 from models.artifacts.routing import RoutingStore, canonical_path, get_store
 from models.errors import ArtifactError
 from models.store.db import Database
@@ -21,7 +21,7 @@ from models.store.schema import definition
 
 log = logging.getLogger(__name__)
 
-# A file written moments ago may belong to a training that has not reached its commit point yet.
+# A margin on top of the leases (models.artifacts.lease), which are what protects a running training's files.
 ORPHAN_MIN_AGE_S = 15 * 60
 
 

@@ -16,9 +16,9 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.errors import DuplicateKeyError
 
-from models.artifacts.lease import ArtifactLease
 from models.artifacts.base import ArtifactStore
 from models.artifacts.cache import ModelCache
+from models.artifacts.lease import ArtifactLease
 from models.artifacts.routing import get_store
 from models.ensembles.base_models import (
     BaseModelResult,

@@ -28,7 +28,6 @@ import numpy as np
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from models.artifacts.lease import ArtifactLease, recheck_files
 from models.artifacts.base import (
     ArtifactInfo,
     ArtifactStore,
@@ -37,6 +36,7 @@ from models.artifacts.base import (
     pickle_writer,
 )
 from models.artifacts.cache import ModelCache, get_model_cache
+from models.artifacts.lease import ArtifactLease, recheck_files
 from models.artifacts.loading import load_model
 from models.artifacts.routing import get_store
 from models.artifacts.verified import load_verified
