@@ -69,7 +69,8 @@ class ArtifactError(ServiceError):
     """An artifact is missing, outside the artifact folder, or fails verification.
 
     ``reason`` is one of: ``field_missing``, ``file_missing``, ``path_refused``,
-    ``checksum_mismatch``, ``unpickle_error``, ``empty_file``, ``write_error``.
+    ``checksum_mismatch``, ``unpickle_error``, ``empty_file``, ``write_error``,
+    ``signature_invalid``, ``signature_missing`` (models/artifacts/signing.py).
     """
 
     code = "artifact_error"

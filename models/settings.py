@@ -30,6 +30,38 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"environment variable {name} must be 1 or 0 (true/false), got {raw!r}")
+
+
+def _path_list(raw: str) -> tuple[Path, ...] | None:
+    """``DATA_ROOTS``: folders separated by ``:`` (``os.pathsep``) or commas; empty -> None (the default)."""
+    parts = [p.strip() for chunk in raw.split(os.pathsep) for p in chunk.split(",")]
+    paths = tuple(_path(p) for p in parts if p)
+    return paths or None
+
+
+def _trusted_keys(raw: str) -> tuple[str, ...]:
+    """``TRUSTED_KEYS``: public keys separated by commas or whitespace, or ``@/path/to/file`` (one a line)."""
+    raw = raw.strip()
+    if raw.startswith("@"):
+        path = _path(raw[1:])
+        try:
+            raw = path.read_text()
+        except OSError as exc:
+            raise ValueError(f"environment variable TRUSTED_KEYS names file {path}, which cannot be read: "
+                             f"{exc.strerror}") from None
+        raw = "\n".join(line for line in raw.splitlines() if not line.lstrip().startswith("#"))
+    return tuple(k for k in raw.replace(",", " ").split() if k)
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value not in choices:
@@ -70,11 +102,28 @@ class Settings:
     web_port: int = 5000
     max_content_length: int = 16 * 1024 * 1024
     log_level: str = "INFO"
+    # trust (models/artifacts/signing.py): the Ed25519 key that signs artifacts; MongoDB never holds it
+    artifact_signing_key: str | None = None  # base64 of the 32-byte private key; else the key file
+    artifact_signing_key_file: Path | None = None  # default: $VAR_DIR/artifact-signing.key (made on first use)
+    require_signed: bool = False  # refuse artifacts without a signature (after `artifacts sign --all`)
+    trusted_keys: tuple[str, ...] = ()  # public keys (base64) whose artifacts and archives are accepted
+    # training data: a config's training_csv must resolve inside one of these folders
+    data_roots: tuple[Path, ...] | None = None  # None: (data_dir,)
+    max_training_csv_bytes: int = 512 * 1024**2
 
     @property
     def artifact_cache_dir(self) -> Path:
         """Local read-through cache of GridFS artifacts."""
         return self.var_dir / "artifact-cache"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.artifact_signing_key_file or (self.var_dir / "artifact-signing.key")
+
+    @property
+    def effective_data_roots(self) -> tuple[Path, ...]:
+        """Folders training CSVs may be read from (``DATA_ROOTS``; default ``DATA_DIR``)."""
+        return self.data_roots if self.data_roots else (self.data_dir,)
 
     @property
     def mongo_dir(self) -> Path:
@@ -122,6 +171,13 @@ class Settings:
             web_port=_int(env, "WEB_PORT", d.web_port),
             max_content_length=_int(env, "MAX_CONTENT_LENGTH", d.max_content_length),
             log_level=env.get("LOG_LEVEL", d.log_level),
+            artifact_signing_key=env.get("ARTIFACT_SIGNING_KEY") or None,
+            artifact_signing_key_file=(_path(env["ARTIFACT_SIGNING_KEY_FILE"])
+                                       if env.get("ARTIFACT_SIGNING_KEY_FILE") else None),
+            require_signed=_bool(env, "REQUIRE_SIGNED", d.require_signed),
+            trusted_keys=_trusted_keys(env.get("TRUSTED_KEYS", "")),
+            data_roots=_path_list(env.get("DATA_ROOTS", "")),
+            max_training_csv_bytes=_int(env, "MAX_TRAINING_CSV_BYTES", d.max_training_csv_bytes),
         )
 
     def with_(self, **changes) -> "Settings":

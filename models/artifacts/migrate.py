@@ -35,7 +35,7 @@ from models.artifacts.gridfs import GridFSArtifactStore, is_gridfs_path
 from models.artifacts.loading import PATH_FIELDS
 from models.artifacts.maintenance import referenced_paths
 from models.artifacts.routing import RoutingStore, get_store
-from models.artifacts.verified import read_verified
+from models.artifacts.verified import read_checksummed
 from models.errors import ArtifactError, ValidationError
 from models.progress import Progress, no_progress
 from models.store.db import Database
@@ -177,7 +177,7 @@ class _Migration:
         if _sha_of(self.target, new) == slot.sha256:  # an earlier, interrupted migration made it
             self.report.files_reused.append(new)
         else:
-            data = read_verified(self.routing, slot.path, slot.sha256)  # before copying
+            data = read_checksummed(self.routing, slot.path, slot.sha256)  # before copying (signature moves along)
             if not self.report.dry_run:
                 info = self.target.write(file_name(slot.path), lambda fh: fh.write(data))
                 if info.sha256 != slot.sha256 or _sha_of(self.target, new) != slot.sha256:  # after writing

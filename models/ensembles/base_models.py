@@ -105,7 +105,7 @@ def load_oof(settings: Any, config: dict[str, Any], *, store: ArtifactStore | No
     hit = cache.get(key)
     if hit is not None:
         return hit
-    arrays = load_npz_verified(store or get_store(settings), ref["path"], ref.get("sha256"))
+    arrays = load_npz_verified(store or get_store(settings), ref)
     missing = [k for k in ("oof", "train_idx", "test_idx", "test_pred", "classes") if k not in arrays]
     if missing:
         raise ArtifactError(f"out-of-fold archive {ref['path']} lacks {', '.join(missing)}",
@@ -137,7 +137,7 @@ def fast_load(settings: Any, config: dict[str, Any], *, store: ArtifactStore | N
     if model is None and not oof_cached:
         store = store or get_store(settings)
         for ref in refs.values():  # one file in memory at a time; nothing is unpickled
-            read_verified(store, ref["path"], ref.get("sha256"))
+            read_verified(store, ref)
     oof = load_oof(settings, config, store=store, cache=cache) if need_oof else None
     return model, "cache" if (model is not None or oof_cached) else "artifacts", oof
 

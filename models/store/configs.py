@@ -16,6 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.processes import owner_is_dead
+from models.store.data_roots import check_data_root
 from models.store.db import Database
 from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, validate_config
 from models.timeutil import now
@@ -51,6 +52,7 @@ class ConfigStore:
 
     def create(self, doc: dict[str, Any]) -> dict[str, Any]:
         clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS})
+        check_data_root(clean["training_csv"], self.database.settings)
         stamp = now()
         clean.setdefault("status", "trained" if clean.get("run_id") else "new")
         clean.update(created_at=stamp, updated_at=stamp, rev=1)
@@ -111,6 +113,8 @@ class ConfigStore:
             to_unset = {k: "" for k in current if k not in clean and k not in SERVER_FIELDS}
             if not to_set and not to_unset:
                 return current
+            if "training_csv" in to_set:
+                check_data_root(clean["training_csv"], self.database.settings)
             update: dict[str, Any] = {"$set": {**to_set, "updated_at": now()}, "$inc": {"rev": 1}}
             if to_unset:
                 update["$unset"] = to_unset
