@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from models.artifacts.loading import load_model
 from models.artifacts.cache import ModelCache
+from models.artifacts.loading import load_model
 from models.artifacts.signing import SigningKeyError, get_signer, new_private_key_text
 from models.errors import ArtifactError
 from models.store.configs import ConfigStore

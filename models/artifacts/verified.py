@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 from models.artifacts.base import ArtifactInfo, ArtifactStore
 
-
 Ref = dict[str, Any]
 
 
