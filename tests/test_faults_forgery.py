@@ -130,6 +130,16 @@ def test_rewritten_checksums_never_run_the_pickle(database, settings, games_csv,
     assert result.returncode == 0, result.stderr
     result = cli(settings, env, "ensemble", "predict", "ens2", "--csv", str(tmp_path / "rows.csv"))
     assert result.returncode == 0, result.stderr
+    # its base models intact, its meta-model forged: refused too (a fresh app: nothing cached)
+    ens2 = database.ensembles.find_one({"name": "ens2"})
+    forged_meta = forge(database, settings, backend, ens2["artifacts"]["ensemble"], evil, strip=strip)
+    database.ensembles.update_one({"_id": ens2["_id"]}, {"$set": {"artifacts.ensemble": forged_meta,
+                                                                  "checksums.ensemble": forged_meta["sha256"]}})
+    result = cli(settings, env, "ensemble", "predict", "ens2", "--csv", str(tmp_path / "rows.csv"))
+    assert result.returncode == 1 and words in result.stderr and "_ensemble.pkl" in result.stderr, result.stderr
+    fresh_app = create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
+    resp = fresh_app.test_client().post("/api/predict/ensemble/ens2", json=body, headers=AUTH)
+    assert resp.status_code == 422 and resp.get_json()["error"]["reason"] == reason
     assert not marker.exists()
 
 
