@@ -131,3 +131,12 @@ def test_key_command_prints_the_public_key(settings):
     assert data["public_key"] == get_signer(settings).public_key and data["source"] == str(settings.signing_key_file)
     fresh = cli(settings, "artifacts", "key", "--generate").stdout.strip()
     assert get_signer(settings.with_(artifact_signing_key=fresh)).public_key != data["public_key"]
+
+
+def test_a_bad_signing_key_stops_the_web_app_and_the_cli_with_one_clear_line(settings, database):
+    from web import create_app
+    with pytest.raises(SigningKeyError, match="ARTIFACT_SIGNING_KEY"):
+        create_app(settings.with_(artifact_signing_key="short", admin_password="pw", api_token="t" * 32), database)
+    result = cli(settings, "artifacts", "key", ARTIFACT_SIGNING_KEY="c2hvcnQ=")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "must be 32 bytes" in result.stderr and "ARTIFACT_SIGNING_KEY" in result.stderr
