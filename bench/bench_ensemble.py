@@ -76,7 +76,8 @@ def current_rss_mb() -> float:
 def _settings(args: dict):
     from models.settings import Settings
     return Settings.from_env({}).with_(mongo_uri=args["uri"], mongo_db=args["db"],
-                                       artifact_dir=Path(args["artifacts"]), var_dir=Path(args["tmp"]) / "var")
+                                       artifact_dir=Path(args["artifacts"]), var_dir=Path(args["tmp"]) / "var",
+                                       data_roots=(Path(args["csv"]).parent,))
 
 
 def child_setup(args: dict) -> dict:

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with bench_database() as database, tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         settings = database.settings
-        csv = write_games_csv(Path(tmp) / "games.csv", n_games=2000)
+        csv = write_games_csv(settings.data_dir / "games.csv", n_games=2000)  # inside DATA_ROOTS
         ConfigStore(database).create({"name": MODEL, "task": "classification", "model_type": "random_forest",
                                       "hyperparameters": {"n_estimators": 50, "max_depth": 6},
                                       "features": FEATURES[:8], "target": "home_win", "training_csv": str(csv),

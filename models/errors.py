@@ -97,6 +97,8 @@ ARTIFACT_REASONS = {
     "unpickle_error": "an artifact file cannot be read",
     "empty_file": "an artifact file is empty",
     "write_error": "an artifact could not be written",
+    "signature_invalid": "an artifact's signature does not verify (forged or changed)",
+    "signature_missing": "an artifact is not signed (run `artifacts sign --all`)",
 }
 
 

@@ -80,6 +80,20 @@ def _data_roots(env: Mapping[str, str], data_dir: Path) -> tuple[tuple[str, Path
     return tuple(roots.items())
 
 
+def _trusted_keys(raw: str) -> tuple[str, ...]:
+    """``TRUSTED_KEYS``: public keys separated by commas or whitespace, or ``@/path/to/file`` (one a line)."""
+    raw = raw.strip()
+    if raw.startswith("@"):
+        path = _path(raw[1:])
+        try:
+            raw = path.read_text()
+        except OSError as exc:
+            raise ValueError(f"environment variable TRUSTED_KEYS names file {path}, which cannot be read: "
+                             f"{exc.strerror}") from None
+        raw = "\n".join(line for line in raw.splitlines() if not line.lstrip().startswith("#"))
+    return tuple(k for k in raw.replace(",", " ").split() if k)
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value not in choices:
@@ -160,7 +174,7 @@ class Settings:
     data_dir: Path = field(default_factory=lambda: _path("data"))
     # named data roots; ``training_csv`` is stored as ``@<root>/<path>`` so every machine resolves it in its own
     # copy of the root. Empty: only ``data`` = ``data_dir`` (see :attr:`named_data_roots`).
-    data_roots: tuple[tuple[str, Path], ...] = ()
+    data_roots: tuple[tuple[str, Path] | Path, ...] | None = ()
     var_dir: Path = field(default_factory=lambda: _path("var"))
     embedded_host: str = "127.0.0.1"
     embedded_port: int = 27018
@@ -183,11 +197,19 @@ class Settings:
     hyperparameter_limits: tuple[tuple[str, int], ...] = tuple(sorted(DEFAULT_HYPERPARAMETER_LIMITS.items()))
     session_cookie_secure: bool = False  # mark the session cookie Secure (serve behind TLS)
 
+    progress_interval_seconds: int = 5  # CLI progress lines on a non-terminal stderr: at least this often
+    # trust (models/artifacts/signing.py): the Ed25519 key that signs artifacts; MongoDB never holds it
+    artifact_signing_key: str | None = None  # base64 of the 32-byte private key; else the key file
+    artifact_signing_key_file: Path | None = None  # default: $VAR_DIR/artifact-signing.key (made on first use)
+    require_signed: bool = False  # refuse artifacts without a signature (after `artifacts sign --all`)
+    trusted_keys: tuple[str, ...] = ()  # public keys (base64) whose artifacts and archives are accepted
+    # training data: a config's training_csv must resolve inside a data root (see named_data_roots)
+    max_training_csv_bytes: int = 512 * 1024**2
+
     @property
     def hyperparameter_limit(self) -> dict[str, int]:
         """The upper bounds of size-like hyperparameters, by name."""
         return dict(self.hyperparameter_limits)
-    progress_interval_seconds: int = 5  # CLI progress lines on a non-terminal stderr: at least this often
 
     @property
     def artifact_cache_dir(self) -> Path:
@@ -196,8 +218,22 @@ class Settings:
 
     @property
     def named_data_roots(self) -> dict[str, Path]:
-        """Root name -> folder on this machine; ``data`` is ``DATA_DIR`` unless ``DATA_ROOTS`` names it."""
-        return {DEFAULT_DATA_ROOT: self.data_dir, **dict(self.data_roots)}
+        """Root name -> folder on this machine; ``data`` is ``DATA_DIR`` unless ``DATA_ROOTS`` names it.
+        An entry given as a bare folder (``with_(data_roots=(folder,))``) is named after that folder."""
+        roots: dict[str, Path] = {DEFAULT_DATA_ROOT: self.data_dir}
+        for entry in self.data_roots or ():
+            name, folder = entry if isinstance(entry, tuple) else (Path(entry).name.lower(), entry)
+            roots[name] = Path(folder)
+        return roots
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.artifact_signing_key_file or (self.var_dir / "artifact-signing.key")
+
+    @property
+    def effective_data_roots(self) -> tuple[Path, ...]:
+        """Folders training CSVs may be read from: every named data root (``DATA_DIR`` and ``DATA_ROOTS``)."""
+        return tuple(self.named_data_roots.values())
 
     @property
     def mongo_dir(self) -> Path:
@@ -252,6 +288,12 @@ class Settings:
             hyperparameter_limits=_limits(env, "HYPERPARAMETER_LIMITS"),
             session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE", d.session_cookie_secure),
             progress_interval_seconds=max(_int(env, "PROGRESS_INTERVAL_SECONDS", d.progress_interval_seconds), 1),
+            artifact_signing_key=env.get("ARTIFACT_SIGNING_KEY") or None,
+            artifact_signing_key_file=(_path(env["ARTIFACT_SIGNING_KEY_FILE"])
+                                       if env.get("ARTIFACT_SIGNING_KEY_FILE") else None),
+            require_signed=_bool(env, "REQUIRE_SIGNED", d.require_signed),
+            trusted_keys=_trusted_keys(env.get("TRUSTED_KEYS", "")),
+            max_training_csv_bytes=_int(env, "MAX_TRAINING_CSV_BYTES", d.max_training_csv_bytes),
         )
 
     def with_(self, **changes) -> "Settings":

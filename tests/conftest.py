@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from models.demo import write_games_csv
-from models.settings import Settings
+from models.settings import PROJECT_ROOT, Settings, get_settings
 from models.store.db import Database
 from models.store.embedded import EmbeddedServer, free_port
 
@@ -33,6 +33,22 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     server.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def data_roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]:
+    """Training CSVs live under pytest's temporary folder (and the project's data/): the DATA_ROOTS of
+    every test, in-process and in the subprocesses it starts (they inherit the environment)."""
+    roots = (tmp_path_factory.getbasetemp(), PROJECT_ROOT / "data")
+    previous = os.environ.get("DATA_ROOTS")
+    os.environ["DATA_ROOTS"] = os.pathsep.join(str(r) for r in roots)
+    get_settings.cache_clear()
+    yield roots
+    if previous is None:
+        os.environ.pop("DATA_ROOTS", None)
+    else:
+        os.environ["DATA_ROOTS"] = previous
+    get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def games_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo data set shared by the whole session (read-only for tests)."""
@@ -40,13 +56,14 @@ def games_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(mongo_uri: str, tmp_path: Path) -> Settings:
+def settings(mongo_uri: str, tmp_path: Path, data_roots: tuple[Path, ...]) -> Settings:
     return Settings.from_env({}).with_(
         mongo_uri=mongo_uri,
         mongo_db=f"test_{uuid.uuid4().hex[:12]}",
         artifact_dir=tmp_path / "artifacts",
         data_dir=tmp_path / "data",
         var_dir=tmp_path / "var",
+        data_roots=data_roots,
         server_selection_timeout_ms=3000,
     )
 

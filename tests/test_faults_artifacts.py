@@ -3,6 +3,7 @@ slow path (retraining from the CSV) takes over with that reason. Refusal by the 
 covered in tests/test_artifacts.py; this adds the fallback and the cases it lacks."""
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import pytest
@@ -40,6 +41,7 @@ def unpickled(monkeypatch):
     ("empty", "empty_file", "is empty"),
     ("flip", "checksum_mismatch", "fails verification"),
     ("malicious", "checksum_mismatch", "fails verification"),
+    ("forged_db", "signature_invalid", "signature that does not verify"),  # checksums rewritten to match
     ("symlink_out", "path_refused", "resolves outside the artifact folder"),
     ("dotdot", "path_refused", "contains '..'"),
     ("absolute", "path_refused", "is absolute"),
@@ -61,6 +63,12 @@ def test_bad_model_artifact_is_never_unpickled_and_is_retrained(tool, database, 
         path.write_bytes(data[:50] + bytes([data[50] ^ 0x20]) + data[51:])
     elif how == "malicious":
         path.write_bytes(evil)
+    elif how == "forged_db":  # whoever can write MongoDB makes every recorded checksum match the payload
+        path.write_bytes(evil)
+        sha = hashlib.sha256(evil).hexdigest()
+        forged = {**doc["artifacts"]["model"], "sha256": sha, "size": len(evil), "chunk_sha256": [sha]}
+        database.configs.update_one({"_id": doc["_id"]}, {"$set": {"artifacts.model": forged, "checksums.model": sha}})
+        database.runs.update_one({"run_id": doc["run_id"]}, {"$set": {"artifacts.model": forged}})
     elif how == "symlink_out":
         outside = tmp_path / "outside_model.pkl"
         outside.write_bytes(evil)

@@ -26,8 +26,9 @@ def test_training_writes_to_gridfs_and_another_process_style_load_reads_it(datab
     doc = ConfigStore(db).get("g")
     assert doc["model_artifact_path"].startswith("gridfs:")
     assert not gridfs_settings.artifact_dir.exists() or not any(gridfs_settings.artifact_dir.iterdir())
-    # another machine: its own (empty) disk cache, same database
-    other = gridfs_settings.with_(var_dir=tmp_path / "other-var")
+    # another machine: its own (empty) disk cache, same database, the deployment's signing key
+    other = gridfs_settings.with_(var_dir=tmp_path / "other-var",
+                                  artifact_signing_key_file=gridfs_settings.signing_key_file)
     loaded = load_model(other, doc, use_cache=False)
     assert loaded.source == "artifacts"
     frame = pd.read_csv(games_csv).head(50)

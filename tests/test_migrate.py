@@ -100,8 +100,9 @@ def test_migrate_to_gridfs_and_back(trained, games_csv, tmp_path):
     config = ConfigStore(database).get("lr")
     assert all(is_gridfs_path(config[f]) for f in ("model_artifact_path", "scaler_artifact_path", "features_path"))
     assert all(is_gridfs_path(ref["path"]) for ref in config["artifacts"].values())
-    # another machine: its own empty disk cache, GridFS as its store
-    other = database.settings.with_(artifact_store="gridfs", var_dir=tmp_path / "other")
+    # another machine: its own empty disk cache, GridFS as its store, the deployment's signing key
+    other = database.settings.with_(artifact_store="gridfs", var_dir=tmp_path / "other",
+                                    artifact_signing_key_file=database.settings.signing_key_file)
     after = predictions(database, games_csv, other)
     for name in before:
         assert np.array_equal(before[name], after[name]), name

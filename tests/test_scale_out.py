@@ -183,6 +183,7 @@ def test_jobs_run_on_workers_and_artifacts_land_in_gridfs(db, cluster, games_csv
     pd.read_csv(games_csv).head(25).to_csv(rows, index=False)
     env = {**os.environ, "MONGO_URI": db.settings.effective_mongo_uri, "MONGO_DB": db.settings.mongo_db,
            "ARTIFACT_STORE": "gridfs", "VAR_DIR": str(tmp_path / "other-var"),
+           "ARTIFACT_SIGNING_KEY_FILE": str(db.settings.signing_key_file),  # one key per deployment
            "ARTIFACT_DIR": str(tmp_path / "other-artifacts"), "PYTHONPATH": str(PROJECT_ROOT)}
     env.pop("DASK_SCHEDULER_ADDRESS", None)
     script = ("import json, sys, pandas as pd\n"

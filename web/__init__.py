@@ -22,6 +22,7 @@ from flask import Flask
 from pymongo.errors import PyMongoError
 
 from models import jobs
+from models.artifacts.signing import get_signer
 from models.errors import ServiceError
 from models.settings import Settings, get_settings
 from models.store.db import Database
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         database = Database.connect(settings or get_settings())
     settings = settings or database.settings
     credentials = load_credentials(database, settings)
+    get_signer(settings)  # the artifact signing key: a bad ARTIFACT_SIGNING_KEY stops the start, not each request
 
     app = Flask(__name__)
     app.config.update(

@@ -6,6 +6,9 @@ comma-separated), the same notation as the CLI's ``--min f1=0.8``.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -95,3 +98,38 @@ def export_archive(database: Database, run_id: str) -> tuple[bytes, str, dict[st
         data = out.read_bytes()
     summary = {k: v for k, v in summary.items() if k != "path"}  # no server paths in answers
     return data, filename, summary
+
+
+IMPORT_FIELDS = ("archive_base64", "filename", "on_conflict", "trust")
+
+
+def import_archive(database: Database, body: dict[str, Any], by: str | None) -> dict[str, Any]:
+    """Import a run archive sent as ``{"archive_base64", "filename"?, "on_conflict"?, "trust"?}``.
+
+    ``trust`` must be an explicit ``true`` to import an archive no known key signed (see
+    :func:`models.registry.import_run`). The bytes go to a private temporary folder; nothing stays.
+    """
+    unknown = sorted(set(body) - set(IMPORT_FIELDS))
+    if unknown:
+        raise ValidationError(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
+    encoded = body.get("archive_base64")
+    if not isinstance(encoded, str) or not encoded:
+        raise ValidationError("archive_base64 is required: the .tar.gz export, base64-encoded",
+                              field="archive_base64")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValidationError("archive_base64 is not valid base64", field="archive_base64") from None
+    trust = body.get("trust", False)
+    if not isinstance(trust, bool):
+        raise ValidationError("trust must be true or false", field="trust")
+    on_conflict = body.get("on_conflict", "refuse")
+    if not isinstance(on_conflict, str):
+        raise ValidationError("on_conflict must be text", field="on_conflict")
+    filename = body.get("filename") or "upload.tar.gz"
+    if not isinstance(filename, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,120}", filename):
+        raise ValidationError("filename must be a plain file name", field="filename")
+    with tempfile.TemporaryDirectory(prefix="import-") as tmp:
+        path = Path(tmp) / filename
+        path.write_bytes(data)
+        return registry.import_run(database, path, on_conflict=on_conflict, by=by, trust=trust)

@@ -1,4 +1,4 @@
-"""``artifacts info|verify|gc|migrate``: inspect, check, clean and move artifacts."""
+"""``artifacts info|verify|gc|migrate|sign|key``: inspect, check, clean, move and sign artifacts."""
 from __future__ import annotations
 
 import click
@@ -167,3 +167,52 @@ def relocate(app: AppContext, dry_run: bool, as_json: bool) -> None:
             info(f"changed meanwhile, run again: {label}")
     if report["errors"] or report["changed"]:
         raise SystemExit(1)
+@artifacts.command("sign")
+@click.option("--all", "all_", is_flag=True, required=True,
+              help="Sign every artifact that has no signature yet (required: signing is never implicit).")
+@click.option("--dry-run", is_flag=True, help="Only report what would be signed.")
+@json_option
+@pass_app
+def sign(app: AppContext, all_: bool, dry_run: bool, as_json: bool) -> None:
+    """Sign the artifacts written before signing existed, after re-checking each file against its checksums.
+
+    Run it once when upgrading, while you trust the database; then set REQUIRE_SIGNED=1.
+    Exits 1 if a file is missing or fails its checksums, or a signature does not verify.
+    """
+    from models.artifacts.maintenance import sign_unsigned
+    report = sign_unsigned(app.db, dry_run=dry_run)
+    if as_json:
+        emit_json(report)
+    else:
+        verb = "would sign" if dry_run else "signed"
+        info(f"{verb} {len(report['signed'])} artifacts; {report['already_signed']} were signed already")
+        for problem in report["failed"] + report["invalid"]:
+            info(f"not signed: {problem['document']} {problem['kind']} {problem['path']}: {problem['reason']}")
+    if report["failed"] or report["invalid"]:
+        raise SystemExit(1)
+
+
+@artifacts.command("key")
+@click.option("--generate", is_flag=True, help="Print a new private key (for ARTIFACT_SIGNING_KEY or a key "
+                                               "file) instead; nothing is stored.")
+@json_option
+@pass_app
+def key(app: AppContext, generate: bool, as_json: bool) -> None:
+    """This installation's public signing key (give it to others for their TRUSTED_KEYS) and its source."""
+    from models.artifacts.signing import get_signer, new_private_key_text
+    if generate:
+        text = new_private_key_text()
+        if as_json:
+            emit_json({"private_key": text})
+        else:
+            click.echo(text)
+        return
+    signer = get_signer(app.settings)
+    data = {"public_key": signer.public_key, "source": signer.source, "trusted_keys": signer.trusted_keys,
+            "require_signed": signer.require_signed}
+    if as_json:
+        emit_json(data)
+    else:
+        click.echo(signer.public_key)
+        info(f"private key from {signer.source}; trusted keys: {len(signer.trusted_keys)}; "
+             f"REQUIRE_SIGNED={'1' if signer.require_signed else '0'}")

@@ -296,12 +296,15 @@ def export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
 @click.option("--rename", "on_conflict", flag_value="rename", help="Give the run a new id if its id exists.")
 @click.option("--overwrite", "on_conflict", flag_value="overwrite", help="Replace an existing run with the same id.")
 @click.option("--by", default="cli", show_default=True, help="Who imported it (recorded in the history).")
+@click.option("--trust", is_flag=True, help="Import even though no known key signed the archive (you vouch "
+                                            "for it; recorded in the run, and its files are re-signed here).")
 @json_option
 @pass_app
-def import_(app: AppContext, archive: Path, on_conflict: str | None, by: str, as_json: bool) -> None:
-    """Import a run archive; every checksum is verified before anything is written."""
+def import_(app: AppContext, archive: Path, on_conflict: str | None, by: str, trust: bool, as_json: bool) -> None:
+    """Import a run archive signed by this installation or a TRUSTED_KEYS key (else refused unless --trust);
+    every checksum is verified before anything is written."""
     from models import registry
-    result = registry.import_run(app.db, archive, on_conflict=on_conflict or "refuse", by=by)
+    result = registry.import_run(app.db, archive, on_conflict=on_conflict or "refuse", by=by, trust=trust)
     if as_json:
         emit_json(result)
         return

@@ -34,19 +34,23 @@ class ArtifactInfo:
     size: int
     chunk_size: int | None = None
     chunk_sha256: tuple[str, ...] | None = None
+    signature: str | None = None  # models/artifacts/signing.py: over the name, SHA-256, size and blocks
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "size": self.size}
         if self.chunk_sha256 is not None:
             out["chunk_size"] = self.chunk_size
             out["chunk_sha256"] = list(self.chunk_sha256)
+        if self.signature:
+            out["signature"] = self.signature
         return out
 
     @classmethod
     def from_ref(cls, ref: dict[str, Any]) -> "ArtifactInfo":
         chunks = ref.get("chunk_sha256")
         return cls(path=ref.get("path") or "", sha256=ref.get("sha256") or "", size=ref.get("size") or 0,
-                   chunk_size=ref.get("chunk_size"), chunk_sha256=tuple(chunks) if chunks else None)
+                   chunk_size=ref.get("chunk_size"), chunk_sha256=tuple(chunks) if chunks else None,
+                   signature=ref.get("signature"))
 
 
 def artifact_name(run_id: str, kind: str) -> str:
@@ -54,7 +58,13 @@ def artifact_name(run_id: str, kind: str) -> str:
 
 
 class ArtifactStore(ABC):
-    """Where artifact bytes live. Paths given and returned are the ones stored in documents."""
+    """Where artifact bytes live. Paths given and returned are the ones stored in documents.
+
+    ``signer`` (set on the store :func:`models.artifacts.routing.get_store` returns): signs what is
+    written and checks signatures before reading; a bare backend (None) checks checksums only.
+    """
+
+    signer: Any = None
 
     @abstractmethod
     def write(self, name: str, writer: Callable[[IO[bytes]], None]) -> ArtifactInfo:

@@ -42,8 +42,8 @@ def artifact_refs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``kind -> {"path", "sha256", ...}`` from a config or run document.
 
     A config names its files in the seed system's fields; their checksums
-    come from ``checksums`` (and per-chunk checksums from ``artifacts`` when
-    it describes the same file). ArtifactError if a field is missing.
+    come from ``checksums`` (and per-chunk checksums and the signature from
+    ``artifacts`` when it describes the same file). ArtifactError if a field is missing.
     """
     arts = doc.get("artifacts") or {}
     if is_legacy(doc):
@@ -64,7 +64,7 @@ def artifact_refs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         entry = arts.get(kind) or {}
         ref = {"path": doc[field], "sha256": checksums.get(kind)}
         if entry.get("path") == doc[field] and entry.get("sha256") == checksums.get(kind):
-            ref.update({k: entry[k] for k in ("size", "chunk_size", "chunk_sha256") if k in entry})
+            ref.update({k: entry[k] for k in ("size", "chunk_size", "chunk_sha256", "signature") if k in entry})
         refs[kind] = ref
     return refs
 
@@ -84,7 +84,7 @@ def load_model(settings: Settings, doc: dict[str, Any], *, store: ArtifactStore 
     store = store or get_store(settings)
     # Every file passes its up-front checks before anything is unpickled.
     features_path = refs["features"]["path"]
-    features_bytes = read_verified(store, features_path, refs["features"].get("sha256"))
+    features_bytes = read_verified(store, refs["features"])
     pending = {kind: fetch_pickle(store, refs[kind]) for kind in ("scaler", "model")}
     features = parse_json_bytes(features_bytes, features_path)
     if isinstance(features, dict):

@@ -25,7 +25,25 @@ log = logging.getLogger(__name__)
 ORPHAN_MIN_AGE_S = 15 * 60
 
 
-def _check(store: ArtifactStore, path: str, sha256: str | None) -> dict[str, Any]:
+def _check(store: ArtifactStore, ref: dict[str, Any]) -> dict[str, Any]:
+    """State of one file: ``ok``, ``missing``, ``corrupt`` (bytes differ, or the signature does not verify),
+    ``unsigned`` (no signature while ``REQUIRE_SIGNED`` is set) or ``refused`` (bad path). Never unpickles."""
+    out = _check_bytes(store, ref["path"], ref.get("sha256"))
+    if store.signer is None:
+        return out
+    signature = store.signer.artifact_state(ref)
+    out["signature"] = signature
+    if out["state"] == "ok" and signature == "invalid":
+        out.update(state="corrupt", verified=False,
+                   reason="signature does not verify (the recorded checksums were changed, or it was signed "
+                          "by an unknown key)")
+    elif out["state"] == "ok" and signature == "unsigned" and store.signer.require_signed:
+        out.update(state="unsigned", verified=False,
+                   reason="not signed (REQUIRE_SIGNED is set; run `artifacts sign --all`)")
+    return out
+
+
+def _check_bytes(store: ArtifactStore, path: str, sha256: str | None) -> dict[str, Any]:
     """State of one file at its source (GridFS itself, never the disk cache): ``ok``, ``missing``,
     ``corrupt`` (bytes differ) or ``refused`` (bad path)."""
     try:
@@ -61,7 +79,7 @@ def run_artifacts_info(database: Database, run_id: str, *, verify: bool = True) 
     files = {}
     for kind, ref in (run.get("artifacts") or {}).items():
         if verify:
-            files[kind] = {"kind": kind, **_check(store, ref["path"], ref.get("sha256"))}
+            files[kind] = {"kind": kind, **_check(store, ref)}
             if files[kind]["state"] != "ok":
                 invalidate_caches(database, store, run_id, {kind: ref})
         else:
@@ -87,7 +105,7 @@ def scan_configs(database: Database) -> list[dict[str, Any]]:
             entry.update(state="untrained", problems=[exc.message])
             report.append(entry)
             continue
-        states = {kind: _check(store, ref["path"], ref.get("sha256")) for kind, ref in refs.items()}
+        states = {kind: _check(store, ref) for kind, ref in refs.items()}
         bad = {k: v for k, v in states.items() if v["state"] != "ok"}
         if bad:
             invalidate_caches(database, store, config.get("run_id"), {k: refs[k] for k in bad})
@@ -174,3 +192,71 @@ def collect_orphans(database: Database, *, dry_run: bool = False,
     return {"orphan_files": orphans, "temp_files": [t.name for t in temps],
             "orphan_chunks": {"files": [str(f) for f in chunks], "chunks": sum(chunks.values())},
             "dry_run": dry_run}
+
+
+def _bytes_match(data: bytes, ref: dict[str, Any]) -> str | None:
+    """Why ``data`` does not match the ref's SHA-256, size and per-block checksums; None when it does."""
+    if hashlib.sha256(data).hexdigest() != ref.get("sha256"):
+        return "checksum mismatch"
+    if ref.get("size") is not None and ref["size"] != len(data):
+        return f"size is {len(data)} bytes, the document says {ref['size']}"
+    chunks, size = ref.get("chunk_sha256"), ref.get("chunk_size")
+    if chunks:
+        if not isinstance(size, int) or size <= 0:
+            return "per-block checksums without a block size"
+        actual = [hashlib.sha256(data[i:i + size]).hexdigest() for i in range(0, len(data), size)]
+        if actual != list(chunks):
+            return "per-block checksums do not match"
+    return None
+
+
+def sign_unsigned(database: Database, *, dry_run: bool = False) -> dict[str, Any]:
+    """Sign every artifact ref (runs, ensembles, configs) that has no signature yet, after re-verifying its
+    file against the recorded checksums. Refs whose signature is invalid are reported, never re-signed.
+
+    Returns ``{"signed": [...], "already_signed": n, "failed": [{"document", "kind", "path", "reason"}],
+    "invalid": [...], "dry_run"}``. The database is trusted for this one step: run it once, when
+    upgrading an installation whose artifacts predate signing.
+    """
+    store = get_store(database.settings)
+    signer = store.signer
+    report: dict[str, Any] = {"signed": [], "already_signed": 0, "failed": [], "invalid": [], "dry_run": dry_run}
+    verified: dict[tuple[str, str], str | None] = {}  # (path, sha256) -> problem, so shared files are read once
+    for collection in ("runs", "ensembles", "configs"):
+        col = getattr(database, collection)
+        for doc in col.find({}, {"artifacts": 1, "name": 1, "run_id": 1}):
+            label = f"{collection[:-1]} {doc.get('run_id') if collection == 'runs' else doc.get('name')}"
+            updates: dict[str, Any] = {}
+            for kind, ref in sorted((doc.get("artifacts") or {}).items()):
+                if not isinstance(ref, dict) or not ref.get("path"):
+                    continue
+                state = signer.artifact_state(ref)
+                where = {"document": label, "kind": kind, "path": ref["path"]}
+                if state == "signed":
+                    report["already_signed"] += 1
+                    continue
+                if state == "invalid":
+                    report["invalid"].append({**where, "reason": "signature does not verify; not re-signed"})
+                    continue
+                key = (ref["path"], str(ref.get("sha256")))
+                if key not in verified:
+                    try:
+                        verified[key] = _bytes_match(store.read_bytes(ref["path"]), ref) if ref.get("sha256") \
+                            else "no checksum recorded"
+                    except ArtifactError as exc:
+                        verified[key] = exc.message
+                if verified[key] is not None:
+                    report["failed"].append({**where, "reason": verified[key]})
+                    continue
+                updates[f"artifacts.{kind}.signature"] = signer.sign_ref(ref)
+                report["signed"].append(where)
+            if updates and not dry_run:
+                # only if the refs are still the ones verified (a training may have moved the config on)
+                guard = {f"artifacts.{k.split('.')[1]}.sha256": doc["artifacts"][k.split(".")[1]].get("sha256")
+                         for k in updates}
+                if not col.update_one({"_id": doc["_id"], **guard}, {"$set": updates}).matched_count:
+                    report["failed"].append({"document": label, "kind": "*", "path": "",
+                                             "reason": "changed meanwhile; run again"})
+    if report["signed"] and not dry_run:
+        log.info("signed %d artifact refs", len(report["signed"]))
+    return report

@@ -11,6 +11,7 @@ log = logging.getLogger(__name__)
 
 from models.artifacts.base import ArtifactInfo, ArtifactStore
 from models.artifacts.local import LocalArtifactStore
+from models.artifacts.signing import get_signer
 
 
 class RoutingStore(ArtifactStore):
@@ -21,7 +22,8 @@ class RoutingStore(ArtifactStore):
     """
 
     def __init__(self, primary: ArtifactStore, local: "LocalArtifactStore",
-                 gridfs_factory: Callable[[], ArtifactStore]) -> None:
+                 gridfs_factory: Callable[[], ArtifactStore], signer: Any = None) -> None:
+        self.signer = signer
         self.primary = primary
         self.local = local
         self._gridfs_factory = gridfs_factory
@@ -38,7 +40,8 @@ class RoutingStore(ArtifactStore):
         return self.gridfs if is_gridfs_path(stored_path) else self.local
 
     def write(self, name: str, writer: Callable[[IO[bytes]], None]) -> ArtifactInfo:
-        return self.primary.write(name, writer)
+        info = self.primary.write(name, writer)
+        return self.signer.sign_info(info) if self.signer is not None else info
 
     def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
         return self.backend_for(stored_path).read_bytes(stored_path, sha256)
@@ -72,7 +75,7 @@ def canonical_path(stored_path: str) -> str:
 
 
 def get_store(settings: Settings) -> RoutingStore:
-    """The configured artifact store (``ARTIFACT_STORE``: ``local`` or ``gridfs``)."""
+    """The configured artifact store (``ARTIFACT_STORE``: ``local`` or ``gridfs``), signing what it writes."""
     local = LocalArtifactStore(settings.artifact_dir)
 
     def make_gridfs() -> ArtifactStore:
@@ -82,5 +85,5 @@ def get_store(settings: Settings) -> RoutingStore:
         return GridFSArtifactStore(shared_client(settings)[settings.mongo_db], cache)
 
     primary = make_gridfs() if settings.artifact_store == "gridfs" else local
-    return RoutingStore(primary, local, make_gridfs)
+    return RoutingStore(primary, local, make_gridfs, get_signer(settings))
 

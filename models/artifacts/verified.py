@@ -31,9 +31,39 @@ log = logging.getLogger(__name__)
 
 from models.artifacts.base import ArtifactInfo, ArtifactStore
 
+Ref = dict[str, Any]
 
-def read_verified(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> bytes:
-    """The file's bytes, only if they hash to ``sha256``. Never unpickles anything."""
+
+def as_ref(ref_or_path: Ref | str | None, sha256: str | None = None) -> Ref:
+    """A document's artifact ref (``{"path", "sha256", "size", ..., "signature"}``) from a ref or a path."""
+    if isinstance(ref_or_path, dict):
+        return ref_or_path
+    return {"path": ref_or_path, "sha256": sha256}
+
+
+def check_signature(store: ArtifactStore, ref: Ref) -> None:
+    """Refuse (``signature_invalid`` / ``signature_missing``) an artifact whose signature does not verify.
+
+    Runs before the file is opened, so a forged document never gets a byte of its file read.
+    """
+    if store.signer is not None and ref.get("path"):
+        store.signer.check_ref(ref)
+
+
+def read_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None) -> bytes:
+    """The file's bytes, only if its signature verifies and they hash to the recorded SHA-256.
+
+    Give the document's whole ref (with ``signature``); a bare path has no signature.
+    Never unpickles anything.
+    """
+    ref = as_ref(ref_or_path, sha256)
+    check_signature(store, ref)
+    return read_checksummed(store, ref.get("path"), ref.get("sha256"))
+
+
+def read_checksummed(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> bytes:
+    """The file's bytes, only if they hash to ``sha256`` (no signature check: for copying bytes, never
+    for bytes that are unpickled). Never unpickles anything."""
     if not stored_path:
         raise ArtifactError("artifact path is not set", reason="field_missing")
     if not sha256:
@@ -78,12 +108,14 @@ def verify_file(store: ArtifactStore, stored_path: str | None, sha256: str | Non
     return size
 
 
-def load_verified(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> tuple[Any, list[str]]:
+def load_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None
+                  ) -> tuple[Any, list[str]]:
     """Unpickle an artifact after verifying it; return ``(object, warnings)``.
 
     Version-mismatch warnings from scikit-learn are returned, not raised.
     """
-    return unpickle_bytes(read_verified(store, stored_path, sha256), stored_path or "")
+    ref = as_ref(ref_or_path, sha256)
+    return unpickle_bytes(read_verified(store, ref), ref.get("path") or "")
 
 
 def unpickle_bytes(data: bytes, stored_path: str) -> tuple[Any, list[str]]:
@@ -133,8 +165,9 @@ def _unpickle(source: IO[bytes], stored_path: str, reopen: Callable[[], IO[bytes
     return obj, notes
 
 
-def load_json_verified(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> Any:
-    return parse_json_bytes(read_verified(store, stored_path, sha256), stored_path or "")
+def load_json_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None) -> Any:
+    ref = as_ref(ref_or_path, sha256)
+    return parse_json_bytes(read_verified(store, ref), ref.get("path") or "")
 
 
 def parse_json_bytes(data: bytes, stored_path: str) -> Any:
@@ -145,9 +178,12 @@ def parse_json_bytes(data: bytes, stored_path: str) -> Any:
                             path=stored_path) from None
 
 
-def load_npz_verified(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> dict[str, np.ndarray]:
+def load_npz_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None
+                      ) -> dict[str, np.ndarray]:
     """Arrays from an ``.npz`` artifact, loaded with ``allow_pickle=False`` (no code can run)."""
-    data = read_verified(store, stored_path, sha256)
+    ref = as_ref(ref_or_path, sha256)
+    stored_path = ref.get("path")
+    data = read_verified(store, ref)
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
@@ -379,6 +415,7 @@ def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> "PendingPickle":
     loads); without them the whole file is verified here.
     """
     info = ArtifactInfo.from_ref(ref)
+    check_signature(store, ref)
     if info.chunk_sha256 and info.chunk_size:
         if not info.path:
             raise ArtifactError("artifact path is not set", reason="field_missing")
@@ -388,7 +425,7 @@ def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> "PendingPickle":
             raise ArtifactError(f"artifact file {info.path} is empty", reason="empty_file", path=info.path)
         return PendingPickle(info, None, VerifiedReader(stream, info),
                              lambda: VerifiedReader(store.open_stream(info.path, info.sha256), info))
-    return PendingPickle(info, read_verified(store, info.path, info.sha256), None)
+    return PendingPickle(info, read_checksummed(store, info.path, info.sha256), None)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from models.artifacts.legacy import LEGACY_REASON, is_legacy, legacy_message
 from models.artifacts.loading import artifact_refs, cache_key, load_model
 from models.artifacts.predictor import TrainedModel
 from models.artifacts.routing import get_store
-from models.artifacts.verified import load_npz_verified, verify_file
+from models.artifacts.verified import check_signature, load_npz_verified, verify_file
 from models.ensembles.compat import check_names
 from models.errors import (
     ArtifactError,
@@ -109,7 +109,7 @@ def load_oof(settings: Any, config: dict[str, Any], *, store: ArtifactStore | No
     hit = cache.get(key)
     if hit is not None:
         return hit
-    arrays = load_npz_verified(store or get_store(settings), ref["path"], ref.get("sha256"))
+    arrays = load_npz_verified(store or get_store(settings), ref)
     missing = [k for k in ("oof", "train_idx", "test_idx", "test_pred", "classes") if k not in arrays]
     if missing:
         raise ArtifactError(f"out-of-fold archive {ref['path']} lacks {', '.join(missing)}",
@@ -140,7 +140,8 @@ def fast_load(settings: Any, config: dict[str, Any], *, store: ArtifactStore | N
     oof_cached = ("oof", config.get("run_id"), _oof_ref(config).get("sha256")) in cache
     if model is None and not oof_cached:
         store = store or get_store(settings)
-        for ref in refs.values():  # streamed through SHA-256, 1 MiB at a time; nothing is unpickled
+        for ref in refs.values():  # signature first, then streamed through SHA-256; nothing is unpickled
+            check_signature(store, ref)
             verify_file(store, ref["path"], ref.get("sha256"))
     oof = load_oof(settings, config, store=store, cache=cache) if need_oof else None
     return model, "cache" if (model is not None or oof_cached) else "artifacts", oof

@@ -340,7 +340,7 @@ def load_ensemble(database: Database, name: str, *, store: ArtifactStore | None 
     key = ("ensemble", doc["run_id"], ref["sha256"])
     meta = cache.get(key)
     if meta is None:
-        meta, _notes = load_verified(store, ref["path"], ref["sha256"])
+        meta, _notes = load_verified(store, ref)
         cache.put(key, meta, int(ref.get("size") or 0))
     return StackedEnsemble(name=doc["name"], run_id=doc["run_id"], task=doc["task"], bases=bases,
                            base_names=list(doc["base_names"]), meta_model=meta,

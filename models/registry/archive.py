@@ -3,9 +3,18 @@
 Export archive (``.tar.gz``, written atomically): ``run.json`` (the run document
 as MongoDB Extended JSON, so dates and ids survive), ``config.json`` (the
 config document, or the run's snapshot of it when the config is gone),
-``artifacts/<file>`` for every artifact (read with checksum verification, so a
-corrupted file is never exported) and ``manifest.json`` with the SHA-256 and
-size of every other member.
+``artifacts/<file>`` for every artifact (read with signature and checksum
+verification, so a corrupted or forged file is never exported), ``manifest.json``
+with the SHA-256 and size of every other member, and ``manifest.sig``: the
+exporter's Ed25519 signature over the manifest's bytes (it names the exporter's
+public key; see models/artifacts/signing.py).
+
+Trust: import accepts an archive whose signature verifies with this
+installation's key or a key in ``TRUSTED_KEYS``. Anything else (unsigned,
+signed by an unknown key, or changed after signing: a swapped pickle needs a
+rewritten manifest, which breaks the signature) is refused unless the caller
+passes ``trust=True``; then the run records who trusted it and when. Either way
+the files are re-signed with this installation's key as they are written.
 
 Import reads and checks the whole archive in memory before anything is
 written: only regular files with the expected names (no absolute paths, no
@@ -48,6 +57,7 @@ from models.artifacts.base import (
     pickle_writer,
 )
 from models.artifacts.routing import get_store
+from models.artifacts.signing import ARCHIVE_CONTEXT, get_signer
 from models.artifacts.verified import read_verified
 from models.errors import ArtifactError, ConflictError, ValidationError
 from models.registry.lifecycle import delete_run, history_entry
@@ -64,6 +74,7 @@ log = logging.getLogger(__name__)
 FORMAT = "ensemble-model-cache/run-export"
 FORMAT_VERSION = 1
 MANIFEST, RUN_MEMBER, CONFIG_MEMBER, ARTIFACT_DIR = "manifest.json", "run.json", "config.json", "artifacts/"
+SIGNATURE = "manifest.sig"
 MEMBER_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 MAX_ARCHIVE_BYTES = 4 * 1024**3  # uncompressed total; refuses archive bombs before reading
 ON_CONFLICT = ("refuse", "rename", "overwrite")
@@ -97,7 +108,7 @@ def export_run(database: Database, ref: str, out: str | Path, *, store: Artifact
     artifact_members: dict[str, str] = {}
     for kind, info in sorted((run.get("artifacts") or {}).items()):
         member = ARTIFACT_DIR + PurePosixPath(info["path"]).name
-        members[member] = read_verified(store, info["path"], info.get("sha256"))
+        members[member] = read_verified(store, info)
         artifact_members[kind] = member
     config = database.configs.find_one({"_id": run.get("config_id")}) if run.get("config_id") else None
     config_source = "current" if config is not None else "snapshot"
@@ -109,11 +120,13 @@ def export_run(database: Database, ref: str, out: str | Path, *, store: Artifact
                 "config_source": config_source, "artifacts": artifact_members, "versions": environment_versions(),
                 "members": {name: {"sha256": _sha(data), "size": len(data)} for name, data in sorted(members.items())}}
     members[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    signer = get_signer(database.settings)
+    members[SIGNATURE] = signer.sign(ARCHIVE_CONTEXT, members[MANIFEST]).encode()
     stamp = int(now().timestamp())
 
     def write(fh: IO[bytes]) -> None:
         with tarfile.open(fileobj=fh, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-            for name in [MANIFEST] + sorted(n for n in members if n != MANIFEST):
+            for name in [MANIFEST, SIGNATURE] + sorted(n for n in members if n not in (MANIFEST, SIGNATURE)):
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(members[name]), 0o644, stamp
                 tar.addfile(info, io.BytesIO(members[name]))
@@ -121,7 +134,8 @@ def export_run(database: Database, ref: str, out: str | Path, *, store: Artifact
     written = atomic_write(out, write)
     log.info("exported run %s to %s (%d bytes)", run["run_id"], out, written.size)
     return {"path": str(out), "sha256": written.sha256, "size": written.size, "run_id": run["run_id"],
-            "name": run.get("name"), "version": run.get("version"), "members": manifest["members"]}
+            "name": run.get("name"), "version": run.get("version"), "members": manifest["members"],
+            "signed_by": signer.public_key}
 
 
 # ---------------------------------------------------------------- import: reading and checking
@@ -144,7 +158,7 @@ def _check_member(member: tarfile.TarInfo) -> None:
     if not member.isreg():
         kind = "folder" if member.isdir() else "device or special file"
         raise _refuse(f"archive member {name!r} is a {kind}, not a regular file; refused")
-    if name in (MANIFEST, RUN_MEMBER, CONFIG_MEMBER):
+    if name in (MANIFEST, SIGNATURE, RUN_MEMBER, CONFIG_MEMBER):
         return
     if not (name.startswith(ARTIFACT_DIR) and MEMBER_FILE_RE.match(name[len(ARTIFACT_DIR):])):
         raise _refuse(f"archive member {name!r} is not part of a run export; refused")
@@ -198,7 +212,7 @@ def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
     listed = manifest.get("members")
     if not isinstance(listed, dict):
         raise _refuse("manifest.json has no members table")
-    present = set(members) - {MANIFEST}
+    present = set(members) - {MANIFEST, SIGNATURE}
     unlisted = sorted(present - set(listed))
     if unlisted:
         raise _refuse(f"archive members not in the manifest: {', '.join(unlisted)}")
@@ -239,6 +253,28 @@ def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
     return {"manifest": manifest, "run": run, "config": config}
 
 
+def check_trust(database: Database, members: dict[str, bytes], *, trust: bool, by: str | None
+                ) -> dict[str, Any]:
+    """Who vouches for the archive: ``{"signed_by", "trusted": "this installation" | "TRUSTED_KEYS" |
+    "explicit" (``--trust``, API ``"trust": true``), ...}``; :class:`ValidationError` on ``archive``
+    when no known key signed its manifest and ``trust`` is not given."""
+    signer = get_signer(database.settings)
+    signature = members.get(SIGNATURE, b"").decode("ascii", "replace").strip()
+    key = signer.signer_of(ARCHIVE_CONTEXT, members[MANIFEST], signature) if signature else None
+    if key is not None:
+        return {"signed_by": key, "trusted": "this installation" if key == signer.public_key else "TRUSTED_KEYS"}
+    problem = ("is not signed" if not signature else
+               "is signed by a key this installation does not trust, or was changed after it was signed")
+    if not trust:
+        raise _refuse(f"archive {problem}; nothing was imported. Import it only if you trust where it came "
+                      "from: pass --trust (API: \"trust\": true), or add the exporter's public key to "
+                      "TRUSTED_KEYS")
+    claimed = signature.split(":")[1] if signature.count(":") == 2 else None
+    log.warning("importing an archive that %s, because %s said --trust", problem, by or "the caller")
+    return {"signed_by": None, "claimed_key": claimed, "trusted": "explicit", "trusted_by": by, "trusted_at": now(),
+            "problem": problem}
+
+
 def _user_config(config: dict[str, Any], name: str) -> dict[str, Any]:
     """The user fields of an archived config, validated (the run's name wins)."""
     user = {k: v for k, v in config.items() if k not in TRAINING_FIELDS and k not in SERVER_FIELDS}
@@ -252,9 +288,11 @@ def _user_config(config: dict[str, Any], name: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- import: writing
 
 def import_run(database: Database, archive: str | Path, *, on_conflict: str = "refuse", by: str | None = None,
-               store: ArtifactStore | None = None) -> dict[str, Any]:
+               store: ArtifactStore | None = None, trust: bool = False) -> dict[str, Any]:
     """Import a run exported by :func:`export_run`; nothing is written unless every check passes.
 
+    The archive must be signed by this installation or a ``TRUSTED_KEYS`` key, unless ``trust``
+    is True (an explicit choice of the caller, recorded in the run's ``imported.trust``).
     ``on_conflict``: ``"refuse"`` (default) when the run id exists, ``"rename"`` to give the
     imported run a new id, ``"overwrite"`` to delete the existing run first. When no config with
     the run's name exists, one is created from the archive and pointed at the run; an existing
@@ -264,10 +302,13 @@ def import_run(database: Database, archive: str | Path, *, on_conflict: str = "r
     """
     if on_conflict not in ON_CONFLICT:
         raise ValidationError(f"on_conflict must be one of: {', '.join(ON_CONFLICT)}", field="on_conflict")
+    if not isinstance(trust, bool):
+        raise ValidationError(f"trust must be true or false; got {trust!r}", field="trust")
     store = store or get_store(database.settings)
     archive = Path(archive) if isinstance(archive, (str, Path)) else archive
     members = read_archive(archive)
     checked = verify_archive(members)
+    trusted = check_trust(database, members, trust=trust, by=by)
     run, manifest = checked["run"], checked["manifest"]
     original_id, original_version = run["run_id"], run.get("version")
     existing_config = database.configs.find_one({"name": run["name"]})
@@ -312,7 +353,8 @@ def import_run(database: Database, archive: str | Path, *, on_conflict: str = "r
         doc["status_history"] = list(doc.get("status_history") or []) + [history_entry(
             previous, "trained", by, f"imported from {archive.name} (run {original_id}, version {original_version})")]
         doc["imported"] = {"at": now(), "by": by, "archive": archive.name, "original_run_id": original_id,
-                           "original_version": original_version, "exported_at": manifest.get("exported_at")}
+                           "original_version": original_version, "exported_at": manifest.get("exported_at"),
+                           "trust": trusted}
         doc.pop("version", None)
         runs = RunStore(database)
         try:
@@ -339,7 +381,8 @@ def import_run(database: Database, archive: str | Path, *, on_conflict: str = "r
     log.info("imported run %s as %s (%s %s)", original_id, run_id, doc["name"], doc["version"])
     return {"run_id": run_id, "name": doc["name"], "version": doc["version"], "original_run_id": original_id,
             "original_version": original_version, "renamed": run_id != original_id, "overwritten": overwritten,
-            "files": [i.path for i in written], "config": {"name": doc["name"], "action": config_action}}
+            "files": [i.path for i in written], "config": {"name": doc["name"], "action": config_action},
+            "trust": {k: v for k, v in trusted.items() if k != "trusted_at"}}
 
 
 def _stored(store: ArtifactStore, name: str) -> str:

@@ -18,6 +18,7 @@ from pymongo.errors import DuplicateKeyError
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.processes import current_owner, owner_is_dead
 from models.store.columns import DATA_FIELDS, check_training_columns
+from models.store.data_roots import check_data_root
 from models.store.datarefs import to_stored
 from models.store.db import Database
 from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, refuse_service_fields, validate_config
@@ -55,13 +56,15 @@ class ConfigStore:
     def create(self, doc: dict[str, Any], *, from_user: bool = False, check_data: bool = True) -> dict[str, Any]:
         """Insert a new config. ``from_user`` (the API, the form, ``configs add``): fields only training
         or the server writes are refused, as in updates; without it (imports of existing documents,
-        e.g. a seed-system config with its artifact paths) they are kept. ``check_data`` (the default)
-        refuses a training CSV that does not exist or lacks a named column; only an imported, already
-        trained run skips it."""
+        e.g. a seed-system config with its artifact paths) they are kept. ``training_csv`` must lie
+        inside a data root (``DATA_ROOTS``), always. ``check_data`` (the default) also refuses a training
+        CSV that does not exist or lacks a named column; only an imported, already trained run skips it."""
         if from_user:
             refuse_service_fields(doc)
-        clean = self._portable(validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS},
-                                               limits=self.database.settings.hyperparameter_limit))
+        clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS},
+                                limits=self.database.settings.hyperparameter_limit)
+        check_data_root(clean["training_csv"], self.database.settings)
+        clean = self._portable(clean)
         if check_data:
             check_training_columns(clean, self.database.settings)
         stamp = now()
@@ -124,6 +127,7 @@ class ConfigStore:
                 merged.pop(key, None)
             clean = validate_config(merged, limits=self.database.settings.hyperparameter_limit)
             if "training_csv" in changes:  # an unchanged path keeps its form (the run's definition holds it)
+                check_data_root(clean["training_csv"], self.database.settings)
                 clean = self._portable(clean)
             if any(clean.get(k) != current.get(k) for k in DATA_FIELDS):
                 check_training_columns(clean, self.database.settings)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from models.errors import DataError
-from models.settings import Settings
-from models.store.columns import resolve_csv
+from models.errors import DataError, ValidationError
+from models.settings import Settings, get_settings
+from models.store.data_roots import check_data_root
 
 MIN_ROWS = 20
 
@@ -47,11 +47,24 @@ class TrainingData:
         return h.hexdigest()
 
 
-def _read_csv(path: Path, training_csv: str) -> tuple[pd.DataFrame, str]:
+def resolve_csv(training_csv: str, settings: Settings | None = None) -> Path:
+    """The CSV's real path, only inside ``DATA_ROOTS`` (absolute paths stay as they are; relative ones are
+    taken from the project root); :class:`DataError` naming the setting otherwise."""
+    try:
+        return check_data_root(training_csv, settings or get_settings())
+    except ValidationError as exc:
+        raise DataError(exc.message, field="training_csv") from None
+
+
+def _read_csv(path: Path, training_csv: str, max_bytes: int) -> tuple[pd.DataFrame, str]:
     if not path.exists():
         raise DataError(f"training CSV {training_csv!r} not found (looked at {path})", field="training_csv")
     if not path.is_file():
         raise DataError(f"training CSV {training_csv!r} is not a file", field="training_csv")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DataError(f"training CSV {training_csv!r} is {size} bytes, more than MAX_TRAINING_CSV_BYTES "
+                        f"({max_bytes}); it was not read", field="training_csv")
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"training CSV {training_csv!r} is empty", field="training_csv")
@@ -73,8 +86,9 @@ def _read_csv(path: Path, training_csv: str) -> tuple[pd.DataFrame, str]:
 def load_training_data(config: dict[str, Any], settings: Settings | None = None) -> TrainingData:
     """Features and target of a validated config, or a :class:`DataError` that says exactly what is wrong."""
     training_csv = config["training_csv"]
+    settings = settings or get_settings()
     path = resolve_csv(training_csv, settings)
-    frame, sha = _read_csv(path, training_csv)
+    frame, sha = _read_csv(path, training_csv, settings.max_training_csv_bytes)
     features, target = list(config["features"]), config["target"]
     missing = [c for c in (*features, target) if c not in frame.columns]
     if missing:

@@ -38,7 +38,7 @@ def model_file(run_id: str) -> Any:
     ref = (run.get("artifacts") or {}).get("model")
     if not ref or not ref.get("path"):
         raise ArtifactError(f"run {run_id} records no model file", reason="field_missing")
-    data = read_verified(get_store(database.settings), ref["path"], ref.get("sha256"))
+    data = read_verified(get_store(database.settings), ref)
     response = Response(data, mimetype="application/octet-stream")
     response.headers["Content-Disposition"] = f'attachment; filename="{PurePosixPath(ref["path"]).name}"'
     response.headers["X-Checksum-SHA256"] = ref.get("sha256") or ""

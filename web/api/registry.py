@@ -8,7 +8,9 @@
 - ``GET /compare?run_id=a&run_id=b``: side by side, best per row marked
 - ``POST /runs/<run_id>/status`` ``{"status": "production", "reason"?, "demote_to"?}``: lifecycle
 - ``DELETE /runs/<run_id>`` (``?force=true`` also deletes the ensembles using it; otherwise 409)
-- ``GET /runs/<run_id>/export``: the run as a ``.tar.gz`` archive (artifacts, config, manifest)
+- ``GET /runs/<run_id>/export``: the run as a ``.tar.gz`` archive (artifacts, config, signed manifest)
+- ``POST /import`` ``{"archive_base64", "filename"?, "on_conflict"?, "trust"?}``: import an archive; one
+  no known key signed is refused (422, field ``archive``) unless ``"trust": true``
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from models import registry
 from models.errors import ValidationError
 from models.jsonable import to_json
 from web.api.body import json_object
-from web.registry_service import best_args, compare_ids, export_archive, search_args
+from web.registry_service import best_args, compare_ids, export_archive, import_archive, search_args
 from web.services import get_db, requested_by
 
 bp = Blueprint("registry", __name__, url_prefix="/registry")
@@ -81,3 +83,8 @@ def export(run_id: str) -> Any:
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["X-Checksum-SHA256"] = summary["sha256"]
     return response
+
+
+@bp.post("/import")
+def import_() -> Any:
+    return jsonify(to_json(import_archive(get_db(), json_object(), requested_by()))), 201

@@ -1,0 +1,44 @@
+"""Where training data may come from: ``training_csv`` must resolve inside one of ``DATA_ROOTS``.
+
+Checked when a config is saved (``ConfigStore.create``/``update``, so the CLI, the API and the form
+all get it) and again when it trains (the file may have become a symbolic link meanwhile). The
+refusal names the setting and says nothing about the file: the text is the same whether it
+exists or not, so the service cannot be used to probe the server's file system.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from models.errors import DataError, ValidationError
+from models.settings import PROJECT_ROOT, Settings
+from models.store.datarefs import is_root_ref, resolve
+
+OUTSIDE_DATA_ROOTS = ("training_csv must name a file inside the data folders this service reads from "
+                      "(setting DATA_ROOTS); this one is not")
+
+
+def training_csv_path(training_csv: str) -> Path:
+    """Where ``training_csv`` points, as before: absolute paths stay, relative ones are taken from the
+    project root. Not resolved (no symbolic link followed) and not checked."""
+    path = Path(training_csv).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def check_data_root(training_csv: str, settings: Settings) -> Path:
+    """The file's real path (symbolic links and ``..`` resolved) when it lies inside one of
+    ``DATA_ROOTS``; else :class:`ValidationError` on ``training_csv`` naming the setting."""
+    try:
+        path = resolve(training_csv, settings) if is_root_ref(training_csv) else training_csv_path(training_csv)
+        real = path.resolve()
+    except DataError as exc:  # "@root/path" naming a root this machine does not have
+        raise ValidationError(exc.message, field="training_csv") from None
+    except (OSError, RuntimeError, ValueError):  # a link loop, an unreadable folder, a NUL byte
+        raise ValidationError(OUTSIDE_DATA_ROOTS, field="training_csv") from None
+    for root in settings.effective_data_roots:
+        try:
+            real_root = root.expanduser().resolve()
+        except (OSError, RuntimeError):
+            continue
+        if real != real_root and real.is_relative_to(real_root):
+            return real
+    raise ValidationError(OUTSIDE_DATA_ROOTS, field="training_csv")

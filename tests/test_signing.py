@@ -1,0 +1,142 @@
+"""Signed artifacts: the key (file or setting), what a signature covers, legacy runs and ``artifacts sign --all``."""
+from __future__ import annotations
+
+import json
+import logging
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from models.artifacts.cache import ModelCache
+from models.artifacts.loading import load_model
+from models.artifacts.signing import SigningKeyError, get_signer, new_private_key_text
+from models.errors import ArtifactError
+from models.store.configs import ConfigStore
+from models.training.train import train_config
+from tests.fault_driver_util import ROOT, driver_env
+from tests.helpers import cls_config
+
+
+def cli(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=driver_env(settings, **env),
+                          capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture
+def trained(database, games_csv):
+    ConfigStore(database).create(cls_config("a", games_csv))
+    train_config(database, "a")
+    return ConfigStore(database).get("a")
+
+
+def test_key_file_is_made_once_with_mode_0600_and_the_setting_wins(settings):
+    signer = get_signer(settings)
+    path = settings.signing_key_file
+    assert path.is_file() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert signer.source == str(path)
+    assert get_signer(settings.with_(var_dir=settings.var_dir)).public_key == signer.public_key
+    text = new_private_key_text()
+    other = settings.with_(var_dir=settings.var_dir / "elsewhere", artifact_signing_key=text)
+    from_setting = get_signer(other)
+    assert from_setting.source == "ARTIFACT_SIGNING_KEY" and from_setting.public_key != signer.public_key
+    assert not (settings.var_dir / "elsewhere").exists()  # no key file made when the setting is given
+    with pytest.raises(SigningKeyError, match="ARTIFACT_SIGNING_KEY.*base64"):
+        get_signer(settings.with_(artifact_signing_key="not a key"))
+
+
+def test_every_written_artifact_is_signed_and_a_signature_cannot_move(database, settings, trained, games_csv):
+    run = database.runs.find_one({"run_id": trained["run_id"]})
+    signer = get_signer(settings)
+    assert set(run["artifacts"]) == {"model", "scaler", "features", "metrics", "oof"}
+    assert all(signer.artifact_state(ref) == "signed" for ref in run["artifacts"].values())
+    assert all(ref["signature"].startswith(f"ed25519:{signer.public_key}:") for ref in trained["artifacts"].values())
+    ConfigStore(database).create(cls_config("b", games_csv, random_state=3))
+    train_config(database, "b")
+    other = database.runs.find_one({"name": "b"})
+    # b's signature on a's file (or a's whole ref renamed to b's file name) does not verify
+    moved = {**run["artifacts"]["model"], "signature": other["artifacts"]["model"]["signature"]}
+    renamed = {**run["artifacts"]["model"], "path": other["artifacts"]["model"]["path"]}
+    assert signer.artifact_state(moved) == "invalid" and signer.artifact_state(renamed) == "invalid"
+
+
+def test_another_key_is_refused_unless_trusted(database, settings, trained):
+    foreign = get_signer(settings.with_(artifact_signing_key=new_private_key_text()))
+    run = database.runs.find_one({"run_id": trained["run_id"]})
+    resigned = {k: {**ref, "signature": foreign.sign_ref(ref)} for k, ref in run["artifacts"].items()}
+    database.runs.update_one({"_id": run["_id"]}, {"$set": {"artifacts": resigned}})
+    doc = database.runs.find_one({"_id": run["_id"]})
+    with pytest.raises(ArtifactError) as err:
+        load_model(settings, doc, cache=ModelCache())
+    assert err.value.reason == "signature_invalid"
+    trusting = settings.with_(trusted_keys=(f"ed25519:{foreign.public_key}",))
+    assert load_model(trusting, doc, cache=ModelCache()).source == "artifacts"
+    with pytest.raises(SigningKeyError, match="TRUSTED_KEYS entry 1"):
+        get_signer(settings.with_(trusted_keys=("abc",)))
+
+
+def test_unsigned_runs_load_with_a_warning_until_signed_or_refused_with_require_signed(
+        database, settings, trained, caplog):
+    """Runs from before signing: a warning by default, refused with REQUIRE_SIGNED, and
+    ``artifacts sign --all`` (a real process) signs them after re-checking their files."""
+    unset = {f"artifacts.{k}.signature": "" for k in trained["artifacts"]}
+    database.runs.update_one({"run_id": trained["run_id"]}, {"$unset": unset})
+    database.configs.update_one({"_id": trained["_id"]}, {"$unset": unset})
+    legacy = ConfigStore(database).get("a")
+    with caplog.at_level(logging.WARNING, logger="models.artifacts.signing"):
+        assert load_model(settings, legacy, cache=ModelCache()).source == "artifacts"
+    assert any("is not signed" in r.getMessage() for r in caplog.records)
+    strict = settings.with_(require_signed=True)
+    with pytest.raises(ArtifactError) as err:
+        load_model(strict, legacy, cache=ModelCache())
+    assert err.value.reason == "signature_missing" and "REQUIRE_SIGNED" in err.value.message
+    assert err.value.message.count("artifacts sign --all") == 1
+
+    result = cli(settings, "artifacts", "verify", "--json", REQUIRE_SIGNED="1")
+    assert result.returncode == 1 and json.loads(result.stdout)[0]["state"] == "corrupt"
+    result = cli(settings, "artifacts", "sign", "--all", "--dry-run", "--json")
+    assert result.returncode == 0 and len(json.loads(result.stdout)["signed"]) == 10
+    assert "signature" not in database.runs.find_one({"run_id": trained["run_id"]})["artifacts"]["model"]
+    result = cli(settings, "artifacts", "sign", "--all", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["signed"]) == 10 and report["failed"] == [] and report["invalid"] == []
+    signed = ConfigStore(database).get("a")
+    assert load_model(strict, signed, cache=ModelCache()).source == "artifacts"
+    result = cli(settings, "artifacts", "verify", "--json", REQUIRE_SIGNED="1")
+    assert result.returncode == 0 and json.loads(result.stdout)[0]["state"] == "ok"
+    again = cli(settings, "artifacts", "sign", "--all", "--json")
+    assert json.loads(again.stdout)["signed"] == [] and json.loads(again.stdout)["already_signed"] == 10
+
+
+def test_sign_all_never_signs_a_file_that_fails_its_checksum(database, settings, trained):
+    unset = {f"artifacts.{k}.signature": "" for k in trained["artifacts"]}
+    database.runs.update_one({"run_id": trained["run_id"]}, {"$unset": unset})
+    database.configs.update_one({"_id": trained["_id"]}, {"$unset": unset})
+    path = settings.artifact_dir / trained["model_artifact_path"].rsplit("/", 1)[-1]
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    result = cli(settings, "artifacts", "sign", "--all")
+    assert result.returncode == 1
+    assert "not signed:" in result.stderr and "model" in result.stderr and "checksum mismatch" in result.stderr
+    run = database.runs.find_one({"run_id": trained["run_id"]})
+    assert "signature" not in run["artifacts"]["model"] and "signature" in run["artifacts"]["scaler"]
+    assert "signature" not in database.configs.find_one({"_id": trained["_id"]})["artifacts"]["model"]
+
+
+def test_key_command_prints_the_public_key(settings):
+    result = cli(settings, "artifacts", "key", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["public_key"] == get_signer(settings).public_key and data["source"] == str(settings.signing_key_file)
+    fresh = cli(settings, "artifacts", "key", "--generate").stdout.strip()
+    assert get_signer(settings.with_(artifact_signing_key=fresh)).public_key != data["public_key"]
+
+
+def test_a_bad_signing_key_stops_the_web_app_and_the_cli_with_one_clear_line(settings, database):
+    from web import create_app
+    with pytest.raises(SigningKeyError, match="ARTIFACT_SIGNING_KEY"):
+        create_app(settings.with_(artifact_signing_key="short", admin_password="pw", api_token="t" * 32), database)
+    result = cli(settings, "artifacts", "key", ARTIFACT_SIGNING_KEY="c2hvcnQ=")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "must be 32 bytes" in result.stderr and "ARTIFACT_SIGNING_KEY" in result.stderr
