@@ -34,12 +34,12 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def data_roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ...]:
+def data_roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[str, Path], ...]:
     """Training CSVs live under pytest's temporary folder (and the project's data/): the DATA_ROOTS of
     every test, in-process and in the subprocesses it starts (they inherit the environment)."""
-    roots = (tmp_path_factory.getbasetemp(), PROJECT_ROOT / "data")
+    roots = (("pytest", tmp_path_factory.getbasetemp()), ("project", PROJECT_ROOT / "data"))
     previous = os.environ.get("DATA_ROOTS")
-    os.environ["DATA_ROOTS"] = os.pathsep.join(str(r) for r in roots)
+    os.environ["DATA_ROOTS"] = os.pathsep.join(f"{name}={folder}" for name, folder in roots)
     get_settings.cache_clear()
     yield roots
     if previous is None:
@@ -56,7 +56,7 @@ def games_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(mongo_uri: str, tmp_path: Path, data_roots: tuple[Path, ...]) -> Settings:
+def settings(mongo_uri: str, tmp_path: Path, data_roots: tuple[tuple[str, Path], ...]) -> Settings:
     return Settings.from_env({}).with_(
         mongo_uri=mongo_uri,
         mongo_db=f"test_{uuid.uuid4().hex[:12]}",

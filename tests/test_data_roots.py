@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from models.errors import DataError, ValidationError
 from models.settings import Settings
 from models.store.configs import ConfigStore
 from models.store.data_roots import OUTSIDE_DATA_ROOTS
+from models.store.datarefs import to_stored
 from models.store.db import Database
 from models.training.train import train_config
 from tests.helpers import cls_config
@@ -63,7 +65,8 @@ def test_outside_the_data_roots_is_refused_at_save_with_the_same_words(db, tmp_p
     store.create(cls_config("ok", root / "games.csv"))
     with pytest.raises(ValidationError, match="DATA_ROOTS"):
         store.update("ok", {"training_csv": "/etc/passwd"})
-    assert store.get("ok")["training_csv"] == str(root / "games.csv") and store.get("ok")["rev"] == 1
+    stored = to_stored(str(root / "games.csv"), db.settings)  # portable form (@<root>/games.csv)
+    assert store.get("ok")["training_csv"] == stored and store.get("ok")["rev"] == 1
     store.update("ok", {"description": "unrelated edits still work"})
 
 
@@ -108,13 +111,15 @@ def test_relative_paths_resolve_from_the_project_root_as_before(db):
     relative = Database(db.client, db.settings.with_(data_roots=None, data_dir=default.data_dir))
     with pytest.raises(ValidationError, match="DATA_ROOTS"):
         ConfigStore(relative).create(cls_config("rel", "data/../models/settings.py"))
-    created = ConfigStore(relative).create(cls_config("rel", "data/nba_games.csv"))  # the demo's path
-    assert created["training_csv"] == "data/nba_games.csv"
+    # the demo's path (the file itself need not exist for this rule: check_data=False)
+    created = ConfigStore(relative).create(cls_config("rel", "data/nba_games.csv"), check_data=False)
+    assert created["training_csv"] == "@data/nba_games.csv"  # inside the data root named data: portable
 
 
 def test_data_roots_setting_parses_paths():
-    s = Settings.from_env({"DATA_ROOTS": f"/srv/a{os.pathsep}/srv/b,/srv/c", "MAX_TRAINING_CSV_BYTES": "10"})
-    assert [str(p) for p in s.effective_data_roots] == ["/srv/a", "/srv/b", "/srv/c"]
+    s = Settings.from_env({"DATA_ROOTS": f"a=/srv/a{os.pathsep}/srv/b", "MAX_TRAINING_CSV_BYTES": "10"})
+    assert s.named_data_roots == {"data": s.data_dir, "a": Path("/srv/a"), "b": Path("/srv/b")}
+    assert [str(p) for p in s.effective_data_roots] == [str(s.data_dir), "/srv/a", "/srv/b"]
     assert s.max_training_csv_bytes == 10
 
 

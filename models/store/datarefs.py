@@ -63,12 +63,14 @@ def to_stored(training_csv: str, settings: Settings) -> str:
     if not isinstance(training_csv, str) or not training_csv or is_root_ref(training_csv):
         return training_csv
     path = resolve(training_csv, settings)
-    real = Path(os.path.realpath(path))
+    # the name as given (a symbolic link inside a root stays the link: it is followed, and checked, when
+    # the file is read), with ``..`` folded; roots are compared as given and as resolved
+    given = Path(os.path.abspath(path))
     best: tuple[int, str] | None = None
     for name, folder in settings.named_data_roots.items():
-        root = Path(os.path.realpath(folder))
-        if real.is_relative_to(root) and real != root:
-            depth = len(root.parts)
-            if best is None or depth > best[0]:  # the innermost root wins
-                best = (depth, f"{MARK}{name}/{real.relative_to(root).as_posix()}")
+        for root in {Path(os.path.abspath(folder)), Path(os.path.realpath(folder))}:
+            if given.is_relative_to(root) and given != root:
+                depth = len(root.parts)
+                if best is None or depth > best[0]:  # the innermost root wins
+                    best = (depth, f"{MARK}{name}/{given.relative_to(root).as_posix()}")
     return best[1] if best else training_csv
