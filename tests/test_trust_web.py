@@ -27,7 +27,7 @@ from models.training.train import train_config
 from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web import create_app
 from web.headers import HEADERS
-from web.testing import csrf_from, csrf_token, login
+from web.testing import csrf_from, login
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = {"name": "c1", "task": "classification", "model_type": "random_forest", "features": ["a", "b"],

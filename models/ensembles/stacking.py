@@ -31,7 +31,12 @@ from sklearn.linear_model import (
     RidgeClassifier,
 )
 
-from models.artifacts.predictor import TrainedModel, check_finite, feature_matrix, prediction_frame
+from models.artifacts.predictor import (
+    TrainedModel,
+    check_finite,
+    feature_matrix,
+    prediction_frame,
+)
 from models.errors import ValidationError
 from models.estimators import SERVICE_SET, service_and_bound_errors
 from models.training.metrics import classification_metrics, regression_metrics

@@ -24,7 +24,13 @@ from pymongo import DESCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from models.errors import ConflictError, NotFoundError, ServiceError, ValidationError, describe_exception
+from models.errors import (
+    ConflictError,
+    NotFoundError,
+    ServiceError,
+    ValidationError,
+    describe_exception,
+)
 from models.jsonable import to_json
 from models.processes import current_owner, owner_is_dead
 from models.store.configs import recover_interrupted_trainings

@@ -18,7 +18,12 @@ from pymongo.errors import DuplicateKeyError
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.processes import current_owner, owner_is_dead
 from models.store.db import Database
-from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, refuse_service_fields, validate_config
+from models.store.schema import (
+    SERVER_FIELDS,
+    TRAINING_FIELDS,
+    refuse_service_fields,
+    validate_config,
+)
 from models.timeutil import now
 
 log = logging.getLogger(__name__)
