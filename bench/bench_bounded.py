@@ -29,6 +29,7 @@ def main() -> None:
                 "training_csv": str(csv), "cv_folds": 5}
         store.create({**base, "name": "rf", "model_type": "random_forest",
                       "hyperparameters": {"n_estimators": 100, "max_depth": 8}})
+        store.create({**base, "name": "lr", "model_type": "logistic_regression"})
         store.create({**base, "name": "slow", "model_type": "random_forest",
                       "hyperparameters": {"n_estimators": 2000}})
         train_bounded(db, "rf")  # start the forkserver once, as a running service has
@@ -53,7 +54,7 @@ def main() -> None:
 
             db.settings = db.settings.with_(train_timeout_seconds=args.limit)
             job, _ = submit_training(db, "slow", runner=runner)
-            nxt, _ = submit_training(db, "rf", runner=runner)
+            nxt, _ = submit_training(db, "lr", runner=runner)
             while jobs.get_job(db, nxt["_id"])["status"] == "queued":
                 time.sleep(0.02)
             started = jobs.get_job(db, job["_id"])["started_at"]

@@ -82,6 +82,8 @@ def test_a_job_over_its_time_limit_fails_with_timeout_and_the_next_job_starts(
     nxt = jobs.wait(database, fast["_id"], timeout=60)
     assert nxt["status"] == "succeeded"                      # the worker was freed
     assert ConfigStore(database).get("fast")["status"] == "trained"
+    fast_run = ConfigStore(database).get("fast")["run_id"]
+    assert all(fast_run in f for f in set(files(settings.artifact_dir)) - set(before))  # nothing of "slow"
     config = ConfigStore(database).get("slow")
     assert config["status"] == "failed" and config["error"]["code"] == "timeout"
     assert config["run_id"] == slow_and_fast["run_id"]

@@ -24,12 +24,12 @@ ensembles (they hand jobs a work function instead).
 
 Public names: those in ``__all__`` below, as ``jobs.submit``, ``jobs.wait``, ...
 """
+from models.jobs.bounded import ChildError, JobStopped, run_bounded
 from models.jobs.default import (
     get_default_runner,
     set_default_runner,
     shutdown_default_runner,
 )
-from models.jobs.bounded import ChildError, JobStopped, run_bounded
 from models.jobs.runner import InProcessRunner, JobRunner, RunnerUnavailableError
 from models.jobs.service import submit
 from models.jobs.store import (
@@ -40,9 +40,9 @@ from models.jobs.store import (
     STALE_AFTER_S,
     STATUSES,
     SUCCEEDED,
-    cancel,
     InvalidResultError,
     JobTimeoutError,
+    cancel,
     current_owner,
     get_job,
     is_finished,
