@@ -186,3 +186,17 @@ def test_adopt_through_the_api(settings, database, games_csv):
     body = response.get_json()
     assert body["run_id"] == RUN_ID and body["adopted"] is True and body["cv"]["n_splits"] == 3
     assert database.configs.find_one({"name": "legacy_rf"})["checksums"]["oof"]
+
+
+
+def test_adopted_files_are_signed_by_this_installation(settings, database, games_csv):
+    from models.artifacts.routing import get_store
+    from models.store.runs import RunStore
+    doc, _, _, _ = legacy_doc(settings, games_csv)
+    database.configs.insert_one(doc)
+    adopt_legacy(database, "legacy_rf", trust=True, requested_by="admin")
+    run = RunStore(database).find(RUN_ID)
+    signer = get_store(settings).signer
+    assert run["adopted"]["signature"]["signed"] is True
+    assert {kind: signer.artifact_state(ref) for kind, ref in run["artifacts"].items()} == \
+        {kind: "signed" for kind in run["artifacts"]}

@@ -8,7 +8,7 @@ checksums, so nothing can vouch for the files except the admin. Adoption, in ord
 2. refuses without the admin's explicit trust (:class:`TrustRequiredError`): a pickle runs code when
    it loads, so no byte is unpickled before that step;
 3. reads each file once, records its SHA-256 (whole file and per block) from those very bytes, signs
-   them (one call site, :func:`sign_adopted_files`), and only then unpickles the scaler and model;
+   them (:func:`sign_adopted_files`), and only then unpickles the scaler and model;
 4. computes the out-of-fold predictions by cross-validating a clone of the model's estimator (and
    scaler) on the training CSV with the standard fold spec, and scores a clone fitted on the training
    rows on the held-out rows; the legacy fitted model itself is kept as the run's model;
@@ -59,11 +59,14 @@ def describe_bytes(path: str, data: bytes, chunk_size: int = CHUNK_SIZE) -> Arti
 
 
 def sign_adopted_files(store: ArtifactStore, infos: dict[str, ArtifactInfo]) -> dict[str, Any]:
-    """SIGNING CALL SITE (issue 14): sign the adopted files here once artifact signing exists.
-
-    Returns what to record in the run about signatures; until signing lands, nothing is signed.
-    """
-    return {"signed": False, "note": "artifact signing not available in this build"}
+    """Sign the adopted files' infos (in place) with this installation's key: the admin's trust step is what
+    makes them trusted from here on, like files this installation wrote. Returns what the run records."""
+    signer = getattr(store, "signer", None)
+    if signer is None:  # a bare backend store: checksums only
+        return {"signed": False, "note": "this store does not sign"}
+    for kind, info in list(infos.items()):
+        infos[kind] = signer.sign_info(info)
+    return {"signed": True, "public_key": signer.public_key}
 
 
 def legacy_paths(store: ArtifactStore, config: dict[str, Any]) -> dict[str, str]:
