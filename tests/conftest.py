@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from models.artifacts.signing import new_private_key_text
 from models.demo import write_games_csv
 from models.settings import PROJECT_ROOT, Settings, get_settings
 from models.store.db import Database
@@ -35,18 +37,38 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def data_roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[str, Path], ...]:
-    """Training CSVs live under pytest's temporary folder (and the project's data/): the DATA_ROOTS of
-    every test, in-process and in the subprocesses it starts (they inherit the environment)."""
-    roots = (("pytest", tmp_path_factory.getbasetemp()), ("project", PROJECT_ROOT / "data"))
-    previous = os.environ.get("DATA_ROOTS")
-    os.environ["DATA_ROOTS"] = os.pathsep.join(f"{name}={folder}" for name, folder in roots)
+    """Training CSVs live under pytest's temporary folder (and the project's data/ and the tracked test
+    fixtures): the DATA_ROOTS of every test, in-process and in the subprocesses it starts (they inherit
+    the environment)."""
+    roots = (("pytest", tmp_path_factory.getbasetemp()), ("project", PROJECT_ROOT / "data"),
+             ("fixtures", PROJECT_ROOT / "tests" / "fixtures"))
+    with session_env(DATA_ROOTS=os.pathsep.join(f"{name}={folder}" for name, folder in roots)):
+        yield roots
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_key() -> str:
+    """One artifact signing key for the session, as one deployment has (README: Trust): in-process
+    settings and every subprocess (CLI runs, Dask workers, "other machines") sign and verify with it."""
+    key = new_private_key_text()
+    with session_env(ARTIFACT_SIGNING_KEY=key):
+        yield key
+
+
+@contextmanager
+def session_env(**values: str):
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     get_settings.cache_clear()
-    yield roots
-    if previous is None:
-        os.environ.pop("DATA_ROOTS", None)
-    else:
-        os.environ["DATA_ROOTS"] = previous
-    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +78,7 @@ def games_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(mongo_uri: str, tmp_path: Path, data_roots: tuple[tuple[str, Path], ...]) -> Settings:
+def settings(mongo_uri: str, tmp_path: Path, data_roots: tuple[tuple[str, Path], ...], signing_key: str) -> Settings:
     return Settings.from_env({}).with_(
         mongo_uri=mongo_uri,
         mongo_db=f"test_{uuid.uuid4().hex[:12]}",
@@ -64,6 +86,7 @@ def settings(mongo_uri: str, tmp_path: Path, data_roots: tuple[tuple[str, Path],
         data_dir=tmp_path / "data",
         var_dir=tmp_path / "var",
         data_roots=data_roots,
+        artifact_signing_key=signing_key,
         server_selection_timeout_ms=3000,
     )
 

@@ -14,6 +14,7 @@ from cli.main import cli
 from models.errors import ValidationError
 from models.store.columns import read_header
 from models.store.configs import ConfigStore
+from models.store.datarefs import to_stored
 from tests.helpers import cls_config
 from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web.testing import csrf_token
@@ -90,7 +91,7 @@ def test_api_post_and_put_refuse_with_did_you_mean(api, database, games_csv, tmp
     assert response.status_code == 422
     assert response.get_json()["error"]["field"] == "training_csv"
     assert "does not exist" in response.get_json()["error"]["message"]
-    assert database.configs.find_one({"name": "ok"})["training_csv"] == str(games_csv)
+    assert database.configs.find_one({"name": "ok"})["training_csv"] == to_stored(str(games_csv), database.settings)  # portable: @<root>/<path>
 
 
 def test_web_form_shows_each_problem_once(page, database, games_csv):

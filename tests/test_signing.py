@@ -32,6 +32,7 @@ def trained(database, games_csv):
 
 
 def test_key_file_is_made_once_with_mode_0600_and_the_setting_wins(settings):
+    settings = settings.with_(artifact_signing_key=None)  # the session's tests share a key; this one makes its own
     signer = get_signer(settings)
     path = settings.signing_key_file
     assert path.is_file() and stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -120,6 +120,7 @@ def test_gc_keeps_gitkeep(settings, database, tmp_path):
 
 
 def test_legacy_document_with_missing_files_is_file_missing(settings, database, games_csv):
+    from models.artifacts.legacy import LEGACY_REASON
     from models.artifacts.loading import load_model
     from models.errors import ArtifactError
     ConfigStore(database).create(cls_config("t", games_csv))
@@ -128,7 +129,7 @@ def test_legacy_document_with_missing_files_is_file_missing(settings, database, 
     legacy = {k: v for k, v in doc.items() if k not in ("checksums", "artifacts")}
     with pytest.raises(ArtifactError) as info:  # files there, no checksums: legacy, not adopted
         load_model(settings, legacy, use_cache=False)
-    assert info.value.reason == "checksum_missing"
+    assert info.value.reason == LEGACY_REASON  # issue 17: the reason says so, in words
     gone = {**legacy, "model_artifact_path": "20200101_000000_deadbeef_model.pkl",
             "scaler_artifact_path": "20200101_000000_deadbeef_scaler.pkl",
             "features_path": "20200101_000000_deadbeef_features.json"}
@@ -154,8 +155,9 @@ def test_same_file_different_rows_says_so(database, games_csv, tmp_path):
     with pytest.raises(IncompatibleBaseModelsError) as info:
         create_ensemble(database, "e", ["with_elo", "no_elo"])
     msg = info.value.message
-    assert f"training data differs: all read {path}, but different rows were dropped for missing values" in msg
-    assert msg.count(str(path)) == 1 and "with_elo | no_elo" in msg
+    stored = store.get("with_elo")["training_csv"]  # the portable name, @<root>/<path>
+    assert f"training data differs: all read {stored}, but different rows were dropped for missing values" in msg
+    assert msg.count(stored) == 1 and "with_elo | no_elo" in msg
 
 
 def test_no_numpy_reprs_in_data_messages(database, games_csv, tmp_path):

@@ -218,7 +218,8 @@ from models.settings import Settings
 from agents.tools.stacking_tool import StackingTool
 args = json.loads(sys.argv[1])
 settings = Settings.from_env({}).with_(mongo_uri=args["uri"], mongo_db=args["db"], artifact_dir=args["art"],
-                                       var_dir=Path(args["var"]), data_roots=tuple(map(Path, args["roots"])))
+                                       var_dir=Path(args["var"]), artifact_signing_key=args["key"],
+                                       data_roots=tuple((name, Path(folder)) for name, folder in args["roots"]))
 with StackingTool(settings) as tool:
     sys.stdout.write("ready\\n"); sys.stdout.flush()
     sys.stdin.readline()   # start together
@@ -235,7 +236,9 @@ def test_two_processes_train_the_missing_model_once(database, settings, games_cs
     for name in ("p1", "p2"):
         arg = json.dumps({"uri": settings.effective_mongo_uri, "db": settings.mongo_db,
                           "art": str(settings.artifact_dir), "name": name, "var": str(settings.var_dir),
-                          "roots": [str(r) for r in settings.effective_data_roots]})
+                          "key": settings.artifact_signing_key,
+                          "roots": [[name, str(folder)] for name, folder in settings.named_data_roots.items()
+                                    if name != "data"]})
         procs.append(subprocess.Popen([sys.executable, "-c", CHILD, arg], cwd=PROJECT_ROOT, text=True,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     for p in procs:

@@ -31,7 +31,7 @@ from web.testing import csrf_from, login
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = {"name": "c1", "task": "classification", "model_type": "random_forest", "features": ["a", "b"],
-          "target": "y", "training_csv": "data/x.csv"}
+          "target": "y", "training_csv": str(ROOT / "tests" / "fixtures" / "columns.csv")}  # a header to check
 
 
 # --- headers and cookies -------------------------------------------------------------------------

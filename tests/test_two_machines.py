@@ -33,6 +33,8 @@ CONFIGS = ["home_win_logreg", "home_win_nb"]
 def machine_env(root: Path, mongo_uri: str, db_name: str, **extra: str) -> dict[str, str]:
     """One machine's environment: the shared database, its own folders (README: "its own folders")."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGO_", "ARTIFACT_", "DASK_", "CV_JOBS"))}
+    # README: every machine of a deployment has the same artifact signing key (here: the session's)
+    env["ARTIFACT_SIGNING_KEY"] = os.environ["ARTIFACT_SIGNING_KEY"]
     env.update({"MONGO_URI": mongo_uri, "MONGO_DB": db_name, "ARTIFACT_DIR": str(root / "artifacts"),
                 "VAR_DIR": str(root / "var"), "DATA_DIR": str(root / "data"), **extra})
     env.pop("PYTHONPATH", None)  # the cluster commands must make the project importable themselves

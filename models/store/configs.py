@@ -69,9 +69,9 @@ class ConfigStore:
         clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS},
                                 limits=self.database.settings.hyperparameter_limit)
         check_data_root(clean["training_csv"], self.database.settings)
-        clean = self._portable(clean)
-        if check_data:
+        if check_data:  # on the path as given, so that messages name it as the user wrote it
             check_training_columns(clean, self.database.settings)
+        clean = self._portable(clean)
         stamp = now()
         clean.setdefault("status", "trained" if clean.get("run_id") else "new")
         clean.update(created_at=stamp, updated_at=stamp, rev=1)
@@ -131,11 +131,12 @@ class ConfigStore:
             for key in unset:
                 merged.pop(key, None)
             clean = validate_config(merged, limits=self.database.settings.hyperparameter_limit)
-            if "training_csv" in changes:  # an unchanged path keeps its form (the run's definition holds it)
+            if "training_csv" in changes:
                 check_data_root(clean["training_csv"], self.database.settings)
-                clean = self._portable(clean)
             if any(clean.get(k) != current.get(k) for k in DATA_FIELDS):
                 check_training_columns(clean, self.database.settings)
+            if "training_csv" in changes:  # an unchanged path keeps its form (the run's definition holds it)
+                clean = self._portable(clean)
             to_set = {k: v for k, v in clean.items() if k not in SERVER_FIELDS and current.get(k) != v}
             to_unset = {k: "" for k in current if k not in clean and k not in SERVER_FIELDS}
             if not to_set and not to_unset:

@@ -5,6 +5,8 @@ import re
 
 import pytest
 
+from models.store.datarefs import to_stored
+
 pytestmark = pytest.mark.browser
 
 
@@ -44,7 +46,8 @@ def test_login_create_config_and_open_it(live_server, page, screenshot, games_cs
     doc = database.configs.find_one({"name": "browser_rf"})
     assert doc["features"] == ["home_elo", "away_elo", "home_rest_days"]
     assert doc["hyperparameters"] == {"n_estimators": 25, "max_depth": 5}
-    assert doc["training_csv"] == str(games_csv) and doc["tags"] == ["nba", "browser"]
+    # stored portable (@<root>/<path>, see README: Two machines)
+    assert doc["training_csv"] == to_stored(str(games_csv), database.settings) and doc["tags"] == ["nba", "browser"]
 
     page.click("nav >> text=Configs")
     page.wait_for_url(re.compile(r".*/configs/$"))
