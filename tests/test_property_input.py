@@ -65,7 +65,7 @@ def test_config_store_create_writes_nothing_on_refusal(database, doc):
 
 
 @pytest.fixture(scope="module")
-def api_app(mongo_uri, tmp_path_factory, games_csv):
+def api_app(mongo_uri, tmp_path_factory, games_csv, data_roots, signing_key):
     import uuid
 
     from models.settings import Settings
@@ -73,7 +73,8 @@ def api_app(mongo_uri, tmp_path_factory, games_csv):
     tmp = tmp_path_factory.mktemp("prop")
     s = Settings.from_env({}).with_(mongo_uri=mongo_uri, mongo_db=f"prop_{uuid.uuid4().hex[:8]}",
                                     artifact_dir=tmp / "artifacts", var_dir=tmp / "var", admin_password="pw",
-                                    api_token=TOKEN, secret_key="k" * 32, max_content_length=64 * 1024)
+                                    api_token=TOKEN, secret_key="k" * 32, max_content_length=64 * 1024,
+                                    data_roots=data_roots, artifact_signing_key=signing_key)
     database = Database.connect(s)
     app = create_app(s, database)
     ConfigStore(database).create({**VALID, "name": "keep"})

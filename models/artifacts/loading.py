@@ -15,7 +15,7 @@ import sklearn
 
 from models.artifacts.base import ArtifactStore
 from models.artifacts.cache import ModelCache, get_model_cache
-from models.artifacts.legacy import LEGACY_REASON, is_legacy, legacy_message
+from models.artifacts.legacy import LEGACY_REASON, SEED_PATH_FIELDS, is_legacy, legacy_message
 from models.artifacts.predictor import TrainedModel
 from models.artifacts.routing import get_store
 from models.artifacts.verified import fetch_pickle, parse_json_bytes, read_verified
@@ -73,6 +73,13 @@ def load_model(settings: Settings, doc: dict[str, Any], *, store: ArtifactStore 
                cache: ModelCache | None = None, use_cache: bool = True) -> LoadResult:
     """The trained model a config (or run) document points at: cache first, then verified files."""
     t0 = time.perf_counter()
+    if is_legacy(doc):  # a missing file is said first (file_missing); present ones are "not adopted"
+        store = store or get_store(settings)
+        for field in SEED_PATH_FIELDS:
+            path = doc.get(field)
+            if path and not store.stat(path)["exists"]:
+                raise ArtifactError(f"artifact file {path} of config {doc.get('name')!r} is missing",
+                                    reason="file_missing", path=path)
     refs = artifact_refs(doc)
     run_id = doc["run_id"]
     key = cache_key(run_id, {k: ref.get("sha256") or "" for k, ref in refs.items()})
