@@ -30,6 +30,7 @@ from sklearn.linear_model import (
     Ridge,
     RidgeClassifier,
 )
+from threadpoolctl import threadpool_limits
 
 from models.artifacts.predictor import TrainedModel, check_finite, feature_matrix, missing_columns, prediction_frame
 from models.errors import ValidationError
@@ -202,14 +203,17 @@ def fit_meta_model(task: str, meta_model: str, stack_method: str, *, oof: list[n
     X_meta = meta_features(oof, task, method, n_classes, passthrough_train)
     X_meta_test = meta_features(test_pred, task, method, n_classes, passthrough_test)
     meta = make_meta_model(task, meta_model, random_state, params)
-    if task == "classification":
-        meta.fit(X_meta, encode_labels(y_train, classes))
-        y_hat = classes[meta.predict(X_meta_test)]
-        proba = meta.predict_proba(X_meta_test) if hasattr(meta, "predict_proba") else None
-        metrics = label_metrics(y_test, y_hat, proba, classes)
-    else:
-        meta.fit(X_meta, np.asarray(y_train, dtype=float))
-        metrics = regression_metrics(y_test, meta.predict(X_meta_test))
+    # a few columns of meta-features: a multi-threaded BLAS only adds start-up and contention per call
+    # (3-10x slower for the logistic meta-model on a busy 2-core machine)
+    with threadpool_limits(1):
+        if task == "classification":
+            meta.fit(X_meta, encode_labels(y_train, classes))
+            y_hat = classes[meta.predict(X_meta_test)]
+            proba = meta.predict_proba(X_meta_test) if hasattr(meta, "predict_proba") else None
+            metrics = label_metrics(y_test, y_hat, proba, classes)
+        else:
+            meta.fit(X_meta, np.asarray(y_train, dtype=float))
+            metrics = regression_metrics(y_test, meta.predict(X_meta_test))
     base_metrics = [stored_prediction_metrics(task, y_test, p, classes) for p in test_pred]
     return MetaFit(model=meta, task=task, stack_method=method, classes=classes, metrics=metrics,
                    base_metrics=base_metrics, n_meta_features=int(X_meta.shape[1]))
