@@ -18,6 +18,7 @@ from models.store.configs import ConfigStore
 from models.training.sklearn_warnings import scaled_data, without_scale_advice
 from tests.fault_driver_util import ROOT, driver_env
 from tests.helpers import cls_config
+from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 
 
 def cli_to_file(settings, tmp_path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, str]:
@@ -128,3 +129,15 @@ def test_training_with_a_scaler_does_not_advise_scaling(settings, database, game
     proc, err = cli_to_file(settings, tmp_path, "train", "lr_raw", "--json")
     assert proc.returncode == 0, err
     assert "scale the data" in err
+
+
+def test_config_page_flags_a_one_class_result(page, database, games_csv, tmp_path):
+    frame = pd.read_csv(games_csv)
+    frame["rare"] = (frame.index % 150 == 0).astype(int)
+    frame.to_csv(tmp_path / "rare.csv", index=False)
+    ConfigStore(database).create(cls_config("rare", tmp_path / "rare.csv", target="rare", cv_folds=2))
+    from models.training.train import train_config
+    train_config(database, "rare")
+    html = page.get("/configs/rare").get_data(as_text=True)
+    assert re.search(r'class="flash flash-info run-warning">Warning: predicts class 0 for 100.0% of the 300 '
+                     r"held-out rows", html)
