@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 
 import pytest
 from bson import Binary, ObjectId
@@ -125,6 +126,7 @@ def test_a_lease_expires_by_the_servers_clock_and_a_dead_owners_lease_protects_n
     assert leased_names(database) == set()  # its process on this host is gone
     short = ArtifactLease(database, "r2", ttl_s=0.001)
     short.add(["r2_model.pkl"])
+    time.sleep(0.05)  # past its 1 ms (the server's clock has millisecond steps)
     assert leased_names(database) == set()
     with pytest.raises(ValueError, match="ttl_s"):
         ArtifactLease(database, "r3", ttl_s=0)

@@ -129,7 +129,7 @@ def test_key_command_prints_the_public_key(settings):
     result = cli(settings, "artifacts", "key", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["public_key"] == get_signer(settings).public_key and data["source"] == str(settings.signing_key_file)
+    assert data["public_key"] == get_signer(settings).public_key and data["source"] == get_signer(settings).source
     fresh = cli(settings, "artifacts", "key", "--generate").stdout.strip()
     assert get_signer(settings.with_(artifact_signing_key=fresh)).public_key != data["public_key"]
 

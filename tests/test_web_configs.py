@@ -241,7 +241,7 @@ def test_detail_shows_fields_extras_and_training_area(client, store, database):
     seed(store, database)
     database.configs.update_one({"name": "alpha"}, {"$set": {"owner": "ana"}})
     html = text(client.get("/configs/alpha"))
-    for fragment in ("random_forest", "tests/fixtures/columns.csv", "<code>a</code>", "owner", "ana", 'id="training"',
+    for fragment in ("random_forest", "columns.csv", "<code>a</code>", "owner", "ana", 'id="training"',
                      "20260105_103000_0123abcd", "roc_auc 0.71", "Run history"):
         assert fragment in html, fragment
     assert "Not trained yet." in text(client.get("/configs/charlie"))

@@ -11,8 +11,9 @@ the unpickler before its block's SHA-256 matched), ``cache`` (``ModelCache``: th
 loaded model that predicts on a DataFrame), ``loading`` (``load_model``: a run's files ->
 ``TrainedModel``, through the cache), ``maintenance`` (verify, repair, orphans), ``lease``
 (``ArtifactLease``: files written but not yet committed, protected from gc by the server's clock),
-``migrate`` (move files between the local folder and GridFS, resumably) and ``relocate`` (rewrite
-paths that only one machine understands).
+``migrate`` (move files between the local folder and GridFS, resumably), ``relocate`` (rewrite
+paths that only one machine understands), ``legacy`` (documents of the reference system, not adopted)
+and ``prediction_csv`` (prediction tables as CSV, formula-like cells escaped).
 
 May import: the foundation modules and ``models.store``.
 

@@ -8,7 +8,8 @@ retrain under a MongoDB lock), ``build`` (``create_ensemble``, ``load_ensemble``
 ``service`` (``candidates``, ``submit_ensemble``: what the web form and API need), ``selection``
 (Caruana's greedy selection with replacement, nested honest scores, ``WeightedAverage``: the math, no
 database), ``suggest`` (``suggest_ensemble``, ``submit_suggestion``: candidates, the OOF library, storing the
-``weighted`` or ``stacked`` choice).
+``weighted`` or ``stacked`` choice), ``plan`` (which base models will be trained first, why, and
+about how long).
 
 May import: the foundation modules, ``models.store``, ``models.artifacts``, ``models.jobs`` and
 ``models.training``.

@@ -17,7 +17,8 @@ Holds: ``store`` (the job documents), ``worker`` (``JobTask``: claim, heartbeat,
 ``runner`` (``JobRunner`` and the in-process thread pool), ``bounded`` (work in a child process
 that a time limit, a memory limit and cancel can stop), ``dask_runner`` (``DaskRunner``),
 ``remote`` (``RemoteWork``: work that travels as ids, rebuilt on a worker with its own settings),
-``default`` (the process-wide runner chosen by the settings), ``service`` (``submit``).
+``default`` (the process-wide runner chosen by the settings), ``service`` (``submit``), ``timing``
+(elapsed time and time left of a job).
 
 May import: the foundation modules, ``models.store`` and ``models.artifacts``; never training or
 ensembles (they hand jobs a work function instead).

@@ -6,7 +6,9 @@ Holds: ``db`` (``Database``: the connection, collections and indexes; ``reconnec
 CRUD with compare-and-swap, ``recover_interrupted_trainings``), ``runs`` (``RunStore``: one
 document per training), ``versioning`` (the version rules), ``locks`` (``MongoLock``,
 ``AsyncMongoLock``: claims that expire), ``datarefs`` (``@<root>/<path>``: data sets named so that
-every machine resolves them).
+every machine resolves them)., ``data_roots`` (``check_data_root``: a
+training CSV only from inside ``DATA_ROOTS``), ``columns`` (``check_training_columns``: the CSV
+exists and names every feature and the target, checked when a config is saved)
 
 May import: the foundation modules only (``models.settings``, ``models.errors``, ...).
 

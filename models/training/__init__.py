@@ -8,7 +8,9 @@ final fit; ``train_config``: all of it for a stored config, committed by the con
 (``train_on_cluster``: a training sent to a Dask worker), ``folds`` (``cluster_folds``: CV folds
 over the Dask workers when ``CV_JOBS`` asks), ``sweep`` (``create_sweep``: one config per
 combination of hyperparameter values), ``adopt`` (``adopt_legacy``: a reference-system document's files
-as a verified run with out-of-fold predictions, after the admin's trust).
+as a verified run with out-of-fold predictions, after the admin's trust), ``estimate`` (how long a
+training should take, from past runs; slow-type warnings), ``headline`` (the metric tables show first),
+``sklearn_warnings`` (which of scikit-learn's warnings reach the user).
 
 May import: the foundation modules, ``models.store``, ``models.artifacts`` and ``models.jobs``.
 

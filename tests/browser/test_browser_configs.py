@@ -60,5 +60,5 @@ def test_login_create_config_and_open_it(live_server, page, screenshot, games_cs
     page.click("#configs-table >> text=browser_rf")
     page.wait_for_url(f"{live_server}/configs/browser_rf")
     fields = page.locator("#config-fields").inner_text()
-    assert "random_forest" in fields and "home_win" in fields and str(games_csv) in fields
+    assert "random_forest" in fields and "home_win" in fields and to_stored(str(games_csv), database.settings) in fields
     assert page.locator("#training").is_visible()
