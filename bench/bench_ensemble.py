@@ -115,12 +115,7 @@ def child_scratch(args: dict) -> dict:
     from models.store.configs import ConfigStore
     from models.store.db import Database
     from models.training.data import load_training_data
-    from models.training.train import (
-        fold_spec,
-        holdout_split,
-        make_pipeline,
-        make_splitter,
-    )
+    from models.training.train import fold_spec, holdout_split, make_pipeline, make_splitter
     warnings.simplefilter("ignore")
     database = Database.connect(_settings(args))
     baseline = current_rss_mb()

@@ -49,10 +49,9 @@ from models.artifacts.cache import ModelCache
 from models.artifacts.loading import PATH_FIELDS, load_model
 from models.artifacts.routing import get_store
 from models.demo import FEATURES, write_games_csv  # noqa: E402
-from models.settings import Settings  # noqa: E402
+from models.settings import Settings, environment_with_project_path  # noqa: E402
 from models.store.configs import ConfigStore
 from models.store.db import Database
-from models.settings import environment_with_project_path
 from models.store.embedded import free_port
 from models.training.service import submit_training
 from models.training.train import train_config

@@ -17,8 +17,8 @@ import click
 
 from models.errors import (
     ConflictError,
-    DataError,
     DatabaseUnavailableError,
+    DataError,
     NotFoundError,
     ServiceError,
     ValidationError,

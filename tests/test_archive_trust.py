@@ -17,7 +17,15 @@ from bson import json_util
 
 from models.artifacts.signing import get_signer, new_private_key_text
 from models.errors import ValidationError
-from models.registry.archive import JSON_OPTIONS, MANIFEST, RUN_MEMBER, SIGNATURE, export_run, import_run, read_archive
+from models.registry.archive import (
+    JSON_OPTIONS,
+    MANIFEST,
+    RUN_MEMBER,
+    SIGNATURE,
+    export_run,
+    import_run,
+    read_archive,
+)
 from models.store.configs import ConfigStore
 from models.store.db import Database
 from models.training.train import train_config

@@ -212,9 +212,9 @@ def test_files_written_by_joblib_still_load(tmp_path, settings):
     """Artifacts of older runs were written by joblib.dump (numpy arrays in joblib's layout)."""
     import joblib
     import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
 
     from models.artifacts.verified import fetch_pickle
-    from sklearn.ensemble import RandomForestClassifier
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(400, 5)), rng.integers(0, 2, 400)
     model = RandomForestClassifier(n_estimators=30, random_state=0).fit(X, y)

@@ -23,12 +23,7 @@ from models.errors import ConflictError, DataError, NotFoundError, ValidationErr
 from models.store.configs import ConfigStore
 from models.store.locks import LockTimeoutError, MongoLock
 from models.training.data import load_training_data
-from models.training.train import (
-    holdout_split,
-    make_pipeline,
-    make_splitter,
-    train_config,
-)
+from models.training.train import holdout_split, make_pipeline, make_splitter, train_config
 from tests.helpers import FEATS, cls_config, create_then_change_csv, reg_config, spy_unpickling
 
 CLS_BASES = [("lr", "logistic_regression", {}), ("rf", "random_forest", {"n_estimators": 12, "max_depth": 5}),

@@ -13,12 +13,7 @@ import pytest
 
 from models import jobs
 from models.artifacts.loading import load_model
-from models.artifacts.maintenance import (
-    collect_orphans,
-    referenced_paths,
-    run_artifacts_info,
-    scan_configs,
-)
+from models.artifacts.maintenance import collect_orphans, referenced_paths, run_artifacts_info, scan_configs
 from models.artifacts.routing import get_store
 from models.store.configs import ConfigStore, recover_interrupted_trainings
 from models.store.db import Database

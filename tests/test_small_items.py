@@ -3,8 +3,6 @@ the same answer, the meta-model list fits the task, the import conflict names --
 can be reset, configs list shows a metric, bad training data exits 2, gc keeps .gitkeep, no numpy reprs."""
 from __future__ import annotations
 
-import html
-import json
 import re
 
 import pytest
@@ -18,10 +16,10 @@ from models.registry.query import search
 from models.store.configs import ConfigStore
 from models.training.train import train_config
 from tests.helpers import cls_config, reg_config
+from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web import create_app
 from web.services import get_state
-from web.testing import csrf_token, login
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
+from web.testing import login
 
 
 def run(settings, *args, input=None):
@@ -141,6 +139,7 @@ def test_legacy_document_with_missing_files_is_file_missing(settings, database, 
 def test_same_file_different_rows_says_so(database, games_csv, tmp_path):
     import numpy as np
     import pandas as pd
+
     from models.ensembles.build import create_ensemble
     from models.ensembles.compat import IncompatibleBaseModelsError
     frame = pd.read_csv(games_csv)
@@ -162,6 +161,7 @@ def test_same_file_different_rows_says_so(database, games_csv, tmp_path):
 
 def test_no_numpy_reprs_in_data_messages(database, games_csv, tmp_path):
     import pandas as pd
+
     from models.errors import DataError
     frame = pd.read_csv(games_csv)
     frame["one"] = 1

@@ -5,13 +5,7 @@ import pytest
 
 from models.ensembles.build import delete_ensemble, get_ensemble, load_ensemble
 from models.ensembles.compat import IncompatibleBaseModelsError
-from models.ensembles.selection import (
-    _BatchScorer,
-    greedy_select,
-    nested_greedy,
-    score,
-    single_scores,
-)
+from models.ensembles.selection import _BatchScorer, greedy_select, nested_greedy, score, single_scores
 from models.ensembles.suggest import suggest_ensemble
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.store.configs import ConfigStore

@@ -15,18 +15,7 @@ import logging
 from typing import Any, Callable, TypeVar
 from urllib.parse import urlsplit
 
-from flask import (
-    Blueprint,
-    Flask,
-    current_app,
-    flash,
-    g,
-    redirect,
-    render_template,
-    request,
-    session,
-    url_for,
-)
+from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
 from pymongo.errors import PyMongoError
 from werkzeug.wrappers import Response

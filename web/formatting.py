@@ -8,8 +8,9 @@ from typing import Any
 from flask import Flask
 
 from models.errors import describe_reason
-from models.training.headline import headline_metric as primary_metric  # noqa: F401 (a template global)
 from models.timeutil import iso
+from models.training.headline import headline_metric as primary_metric  # noqa: F401 (a template global)
+
 
 def last_trained(doc: dict[str, Any]) -> datetime | str | None:
     """When the config's current model was trained (``trained_at``, else ``artifacts_saved_at``)."""

@@ -1,9 +1,8 @@
 """What the training area of a config page shows: current run, its files, charts, history, last job."""
 from __future__ import annotations
 
-from typing import Any
-
 import math
+from typing import Any
 
 from models import jobs
 from models.artifacts.maintenance import run_artifacts_info

@@ -26,8 +26,8 @@ from models.artifacts.base import ArtifactStore
 from models.artifacts.cache import ModelCache, get_model_cache
 from models.artifacts.routing import get_store
 from models.ensembles import aio as acore
-from models.ensembles import build as core
 from models.ensembles import base_models as bases
+from models.ensembles import build as core
 from models.ensembles import suggest
 from models.ensembles.base_models import BaseModelResult
 from models.ensembles.stacking import StackedEnsemble

@@ -3,15 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cli.context import (
-    AppContext,
-    LazyChoice,
-    emit_json,
-    emit_table,
-    info,
-    json_option,
-    pass_app,
-)
+from cli.context import AppContext, LazyChoice, emit_json, emit_table, info, json_option, pass_app
 from cli.progress_lines import ProgressLines
 from models.errors import ServiceError
 

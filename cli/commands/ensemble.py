@@ -6,16 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.context import (
-    AppContext,
-    LazyChoice,
-    emit_json,
-    emit_table,
-    info,
-    json_option,
-    pass_app,
-    stdout,
-)
+from cli.context import AppContext, LazyChoice, emit_json, emit_table, info, json_option, pass_app, stdout
 from cli.progress_lines import ProgressLines
 
 if TYPE_CHECKING:

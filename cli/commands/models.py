@@ -11,16 +11,7 @@ from typing import Any
 
 import click
 
-from cli.context import (
-    AppContext,
-    LazyChoice,
-    emit_json,
-    emit_table,
-    info,
-    json_option,
-    pass_app,
-    stdout,
-)
+from cli.context import AppContext, LazyChoice, emit_json, emit_table, info, json_option, pass_app, stdout
 from models.errors import ValidationError
 
 SUMMARY_METRICS = {"classification": ("roc_auc", "f1", "accuracy", "log_loss"), "regression": ("rmse", "mae", "r2")}

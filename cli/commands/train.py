@@ -7,15 +7,7 @@ from typing import Any, Callable
 
 import click
 
-from cli.context import (
-    AppContext,
-    emit_json,
-    emit_table,
-    info,
-    json_option,
-    pass_app,
-    stderr,
-)
+from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app, stderr
 from cli.progress_lines import ProgressLines
 from models.errors import ServiceError, ValidationError
 

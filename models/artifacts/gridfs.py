@@ -23,12 +23,7 @@ from bson import ObjectId
 from pymongo.database import Database as MongoDatabase
 from pymongo.errors import PyMongoError
 
-from models.artifacts.atomic import (
-    CHUNK_SIZE,
-    TMP_PREFIX,
-    _HashingWriter,
-    atomic_write_bytes,
-)
+from models.artifacts.atomic import CHUNK_SIZE, TMP_PREFIX, _HashingWriter, atomic_write_bytes
 from models.artifacts.base import ArtifactInfo, ArtifactStore
 from models.errors import ArtifactError
 from models.processes import current_owner, owner_is_dead

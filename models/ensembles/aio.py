@@ -36,12 +36,7 @@ from models.ensembles.build import (
     remove_files,
     write_ensemble_files,
 )
-from models.ensembles.compat import (
-    check_compatible,
-    check_names,
-    check_request,
-    config_fingerprint,
-)
+from models.ensembles.compat import check_compatible, check_names, check_request, config_fingerprint
 from models.errors import ArtifactError, NotFoundError, ServiceError
 from models.progress import Progress, no_progress, scaled
 from models.settings import Settings

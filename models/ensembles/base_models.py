@@ -8,9 +8,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from models.artifacts.base import (
-    ArtifactStore,
-)
+from models.artifacts.base import ArtifactStore
 from models.artifacts.cache import ModelCache, get_model_cache
 from models.artifacts.legacy import LEGACY_REASON, is_legacy, legacy_message
 from models.artifacts.loading import artifact_refs, cache_key, load_model
@@ -20,25 +18,22 @@ from models.artifacts.verified import check_signature, load_npz_verified, verify
 from models.ensembles.compat import check_names
 from models.errors import (
     ArtifactError,
-    describe_reason,
     DataError,
     NotFoundError,
     ServiceError,
     TrainingError,
     ValidationError,
+    describe_reason,
 )
 from models.progress import Progress, no_progress, scaled
 from models.store.configs import config_filter
 from models.store.db import Database
 from models.store.locks import MongoLock
-from models.training.train import (
-    train_config,
-)
+from models.training.train import train_config
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("cache", "artifacts", "retrained")
-META_KIND, SPEC_KIND = "ensemble", "ensemble_spec"
+SOURCES = ("cache", "artifacts", "retrained")  # BaseModelResult.source
 
 
 class BaseModelUnavailableError(ServiceError):

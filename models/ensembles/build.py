@@ -28,23 +28,13 @@ import numpy as np
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from models.artifacts.base import (
-    ArtifactInfo,
-    ArtifactStore,
-    artifact_name,
-    json_writer,
-    pickle_writer,
-)
+from models.artifacts.base import ArtifactInfo, ArtifactStore, artifact_name, json_writer, pickle_writer
 from models.artifacts.cache import ModelCache, get_model_cache
 from models.artifacts.lease import ArtifactLease, recheck_files
 from models.artifacts.loading import load_model
 from models.artifacts.routing import get_store
 from models.artifacts.verified import load_verified
-from models.ensembles.base_models import (
-    BaseModelResult,
-    fetch_configs,
-    load_base_models,
-)
+from models.ensembles.base_models import BaseModelResult, fetch_configs, load_base_models
 from models.ensembles.compat import (
     EnsembleRequest,
     IncompatibleBaseModelsError,
@@ -54,30 +44,17 @@ from models.ensembles.compat import (
     config_fold_spec,
 )
 from models.ensembles.selection import WeightedAverage
-from models.ensembles.stacking import (
-    MetaFit,
-    StackedEnsemble,
-    fit_meta_model,
-)
-from models.errors import (
-    ArtifactError,
-    ConflictError,
-    DataError,
-    NotFoundError,
-)
+from models.ensembles.stacking import MetaFit, StackedEnsemble, fit_meta_model
+from models.errors import ArtifactError, ConflictError, DataError, NotFoundError
 from models.progress import Progress, no_progress, scaled
 from models.store.db import Database
 from models.store.runs import RunStore
 from models.timeutil import now
 from models.training.data import TrainingData, load_training_data
-from models.training.train import (
-    environment_versions,
-    new_run_id,
-)
+from models.training.train import environment_versions, new_run_id
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("cache", "artifacts", "retrained")
 META_KIND, SPEC_KIND = "ensemble", "ensemble_spec"
 STACKED_KIND, WEIGHTED_KIND = "stacked", "weighted"  # a document without ``kind`` is stacked
 

@@ -7,18 +7,11 @@ from typing import Any
 
 from bson import ObjectId
 
-from models.ensembles.stacking import (
-    check_options,
-)
-from models.errors import (
-    DataError,
-    ValidationError,
-)
+from models.ensembles.stacking import check_options
+from models.errors import DataError, ValidationError
 from models.store.schema import NAME_RE
 from models.training.data import load_training_data
-from models.training.train import (
-    fold_spec,
-)
+from models.training.train import fold_spec
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from models import jobs
-from models.jobs.remote import RemoteWork
 from models.ensembles.base_models import fetch_configs
 from models.ensembles.build import create_ensemble, ensemble_exists
 from models.ensembles.compat import (
@@ -27,6 +26,7 @@ from models.ensembles.compat import (
 )
 from models.ensembles.plan import plan_summary, retrain_plan, retrain_reason
 from models.errors import DataError, ValidationError
+from models.jobs.remote import RemoteWork
 from models.jsonable import to_json
 from models.progress import Progress
 from models.store.db import Database

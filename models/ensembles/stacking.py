@@ -24,15 +24,16 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
-from sklearn.linear_model import (
-    LinearRegression,
-    LogisticRegression,
-    Ridge,
-    RidgeClassifier,
-)
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, RidgeClassifier
 from threadpoolctl import threadpool_limits
 
-from models.artifacts.predictor import TrainedModel, check_finite, feature_matrix, missing_columns, prediction_frame
+from models.artifacts.predictor import (
+    TrainedModel,
+    check_finite,
+    feature_matrix,
+    missing_columns,
+    prediction_frame,
+)
 from models.errors import ValidationError
 from models.estimators import SERVICE_SET, service_and_bound_errors
 from models.training.metrics import classification_metrics, regression_metrics

@@ -28,12 +28,7 @@ from models import jobs
 from models.artifacts.base import ArtifactInfo, ArtifactStore, artifact_name, json_writer
 from models.artifacts.cache import ModelCache
 from models.artifacts.routing import get_store
-from models.ensembles.base_models import (
-    BaseModelResult,
-    fast_load,
-    fetch_configs,
-    load_base_models,
-)
+from models.ensembles.base_models import BaseModelResult, fast_load, fetch_configs, load_base_models
 from models.ensembles.build import (
     SPEC_KIND,
     WEIGHTED_KIND,
@@ -50,8 +45,8 @@ from models.ensembles.selection import (
     SELECTION_METRICS,
     Selection,
     better,
-    check_metric,
     check_method,
+    check_metric,
     check_size,
     greedy_select,
     nested_greedy,

@@ -26,11 +26,7 @@ ensembles (they hand jobs a work function instead).
 Public names: those in ``__all__`` below, as ``jobs.submit``, ``jobs.wait``, ...
 """
 from models.jobs.bounded import ChildError, JobStopped, run_bounded
-from models.jobs.default import (
-    get_default_runner,
-    set_default_runner,
-    shutdown_default_runner,
-)
+from models.jobs.default import get_default_runner, set_default_runner, shutdown_default_runner
 from models.jobs.runner import InProcessRunner, JobRunner, RunnerUnavailableError
 from models.jobs.service import submit
 from models.jobs.store import (

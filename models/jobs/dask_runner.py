@@ -39,8 +39,8 @@ from distributed import Client, get_worker
 from distributed import wait as dask_wait
 
 from models.jobs import store
-from models.jobs.runner import JobRunner, RunnerUnavailableError
 from models.jobs.remote import RemoteWork
+from models.jobs.runner import JobRunner, RunnerUnavailableError
 from models.jobs.worker import JobTask
 from models.settings import get_settings
 from models.store.configs import recover_interrupted_trainings

@@ -22,13 +22,7 @@ from pymongo.errors import PyMongoError
 
 from models.errors import ServiceError
 from models.jobs import store
-from models.jobs.bounded import (
-    CANCELLED,
-    TIMEOUT,
-    JobStopped,
-    run_bounded,
-    timeout_error,
-)
+from models.jobs.bounded import CANCELLED, TIMEOUT, JobStopped, run_bounded, timeout_error
 from models.processes import owned_by_me
 from models.progress import Progress
 from models.settings import Settings

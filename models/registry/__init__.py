@@ -27,13 +27,7 @@ Public names: those in ``__all__`` below.
 """
 from __future__ import annotations
 
-from models.registry.archive import (
-    deploy_export,
-    export_run,
-    import_run,
-    read_archive,
-    verify_archive,
-)
+from models.registry.archive import deploy_export, export_run, import_run, read_archive, verify_archive
 from models.registry.lifecycle import (
     TRANSITIONS,
     allowed_transitions,

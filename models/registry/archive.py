@@ -48,14 +48,7 @@ from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
 
 from models.artifacts.atomic import atomic_write
-from models.artifacts.base import (
-    SUFFIXES,
-    ArtifactInfo,
-    ArtifactStore,
-    artifact_name,
-    json_writer,
-    pickle_writer,
-)
+from models.artifacts.base import SUFFIXES, ArtifactInfo, ArtifactStore, artifact_name, json_writer, pickle_writer
 from models.artifacts.routing import get_store
 from models.artifacts.signing import ARCHIVE_CONTEXT, get_signer
 from models.artifacts.verified import read_verified

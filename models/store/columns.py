@@ -11,8 +11,7 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from models.errors import ValidationError
-from models.errors import DataError
+from models.errors import DataError, ValidationError
 from models.settings import Settings, get_settings
 from models.store.datarefs import resolve
 

@@ -21,12 +21,7 @@ from models.store.columns import DATA_FIELDS, check_training_columns
 from models.store.data_roots import check_data_root
 from models.store.datarefs import to_stored
 from models.store.db import Database
-from models.store.schema import (
-    SERVER_FIELDS,
-    TRAINING_FIELDS,
-    refuse_service_fields,
-    validate_config,
-)
+from models.store.schema import SERVER_FIELDS, TRAINING_FIELDS, refuse_service_fields, validate_config
 from models.timeutil import now
 
 log = logging.getLogger(__name__)

@@ -11,14 +11,7 @@ from typing import Any, Literal
 
 import bson
 from bson.errors import InvalidDocument
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from models.errors import ValidationError

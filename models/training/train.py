@@ -25,12 +25,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.inspection import permutation_importance
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import (
-    FunctionTransformer,
-    MinMaxScaler,
-    RobustScaler,
-    StandardScaler,
-)
+from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, RobustScaler, StandardScaler
 
 from models.artifacts.base import (
     ARTIFACT_KINDS,
@@ -53,12 +48,7 @@ from models.store.runs import RunStore, config_fields_for_run
 from models.store.schema import definition, validate_config
 from models.timeutil import now
 from models.training.data import TrainingData, load_training_data
-from models.training.metrics import (
-    classification_metrics,
-    fold_score,
-    primary_metric,
-    regression_metrics,
-)
+from models.training.metrics import classification_metrics, fold_score, primary_metric, regression_metrics
 from models.training.sklearn_warnings import scaled_data
 
 log = logging.getLogger(__name__)

@@ -13,12 +13,7 @@ from typing import Any, Iterable, Mapping
 
 from models.errors import ValidationError
 from models.estimators import REGISTRY, TASKS
-from models.store.schema import (
-    CONFIG_STATUSES,
-    SERVER_FIELDS,
-    TRAINING_FIELDS,
-    validate_config,
-)
+from models.store.schema import CONFIG_STATUSES, SERVER_FIELDS, TRAINING_FIELDS, validate_config
 from web.jsonbody import JSONTextError, loads_strict
 
 FORM_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",

@@ -14,14 +14,7 @@ from models.store.schema import TRAINING_FIELDS
 from models.timeutil import iso
 from models.training.service import submit_training
 from web.formatting import last_trained, primary_metric
-from web.pages.config_form import (
-    check,
-    choices,
-    errors_by_field,
-    extra_fields,
-    form_values,
-    parse_form,
-)
+from web.pages.config_form import check, choices, errors_by_field, extra_fields, form_values, parse_form
 from web.services import config_store, get_db, job_runner, requested_by
 
 from ..training_view import training_context

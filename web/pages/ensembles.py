@@ -5,9 +5,8 @@ still being built shows that job's progress and turns into the ensemble when it 
 """
 from __future__ import annotations
 
-from typing import Any
-
 import io
+from typing import Any
 
 import pandas as pd
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
