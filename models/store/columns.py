@@ -11,19 +11,13 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from models.errors import DataError, ValidationError
+from models.errors import ValidationError
 from models.settings import Settings, get_settings
-from models.store.datarefs import resolve
+from models.store.data_roots import check_data_root
 
 # the config fields whose change means the data must be checked again
 DATA_FIELDS = ("training_csv", "features", "target")
 HEADER_BYTES = 1 << 20
-
-
-def resolve_csv(training_csv: str, settings: Settings | None = None) -> Path:
-    """The file on this machine: ``@root/path`` in this machine's data root; absolute paths as they are;
-    other relative ones from the project root (see :mod:`models.store.datarefs`)."""
-    return resolve(training_csv, settings or get_settings())
 
 
 def read_header(path: Path) -> list[str]:
@@ -53,8 +47,8 @@ def data_problems(config: dict[str, Any], settings: Settings | None = None) -> l
     """Every problem of a (schema-valid) config's training CSV, one ``{"field", "message"}`` each."""
     training_csv = str(config["training_csv"])
     try:
-        path = resolve_csv(training_csv, settings)
-    except DataError as exc:
+        path = check_data_root(training_csv, settings or get_settings())  # only ever inside DATA_ROOTS
+    except ValidationError as exc:
         return [{"field": "training_csv", "message": exc.message}]
     if not path.exists():
         return [{"field": "training_csv", "message": f"training CSV {training_csv!r} does not exist "

@@ -10,34 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from models.errors import DataError, ValidationError
-from models.settings import PROJECT_ROOT, Settings
-from models.store.datarefs import is_root_ref, split_ref
+from models.settings import Settings
+from models.store.datarefs import locate
 
 OUTSIDE_DATA_ROOTS = ("training_csv must name a file inside the data folders this service reads from "
                       "(setting DATA_ROOTS); this one is not")
-
-
-def training_csv_path(training_csv: str) -> Path:
-    """Where ``training_csv`` points, as before: absolute paths stay, relative ones are taken from the
-    project root. Not resolved (no symbolic link followed) and not checked."""
-    path = Path(training_csv).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
 
 
 def check_data_root(training_csv: str, settings: Settings) -> Path:
     """The file's real path (symbolic links and ``..`` resolved) when it lies inside one of
     ``DATA_ROOTS``; else :class:`ValidationError` on ``training_csv`` naming the setting."""
     try:
-        if is_root_ref(training_csv):
-            name, rel = split_ref(training_csv)
-            roots = settings.named_data_roots
-            if name not in roots:
-                raise DataError(f"training CSV {training_csv!r} names the data root {name!r}, which this machine "
-                                f"does not have (DATA_ROOTS; it has {', '.join(sorted(roots))})")
-            path = Path(roots[name]).joinpath(*rel.parts)
-        else:
-            path = training_csv_path(training_csv)
-        real = path.resolve()
+        real = locate(training_csv, settings).resolve()
     except DataError as exc:  # "@root/path" naming a root this machine does not have
         raise ValidationError(exc.message, field="training_csv") from None
     except (OSError, RuntimeError, ValueError):  # a link loop, an unreadable folder, a NUL byte

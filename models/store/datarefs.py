@@ -39,9 +39,10 @@ def split_ref(training_csv: str) -> tuple[str, PurePosixPath]:
     return root, rel
 
 
-def resolve(training_csv: str, settings: Settings) -> Path:
-    """The file on this machine: ``@root/path`` inside this machine's root, an absolute path as it is,
-    any other relative path from the project root (documents written before data roots)."""
+def locate(training_csv: str, settings: Settings) -> Path:
+    """Where ``training_csv`` points on this machine, as written (no symbolic link followed): ``@root/path``
+    in this machine's root, an absolute path as it is, any other relative path from the project root
+    (documents written before data roots). DataError for a malformed reference or an unknown root."""
     if not is_root_ref(training_csv):
         path = Path(training_csv).expanduser()
         return path if path.is_absolute() else PROJECT_ROOT / path
@@ -50,8 +51,17 @@ def resolve(training_csv: str, settings: Settings) -> Path:
     if root_name not in roots:
         raise DataError(f"training CSV {training_csv!r} names the data root {root_name!r}, which this machine does "
                         f"not have (DATA_ROOTS; it has {', '.join(sorted(roots))})", field="training_csv")
-    root = Path(os.path.realpath(roots[root_name]))
-    path = Path(os.path.realpath(root.joinpath(*rel.parts)))
+    return Path(roots[root_name]).joinpath(*rel.parts)
+
+
+def resolve(training_csv: str, settings: Settings) -> Path:
+    """The file on this machine (:func:`locate`); an ``@root/path`` reference must stay inside its root."""
+    path = locate(training_csv, settings)
+    if not is_root_ref(training_csv):
+        return path
+    root_name = split_ref(training_csv)[0]
+    root = Path(os.path.realpath(settings.named_data_roots[root_name]))
+    path = Path(os.path.realpath(path))
     if not path.is_relative_to(root):
         raise DataError(f"training CSV {training_csv!r} resolves outside its data root {root_name!r} "
                         "(symbolic link?); refused", field="training_csv")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.errors import DataError
-from models.store.columns import resolve_csv
 from models.store.db import Database
+from models.training.data import resolve_csv
 
 # training time grows with rows ** exponent (kernel SVMs are quadratic or worse)
 ROW_EXPONENT = {"svm": 2.0, "knn": 1.5}
