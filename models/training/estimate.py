@@ -31,7 +31,7 @@ class Estimate:
     rows: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": None if self.seconds is None else round(self.seconds, 1), "basis": self.basis,
+        return {"seconds": None if self.seconds is None else float(f"{self.seconds:.3g}"), "basis": self.basis,
                 "rows": self.rows}
 
     def text(self) -> str:
@@ -42,6 +42,8 @@ class Estimate:
 
 
 def format_seconds(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds:.2g} s"
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 120:
