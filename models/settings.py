@@ -201,7 +201,7 @@ class Settings:
     # trust (models/artifacts/signing.py): the Ed25519 key that signs artifacts; MongoDB never holds it
     artifact_signing_key: str | None = None  # base64 of the 32-byte private key; else the key file
     artifact_signing_key_file: Path | None = None  # default: $VAR_DIR/artifact-signing.key (made on first use)
-    require_signed: bool = False  # refuse artifacts without a signature (after `artifacts sign --all`)
+    require_signed: bool = True  # refuse artifacts without a signature (0: load them with a warning)
     trusted_keys: tuple[str, ...] = ()  # public keys (base64) whose artifacts and archives are accepted
     # training data: a config's training_csv must resolve inside a data root (see named_data_roots)
     max_training_csv_bytes: int = 512 * 1024**2

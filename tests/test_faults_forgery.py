@@ -60,11 +60,13 @@ def cli(settings, env: dict, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("backend,signature", CASES)
 def test_rewritten_checksums_never_run_the_pickle(database, settings, games_csv, tmp_path, backend, signature):
     strip = signature == "stripped"
-    settings = settings.with_(artifact_store=backend, require_signed=strip)
+    # the defaults: REQUIRE_SIGNED is not set anywhere, so a stripped signature must be refused by default
+    settings = settings.with_(artifact_store=backend)
+    assert settings.require_signed
     database = database.__class__(database.client, settings)
-    env = {"ARTIFACT_STORE": backend, "REQUIRE_SIGNED": "1" if strip else "0"}
+    env = {"ARTIFACT_STORE": backend}
     reason = "signature_missing" if strip else "signature_invalid"
-    words = "is not signed and REQUIRE_SIGNED is set" if strip else "signature that does not verify"
+    words = "is not signed, and unsigned artifacts are refused" if strip else "signature that does not verify"
     store = ConfigStore(database)
     for name in ("a", "b"):
         store.create(cls_config(name, games_csv))

@@ -13,6 +13,7 @@ from models.artifacts.cache import ModelCache
 from models.artifacts.loading import load_model
 from models.artifacts.signing import SigningKeyError, get_signer, new_private_key_text
 from models.errors import ArtifactError
+from models.settings import Settings
 from models.store.configs import ConfigStore
 from models.training.train import train_config
 from tests.fault_driver_util import ROOT, driver_env
@@ -77,24 +78,27 @@ def test_another_key_is_refused_unless_trusted(database, settings, trained):
         get_signer(settings.with_(trusted_keys=("abc",)))
 
 
-def test_unsigned_runs_load_with_a_warning_until_signed_or_refused_with_require_signed(
+def test_unsigned_runs_are_refused_by_default_load_with_a_warning_only_when_opted_out(
         database, settings, trained, caplog):
-    """Runs from before signing: a warning by default, refused with REQUIRE_SIGNED, and
-    ``artifacts sign --all`` (a real process) signs them after re-checking their files."""
+    """Runs from before signing: refused by default (the database alone is never the trust root), a
+    warning only with REQUIRE_SIGNED=0, and ``artifacts sign --all`` (a real process) signs them after
+    re-checking their files."""
     unset = {f"artifacts.{k}.signature": "" for k in trained["artifacts"]}
     database.runs.update_one({"run_id": trained["run_id"]}, {"$unset": unset})
     database.configs.update_one({"_id": trained["_id"]}, {"$unset": unset})
     legacy = ConfigStore(database).get("a")
-    with caplog.at_level(logging.WARNING, logger="models.artifacts.signing"):
-        assert load_model(settings, legacy, cache=ModelCache()).source == "artifacts"
-    assert any("is not signed" in r.getMessage() for r in caplog.records)
     strict = settings.with_(require_signed=True)
+    assert Settings.from_env({}).require_signed, "unsigned artifacts must be refused by default"
     with pytest.raises(ArtifactError) as err:
         load_model(strict, legacy, cache=ModelCache())
     assert err.value.reason == "signature_missing" and "REQUIRE_SIGNED" in err.value.message
-    assert err.value.message.count("artifacts sign --all") == 1
+    assert err.value.message.count("artifacts sign --all") == 1 and "artifacts adopt" in err.value.message
+    opted_out = settings.with_(require_signed=False)
+    with caplog.at_level(logging.WARNING, logger="models.artifacts.signing"):
+        assert load_model(opted_out, legacy, cache=ModelCache()).source == "artifacts"
+    assert any("is not signed" in r.getMessage() and "REQUIRE_SIGNED=0" in r.getMessage() for r in caplog.records)
 
-    result = cli(settings, "artifacts", "verify", "--json", REQUIRE_SIGNED="1")
+    result = cli(settings, "artifacts", "verify", "--json")
     assert result.returncode == 1 and json.loads(result.stdout)[0]["state"] == "corrupt"
     result = cli(settings, "artifacts", "sign", "--all", "--dry-run", "--json")
     assert result.returncode == 0 and len(json.loads(result.stdout)["signed"]) == 10
@@ -105,7 +109,7 @@ def test_unsigned_runs_load_with_a_warning_until_signed_or_refused_with_require_
     assert len(report["signed"]) == 10 and report["failed"] == [] and report["invalid"] == []
     signed = ConfigStore(database).get("a")
     assert load_model(strict, signed, cache=ModelCache()).source == "artifacts"
-    result = cli(settings, "artifacts", "verify", "--json", REQUIRE_SIGNED="1")
+    result = cli(settings, "artifacts", "verify", "--json")
     assert result.returncode == 0 and json.loads(result.stdout)[0]["state"] == "ok"
     again = cli(settings, "artifacts", "sign", "--all", "--json")
     assert json.loads(again.stdout)["signed"] == [] and json.loads(again.stdout)["already_signed"] == 10

@@ -168,7 +168,8 @@ def relocate(app: AppContext, dry_run: bool, as_json: bool) -> None:
 def sign(app: AppContext, all_: bool, dry_run: bool, as_json: bool) -> None:
     """Sign the artifacts written before signing existed, after re-checking each file against its checksums.
 
-    Run it once when upgrading, while you trust the database; then set REQUIRE_SIGNED=1.
+    Run it once when upgrading from a version without signing, while you trust the database: until then
+    those artifacts are refused (or, with REQUIRE_SIGNED=0, load with a warning).
     Exits 1 if a file is missing or fails its checksums, or a signature does not verify.
     """
     from models.artifacts.maintenance import sign_unsigned

@@ -27,7 +27,7 @@ ORPHAN_MIN_AGE_S = 15 * 60
 
 def _check(store: ArtifactStore, ref: dict[str, Any]) -> dict[str, Any]:
     """State of one file: ``ok``, ``missing``, ``corrupt`` (bytes differ, or the signature does not verify),
-    ``unsigned`` (no signature while ``REQUIRE_SIGNED`` is set) or ``refused`` (bad path). Never unpickles."""
+    ``unsigned`` (no signature, unless ``REQUIRE_SIGNED=0``) or ``refused`` (bad path). Never unpickles."""
     out = _check_bytes(store, ref["path"], ref.get("sha256"))
     if store.signer is None:
         return out
@@ -39,7 +39,7 @@ def _check(store: ArtifactStore, ref: dict[str, Any]) -> dict[str, Any]:
                           "by an unknown key)")
     elif out["state"] == "ok" and signature == "unsigned" and store.signer.require_signed:
         out.update(state="unsigned", verified=False,
-                   reason="not signed (REQUIRE_SIGNED is set; run `artifacts sign --all`)")
+                   reason="not signed, so it is refused (check it, then run `artifacts sign --all`)")
     return out
 
 

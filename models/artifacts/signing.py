@@ -113,7 +113,7 @@ class Signer:
     """This installation's private key and the public keys it trusts."""
 
     def __init__(self, private_key: Ed25519PrivateKey, *, trusted: tuple[str, ...] = (),
-                 require_signed: bool = False, source: str = "") -> None:
+                 require_signed: bool = True, source: str = "") -> None:
         self._key = private_key
         self.public_key = public_key_text(private_key.public_key())
         self.source = source
@@ -174,11 +174,13 @@ class Signer:
                                 "it was signed elsewhere); it was not loaded", reason="signature_invalid",
                                 path=path)
         if self.require_signed:
-            raise ArtifactError(f"artifact file {path} is not signed and REQUIRE_SIGNED is set; run "
-                                "`python -m cli artifacts sign --all` to sign existing artifacts; it was not "
-                                "loaded", reason="signature_missing", path=path)
-        log.warning("artifact %s is not signed (written before signing); loading it on its checksum alone. "
-                    "Run `python -m cli artifacts sign --all`, then set REQUIRE_SIGNED=1", path)
+            raise ArtifactError(f"artifact file {path} is not signed, and unsigned artifacts are refused "
+                                "(REQUIRE_SIGNED, on by default); it was not loaded. Artifacts written before "
+                                "signing: check them, then run `python -m cli artifacts sign --all`; "
+                                "reference-system documents: `python -m cli artifacts adopt NAME --trust`",
+                                reason="signature_missing", path=path)
+        log.warning("artifact %s is not signed; loading it on its checksum alone because REQUIRE_SIGNED=0. "
+                    "Run `python -m cli artifacts sign --all` and remove REQUIRE_SIGNED=0", path)
 
 
 # ---------------------------------------------------------------- the key

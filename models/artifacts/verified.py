@@ -46,8 +46,28 @@ def check_signature(store: ArtifactStore, ref: Ref) -> None:
 
     Runs before the file is opened, so a forged document never gets a byte of its file read.
     """
-    if store.signer is not None and ref.get("path"):
-        store.signer.check_ref(ref)
+    if store.signer is None or not ref.get("path"):
+        return
+    if store.signer.artifact_state(ref) == "unsigned":
+        _name_a_plainer_problem_first(store, ref)
+    store.signer.check_ref(ref)
+
+
+def _name_a_plainer_problem_first(store: ArtifactStore, ref: Ref) -> None:
+    """Before refusing an unsigned artifact, say so if its path is refused, its file is gone or no checksum
+    is recorded: those say more about the document than "not signed". Reads no byte of the file."""
+    store.stat(ref["path"])  # raises path_refused for a path outside the artifact folder
+    _require_checksum(store, ref["path"], ref.get("sha256"))
+
+
+def _require_checksum(store: ArtifactStore, stored_path: str, sha256: str | None) -> None:
+    if sha256:
+        return
+    if not store.stat(stored_path)["exists"]:  # a legacy document naming a file that is gone: say so first
+        raise ArtifactError(f"artifact file {stored_path} is missing (and no checksum is recorded for it)",
+                            reason="file_missing", path=stored_path)
+    raise ArtifactError(f"no checksum is recorded for {stored_path}; it cannot be verified",
+                        reason="checksum_missing", path=stored_path)
 
 
 def read_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None) -> bytes:
@@ -66,12 +86,7 @@ def read_checksummed(store: ArtifactStore, stored_path: str | None, sha256: str 
     for bytes that are unpickled). Never unpickles anything."""
     if not stored_path:
         raise ArtifactError("artifact path is not set", reason="field_missing")
-    if not sha256:
-        if not store.stat(stored_path)["exists"]:  # a legacy document naming a file that is gone: say so first
-            raise ArtifactError(f"artifact file {stored_path} is missing (and no checksum is recorded for it)",
-                                reason="file_missing", path=stored_path)
-        raise ArtifactError(f"no checksum is recorded for {stored_path}; it cannot be verified",
-                            reason="checksum_missing", path=stored_path)
+    _require_checksum(store, stored_path, sha256)
     data = store.read_bytes(stored_path, sha256)
     if not data:
         raise ArtifactError(f"artifact file {stored_path} is empty", reason="empty_file", path=stored_path)
