@@ -160,3 +160,35 @@ def test_bad_requests_name_the_field_and_write_nothing(database, settings, games
         suggest_ensemble(database, "s2", all_compatible=True)
     assert database.ensembles.count_documents({}) == 1
     assert len([f for f in files(settings) if "_ensemble" in f]) == 1  # only the one that was created
+
+
+def test_greedy_keeps_the_best_single_candidate_when_selection_scores_worse_honestly():
+    """One good candidate among noise on few rows: selection picks up noise that fits the rows it sees, so
+    its honest score is worse than taking the best single candidate, and that candidate is kept alone."""
+    from models.ensembles.base_models import BaseModelResult
+    from models.ensembles.suggest import Library, selection_report
+    rng = np.random.default_rng(1)
+    n, m, folds = 24, 40, 4
+    y, y_test = rng.normal(size=n), rng.normal(size=10)
+    P = rng.normal(size=(m, n)) * 0.8
+    P[0] = y + rng.normal(size=n) * 0.3
+    T = rng.normal(size=(m, 10))
+    fold_ids = np.arange(n) % folds
+    results = [BaseModelResult(f"c{i}", i, f"r{i}", None, "artifacts", 0.0, config={"model_type": "x"})
+               for i in range(m)]
+    lib = Library("regression", results, P, T, y, y_test, y_test, fold_ids, None)
+
+    nested = nested_greedy(P, y, fold_ids, "rmse", 10)
+    by_hand = np.zeros(n)
+    for k in range(folds):
+        inside = fold_ids != k
+        best_inside = int(np.argmin([score("rmse", y[inside], p[inside]) for p in P]))
+        by_hand[~inside] = P[best_inside, ~inside]
+    assert np.array_equal(nested.single_pred, by_hand)
+
+    report = selection_report(lib, "rmse", 10, "greedy", "ridge", 3, 0)
+    greedy = report["honest"]["by_method"]["greedy"]
+    assert greedy["kept"] == "best single" and greedy["single_score"] < greedy["selection_score"]
+    assert greedy["single_score"] == pytest.approx(score("rmse", y, by_hand), abs=1e-6)
+    assert report["greedy"]["weights"] == {"c0": 1.0} and report["greedy"]["best_step"] == 1
+    assert report["honest"]["ensemble"] == greedy["single_score"]

@@ -17,7 +17,9 @@ sorted order) and ``y`` holds class positions ``0..k-1``; for regression ``P`` i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -206,6 +208,12 @@ class Selection:
     def score(self) -> float:
         return self.steps[self.best_step - 1]["score"]
 
+    def first_step_only(self) -> "Selection":
+        """The selection kept at its first step: the best single candidate on the selection rows."""
+        counts = np.zeros_like(self.counts)
+        counts[self.steps[0]["index"]] = 1
+        return replace(self, counts=counts, best_step=1)
+
 
 def single_scores(metric: str, P: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array([score(metric, y, p) for p in P])
@@ -260,26 +268,43 @@ def _folds(fold_ids: np.ndarray) -> list[int]:
 
 @dataclass
 class Nested:
-    """Predictions for every training row from a selection (or meta-model) that never saw the row."""
+    """Predictions for every training row from a selection (or meta-model) that never saw the row.
+
+    ``single_pred``: the same rows predicted by the candidate that scored best on the other folds (what
+    "just take the best single model" would have given), for greedy selection only.
+    """
 
     pred: np.ndarray
     per_fold: list[dict[str, Any]]
+    single_pred: np.ndarray | None = None
 
 
 def nested_greedy(P: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, metric: str,
                   size: int = DEFAULT_SIZE) -> Nested:
-    """For each stored fold: select on the other folds' rows, predict this fold's rows with those weights."""
+    """For each stored fold: select on the other folds' rows, predict this fold's rows with those weights.
+
+    The folds run on a thread each (up to the core count): the selection's work is numpy calls that
+    release the GIL.
+    """
     P = np.asarray(P, dtype=float)
     pred = np.zeros(P.shape[1:])
+    single_pred = np.zeros(P.shape[1:])
+    folds = _folds(fold_ids)
+
+    def one(k: int) -> tuple[int, np.ndarray, Selection]:
+        inside = fold_ids != k
+        return k, inside, greedy_select(P, y, metric, size, rows=inside, with_singles=False)
+
     per_fold = []
-    for k in _folds(fold_ids):
-        inside, held = fold_ids != k, fold_ids == k
-        sel = greedy_select(P, y, metric, size, rows=inside, with_singles=False)
-        pred[held] = weighted_average(P[:, held], sel.weights)
-        per_fold.append({"fold": k, "rows": int(held.sum()), "selected_on": int(inside.sum()),
-                         "score": score(metric, y[held], pred[held]),
-                         "weights": {int(i): float(w) for i, w in enumerate(sel.weights) if w > 0}})
-    return Nested(pred, per_fold)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(folds), os.cpu_count() or 1))) as pool:
+        for k, inside, sel in pool.map(one, folds):
+            held = ~inside
+            pred[held] = weighted_average(P[:, held], sel.weights)
+            single_pred[held] = P[sel.steps[0]["index"], held]
+            per_fold.append({"fold": k, "rows": int(held.sum()), "selected_on": int(inside.sum()),
+                             "score": score(metric, y[held], pred[held]),
+                             "weights": {int(i): float(w) for i, w in enumerate(sel.weights) if w > 0}})
+    return Nested(pred, per_fold, single_pred)
 
 
 def stack_predict(task: str, meta_model: str, P_fit: np.ndarray, y_fit: np.ndarray, P_out: np.ndarray,

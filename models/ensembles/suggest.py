@@ -269,9 +269,16 @@ def selection_report(lib: Library, metric: str, size: int, method: str, meta_mod
     honest: dict[str, Any] = {}
     if method in ("greedy", "both"):
         nested = nested_greedy(lib.P, lib.y, lib.fold_ids, metric, size)
-        honest["greedy"] = {"score": _round(score(metric, lib.y, nested.pred)),
-                            "per_fold": [{k: v for k, v in f.items() if k != "weights"} for f in nested.per_fold]}
+        selected, alone = score(metric, lib.y, nested.pred), score(metric, lib.y, nested.single_pred)
         sel = greedy_select(lib.P, lib.y, metric, size)
+        # Selection can overfit a small library or few rows; when taking the best single candidate scores
+        # better, honestly, than selecting, keep that candidate alone (the selection's first step).
+        single_wins = better(metric, alone, selected)
+        if single_wins:
+            sel = sel.first_step_only()
+        honest["greedy"] = {"score": _round(alone if single_wins else selected), "selection_score": _round(selected),
+                            "single_score": _round(alone), "kept": "best single" if single_wins else "selection",
+                            "per_fold": [{k: v for k, v in f.items() if k != "weights"} for f in nested.per_fold]}
         report["greedy"] = _greedy_summary(lib, sel)
     if method in ("stack", "both"):
         top = top_candidates(single, metric, min(stack_top, len(lib.results)))
@@ -285,7 +292,8 @@ def selection_report(lib: Library, metric: str, size: int, method: str, meta_mod
     report["honest"] = {"metric": metric, "rows": int(len(lib.y)), "ensemble": honest[kept]["score"],
                         "best_single": _round(single[best]), "best_single_name": lib.names[best],
                         "by_method": honest,
-                        "note": "ensemble: selected inside the training folds, scored on each held-out fold; "
+                        "note": "ensemble: selected inside the training folds, scored on each held-out fold "
+                                "(greedy keeps the best single candidate alone when that scores better so); "
                                 "best single: the best candidate's out-of-fold score on the same rows"}
     report["seconds"] = round(time.perf_counter() - t0, 4)
     return report
