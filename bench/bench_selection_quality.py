@@ -39,13 +39,13 @@ TOLERANCE = 0.005
 
 # (base model type, base hyperparameters, grid): each data set gets the sweeps of its task
 CLASSIFICATION_SWEEPS = [
-    ("random_forest", {"n_jobs": 1}, {"max_depth": [3, 8, None], "n_estimators": [50, 150]}),
+    ("random_forest", {}, {"max_depth": [3, 8, None], "n_estimators": [50, 150]}),
     ("logistic_regression", {"max_iter": 2000}, {"C": [0.05, 1.0, 20.0]}),
     ("knn", {}, {"n_neighbors": [5, 25]}),
 ]
 REGRESSION_SWEEPS = [
     ("ridge", {}, {"alpha": [0.1, 1.0, 10.0, 100.0]}),
-    ("random_forest", {"n_jobs": 1}, {"max_depth": [3, 8], "n_estimators": [100]}),
+    ("random_forest", {}, {"max_depth": [3, 8], "n_estimators": [100]}),
     ("gradient_boosting", {}, {"n_estimators": [50, 150], "max_depth": [2]}),
     ("knn", {}, {"n_neighbors": [5, 20]}),
 ]

@@ -4,6 +4,7 @@ import pytest
 
 from models.artifacts.cache import ModelCache
 from models.artifacts.loading import load_model
+from models.errors import ArtifactError
 from models.store.configs import ConfigStore
 from models.training.train import train_config
 from tests.helpers import cls_config
@@ -60,5 +61,6 @@ def test_second_load_is_a_cache_hit(database, settings, games_csv):
     assert (first.source, second.source) == ("artifacts", "cache")
     assert second.model is first.model
     changed = {**doc, "checksums": {**doc["checksums"], "model": "0" * 64}}
-    with pytest.raises(Exception, match="fails verification"):
+    with pytest.raises(ArtifactError, match="signature that does not verify") as err:
         load_model(settings, changed, cache=cache)  # another checksum is another key: no stale hit
+    assert err.value.reason == "signature_invalid"

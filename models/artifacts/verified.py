@@ -48,13 +48,13 @@ def check_signature(store: ArtifactStore, ref: Ref) -> None:
     """
     if store.signer is None or not ref.get("path"):
         return
-    if store.signer.artifact_state(ref) == "unsigned":
+    if store.signer.artifact_state(ref) != "signed":
         _name_a_plainer_problem_first(store, ref)
     store.signer.check_ref(ref)
 
 
 def _name_a_plainer_problem_first(store: ArtifactStore, ref: Ref) -> None:
-    """Before refusing an unsigned artifact, say so if its path is refused, its file is gone or no checksum
+    """Before refusing an artifact on its signature, say so if its path is refused, its file is gone or no checksum
     is recorded: those say more about the document than "not signed". Reads no byte of the file."""
     store.stat(ref["path"])  # raises path_refused for a path outside the artifact folder
     _require_checksum(store, ref["path"], ref.get("sha256"))
