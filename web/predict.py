@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
-
 from models.artifacts.loading import load_model
-from models.artifacts.predictor import prediction_frame
 from models.ensembles.build import load_ensemble
 from models.errors import ConflictError
-from models.jsonable import to_json
 from models.store.configs import ConfigStore
 from models.store.db import Database
 from web.errors import BadRequestError
@@ -61,10 +57,6 @@ def check_features(rows: list[dict[str, Any]], features: list[str]) -> None:
                                    details={"missing": list(missing), "required": list(features)})
 
 
-def _records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    return [to_json(r) or {} for r in table.to_dict(orient="records")]
-
-
 def predict_with_model(database: Database, name: str, body: dict[str, Any]) -> dict[str, Any]:
     """Predict with the current run of config ``name`` (404 unknown, 409 never trained)."""
     rows = read_rows(body)
@@ -74,10 +66,10 @@ def predict_with_model(database: Database, name: str, body: dict[str, Any]) -> d
     loaded = load_model(database.settings, config)
     model = loaded.model
     check_features(rows, model.features)
-    table = model.predict_table(pd.DataFrame(rows))
+    predictions = model.predict_records(rows)
     return {"model": config["name"], "run_id": model.run_id, "version": config.get("version"),
             "task": model.task, "source": loaded.source, "features": list(model.features),
-            "count": len(table), "predictions": _records(table), "warnings": list(model.warnings)}
+            "count": len(predictions), "predictions": predictions, "warnings": list(model.warnings)}
 
 
 def predict_with_ensemble(database: Database, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -85,9 +77,7 @@ def predict_with_ensemble(database: Database, name: str, body: dict[str, Any]) -
     rows = read_rows(body)
     ensemble = load_ensemble(database, name)
     check_features(rows, ensemble.features)
-    with_proba = ensemble.task == "classification" and hasattr(ensemble.meta_model, "predict_proba")
-    classes = list(ensemble.classes) if with_proba and ensemble.classes is not None else None
-    table = prediction_frame(ensemble.predict, ensemble.predict_proba, classes, pd.DataFrame(rows))
+    predictions = ensemble.predict_records(rows)
     return {"ensemble": ensemble.name, "run_id": ensemble.run_id, "task": ensemble.task,
-            "base_models": list(ensemble.base_names), "features": ensemble.features, "count": len(table),
-            "predictions": _records(table)}
+            "base_models": list(ensemble.base_names), "features": ensemble.features, "count": len(predictions),
+            "predictions": predictions}

@@ -22,8 +22,22 @@ def _overflows(value: object) -> bool:
     return False
 
 
+def _rows_matrix(rows: list, features: list[str]) -> np.ndarray | None:
+    """Rows (a list of dicts, as a JSON body sends them) straight to a float array, without building a
+    DataFrame; None when a value needs the DataFrame path (missing column, text, None, a huge integer),
+    which then names the problem."""
+    try:
+        return np.array([[row[f] for f in features] for row in rows], dtype=float)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+
+
 def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np.ndarray:
     """``frame[features]`` as a float array; every missing or non-numeric column is named in the error."""
+    if isinstance(frame, list) and all(isinstance(row, dict) for row in frame):
+        values = _rows_matrix(frame, features)
+        if values is not None and np.isfinite(values).all():
+            return values
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame(frame)
     missing_columns(frame, features)
@@ -77,9 +91,11 @@ def check_finite(values: np.ndarray, columns: list[str], what: str) -> np.ndarra
     return values
 def missing_columns(frame: pd.DataFrame | dict | list, features: list[str]) -> None:
     """ValidationError naming every feature column ``frame`` lacks (before any model runs)."""
-    if not isinstance(frame, pd.DataFrame):
-        frame = pd.DataFrame(frame)
-    missing = [f for f in features if f not in frame.columns]
+    if isinstance(frame, list) and all(isinstance(row, dict) for row in frame):
+        columns = set().union(*frame)
+    else:
+        columns = set((frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(frame)).columns)
+    missing = [f for f in features if f not in columns]
     if missing:
         raise ValidationError(f"missing feature columns: {', '.join(missing)}", field=missing[0])
 
@@ -106,22 +122,39 @@ class TrainedModel:
         return check_finite(scaled, self.features, "feature values overflow once scaled")
 
     def predict(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
-        with np.errstate(over="ignore", invalid="ignore"):
-            out = self.model.predict(self.transform(frame))
-        if self.task == "regression":
-            check_finite(out, ["prediction"], "the model's prediction overflows")
-        return out
+        return self.outputs(frame, with_proba=False)[0]
 
     def predict_proba(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
         if self.task != "classification":
             raise ValidationError("predict_proba applies to classifiers only", field="task")
         with np.errstate(over="ignore", invalid="ignore"):
             out = self.model.predict_proba(self.transform(frame))
+        return self._finite_proba(out)
+
+    def outputs(self, frame: pd.DataFrame | dict | list, with_proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions (and probabilities) from one pass over the features: scaled once, and for models whose
+        ``predict`` is the argmax of ``predict_proba`` (scikit-learn's trees and forests), inferred once."""
+        X = self.transform(frame)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not with_proba:
+                out = self.model.predict(X)
+                if self.task == "regression":
+                    check_finite(out, ["prediction"], "the model's prediction overflows")
+                return out, None
+            proba = self._finite_proba(self.model.predict_proba(X))
+            if isinstance(self.model, _argmax_classifiers()):
+                return self.model.classes_.take(np.argmax(proba, axis=1), axis=0), proba
+            return self.model.predict(X), proba
+
+    def _finite_proba(self, out: np.ndarray) -> np.ndarray:
         return check_finite(out, [f"proba_{c}" for c in (self.classes if self.classes is not None else [])],
                             "the model's probabilities are not numbers")
 
     def predict_table(self, frame: pd.DataFrame | dict | list) -> pd.DataFrame:
-        return prediction_frame(self.predict, self.predict_proba, self.classes, frame)
+        return prediction_frame(self.outputs, self.classes, frame)
+
+    def predict_records(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return prediction_records(self.outputs, self.classes, rows)
 
     def to_pipeline(self) -> Pipeline:
         """A plain scikit-learn Pipeline (select features -> scaler -> model) for deployment."""
@@ -131,19 +164,35 @@ class TrainedModel:
         return Pipeline([("select", select), ("scaler", self.scaler), ("model", self.model)])
 
 
-def prediction_frame(predict: Any, predict_proba: Any, classes: list[Any] | None,
-                     frame: pd.DataFrame | dict | list) -> pd.DataFrame:
+def _argmax_classifiers() -> tuple[type, ...]:
+    """scikit-learn classifiers whose ``predict`` is ``classes_.take(argmax(predict_proba))`` (their source)."""
+    from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+    from sklearn.tree import DecisionTreeClassifier
+    return RandomForestClassifier, ExtraTreesClassifier, HistGradientBoostingClassifier, DecisionTreeClassifier
+
+
+def prediction_frame(outputs: Any, classes: list[Any] | None, frame: pd.DataFrame | dict | list) -> pd.DataFrame:
     """Predictions as a table: ``prediction`` plus ``proba_<class>`` columns for classifiers.
 
-    Shared by single models and ensembles, the CLI and the API, so every
-    surface answers in the same shape.
+    ``outputs(frame, with_proba)`` gives both from one pass. Shared by single models and ensembles, the
+    CLI and the API, so every surface answers in the same shape.
     """
-    out = pd.DataFrame({"prediction": predict(frame)})
+    prediction, proba = outputs(frame, classes is not None)
+    columns: dict[str, Any] = {"prediction": prediction}
     if classes is not None:
-        proba = predict_proba(frame)
         for i, label in enumerate(classes):
-            out[f"proba_{label}"] = proba[:, i]
-    return out
+            columns[f"proba_{label}"] = proba[:, i]
+    return pd.DataFrame(columns)
+
+
+def prediction_records(outputs: Any, classes: list[Any] | None, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of :func:`prediction_frame` as JSON-ready dicts, built without a DataFrame (the API's answer)."""
+    prediction, proba = outputs(rows, classes is not None)
+    labels = prediction.tolist()
+    if proba is None:
+        return [{"prediction": label} for label in labels]
+    names = [f"proba_{c}" for c in classes]
+    return [{"prediction": label, **dict(zip(names, row))} for label, row in zip(labels, proba.tolist())]
 
 
 def with_predictions(frame: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:

@@ -33,6 +33,7 @@ from models.artifacts.predictor import (
     feature_matrix,
     missing_columns,
     prediction_frame,
+    prediction_records,
 )
 from models.errors import ValidationError
 from models.estimators import SERVICE_SET, service_and_bound_errors
@@ -246,7 +247,7 @@ class StackedEnsemble:
 
     def transform(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
         """The meta-features for ``frame`` (what the meta-model sees)."""
-        if not isinstance(frame, pd.DataFrame):
+        if not isinstance(frame, (pd.DataFrame, list)):
             frame = pd.DataFrame(frame)
         missing_columns(frame, self.features)  # every base model's missing columns at once
         n_classes = 0 if self.classes is None else len(self.classes)
@@ -257,11 +258,17 @@ class StackedEnsemble:
                             "the base models' outputs are not numbers")
 
     def predict(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
+        return self.outputs(frame, with_proba=False)[0]
+
+    def outputs(self, frame: pd.DataFrame | dict | list, with_proba: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions (and the meta-model's probabilities) from one pass of the base models."""
+        X = self.transform(frame)
         with np.errstate(over="ignore", invalid="ignore"):
-            out = self.meta_model.predict(self.transform(frame))
+            out = self.meta_model.predict(X)
+            proba = self.meta_model.predict_proba(X) if with_proba else None
         if self.task == "classification":
-            return self.classes[out]
-        return check_finite(out, ["prediction"], "the ensemble's prediction overflows")
+            return self.classes[out], proba
+        return check_finite(out, ["prediction"], "the ensemble's prediction overflows"), None
 
     def predict_proba(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
         if self.task != "classification":
@@ -272,8 +279,16 @@ class StackedEnsemble:
                                   f"({type(self.meta_model).__name__}); use predict", field="meta_model")
         return self.meta_model.predict_proba(self.transform(frame))
 
+    @property
+    def proba_classes(self) -> list[Any] | None:
+        """The classes of the ``proba_<class>`` columns; None when the meta-model gives no probabilities."""
+        if self.task != "classification" or not hasattr(self.meta_model, "predict_proba"):
+            return None
+        return [c.item() if hasattr(c, "item") else c for c in self.classes]
+
     def predict_table(self, frame: pd.DataFrame | dict | list) -> pd.DataFrame:
         """``prediction`` (and ``proba_<class>`` when the meta-model gives probabilities), as for one model."""
-        has_proba = self.task == "classification" and hasattr(self.meta_model, "predict_proba")
-        classes = None if not has_proba else [c.item() if hasattr(c, "item") else c for c in self.classes]
-        return prediction_frame(self.predict, self.predict_proba, classes, frame)
+        return prediction_frame(self.outputs, self.proba_classes, frame)
+
+    def predict_records(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return prediction_records(self.outputs, self.proba_classes, rows)
