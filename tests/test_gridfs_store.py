@@ -44,8 +44,9 @@ def test_gridfs_checksum_mismatch_and_missing(database, gridfs_settings, games_c
     train_config(db, "g")
     doc = ConfigStore(db).get("g")
     bad = {**doc, "checksums": {**doc["checksums"], "model": "0" * 64}}
-    with pytest.raises(ArtifactError, match="fails verification"):
-        load_model(gridfs_settings, bad, use_cache=False)
+    with pytest.raises(ArtifactError, match="signature that does not verify") as info:
+        load_model(gridfs_settings, bad, use_cache=False)  # the signed checksum no longer matches the document's
+    assert info.value.reason == "signature_invalid"
     get_store(gridfs_settings).delete(doc["model_artifact_path"])
     for cached in gridfs_settings.artifact_cache_dir.glob("*"):
         cached.unlink()  # the local cache would still serve it; a fresh machine has none
