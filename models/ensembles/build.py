@@ -294,10 +294,10 @@ def load_ensemble(database: Database, name: str, *, store: ArtifactStore | None 
     doc = get_ensemble(database, name)
     settings = database.settings
     store = store or get_store(settings)
-    runs = RunStore(database)
+    found = RunStore(database).find_many(doc["base_run_ids"])  # one round trip for every base run
     bases = []
     for base_name, run_id in zip(doc["base_names"], doc["base_run_ids"]):
-        run = runs.find(run_id)
+        run = found.get(run_id)
         if run is None:
             raise ArtifactError(f"ensemble {name!r} needs run {run_id} of {base_name!r}, which no longer exists; "
                                 "create the ensemble again", reason="field_missing")

@@ -52,6 +52,10 @@ class RunStore:
     def find(self, run_id: str) -> dict[str, Any] | None:
         return self.col.find_one({"run_id": run_id})
 
+    def find_many(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """``run_id -> document`` for those of ``run_ids`` that exist, in one query."""
+        return {doc["run_id"]: doc for doc in self.col.find({"run_id": {"$in": list(run_ids)}})}
+
     def for_name(self, name: str, limit: int = 0) -> list[dict[str, Any]]:
         return list(self.col.find({"name": name}).sort("created_at", DESCENDING).limit(limit))
 
