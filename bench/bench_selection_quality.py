@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -128,9 +127,11 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {load}; method {args.method}, {args.size} steps; "
           f"'ensemble'/'best 1': honest nested score on the OOF rows; 'test': the runs' held-out test rows (ensemble, the candidate picked by its OOF score, the best candidate there)")
     rows = []
-    with bench_database() as database, tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
+    with bench_database() as database:
+        folder = database.settings.data_dir  # training CSVs must sit inside DATA_ROOTS
+        folder.mkdir(parents=True, exist_ok=True)
         for name, task, bunch in sklearn_sets():
-            csv, features = write_csv(Path(tmp), name, bunch.data, bunch.target)
+            csv, features = write_csv(folder, name, bunch.data, bunch.target)
             sweeps = CLASSIFICATION_SWEEPS if task == "classification" else REGRESSION_SWEEPS
             names = build_library(database, name, task, csv, features, sweeps)
             rows.append(evaluate(database, name, names, args.method, args.size))

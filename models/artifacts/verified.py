@@ -10,6 +10,7 @@ local folder today; other backends can implement the same four methods).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -17,10 +18,11 @@ import logging
 import os
 import pickle
 import queue
+import sys
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 import joblib
 import numpy as np
@@ -151,11 +153,39 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+# While the C unpickler holds the GIL, the helper thread that hashes blocks ahead gets it back only every
+# switch interval (5 ms by default), so the unpickler ends up hashing most blocks itself. A shorter interval
+# while a load runs lets the helper keep ahead on the second core.
+LOAD_SWITCH_INTERVAL_S = 0.0002
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+@contextlib.contextmanager
+def _quick_thread_switches() -> Iterator[None]:
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            if _switch_saved > LOAD_SWITCH_INTERVAL_S:
+                sys.setswitchinterval(LOAD_SWITCH_INTERVAL_S)
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
+
+
 def load_stream(source: IO[bytes], reopen: Callable[[], IO[bytes]]) -> Any:
     """Unpickle a verified stream with the C unpickler; a file that ``joblib.dump`` wrote (numpy arrays in
     joblib's own layout) is read again from ``reopen()`` - again verified - by ``joblib.load``."""
     try:
-        return _Unpickler(source).load()
+        with _quick_thread_switches():
+            return _Unpickler(source).load()
     except _JoblibStream:
         again = reopen()
         try:  # joblib seeks in its file: the whole (verified) stream, in memory; older artifacts only
