@@ -60,7 +60,7 @@ def loader(method: str, folder_p: Path):
         from models.artifacts.cache import ModelCache
         from models.artifacts.loading import load_model
         from models.settings import Settings
-        settings = Settings.from_env({}).with_(artifact_dir=folder_p / "artifacts")
+        settings = Settings.from_env({}).with_(artifact_dir=folder_p / "artifacts", var_dir=folder_p / "var")
         return lambda: load_model(settings, doc, cache=ModelCache(), use_cache=False).model
     if method == "mlflow":
         import mlflow.sklearn
@@ -114,6 +114,8 @@ def make_model(folder: Path, target_mb: float, seed: int = 0) -> dict:
 
     from models.artifacts.base import json_writer, pickle_writer
     from models.artifacts.local import LocalArtifactStore
+    from models.artifacts.signing import get_signer
+    from models.settings import Settings
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(20_000, len(FEATURES)))
     y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=1.0, size=len(X)) > 0).astype(int)
@@ -123,10 +125,12 @@ def make_model(folder: Path, target_mb: float, seed: int = 0) -> dict:
     trees = max(1, round(target_mb * 1e6 / per_tree)) if target_mb > 0 else 1
     model = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=2).fit(scaler.transform(X), y)
     store = LocalArtifactStore(folder / "artifacts")
+    signer = get_signer(Settings.from_env({}).with_(artifact_dir=folder / "artifacts", var_dir=folder / "var"))
     run_id = f"bench_{target_mb:g}mb".replace(".", "_")
     infos = {"model": store.write(f"{run_id}_model.pkl", pickle_writer(model)),
              "scaler": store.write(f"{run_id}_scaler.pkl", pickle_writer(scaler)),
              "features": store.write(f"{run_id}_features.json", json_writer(FEATURES))}
+    infos = {k: signer.sign_info(v) for k, v in infos.items()}  # as training signs them
     import sklearn
     doc = {"name": run_id, "run_id": run_id, "task": "classification", "model_artifact_path": infos["model"].path,
            "scaler_artifact_path": infos["scaler"].path, "features_path": infos["features"].path,

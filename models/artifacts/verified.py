@@ -10,7 +10,6 @@ local folder today; other backends can implement the same four methods).
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -18,11 +17,10 @@ import logging
 import os
 import pickle
 import queue
-import sys
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable
 
 import joblib
 import numpy as np
@@ -153,39 +151,11 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-# While the C unpickler holds the GIL, the helper thread that hashes blocks ahead gets it back only every
-# switch interval (5 ms by default), so the unpickler ends up hashing most blocks itself. A shorter interval
-# while a load runs lets the helper keep ahead on the second core.
-LOAD_SWITCH_INTERVAL_S = 0.0002
-_switch_lock = threading.Lock()
-_switch_users = 0
-_switch_saved = 0.0
-
-
-@contextlib.contextmanager
-def _quick_thread_switches() -> Iterator[None]:
-    global _switch_users, _switch_saved
-    with _switch_lock:
-        if _switch_users == 0:
-            _switch_saved = sys.getswitchinterval()
-            if _switch_saved > LOAD_SWITCH_INTERVAL_S:
-                sys.setswitchinterval(LOAD_SWITCH_INTERVAL_S)
-        _switch_users += 1
-    try:
-        yield
-    finally:
-        with _switch_lock:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_switch_saved)
-
-
 def load_stream(source: IO[bytes], reopen: Callable[[], IO[bytes]]) -> Any:
     """Unpickle a verified stream with the C unpickler; a file that ``joblib.dump`` wrote (numpy arrays in
     joblib's own layout) is read again from ``reopen()`` - again verified - by ``joblib.load``."""
     try:
-        with _quick_thread_switches():
-            return _Unpickler(source).load()
+        return _Unpickler(source).load()
     except _JoblibStream:
         again = reopen()
         try:  # joblib seeks in its file: the whole (verified) stream, in memory; older artifacts only
@@ -473,6 +443,9 @@ def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> "PendingPickle":
     return PendingPickle(info, read_checksummed(store, info.path, info.sha256), None)
 
 
+SMALL_READ_BUFFER = 64 * 1024
+
+
 @dataclass
 class PendingPickle:
     """A pickle artifact that passed the up-front checks; :meth:`load` unpickles it."""
@@ -489,8 +462,11 @@ class PendingPickle:
     def load(self) -> tuple[Any, list[str]]:
         if self.reader is None:
             return unpickle_bytes(self.data or b"", self.info.path)
+        # the C unpickler reads a pickle's many small opcodes and frames one call each: a C-level buffer in
+        # front of the (Python) verified reader serves those, and large reads go straight through it
+        source = io.BufferedReader(self.reader, buffer_size=SMALL_READ_BUFFER)
         try:
-            return _unpickle(self.reader, self.info.path, self.reopen or (lambda: VerifiedReader(b"", self.info)))
+            return _unpickle(source, self.info.path, self.reopen or (lambda: VerifiedReader(b"", self.info)))
         finally:
             self.reader.close()
 
