@@ -71,6 +71,16 @@ def test_no_page_scrolls_sideways(browser, live_server, admin_password, world, d
                     "r.left, r.right, r.width]; })"):
                 assert box[3] > 0 and box[1] >= 0 and box[2] <= width, (label, box)
         assert too_wide == {}, too_wide
+        # the configs table: name, status, model type and metric on screen without scrolling inside it
+        page.goto(f"{live_server}/configs/")
+        cells = page.locator("#configs-table th").evaluate_all(
+            "els => els.map(e => { const r = e.getBoundingClientRect(); return [e.textContent.trim(), r.right, "
+            "r.width]; })")
+        shown = {label.split()[0]: (right, w) for label, right, w in cells if w > 0}
+        assert {"Name", "Status", "Model", "Primary"} <= set(shown), cells
+        assert all(right <= width for right, _ in shown.values()), (width, cells)
+        if width < 640:
+            assert "Task" not in shown and "Last" not in shown, cells
         # Delete is reachable on a config's page, and SHA-256 values are short with the full value in a title
         page.goto(f"{live_server}/configs/{world['names'][0]}")
         delete = page.locator("a:has-text('Delete')").first.bounding_box()
