@@ -187,7 +187,7 @@ def retrain(database: Database, config: dict[str, Any], problem: ArtifactError, 
     on a worker, which writes through the configured artifact store; the caller
     keeps holding its claim meanwhile, so the config is still trained once.
     """
-    log.warning("retraining %s: %s", config.get("name"), problem.message)
+    log.warning("retraining %s (%s): %s", config.get("name"), describe_reason(problem.reason), problem.message)
     try:
         if not _train_on_cluster(database, config, progress):
             train_config(database, config["_id"], progress=progress, store=store, requested_by="stacking")
