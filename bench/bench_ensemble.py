@@ -121,7 +121,7 @@ def child_scratch(args: dict) -> dict:
     baseline = current_rss_mb()
     t0 = time.perf_counter()
     configs = [ConfigStore(database).get(name) for name, _, _ in BASES]
-    data = load_training_data(configs[0])
+    data = load_training_data(configs[0], database.settings)
     spec = fold_spec(configs[0])
     train_idx, _ = holdout_split(data.y, spec)
     stack = StackingClassifier([(c["name"], make_pipeline(c)) for c in configs],

@@ -32,6 +32,7 @@ from models.demo import FEATURES, write_games_csv  # noqa: E402
 from models.ensembles.base_models import BaseModelResult  # noqa: E402
 from models.ensembles.selection import greedy_select  # noqa: E402
 from models.ensembles.suggest import Library, selection_report  # noqa: E402
+from models.settings import Settings  # noqa: E402
 from models.training.data import load_training_data  # noqa: E402
 from models.training.train import fit_config  # noqa: E402
 
@@ -90,7 +91,7 @@ def main() -> None:
                   "hyperparameters": {"n_estimators": 100, "max_depth": 10}, "features": FEATURES[:8],
                   "target": "home_win", "training_csv": str(csv), "cv_folds": 5, "random_state": 7,
                   "scaler": "standard", "calibration": "none"}
-        data = load_training_data(config)
+        data = load_training_data(config, Settings.from_env({}).with_(data_dir=Path(tmp)))  # tmp is its data root
         t0 = time.perf_counter()
         fit = fit_config(config, data)
         train_s = time.perf_counter() - t0
