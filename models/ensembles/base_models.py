@@ -1,17 +1,13 @@
 """Base models of an ensemble: from the cache, from verified artifacts (fast path), or retrained (slow path)."""
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import logging
-import os
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -162,61 +158,17 @@ def fast_load(settings: Any, config: dict[str, Any], *, store: ArtifactStore | N
         oof = load_oof(settings, config, store=store, cache=cache) if need_oof else None
         return loaded.model, loaded.source, oof
     cache = cache or get_model_cache(settings)
-    model, refs = _files_to_verify(config, cache)
-    if refs:
-        store = store or get_store(settings)
-        started = _prefetched.get()
-        for ref in refs:  # signature first, then streamed through SHA-256; nothing is unpickled
-            check_signature(store, ref)
-            check = started.pop((ref["path"], ref.get("sha256")), None) if started is not None else None
-            if check is not None:
-                check.result()  # the same ArtifactError verify_file would raise
-            else:
-                verify_file(store, ref["path"], ref.get("sha256"))
-    oof = load_oof(settings, config, store=store, cache=cache) if need_oof else None
-    return model, "cache" if not refs else "artifacts", oof
-
-
-def _files_to_verify(config: dict[str, Any], cache: ModelCache) -> tuple[TrainedModel | None, list[dict[str, Any]]]:
-    """The cached model (or None), and the artifact refs still to verify: none when the model or its
-    out-of-fold archive is in the cache already."""
     refs = artifact_refs(config)
     key = cache_key(config["run_id"], {k: ref.get("sha256") or "" for k, ref in refs.items()})
     model = cache.get(key) if key in cache else None
     oof_cached = ("oof", config.get("run_id"), _oof_ref(config).get("sha256")) in cache
-    return model, [] if model is not None or oof_cached else list(refs.values())
-
-
-# Checks of base model files started ahead, on threads (hashlib releases the GIL): ``(path, sha256) -> future``.
-_prefetched: contextvars.ContextVar[dict | None] = contextvars.ContextVar("prefetched_checks", default=None)
-
-
-def _verify_signed(store: ArtifactStore, ref: dict[str, Any]) -> int:
-    check_signature(store, ref)
-    return verify_file(store, ref["path"], ref.get("sha256"))
-
-
-@contextlib.contextmanager
-def verification_ahead(settings: Any, configs: list[dict[str, Any]], store: ArtifactStore,
-                       cache: ModelCache | None) -> Iterator[None]:
-    """Start verifying every base model's files at once (signature, then streaming SHA-256) so that their
-    hashing runs on every core while the bases are taken one by one; nothing is unpickled."""
-    cache = cache or get_model_cache(settings)
-    refs = []
-    for config in configs:
-        try:
-            refs.extend(_files_to_verify(config, cache)[1])
-        except ArtifactError:
-            continue  # reported when this base is taken
-    if len(refs) < 2:
-        yield
-        return
-    with ThreadPoolExecutor(max_workers=min(len(refs), os.cpu_count() or 1)) as pool:
-        token = _prefetched.set({(r["path"], r.get("sha256")): pool.submit(_verify_signed, store, r) for r in refs})
-        try:
-            yield
-        finally:
-            _prefetched.reset(token)
+    if model is None and not oof_cached:
+        store = store or get_store(settings)
+        for ref in refs.values():  # signature first, then streamed through SHA-256; nothing is unpickled
+            check_signature(store, ref)
+            verify_file(store, ref["path"], ref.get("sha256"))
+    oof = load_oof(settings, config, store=store, cache=cache) if need_oof else None
+    return model, "cache" if (model is not None or oof_cached) else "artifacts", oof
 
 
 def _unavailable(config: dict[str, Any], artifact_problem: str, data_problem: str) -> BaseModelUnavailableError:
@@ -322,19 +274,6 @@ def load_base_models(database: Database, names: Iterable[Any], *, store: Artifac
     configs = fetch_configs(database, names)
     store = store or get_store(database.settings)
     results, failures = [], []
-    ahead = (verification_ahead(database.settings, configs, store, cache) if not load_model_object
-             else contextlib.nullcontext())
-    with ahead:
-        _take_each(database, configs, store, cache, need_oof, progress, lock_timeout, load_model_object,
-                   results, failures)
-    if failures:
-        raise BaseModelsError(failures)
-    return results
-
-
-def _take_each(database: Database, configs: list[dict[str, Any]], store: ArtifactStore, cache: ModelCache | None,
-               need_oof: bool, progress: Progress, lock_timeout: float | None, load_model_object: bool,
-               results: list[BaseModelResult], failures: list[dict[str, Any]]) -> None:
     for i, config in enumerate(configs):
         step = scaled(progress, i / len(configs), (i + 1) / len(configs))
         step(0.0, f"{config['name']}: loading")
@@ -350,6 +289,9 @@ def _take_each(database: Database, configs: list[dict[str, Any]], store: Artifac
         results.append(res)
         step(1.0, f"{res.name}: {res.source}" + (f" ({describe_reason(res.reason)})" if res.reason else "")
              + f" in {res.seconds:.2f}s")
+    if failures:
+        raise BaseModelsError(failures)
+    return results
 
 
 # ------------------------------------------------------------ compatibility
