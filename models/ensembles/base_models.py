@@ -1,7 +1,6 @@
 """Base models of an ensemble: from the cache, from verified artifacts (fast path), or retrained (slow path)."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -120,25 +119,28 @@ def load_oof(settings: Any, config: dict[str, Any], *, store: ArtifactStore | No
 # Every run trained on the same data and folds stores the same row indices, fold ids and targets beside its
 # own predictions. One copy of each serves them all: an ensemble of five bases holds one, not five.
 SHARED_SPLIT_ARRAYS = ("train_idx", "test_idx", "fold_ids", "y_train", "y_test")
-_split_arrays: weakref.WeakValueDictionary[tuple, np.ndarray] = weakref.WeakValueDictionary()
+_split_arrays: dict[tuple, list[weakref.ref]] = {}  # (name, dtype, shape) -> the copies held in this process
 _split_lock = threading.Lock()
 
 
 def share_split_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``arrays`` with its split arrays replaced by an equal copy already held in this process, if any."""
+    """``arrays`` with its split arrays replaced by an equal copy already held in this process, if any
+    (compared byte for byte, which costs less than hashing them)."""
     out = dict(arrays)
     for name in SHARED_SPLIT_ARRAYS:
         a = out.get(name)
         if a is None or a.dtype == object:
             continue
-        key = (name, a.dtype.str, a.shape, hashlib.blake2b(np.ascontiguousarray(a).data, digest_size=16).digest())
         with _split_lock:
-            held = _split_arrays.get(key)
-            if held is not None and np.array_equal(held, a):
-                out[name] = held
+            key = (name, a.dtype.str, a.shape)
+            held = [r for r in _split_arrays.get(key, []) if r() is not None]
+            same = next((h for h in (r() for r in held) if h is not None and np.array_equal(h, a)), None)
+            if same is not None:
+                out[name] = same
             else:
                 a.flags.writeable = False  # shared from now on: nobody may change it under another run
-                _split_arrays[key] = a
+                held.append(weakref.ref(a))
+            _split_arrays[key] = held
     return out
 
 
