@@ -7,6 +7,7 @@ estimator), "ensemble": {"bases": [(features, scaler, estimator), ...], "meta": 
 ``POST /model`` and ``POST /ensemble`` take ``{"rows": [{feature: value}, ...]}`` and answer
 ``{"predictions": [{"prediction": ..., "proba_<class>": ...}]}``, the shape our API answers in.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ def _matrix(rows: list[dict], features: list[str]) -> np.ndarray:
 
 def _answer(classes: np.ndarray, proba: np.ndarray) -> list[dict]:
     labels = classes[np.argmax(proba, axis=1)]
-    return [{"prediction": label.item(), **{f"proba_{c}": float(p) for c, p in zip(classes, row)}}
-            for label, row in zip(labels, proba)]
+    return [
+        {"prediction": label.item(), **{f"proba_{c}": float(p) for c, p in zip(classes, row)}}
+        for label, row in zip(labels, proba)
+    ]
 
 
 def make_app(spec: dict):

@@ -3,6 +3,7 @@ thread, and the time from cancel (or the time limit) to a free worker.
 
     .venv/bin/python -m bench.bench_bounded [--rows 5000] [--repeat 5] [--limit 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,18 +26,32 @@ def main() -> None:
     with bench_database() as db:
         csv = write_games_csv(db.settings.data_dir / "games.csv", n_games=args.rows)
         store = ConfigStore(db)
-        base = {"task": "classification", "features": FEATURES[:8], "target": "home_win",
-                "training_csv": str(csv), "cv_folds": 5}
-        store.create({**base, "name": "rf", "model_type": "random_forest",
-                      "hyperparameters": {"n_estimators": 100, "max_depth": 8}})
+        base = {
+            "task": "classification",
+            "features": FEATURES[:8],
+            "target": "home_win",
+            "training_csv": str(csv),
+            "cv_folds": 5,
+        }
+        store.create(
+            {
+                **base,
+                "name": "rf",
+                "model_type": "random_forest",
+                "hyperparameters": {"n_estimators": 100, "max_depth": 8},
+            }
+        )
         store.create({**base, "name": "lr", "model_type": "logistic_regression"})
-        store.create({**base, "name": "slow", "model_type": "random_forest",
-                      "hyperparameters": {"n_estimators": 2000}})
+        store.create(
+            {**base, "name": "slow", "model_type": "random_forest", "hyperparameters": {"n_estimators": 2000}}
+        )
         train_bounded(db, "rf")  # start the forkserver once, as a running service has
         in_thread = median_time(lambda: train_config(db, "rf"), args.repeat)
         in_child = median_time(lambda: train_bounded(db, "rf"), args.repeat)
-        print(f"train rf (100 trees, {args.rows} rows, 5-fold): in thread {in_thread:.2f}s, "
-              f"in a child process {in_child:.2f}s, ratio {in_child / in_thread:.2f}")
+        print(
+            f"train rf (100 trees, {args.rows} rows, 5-fold): in thread {in_thread:.2f}s, "
+            f"in a child process {in_child:.2f}s, ratio {in_child / in_thread:.2f}"
+        )
 
         runner = jobs.InProcessRunner(1)
         try:
@@ -59,8 +74,10 @@ def main() -> None:
                 time.sleep(0.02)
             started = jobs.get_job(db, job["_id"])["started_at"]
             began = jobs.get_job(db, nxt["_id"])["started_at"]
-            print(f"time limit {args.limit}s -> next job started {(began - started).total_seconds():.2f}s "
-                  f"after the runaway started (error: {jobs.get_job(db, job['_id'])['error']['code']})")
+            print(
+                f"time limit {args.limit}s -> next job started {(began - started).total_seconds():.2f}s "
+                f"after the runaway started (error: {jobs.get_job(db, job['_id'])['error']['code']})"
+            )
             jobs.wait(db, nxt["_id"], 300)
         finally:
             runner.shutdown(wait=True, cancel_pending=True)

@@ -5,6 +5,7 @@ fresh processes, medians.
 
 Prints the ratio last; target: ``--help`` <= 0.3 s.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,17 +17,21 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COMMANDS = {"python -c pass": [sys.executable, "-c", "pass"],
-            "python -m cli --help": [sys.executable, "-m", "cli", "--help"],
-            "python -m cli ensemble create --help": [sys.executable, "-m", "cli", "ensemble", "create", "--help"]}
+COMMANDS = {
+    "python -c pass": [sys.executable, "-c", "pass"],
+    "python -m cli --help": [sys.executable, "-m", "cli", "--help"],
+    "python -m cli ensemble create --help": [sys.executable, "-m", "cli", "ensemble", "create", "--help"],
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    print(f"bench_cli: {os.cpu_count()} cores, load average {' '.join(open('/proc/loadavg').read().split()[:3])}; "
-          f"{args.rounds} rounds, interleaved")
+    print(
+        f"bench_cli: {os.cpu_count()} cores, load average {' '.join(open('/proc/loadavg').read().split()[:3])}; "
+        f"{args.rounds} rounds, interleaved"
+    )
     times: dict[str, list[float]] = {k: [] for k in COMMANDS}
     for _ in range(args.rounds):
         for name, cmd in COMMANDS.items():
@@ -37,9 +42,11 @@ def main() -> None:
         print(f"  {name:<40} median {statistics.median(values):6.3f} s   min {min(values):6.3f} s")
     help_s = statistics.median(times["python -m cli --help"])
     print(f"load average {' '.join(open('/proc/loadavg').read().split()[:3])} after the run")
-    print(f"python -m cli --help: {help_s:.3f} s = {help_s / 0.3:.2f}x the 0.3 s target "
-          f"({'met' if help_s <= 0.3 else 'NOT met'}); "
-          f"{help_s / statistics.median(times['python -c pass']):.1f}x a bare interpreter start")
+    print(
+        f"python -m cli --help: {help_s:.3f} s = {help_s / 0.3:.2f}x the 0.3 s target "
+        f"({'met' if help_s <= 0.3 else 'NOT met'}); "
+        f"{help_s / statistics.median(times['python -c pass']):.1f}x a bare interpreter start"
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ Needs MLflow, which is not a runtime requirement: run it in the bench venv (see 
 
 Prints the ratios last; targets: verified <= 1.0x mlflow in time, <= 1.1x joblib in peak memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,6 +54,7 @@ def _status(field: str) -> float:
 
 # ----------------------------------------------------------------- children (one load each)
 
+
 def loader(method: str, folder_p: Path):
     """A function that loads the model in ``folder_p`` the way ``method`` does."""
     doc = json.loads((folder_p / "doc.json").read_text())
@@ -60,15 +62,21 @@ def loader(method: str, folder_p: Path):
         from models.artifacts.cache import ModelCache
         from models.artifacts.loading import load_model
         from models.settings import Settings
+
         settings = Settings.from_env({}).with_(artifact_dir=folder_p / "artifacts", var_dir=folder_p / "var")
         return lambda: load_model(settings, doc, cache=ModelCache(), use_cache=False).model
     if method == "mlflow":
         import mlflow.sklearn
+
         return lambda: mlflow.sklearn.load_model(str(folder_p / "mlflow_model"))
     import pickle
 
     import joblib
-    paths = [folder_p / "artifacts" / doc["model_artifact_path"], folder_p / "artifacts" / doc["scaler_artifact_path"]]
+
+    paths = [
+        folder_p / "artifacts" / doc["model_artifact_path"],
+        folder_p / "artifacts" / doc["scaler_artifact_path"],
+    ]
     if method == "joblib":
         return lambda: [joblib.load(p) for p in paths]
 
@@ -78,6 +86,7 @@ def loader(method: str, folder_p: Path):
             with open(p, "rb") as fh:
                 out.append(pickle.load(fh))
         return out
+
     return load
 
 
@@ -102,6 +111,7 @@ def child(method: str, folder: str, tiny: str) -> dict:
 
 # ----------------------------------------------------------------- setup (once per size)
 
+
 def make_model(folder: Path, target_mb: float, seed: int = 0) -> dict:
     """A random forest of about ``target_mb`` written three ways: our artifacts, and an MLflow model."""
     import pickle
@@ -116,6 +126,7 @@ def make_model(folder: Path, target_mb: float, seed: int = 0) -> dict:
     from models.artifacts.local import LocalArtifactStore
     from models.artifacts.signing import get_signer
     from models.settings import Settings
+
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(20_000, len(FEATURES)))
     y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=1.0, size=len(X)) > 0).astype(int)
@@ -127,28 +138,50 @@ def make_model(folder: Path, target_mb: float, seed: int = 0) -> dict:
     store = LocalArtifactStore(folder / "artifacts")
     signer = get_signer(Settings.from_env({}).with_(artifact_dir=folder / "artifacts", var_dir=folder / "var"))
     run_id = f"bench_{target_mb:g}mb".replace(".", "_")
-    infos = {"model": store.write(f"{run_id}_model.pkl", pickle_writer(model)),
-             "scaler": store.write(f"{run_id}_scaler.pkl", pickle_writer(scaler)),
-             "features": store.write(f"{run_id}_features.json", json_writer(FEATURES))}
+    infos = {
+        "model": store.write(f"{run_id}_model.pkl", pickle_writer(model)),
+        "scaler": store.write(f"{run_id}_scaler.pkl", pickle_writer(scaler)),
+        "features": store.write(f"{run_id}_features.json", json_writer(FEATURES)),
+    }
     infos = {k: signer.sign_info(v) for k, v in infos.items()}  # as training signs them
     import sklearn
-    doc = {"name": run_id, "run_id": run_id, "task": "classification", "model_artifact_path": infos["model"].path,
-           "scaler_artifact_path": infos["scaler"].path, "features_path": infos["features"].path,
-           "checksums": {k: v.sha256 for k, v in infos.items()},
-           "artifacts": {k: v.to_dict() for k, v in infos.items()}, "versions": {"sklearn": sklearn.__version__}}
+
+    doc = {
+        "name": run_id,
+        "run_id": run_id,
+        "task": "classification",
+        "model_artifact_path": infos["model"].path,
+        "scaler_artifact_path": infos["scaler"].path,
+        "features_path": infos["features"].path,
+        "checksums": {k: v.sha256 for k, v in infos.items()},
+        "artifacts": {k: v.to_dict() for k, v in infos.items()},
+        "versions": {"sklearn": sklearn.__version__},
+    }
     (folder / "doc.json").write_text(json.dumps(doc))
-    mlflow.sklearn.save_model(Pipeline([("scaler", scaler), ("model", model)]), str(folder / "mlflow_model"),
-                              serialization_format="pickle", pip_requirements=[])
+    mlflow.sklearn.save_model(
+        Pipeline([("scaler", scaler), ("model", model)]),
+        str(folder / "mlflow_model"),
+        serialization_format="pickle",
+        pip_requirements=[],
+    )
     for p in folder.rglob("*"):  # warm the page cache for every method alike
         if p.is_file():
             p.read_bytes()
-    return {"trees": trees, "model_mb": infos["model"].size / 1e6,
-            "mlflow_mb": sum(p.stat().st_size for p in (folder / "mlflow_model").rglob("*.pkl")) / 1e6}
+    return {
+        "trees": trees,
+        "model_mb": infos["model"].size / 1e6,
+        "mlflow_mb": sum(p.stat().st_size for p in (folder / "mlflow_model").rglob("*.pkl")) / 1e6,
+    }
 
 
 def run_child(method: str, folder: Path, tiny: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bench.bench_cold_load", "--child", method, str(folder), str(tiny)],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.bench_cold_load", "--child", method, str(folder), str(tiny)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{method} child failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -165,8 +198,10 @@ def main() -> None:
         return
     sizes = [float(s) for s in args.sizes.split(",")]
     load_before = open("/proc/loadavg").read().split()[:3]
-    print(f"bench_cold_load: {os.cpu_count()} cores, load average {' '.join(load_before)} before the run; "
-          f"{args.rounds} rounds, fresh process per load, methods shuffled each round")
+    print(
+        f"bench_cold_load: {os.cpu_count()} cores, load average {' '.join(load_before)} before the run; "
+        f"{args.rounds} rounds, fresh process per load, methods shuffled each round"
+    )
     results: dict[float, dict[str, list[dict]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-cold-") as tmp:
         folders = {}
@@ -177,8 +212,10 @@ def main() -> None:
             folders[size] = Path(tmp) / f"{size:g}mb"
             folders[size].mkdir()
             made = make_model(folders[size], size)
-            print(f"  {size:g} MB target: random forest of {made['trees']} trees, model file "
-                  f"{made['model_mb']:.1f} MB (mlflow model.pkl {made['mlflow_mb']:.1f} MB)")
+            print(
+                f"  {size:g} MB target: random forest of {made['trees']} trees, model file "
+                f"{made['model_mb']:.1f} MB (mlflow model.pkl {made['mlflow_mb']:.1f} MB)"
+            )
             results[size] = {m: [] for m in METHODS}
         rng = random.Random(0)
         for _ in range(args.rounds):
@@ -194,19 +231,30 @@ def main() -> None:
         med = {m: statistics.median(r["seconds"] for r in results[size][m]) for m in METHODS}
         peak = {m: statistics.median(r["peak_mb"] for r in results[size][m]) for m in METHODS}
         for m in METHODS:
-            print(f"{size:>5g}M {m:<9} {med[m] * 1e3:10.1f} {min(r['seconds'] for r in results[size][m]) * 1e3:8.1f} "
-                  f"{peak[m]:8.1f}")
-        ratios.append((size, med["verified"] / med["mlflow"], med["verified"] / med["joblib"],
-                       med["verified"] / med["pickle"], peak["verified"] / peak["joblib"]))
+            print(
+                f"{size:>5g}M {m:<9} {med[m] * 1e3:10.1f} {min(r['seconds'] for r in results[size][m]) * 1e3:8.1f} "
+                f"{peak[m]:8.1f}"
+            )
+        ratios.append(
+            (
+                size,
+                med["verified"] / med["mlflow"],
+                med["verified"] / med["joblib"],
+                med["verified"] / med["pickle"],
+                peak["verified"] / peak["joblib"],
+            )
+        )
     print(f"load average {' '.join(load_after)} after the run")
     print("\nratios (medians; verified / other):")
     met = True
     for size, vs_mlflow, vs_joblib, vs_pickle, mem in ratios:
         ok = vs_mlflow <= 1.0 and mem <= 1.1
         met &= ok
-        print(f"  {size:>4g} MB: time vs mlflow {vs_mlflow:.2f}x (target <= 1.0), vs joblib {vs_joblib:.2f}x, "
-              f"vs pickle {vs_pickle:.2f}x; peak memory vs joblib {mem:.2f}x (target <= 1.1)"
-              f"{'' if ok else '  NOT met'}")
+        print(
+            f"  {size:>4g} MB: time vs mlflow {vs_mlflow:.2f}x (target <= 1.0), vs joblib {vs_joblib:.2f}x, "
+            f"vs pickle {vs_pickle:.2f}x; peak memory vs joblib {mem:.2f}x (target <= 1.1)"
+            f"{'' if ok else '  NOT met'}"
+        )
     print("targets met" if met else "targets NOT met")
 
 

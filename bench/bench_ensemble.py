@@ -18,6 +18,7 @@ peak memory above each process's start.
 Run: ``.venv/bin/python -m bench.bench_ensemble [--rows 50000] [--rounds 5] [--memory-rows 200000]``.
 Not part of the test suite. Uses its own embedded server and temporary folders. Prints ratios last.
 """
+
 from __future__ import annotations
 
 import json
@@ -75,9 +76,14 @@ def current_rss_mb() -> float:
 
 def _settings(args: dict):
     from models.settings import Settings
-    return Settings.from_env({}).with_(mongo_uri=args["uri"], mongo_db=args["db"],
-                                       artifact_dir=Path(args["artifacts"]), var_dir=Path(args["tmp"]) / "var",
-                                       data_roots=(Path(args["csv"]).parent,))
+
+    return Settings.from_env({}).with_(
+        mongo_uri=args["uri"],
+        mongo_db=args["db"],
+        artifact_dir=Path(args["artifacts"]),
+        var_dir=Path(args["tmp"]) / "var",
+        data_roots=(Path(args["csv"]).parent,),
+    )
 
 
 def child_setup(args: dict) -> dict:
@@ -88,15 +94,26 @@ def child_setup(args: dict) -> dict:
     from models.store.configs import ConfigStore
     from models.store.db import Database
     from models.training.train import train_config
+
     warnings.simplefilter("ignore")
     write_games_csv(Path(args["csv"]), n_games=args["rows"])
     database = Database.connect(_settings(args))
     store = ConfigStore(database)
     trained, t0 = [], time.perf_counter()
     for name, model_type, params in BASES:
-        store.create({"name": name, "task": "classification", "model_type": model_type,
-                      "hyperparameters": params, "features": FEATURES[:8], "target": "home_win",
-                      "training_csv": args["csv"], "cv_folds": CV_FOLDS, "random_state": 42})
+        store.create(
+            {
+                "name": name,
+                "task": "classification",
+                "model_type": model_type,
+                "hyperparameters": params,
+                "features": FEATURES[:8],
+                "target": "home_win",
+                "training_csv": args["csv"],
+                "cv_folds": CV_FOLDS,
+                "random_state": 42,
+            }
+        )
         t = time.perf_counter()
         train_config(database, name)
         trained.append((name, model_type, time.perf_counter() - t))
@@ -116,6 +133,7 @@ def child_scratch(args: dict) -> dict:
     from models.store.db import Database
     from models.training.data import load_training_data
     from models.training.train import fold_spec, holdout_split, make_pipeline, make_splitter
+
     warnings.simplefilter("ignore")
     database = Database.connect(_settings(args))
     baseline = current_rss_mb()
@@ -124,17 +142,25 @@ def child_scratch(args: dict) -> dict:
     data = load_training_data(configs[0], database.settings)
     spec = fold_spec(configs[0])
     train_idx, _ = holdout_split(data.y, spec)
-    stack = StackingClassifier([(c["name"], make_pipeline(c)) for c in configs],
-                               final_estimator=make_meta_model("classification", "logistic_regression",
-                                                               spec["random_state"]),
-                               cv=make_splitter(spec), stack_method="predict_proba")
+    stack = StackingClassifier(
+        [(c["name"], make_pipeline(c)) for c in configs],
+        final_estimator=make_meta_model("classification", "logistic_regression", spec["random_state"]),
+        cv=make_splitter(spec),
+        stack_method="predict_proba",
+    )
     stack.fit(data.X[train_idx], data.y[train_idx])
     seconds = time.perf_counter() - t0
     if args.get("predict", True):
         frame = pd.read_csv(args["csv"]).head(PREDICT_ROWS)
-        np.save(Path(args["tmp"]) / "scratch.npy", stack.predict_proba(frame[configs[0]["features"]].to_numpy(float)))
-    return {"seconds": seconds, "peak_rss_mb": rss_mb(), "baseline_rss_mb": baseline,
-            "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        np.save(
+            Path(args["tmp"]) / "scratch.npy", stack.predict_proba(frame[configs[0]["features"]].to_numpy(float))
+        )
+    return {
+        "seconds": seconds,
+        "peak_rss_mb": rss_mb(),
+        "baseline_rss_mb": baseline,
+        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def child_artifacts(args: dict) -> dict:
@@ -144,6 +170,7 @@ def child_artifacts(args: dict) -> dict:
 
     from agents.tools.stacking_tool import StackingTool
     from models.store.db import Database
+
     database = Database.connect(_settings(args))
     tool = StackingTool(database.settings, database)
     names = [name for name, _, _ in BASES]
@@ -161,19 +188,29 @@ def child_artifacts(args: dict) -> dict:
         np.save(Path(args["tmp"]) / "artifacts.npy", tool.load_ensemble(f"bench_cold{tag}").predict_proba(frame))
     for name in (f"bench_cold{tag}", f"bench_warm{tag}"):
         tool.delete_ensemble(name)
-    return {"seconds": cold_s, "peak_rss_mb": peak_cold, "baseline_rss_mb": baseline, "warm_seconds": warm_s,
-            "cold_sources": [b["source"] for b in cold["base_models"]],
-            "warm_sources": [b["source"] for b in warm["base_models"]],
-            "retrained": cold["retrained"] + warm["retrained"],
-            "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "ensemble_auc": cold["metrics"].get("roc_auc"),
-            "base_auc": {k: v.get("roc_auc") for k, v in cold["base_metrics"].items()}}
+    return {
+        "seconds": cold_s,
+        "peak_rss_mb": peak_cold,
+        "baseline_rss_mb": baseline,
+        "warm_seconds": warm_s,
+        "cold_sources": [b["source"] for b in cold["base_models"]],
+        "warm_sources": [b["source"] for b in warm["base_models"]],
+        "retrained": cold["retrained"] + warm["retrained"],
+        "ru_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ensemble_auc": cold["metrics"].get("roc_auc"),
+        "base_auc": {k: v.get("roc_auc") for k, v in cold["base_metrics"].items()},
+    }
 
 
 def run_child(kind: str, args: dict) -> dict:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.bench_ensemble", "--child", kind, json.dumps(args)],
-                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.bench_ensemble", "--child", kind, json.dumps(args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{kind} scenario failed:\n{proc.stderr[-3000:]}")
@@ -182,8 +219,14 @@ def run_child(kind: str, args: dict) -> dict:
 
 def run_cli(args: dict, name: str) -> float:
     """Wall time of ``python -m cli ensemble create`` end to end (interpreter, imports, MongoDB, files)."""
-    env = {**os.environ, "MONGO_URI": args["uri"], "MONGO_DB": args["db"], "ARTIFACT_DIR": args["artifacts"],
-           "VAR_DIR": str(Path(args["tmp"]) / "var"), "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "MONGO_URI": args["uri"],
+        "MONGO_DB": args["db"],
+        "ARTIFACT_DIR": args["artifacts"],
+        "VAR_DIR": str(Path(args["tmp"]) / "var"),
+        "PYTHONWARNINGS": "ignore",
+    }
     cmd = [sys.executable, "-m", "cli", "ensemble", "create", name, "--meta", "logistic_regression", "--json"]
     for base, _, _ in BASES:
         cmd += ["--base", base]
@@ -192,18 +235,26 @@ def run_cli(args: dict, name: str) -> float:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"cli ensemble create failed:\n{proc.stderr[-3000:]}")
-    subprocess.run([sys.executable, "-m", "cli", "ensemble", "delete", name, "--yes"], cwd=ROOT, env=env,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "cli", "ensemble", "delete", name, "--yes"], cwd=ROOT, env=env, capture_output=True
+    )
     return wall
 
 
 def with_server(root: Path, rows: int, fn):
     from models.store.embedded import EmbeddedServer, free_port
+
     server = EmbeddedServer(storage_path=root / "mongo", port=free_port(), run_dir=root)
     server.start()
     try:
-        args = {"uri": server.uri, "db": f"bench_{uuid.uuid4().hex[:8]}", "artifacts": str(root / "artifacts"),
-                "csv": str(root / "games.csv"), "tmp": str(root), "rows": rows}
+        args = {
+            "uri": server.uri,
+            "db": f"bench_{uuid.uuid4().hex[:8]}",
+            "artifacts": str(root / "artifacts"),
+            "csv": str(root / "games.csv"),
+            "tmp": str(root),
+            "rows": rows,
+        }
         setup = run_child("setup", args)
         return fn(args, setup)
     finally:
@@ -218,14 +269,17 @@ def main() -> None:
     import argparse
 
     import numpy as np
+
     parser = argparse.ArgumentParser(description="ensemble creation from artifacts vs from scratch")
     parser.add_argument("--rows", type=int, default=N_ROWS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--memory-rows", type=int, default=200_000)
     opts = parser.parse_args()
-    print(f"bench_ensemble: {opts.rows:,} rows, {len(BASES)} base models "
-          f"({', '.join(t for _, t, _ in BASES)}), cv_folds={CV_FOLDS}, {os.cpu_count()} cores, "
-          f"load average {' '.join(open('/proc/loadavg').read().split()[:3])} before the run")
+    print(
+        f"bench_ensemble: {opts.rows:,} rows, {len(BASES)} base models "
+        f"({', '.join(t for _, t, _ in BASES)}), cv_folds={CV_FOLDS}, {os.cpu_count()} cores, "
+        f"load average {' '.join(open('/proc/loadavg').read().split()[:3])} before the run"
+    )
 
     def speed(args: dict, setup: dict) -> dict:
         for name, model_type, seconds in setup["trained"]:
@@ -233,7 +287,7 @@ def main() -> None:
         print(f"  setup total {setup['seconds']:.1f}s (not part of any scenario)")
         runs: dict[str, list] = {"scratch": [], "cold": [], "cli": []}
         for r in range(opts.rounds):  # interleaved: each round runs every scenario once, in a rotating order
-            order = ["scratch", "cold", "cli"][r % 3:] + ["scratch", "cold", "cli"][:r % 3]
+            order = ["scratch", "cold", "cli"][r % 3 :] + ["scratch", "cold", "cli"][: r % 3]
             for kind in order:
                 if kind == "scratch":
                     runs["scratch"].append(run_child("scratch", {**args, "predict": r == 0}))
@@ -241,14 +295,19 @@ def main() -> None:
                     runs["cold"].append(run_child("artifacts", {**args, "predict": r == 0, "tag": str(r)}))
                 else:
                     runs["cli"].append(run_cli(args, f"bench_cli{r}"))
-        diff = float(np.max(np.abs(np.load(Path(args["tmp"]) / "scratch.npy")
-                                   - np.load(Path(args["tmp"]) / "artifacts.npy"))))
+        diff = float(
+            np.max(
+                np.abs(np.load(Path(args["tmp"]) / "scratch.npy") - np.load(Path(args["tmp"]) / "artifacts.npy"))
+            )
+        )
         return {**runs, "diff": diff}
 
     def memory(args: dict, setup: dict) -> dict:
         print(f"  memory setup at {opts.memory_rows:,} rows: {setup['seconds']:.1f}s")
-        return {"scratch": run_child("scratch", {**args, "predict": False}),
-                "cold": run_child("artifacts", {**args, "predict": False})}
+        return {
+            "scratch": run_child("scratch", {**args, "predict": False}),
+            "cold": run_child("artifacts", {**args, "predict": False}),
+        }
 
     with tempfile.TemporaryDirectory(prefix="bench-ensemble-") as tmp:
         (Path(tmp) / "speed").mkdir()
@@ -273,33 +332,51 @@ def main() -> None:
     print(f"{'from artifacts, cold process':<40}{cold_s:>9.3f}s   (each: {each_cold})")
     print(f"{'from cache, warm (same process)':<40}{warm_s:>9.3f}s")
     print(f"{'from-scratch script, end to end':<40}{scratch_wall:>9.2f}s")
-    print(f"{'python -m cli ensemble create, end to end':<40}{cli_wall:>9.2f}s   (each: {', '.join(f'{t:.2f}' for t in res['cli'])})")
-    print(f"sources cold: {arts['cold_sources']}; warm: {arts['warm_sources']}; retrained: {arts['retrained'] or 'none'}")
-    print(f"held-out roc_auc: ensemble {arts['ensemble_auc']:.4f}; bases "
-          + ", ".join(f"{k} {v:.4f}" for k, v in arts["base_auc"].items()))
-    print(f"max |predict_proba difference| scratch vs artifacts ensemble on {PREDICT_ROWS} rows: {res['diff']:.2e}")
+    print(
+        f"{'python -m cli ensemble create, end to end':<40}{cli_wall:>9.2f}s   (each: {', '.join(f'{t:.2f}' for t in res['cli'])})"
+    )
+    print(
+        f"sources cold: {arts['cold_sources']}; warm: {arts['warm_sources']}; retrained: {arts['retrained'] or 'none'}"
+    )
+    print(
+        f"held-out roc_auc: ensemble {arts['ensemble_auc']:.4f}; bases "
+        + ", ".join(f"{k} {v:.4f}" for k, v in arts["base_auc"].items())
+    )
+    print(
+        f"max |predict_proba difference| scratch vs artifacts ensemble on {PREDICT_ROWS} rows: {res['diff']:.2e}"
+    )
     if mem:
         d_s = mem["scratch"]["peak_rss_mb"] - mem["scratch"]["baseline_rss_mb"]
         d_a = mem["cold"]["peak_rss_mb"] - mem["cold"]["baseline_rss_mb"]
-        print(f"at {opts.memory_rows:,} rows: scratch {mem['scratch']['seconds']:.1f}s, peak {mem['scratch']['peak_rss_mb']:.0f}MB "
-              f"({d_s:.0f}MB above start); artifacts {mem['cold']['seconds']:.2f}s, peak {mem['cold']['peak_rss_mb']:.0f}MB "
-              f"({d_a:.0f}MB above start)")
+        print(
+            f"at {opts.memory_rows:,} rows: scratch {mem['scratch']['seconds']:.1f}s, peak {mem['scratch']['peak_rss_mb']:.0f}MB "
+            f"({d_s:.0f}MB above start); artifacts {mem['cold']['seconds']:.2f}s, peak {mem['cold']['peak_rss_mb']:.0f}MB "
+            f"({d_a:.0f}MB above start)"
+        )
     print(f"load average {' '.join(open('/proc/loadavg').read().split()[:3])} after the run")
     print()
     speed_x, cli_x = scratch_s / cold_s, scratch_wall / cli_wall
-    print(f"speed-up in process, cold artifacts vs scratch: {speed_x:.0f}x (target >= 200x: "
-          f"{'met' if speed_x >= 200 else 'NOT met'}); warm cache vs scratch {scratch_s / warm_s:.0f}x")
-    print(f"speed-up end to end, CLI vs from-scratch script: {cli_x:.1f}x (target >= 30x: "
-          f"{'met' if cli_x >= 30 else 'NOT met'})")
+    print(
+        f"speed-up in process, cold artifacts vs scratch: {speed_x:.0f}x (target >= 200x: "
+        f"{'met' if speed_x >= 200 else 'NOT met'}); warm cache vs scratch {scratch_s / warm_s:.0f}x"
+    )
+    print(
+        f"speed-up end to end, CLI vs from-scratch script: {cli_x:.1f}x (target >= 30x: "
+        f"{'met' if cli_x >= 30 else 'NOT met'})"
+    )
     if mem:
         ratio = d_a / d_s if d_s > 0 else float("nan")
-        print(f"peak memory above process start at {opts.memory_rows:,} rows, artifacts/scratch: {ratio:.2f} "
-              f"(target <= 0.20: {'met' if ratio <= 0.2 else 'NOT met'})")
+        print(
+            f"peak memory above process start at {opts.memory_rows:,} rows, artifacts/scratch: {ratio:.2f} "
+            f"(target <= 0.20: {'met' if ratio <= 0.2 else 'NOT met'})"
+        )
 
 
 if __name__ == "__main__":
     if len(sys.argv) >= 2 and sys.argv[1] == "--child":
-        out = {"setup": child_setup, "scratch": child_scratch, "artifacts": child_artifacts}[sys.argv[2]](json.loads(sys.argv[3]))
+        out = {"setup": child_setup, "scratch": child_scratch, "artifacts": child_artifacts}[sys.argv[2]](
+            json.loads(sys.argv[3])
+        )
         print(json.dumps(out))
     else:
         main()

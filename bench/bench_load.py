@@ -9,6 +9,7 @@ overall, and the errors (exit code 1 if there is any). Everything stops by itsel
 
     .venv/bin/python -m bench.bench_load --seconds 15 --clients 16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,13 +60,16 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> No
     raise SystemExit(f"the server did not become healthy within {timeout:.0f}s")
 
 
-def client_loop(port: int, body: bytes, stop_at: float, budget: "Budget", out: dict, lock: threading.Lock,
-                offset: int) -> None:
+def client_loop(
+    port: int, body: bytes, stop_at: float, budget: "Budget", out: dict, lock: threading.Lock, offset: int
+) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    plan = [("predict", "POST", f"/api/predict/model/{MODEL}", body),
-            ("predict", "POST", f"/api/predict/model/{MODEL}", body),
-            ("config_read", "GET", f"/api/configs/{MODEL}", None),
-            ("config_list", "GET", "/api/configs", None)]
+    plan = [
+        ("predict", "POST", f"/api/predict/model/{MODEL}", body),
+        ("predict", "POST", f"/api/predict/model/{MODEL}", body),
+        ("config_read", "GET", f"/api/configs/{MODEL}", None),
+        ("config_list", "GET", "/api/configs", None),
+    ]
     lat: dict[str, list[float]] = defaultdict(list)
     errors: Counter = Counter()
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
@@ -85,8 +89,10 @@ def client_loop(port: int, body: bytes, stop_at: float, budget: "Budget", out: d
                 errors[f"{kind}: wrong row count"] += 1
             lat[kind].append(elapsed)
         except (OSError, http.client.HTTPException, ValueError) as exc:
-            errors[f"{kind}: {exc.__class__.__name__}: {exc} (after {time.perf_counter() - t0:.1f}s, "
-                   f"{stop_at - time.monotonic():.1f}s before the end)"] += 1
+            errors[
+                f"{kind}: {exc.__class__.__name__}: {exc} (after {time.perf_counter() - t0:.1f}s, "
+                f"{stop_at - time.monotonic():.1f}s before the end)"
+            ] += 1
             conn.close()
             conn = http.client.HTTPConnection(HOST, port, timeout=30)
     conn.close()
@@ -124,28 +130,58 @@ def main(argv: list[str] | None = None) -> int:
     with bench_database() as database, tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         settings = database.settings
         csv = write_games_csv(settings.data_dir / "games.csv", n_games=2000)  # inside DATA_ROOTS
-        ConfigStore(database).create({"name": MODEL, "task": "classification", "model_type": "random_forest",
-                                      "hyperparameters": {"n_estimators": 50, "max_depth": 6},
-                                      "features": FEATURES[:8], "target": "home_win", "training_csv": str(csv),
-                                      "cv_folds": 3, "random_state": 7})
+        ConfigStore(database).create(
+            {
+                "name": MODEL,
+                "task": "classification",
+                "model_type": "random_forest",
+                "hyperparameters": {"n_estimators": 50, "max_depth": 6},
+                "features": FEATURES[:8],
+                "target": "home_win",
+                "training_csv": str(csv),
+                "cv_folds": 3,
+                "random_state": 7,
+            }
+        )
         train_config(database, MODEL)
         rows = generate_games(args.rows, seed=11)[FEATURES[:8]].to_dict(orient="records")
         body = json.dumps({"rows": rows}).encode()
 
         port = free_port()
-        env = {**os.environ, "MONGO_URI": settings.effective_mongo_uri, "MONGO_DB": settings.mongo_db,
-               "ARTIFACT_DIR": str(settings.artifact_dir), "VAR_DIR": str(settings.var_dir),
-               "ADMIN_PASSWORD": "bench-admin-pw", "API_TOKEN": TOKEN, "SECRET_KEY": "b" * 32,
-               "LOG_LEVEL": "WARNING"}
-        cmd = [sys.executable, "-m", "cli", "serve", "--host", HOST, "--port", str(port),
-               "--threads", str(args.threads)]
+        env = {
+            **os.environ,
+            "MONGO_URI": settings.effective_mongo_uri,
+            "MONGO_DB": settings.mongo_db,
+            "ARTIFACT_DIR": str(settings.artifact_dir),
+            "VAR_DIR": str(settings.var_dir),
+            "ADMIN_PASSWORD": "bench-admin-pw",
+            "API_TOKEN": TOKEN,
+            "SECRET_KEY": "b" * 32,
+            "LOG_LEVEL": "WARNING",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "cli",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--threads",
+            str(args.threads),
+        ]
         server_log = open(Path(tmp) / "serve.log", "w+b")  # a file, not a pipe: a full pipe would block the server
         server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT)
         try:
             wait_healthy(port, server)
             warm = http.client.HTTPConnection(HOST, port, timeout=30)  # first load of the model: not timed
-            warm.request("POST", f"/api/predict/model/{MODEL}", body=body,
-                         headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+            warm.request(
+                "POST",
+                f"/api/predict/model/{MODEL}",
+                body=body,
+                headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+            )
             assert warm.getresponse().status == 200
             warm.close()
 
@@ -154,8 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             budget = Budget(args.max_requests)
             t0 = time.perf_counter()
             stop_at = time.monotonic() + seconds
-            workers = [threading.Thread(target=client_loop, args=(port, body, stop_at, budget, out, lock, i),
-                                        daemon=True) for i in range(clients)]
+            workers = [
+                threading.Thread(target=client_loop, args=(port, body, stop_at, budget, out, lock, i), daemon=True)
+                for i in range(clients)
+            ]
             for w in workers:
                 w.start()
             for w in workers:
@@ -175,23 +213,35 @@ def main(argv: list[str] | None = None) -> int:
     all_lat = [x for v in out["lat"].values() for x in v]
     n_err = sum(out["errors"].values())
     total = len(all_lat) + n_err
-    print(f"load: {clients} clients, {seconds:.0f}s, server `python -m cli serve --threads {args.threads}` "
-          f"on {HOST}, {args.rows} rows per prediction, model {MODEL} (random_forest, 50 trees)")
+    print(
+        f"load: {clients} clients, {seconds:.0f}s, server `python -m cli serve --threads {args.threads}` "
+        f"on {HOST}, {args.rows} rows per prediction, model {MODEL} (random_forest, 50 trees)"
+    )
     print(f"{'kind':<12} {'requests':>9} {'req/s':>9} {'p50 ms':>9} {'p99 ms':>9} {'max ms':>9}")
     for kind in ("predict", "config_read", "config_list"):
         v = out["lat"].get(kind, [])
         if v:
-            print(f"{kind:<12} {len(v):>9} {len(v) / wall:>9.1f} {percentile(v, 50) * 1e3:>9.1f} "
-                  f"{percentile(v, 99) * 1e3:>9.1f} {max(v) * 1e3:>9.1f}")
-    print(f"{'all':<12} {len(all_lat):>9} {len(all_lat) / wall:>9.1f} {percentile(all_lat, 50) * 1e3:>9.1f} "
-          f"{percentile(all_lat, 99) * 1e3:>9.1f} {max(all_lat, default=0) * 1e3:>9.1f}")
-    print(f"errors: {n_err}" + ("" if not n_err else " -> " + "; ".join(f"{k} x{c}" for k, c in
-                                                                         out["errors"].most_common(5))))
+            print(
+                f"{kind:<12} {len(v):>9} {len(v) / wall:>9.1f} {percentile(v, 50) * 1e3:>9.1f} "
+                f"{percentile(v, 99) * 1e3:>9.1f} {max(v) * 1e3:>9.1f}"
+            )
+    print(
+        f"{'all':<12} {len(all_lat):>9} {len(all_lat) / wall:>9.1f} {percentile(all_lat, 50) * 1e3:>9.1f} "
+        f"{percentile(all_lat, 99) * 1e3:>9.1f} {max(all_lat, default=0) * 1e3:>9.1f}"
+    )
+    print(
+        f"errors: {n_err}"
+        + ("" if not n_err else " -> " + "; ".join(f"{k} x{c}" for k, c in out["errors"].most_common(5)))
+    )
     warnings = [line for line in log_lines if "warning" in line.lower() or "error" in line.lower()]
-    print(f"server log: {len(log_lines)} lines, {len(warnings)} warnings/errors"
-          + (f"; e.g. {warnings[0][:160]!r}" if warnings else ""))
-    print(f"wall time {wall:.1f}s; mean latency {statistics.fmean(all_lat) * 1e3 if all_lat else 0:.1f} ms; "
-          f"total requests {total}")
+    print(
+        f"server log: {len(log_lines)} lines, {len(warnings)} warnings/errors"
+        + (f"; e.g. {warnings[0][:160]!r}" if warnings else "")
+    )
+    print(
+        f"wall time {wall:.1f}s; mean latency {statistics.fmean(all_lat) * 1e3 if all_lat else 0:.1f} ms; "
+        f"total requests {total}"
+    )
     return 1 if n_err or not all_lat else 0
 
 

@@ -22,6 +22,7 @@ Not part of the test suite. Uses its own embedded server and temporary folders
 replica set with ``--mongo-uri`` (a fresh database, dropped at the end) and
 at a folder every worker reads with ``--data-dir``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,10 +71,13 @@ def bench_db(mongo_uri: str | None, data_dir: str | None, mongo_db: str | None =
             yield db
         return
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        settings = Settings.from_env({}).with_(mongo_uri=mongo_uri, mongo_db=mongo_db or f"bench_{uuid.uuid4().hex[:8]}",
-                                               artifact_dir=Path(tmp) / "artifacts",
-                                               data_dir=Path(data_dir or Path(tmp) / "data"),
-                                               var_dir=Path(tmp) / "var")
+        settings = Settings.from_env({}).with_(
+            mongo_uri=mongo_uri,
+            mongo_db=mongo_db or f"bench_{uuid.uuid4().hex[:8]}",
+            artifact_dir=Path(tmp) / "artifacts",
+            data_dir=Path(data_dir or Path(tmp) / "data"),
+            var_dir=Path(tmp) / "var",
+        )
         db = Database.connect(settings, autostart=False)
         try:
             yield db
@@ -104,15 +108,46 @@ def command_line_cluster(database: Database, workers: int, tmp: Path) -> Iterato
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     s = database.settings
-    env = {**environment_with_project_path(), "MONGO_URI": s.effective_mongo_uri, "MONGO_DB": s.mongo_db,
-           "ARTIFACT_STORE": "gridfs", "DATA_DIR": str(s.data_dir), "ARTIFACT_DIR": str(tmp / "worker-artifacts"),
-           "VAR_DIR": str(tmp / f"worker-var-{workers}")}
+    env = {
+        **environment_with_project_path(),
+        "MONGO_URI": s.effective_mongo_uri,
+        "MONGO_DB": s.mongo_db,
+        "ARTIFACT_STORE": "gridfs",
+        "DATA_DIR": str(s.data_dir),
+        "ARTIFACT_DIR": str(tmp / "worker-artifacts"),
+        "VAR_DIR": str(tmp / f"worker-var-{workers}"),
+    }
     log = open(tmp / f"cluster-{workers}.log", "ab")
-    procs = [subprocess.Popen([sys.executable, "-m", "cli", "cluster", "scheduler", "--port", str(port),
-                               "--no-dashboard"], cwd=ROOT, env=env, stdout=log, stderr=log)]
-    procs.append(subprocess.Popen([sys.executable, "-m", "cli", "cluster", "worker", address, "--nworkers",
-                                   str(workers), "--nthreads", "1", "--no-dashboard"], cwd=ROOT, env=env,
-                                  stdout=log, stderr=log))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cli", "cluster", "scheduler", "--port", str(port), "--no-dashboard"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    ]
+    procs.append(
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "cluster",
+                "worker",
+                address,
+                "--nworkers",
+                str(workers),
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    )
     try:
         yield address
     finally:
@@ -125,8 +160,9 @@ def command_line_cluster(database: Database, workers: int, tmp: Path) -> Iterato
         log.close()
 
 
-def on_cluster(database: Database, names: list[str], workers: int | None,
-               scheduler: str | None) -> tuple[float, set[int], float]:
+def on_cluster(
+    database: Database, names: list[str], workers: int | None, scheduler: str | None
+) -> tuple[float, set[int], float]:
     """Train ``names`` on a fresh command-line cluster of ``workers`` processes (or on ``scheduler``)."""
     from distributed import Client
 
@@ -161,6 +197,7 @@ def machine_ceiling(n: int = 25_000_000, rounds: int = 3) -> float:
     cluster speed-up measured next, so the two numbers read together (median of ``rounds``).
     """
     import multiprocessing
+
     ratios = []
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         pool.map(_spin, [1000, 1000])  # start-up is not measured
@@ -193,11 +230,19 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=120, help="trees per training config")
     parser.add_argument("--load-trees", type=int, default=200, help="trees of the model whose loads are timed")
     parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--scheduler", help="time this Dask cluster instead of command-line clusters of 1 and 2 workers")
-    parser.add_argument("--mongo-uri", help="use a fresh database on this server (e.g. a replica set) instead of "
-                                            "an embedded one; needed when the workers are on other machines")
-    parser.add_argument("--mongo-db", help="with --scheduler: the MONGO_DB the workers were started with, a database "
-                                           "for the benchmark only (it is dropped at the end)")
+    parser.add_argument(
+        "--scheduler", help="time this Dask cluster instead of command-line clusters of 1 and 2 workers"
+    )
+    parser.add_argument(
+        "--mongo-uri",
+        help="use a fresh database on this server (e.g. a replica set) instead of "
+        "an embedded one; needed when the workers are on other machines",
+    )
+    parser.add_argument(
+        "--mongo-db",
+        help="with --scheduler: the MONGO_DB the workers were started with, a database "
+        "for the benchmark only (it is dropped at the end)",
+    )
     parser.add_argument("--data-dir", help="where the training CSV is written (a folder the workers share)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -209,36 +254,64 @@ def main() -> None:
         store = ConfigStore(gdb)
         names = [f"c{i:02d}" for i in range(args.configs)]
         for name in names:
-            store.create({"name": name, "task": "classification", "model_type": "random_forest",
-                          "hyperparameters": {"n_estimators": args.trees, "max_depth": 10},
-                          "features": FEATURES[:8], "target": "home_win", "training_csv": str(csv),
-                          "cv_folds": 3, "random_state": 7})
+            store.create(
+                {
+                    "name": name,
+                    "task": "classification",
+                    "model_type": "random_forest",
+                    "hyperparameters": {"n_estimators": args.trees, "max_depth": 10},
+                    "features": FEATURES[:8],
+                    "target": "home_win",
+                    "training_csv": str(csv),
+                    "cv_folds": 3,
+                    "random_state": 7,
+                }
+            )
 
         load = os.getloadavg()[0]
-        print(f"machine: {os.cpu_count()} cores, load average {load:.2f} before the run "
-              "(other work on the machine lowers the speed-up)")
+        print(
+            f"machine: {os.cpu_count()} cores, load average {load:.2f} before the run "
+            "(other work on the machine lowers the speed-up)"
+        )
         print(f"training: {args.configs} configs (random forest, {args.trees} trees, {args.rows} rows, 3-fold CV)")
         if args.scheduler:
             wall, pids, busy = on_cluster(gdb, names, None, args.scheduler)
-            print(f"  cluster {args.scheduler}: {wall:8.2f} s  ({len(pids)} worker processes used; "
-                  f"{busy:.2f} s inside train_config)")
+            print(
+                f"  cluster {args.scheduler}: {wall:8.2f} s  ({len(pids)} worker processes used; "
+                f"{busy:.2f} s inside train_config)"
+            )
         else:
             ceiling = machine_ceiling()
             one, pids1, busy1 = on_cluster(gdb, names, 1, None)
             two, pids2, busy2 = on_cluster(gdb, names, 2, None)
-            print(f"  1 worker                 {one:8.2f} s  ({len(pids1)} process; "
-                  f"{busy1:.2f} s inside train_config)")
-            print(f"  2 workers                {two:8.2f} s  ({len(pids2)} processes; "
-                  f"{busy2:.2f} s inside train_config)")
-            print(f"  speed-up 2 vs 1 worker   {one / two:8.2f}x  (ceiling 2.00x on {os.cpu_count()} idle cores; "
-                  f"2 plain processes got {ceiling:.2f}x just before)")
+            print(
+                f"  1 worker                 {one:8.2f} s  ({len(pids1)} process; "
+                f"{busy1:.2f} s inside train_config)"
+            )
+            print(
+                f"  2 workers                {two:8.2f} s  ({len(pids2)} processes; "
+                f"{busy2:.2f} s inside train_config)"
+            )
+            print(
+                f"  speed-up 2 vs 1 worker   {one / two:8.2f}x  (ceiling 2.00x on {os.cpu_count()} idle cores; "
+                f"2 plain processes got {ceiling:.2f}x just before)"
+            )
             print(f"  load average after the trainings: {os.getloadavg()[0]:.2f} (1 min)")
 
         # loading: one artifact, the same bytes in the local folder and in GridFS
         local = db.settings  # artifact_store="local"
-        store.create({"name": "load_rf", "task": "classification", "model_type": "random_forest",
-                      "hyperparameters": {"n_estimators": args.load_trees, "max_depth": 12},
-                      "features": FEATURES[:8], "target": "home_win", "training_csv": str(csv), "cv_folds": 3})
+        store.create(
+            {
+                "name": "load_rf",
+                "task": "classification",
+                "model_type": "random_forest",
+                "hyperparameters": {"n_estimators": args.load_trees, "max_depth": 12},
+                "features": FEATURES[:8],
+                "target": "home_win",
+                "training_csv": str(csv),
+                "cv_folds": 3,
+            }
+        )
         train_config(db, "load_rf")
         doc_local = ConfigStore(db).get("load_rf")
         doc_grid = gridfs_doc(gdb, doc_local)

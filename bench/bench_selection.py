@@ -12,6 +12,7 @@ final fit of a 100-tree random forest on 50,000 rows of the demo data), and the 
 
 Run: ``.venv/bin/python -m bench.bench_selection [--metric log_loss] [--candidates 50] [--rows 50000]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,23 @@ def synthetic_library(m: int, n: int, n_test: int, folds: int, seed: int = 0) ->
         return np.stack([1 - p1, p1], axis=2)
 
     y, y_test = rng.integers(0, 2, n), rng.integers(0, 2, n_test)
-    results = [BaseModelResult(f"cand_{i:02d}", i, f"run_{i:02d}", None, "artifacts", 0.0,
-                               config={"model_type": "synthetic"}) for i in range(m)]
-    return Library("classification", results, probs(y), probs(y_test), y, y_test, y_test,
-                   rng.integers(0, folds, n), np.array([0, 1]))
+    results = [
+        BaseModelResult(
+            f"cand_{i:02d}", i, f"run_{i:02d}", None, "artifacts", 0.0, config={"model_type": "synthetic"}
+        )
+        for i in range(m)
+    ]
+    return Library(
+        "classification",
+        results,
+        probs(y),
+        probs(y_test),
+        y,
+        y_test,
+        y_test,
+        rng.integers(0, folds, n),
+        np.array([0, 1]),
+    )
 
 
 def timed(fn, repeat: int) -> float:
@@ -76,29 +90,47 @@ def main() -> None:
     lib = synthetic_library(args.candidates, args.rows, args.rows // 4, 5)
     select_s = timed(lambda: greedy_select(lib.P, lib.y, args.metric, args.size), args.repeat)
     report = selection_report(lib, args.metric, args.size, "greedy", "logistic_regression", 5, 0)
-    suggest_s = timed(lambda: selection_report(lib, args.metric, args.size, "greedy", "logistic_regression", 5, 0),
-                      args.repeat)
+    suggest_s = timed(
+        lambda: selection_report(lib, args.metric, args.size, "greedy", "logistic_regression", 5, 0), args.repeat
+    )
     honest = report["honest"]
-    print(f"library: {args.candidates} candidates x {args.rows} OOF rows (binary, 5 folds), metric {args.metric}, "
-          f"{args.size} steps")
+    print(
+        f"library: {args.candidates} candidates x {args.rows} OOF rows (binary, 5 folds), metric {args.metric}, "
+        f"{args.size} steps"
+    )
     print(f"  selection (greedy, all OOF rows)               {select_s * 1000:8.1f} ms   (target < 1000 ms)")
     print(f"  suggest math (selection + nested honest score)  {suggest_s * 1000:8.1f} ms")
-    print(f"  honest {args.metric}: ensemble {honest['ensemble']:.5f}, best single {honest['best_single']:.5f}; "
-          f"{len(report['greedy']['chosen'])} models chosen")
+    print(
+        f"  honest {args.metric}: ensemble {honest['ensemble']:.5f}, best single {honest['best_single']:.5f}; "
+        f"{len(report['greedy']['chosen'])} models chosen"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-sel-") as tmp:
         csv = write_games_csv(Path(tmp) / "games.csv", n_games=int(args.rows / 0.8))
-        config = {"name": "one_more", "task": "classification", "model_type": "random_forest",
-                  "hyperparameters": {"n_estimators": 100, "max_depth": 10}, "features": FEATURES[:8],
-                  "target": "home_win", "training_csv": str(csv), "cv_folds": 5, "random_state": 7,
-                  "scaler": "standard", "calibration": "none"}
+        config = {
+            "name": "one_more",
+            "task": "classification",
+            "model_type": "random_forest",
+            "hyperparameters": {"n_estimators": 100, "max_depth": 10},
+            "features": FEATURES[:8],
+            "target": "home_win",
+            "training_csv": str(csv),
+            "cv_folds": 5,
+            "random_state": 7,
+            "scaler": "standard",
+            "calibration": "none",
+        }
         data = load_training_data(config, Settings.from_env({}).with_(data_dir=Path(tmp)))  # tmp is its data root
         t0 = time.perf_counter()
         fit = fit_config(config, data)
         train_s = time.perf_counter() - t0
-    print(f"one more model: random_forest 100 trees, 5-fold CV + final fit on {len(fit.train_idx)} rows "
-          f"{train_s:8.2f} s")
-    print(f"ratio: selection / one more model = {select_s / train_s:.4f} "
-          f"(suggest math / one more model = {suggest_s / train_s:.4f})")
+    print(
+        f"one more model: random_forest 100 trees, 5-fold CV + final fit on {len(fit.train_idx)} rows "
+        f"{train_s:8.2f} s"
+    )
+    print(
+        f"ratio: selection / one more model = {select_s / train_s:.4f} "
+        f"(suggest math / one more model = {suggest_s / train_s:.4f})"
+    )
 
 
 if __name__ == "__main__":

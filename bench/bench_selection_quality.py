@@ -11,6 +11,7 @@ The check: ensemble no worse than the best single candidate by more than 0.005, 
 
 Run: ``.venv/bin/python -m bench.bench_selection_quality [--method greedy|stack|both] [--size 25]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,10 +52,12 @@ REGRESSION_SWEEPS = [
 
 
 def sklearn_sets() -> list[tuple[str, str, Any]]:
-    return [("breast_cancer", "classification", datasets.load_breast_cancer()),
-            ("wine", "classification", datasets.load_wine()),
-            ("digits", "classification", datasets.load_digits()),
-            ("diabetes", "regression", datasets.load_diabetes())]
+    return [
+        ("breast_cancer", "classification", datasets.load_breast_cancer()),
+        ("wine", "classification", datasets.load_wine()),
+        ("digits", "classification", datasets.load_digits()),
+        ("diabetes", "regression", datasets.load_diabetes()),
+    ]
 
 
 def write_csv(folder: Path, name: str, X: Any, y: Any) -> tuple[Path, list[str]]:
@@ -66,16 +69,33 @@ def write_csv(folder: Path, name: str, X: Any, y: Any) -> tuple[Path, list[str]]
     return path, features
 
 
-def build_library(database: Database, name: str, task: str, csv: Path, features: list[str],
-                  sweeps: list[tuple[str, dict, dict]], cv_folds: int = 5) -> list[str]:
+def build_library(
+    database: Database,
+    name: str,
+    task: str,
+    csv: Path,
+    features: list[str],
+    sweeps: list[tuple[str, dict, dict]],
+    cv_folds: int = 5,
+) -> list[str]:
     """Base configs, their sweeps, all trained; returns the trained config names."""
     store = ConfigStore(database)
     names: list[str] = []
     for model_type, params, grid in sweeps:
-        base = store.create({"name": f"{name}_{model_type}", "task": task, "model_type": model_type,
-                             "hyperparameters": params, "features": features, "target": "target",
-                             "training_csv": str(csv), "cv_folds": cv_folds, "random_state": 0,
-                             "scaler": "standard"})
+        base = store.create(
+            {
+                "name": f"{name}_{model_type}",
+                "task": task,
+                "model_type": model_type,
+                "hyperparameters": params,
+                "features": features,
+                "target": "target",
+                "training_csv": str(csv),
+                "cv_folds": cv_folds,
+                "random_state": 0,
+                "scaler": "standard",
+            }
+        )
         names.extend(c["name"] for c in create_sweep(database, base["_id"], grid))
     for n in names:
         train_config(database, n)
@@ -91,30 +111,43 @@ def within(metric: str, ensemble: float, best: float, tolerance: float = TOLERAN
 METRICS = {"classification": "log_loss", "regression": "r2"}
 
 
-def evaluate(database: Database, name: str, names: list[str], method: str = "greedy", size: int = 25
-             ) -> dict[str, Any]:
+def evaluate(
+    database: Database, name: str, names: list[str], method: str = "greedy", size: int = 25
+) -> dict[str, Any]:
     t0 = time.perf_counter()
     task = database.configs.find_one({"name": names[0]})["task"]
     record = suggest_ensemble(database, f"{name}_suggested", names, method=method, size=size, metric=METRICS[task])
     sel = record["selection"]
     honest, holdout = sel["honest"], sel["holdout"]
-    return {"data": name, "task": record["task"], "candidates": len(sel["candidates"]), "metric": sel["metric"],
-            "method": sel["method"], "chosen": len(record["base_names"]),
-            "ensemble": honest["ensemble"], "best_single": honest["best_single"],
-            "holdout_ensemble": holdout["ensemble"], "holdout_best": holdout["best_single"],
-            "holdout_picked": holdout["picked_single"],
-            "ok": within(sel["metric"], honest["ensemble"], honest["best_single"]),
-            "holdout_ok": within(sel["metric"], holdout["ensemble"], holdout["best_single"]),
-            "seconds": time.perf_counter() - t0}
+    return {
+        "data": name,
+        "task": record["task"],
+        "candidates": len(sel["candidates"]),
+        "metric": sel["metric"],
+        "method": sel["method"],
+        "chosen": len(record["base_names"]),
+        "ensemble": honest["ensemble"],
+        "best_single": honest["best_single"],
+        "holdout_ensemble": holdout["ensemble"],
+        "holdout_best": holdout["best_single"],
+        "holdout_picked": holdout["picked_single"],
+        "ok": within(sel["metric"], honest["ensemble"], honest["best_single"]),
+        "holdout_ok": within(sel["metric"], holdout["ensemble"], holdout["best_single"]),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'data set':<14}{'task':<15}{'cands':>6}{'metric':>9}{'method':>8}{'chosen':>7}"
-          f"{'ensemble':>10}{'best 1':>9}{'ok':>4}   {'test ens':>9}{'picked':>9}{'best':>9}")
+    print(
+        f"{'data set':<14}{'task':<15}{'cands':>6}{'metric':>9}{'method':>8}{'chosen':>7}"
+        f"{'ensemble':>10}{'best 1':>9}{'ok':>4}   {'test ens':>9}{'picked':>9}{'best':>9}"
+    )
     for r in rows:
-        print(f"{r['data']:<14}{r['task']:<15}{r['candidates']:>6}{r['metric']:>9}{r['method']:>8}{r['chosen']:>7}"
-              f"{r['ensemble']:>10.4f}{r['best_single']:>9.4f}{'yes' if r['ok'] else 'NO':>4}   "
-              f"{r['holdout_ensemble']:>9.4f}{r['holdout_picked']:>9.4f}{r['holdout_best']:>9.4f}")
+        print(
+            f"{r['data']:<14}{r['task']:<15}{r['candidates']:>6}{r['metric']:>9}{r['method']:>8}{r['chosen']:>7}"
+            f"{r['ensemble']:>10.4f}{r['best_single']:>9.4f}{'yes' if r['ok'] else 'NO':>4}   "
+            f"{r['holdout_ensemble']:>9.4f}{r['holdout_picked']:>9.4f}{r['holdout_best']:>9.4f}"
+        )
 
 
 def main() -> None:
@@ -123,9 +156,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=25)
     args = parser.parse_args()
     from bench.common import bench_database
+
     load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg") else "?"
-    print(f"machine: {os.cpu_count()} cores, load average {load}; method {args.method}, {args.size} steps; "
-          f"'ensemble'/'best 1': honest nested score on the OOF rows; 'test': the runs' held-out test rows (ensemble, the candidate picked by its OOF score, the best candidate there)")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {load}; method {args.method}, {args.size} steps; "
+        f"'ensemble'/'best 1': honest nested score on the OOF rows; 'test': the runs' held-out test rows (ensemble, the candidate picked by its OOF score, the best candidate there)"
+    )
     rows = []
     with bench_database() as database:
         folder = database.settings.data_dir  # training CSVs must sit inside DATA_ROOTS
@@ -136,8 +172,10 @@ def main() -> None:
             names = build_library(database, name, task, csv, features, sweeps)
             rows.append(evaluate(database, name, names, args.method, args.size))
     print_table(rows)
-    print(f"every data set within {TOLERANCE} of the best single candidate (honest): "
-          f"{'yes' if all(r['ok'] for r in rows) else 'NO'}")
+    print(
+        f"every data set within {TOLERANCE} of the best single candidate (honest): "
+        f"{'yes' if all(r['ok'] for r in rows) else 'NO'}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ latency of single-row requests from 1 client (sequential, one keep-alive connect
 
 Run: ``.venv/bin/python -m bench.bench_serving [--rounds 5] [--seconds 3] [--requests 300] [--threads 8]``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -109,19 +110,35 @@ def setup(database) -> tuple[dict, dict[str, str]]:
     settings = database.settings
     csv = write_games_csv(settings.data_dir / "games.csv", n_games=3000)
     store = ConfigStore(database)
-    common = {"task": "classification", "features": FEATURES[:8], "target": "home_win", "training_csv": str(csv),
-              "cv_folds": 3, "random_state": 7}
-    store.create({"name": "serve_rf", "model_type": "random_forest",
-                  "hyperparameters": {"n_estimators": 50, "max_depth": 6}, **common})
+    common = {
+        "task": "classification",
+        "features": FEATURES[:8],
+        "target": "home_win",
+        "training_csv": str(csv),
+        "cv_folds": 3,
+        "random_state": 7,
+    }
+    store.create(
+        {
+            "name": "serve_rf",
+            "model_type": "random_forest",
+            "hyperparameters": {"n_estimators": 50, "max_depth": 6},
+            **common,
+        }
+    )
     store.create({"name": "serve_lr", "model_type": "logistic_regression", "hyperparameters": {}, **common})
     train_config(database, "serve_rf")
     train_config(database, "serve_lr")
     create_ensemble(database, "serve_ens", ["serve_rf", "serve_lr"], "logistic_regression")
     model = load_model(settings, store.get("serve_rf"), cache=ModelCache()).model
     ensemble = load_ensemble(database, "serve_ens", cache=ModelCache())
-    spec = {"model": (list(model.features), model.scaler, model.model),
-            "ensemble": {"bases": [(list(b.features), b.scaler, b.model) for b in ensemble.bases],
-                         "meta": ensemble.meta_model}}
+    spec = {
+        "model": (list(model.features), model.scaler, model.model),
+        "ensemble": {
+            "bases": [(list(b.features), b.scaler, b.model) for b in ensemble.bases],
+            "meta": ensemble.meta_model,
+        },
+    }
     return spec, {"model": "/api/predict/model/serve_rf", "ensemble": "/api/predict/ensemble/serve_ens"}
 
 
@@ -161,9 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--threads", type=int, default=8, help="waitress threads of both servers")
     args = ap.parse_args(argv)
-    print(f"bench_serving: {os.cpu_count()} cores, load average {_load()} before the run; {args.rounds} rounds, "
-          f"single-row requests, p50 at 1 client ({args.requests} requests), throughput at {args.clients} "
-          f"clients ({args.seconds:.0f} s), both servers waitress with {args.threads} threads, shuffled each round")
+    print(
+        f"bench_serving: {os.cpu_count()} cores, load average {_load()} before the run; {args.rounds} rounds, "
+        f"single-row requests, p50 at 1 client ({args.requests} requests), throughput at {args.clients} "
+        f"clients ({args.seconds:.0f} s), both servers waitress with {args.threads} threads, shuffled each round"
+    )
     rows = generate_games(400, seed=11)[FEATURES[:8]].to_dict(orient="records")
     bodies = [json.dumps({"rows": [row]}).encode() for row in rows]
     with bench_database() as database, tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
@@ -172,20 +191,53 @@ def main(argv: list[str] | None = None) -> int:
         spec_path = Path(tmp) / "bare_spec.pkl"
         spec_path.write_bytes(pickle.dumps(spec, protocol=5))
         ours_port, bare_port = free_port(), free_port()
-        env = {**os.environ, "MONGO_URI": settings.effective_mongo_uri, "MONGO_DB": settings.mongo_db,
-               "ARTIFACT_DIR": str(settings.artifact_dir), "VAR_DIR": str(settings.var_dir),
-               "DATA_DIR": str(settings.data_dir), "ADMIN_PASSWORD": "bench-admin-pw", "API_TOKEN": TOKEN,
-               "SECRET_KEY": "s" * 32, "LOG_LEVEL": "WARNING", "OMP_NUM_THREADS": "1"}
-        procs = [start([sys.executable, "-m", "cli", "serve", "--host", HOST, "--port", str(ours_port),
-                        "--threads", str(args.threads)], env, Path(tmp) / "ours.log"),
-                 start([sys.executable, "-m", "bench.bare_app", str(spec_path), str(bare_port), str(args.threads)],
-                       env, Path(tmp) / "bare.log")]
+        env = {
+            **os.environ,
+            "MONGO_URI": settings.effective_mongo_uri,
+            "MONGO_DB": settings.mongo_db,
+            "ARTIFACT_DIR": str(settings.artifact_dir),
+            "VAR_DIR": str(settings.var_dir),
+            "DATA_DIR": str(settings.data_dir),
+            "ADMIN_PASSWORD": "bench-admin-pw",
+            "API_TOKEN": TOKEN,
+            "SECRET_KEY": "s" * 32,
+            "LOG_LEVEL": "WARNING",
+            "OMP_NUM_THREADS": "1",
+        }
+        procs = [
+            start(
+                [
+                    sys.executable,
+                    "-m",
+                    "cli",
+                    "serve",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(ours_port),
+                    "--threads",
+                    str(args.threads),
+                ],
+                env,
+                Path(tmp) / "ours.log",
+            ),
+            start(
+                [sys.executable, "-m", "bench.bare_app", str(spec_path), str(bare_port), str(args.threads)],
+                env,
+                Path(tmp) / "bare.log",
+            ),
+        ]
         try:
             wait_healthy(ours_port, procs[0])
-            ours = Server("ours", ours_port, paths, {"Authorization": f"Bearer {TOKEN}",
-                                                     "Content-Type": "application/json"})
-            bare = Server("bare", bare_port, {"model": "/model", "ensemble": "/ensemble"},
-                          {"Content-Type": "application/json"})
+            ours = Server(
+                "ours", ours_port, paths, {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+            )
+            bare = Server(
+                "bare",
+                bare_port,
+                {"model": "/model", "ensemble": "/ensemble"},
+                {"Content-Type": "application/json"},
+            )
             deadline = time.monotonic() + 30
             while True:
                 try:
@@ -200,8 +252,11 @@ def main(argv: list[str] | None = None) -> int:
                 jobs = [(s, t, m) for s in (ours, bare) for t in TARGETS for m in ("p50", "rps")]
                 random.shuffle(jobs)
                 for server, target, measure in jobs:
-                    value = (p50_latency(server, target, bodies, args.requests) if measure == "p50"
-                             else throughput(server, target, bodies, args.clients, args.seconds))
+                    value = (
+                        p50_latency(server, target, bodies, args.requests)
+                        if measure == "p50"
+                        else throughput(server, target, bodies, args.clients, args.seconds)
+                    )
                     results.setdefault((server.name, target, measure), []).append(value)
         finally:
             for proc in procs:
@@ -212,10 +267,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'target':<10}{'server':<7}{'p50 ms':>9}{'req/s':>9}   (each round: p50 ms / req/s)")
     for target in TARGETS:
         for name in ("ours", "bare"):
-            each = ", ".join(f"{p * 1e3:.2f}/{r:.0f}" for p, r in zip(results[(name, target, "p50")],
-                                                                      results[(name, target, "rps")]))
-            print(f"{target:<10}{name:<7}{med[(name, target, 'p50')] * 1e3:>9.2f}{med[(name, target, 'rps')]:>9.0f}"
-                  f"   ({each})")
+            each = ", ".join(
+                f"{p * 1e3:.2f}/{r:.0f}"
+                for p, r in zip(results[(name, target, "p50")], results[(name, target, "rps")])
+            )
+            print(
+                f"{target:<10}{name:<7}{med[(name, target, 'p50')] * 1e3:>9.2f}{med[(name, target, 'rps')]:>9.0f}"
+                f"   ({each})"
+            )
     print(f"load average {_load()} after the run")
     ok = True
     for target in TARGETS:
@@ -223,8 +282,10 @@ def main(argv: list[str] | None = None) -> int:
         p50 = med[("ours", target, "p50")] / med[("bare", target, "p50")]
         met = rps >= 0.8 and p50 <= 1.25
         ok &= met
-        print(f"{target}: throughput ours/bare {rps:.2f}x (target >= 0.8), p50 ours/bare {p50:.2f}x (target <= 1.25)"
-              f"  {'met' if met else 'NOT met'}")
+        print(
+            f"{target}: throughput ours/bare {rps:.2f}x (target >= 0.8), p50 ours/bare {p50:.2f}x (target <= 1.25)"
+            f"  {'met' if met else 'NOT met'}"
+        )
     print("targets met" if ok else "targets NOT met")
     return 0
 

@@ -7,6 +7,7 @@ measured in this one run.
 
     .venv/bin/python -m bench.bench_training [--rows 50000] [--trees 300] [--repeat 7]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,10 +34,18 @@ def main() -> None:
     with bench_database() as db:
         settings = db.settings
         csv = write_games_csv(settings.data_dir / "games.csv", n_games=args.rows)
-        ConfigStore(db).create({
-            "name": "bench_rf", "task": "classification", "model_type": "random_forest",
-            "hyperparameters": {"n_estimators": args.trees, "max_depth": 12, "min_samples_leaf": 3},
-            "features": FEATURES[:8], "target": "home_win", "training_csv": str(csv), "cv_folds": 5})
+        ConfigStore(db).create(
+            {
+                "name": "bench_rf",
+                "task": "classification",
+                "model_type": "random_forest",
+                "hyperparameters": {"n_estimators": args.trees, "max_depth": 12, "min_samples_leaf": 3},
+                "features": FEATURES[:8],
+                "target": "home_win",
+                "training_csv": str(csv),
+                "cv_folds": 5,
+            }
+        )
         t0 = time.perf_counter()
         run = train_config(db, "bench_rf")
         train_s = time.perf_counter() - t0

@@ -1,4 +1,5 @@
 """Shared benchmark scaffolding: a throwaway embedded server and folders, nothing touches var/ or cli/models."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,9 +22,13 @@ def bench_database(root: Path | None = None) -> Iterator[Database]:
         base = Path(root or tmp)
         server = EmbeddedServer(storage_path=base / "mongo", port=free_port(), run_dir=base)
         server.start()
-        settings = Settings.from_env({}).with_(mongo_uri=server.uri, mongo_db=f"bench_{uuid.uuid4().hex[:8]}",
-                                               artifact_dir=base / "artifacts", data_dir=base / "data",
-                                               var_dir=base / "var")
+        settings = Settings.from_env({}).with_(
+            mongo_uri=server.uri,
+            mongo_db=f"bench_{uuid.uuid4().hex[:8]}",
+            artifact_dir=base / "artifacts",
+            data_dir=base / "data",
+            var_dir=base / "var",
+        )
         database = Database.connect(settings)
         try:
             yield database

@@ -4,6 +4,7 @@ Conventions: results go to stdout (JSON with ``--json``, a table otherwise);
 progress and errors go to stderr. Exit codes: 0 success, 1 the operation
 failed, 2 bad input (usage, validation, unknown names).
 """
+
 from __future__ import annotations
 
 import json
@@ -45,6 +46,7 @@ class LazyConsole:
     def console(self) -> Console:
         if self._console is None:
             from rich.console import Console
+
             options = dict(self._options)
             if options.pop("pipe_width", False):
                 options["width"] = 200 if not sys.stdout.isatty() else None
@@ -88,6 +90,7 @@ class AppContext:
         if self._db is None:
             from models.store.configs import recover_interrupted_trainings
             from models.store.db import Database
+
             self._db = Database.connect(self.settings)
             # a config left "training" by a killed run on this host (a CLI run, too) is repaired here,
             # not only when `serve` starts
@@ -109,13 +112,23 @@ def json_option(f: Callable) -> Callable:
 
 def emit_json(data: Any) -> None:
     from models.jsonable import to_json
-    click.echo(json.dumps(to_json(data) if isinstance(data, dict) else
-                          [to_json(d) if isinstance(d, dict) else d for d in data]
-                          if isinstance(data, list) else data, indent=2, default=str))
+
+    click.echo(
+        json.dumps(
+            to_json(data)
+            if isinstance(data, dict)
+            else [to_json(d) if isinstance(d, dict) else d for d in data]
+            if isinstance(data, list)
+            else data,
+            indent=2,
+            default=str,
+        )
+    )
 
 
 def emit_table(rows: Iterable[Sequence[Any]], columns: Sequence[str], title: str | None = None) -> None:
     from rich.table import Table
+
     table = Table(title=title, show_lines=False, header_style="bold")
     for col in columns:
         table.add_column(col)
@@ -154,10 +167,16 @@ class ServiceGroup(click.Group):
         except Exception as exc:  # an operation failed for a reason we did not foresee
             if _is_connection_failure(exc):  # lost MongoDB mid-command: one sentence, not pymongo's topology dump
                 from models.store.db import safe_uri
+
                 app = ctx.find_object(AppContext)
                 where = safe_uri(app.settings.effective_mongo_uri) if app else "(unknown)"
-                _fail(ctx, DatabaseUnavailableError(f"MongoDB at {where} stopped answering "
-                                                    f"({exc.__class__.__name__}); nothing more was done"), 1)
+                _fail(
+                    ctx,
+                    DatabaseUnavailableError(
+                        f"MongoDB at {where} stopped answering ({exc.__class__.__name__}); nothing more was done"
+                    ),
+                    1,
+                )
             _fail(ctx, exc, 1)
 
 
@@ -180,6 +199,7 @@ def _is_connection_failure(exc: BaseException) -> bool:
     if "pymongo" not in sys.modules:  # nothing talked to MongoDB, so it cannot have been lost
         return False
     from pymongo.errors import ConnectionFailure
+
     return isinstance(exc, ConnectionFailure)
 
 

@@ -4,6 +4,7 @@ Command modules import only click and ``cli.context`` at the top; anything heavi
 pandas, pymongo, rich) is imported inside the command that uses it, so ``--help`` starts in a
 fraction of a second (tests/test_cli_startup.py checks which modules ``--help`` loads).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -25,8 +26,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
     build stacking ensembles without retraining."""
     app = ctx.ensure_object(AppContext)
     app.debug = debug
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     ctx.call_on_close(app.close)
 
 

@@ -4,6 +4,7 @@ Each new step is written at once; while a step runs, its state is written again 
 ``interval`` seconds (``PROGRESS_INTERVAL_SECONDS``) with the time it has run, so a long fit never
 goes silent. A line: ``[ 42.0%] home_win_rf: fold 3/5 (1 min 05 s)``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -65,6 +66,7 @@ class ProgressLines:
                 task.done = fraction >= 1.0
                 if changed:
                     self._write(key, task)
+
         return report
 
     def finish(self, name: str | None, message: str) -> None:

@@ -4,6 +4,7 @@ The games come from a small simulation, so the features carry real signal:
 team strength drifts through a season, ratings are noisy views of it, rest
 days matter, and home teams win about 58% of the time.
 """
+
 from __future__ import annotations
 
 from collections import deque
@@ -20,9 +21,20 @@ from models.store.db import Database
 
 N_TEAMS = 30
 GAMES_PER_SEASON = 1230
-FEATURES = ["home_win_pct_last10", "away_win_pct_last10", "home_rest_days", "away_rest_days",
-            "home_off_rating", "away_off_rating", "home_def_rating", "away_def_rating",
-            "home_elo", "away_elo", "home_back_to_back", "away_back_to_back"]
+FEATURES = [
+    "home_win_pct_last10",
+    "away_win_pct_last10",
+    "home_rest_days",
+    "away_rest_days",
+    "home_off_rating",
+    "away_off_rating",
+    "home_def_rating",
+    "away_def_rating",
+    "home_elo",
+    "away_elo",
+    "home_back_to_back",
+    "away_back_to_back",
+]
 TARGETS = {"classification": "home_win", "regression": "point_diff"}
 DEMO_CSV = "data/nba_games.csv"
 
@@ -52,16 +64,38 @@ def generate_games(n_games: int = 24_600, seed: int = 7) -> pd.DataFrame:
             form = [np.mean(last10[t]) if last10[t] else 0.5 for t in (home, away)]
             ratings = [off_skill[t] + strength[t] * 0.8 + rng.normal(0, 1.5) for t in (home, away)]
             defs = [def_skill[t] - strength[t] * 0.8 + rng.normal(0, 1.5) for t in (home, away)]
-            margin = (2.8 + (strength[home] - strength[away]) + 0.9 * (rest_h - rest_a)
-                      + (ratings[0] - defs[1]) * 0.15 - (ratings[1] - defs[0]) * 0.15
-                      + rng.normal(0.0, 11.0))
+            margin = (
+                2.8
+                + (strength[home] - strength[away])
+                + 0.9 * (rest_h - rest_a)
+                + (ratings[0] - defs[1]) * 0.15
+                - (ratings[1] - defs[0]) * 0.15
+                + rng.normal(0.0, 11.0)
+            )
             diff = int(round(margin)) or (1 if rng.random() < 0.55 else -1)
             home_win = int(diff > 0)
-            rows.append((f"{year}-{year + 1 - 2000:02d}", (start + pd.Timedelta(days=day)).date().isoformat(),
-                         f"T{home:02d}", f"T{away:02d}", round(form[0], 3), round(form[1], 3), rest_h, rest_a,
-                         round(ratings[0], 2), round(ratings[1], 2), round(defs[0], 2), round(defs[1], 2),
-                         round(elo[home], 1), round(elo[away], 1), int(rest_h == 1), int(rest_a == 1),
-                         home_win, diff))
+            rows.append(
+                (
+                    f"{year}-{year + 1 - 2000:02d}",
+                    (start + pd.Timedelta(days=day)).date().isoformat(),
+                    f"T{home:02d}",
+                    f"T{away:02d}",
+                    round(form[0], 3),
+                    round(form[1], 3),
+                    rest_h,
+                    rest_a,
+                    round(ratings[0], 2),
+                    round(ratings[1], 2),
+                    round(defs[0], 2),
+                    round(defs[1], 2),
+                    round(elo[home], 1),
+                    round(elo[away], 1),
+                    int(rest_h == 1),
+                    int(rest_a == 1),
+                    home_win,
+                    diff,
+                )
+            )
             expected = 1 / (1 + 10 ** ((elo[away] - elo[home] - 60) / 400))
             elo[home] += 20 * (home_win - expected)
             elo[away] -= 20 * (home_win - expected)
@@ -81,28 +115,69 @@ def write_games_csv(path: Path, n_games: int = 24_600, seed: int = 7) -> Path:
 
 def demo_configs(training_csv: str = DEMO_CSV) -> list[dict[str, Any]]:
     """Configs across model types and both tasks, all on the same games and folds (so they stack)."""
-    base_cls = {"task": "classification", "target": "home_win", "features": FEATURES[:8],
-                "training_csv": training_csv, "cv_folds": 5, "random_state": 42, "tags": ["nba", "demo"]}
+    base_cls = {
+        "task": "classification",
+        "target": "home_win",
+        "features": FEATURES[:8],
+        "training_csv": training_csv,
+        "cv_folds": 5,
+        "random_state": 42,
+        "tags": ["nba", "demo"],
+    }
     base_reg = {**base_cls, "task": "regression", "target": "point_diff"}
     return [
-        {**base_cls, "name": "home_win_logreg", "model_type": "logistic_regression",
-         "hyperparameters": {"C": 1.0}, "description": "Baseline: logistic regression on team form"},
-        {**base_cls, "name": "home_win_rf", "model_type": "random_forest",
-         "hyperparameters": {"n_estimators": 150, "max_depth": 10, "min_samples_leaf": 3},
-         "description": "Random forest on team form and ratings"},
-        {**base_cls, "name": "home_win_hgb", "model_type": "hist_gradient_boosting",
-         "hyperparameters": {"max_iter": 150, "learning_rate": 0.05}, "scaler": "none",
-         "description": "Histogram gradient boosting"},
-        {**base_cls, "name": "home_win_nb", "model_type": "naive_bayes", "calibration": "sigmoid",
-         "description": "Gaussian naive Bayes, sigmoid-calibrated"},
-        {**base_reg, "name": "point_diff_ridge", "model_type": "ridge", "hyperparameters": {"alpha": 1.0},
-         "description": "Point differential, ridge regression"},
-        {**base_reg, "name": "point_diff_rf", "model_type": "random_forest",
-         "hyperparameters": {"n_estimators": 100, "max_depth": 8}, "scaler": "none",
-         "description": "Point differential, random forest"},
-        {**base_reg, "name": "point_diff_hgb", "model_type": "hist_gradient_boosting",
-         "hyperparameters": {"max_iter": 100}, "scaler": "none",
-         "description": "Point differential, histogram gradient boosting"},
+        {
+            **base_cls,
+            "name": "home_win_logreg",
+            "model_type": "logistic_regression",
+            "hyperparameters": {"C": 1.0},
+            "description": "Baseline: logistic regression on team form",
+        },
+        {
+            **base_cls,
+            "name": "home_win_rf",
+            "model_type": "random_forest",
+            "hyperparameters": {"n_estimators": 150, "max_depth": 10, "min_samples_leaf": 3},
+            "description": "Random forest on team form and ratings",
+        },
+        {
+            **base_cls,
+            "name": "home_win_hgb",
+            "model_type": "hist_gradient_boosting",
+            "hyperparameters": {"max_iter": 150, "learning_rate": 0.05},
+            "scaler": "none",
+            "description": "Histogram gradient boosting",
+        },
+        {
+            **base_cls,
+            "name": "home_win_nb",
+            "model_type": "naive_bayes",
+            "calibration": "sigmoid",
+            "description": "Gaussian naive Bayes, sigmoid-calibrated",
+        },
+        {
+            **base_reg,
+            "name": "point_diff_ridge",
+            "model_type": "ridge",
+            "hyperparameters": {"alpha": 1.0},
+            "description": "Point differential, ridge regression",
+        },
+        {
+            **base_reg,
+            "name": "point_diff_rf",
+            "model_type": "random_forest",
+            "hyperparameters": {"n_estimators": 100, "max_depth": 8},
+            "scaler": "none",
+            "description": "Point differential, random forest",
+        },
+        {
+            **base_reg,
+            "name": "point_diff_hgb",
+            "model_type": "hist_gradient_boosting",
+            "hyperparameters": {"max_iter": 100},
+            "scaler": "none",
+            "description": "Point differential, histogram gradient boosting",
+        },
     ]
 
 

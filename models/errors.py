@@ -3,6 +3,7 @@
 Callers (web, CLI, agents) map them to status codes / exit codes; nothing in
 ``models`` swallows them silently.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,9 @@ class ValidationError(ServiceError):
     code = "validation_error"
     http_status = 422
 
-    def __init__(self, message: str, *, field: str | None = None,
-                 errors: list[dict[str, str]] | None = None) -> None:
+    def __init__(
+        self, message: str, *, field: str | None = None, errors: list[dict[str, str]] | None = None
+    ) -> None:
         self.errors = errors or ([{"field": field or "", "message": message}])
         if field is None and len(self.errors) == 1:
             field = self.errors[0].get("field") or None

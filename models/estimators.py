@@ -3,6 +3,7 @@
 Hyperparameters are checked against the estimator's own parameter constraints
 before any data is read, so a typo fails in milliseconds, not after a fit.
 """
+
 from __future__ import annotations
 
 import re
@@ -99,36 +100,69 @@ def bound_errors(params: dict[str, Any], limits: dict[str, int]) -> list[tuple[s
         if limit is None or not _is_number(value):
             continue
         if key == "max_iter" and value == -1:
-            errors.append((key, f"max_iter = -1 (no limit) is not allowed; use at most {limit} "
-                                "(HYPERPARAMETER_LIMITS max_iter)"))
+            errors.append(
+                (
+                    key,
+                    f"max_iter = -1 (no limit) is not allowed; use at most {limit} "
+                    "(HYPERPARAMETER_LIMITS max_iter)",
+                )
+            )
         elif value > limit:
-            errors.append((key, f"{key} = {value} is above the limit of {limit} "
-                                f"(HYPERPARAMETER_LIMITS {key}); use at most {limit}"))
+            errors.append(
+                (
+                    key,
+                    f"{key} = {value} is above the limit of {limit} "
+                    f"(HYPERPARAMETER_LIMITS {key}); use at most {limit}",
+                )
+            )
     layers = params.get("hidden_layer_sizes")
     if isinstance(layers, (list, tuple)):
         most, widest = limits.get("hidden_layers"), limits.get("hidden_layer_size")
         if most is not None and len(layers) > most:
-            errors.append(("hidden_layer_sizes", f"hidden_layer_sizes has {len(layers)} layers, above the limit of "
-                                                 f"{most} (HYPERPARAMETER_LIMITS hidden_layers)"))
+            errors.append(
+                (
+                    "hidden_layer_sizes",
+                    f"hidden_layer_sizes has {len(layers)} layers, above the limit of "
+                    f"{most} (HYPERPARAMETER_LIMITS hidden_layers)",
+                )
+            )
         too_wide = [v for v in layers if _is_number(v) and widest is not None and v > widest]
         if too_wide:
-            errors.append(("hidden_layer_sizes", f"hidden_layer_sizes has a layer of {too_wide[0]} units, above "
-                                                 f"the limit of {widest} (HYPERPARAMETER_LIMITS hidden_layer_size)"))
-    elif _is_number(layers) and limits.get("hidden_layer_size") is not None and layers > limits["hidden_layer_size"]:
-        errors.append(("hidden_layer_sizes", f"hidden_layer_sizes = {layers} is above the limit of "
-                                             f"{limits['hidden_layer_size']} (HYPERPARAMETER_LIMITS hidden_layer_size)"))
+            errors.append(
+                (
+                    "hidden_layer_sizes",
+                    f"hidden_layer_sizes has a layer of {too_wide[0]} units, above "
+                    f"the limit of {widest} (HYPERPARAMETER_LIMITS hidden_layer_size)",
+                )
+            )
+    elif (
+        _is_number(layers) and limits.get("hidden_layer_size") is not None and layers > limits["hidden_layer_size"]
+    ):
+        errors.append(
+            (
+                "hidden_layer_sizes",
+                f"hidden_layer_sizes = {layers} is above the limit of "
+                f"{limits['hidden_layer_size']} (HYPERPARAMETER_LIMITS hidden_layer_size)",
+            )
+        )
     return errors
 
 
-def service_and_bound_errors(params: dict[str, Any], limits: dict[str, int] | None = None) -> list[tuple[str, str]]:
+def service_and_bound_errors(
+    params: dict[str, Any], limits: dict[str, int] | None = None
+) -> list[tuple[str, str]]:
     """Hyperparameters the service sets, then size-like ones above their limit (any estimator)."""
-    errors = [(k, f"{k} is set by the service, not by a config ({_SERVICE_SET_WHY[k]}); remove it")
-              for k in params if k in SERVICE_SET]
+    errors = [
+        (k, f"{k} is set by the service, not by a config ({_SERVICE_SET_WHY[k]}); remove it")
+        for k in params
+        if k in SERVICE_SET
+    ]
     return errors or bound_errors(params, limits if limits is not None else get_settings().hyperparameter_limit)
 
 
-def hyperparameter_errors(task: str, model_type: str, params: dict[str, Any],
-                          limits: dict[str, int] | None = None) -> list[tuple[str, str]]:
+def hyperparameter_errors(
+    task: str, model_type: str, params: dict[str, Any], limits: dict[str, int] | None = None
+) -> list[tuple[str, str]]:
     """Problems with ``params`` for this estimator as ``(parameter, message)`` pairs; empty when fine.
 
     Unknown names, hyperparameters the service sets (``n_jobs``, ``verbose``), size-like ones above
@@ -138,9 +172,15 @@ def hyperparameter_errors(task: str, model_type: str, params: dict[str, Any],
         return []  # reported by the model_type check
     cls, _defaults = REGISTRY[task][model_type]
     known = cls().get_params()
-    errors = [(key, f"unknown hyperparameter {key!r} for {model_type} ({cls.__name__}); valid: "
-                    f"{', '.join(sorted(k for k in known if k not in SERVICE_SET))}")
-              for key in params if key not in known and key not in SERVICE_SET]
+    errors = [
+        (
+            key,
+            f"unknown hyperparameter {key!r} for {model_type} ({cls.__name__}); valid: "
+            f"{', '.join(sorted(k for k in known if k not in SERVICE_SET))}",
+        )
+        for key in params
+        if key not in known and key not in SERVICE_SET
+    ]
     errors = errors or service_and_bound_errors(params, limits)
     if errors:
         return errors
@@ -153,8 +193,7 @@ def hyperparameter_errors(task: str, model_type: str, params: dict[str, Any],
     return errors
 
 
-def build_estimator(task: str, model_type: str, params: dict[str, Any],
-                    random_state: int | None) -> BaseEstimator:
+def build_estimator(task: str, model_type: str, params: dict[str, Any], random_state: int | None) -> BaseEstimator:
     """A fresh unfitted estimator: registry defaults, then ``random_state``, then the user's params."""
     try:
         cls, defaults = REGISTRY[task][model_type]
@@ -172,4 +211,3 @@ def build_estimator(task: str, model_type: str, params: dict[str, Any],
 
 def is_classifier_type(task: str) -> bool:
     return task == "classification"
-

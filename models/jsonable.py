@@ -1,4 +1,5 @@
 """JSON-safe copies of MongoDB documents for the API, the CLI's --json and reports."""
+
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
 """Facts about local processes: is a pid alive, and who "this process" is as the owner of a job or a training.
 
 Used by the embedded server manager, the job store and training recovery."""
+
 from __future__ import annotations
 
 import os

@@ -4,6 +4,7 @@ Nothing else in the project reads ``os.environ``: call :func:`get_settings`.
 Paths are resolved against the project root so commands behave the same from
 any working directory.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,22 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
 
 
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
-          "t": 1000**4, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
 
 
 def parse_bytes(raw: str | int, name: str = "size") -> int:
@@ -43,8 +58,10 @@ def parse_bytes(raw: str | int, name: str = "size") -> int:
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(raw))
         unit = m.group(2).lower() if m else ""
         if m is None or unit not in _UNITS:
-            raise ValueError(f"{name} must be a number of bytes, optionally with a unit (B, KB, MB, GB, TB, "
-                             f"KiB, MiB, GiB, TiB), got {raw!r}")
+            raise ValueError(
+                f"{name} must be a number of bytes, optionally with a unit (B, KB, MB, GB, TB, "
+                f"KiB, MiB, GiB, TiB), got {raw!r}"
+            )
         value = float(m.group(1)) * _UNITS[unit]
     if value < 0:
         raise ValueError(f"{name} must not be negative, got {raw!r}")
@@ -74,8 +91,10 @@ def _data_roots(env: Mapping[str, str], data_dir: Path) -> tuple[tuple[str, Path
         if not sep:
             name, raw = Path(entry).name.lower(), entry
         if not ROOT_NAME.fullmatch(name) or not raw.strip():
-            raise ValueError(f"environment variable DATA_ROOTS: entry {entry!r} must be name=path with a name of "
-                             "lower-case letters, digits, '_' or '-' (starting with a letter)")
+            raise ValueError(
+                f"environment variable DATA_ROOTS: entry {entry!r} must be name=path with a name of "
+                "lower-case letters, digits, '_' or '-' (starting with a letter)"
+            )
         roots[name] = _path(raw.strip())
     return tuple(roots.items())
 
@@ -88,8 +107,9 @@ def _trusted_keys(raw: str) -> tuple[str, ...]:
         try:
             raw = path.read_text()
         except OSError as exc:
-            raise ValueError(f"environment variable TRUSTED_KEYS names file {path}, which cannot be read: "
-                             f"{exc.strerror}") from None
+            raise ValueError(
+                f"environment variable TRUSTED_KEYS names file {path}, which cannot be read: {exc.strerror}"
+            ) from None
         raw = "\n".join(line for line in raw.splitlines() if not line.lstrip().startswith("#"))
     return tuple(k for k in raw.replace(",", " ").split() if k)
 
@@ -122,15 +142,15 @@ def _non_negative(env: Mapping[str, str], name: str, default: int) -> int:
 # Upper bounds of size-like hyperparameters (a config above one is refused when saved and when it
 # trains). HYPERPARAMETER_LIMITS="n_estimators=5000,max_iter=20000" changes some of them.
 DEFAULT_HYPERPARAMETER_LIMITS: dict[str, int] = {
-    "n_estimators": 2000,         # forests, gradient boosting
-    "max_iter": 100_000,          # linear models, MLP, hist gradient boosting
-    "max_depth": 100,             # trees
-    "max_leaf_nodes": 100_000,    # trees, hist gradient boosting
-    "n_neighbors": 1000,          # k nearest neighbours
-    "hidden_layer_size": 4096,    # each entry of hidden_layer_sizes
-    "hidden_layers": 20,          # how many entries hidden_layer_sizes has
-    "max_bins": 255,              # hist gradient boosting (its own maximum)
-    "cache_size": 2000,           # SVM kernel cache, MB
+    "n_estimators": 2000,  # forests, gradient boosting
+    "max_iter": 100_000,  # linear models, MLP, hist gradient boosting
+    "max_depth": 100,  # trees
+    "max_leaf_nodes": 100_000,  # trees, hist gradient boosting
+    "n_neighbors": 1000,  # k nearest neighbours
+    "hidden_layer_size": 4096,  # each entry of hidden_layer_sizes
+    "hidden_layers": 20,  # how many entries hidden_layer_sizes has
+    "max_bins": 255,  # hist gradient boosting (its own maximum)
+    "cache_size": 2000,  # SVM kernel cache, MB
 }
 
 
@@ -143,13 +163,16 @@ def _limits(env: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or key not in DEFAULT_HYPERPARAMETER_LIMITS:
-            raise ValueError(f"environment variable {name}: {part!r} must be name=number with a name among "
-                             f"{', '.join(DEFAULT_HYPERPARAMETER_LIMITS)}")
+            raise ValueError(
+                f"environment variable {name}: {part!r} must be name=number with a name among "
+                f"{', '.join(DEFAULT_HYPERPARAMETER_LIMITS)}"
+            )
         try:
             number = int(value)
         except ValueError:
-            raise ValueError(f"environment variable {name}: the limit of {key} must be an integer, "
-                             f"got {value.strip()!r}") from None
+            raise ValueError(
+                f"environment variable {name}: the limit of {key} must be an integer, got {value.strip()!r}"
+            ) from None
         if number < 1:
             raise ValueError(f"environment variable {name}: the limit of {key} must be at least 1, got {number}")
         limits[key] = number
@@ -193,7 +216,7 @@ class Settings:
     max_content_length: int = 16 * 1024 * 1024
     log_level: str = "INFO"
     train_timeout_seconds: int = 3600  # a training or ensemble job is stopped after this long (0 = no limit)
-    train_memory_limit_mb: int = 0     # address-space cap of a job's worker process (0 = none)
+    train_memory_limit_mb: int = 0  # address-space cap of a job's worker process (0 = none)
     hyperparameter_limits: tuple[tuple[str, int], ...] = tuple(sorted(DEFAULT_HYPERPARAMETER_LIMITS.items()))
     session_cookie_secure: bool = False  # mark the session cookie Secure (serve behind TLS)
 
@@ -289,8 +312,9 @@ class Settings:
             session_cookie_secure=_bool(env, "SESSION_COOKIE_SECURE", d.session_cookie_secure),
             progress_interval_seconds=max(_int(env, "PROGRESS_INTERVAL_SECONDS", d.progress_interval_seconds), 1),
             artifact_signing_key=env.get("ARTIFACT_SIGNING_KEY") or None,
-            artifact_signing_key_file=(_path(env["ARTIFACT_SIGNING_KEY_FILE"])
-                                       if env.get("ARTIFACT_SIGNING_KEY_FILE") else None),
+            artifact_signing_key_file=(
+                _path(env["ARTIFACT_SIGNING_KEY_FILE"]) if env.get("ARTIFACT_SIGNING_KEY_FILE") else None
+            ),
             require_signed=_bool(env, "REQUIRE_SIGNED", d.require_signed),
             trusted_keys=_trusted_keys(env.get("TRUSTED_KEYS", "")),
             max_training_csv_bytes=_int(env, "MAX_TRAINING_CSV_BYTES", d.max_training_csv_bytes),
@@ -299,7 +323,6 @@ class Settings:
     def with_(self, **changes) -> "Settings":
         """A copy with some fields changed (used by tests and the CLI)."""
         return replace(self, **changes)
-
 
 
 def environment_with_project_path() -> dict[str, str]:

@@ -1,4 +1,5 @@
 """Time in one convention: timezone-aware UTC; ISO 8601 with a ``Z`` in documents meant for people."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone

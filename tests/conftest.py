@@ -4,6 +4,7 @@ When ``MONGO_URI`` is set, tests use that server; otherwise one embedded
 server is started for the session on a free port with a temporary storage
 path. Each test gets its own database name and artifact folder.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,11 @@ def data_roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[tuple[str, Pat
     """Training CSVs live under pytest's temporary folder (and the project's data/ and the tracked test
     fixtures): the DATA_ROOTS of every test, in-process and in the subprocesses it starts (they inherit
     the environment)."""
-    roots = (("pytest", tmp_path_factory.getbasetemp()), ("project", PROJECT_ROOT / "data"),
-             ("fixtures", PROJECT_ROOT / "tests" / "fixtures"))
+    roots = (
+        ("pytest", tmp_path_factory.getbasetemp()),
+        ("project", PROJECT_ROOT / "data"),
+        ("fixtures", PROJECT_ROOT / "tests" / "fixtures"),
+    )
     with session_env(DATA_ROOTS=os.pathsep.join(f"{name}={folder}" for name, folder in roots)):
         yield roots
 
@@ -78,7 +82,9 @@ def games_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def settings(mongo_uri: str, tmp_path: Path, data_roots: tuple[tuple[str, Path], ...], signing_key: str) -> Settings:
+def settings(
+    mongo_uri: str, tmp_path: Path, data_roots: tuple[tuple[str, Path], ...], signing_key: str
+) -> Settings:
     return Settings.from_env({}).with_(
         mongo_uri=mongo_uri,
         mongo_db=f"test_{uuid.uuid4().hex[:12]}",

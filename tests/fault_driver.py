@@ -20,6 +20,7 @@ concurrency tests use it as "another process".
 With ``--job`` the training runs as a background job (models.jobs, in-process runner), as the
 web app runs it, so the job document is left ``running`` by the kill.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,6 +55,7 @@ def install(point: str) -> None:
             if calls["n"] == 1:
                 marker(point)
             return out
+
         training.fold_score = fold_score
     elif point == "write":
         real_write = artifacts.atomic_write
@@ -66,7 +68,9 @@ def install(point: str) -> None:
                 fh.write(b"\x80\x04partial-scaler-bytes" * 64)
                 fh.flush()
                 marker(point)
+
             return real_write(path, half, *a, **k)
+
         artifacts.atomic_write = atomic_write
     elif point in ("before_run", "after_run"):
         real_insert = RunStore.insert_versioned
@@ -77,6 +81,7 @@ def install(point: str) -> None:
             out = real_insert(self, run, version, **k)
             marker(point)
             return out
+
         RunStore.insert_versioned = insert_versioned
     elif point != "none":
         raise SystemExit(f"unknown point {point!r}")
@@ -103,6 +108,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "ensemble":
         from agents.tools.stacking_tool import StackingTool
         from models.jsonable import to_json
+
         wait_for_go()
         with StackingTool(database=database, lock_timeout=90) as tool:
             record = tool.create_ensemble(argv[1], argv[2:])
@@ -110,6 +116,7 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[0] == "train":  # train NAME: plain training, after GO_FILE
         from models.training.train import train_config
+
         wait_for_go()
         run = train_config(database, argv[1])
         sys.stdout.write(f"DONE {run['run_id']} {run['version']}\n")
@@ -117,14 +124,17 @@ def main(argv: list[str]) -> int:
     point, name = argv[0], argv[1]
     install(point)
     from models.training.train import train_config
+
     if "--job" in argv:
         from models import jobs
         from models.store.configs import ConfigStore
+
         config = ConfigStore(database).get(name)
 
         def work(progress):
             run = train_config(database, config["_id"], progress=progress, requested_by="fault-driver")
             return {"run_id": run["run_id"]}
+
         job, _ = jobs.submit(database, None, "train", f"train:{name}", work, params={"config": name})
         sys.stdout.write(f"JOB {job['_id']}\n")
         sys.stdout.flush()

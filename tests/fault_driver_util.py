@@ -1,4 +1,5 @@
 """Starting ``tests/fault_driver.py`` as a real subprocess and reading its markers (bounded waits)."""
+
 from __future__ import annotations
 
 import os
@@ -17,10 +18,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def driver_env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("MONGO_URI", "MONGO_DB", "ARTIFACT_DIR", "VAR_DIR")}
-    env.update(MONGO_URI=settings.effective_mongo_uri, MONGO_DB=settings.mongo_db,
-               ARTIFACT_DIR=str(settings.artifact_dir), VAR_DIR=str(settings.var_dir),
-               MONGO_TIMEOUT_MS=str(settings.server_selection_timeout_ms), PYTHONUNBUFFERED="1",
-               OMP_NUM_THREADS="1", **extra)
+    env.update(
+        MONGO_URI=settings.effective_mongo_uri,
+        MONGO_DB=settings.mongo_db,
+        ARTIFACT_DIR=str(settings.artifact_dir),
+        VAR_DIR=str(settings.var_dir),
+        MONGO_TIMEOUT_MS=str(settings.server_selection_timeout_ms),
+        PYTHONUNBUFFERED="1",
+        OMP_NUM_THREADS="1",
+        **extra,
+    )
     return env
 
 
@@ -28,9 +35,14 @@ class Driver:
     """One driver process; ``expect(word)`` waits (bounded) for a stdout line starting with ``word``."""
 
     def __init__(self, settings: Settings, *args: str, **env: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.fault_driver", *args], cwd=ROOT,
-                                     env=driver_env(settings, **env), stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.fault_driver", *args],
+            cwd=ROOT,
+            env=driver_env(settings, **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: "queue.Queue[str]" = queue.Queue()
         self.seen: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -48,15 +60,19 @@ class Driver:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
-                raise AssertionError(f"driver did not print {word!r} within {timeout:.0f}s; saw {self.seen}; "
-                                     f"stderr: {self.stderr_tail()}")
+                raise AssertionError(
+                    f"driver did not print {word!r} within {timeout:.0f}s; saw {self.seen}; "
+                    f"stderr: {self.stderr_tail()}"
+                )
             try:
                 line = self.lines.get(timeout=remaining)
             except queue.Empty:
                 continue
             if line == "" and self.proc.poll() is not None:
-                raise AssertionError(f"driver exited ({self.proc.returncode}) before {word!r}; saw {self.seen}; "
-                                     f"stderr: {self.stderr_tail()}")
+                raise AssertionError(
+                    f"driver exited ({self.proc.returncode}) before {word!r}; saw {self.seen}; "
+                    f"stderr: {self.stderr_tail()}"
+                )
             self.seen.append(line)
             if line.startswith(word):
                 return line

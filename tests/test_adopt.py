@@ -1,5 +1,6 @@
 """Legacy adoption: reference-system documents (paths, no checksums) become verified runs with OOF predictions,
 only after the admin's explicit trust; until then the stacking tool says "legacy artifacts, not adopted"."""
+
 from __future__ import annotations
 
 import hashlib
@@ -48,7 +49,8 @@ def legacy_doc(settings, games_csv, model=None, name="legacy_rf"):
     scaler = StandardScaler().fit(frame[FEATS].to_numpy(float))
     if model is None:
         model = RandomForestClassifier(n_estimators=12, max_depth=4, random_state=3).fit(
-            scaler.transform(frame[FEATS].to_numpy(float)), frame["home_win"])
+            scaler.transform(frame[FEATS].to_numpy(float)), frame["home_win"]
+        )
     paths = {}
     for kind, obj in (("model", model), ("scaler", scaler)):
         path = folder / f"{RUN_ID}_{kind}.pkl"
@@ -59,8 +61,13 @@ def legacy_doc(settings, games_csv, model=None, name="legacy_rf"):
         paths[kind] = path
     (folder / f"{RUN_ID}_features.json").write_text(json.dumps(FEATS))
     doc = cls_config(name, games_csv, "random_forest", hyperparameters={"n_estimators": 12, "max_depth": 4})
-    doc.update(run_id=RUN_ID, model_artifact_path=f"{RUN_ID}_model.pkl", scaler_artifact_path=f"{RUN_ID}_scaler.pkl",
-               features_path=f"{RUN_ID}_features.json", artifacts_saved_at="2024-01-01T12:00:00")
+    doc.update(
+        run_id=RUN_ID,
+        model_artifact_path=f"{RUN_ID}_model.pkl",
+        scaler_artifact_path=f"{RUN_ID}_scaler.pkl",
+        features_path=f"{RUN_ID}_features.json",
+        artifacts_saved_at="2024-01-01T12:00:00",
+    )
     return doc, paths, model, scaler
 
 
@@ -68,22 +75,30 @@ def run_cli(settings, *args):
     return CliRunner().invoke(cli, list(args), obj=AppContext(settings), catch_exceptions=False)
 
 
-def test_not_adopted_says_so_then_refused_without_trust_and_nothing_unpickled(settings, database, games_csv,
-                                                                              tmp_path):
+def test_not_adopted_says_so_then_refused_without_trust_and_nothing_unpickled(
+    settings, database, games_csv, tmp_path
+):
     marker = tmp_path / "unpickled"
     doc, _, _, _ = legacy_doc(settings, games_csv, model=Tripwire(str(marker)))
     database.configs.insert_one(doc)
     with pytest.raises(ArtifactError) as info:
-        fast_load(settings, database.configs.find_one({"name": "legacy_rf"}), need_oof=True, load_model_object=False)
+        fast_load(
+            settings, database.configs.find_one({"name": "legacy_rf"}), need_oof=True, load_model_object=False
+        )
     assert info.value.reason == LEGACY_REASON and "artifacts adopt legacy_rf --trust" in info.value.message
     result = run_cli(settings, "artifacts", "adopt", "legacy_rf")
     assert result.exit_code == 2, result.output
-    assert "--trust" in result.stderr and "runs code" in result.stderr and "Nothing was read or changed" in result.stderr
+    assert (
+        "--trust" in result.stderr
+        and "runs code" in result.stderr
+        and "Nothing was read or changed" in result.stderr
+    )
     assert not marker.exists()  # nothing was unpickled
     after = database.configs.find_one({"name": "legacy_rf"})
     assert "checksums" not in after and "artifacts" not in after and database.runs.count_documents({}) == 0
     assert sorted(p.name for p in settings.artifact_dir.iterdir()) == sorted(
-        [f"{RUN_ID}_model.pkl", f"{RUN_ID}_scaler.pkl", f"{RUN_ID}_features.json"])
+        [f"{RUN_ID}_model.pkl", f"{RUN_ID}_scaler.pkl", f"{RUN_ID}_features.json"]
+    )
     # with --trust the file is loaded (the tripwire fires) and refused as not an estimator; nothing is written
     with pytest.raises(ArtifactError, match="not a scikit-learn estimator"):
         adopt_legacy(database, "legacy_rf", trust=True)
@@ -149,6 +164,7 @@ def test_adopt_from_the_api_the_tool_and_the_page(settings, database, games_csv)
     from tests.web_support import PASSWORD, TOKEN
     from web import create_app
     from web.testing import csrf_token, login
+
     doc, paths, _, _ = legacy_doc(settings, games_csv)
     database.configs.insert_one(doc)
     app = create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
@@ -177,26 +193,29 @@ def test_adopt_from_the_api_the_tool_and_the_page(settings, database, games_csv)
 def test_adopt_through_the_api(settings, database, games_csv):
     from tests.web_support import TOKEN
     from web import create_app
+
     doc, _, _, _ = legacy_doc(settings, games_csv)
     database.configs.insert_one(doc)
     client = create_app(settings.with_(api_token=TOKEN), database).test_client()
-    response = client.post("/api/configs/legacy_rf/adopt", json={"trust": True},
-                           headers={"Authorization": f"Bearer {TOKEN}"})
+    response = client.post(
+        "/api/configs/legacy_rf/adopt", json={"trust": True}, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     assert response.status_code == 201, response.get_data(as_text=True)
     body = response.get_json()
     assert body["run_id"] == RUN_ID and body["adopted"] is True and body["cv"]["n_splits"] == 3
     assert database.configs.find_one({"name": "legacy_rf"})["checksums"]["oof"]
 
 
-
 def test_adopted_files_are_signed_by_this_installation(settings, database, games_csv):
     from models.artifacts.routing import get_store
     from models.store.runs import RunStore
+
     doc, _, _, _ = legacy_doc(settings, games_csv)
     database.configs.insert_one(doc)
     adopt_legacy(database, "legacy_rf", trust=True, requested_by="admin")
     run = RunStore(database).find(RUN_ID)
     signer = get_store(settings).signer
     assert run["adopted"]["signature"]["signed"] is True
-    assert {kind: signer.artifact_state(ref) for kind, ref in run["artifacts"].items()} == \
-        {kind: "signed" for kind in run["artifacts"]}
+    assert {kind: signer.artifact_state(ref) for kind, ref in run["artifacts"].items()} == {
+        kind: "signed" for kind in run["artifacts"]
+    }

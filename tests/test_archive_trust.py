@@ -1,6 +1,7 @@
 """Import trusts only what it should: an archive signed by this installation or a TRUSTED_KEYS key, or one
 the user vouches for with ``--trust``. A crafted archive (pickle swapped, manifest and run.json checksums
 rewritten) is refused before anything is written, and its payload never runs."""
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,14 @@ from tests.test_faults_artifacts import Plant
 
 
 def cli(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=driver_env(settings, **env),
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        env=driver_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def write_archive(path, members: dict[str, bytes]) -> None:
@@ -115,8 +122,13 @@ def test_foreign_archive_needs_trusted_keys_or_explicit_trust(database, settings
     """Another installation (its own key) exports; here it is refused, accepted once its public key is in
     TRUSTED_KEYS, or imported with --trust, which records who vouched and re-signs the files locally."""
     foreign_key = new_private_key_text()
-    foreign = Database(database.client, settings.with_(artifact_signing_key=foreign_key,  # it reads our files
-                                                       trusted_keys=(get_signer(settings).public_key,)))
+    foreign = Database(
+        database.client,
+        settings.with_(
+            artifact_signing_key=foreign_key,  # it reads our files
+            trusted_keys=(get_signer(settings).public_key,),
+        ),
+    )
     run = database.runs.find_one({"name": "a"})
     archive = tmp_path / "foreign.tar.gz"
     export_run(foreign, run["run_id"], archive)  # its key signs the manifest
@@ -151,6 +163,7 @@ def test_api_import_needs_an_explicit_trust_field(database, settings, exported, 
 
     from tests.web_support import AUTH, PASSWORD, TOKEN
     from web import create_app
+
     client = create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database).test_client()
     own = base64.b64encode(exported.read_bytes()).decode()
     members = read_archive(exported)

@@ -47,13 +47,16 @@ def _damage(path, how):
         path.write_bytes(pickle.dumps(Boom()))
 
 
-@pytest.mark.parametrize("how,reason,words", [
-    ("flip", "checksum_mismatch", "fails verification"),
-    ("truncate", "checksum_mismatch", "fails verification"),
-    ("empty", "empty_file", "is empty"),
-    ("delete", "file_missing", "is missing"),
-    ("malicious", "checksum_mismatch", "fails verification"),
-])
+@pytest.mark.parametrize(
+    "how,reason,words",
+    [
+        ("flip", "checksum_mismatch", "fails verification"),
+        ("truncate", "checksum_mismatch", "fails verification"),
+        ("empty", "empty_file", "is empty"),
+        ("delete", "file_missing", "is missing"),
+        ("malicious", "checksum_mismatch", "fails verification"),
+    ],
+)
 def test_damaged_model_file_is_refused_and_never_unpickled(settings, trained, no_unpickle, how, reason, words):
     path = settings.artifact_dir / trained["model_artifact_path"]
     _damage(path, how)
@@ -73,11 +76,14 @@ def test_damaged_file_never_reaches_joblib(settings, trained, no_unpickle):
     assert no_unpickle == []  # the features file is JSON; the scaler failed before any unpickling
 
 
-@pytest.mark.parametrize("bad_path,words", [
-    ("/etc/passwd", "is absolute"),
-    ("../outside_model.pkl", "contains '..'"),
-    ("sub/.hidden", "does not name an artifact file"),
-])
+@pytest.mark.parametrize(
+    "bad_path,words",
+    [
+        ("/etc/passwd", "is absolute"),
+        ("../outside_model.pkl", "contains '..'"),
+        ("sub/.hidden", "does not name an artifact file"),
+    ],
+)
 def test_paths_outside_the_artifact_folder_are_refused(settings, trained, no_unpickle, bad_path, words):
     doc = {**trained, "model_artifact_path": bad_path}
     with pytest.raises(ArtifactError) as info:
@@ -129,6 +135,7 @@ def test_atomic_write_leaves_no_temp_file_on_error(tmp_path):
     def bad(fh):
         fh.write(b"half")
         raise RuntimeError("disk gone")
+
     with pytest.raises(RuntimeError):
         store.write("x_model.pkl", bad)
     assert list(tmp_path.iterdir()) == []
@@ -151,8 +158,9 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
 def test_large_files_are_verified_block_by_block(database, settings, games_csv):
     """With per-chunk checksums a tampered late block is caught; no unverified byte is ever served."""
     store = LocalArtifactStore(settings.artifact_dir, chunk_size=4096)
-    ConfigStore(database).create(cls_config("big", games_csv, model_type="random_forest",
-                                            hyperparameters={"n_estimators": 5}))
+    ConfigStore(database).create(
+        cls_config("big", games_csv, model_type="random_forest", hyperparameters={"n_estimators": 5})
+    )
     train_config(database, "big", store=store)
     doc = ConfigStore(database).get("big")
     ref = doc["artifacts"]["model"]
@@ -173,17 +181,18 @@ def test_verified_reader_never_serves_unverified_bytes():
 
     from models.artifacts.base import ArtifactInfo
     from models.artifacts.verified import VerifiedReader
+
     payload = bytes(range(256)) * 64  # 16 KiB, 4 blocks of 4 KiB
-    chunks = [hashlib.sha256(payload[i:i + 4096]).hexdigest() for i in range(0, len(payload), 4096)]
+    chunks = [hashlib.sha256(payload[i : i + 4096]).hexdigest() for i in range(0, len(payload), 4096)]
     info = ArtifactInfo("x_model.pkl", hashlib.sha256(payload).hexdigest(), len(payload), 4096, tuple(chunks))
     assert VerifiedReader(payload, info).read() == payload
     tampered = payload[:9000] + b"!" + payload[9001:]
     reader = VerifiedReader(tampered, info)
-    assert reader.read(8192) == tampered[:8192]      # blocks 0-1 are genuine
+    assert reader.read(8192) == tampered[:8192]  # blocks 0-1 are genuine
     with pytest.raises(ArtifactError, match="block 2"):
-        reader.read(100)                            # block 2 holds the change: nothing from it comes out
+        reader.read(100)  # block 2 holds the change: nothing from it comes out
     with pytest.raises(ArtifactError, match="block 0"):
-        VerifiedReader(b"?" + payload[1:], info)     # a bad first block fails before any reading
+        VerifiedReader(b"?" + payload[1:], info)  # a bad first block fails before any reading
     with pytest.raises(ArtifactError, match="size is"):
         VerifiedReader(payload[:-1], info)
 
@@ -193,6 +202,7 @@ def test_model_files_are_plain_pickles_that_pickle_and_joblib_open(settings, tra
     import pandas as pd
 
     from tests.helpers import FEATS
+
     path = settings.artifact_dir / trained["model_artifact_path"]
     assert path.read_bytes()[:2] == b"\x80\x05"  # pickle protocol 5
     with open(path, "rb") as fh:
@@ -215,6 +225,7 @@ def test_files_written_by_joblib_still_load(tmp_path, settings):
     from sklearn.ensemble import RandomForestClassifier
 
     from models.artifacts.verified import fetch_pickle
+
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(400, 5)), rng.integers(0, 2, 400)
     model = RandomForestClassifier(n_estimators=30, random_state=0).fit(X, y)
@@ -230,6 +241,7 @@ def test_a_damaged_block_deep_inside_a_large_array_is_never_handed_over(tmp_path
     import numpy as np
 
     from models.artifacts.verified import fetch_pickle
+
     calls = spy_unpickling(monkeypatch)
     store = _chunked_store(tmp_path)
     big = np.arange(400_000, dtype=np.float64)  # 3.2 MB: one protocol-5 buffer over ~49 blocks
@@ -252,8 +264,9 @@ def test_verified_reader_memory_is_bounded_and_every_byte_is_served_once(tmp_pat
 
     from models.artifacts.base import ArtifactInfo
     from models.artifacts.verified import VerifiedReader
+
     payload = os.urandom(64 * 4096 + 123)
-    chunks = [hashlib.sha256(payload[i:i + 4096]).hexdigest() for i in range(0, len(payload), 4096)]
+    chunks = [hashlib.sha256(payload[i : i + 4096]).hexdigest() for i in range(0, len(payload), 4096)]
     info = ArtifactInfo("x_model.pkl", hashlib.sha256(payload).hexdigest(), len(payload), 4096, tuple(chunks))
     allocated = []
 
@@ -263,19 +276,20 @@ def test_verified_reader_memory_is_bounded_and_every_byte_is_served_once(tmp_pat
             if all(buf is not b for b in allocated):
                 allocated.append(buf)
             return buf
+
     reader = Counting(payload, info)
     out, pieces = bytearray(len(payload)), []
     view = memoryview(out)
-    got = reader.readinto(view[:10_000])                 # across blocks
+    got = reader.readinto(view[:10_000])  # across blocks
     first = bytes(out[:got])
-    pieces.append(reader.read(5))                        # within a block
-    pieces.append(reader.readline())                     # up to a newline byte (or the end)
+    pieces.append(reader.read(5))  # within a block
+    pieces.append(reader.readline())  # up to a newline byte (or the end)
     rest = len(payload) - got - 5 - len(pieces[1])
     assert reader.readinto(view[:rest]) == rest
     assert first == payload[:got] and got == 10_000
-    assert pieces[0] == payload[got:got + 5]
-    assert payload[got + 5:].startswith(pieces[1]) and (pieces[1].endswith(b"\n") or len(pieces[1]) == rest)
-    assert bytes(out[:rest]) == payload[len(payload) - rest:]
+    assert pieces[0] == payload[got : got + 5]
+    assert payload[got + 5 :].startswith(pieces[1]) and (pieces[1].endswith(b"\n") or len(pieces[1]) == rest)
+    assert bytes(out[:rest]) == payload[len(payload) - rest :]
     assert reader.read() == b"" and reader.tell() == len(payload)
     assert len(allocated) <= VerifiedReader.LOOKAHEAD + 2  # 65 blocks read through a handful of buffers
     reader.close()

@@ -1,6 +1,7 @@
 """Bounded work: a job over its time limit, or cancelled, ends failed within seconds, frees its worker
 (the next queued job starts), writes nothing and leaves the config on its previous run. Real server,
 real child processes."""
+
 from __future__ import annotations
 
 import os
@@ -61,18 +62,19 @@ def _assert_nothing_kept(database, settings, previous, before, code):
     config = ConfigStore(database).get("slow")
     assert config["status"] == "failed"
     assert config["error"]["code"] == code
-    assert config["run_id"] == previous["run_id"]          # keeps its previous run
+    assert config["run_id"] == previous["run_id"]  # keeps its previous run
     assert database.runs.count_documents({"name": "slow"}) == 1
-    assert files(settings.artifact_dir) == before            # no new file, no temp file
+    assert files(settings.artifact_dir) == before  # no new file, no temp file
 
 
 def test_a_job_over_its_time_limit_fails_with_timeout_and_the_next_job_starts(
-        database, settings, slow_and_fast, one_worker):
+    database, settings, slow_and_fast, one_worker
+):
     database.settings = settings.with_(train_timeout_seconds=LIMIT_S)
     before = files(settings.artifact_dir)
     started = time.monotonic()
     slow, _ = submit_training(database, "slow", runner=one_worker)
-    fast, _ = submit_training(database, "fast", runner=one_worker)   # queued behind it (one worker)
+    fast, _ = submit_training(database, "fast", runner=one_worker)  # queued behind it (one worker)
     done = jobs.wait(database, slow["_id"], timeout=LIMIT_S + SLACK_S + 10)
     elapsed = time.monotonic() - started
     assert done["status"] == "failed"
@@ -80,7 +82,7 @@ def test_a_job_over_its_time_limit_fails_with_timeout_and_the_next_job_starts(
     assert "TRAIN_TIMEOUT_SECONDS" in done["error"]["message"]
     assert elapsed < LIMIT_S + SLACK_S, f"took {elapsed:.1f}s for a {LIMIT_S}s limit"
     nxt = jobs.wait(database, fast["_id"], timeout=60)
-    assert nxt["status"] == "succeeded"                      # the worker was freed
+    assert nxt["status"] == "succeeded"  # the worker was freed
     assert ConfigStore(database).get("fast")["status"] == "trained"
     fast_run = ConfigStore(database).get("fast")["run_id"]
     assert all(fast_run in f for f in set(files(settings.artifact_dir)) - set(before))  # nothing of "slow"
@@ -92,12 +94,17 @@ def test_a_job_over_its_time_limit_fails_with_timeout_and_the_next_job_starts(
 
 
 def test_cancel_stops_a_running_job_within_seconds_and_the_next_job_starts(
-        database, settings, slow_and_fast, one_worker):
+    database, settings, slow_and_fast, one_worker
+):
     before = files(settings.artifact_dir)
     slow, _ = submit_training(database, "slow", runner=one_worker, requested_by="tester")
     queued, _ = submit_training(database, "fast", runner=one_worker)
-    poll(lambda: jobs.get_job(database, slow["_id"])["status"] == "running"
-         and ConfigStore(database).get("slow")["status"] == "training")
+    poll(
+        lambda: (
+            jobs.get_job(database, slow["_id"])["status"] == "running"
+            and ConfigStore(database).get("slow")["status"] == "training"
+        )
+    )
     time.sleep(1.0)  # well inside the fit
     asked = time.monotonic()
     cancelled = jobs.cancel(database, slow["_id"], requested_by="tester")
@@ -152,8 +159,9 @@ def test_train_bounded_honours_the_time_limit(database, settings, slow_and_fast)
 
 def test_errors_of_the_child_come_back_with_their_code_and_field(database, settings, games_csv):
     # the CSV goes away after the config was saved (a missing one is refused at save)
-    create_then_change_csv(ConfigStore(database), cls_config("gone", games_csv,
-                                                             training_csv=str(games_csv.parent / "nope.csv")))
+    create_then_change_csv(
+        ConfigStore(database), cls_config("gone", games_csv, training_csv=str(games_csv.parent / "nope.csv"))
+    )
     with pytest.raises(Exception) as caught:
         train_bounded(database, "gone")
     assert caught.value.code == "data_error"
@@ -167,6 +175,7 @@ def test_memory_limit_ends_the_work_with_a_clear_error(database, settings):
         for _ in range(200):
             blocks.append(bytearray(64 * 1024 * 1024))
         return {"n": len(blocks)}
+
     with pytest.raises(jobs.ChildError) as caught:
         jobs.run_bounded(hog, memory_limit_mb=1024, timeout=60)
     assert caught.value.code == "memory_limit"
@@ -174,10 +183,17 @@ def test_memory_limit_ends_the_work_with_a_clear_error(database, settings):
 
 
 def _cli(settings, *args, env_extra=None, timeout=120):
-    env = {**os.environ, "MONGO_URI": settings.mongo_uri, "MONGO_DB": settings.mongo_db,
-           "ARTIFACT_DIR": str(settings.artifact_dir), "VAR_DIR": str(settings.var_dir), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    env = {
+        **os.environ,
+        "MONGO_URI": settings.mongo_uri,
+        "MONGO_DB": settings.mongo_db,
+        "ARTIFACT_DIR": str(settings.artifact_dir),
+        "VAR_DIR": str(settings.var_dir),
+        **(env_extra or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_cli_train_stops_at_train_timeout_seconds(database, settings, slow_and_fast):
@@ -214,11 +230,13 @@ def test_cli_jobs_list_show_cancel(database, settings, slow_and_fast):
     assert unknown.returncode == 2 and "no job with id 'nope'" in unknown.stderr
 
 
-def test_where_no_child_can_run_the_work_stops_at_its_next_progress_report(database, settings, monkeypatch,
-                                                                           one_worker):
+def test_where_no_child_can_run_the_work_stops_at_its_next_progress_report(
+    database, settings, monkeypatch, one_worker
+):
     """A Dask worker process is daemonic and may not start children: there cancel and the time limit
     stop the work at its next progress report (the job document is the signal)."""
     from models.jobs import worker
+
     monkeypatch.setattr(worker, "can_isolate", lambda: False)
     reports = []
 

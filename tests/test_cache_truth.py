@@ -1,6 +1,7 @@
 """What a machine serves follows the source of truth: ``verify`` checks GridFS itself and drops this machine's
 cached copies of what fails; ``migrate`` never replaces a corrupt GridFS copy from a cache; a config left
 ``training`` by a killed CLI run is repaired by the next CLI command; cache sizes take units."""
+
 from __future__ import annotations
 
 import hashlib
@@ -78,8 +79,9 @@ def test_a_config_left_training_by_a_killed_cli_run_is_repaired_by_the_next_cli_
     ConfigStore(database).create(cls_config("stuck", games_csv))
     dead = {"host": __import__("socket").gethostname(), "pid": 2**22 + 4321, "instance": "killed-cli"}
     database.configs.update_one({"name": "stuck"}, {"$set": {"status": "training", "training_owner": dead}})
-    result = CliRunner().invoke(cli, ["configs", "list", "--json"], obj=AppContext(database.settings),
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["configs", "list", "--json"], obj=AppContext(database.settings), catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     doc = ConfigStore(database).get("stuck")
     assert doc["status"] == "failed" and doc["error"]["code"] == "process_died"

@@ -1,6 +1,7 @@
 """Charts that do not mislead (axis start shown and above 0 when values are close, lower-is-better marked,
 long labels whole, a regression chart against the predict-the-mean baseline) and a job page with elapsed
 time, time left and second-resolution times."""
+
 from __future__ import annotations
 
 import math
@@ -23,7 +24,9 @@ def test_close_values_get_an_axis_that_shows_their_difference():
     svg = str(bar_chart([("stack", 0.686), ("a", 0.665)], max_value=1.0, zoom=True))
     start = float(re.search(r'data-axis-start="([^"]+)"', svg).group(1))
     assert 0.5 < start < 0.665 and f"axis starts at {start:g}, not 0" in svg
-    widths = [float(w) for w in re.findall(r'rx="2" fill="[^"]+"[^>]*>|width="([\d.]+)" height="18" rx="2"', svg) if w]
+    widths = [
+        float(w) for w in re.findall(r'rx="2" fill="[^"]+"[^>]*>|width="([\d.]+)" height="18" rx="2"', svg) if w
+    ]
     assert widths[0] > 1.5 * widths[1]  # 0.686 vs 0.665: visibly different bars
     assert svg.count('class="chart-axis tick"') == 3
 
@@ -53,7 +56,12 @@ def test_job_timing_elapsed_and_eta():
     timing = job_timing(running, at=start + timedelta(seconds=30))
     assert timing == {"elapsed_s": 30.0, "eta_s": 90.0}
     assert job_timing({**running, "progress": 0.0}, at=start + timedelta(seconds=5))["eta_s"] is None
-    done = {"status": "succeeded", "started_at": start, "finished_at": start + timedelta(seconds=12), "progress": 1}
+    done = {
+        "status": "succeeded",
+        "started_at": start,
+        "finished_at": start + timedelta(seconds=12),
+        "progress": 1,
+    }
     assert job_timing(done) == {"elapsed_s": 12.0, "eta_s": None}
 
 
@@ -61,6 +69,7 @@ def test_job_page_and_api_show_elapsed_and_seconds(api, page, database, games_cs
     ConfigStore(database).create(reg_config("r", games_csv))
     job_id = api("POST", "/api/configs/r/train").get_json()["job_id"]
     import time
+
     for _ in range(300):
         job = api("GET", f"/api/jobs/{job_id}").get_json()
         if job["status"] in ("succeeded", "failed"):

@@ -17,8 +17,11 @@ def run(settings, *args, input=None):
 def setup_configs(database, games_csv):
     store = ConfigStore(database)
     store.create(cls_config("lr", games_csv))
-    store.create(cls_config("rf", games_csv, model_type="random_forest",
-                            hyperparameters={"n_estimators": 10, "max_depth": 4}))
+    store.create(
+        cls_config(
+            "rf", games_csv, model_type="random_forest", hyperparameters={"n_estimators": 10, "max_depth": 4}
+        )
+    )
     train_config(database, "lr")  # rf is never trained: the CLI retrains it
 
 
@@ -28,16 +31,30 @@ def test_create_json_show_list_predict_delete(settings, database, games_csv, tmp
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert [(b["name"], b["source"], b["reason"]) for b in record["base_models"]] == [
-        ("lr", "artifacts", None), ("rf", "retrained", "field_missing")]
+        ("lr", "artifacts", None),
+        ("rf", "retrained", "field_missing"),
+    ]
     assert all(b["seconds"] > 0 for b in record["base_models"]) and record["seconds"] > 0
     assert record["meta_model"] == "ridge" and len(record["base_run_ids"]) == 2
     assert "rf: retrained (not trained yet)" in result.stderr  # progress per base model on stderr
     # said beforehand: which base model is trained first, and why
-    assert result.stderr.startswith("will train first: rf (not trained yet): no estimate (no past random_forest "
-                                    "runs to go by)")
+    assert result.stderr.startswith(
+        "will train first: rf (not trained yet): no estimate (no past random_forest runs to go by)"
+    )
 
-    result = run(settings, "ensemble", "create", "e2", "--base", "lr", "--base", "rf", "--passthrough",
-                 "--stack-method", "predict")
+    result = run(
+        settings,
+        "ensemble",
+        "create",
+        "e2",
+        "--base",
+        "lr",
+        "--base",
+        "rf",
+        "--passthrough",
+        "--stack-method",
+        "predict",
+    )
     assert result.exit_code == 0, result.output
     assert "cache" in result.stdout and "source" in result.stdout and "retrained: none" in result.stdout
 

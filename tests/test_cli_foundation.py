@@ -13,8 +13,10 @@ def run(settings, *args, input=None):
 
 def test_configs_add_list_show_edit_delete(settings, tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("name: y1\ntask: regression\nmodel_type: ridge\nfeatures: [a, b]\ntarget: t\n"
-                    "training_csv: tests/fixtures/columns.csv\nowner: me\n")
+    path.write_text(
+        "name: y1\ntask: regression\nmodel_type: ridge\nfeatures: [a, b]\ntarget: t\n"
+        "training_csv: tests/fixtures/columns.csv\nowner: me\n"
+    )
     result = run(settings, "configs", "add", str(path))
     assert result.exit_code == 0, result.output
     result = run(settings, "configs", "list", "--json")
@@ -32,8 +34,14 @@ def test_configs_add_list_show_edit_delete(settings, tmp_path):
 
 
 def test_invalid_config_file_names_the_field_and_writes_nothing(settings, tmp_path, database):
-    good = {"name": "ok", "task": "regression", "model_type": "ridge", "features": ["a"], "target": "t",
-            "training_csv": "tests/fixtures/columns.csv"}
+    good = {
+        "name": "ok",
+        "task": "regression",
+        "model_type": "ridge",
+        "features": ["a"],
+        "target": "t",
+        "training_csv": "tests/fixtures/columns.csv",
+    }
     (tmp_path / "good.json").write_text(json.dumps(good))
     (tmp_path / "bad.json").write_text(json.dumps({**good, "name": "bad", "cv_folds": -2}))
     result = run(settings, "configs", "add", str(tmp_path))
@@ -66,6 +74,7 @@ def test_unknown_name_and_bad_set(settings, database):
 
 def test_db_commands(settings, tmp_path):
     from models.store.embedded import free_port
+
     embedded = settings.with_(mongo_uri=None, embedded_port=free_port(), var_dir=tmp_path / "var")
     assert run(embedded, "db", "status").exit_code == 1
     result = run(embedded, "db", "start", "--json")

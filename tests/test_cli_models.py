@@ -1,4 +1,5 @@
 """``python -m cli models ...`` against the real server."""
+
 from __future__ import annotations
 
 import io
@@ -50,7 +51,10 @@ def two(database, games_csv):
 def test_list_show_best_compare(settings, database, two):
     cls_run, reg_run = two
     listed = ok_json(settings, "models", "list")
-    assert listed["total"] == 2 and {r["run_id"] for r in listed["items"]} == {cls_run["run_id"], reg_run["run_id"]}
+    assert listed["total"] == 2 and {r["run_id"] for r in listed["items"]} == {
+        cls_run["run_id"],
+        reg_run["run_id"],
+    }
     assert ok_json(settings, "models", "list", "--task", "regression")["items"][0]["run_id"] == reg_run["run_id"]
     high = cls_run["metrics"]["accuracy"] + 0.01
     assert ok_json(settings, "models", "list", "--min", f"accuracy={high}")["total"] == 0
@@ -64,7 +68,9 @@ def test_list_show_best_compare(settings, database, two):
     table = ok_json(settings, "models", "compare", cls_run["run_id"], reg_run["run_id"])
     assert [r["run_id"] for r in table["runs"]] == [cls_run["run_id"], reg_run["run_id"]]
     human = run(settings, "models", "compare", cls_run["run_id"], reg_run["run_id"])
-    assert human.exit_code == 0 and "*" in human.stdout and "features" in human.stdout and "durations" in human.stdout
+    assert (
+        human.exit_code == 0 and "*" in human.stdout and "features" in human.stdout and "durations" in human.stdout
+    )
     human = run(settings, "models", "list", "--sort", "rmse")
     assert human.exit_code == 0 and "2 runs (page 1 of 1)" in human.stdout
     assert run(settings, "models", "show", "hw").exit_code == 0
@@ -72,22 +78,32 @@ def test_list_show_best_compare(settings, database, two):
 
 def test_empty_registry(settings, database):
     assert ok_json(settings, "models", "list", "--min", "f1=0.5") == {
-        "items": [], "total": 0, "page": 1, "per_page": 20, "pages": 1, "sort": "created_at", "descending": True}
+        "items": [],
+        "total": 0,
+        "page": 1,
+        "per_page": 20,
+        "pages": 1,
+        "sort": "created_at",
+        "descending": True,
+    }
     assert ok_json(settings, "models", "best", "--metric", "f1") is None
     result = run(settings, "models", "best", "--metric", "f1")
     assert result.exit_code == 0 and "no run has the metric 'f1'" in result.stderr
 
 
-@pytest.mark.parametrize("args,message", [
-    (("list", "--min", "f1"), "--min needs METRIC=VALUE"),
-    (("list", "--max", "rmse=abc"), "--max rmse=abc: the value must be a number"),
-    (("list", "--since", "last week"), "since must be an ISO date"),
-    (("list", "--page", "0"), "page must be a whole number >= 1"),
-    (("show", "nope@1.0"), "after '@' give a version"),
-    (("show", "nope"), "no run with id or name 'nope'"),
-    (("compare", "20990101_000000_deadbeef"), "give at least two run ids"),
-    (("history", "20990101_000000_deadbeef"), "no run with id '20990101_000000_deadbeef'"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("list", "--min", "f1"), "--min needs METRIC=VALUE"),
+        (("list", "--max", "rmse=abc"), "--max rmse=abc: the value must be a number"),
+        (("list", "--since", "last week"), "since must be an ISO date"),
+        (("list", "--page", "0"), "page must be a whole number >= 1"),
+        (("show", "nope@1.0"), "after '@' give a version"),
+        (("show", "nope"), "no run with id or name 'nope'"),
+        (("compare", "20990101_000000_deadbeef"), "give at least two run ids"),
+        (("history", "20990101_000000_deadbeef"), "no run with id '20990101_000000_deadbeef'"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line(settings, database, args, message):
     line = one_line_error(run(settings, "models", *args))
     assert message in line
@@ -103,16 +119,20 @@ def test_promote_history_and_invalid_transition(settings, database):
     line = one_line_error(run(settings, "models", "promote", a["run_id"], "--to", "production"))
     assert "cannot move a run from archived to production; from archived it can go to: staging, trained" in line
     hist = ok_json(settings, "models", "history", a["run_id"])
-    assert [(h["from"], h["to"], h["by"]) for h in hist] == [(None, "trained", None), ("trained", "production", "ann"),
-                                                            ("production", "archived", "cli")]
+    assert [(h["from"], h["to"], h["by"]) for h in hist] == [
+        (None, "trained", None),
+        ("trained", "production", "ann"),
+        ("production", "archived", "cli"),
+    ]
     human = run(settings, "models", "history", a["run_id"])
     assert human.exit_code == 0 and "archived" in human.stdout
 
 
 def test_delete_refused_while_in_use_then_forced(settings, database, two):
     cls_run, _ = two
-    database.ensembles.insert_one({"name": "stack1", "run_id": "20990101_000000_00000001",
-                                   "base_run_ids": [cls_run["run_id"]]})
+    database.ensembles.insert_one(
+        {"name": "stack1", "run_id": "20990101_000000_00000001", "base_run_ids": [cls_run["run_id"]]}
+    )
     line = one_line_error(run(settings, "models", "delete", cls_run["run_id"], "--yes"))
     assert "used by 1 ensemble(s): stack1" in line
     assert database.runs.count_documents({}) == 2
@@ -156,8 +176,9 @@ def test_export_import_and_deploy_export(settings, database, two, games_csv, tmp
         deployed = ok_json(fresh, "models", "deploy-export", cls_run["run_id"], "--out", str(tmp_path / "dep"))
         frame = pd.read_csv(games_csv).head(40)
         original = registry.load(database, cls_run["run_id"]).model
-        assert np.array_equal(joblib.load(deployed["pipeline_path"]).predict_proba(frame),
-                              original.predict_proba(frame))
+        assert np.array_equal(
+            joblib.load(deployed["pipeline_path"]).predict_proba(frame), original.predict_proba(frame)
+        )
         human = run(fresh, "models", "export", cls_run["run_id"], "--out", str(tmp_path / "again.tar.gz"))
         assert human.exit_code == 0 and "exported run" in human.stderr and human.stdout == ""
     finally:

@@ -122,6 +122,7 @@ def test_gc_removes_only_unreferenced_files(settings, database, trained):
 
 def test_gc_keep_prunes_old_runs_but_never_current_production_or_used(settings, database, trained):
     from models.registry import set_status
+
     for _ in range(3):
         assert run(settings, "train", "c1").exit_code == 0
     runs = list(database.runs.find({"name": "c1"}).sort("created_at", 1))

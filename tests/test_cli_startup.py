@@ -1,4 +1,5 @@
 """The CLI starts fast (``--help`` imports nothing heavy) and ends quietly when its reader goes away."""
+
 import os
 import subprocess
 import sys
@@ -16,8 +17,13 @@ HEAVY = ("sklearn", "scipy", "pandas", "numpy", "pymongo", "rich", "joblib", "fl
 
 def imported_modules(*args: str) -> tuple[set[str], subprocess.CompletedProcess]:
     """Run ``python -X importtime -m cli ARGS`` and return the top-level packages it imported."""
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     names = set()
     for line in proc.stderr.splitlines():
         if line.startswith("import time:") and "|" in line:
@@ -27,8 +33,18 @@ def imported_modules(*args: str) -> tuple[set[str], subprocess.CompletedProcess]
     return names, proc
 
 
-@pytest.mark.parametrize("args", [["--help"], ["ensemble", "--help"], ["models", "--help"], ["train", "--help"],
-                                  ["artifacts", "--help"], ["configs", "--help"], ["db", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["ensemble", "--help"],
+        ["models", "--help"],
+        ["train", "--help"],
+        ["artifacts", "--help"],
+        ["configs", "--help"],
+        ["db", "--help"],
+    ],
+)
 def test_help_imports_no_heavy_library(args):
     names, proc = imported_modules(*args)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -38,12 +54,22 @@ def test_help_imports_no_heavy_library(args):
 
 
 def test_choices_still_come_from_the_core():
-    proc = subprocess.run([sys.executable, "-m", "cli", "ensemble", "create", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "ensemble", "create", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "logistic_regression" in proc.stdout and "predict_proba" in proc.stdout
-    proc = subprocess.run([sys.executable, "-m", "cli", "ensemble", "create", "e", "--base", "a", "--meta", "nope"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "ensemble", "create", "e", "--base", "a", "--meta", "nope"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "'nope' is not one of" in proc.stderr and "--meta" in proc.stderr
 
@@ -53,8 +79,15 @@ def run_with_closed_stdout(args: list[str], env: dict[str, str] | None = None) -
     read_fd, write_fd = os.pipe()
     os.close(read_fd)  # every write to the pipe now fails with EPIPE
     try:
-        proc = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=write_fd,
-                              stderr=subprocess.PIPE, text=True, timeout=120, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "cli", *args],
+            cwd=ROOT,
+            stdout=write_fd,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env=env,
+        )
     finally:
         os.close(write_fd)
     return proc
@@ -83,8 +116,15 @@ def test_head_reads_the_first_lines_quietly(settings, database, games_csv):
     for i in range(400):  # more than a pipe's buffer of JSON, so the CLI is still writing when head leaves
         store.create(cls_config(f"c{i:03d}", games_csv))
     env = driver_env(settings)
-    proc = subprocess.run(f"'{sys.executable}' -m cli configs list --json | head -n 3", shell=True, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        f"'{sys.executable}' -m cli configs list --json | head -n 3",
+        shell=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0
     assert proc.stdout.splitlines()[0] == "["
     assert proc.stderr == "", proc.stderr
@@ -93,4 +133,5 @@ def test_head_reads_the_first_lines_quietly(settings, database, games_csv):
 def test_suggest_methods_offered_by_the_cli_are_the_core_s():
     from cli.commands.ensemble_suggest import METHODS
     from models.ensembles.selection import METHODS as CORE_METHODS
+
     assert METHODS == CORE_METHODS

@@ -1,6 +1,7 @@
 """A config's training CSV and columns are checked when it is saved, the same way in the store, the web form,
 ``configs add`` and the API: a column that is not in the CSV gets a "did you mean", a missing CSV is refused,
 one message per problem, and nothing is written."""
+
 from __future__ import annotations
 
 import json
@@ -34,10 +35,15 @@ def test_store_refuses_unknown_columns_with_did_you_mean_and_writes_nothing(data
         store.create({**typo_config(games_csv), "target": "home_wins"})
     errors = info.value.errors
     assert errors == [
-        {"field": "features", "message": f"feature {TYPO!r} is not a column of {games_csv}; "
-                                         "did you mean 'home_win_pct_last10'?"},
-        {"field": "target", "message": f"target 'home_wins' is not a column of {games_csv}; "
-                                       "did you mean 'home_win'?"}]
+        {
+            "field": "features",
+            "message": f"feature {TYPO!r} is not a column of {games_csv}; did you mean 'home_win_pct_last10'?",
+        },
+        {
+            "field": "target",
+            "message": f"target 'home_wins' is not a column of {games_csv}; did you mean 'home_win'?",
+        },
+    ]
     assert database.configs.count_documents({}) == 0
 
 
@@ -72,8 +78,9 @@ def test_header_only_is_read(tmp_path):
 def test_cli_configs_add_refuses_with_did_you_mean(settings, database, games_csv, tmp_path):
     path = tmp_path / "typo.json"
     path.write_text(json.dumps(typo_config(games_csv)))
-    result = CliRunner().invoke(cli, ["configs", "add", str(path)], obj=AppContext(settings),
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, ["configs", "add", str(path)], obj=AppContext(settings), catch_exceptions=False
+    )
     assert result.exit_code == 2
     assert "did you mean 'home_win_pct_last10'" in result.stderr
     assert result.stderr.count(TYPO) == 1
@@ -91,16 +98,30 @@ def test_api_post_and_put_refuse_with_did_you_mean(api, database, games_csv, tmp
     assert response.status_code == 422
     assert response.get_json()["error"]["field"] == "training_csv"
     assert "does not exist" in response.get_json()["error"]["message"]
-    assert database.configs.find_one({"name": "ok"})["training_csv"] == to_stored(str(games_csv), database.settings)  # portable: @<root>/<path>
+    assert database.configs.find_one({"name": "ok"})["training_csv"] == to_stored(
+        str(games_csv), database.settings
+    )  # portable: @<root>/<path>
 
 
 def test_web_form_shows_each_problem_once(page, database, games_csv):
     doc = typo_config(games_csv, "webtypo")
-    data = {"name": doc["name"], "task": "classification", "model_type": "logistic_regression",
-            "target": "home_win", "training_csv": str(games_csv), "features": "\n".join(doc["features"]),
-            "hyperparameters": "{}", "scaler": "standard", "calibration": "none", "cv_folds": "3",
-            "random_state": "7", "test_size": "0.2", "description": "", "tags": "",
-            "csrf_token": csrf_token(page)}
+    data = {
+        "name": doc["name"],
+        "task": "classification",
+        "model_type": "logistic_regression",
+        "target": "home_win",
+        "training_csv": str(games_csv),
+        "features": "\n".join(doc["features"]),
+        "hyperparameters": "{}",
+        "scaler": "standard",
+        "calibration": "none",
+        "cv_folds": "3",
+        "random_state": "7",
+        "test_size": "0.2",
+        "description": "",
+        "tags": "",
+        "csrf_token": csrf_token(page),
+    }
     response = page.post("/configs/new", data=data)
     html = response.get_data(as_text=True)
     assert response.status_code == 422
@@ -109,11 +130,14 @@ def test_web_form_shows_each_problem_once(page, database, games_csv):
     assert database.configs.count_documents({}) == 0
 
 
-@pytest.mark.parametrize("content,message", [
-    ("\n \n", "is empty (no header line)"),
-    ("home_win;home_rest_days\n1;2\n", "seems to use another delimiter than ','"),
-    (b"home_win,\xff\n", "is not UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("\n \n", "is empty (no header line)"),
+        ("home_win;home_rest_days\n1;2\n", "seems to use another delimiter than ','"),
+        (b"home_win,\xff\n", "is not UTF-8 text"),
+    ],
+)
 def test_unreadable_headers_are_refused_at_save(database, tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_bytes(content.encode() if isinstance(content, str) else content)

@@ -16,9 +16,15 @@ def legacy() -> dict:
 
 
 def good(**changes) -> dict:
-    doc = {"name": "cfg_a", "task": "classification", "model_type": "random_forest",
-           "hyperparameters": {"n_estimators": 10}, "features": ["a", "b"], "target": "y",
-           "training_csv": "tests/fixtures/columns.csv"}
+    doc = {
+        "name": "cfg_a",
+        "task": "classification",
+        "model_type": "random_forest",
+        "hyperparameters": {"n_estimators": 10},
+        "features": ["a", "b"],
+        "target": "y",
+        "training_csv": "tests/fixtures/columns.csv",
+    }
     doc.update(changes)
     return doc
 
@@ -124,6 +130,7 @@ def test_unique_index_exists(database):
 def test_custom_collection_works_on_legacy_documents(settings, database):
     """CONFIG_COLLECTION=model_config_nba on a collection written by the seed system."""
     from models.store.db import Database
+
     other = Database(database.client, settings.with_(config_collection="model_config_nba"))
     other.configs.insert_one(legacy())  # as the seed system left it: no artifact fields, no status
     other.ensure_indexes()

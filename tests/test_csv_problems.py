@@ -1,6 +1,7 @@
 """CSV problems not covered in tests/test_training.py: each is a clear error naming the problem, or the
 documented handling (models/training/data.py: rows with missing or infinite values are dropped and counted).
 A refused CSV writes no artifact and leaves the config ``failed`` with the message."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """``training_csv`` only inside ``DATA_ROOTS`` (checked at save and at train, saying nothing about the file),
 and ``MAX_TRAINING_CSV_BYTES`` checked before reading."""
+
 from __future__ import annotations
 
 import os

@@ -16,7 +16,7 @@ def test_generated_games_look_like_basketball():
     df = generate_games(3000)
     assert len(df) == 3000
     assert set(FEATURES) <= set(df.columns)
-    assert 0.52 < df["home_win"].mean() < 0.66          # home advantage
+    assert 0.52 < df["home_win"].mean() < 0.66  # home advantage
     assert ((df["point_diff"] > 0) == (df["home_win"] == 1)).all()
     assert df["home_rest_days"].between(0, 5).all()
     assert df["home_win_pct_last10"].between(0, 1).all()

@@ -36,6 +36,7 @@ def test_port_taken_is_a_clear_error(tmp_path):
 
 def test_missing_binary_is_a_clear_error(tmp_path, monkeypatch):
     import models.store.embedded as embedded
+
     monkeypatch.setattr(embedded, "BINARY", "no-such-secantusd")
     server = EmbeddedServer(storage_path=tmp_path / "data", port=free_port(), run_dir=tmp_path)
     with pytest.raises(EmbeddedServerError, match="no-such-secantusd.*not found"):

@@ -1,6 +1,7 @@
 """Ensemble predictions: every missing column of every base model named (CLI as the API); the ensemble page
 predicts an uploaded CSV and deletes; a prediction CSV that already has ``prediction`` gets one; ``--json``
 keeps full precision; a NaN names its column; integer labels stay integers when the target had a blank."""
+
 from __future__ import annotations
 
 import io
@@ -63,8 +64,9 @@ def test_prediction_column_is_replaced_and_json_keeps_precision(settings, stack,
     rows["prediction"] = "old"
     rows.to_csv(tmp_path / "rows.csv", index=False)
     out = tmp_path / "out.csv"
-    result = run(settings, "ensemble", "predict", "ab", "--csv", str(tmp_path / "rows.csv"), "--out", str(out),
-                 "--json")
+    result = run(
+        settings, "ensemble", "predict", "ab", "--csv", str(tmp_path / "rows.csv"), "--out", str(out), "--json"
+    )
     assert result.exit_code == 0, result.output
     written = pd.read_csv(out)
     assert list(written.columns).count("prediction") == 1 and "old" not in set(written["prediction"].astype(str))
@@ -77,9 +79,11 @@ def test_page_predicts_an_uploaded_csv(page, database, stack):
     html = page.get("/ensembles/ab").get_data(as_text=True)
     assert 'id="predict-form"' in html and "/ensembles/ab/delete" in html
     data = pd.read_csv(stack).head(7).to_csv(index=False).encode()
-    response = page.post("/ensembles/ab/predict", data={"csrf_token": csrf_token(page),
-                                                        "csv": (io.BytesIO(data), "rows.csv")},
-                         content_type="multipart/form-data")
+    response = page.post(
+        "/ensembles/ab/predict",
+        data={"csrf_token": csrf_token(page), "csv": (io.BytesIO(data), "rows.csv")},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 200 and response.mimetype == "text/csv"
     assert "ab-predictions.csv" in response.headers["Content-Disposition"]
     table = pd.read_csv(io.BytesIO(response.data))
@@ -90,12 +94,19 @@ def test_page_predicts_an_uploaded_csv(page, database, stack):
 
 def test_page_predict_refusals_name_the_problem(page, stack):
     rows = pd.read_csv(stack).head(3).drop(columns=["home_elo", "home_def_rating"]).to_csv(index=False).encode()
-    response = page.post("/ensembles/ab/predict", data={"csrf_token": csrf_token(page),
-                                                        "csv": (io.BytesIO(rows), "rows.csv")},
-                         content_type="multipart/form-data", follow_redirects=True)
+    response = page.post(
+        "/ensembles/ab/predict",
+        data={"csrf_token": csrf_token(page), "csv": (io.BytesIO(rows), "rows.csv")},
+        content_type="multipart/form-data",
+        follow_redirects=True,
+    )
     assert "No predictions: missing feature columns: home_elo, home_def_rating" in response.get_data(as_text=True)
-    response = page.post("/ensembles/ab/predict", data={"csrf_token": csrf_token(page)},
-                         content_type="multipart/form-data", follow_redirects=True)
+    response = page.post(
+        "/ensembles/ab/predict",
+        data={"csrf_token": csrf_token(page)},
+        content_type="multipart/form-data",
+        follow_redirects=True,
+    )
     assert "choose a CSV file" in response.get_data(as_text=True)
 
 

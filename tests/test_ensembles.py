@@ -1,4 +1,5 @@
 """Ensembles in the core: leak-free stacking on stored out-of-fold predictions, persisted like a run."""
+
 import threading
 
 import numpy as np
@@ -26,8 +27,11 @@ from models.training.data import load_training_data
 from models.training.train import holdout_split, make_pipeline, make_splitter, train_config
 from tests.helpers import FEATS, cls_config, create_then_change_csv, reg_config, spy_unpickling
 
-CLS_BASES = [("lr", "logistic_regression", {}), ("rf", "random_forest", {"n_estimators": 12, "max_depth": 5}),
-             ("nb", "naive_bayes", {})]
+CLS_BASES = [
+    ("lr", "logistic_regression", {}),
+    ("rf", "random_forest", {"n_estimators": 12, "max_depth": 5}),
+    ("nb", "naive_bayes", {}),
+]
 REG_BASES = [("ridge", "ridge", {}), ("gbr", "gradient_boosting", {"n_estimators": 15, "max_depth": 2})]
 
 
@@ -53,10 +57,17 @@ def from_scratch(configs, games_csv, meta_model, passthrough):
     estimators = [(c["name"], make_pipeline(c)) for c in configs]
     meta = make_meta_model(cfg["task"], meta_model, spec["random_state"])
     if cfg["task"] == "classification":
-        stack = StackingClassifier(estimators, final_estimator=meta, cv=make_splitter(spec),
-                                   stack_method="predict_proba", passthrough=passthrough)
+        stack = StackingClassifier(
+            estimators,
+            final_estimator=meta,
+            cv=make_splitter(spec),
+            stack_method="predict_proba",
+            passthrough=passthrough,
+        )
     else:
-        stack = StackingRegressor(estimators, final_estimator=meta, cv=make_splitter(spec), passthrough=passthrough)
+        stack = StackingRegressor(
+            estimators, final_estimator=meta, cv=make_splitter(spec), passthrough=passthrough
+        )
     return stack.fit(data.X[train_idx], data.y[train_idx])
 
 
@@ -83,8 +94,9 @@ def test_regressor_matches_stacking_regressor_from_scratch(database, settings, g
     ensemble = load_ensemble(database, "reg")
     reference = from_scratch(configs, games_csv, "ridge", passthrough)
     frame = pd.read_csv(games_csv).head(250)
-    assert np.allclose(ensemble.predict(frame), reference.predict(frame[FEATS].to_numpy(float)),
-                       rtol=1e-9, atol=1e-8)
+    assert np.allclose(
+        ensemble.predict(frame), reference.predict(frame[FEATS].to_numpy(float)), rtol=1e-9, atol=1e-8
+    )
     with pytest.raises(ValidationError, match="regressor; predict_proba applies to classifiers only"):
         ensemble.predict_proba(frame)
 
@@ -132,9 +144,9 @@ def test_incompatible_bases_refused_with_every_difference(database, settings, ga
     pd.read_csv(games_csv).head(900).to_csv(other, index=False)
     store = ConfigStore(database)
     store.create(cls_config("a", games_csv))
-    store.create(cls_config("b", other))                        # other data
-    store.create(cls_config("c", games_csv, cv_folds=4))       # other folds
-    store.create(reg_config("d", games_csv))                   # other task and target
+    store.create(cls_config("b", other))  # other data
+    store.create(cls_config("c", games_csv, cv_folds=4))  # other folds
+    store.create(reg_config("d", games_csv))  # other task and target
     for n in "abcd":
         train_config(database, n)
     before = files(settings)
@@ -178,9 +190,12 @@ def test_stack_method_predict_for_classifiers(database, settings, games_csv):
     data = load_training_data(configs[0])
     spec = training.fold_spec(configs[0])
     train_idx, _ = holdout_split(data.y, spec)
-    reference = StackingClassifier([(c["name"], make_pipeline(c)) for c in configs],
-                                   final_estimator=make_meta_model("classification", "logistic_regression", 7),
-                                   cv=make_splitter(spec), stack_method="predict")
+    reference = StackingClassifier(
+        [(c["name"], make_pipeline(c)) for c in configs],
+        final_estimator=make_meta_model("classification", "logistic_regression", 7),
+        cv=make_splitter(spec),
+        stack_method="predict",
+    )
     reference.fit(data.X[train_idx], data.y[train_idx])
     frame = pd.read_csv(games_csv).head(200)
     assert np.allclose(ensemble.predict_proba(frame), reference.predict_proba(frame[FEATS].to_numpy(float)))
@@ -194,7 +209,9 @@ def test_failure_while_saving_leaves_nothing(database, settings, games_csv, monk
         def write(fh):
             fh.write(b"half")
             raise OSError(28, "No space left on device")
+
         return write
+
     monkeypatch.setattr(ensembles, "json_writer", broken)
     with pytest.raises(Exception, match="No space left"):
         create_ensemble(database, "e", ["lr", "rf"])
@@ -209,6 +226,7 @@ def test_failure_while_inserting_the_document_removes_the_files(database, settin
     def boom(*a, **k):
         real(*a, **k)
         raise RuntimeError("simulated crash before the commit")
+
     monkeypatch.setattr(ensembles, "finish_record", boom)
     with pytest.raises(RuntimeError, match="simulated crash"):
         create_ensemble(database, "e", ["lr", "rf"])
@@ -246,14 +264,18 @@ def test_lock_is_exclusive_and_an_expired_claim_is_taken_over(database):
 def test_two_threads_need_the_same_missing_model_train_it_once(database, settings, games_csv, monkeypatch):
     make_configs(database, games_csv, cls_config, CLS_BASES[:1])
     store = ConfigStore(database)
-    store.create(cls_config("slow", games_csv, model_type="random_forest",
-                            hyperparameters={"n_estimators": 10, "max_depth": 4}))
+    store.create(
+        cls_config(
+            "slow", games_csv, model_type="random_forest", hyperparameters={"n_estimators": 10, "max_depth": 4}
+        )
+    )
     real = base_models.train_config
     calls = []
 
     def counted(*a, **k):
         calls.append(1)
         return real(*a, **k)
+
     monkeypatch.setattr(base_models, "train_config", counted)
     barrier = threading.Barrier(2)
     out, errors = {}, []
@@ -264,6 +286,7 @@ def test_two_threads_need_the_same_missing_model_train_it_once(database, setting
             out[name] = create_ensemble(database, name, ["lr", "slow"])
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
+
     threads = [threading.Thread(target=build, args=(n,)) for n in ("e1", "e2")]
     for t in threads:
         t.start()
@@ -315,16 +338,21 @@ def test_older_runs_without_stored_targets_read_the_csv(database, settings, game
     csv.write_bytes(games_csv.read_bytes())
     old_keys = ("oof", "fold_ids", "train_idx", "test_idx", "test_pred", "classes")
     real = training.oof_arrays
-    monkeypatch.setattr(training, "oof_arrays",
-                        lambda fit, fp: {k: v for k, v in real(fit, fp).items() if k in old_keys})
+    monkeypatch.setattr(
+        training, "oof_arrays", lambda fit, fp: {k: v for k, v in real(fit, fp).items() if k in old_keys}
+    )
     configs = make_configs(database, csv, cls_config, CLS_BASES[:2])
     monkeypatch.setattr(training, "oof_arrays", real)
     record = create_ensemble(database, "old", ["lr", "rf"])
     assert record["targets_from"] == "training_csv"
     reference = from_scratch(configs, csv, "logistic_regression", False)
     frame = pd.read_csv(csv).head(100)
-    assert np.allclose(load_ensemble(database, "old").predict_proba(frame),
-                       reference.predict_proba(frame[FEATS].to_numpy(float)), rtol=1e-9, atol=1e-10)
+    assert np.allclose(
+        load_ensemble(database, "old").predict_proba(frame),
+        reference.predict_proba(frame[FEATS].to_numpy(float)),
+        rtol=1e-9,
+        atol=1e-10,
+    )
     # without the CSV an old run cannot give its targets: a clear error, and nothing is written
     csv.unlink()
     before = files(settings)

@@ -1,6 +1,7 @@
 """Damaged or planted artifacts through the stacking tool: never unpickled, a clear reason, and the
 slow path (retraining from the CSV) takes over with that reason. Refusal by the loader itself is
 covered in tests/test_artifacts.py; this adds the fallback and the cases it lacks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,18 +37,22 @@ def unpickled(monkeypatch):
     return spy_unpickling(monkeypatch)
 
 
-@pytest.mark.parametrize("how,reason,words", [
-    ("truncate", "checksum_mismatch", "fails verification"),
-    ("empty", "empty_file", "is empty"),
-    ("flip", "checksum_mismatch", "fails verification"),
-    ("malicious", "checksum_mismatch", "fails verification"),
-    ("forged_db", "signature_invalid", "signature that does not verify"),  # checksums rewritten to match
-    ("symlink_out", "path_refused", "resolves outside the artifact folder"),
-    ("dotdot", "path_refused", "contains '..'"),
-    ("absolute", "path_refused", "is absolute"),
-])
-def test_bad_model_artifact_is_never_unpickled_and_is_retrained(tool, database, settings, games_csv, tmp_path,
-                                                                  unpickled, how, reason, words):
+@pytest.mark.parametrize(
+    "how,reason,words",
+    [
+        ("truncate", "checksum_mismatch", "fails verification"),
+        ("empty", "empty_file", "is empty"),
+        ("flip", "checksum_mismatch", "fails verification"),
+        ("malicious", "checksum_mismatch", "fails verification"),
+        ("forged_db", "signature_invalid", "signature that does not verify"),  # checksums rewritten to match
+        ("symlink_out", "path_refused", "resolves outside the artifact folder"),
+        ("dotdot", "path_refused", "contains '..'"),
+        ("absolute", "path_refused", "is absolute"),
+    ],
+)
+def test_bad_model_artifact_is_never_unpickled_and_is_retrained(
+    tool, database, settings, games_csv, tmp_path, unpickled, how, reason, words
+):
     ConfigStore(database).create(cls_config("base", games_csv))
     train_config(database, "base")
     doc = ConfigStore(database).get("base")
@@ -67,7 +72,9 @@ def test_bad_model_artifact_is_never_unpickled_and_is_retrained(tool, database, 
         path.write_bytes(evil)
         sha = hashlib.sha256(evil).hexdigest()
         forged = {**doc["artifacts"]["model"], "sha256": sha, "size": len(evil), "chunk_sha256": [sha]}
-        database.configs.update_one({"_id": doc["_id"]}, {"$set": {"artifacts.model": forged, "checksums.model": sha}})
+        database.configs.update_one(
+            {"_id": doc["_id"]}, {"$set": {"artifacts.model": forged, "checksums.model": sha}}
+        )
         database.runs.update_one({"run_id": doc["run_id"]}, {"$set": {"artifacts.model": forged}})
     elif how == "symlink_out":
         outside = tmp_path / "outside_model.pkl"

@@ -1,5 +1,6 @@
 """8 threads and 2 processes over overlapping models: each missing model trained once, counters and
 versions exact, no lost update on config documents."""
+
 from __future__ import annotations
 
 import threading
@@ -26,6 +27,7 @@ def _run_threads(target, n):
             target(i)
         except BaseException as exc:  # reported by the test, not lost in a thread
             errors.append(exc)
+
     threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(n)]
     for t in threads:
         t.start()
@@ -41,8 +43,11 @@ def _join(threads, timeout=120):
 def test_ensembles_over_overlapping_missing_models_train_each_once(database, settings, games_csv, tmp_path):
     store = ConfigStore(database)
     for name, model_type in (("a", "logistic_regression"), ("b", "naive_bayes"), ("c", "logistic_regression")):
-        store.create(cls_config(name, games_csv, model_type=model_type, **({"hyperparameters": {"C": 0.5}}
-                                                                           if name == "c" else {})))
+        store.create(
+            cls_config(
+                name, games_csv, model_type=model_type, **({"hyperparameters": {"C": 0.5}} if name == "c" else {})
+            )
+        )
     pairs = [("a", "b"), ("b", "c"), ("a", "c"), ("a", "b", "c")]
     go = tmp_path / "go"
     procs = [Driver(settings, "ensemble", f"proc{i}", *pairs[i], GO_FILE=str(go)) for i in range(2)]
@@ -53,6 +58,7 @@ def test_ensembles_over_overlapping_missing_models_train_each_once(database, set
     def build(i):
         with StackingTool(database=database, lock_timeout=90) as tool:
             records[f"thread{i}"] = tool.create_ensemble(f"thread{i}", list(pairs[i % len(pairs)]))
+
     threads, errors = _run_threads(build, THREADS)
     go.touch()
     _join(threads)
@@ -100,7 +106,10 @@ def test_concurrent_trainings_of_one_config_count_and_version_exactly(database, 
     doc = store.get("hot")
     assert doc["runs_count"] == total and doc["rev"] == 1 + total and doc["status"] == "trained"
     current = next(r for r in runs if r["run_id"] == doc["run_id"])
-    assert doc["version"] == current["version"] and doc["checksums"]["model"] == current["artifacts"]["model"]["sha256"]
+    assert (
+        doc["version"] == current["version"]
+        and doc["checksums"]["model"] == current["artifacts"]["model"]["sha256"]
+    )
 
 
 def test_concurrent_config_updates_lose_nothing(database, games_csv):
@@ -122,6 +131,7 @@ def test_concurrent_config_updates_lose_nothing(database, games_csv):
                 except ConflictError as exc:  # an honest "try again", never a silent overwrite
                     assert "kept changing" in exc.message
                     conflicts[i] += 1
+
     threads, errors = _run_threads(edit, THREADS)
     _join(threads)
     assert errors == []

@@ -3,6 +3,7 @@
 The training runs in a real subprocess (tests/fault_driver.py) that stops at a marker; the test
 SIGKILLs it there and then checks, from the outside, what a restarted service would see.
 """
+
 from __future__ import annotations
 
 import threading
@@ -40,13 +41,16 @@ def _assert_every_reference_is_whole(database, settings):
     assert not any(p.split("/")[-1].startswith(".tmp-") for p in listed)  # temp files are never artifacts
 
 
-@pytest.mark.parametrize("point,as_job", [
-    ("cv", True),
-    ("write", False),
-    ("write", True),
-    ("before_run", False),
-    ("after_run", True),
-])
+@pytest.mark.parametrize(
+    "point,as_job",
+    [
+        ("cv", True),
+        ("write", False),
+        ("write", True),
+        ("before_run", False),
+        ("after_run", True),
+    ],
+)
 def test_kill_9_during_training_loses_nothing(database, settings, games_csv, point, as_job):
     ConfigStore(database).create(cls_config("crash", games_csv, cv_folds=3))
     previous = train_config(database, "crash")
@@ -63,8 +67,16 @@ def test_kill_9_during_training_loses_nothing(database, settings, games_csv, poi
 
     # What a restarted service sees, before any cleanup: the config still points at the previous run.
     after = ConfigStore(database).get("crash")
-    for field in ("run_id", "model_artifact_path", "scaler_artifact_path", "features_path", "checksums",
-                  "version", "runs_count", "rev"):
+    for field in (
+        "run_id",
+        "model_artifact_path",
+        "scaler_artifact_path",
+        "features_path",
+        "checksums",
+        "version",
+        "runs_count",
+        "rev",
+    ):
         assert after[field] == before[field], field
     _assert_every_reference_is_whole(database, settings)
     assert _state(database, "crash")["state"] == "ok"
@@ -122,8 +134,9 @@ def test_kill_9_of_the_database_keeps_every_acknowledged_write(tmp_path, setting
     """SIGKILL the embedded server while writers run; after a restart every acknowledged write is there."""
     server = EmbeddedServer(storage_path=tmp_path / "mongo", port=free_port(), run_dir=tmp_path)
     server.start()
-    own = settings.with_(mongo_uri=server.uri, mongo_db=f"crash_{uuid.uuid4().hex[:8]}",
-                         server_selection_timeout_ms=1500)
+    own = settings.with_(
+        mongo_uri=server.uri, mongo_db=f"crash_{uuid.uuid4().hex[:8]}", server_selection_timeout_ms=1500
+    )
     database = Database.connect(own)
     try:
         store = ConfigStore(database)

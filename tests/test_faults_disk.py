@@ -1,5 +1,6 @@
 """Disk full and an unwritable artifact folder: training fails cleanly, nothing half-written remains,
 the config is ``failed`` with the reason, and the previous run stays intact and loadable."""
+
 from __future__ import annotations
 
 import errno
@@ -31,6 +32,7 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_run(database, settings, 
 
     def no_space(*_a, **_k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     if where == "write":  # the disk fills up while the third file (features) is written
         real_init, real = atomic._HashingWriter.__init__, atomic._HashingWriter.write
 
@@ -44,6 +46,7 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_run(database, settings, 
                 real(self, bytes(data)[:7])  # a few bytes reach the disk, then it is full
                 no_space()
             return real(self, data)
+
         monkeypatch.setattr(atomic._HashingWriter, "__init__", init)
         monkeypatch.setattr(atomic._HashingWriter, "write", write)
     else:  # the fsync of the second file fails
@@ -55,6 +58,7 @@ def test_disk_full_fails_cleanly_and_keeps_the_previous_run(database, settings, 
                 if calls["n"] == 2:
                     no_space()
             return real_fsync(fd)
+
         monkeypatch.setattr(atomic.os, "fsync", fsync)
 
     with pytest.raises(ArtifactError) as info:

@@ -3,6 +3,7 @@ model for a pickle that runs code and rewrites every recorded checksum to match.
 with a key MongoDB never holds, no longer verifies, so the pickle never runs: not through the CLI
 (real subprocesses), the stacking tool, the API, the web pages or ``artifacts verify``.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,13 +49,20 @@ def forge(database, settings, backend: str, ref: dict, evil: bytes, *, strip: bo
 def rewrite(database, config: dict, run_id: str, kind: str, forged: dict) -> None:
     """Every document that points at the file: the run, the config (and its ``checksums``)."""
     database.runs.update_one({"run_id": run_id}, {"$set": {f"artifacts.{kind}": forged}})
-    database.configs.update_one({"_id": config["_id"]}, {"$set": {f"artifacts.{kind}": forged,
-                                                                  f"checksums.{kind}": forged["sha256"]}})
+    database.configs.update_one(
+        {"_id": config["_id"]}, {"$set": {f"artifacts.{kind}": forged, f"checksums.{kind}": forged["sha256"]}}
+    )
 
 
 def cli(settings, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=driver_env(settings, **env),
-                          capture_output=True, text=True, timeout=240)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        env=driver_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
 
 
 @pytest.mark.parametrize("backend,signature", CASES)
@@ -81,8 +89,10 @@ def test_rewritten_checksums_never_run_the_pickle(database, settings, games_csv,
     rewrite(database, config, old_run, "model", forged)
     ens = database.ensembles.find_one({"name": "ens"})
     forged_meta = forge(database, settings, backend, ens["artifacts"]["ensemble"], evil, strip=strip)
-    database.ensembles.update_one({"_id": ens["_id"]}, {"$set": {"artifacts.ensemble": forged_meta,
-                                                                 "checksums.ensemble": forged_meta["sha256"]}})
+    database.ensembles.update_one(
+        {"_id": ens["_id"]},
+        {"$set": {"artifacts.ensemble": forged_meta, "checksums.ensemble": forged_meta["sha256"]}},
+    )
     rows = pd.read_csv(games_csv).head(5)
     rows.to_csv(tmp_path / "rows.csv", index=False)
 
@@ -135,8 +145,10 @@ def test_rewritten_checksums_never_run_the_pickle(database, settings, games_csv,
     # its base models intact, its meta-model forged: refused too (a fresh app: nothing cached)
     ens2 = database.ensembles.find_one({"name": "ens2"})
     forged_meta = forge(database, settings, backend, ens2["artifacts"]["ensemble"], evil, strip=strip)
-    database.ensembles.update_one({"_id": ens2["_id"]}, {"$set": {"artifacts.ensemble": forged_meta,
-                                                                  "checksums.ensemble": forged_meta["sha256"]}})
+    database.ensembles.update_one(
+        {"_id": ens2["_id"]},
+        {"$set": {"artifacts.ensemble": forged_meta, "checksums.ensemble": forged_meta["sha256"]}},
+    )
     result = cli(settings, env, "ensemble", "predict", "ens2", "--csv", str(tmp_path / "rows.csv"))
     assert result.returncode == 1 and words in result.stderr and "_ensemble.pkl" in result.stderr, result.stderr
     fresh_app = create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
@@ -154,8 +166,9 @@ def test_forged_config_through_ensemble_create_is_retrained_not_unpickled(databa
         train_config(database, name)
     marker = tmp_path / "payload-ran"
     config = store.get("a")
-    forged = forge(database, settings, "local", config["artifacts"]["model"], pickle.dumps(Plant(marker)),
-                   strip=False)
+    forged = forge(
+        database, settings, "local", config["artifacts"]["model"], pickle.dumps(Plant(marker)), strip=False
+    )
     rewrite(database, config, config["run_id"], "model", forged)
     result = cli(settings, {}, "ensemble", "create", "ens", "--base", "a", "--base", "b", "--json")
     assert result.returncode == 0, result.stderr

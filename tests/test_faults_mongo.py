@@ -1,5 +1,6 @@
 """MongoDB unavailable at start and mid-request: clear errors (API 503 + error shape, a readable page,
 one CLI sentence + exit 1), and recovery without restarting anything once the server is back."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,14 @@ def server(tmp_path):
 
 
 def _own_settings(settings, uri):
-    return settings.with_(mongo_uri=uri, mongo_db=f"mf_{uuid.uuid4().hex[:8]}", admin_password=PASSWORD,
-                          api_token=TOKEN, secret_key="k" * 32, server_selection_timeout_ms=700)
+    return settings.with_(
+        mongo_uri=uri,
+        mongo_db=f"mf_{uuid.uuid4().hex[:8]}",
+        admin_password=PASSWORD,
+        api_token=TOKEN,
+        secret_key="k" * 32,
+        server_selection_timeout_ms=700,
+    )
 
 
 def _assert_503(response, *, api: bool):
@@ -105,8 +112,14 @@ def test_cli_says_one_sentence_and_exits_1(server, settings, tmp_path):
     """At start (never reachable) and mid-command (lost after connecting): no traceback, no password."""
     uri = f"mongodb://admin:{MONGO_SECRET}@127.0.0.1:{free_port()}"
     env = {**os.environ, "MONGO_URI": uri, "MONGO_TIMEOUT_MS": "500", "VAR_DIR": str(tmp_path / "var")}
-    proc = subprocess.run([sys.executable, "-m", "cli", "configs", "list"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "configs", "list"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: MongoDB at mongodb://***@127.0.0.1:")
@@ -140,11 +153,25 @@ def _get(url, headers=None, timeout=5.0):
 def test_cli_serve_starts_while_mongo_is_down_and_recovers(server, settings, tmp_path):
     """`python -m cli serve` with MongoDB down at start answers 503, then 200 once it is back (no restart)."""
     port = free_port()
-    env = {**os.environ, "MONGO_URI": server.uri, "MONGO_DB": f"serve_{uuid.uuid4().hex[:8]}",
-           "MONGO_TIMEOUT_MS": "700", "ADMIN_PASSWORD": PASSWORD, "API_TOKEN": TOKEN, "SECRET_KEY": "s" * 32,
-           "VAR_DIR": str(tmp_path / "var"), "ARTIFACT_DIR": str(tmp_path / "artifacts")}
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "MONGO_URI": server.uri,
+        "MONGO_DB": f"serve_{uuid.uuid4().hex[:8]}",
+        "MONGO_TIMEOUT_MS": "700",
+        "ADMIN_PASSWORD": PASSWORD,
+        "API_TOKEN": TOKEN,
+        "SECRET_KEY": "s" * 32,
+        "VAR_DIR": str(tmp_path / "var"),
+        "ARTIFACT_DIR": str(tmp_path / "artifacts"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 40

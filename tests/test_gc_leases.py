@@ -1,6 +1,7 @@
 """``artifacts gc`` against a running training and killed uploads, on the real server: files a training has
 written but not yet committed are protected by a lease in MongoDB (expiry by the server's clock), the training
 re-checks its files right before its commit point, and chunks of a killed GridFS upload are removed."""
+
 from __future__ import annotations
 
 import hashlib
@@ -39,6 +40,7 @@ def paused_training(db, monkeypatch, name):
         at_commit.set()
         assert go.wait(60)
         return real(store, infos)
+
     monkeypatch.setattr(train_mod, "recheck_files", pause)
 
     def run():
@@ -46,6 +48,7 @@ def paused_training(db, monkeypatch, name):
             outcome["run"] = train_config(db, name)
         except Exception as exc:  # checked by the test
             outcome["error"] = exc
+
     thread = threading.Thread(target=run)
     thread.start()
     assert at_commit.wait(120)
@@ -71,7 +74,8 @@ def test_gc_never_removes_what_a_running_training_may_still_commit(db, games_csv
 
 
 def test_training_rechecks_its_files_and_commits_nothing_when_an_expired_lease_let_gc_take_them(
-        db, games_csv, monkeypatch):
+    db, games_csv, monkeypatch
+):
     ConfigStore(db).create(cls_config("slow", games_csv))
     previous = train_config(db, "slow")
     monkeypatch.setattr(lease_mod, "LEASE_TTL_S", 0.001)  # expires at once, by the server's clock
@@ -98,8 +102,11 @@ def test_orphan_gridfs_chunks_of_a_killed_upload_are_removed_and_uploads_in_prog
     killed, live = ObjectId(), ObjectId()
     chunks.insert_many([{"files_id": killed, "n": i, "data": Binary(b"x" * 1024)} for i in range(4)])
     # an upload in progress on another machine: its record is written before its first chunk
-    gridfs_store.uploads.update_one({"_id": live}, [{"$set": {
-        "filename": "live_model.pkl", "expires_at": {"$add": ["$$NOW", 60_000]}}}], upsert=True)
+    gridfs_store.uploads.update_one(
+        {"_id": live},
+        [{"$set": {"filename": "live_model.pkl", "expires_at": {"$add": ["$$NOW", 60_000]}}}],
+        upsert=True,
+    )
     chunks.insert_many([{"files_id": live, "n": i, "data": Binary(b"y" * 1024)} for i in range(3)])
     complete = gridfs_store.write("done_model.pkl", lambda fh: fh.write(b"z" * 10))
     db.runs.insert_one({"run_id": "done", "artifacts": {"model": complete.to_dict()}})
@@ -165,10 +172,22 @@ def test_chunks_of_an_upload_killed_with_kill_9_are_removed(database, tmp_path):
     import time
 
     from models.settings import PROJECT_ROOT
+
     db = Database(database.client, database.settings.with_(artifact_store="gridfs"))
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_UPLOAD, db.settings.effective_mongo_uri,
-                             db.settings.mongo_db, str(tmp_path / "var")], cwd=PROJECT_ROOT,
-                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            KILLED_UPLOAD,
+            db.settings.effective_mongo_uri,
+            db.settings.mongo_db,
+            str(tmp_path / "var"),
+        ],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline().strip() == "STALLED"
         chunks = db.db[f"{BUCKET}.chunks"]

@@ -17,9 +17,11 @@ def gridfs_settings(settings):
     return settings.with_(artifact_store="gridfs")
 
 
-def test_training_writes_to_gridfs_and_another_process_style_load_reads_it(database, gridfs_settings,
-                                                                            games_csv, tmp_path):
+def test_training_writes_to_gridfs_and_another_process_style_load_reads_it(
+    database, gridfs_settings, games_csv, tmp_path
+):
     from models.store.db import Database
+
     db = Database(database.client, gridfs_settings)
     ConfigStore(db).create(cls_config("g", games_csv))
     train_config(db, "g")
@@ -27,8 +29,9 @@ def test_training_writes_to_gridfs_and_another_process_style_load_reads_it(datab
     assert doc["model_artifact_path"].startswith("gridfs:")
     assert not gridfs_settings.artifact_dir.exists() or not any(gridfs_settings.artifact_dir.iterdir())
     # another machine: its own (empty) disk cache, same database, the deployment's signing key
-    other = gridfs_settings.with_(var_dir=tmp_path / "other-var",
-                                  artifact_signing_key_file=gridfs_settings.signing_key_file)
+    other = gridfs_settings.with_(
+        var_dir=tmp_path / "other-var", artifact_signing_key_file=gridfs_settings.signing_key_file
+    )
     loaded = load_model(other, doc, use_cache=False)
     assert loaded.source == "artifacts"
     frame = pd.read_csv(games_csv).head(50)
@@ -39,6 +42,7 @@ def test_training_writes_to_gridfs_and_another_process_style_load_reads_it(datab
 
 def test_gridfs_checksum_mismatch_and_missing(database, gridfs_settings, games_csv):
     from models.store.db import Database
+
     db = Database(database.client, gridfs_settings)
     ConfigStore(db).create(cls_config("g", games_csv))
     train_config(db, "g")

@@ -1,4 +1,5 @@
 """Background jobs against the real server: lifecycle, failures, dedupe, bounded pool, recovery, throttling."""
+
 from __future__ import annotations
 
 import logging
@@ -32,6 +33,7 @@ def runner(settings):
 
 def blocked(gate: threading.Event, started: threading.Event | None = None, result=None, report=None):
     """A work function that waits for ``gate``; reports ``report`` = (fraction, message) first."""
+
     def work(progress):
         if report:
             progress(*report)
@@ -39,6 +41,7 @@ def blocked(gate: threading.Event, started: threading.Event | None = None, resul
             started.set()
         assert gate.wait(TIMEOUT), "test gate never opened"
         return result if result is not None else {"ok": True}
+
     return work
 
 
@@ -58,10 +61,15 @@ def test_job_goes_queued_running_succeeded_with_progress_and_result(database, ru
     started = [threading.Event() for _ in range(3)]
     ids = []
     for i in range(3):  # two occupy the pool, the third waits in the queue
-        job, created = jobs.submit(database, runner, "train", f"train:c{i}",
-                                   blocked(gates[i], started[i], result={"n": i, "at": now()},
-                                           report=(0.5, f"fold {i}/2")),
-                                   params={"config": f"c{i}"}, requested_by="tester")
+        job, created = jobs.submit(
+            database,
+            runner,
+            "train",
+            f"train:c{i}",
+            blocked(gates[i], started[i], result={"n": i, "at": now()}, report=(0.5, f"fold {i}/2")),
+            params={"config": f"c{i}"},
+            requested_by="tester",
+        )
         assert created and job["status"] == "queued"
         ids.append(job["_id"])
     assert started[0].wait(TIMEOUT) and started[1].wait(TIMEOUT)
@@ -86,7 +94,9 @@ def test_job_goes_queued_running_succeeded_with_progress_and_result(database, ru
     assert done["params"] == {"config": "c0"} and done["requested_by"] == "tester"
     assert "active_key" not in done
     assert done["created_at"] <= done["started_at"] <= done["finished_at"]
-    assert done["duration_s"] == pytest.approx((done["finished_at"] - done["started_at"]).total_seconds(), abs=0.01)
+    assert done["duration_s"] == pytest.approx(
+        (done["finished_at"] - done["started_at"]).total_seconds(), abs=0.01
+    )
     assert [s["message"] for s in done["steps"]] == ["queued", "started", "fold 0/2", "done"]
     assert jobs.wait(database, ids[2], TIMEOUT)["status"] == "succeeded"
 
@@ -109,8 +119,11 @@ def test_failing_job_is_failed_with_the_error_message_and_no_result(database, ru
     failed = jobs.wait(database, job["_id"], TIMEOUT)
 
     assert failed["status"] == "failed"
-    assert failed["error"] == {"code": "data_error", "message": "column 'winner' is missing",
-                               "field": "label_column"}
+    assert failed["error"] == {
+        "code": "data_error",
+        "message": "column 'winner' is missing",
+        "field": "label_column",
+    }
     assert failed["result"] is None
     assert failed["progress"] == 0.2  # the last reported progress is kept
     assert failed["message"] == "failed: column 'winner' is missing"
@@ -215,12 +228,27 @@ def _dead_pid() -> int:
 
 def _insert_active(database, key, owner, heartbeat_at, status="running"):
     stamp = now()
-    return database.jobs.insert_one({
-        "kind": "train", "key": key, "active_key": key, "params": {}, "status": status,
-        "progress": 0.3, "message": "fold 1/5", "steps": [], "error": None, "result": None,
-        "created_at": stamp, "started_at": stamp if status == "running" else None,
-        "finished_at": None, "duration_s": None, "owner": owner, "heartbeat_at": heartbeat_at,
-        "requested_by": None}).inserted_id
+    return database.jobs.insert_one(
+        {
+            "kind": "train",
+            "key": key,
+            "active_key": key,
+            "params": {},
+            "status": status,
+            "progress": 0.3,
+            "message": "fold 1/5",
+            "steps": [],
+            "error": None,
+            "result": None,
+            "created_at": stamp,
+            "started_at": stamp if status == "running" else None,
+            "finished_at": None,
+            "duration_s": None,
+            "owner": owner,
+            "heartbeat_at": heartbeat_at,
+            "requested_by": None,
+        }
+    ).inserted_id
 
 
 def test_recovery_fails_jobs_of_dead_processes_and_leaves_live_ones(database, runner):
@@ -230,12 +258,19 @@ def test_recovery_fails_jobs_of_dead_processes_and_leaves_live_ones(database, ru
     try:
         fresh = now()
         dead_id = _insert_active(database, "train:dead", {"host": host, "pid": dead, "instance": "gone"}, fresh)
-        dead_queued = _insert_active(database, "train:deadq", {"host": host, "pid": dead, "instance": "gone"},
-                                     fresh, status="queued")
+        dead_queued = _insert_active(
+            database, "train:deadq", {"host": host, "pid": dead, "instance": "gone"}, fresh, status="queued"
+        )
         live_id = _insert_active(database, "train:live", {"host": host, "pid": alive.pid, "instance": "x"}, fresh)
-        remote_ok = _insert_active(database, "train:remote", {"host": "elsewhere", "pid": 7, "instance": "y"}, fresh)
-        remote_stale = _insert_active(database, "train:stale", {"host": "elsewhere", "pid": 8, "instance": "z"},
-                                      fresh - timedelta(seconds=120))
+        remote_ok = _insert_active(
+            database, "train:remote", {"host": "elsewhere", "pid": 7, "instance": "y"}, fresh
+        )
+        remote_stale = _insert_active(
+            database,
+            "train:stale",
+            {"host": "elsewhere", "pid": 8, "instance": "z"},
+            fresh - timedelta(seconds=120),
+        )
         gate, started = threading.Event(), threading.Event()
         mine, _ = jobs.submit(database, runner, "train", "train:mine", blocked(gate, started))
         assert started.wait(TIMEOUT)
@@ -250,7 +285,9 @@ def test_recovery_fails_jobs_of_dead_processes_and_leaves_live_ones(database, ru
         assert failed["finished_at"] is not None and "active_key" not in failed
         assert jobs.get_job(database, dead_queued)["status"] == "failed"
         stale = jobs.get_job(database, remote_stale)
-        assert stale["error"]["message"].startswith("the process running this job stopped (pid 8 on host elsewhere")
+        assert stale["error"]["message"].startswith(
+            "the process running this job stopped (pid 8 on host elsewhere"
+        )
         for job_id in (live_id, remote_ok, mine["_id"]):
             assert jobs.get_job(database, job_id)["status"] == "running"
         assert jobs.get_job(database, live_id)["active_key"] == "train:live"
@@ -286,6 +323,7 @@ def test_progress_writes_are_throttled(settings, mongo_uri):
     database.ensure_indexes()
     runner = jobs.InProcessRunner(1)
     try:
+
         def tight(progress):
             for i in range(5000):
                 progress(i / 5000, "fold 1/1")
@@ -297,7 +335,13 @@ def test_progress_writes_are_throttled(settings, mongo_uri):
         assert done["status"] == "succeeded"
         # claim + a few progress writes + finish, not 5000
         assert counter.updates < 15
-        assert [s["message"] for s in done["steps"]] == ["queued", "started", "fold 1/1", "saving artifacts", "done"]
+        assert [s["message"] for s in done["steps"]] == [
+            "queued",
+            "started",
+            "fold 1/1",
+            "saving artifacts",
+            "done",
+        ]
     finally:
         runner.shutdown(wait=True)
         database.client.drop_database(settings.mongo_db)

@@ -3,6 +3,7 @@ and the core never imports the web app, the CLI or the agents.
 
 Every import counts, including the ones inside functions: a late import still ties two modules.
 """
+
 from __future__ import annotations
 
 import ast
@@ -46,8 +47,12 @@ def import_graph() -> dict[str, set[str]]:
 
 
 def test_core_imports_no_web_cli_or_agents():
-    bad = {f"{mod} imports {dep}" for mod, deps in import_graph().items() for dep in deps
-           if dep.split(".")[0] in ("web", "cli", "agents", "bench", "tests")}
+    bad = {
+        f"{mod} imports {dep}"
+        for mod, deps in import_graph().items()
+        for dep in deps
+        if dep.split(".")[0] in ("web", "cli", "agents", "bench", "tests")
+    }
     assert not bad, sorted(bad)
 
 
@@ -62,7 +67,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
             if dep not in graph:
                 continue
             if state.get(dep) == 1:
-                return path[path.index(dep):] + [dep]
+                return path[path.index(dep) :] + [dep]
             if dep not in state and (cycle := visit(dep)):
                 return cycle
         path.pop()
@@ -93,7 +98,8 @@ def room_of(module: str) -> str:
 def test_rooms_import_only_rooms_below_them():
     order = models.ROOMS
     assert set(models.FOUNDATION) | set(order) | set(models.TOP) | {"models"} >= {
-        room_of(m) for m in import_graph()}, "every module of models/ belongs to a room named in models/__init__.py"
+        room_of(m) for m in import_graph()
+    }, "every module of models/ belongs to a room named in models/__init__.py"
     rank = {room: i for i, room in enumerate(order)}
     problems = []
     for mod, deps in import_graph().items():

@@ -1,4 +1,5 @@
 """The label metrics computed from one confusion matrix equal scikit-learn's own functions."""
+
 import numpy as np
 import pytest
 
@@ -27,9 +28,9 @@ def test_same_numbers_as_scikit_learn(k, kind):
     proba /= proba.sum(axis=1, keepdims=True)
     y_pred = classes[proba.argmax(axis=1)]
     check(y, y_pred, proba, classes)
-    check(y, np.full_like(y_pred, classes[0]), proba, classes)      # classes never predicted
+    check(y, np.full_like(y_pred, classes[0]), proba, classes)  # classes never predicted
     y_missing = np.where(y == labels[-1], labels[0], y)
-    check(y_missing, y_pred, proba, classes)                         # a class absent from the truth
+    check(y_missing, y_pred, proba, classes)  # a class absent from the truth
 
 
 def test_labels_outside_the_classes_take_scikit_learns_path():

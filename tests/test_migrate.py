@@ -1,4 +1,5 @@
 """``artifacts migrate``: local folder <-> GridFS, verified copies, one update per document, resumable."""
+
 import hashlib
 import json
 from collections import Counter
@@ -44,8 +45,10 @@ def predictions(database, games_csv, settings=None):
     settings = settings or database.settings
     db = Database(database.client, settings)
     frame = pd.read_csv(games_csv).head(40)
-    out = {name: load_model(settings, ConfigStore(db).get(name), cache=ModelCache()).model.predict_proba(frame)
-           for name, _, _ in BASES}
+    out = {
+        name: load_model(settings, ConfigStore(db).get(name), cache=ModelCache()).model.predict_proba(frame)
+        for name, _, _ in BASES
+    }
     out["ens"] = load_ensemble(db, "ens", cache=ModelCache()).predict_proba(frame)
     return out
 
@@ -101,8 +104,11 @@ def test_migrate_to_gridfs_and_back(trained, games_csv, tmp_path):
     assert all(is_gridfs_path(config[f]) for f in ("model_artifact_path", "scaler_artifact_path", "features_path"))
     assert all(is_gridfs_path(ref["path"]) for ref in config["artifacts"].values())
     # another machine: its own empty disk cache, GridFS as its store, the deployment's signing key
-    other = database.settings.with_(artifact_store="gridfs", var_dir=tmp_path / "other",
-                                    artifact_signing_key_file=database.settings.signing_key_file)
+    other = database.settings.with_(
+        artifact_store="gridfs",
+        var_dir=tmp_path / "other",
+        artifact_signing_key_file=database.settings.signing_key_file,
+    )
     after = predictions(database, games_csv, other)
     for name in before:
         assert np.array_equal(before[name], after[name]), name
@@ -135,6 +141,7 @@ def _fail_after(n, what):
         calls["n"] += 1
         if calls["n"] > n:
             raise RuntimeError(f"injected crash after {n} {what}")
+
     return check
 
 
@@ -153,6 +160,7 @@ def test_interrupted_migration_finishes_on_the_next_run(trained, games_csv, monk
         def after_document(self, plan):
             original_doc(self, plan)
             crash()
+
         monkeypatch.setattr(migrate._Migration, "migrate_document", after_document)
     else:
         crash = _fail_after(n, "deletions")
@@ -197,13 +205,18 @@ def test_bad_target_is_refused(database):
 
 def test_cli_migrate_json_and_exit_code(trained, settings):
     runner = CliRunner()
-    result = runner.invoke(cli, ["artifacts", "migrate", "--to", "gridfs", "--dry-run", "--json"],
-                           obj=AppContext(settings), catch_exceptions=False)
+    result = runner.invoke(
+        cli,
+        ["artifacts", "migrate", "--to", "gridfs", "--dry-run", "--json"],
+        obj=AppContext(settings),
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["dry_run"] and data["documents"]["configs"] == 2
-    result = runner.invoke(cli, ["artifacts", "migrate", "--to", "gridfs"], obj=AppContext(settings),
-                           catch_exceptions=False)
+    result = runner.invoke(
+        cli, ["artifacts", "migrate", "--to", "gridfs"], obj=AppContext(settings), catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert "updated 4 runs, 1 ensembles, 2 configs" in result.stderr
     assert_fully_in(trained, "gridfs")

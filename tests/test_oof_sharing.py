@@ -1,5 +1,6 @@
 """Runs on the same data and folds share one in-memory copy of their row indices, fold ids and targets
 (an ensemble of five bases holds one copy, not five); their own predictions stay their own."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """Documents name data sets and artifacts so that every machine resolves them (two settings sets standing for
 two machines with different folders, one database): ``@<root>/<path>`` for training CSVs, bare file names for
 local artifacts; documents written before keep loading, and ``artifacts relocate`` rewrites them."""
+
 from __future__ import annotations
 
 import shutil
@@ -23,8 +24,9 @@ from tests.helpers import cls_config
 def machines(database, games_csv, tmp_path):
     """Machine A (the test's settings) and machine B: same database, their own data, artifact and var folders."""
     a = database.settings
-    b = a.with_(artifact_dir=tmp_path / "b" / "artifacts", data_dir=tmp_path / "b" / "data",
-                var_dir=tmp_path / "b" / "var")
+    b = a.with_(
+        artifact_dir=tmp_path / "b" / "artifacts", data_dir=tmp_path / "b" / "data", var_dir=tmp_path / "b" / "var"
+    )
     for s in (a, b):
         s.data_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(games_csv, s.data_dir / "games.csv")
@@ -39,7 +41,9 @@ def test_training_csv_is_stored_relative_to_a_named_root_and_resolves_on_each_ma
     assert resolve(doc["training_csv"], a) == (a.data_dir / "games.csv").resolve()
     assert resolve(doc["training_csv"], b) == (b.data_dir / "games.csv").resolve()
     run = train_config(db_b, "portable")  # machine B trains it from its own copy
-    assert run["data"]["training_csv"] == "@data/games.csv" and run["definition"]["training_csv"] == "@data/games.csv"
+    assert (
+        run["data"]["training_csv"] == "@data/games.csv" and run["definition"]["training_csv"] == "@data/games.csv"
+    )
     stored = ConfigStore(db_b).get("portable")
     assert stored["model_artifact_path"] == f"{run['run_id']}_model.pkl"  # no folder of either machine
     assert (b.artifact_dir / stored["model_artifact_path"]).is_file()
@@ -52,11 +56,14 @@ def test_training_csv_is_stored_relative_to_a_named_root_and_resolves_on_each_ma
     assert to_stored("/somewhere/else.csv", c) == "/somewhere/else.csv"  # outside every root: left as given
 
 
-@pytest.mark.parametrize("ref,words", [
-    ("@nope/games.csv", "names the data root 'nope', which this machine does not have (DATA_ROOTS"),
-    ("@data/../secret.csv", "no '..'"),
-    ("@data/", "must look like @<root>/<path"),
-])
+@pytest.mark.parametrize(
+    "ref,words",
+    [
+        ("@nope/games.csv", "names the data root 'nope', which this machine does not have (DATA_ROOTS"),
+        ("@data/../secret.csv", "no '..'"),
+        ("@data/", "must look like @<root>/<path"),
+    ],
+)
 def test_bad_root_references_name_what_is_wrong_and_nothing_is_trained(machines, ref, words):
     db_a, _ = machines
     ConfigStore(db_a).create(cls_config("bad", db_a.settings.data_dir / "games.csv"))
@@ -84,8 +91,10 @@ def test_documents_written_before_keep_working_and_relocate_rewrites_them(machin
     db_a.configs.update_one({"name": "old"}, {"$set": {"training_csv": legacy_csv}})
     run = train_config(db_a, "old")
     # make the documents look like the seed system wrote them: the writer's folder in every local path
-    legacy = {f: f"cli/models/{ConfigStore(db_a).get('old')[f]}" for f in
-              ("model_artifact_path", "scaler_artifact_path", "features_path")}
+    legacy = {
+        f: f"cli/models/{ConfigStore(db_a).get('old')[f]}"
+        for f in ("model_artifact_path", "scaler_artifact_path", "features_path")
+    }
     arts = {f"artifacts.{k}.path": f"cli/models/{v['path']}" for k, v in run["artifacts"].items()}
     db_a.configs.update_one({"name": "old"}, {"$set": {**legacy, **arts}})
     db_a.runs.update_one({"run_id": run["run_id"]}, {"$set": arts})
@@ -104,8 +113,11 @@ def test_documents_written_before_keep_working_and_relocate_rewrites_them(machin
     assert new["training_csv"] == "@data/games.csv" and new["model_artifact_path"] == f"{run['run_id']}_model.pkl"
     assert all("/" not in v["path"] for v in new["artifacts"].values())
     stored_run = db_a.runs.find_one({"run_id": run["run_id"]})
-    assert {stored_run["definition"]["training_csv"], stored_run["config"]["training_csv"],
-            stored_run["data"]["training_csv"]} == {"@data/games.csv"}
+    assert {
+        stored_run["definition"]["training_csv"],
+        stored_run["config"]["training_csv"],
+        stored_run["data"]["training_csv"],
+    } == {"@data/games.csv"}
     assert [e["state"] for e in scan_configs(db_a)] == ["ok"]  # not stale: the run's definition moved too
     assert load_model(a, new, use_cache=False).source == "artifacts"
     assert relocate_documents(db_a)["documents"] == {"runs": 0, "ensembles": 0, "configs": 0}  # idempotent
@@ -127,13 +139,16 @@ def test_cli_relocate_reports_and_rewrites(machines):
 
     from cli.context import AppContext
     from cli.main import cli
+
     db_a, _ = machines
     ConfigStore(db_a).create(cls_config("c", db_a.settings.data_dir / "games.csv"))
     db_a.configs.update_one({"name": "c"}, {"$set": {"training_csv": str(db_a.settings.data_dir / "games.csv")}})
 
     def run(*args):
-        return CliRunner().invoke(cli, ["artifacts", "relocate", *args], obj=AppContext(db_a.settings),
-                                  catch_exceptions=False)
+        return CliRunner().invoke(
+            cli, ["artifacts", "relocate", *args], obj=AppContext(db_a.settings), catch_exceptions=False
+        )
+
     dry = run("--dry-run", "--json")
     assert dry.exit_code == 0 and json.loads(dry.stdout)["documents"]["configs"] == 1
     assert ConfigStore(db_a).get("c")["training_csv"].startswith("/")

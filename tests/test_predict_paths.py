@@ -1,13 +1,18 @@
 """One pass per prediction: the fast paths (rows straight to an array; predictions from the probabilities
 of the models whose ``predict`` is their argmax; one base-model pass per ensemble prediction) give exactly
 what the plain scikit-learn calls give, and bad values still get the DataFrame path's messages."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.ensemble import (ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier,
-                              RandomForestRegressor)
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
@@ -26,11 +31,17 @@ def data(seed: int = 0, n: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
     return X, y
 
 
-@pytest.mark.parametrize("estimator", [RandomForestClassifier(n_estimators=15, random_state=0),
-                                       ExtraTreesClassifier(n_estimators=15, random_state=0),
-                                       HistGradientBoostingClassifier(max_iter=20, random_state=0),
-                                       DecisionTreeClassifier(max_depth=4, random_state=0),
-                                       LogisticRegression(), KNeighborsClassifier(n_neighbors=7)])
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        RandomForestClassifier(n_estimators=15, random_state=0),
+        ExtraTreesClassifier(n_estimators=15, random_state=0),
+        HistGradientBoostingClassifier(max_iter=20, random_state=0),
+        DecisionTreeClassifier(max_depth=4, random_state=0),
+        LogisticRegression(),
+        KNeighborsClassifier(n_neighbors=7),
+    ],
+)
 def test_one_pass_equals_predict_and_predict_proba(estimator):
     X, y = data()
     scaler = StandardScaler().fit(X.to_numpy())
@@ -42,8 +53,9 @@ def test_one_pass_equals_predict_and_predict_proba(estimator):
     assert np.allclose(proba, estimator.predict_proba(Xs), rtol=0, atol=1e-12)  # row- vs column-major BLAS
     table = prediction_frame(model.outputs, model.classes, rows)
     records = prediction_records(model.outputs, model.classes, rows)
-    assert records == [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-                       for r in table.to_dict(orient="records")]
+    assert records == [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()} for r in table.to_dict(orient="records")
+    ]
     assert set(records[0]) == {"prediction", "proba_loss", "proba_win"}
 
 
@@ -52,11 +64,13 @@ def test_rows_and_frames_give_the_same_matrix_and_the_same_messages():
     rows = X.to_dict(orient="records")
     assert np.array_equal(feature_matrix(rows, FEATURES), feature_matrix(X, FEATURES))
     assert feature_matrix([{"a": 1, "b": True, "c": "2.5"}], FEATURES).tolist() == [[1.0, 1.0, 2.5]]
-    for bad, words in [({"a": "x", "b": 1, "c": 2}, "non-numeric values in feature columns: a"),
-                       ({"a": None, "b": 1, "c": 2}, "missing or infinite feature values: a (row 0)"),
-                       ({"a": float("inf"), "b": 1, "c": 2}, "missing or infinite feature values: a (row 0)"),
-                       ({"a": 10**400, "b": 1, "c": 2}, "feature value too large in row 0, column a"),
-                       ({"b": 1, "c": 2}, "missing feature columns: a")]:
+    for bad, words in [
+        ({"a": "x", "b": 1, "c": 2}, "non-numeric values in feature columns: a"),
+        ({"a": None, "b": 1, "c": 2}, "missing or infinite feature values: a (row 0)"),
+        ({"a": float("inf"), "b": 1, "c": 2}, "missing or infinite feature values: a (row 0)"),
+        ({"a": 10**400, "b": 1, "c": 2}, "feature value too large in row 0, column a"),
+        ({"b": 1, "c": 2}, "missing feature columns: a"),
+    ]:
         with pytest.raises(ValidationError) as err:
             feature_matrix([bad], FEATURES)
         assert words in err.value.message

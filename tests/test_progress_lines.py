@@ -2,6 +2,7 @@
 seconds; a model type known to be slow for the data size is warned about before training; a result that
 predicts one class for > 99% of rows is flagged; scikit-learn's "scale your data" advice is not shown when
 the config has a scaler. Real subprocesses of ``python -m cli``, stderr to a file."""
+
 from __future__ import annotations
 
 import io
@@ -24,9 +25,15 @@ from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F40
 def cli_to_file(settings, tmp_path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, str]:
     err = tmp_path / "stderr.txt"
     with err.open("w") as fh:
-        proc = subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=fh,
-                              env=driver_env(settings, PROGRESS_INTERVAL_SECONDS="1", **env), text=True,
-                              timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "cli", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            env=driver_env(settings, PROGRESS_INTERVAL_SECONDS="1", **env),
+            text=True,
+            timeout=300,
+        )
     return proc, err.read_text()
 
 
@@ -44,8 +51,9 @@ def test_heartbeat_lines_while_a_step_runs():
 
 
 def test_train_writes_progress_lines_to_a_file_at_least_every_interval(settings, database, games_csv, tmp_path):
-    ConfigStore(database).create(cls_config("slowish", games_csv, "random_forest",
-                                            hyperparameters={"n_estimators": 400}))
+    ConfigStore(database).create(
+        cls_config("slowish", games_csv, "random_forest", hyperparameters={"n_estimators": 400})
+    )
     started = time.monotonic()
     proc, err = cli_to_file(settings, tmp_path, "train", "slowish", "--json")
     took = time.monotonic() - started
@@ -91,22 +99,29 @@ def test_one_class_result_is_flagged(settings, database, games_csv, tmp_path):
     proc, err = cli_to_file(settings, tmp_path, "train", "rare", "--json")
     assert proc.returncode == 0, err
     run = database.runs.find_one({"name": "rare"})
-    assert run["warnings"] and run["warnings"][0].startswith("predicts class 0 for 100.0% of the 300 held-out rows")
+    assert run["warnings"] and run["warnings"][0].startswith(
+        "predicts class 0 for 100.0% of the 300 held-out rows"
+    )
     assert "warning: rare: predicts class 0 for 100.0%" in err
 
 
 def test_scale_advice_is_dropped_only_when_the_config_scales():
-    text = ("lbfgs failed to converge after 1 iteration(s) (status=1): STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT\n\n"
-            "Increase the number of iterations to improve the convergence (max_iter=1).\nYou might also want to "
-            "scale the data as shown in:\n    https://scikit-learn.org/stable/modules/preprocessing.html")
-    assert without_scale_advice(text) == ("lbfgs failed to converge after 1 iteration(s) (status=1): STOP: TOTAL NO. "
-                                          "OF ITERATIONS REACHED LIMIT Increase the number of iterations to improve "
-                                          "the convergence (max_iter=1).")
+    text = (
+        "lbfgs failed to converge after 1 iteration(s) (status=1): STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT\n\n"
+        "Increase the number of iterations to improve the convergence (max_iter=1).\nYou might also want to "
+        "scale the data as shown in:\n    https://scikit-learn.org/stable/modules/preprocessing.html"
+    )
+    assert without_scale_advice(text) == (
+        "lbfgs failed to converge after 1 iteration(s) (status=1): STOP: TOTAL NO. "
+        "OF ITERATIONS REACHED LIMIT Increase the number of iterations to improve "
+        "the convergence (max_iter=1)."
+    )
     shown = []
     original = warnings.showwarning
     warnings.showwarning = lambda message, *a, **k: shown.append(str(message))
     try:
         from models.training import sklearn_warnings
+
         sklearn_warnings._installed = False  # install over the recording hook
         with warnings.catch_warnings():
             warnings.simplefilter("always")
@@ -137,7 +152,11 @@ def test_config_page_flags_a_one_class_result(page, database, games_csv, tmp_pat
     frame.to_csv(tmp_path / "rare.csv", index=False)
     ConfigStore(database).create(cls_config("rare", tmp_path / "rare.csv", target="rare", cv_folds=2))
     from models.training.train import train_config
+
     train_config(database, "rare")
     html = page.get("/configs/rare").get_data(as_text=True)
-    assert re.search(r'class="flash flash-info run-warning">Warning: predicts class 0 for 100.0% of the 300 '
-                     r"held-out rows", html)
+    assert re.search(
+        r'class="flash flash-info run-warning">Warning: predicts class 0 for 100.0% of the 300 '
+        r"held-out rows",
+        html,
+    )

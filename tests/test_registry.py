@@ -1,4 +1,5 @@
 """The model registry (models/registry*.py) against the real server."""
+
 from __future__ import annotations
 
 import io
@@ -29,17 +30,46 @@ from tests.helpers import FEATS, cls_config, reg_config
 
 # ---------------------------------------------------------------- helpers
 
-def fake_run(name: str, metrics: dict | None = None, *, task: str = "classification",
-             model_type: str = "logistic_regression", tags=(), created_at=None, hyper=None,
-             durations=None, features=None) -> dict:
+
+def fake_run(
+    name: str,
+    metrics: dict | None = None,
+    *,
+    task: str = "classification",
+    model_type: str = "logistic_regression",
+    tags=(),
+    created_at=None,
+    hyper=None,
+    durations=None,
+    features=None,
+) -> dict:
     """A small, well-formed run document (no files) for tests that need many runs quickly."""
-    definition = {"task": task, "model_type": model_type, "target": "y", "features": features or ["a", "b"],
-                  "hyperparameters": hyper or {}, "scaler": "standard"}
+    definition = {
+        "task": task,
+        "model_type": model_type,
+        "target": "y",
+        "features": features or ["a", "b"],
+        "hyperparameters": hyper or {},
+        "scaler": "standard",
+    }
     at = created_at or now()
-    return {"run_id": new_run_id(), "config_id": None, "name": name, "task": task, "model_type": model_type,
-            "definition": definition, "tags": list(tags), "artifacts": {}, "metrics": metrics or {},
-            "cv": {}, "data": {"fingerprint": "f" * 64}, "durations": durations or {"total_s": 1.0},
-            "status": "trained", "created_at": at, "status_history": [{"status": "trained", "at": at, "by": None}]}
+    return {
+        "run_id": new_run_id(),
+        "config_id": None,
+        "name": name,
+        "task": task,
+        "model_type": model_type,
+        "definition": definition,
+        "tags": list(tags),
+        "artifacts": {},
+        "metrics": metrics or {},
+        "cv": {},
+        "data": {"fingerprint": "f" * 64},
+        "durations": durations or {"total_s": 1.0},
+        "status": "trained",
+        "created_at": at,
+        "status_history": [{"status": "trained", "at": at, "by": None}],
+    }
 
 
 def add(database, *runs) -> list[dict]:
@@ -71,6 +101,7 @@ def trained(database, games_csv):
 
 # ---------------------------------------------------------------- versions
 
+
 def test_version_rules_patch_minor_major_and_manual(database, settings, games_csv):
     store = ConfigStore(database)
     store.create(cls_config("v", games_csv))
@@ -99,8 +130,14 @@ def test_version_rules_patch_minor_major_and_manual(database, settings, games_cs
 
 
 def test_change_kind_for_task_and_target():
-    base = {"task": "classification", "target": "y", "model_type": "knn", "features": ["a"],
-            "hyperparameters": {}, "scaler": "standard"}
+    base = {
+        "task": "classification",
+        "target": "y",
+        "model_type": "knn",
+        "features": ["a"],
+        "hyperparameters": {},
+        "scaler": "standard",
+    }
     assert change_kind(base, dict(base)) == "patch"
     assert change_kind(base, {**base, "target": "z"}) == "major"
     assert change_kind(base, {**base, "task": "regression"}) == "major"
@@ -141,6 +178,7 @@ def test_manual_version_refused_if_it_exists_even_for_a_new_run(database):
 
 # ---------------------------------------------------------------- load
 
+
 def test_load_by_id_version_latest_and_production(database, settings, games_csv, trained):
     second = train_config(database, "hw")
     registry.promote(database, trained["run_id"], by="tester")
@@ -167,20 +205,30 @@ def test_load_by_id_version_latest_and_production(database, settings, games_csv,
 
 # ---------------------------------------------------------------- search / best
 
+
 @pytest.fixture
 def populated(database):
     t0 = now() - timedelta(days=10)
-    runs = add(database,
-               fake_run("a", {"f1": 0.9, "accuracy": 0.91}, tags=["nba", "v1"], created_at=t0),
-               fake_run("a", {"f1": 0.7, "accuracy": 0.75}, tags=["nba"], created_at=t0 + timedelta(days=1),
-                        hyper={"C": 2}),
-               fake_run("b", {"f1": 0.85}, model_type="random_forest", tags=["v1"],
-                        created_at=t0 + timedelta(days=2)),
-               fake_run("c", {"accuracy": 0.6}, created_at=t0 + timedelta(days=3)),  # no f1 at all
-               fake_run("r", {"rmse": 3.0, "r2": 0.4}, task="regression", model_type="ridge",
-                        created_at=t0 + timedelta(days=4)),
-               fake_run("r", {"rmse": 4.0, "r2": 0.2}, task="regression", model_type="ridge",
-                        created_at=t0 + timedelta(days=5), hyper={"alpha": 2}))
+    runs = add(
+        database,
+        fake_run("a", {"f1": 0.9, "accuracy": 0.91}, tags=["nba", "v1"], created_at=t0),
+        fake_run(
+            "a", {"f1": 0.7, "accuracy": 0.75}, tags=["nba"], created_at=t0 + timedelta(days=1), hyper={"C": 2}
+        ),
+        fake_run("b", {"f1": 0.85}, model_type="random_forest", tags=["v1"], created_at=t0 + timedelta(days=2)),
+        fake_run("c", {"accuracy": 0.6}, created_at=t0 + timedelta(days=3)),  # no f1 at all
+        fake_run(
+            "r", {"rmse": 3.0, "r2": 0.4}, task="regression", model_type="ridge", created_at=t0 + timedelta(days=4)
+        ),
+        fake_run(
+            "r",
+            {"rmse": 4.0, "r2": 0.2},
+            task="regression",
+            model_type="ridge",
+            created_at=t0 + timedelta(days=5),
+            hyper={"alpha": 2},
+        ),
+    )
     return t0, runs
 
 
@@ -199,23 +247,36 @@ def test_search_filters_thresholds_sort_and_pagination(database, populated):
     assert ids(window) == [runs[3]["run_id"], runs[2]["run_id"], runs[1]["run_id"]]
     assert set(ids(registry.search(database, min_metrics={"f1": 0.8}))) == {runs[0]["run_id"], runs[2]["run_id"]}
     assert ids(registry.search(database, max_metrics={"rmse": 3.5})) == [runs[4]["run_id"]]
-    assert ids(registry.search(database, min_metrics={"f1": "0.8"}, max_metrics={"f1": 0.88})) == [runs[2]["run_id"]]
+    assert ids(registry.search(database, min_metrics={"f1": "0.8"}, max_metrics={"f1": 0.88})) == [
+        runs[2]["run_id"]
+    ]
     # sorted by a metric: best first by default, runs lacking it last
     by_f1 = registry.search(database, sort="f1")
     assert ids(by_f1)[:3] == [runs[0]["run_id"], runs[2]["run_id"], runs[1]["run_id"]]
     assert by_f1["descending"] is True and len(by_f1["items"]) == 6
     assert ids(registry.search(database, sort="rmse", task="regression")) == [runs[4]["run_id"], runs[5]["run_id"]]
-    assert ids(registry.search(database, sort="f1", descending=False))[:3] == \
-        [runs[1]["run_id"], runs[2]["run_id"], runs[0]["run_id"]]
+    assert ids(registry.search(database, sort="f1", descending=False))[:3] == [
+        runs[1]["run_id"],
+        runs[2]["run_id"],
+        runs[0]["run_id"],
+    ]
     pages = [registry.search(database, sort="f1", per_page=4, page=p) for p in (1, 2, 3)]
     assert [len(p["items"]) for p in pages] == [4, 2, 0] and pages[0]["pages"] == 2 and pages[1]["total"] == 6
     assert ids(pages[0]) + ids(pages[1]) == ids(by_f1)
 
 
-@pytest.mark.parametrize("kwargs,field", [({"status": "live"}, "status"), ({"page": 0}, "page"),
-                                          ({"per_page": 10_000}, "per_page"), ({"since": "yesterday"}, "since"),
-                                          ({"min_metrics": {"f1": "high"}}, "min_metrics.f1"),
-                                          ({"sort": "$where"}, "sort"), ({"max_metrics": {"a.b": 1}}, "max_metrics")])
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"status": "live"}, "status"),
+        ({"page": 0}, "page"),
+        ({"per_page": 10_000}, "per_page"),
+        ({"since": "yesterday"}, "since"),
+        ({"min_metrics": {"f1": "high"}}, "min_metrics.f1"),
+        ({"sort": "$where"}, "sort"),
+        ({"max_metrics": {"a.b": 1}}, "max_metrics"),
+    ],
+)
 def test_search_rejects_bad_parameters_naming_them(database, kwargs, field):
     with pytest.raises(ValidationError) as err:
         registry.search(database, **kwargs)
@@ -240,16 +301,21 @@ def test_best_is_direction_aware_and_ignores_runs_without_the_metric(database, p
 
 
 def test_compare_marks_the_best_value_of_each_row(database):
-    a, b, c = add(database,
-                  fake_run("x", {"f1": 0.8, "log_loss": 0.5}, hyper={"C": 1}, durations={"total_s": 3.0}),
-                  fake_run("x", {"f1": 0.9, "log_loss": 0.6}, hyper={"C": 2}, durations={"total_s": 1.0},
-                           features=["a", "c"]),
-                  fake_run("y", {"f1": 0.9}, hyper={"C": 2}, durations={"total_s": 2.0}))
+    a, b, c = add(
+        database,
+        fake_run("x", {"f1": 0.8, "log_loss": 0.5}, hyper={"C": 1}, durations={"total_s": 3.0}),
+        fake_run(
+            "x", {"f1": 0.9, "log_loss": 0.6}, hyper={"C": 2}, durations={"total_s": 1.0}, features=["a", "c"]
+        ),
+        fake_run("y", {"f1": 0.9}, hyper={"C": 2}, durations={"total_s": 2.0}),
+    )
     table = registry.compare(database, [a["run_id"], b["run_id"], c["run_id"]])
     assert [r["run_id"] for r in table["runs"]] == [a["run_id"], b["run_id"], c["run_id"]]
     sections = {s["title"]: {r["key"]: r for r in s["rows"]} for s in table["sections"]}
     assert sections["metrics"]["f1"]["best"] == [1, 2]  # a tie marks both
-    assert sections["metrics"]["log_loss"]["best"] == [0] and sections["metrics"]["log_loss"]["direction"] == "lower"
+    assert (
+        sections["metrics"]["log_loss"]["best"] == [0] and sections["metrics"]["log_loss"]["direction"] == "lower"
+    )
     assert sections["metrics"]["log_loss"]["values"] == [0.5, 0.6, None]
     assert sections["hyperparameters"]["C"]["values"] == [1, 2, 2] and sections["hyperparameters"]["C"]["differs"]
     assert sections["features"]["c"]["values"] == [False, True, False]
@@ -264,23 +330,33 @@ def test_compare_marks_the_best_value_of_each_row(database):
 
 # ---------------------------------------------------------------- lifecycle
 
+
 def test_promote_demotes_previous_production_and_records_history(database):
     a, b, c = add(database, fake_run("p"), fake_run("p"), fake_run("q"))
     first = registry.promote(database, a["run_id"], by="ann")
     assert (first["from"], first["to"], first["demoted"]) == ("trained", "production", None)
     registry.promote(database, c["run_id"], by="ann")  # another name: no effect on p
     second = registry.promote(database, b["run_id"], by="bob", reason="better f1")
-    assert second["demoted"] == {"run_id": a["run_id"], "version": a["version"], "from": "production",
-                                 "to": "staging"}
-    assert [d["run_id"] for d in database.runs.find({"status": "production"}).sort("name", 1)] == \
-        [b["run_id"], c["run_id"]]
+    assert second["demoted"] == {
+        "run_id": a["run_id"],
+        "version": a["version"],
+        "from": "production",
+        "to": "staging",
+    }
+    assert [d["run_id"] for d in database.runs.find({"status": "production"}).sort("name", 1)] == [
+        b["run_id"],
+        c["run_id"],
+    ]
     assert registry.get_production(database, "p")["run_id"] == b["run_id"]
     third = registry.promote(database, a["run_id"], by="cy", demote_to="archived")
     assert third["demoted"]["to"] == "archived" and registry.get_run(database, b["run_id"])["status"] == "archived"
     hist = registry.history(database, a["run_id"])
     assert [(h["from"], h["to"], h["by"]) for h in hist] == [
-        (None, "trained", None), ("trained", "production", "ann"), ("production", "staging", "bob"),
-        ("staging", "production", "cy")]
+        (None, "trained", None),
+        ("trained", "production", "ann"),
+        ("production", "staging", "bob"),
+        ("staging", "production", "cy"),
+    ]
     assert hist[2]["reason"] == f"replaced in production by {b['run_id']}" and hist[1]["at"] is not None
     assert registry.history(database, b["run_id"])[1]["reason"] == "better f1"
 
@@ -290,8 +366,9 @@ def test_invalid_transitions_are_refused_with_the_allowed_choices(database):
     registry.set_status(database, run["run_id"], "archived", by="x")
     with pytest.raises(ValidationError) as err:
         registry.promote(database, run["run_id"])
-    assert str(err.value) == ("cannot move a run from archived to production; "
-                              "from archived it can go to: staging, trained")
+    assert str(err.value) == (
+        "cannot move a run from archived to production; from archived it can go to: staging, trained"
+    )
     with pytest.raises(ValidationError, match="already in archived"):
         registry.set_status(database, run["run_id"], "archived")
     with pytest.raises(ValidationError, match="'live' is not one of"):
@@ -328,16 +405,26 @@ def test_one_production_per_name_holds_under_concurrent_promotions(database):
 
 # ---------------------------------------------------------------- delete
 
-def test_delete_refused_while_an_ensemble_uses_the_run_and_force_deletes_it(database, settings, games_csv, trained):
+
+def test_delete_refused_while_an_ensemble_uses_the_run_and_force_deletes_it(
+    database, settings, games_csv, trained
+):
     second = train_config(database, "hw")
     store_files = artifact_files(settings)
     ens_file = settings.artifact_dir / "ens1_meta.pkl"
     ens_file.write_bytes(b"meta")
-    database.ensembles.insert_many([
-        {"name": "ens1", "run_id": "20990101_000000_00000001", "base_run_ids": [second["run_id"], "x"],
-         "artifacts": {"meta": {"path": "ens1_meta.pkl", "sha256": "0" * 64, "size": 4}}},
-        {"name": "ens0", "run_id": "20990101_000000_00000002", "base_run_ids": [second["run_id"]]},
-        {"name": "unrelated", "run_id": "20990101_000000_00000003", "base_run_ids": [trained["run_id"]]}])
+    database.ensembles.insert_many(
+        [
+            {
+                "name": "ens1",
+                "run_id": "20990101_000000_00000001",
+                "base_run_ids": [second["run_id"], "x"],
+                "artifacts": {"meta": {"path": "ens1_meta.pkl", "sha256": "0" * 64, "size": 4}},
+            },
+            {"name": "ens0", "run_id": "20990101_000000_00000002", "base_run_ids": [second["run_id"]]},
+            {"name": "unrelated", "run_id": "20990101_000000_00000003", "base_run_ids": [trained["run_id"]]},
+        ]
+    )
     with pytest.raises(ConflictError) as err:
         registry.delete_run(database, second["run_id"])
     assert "used by 2 ensemble(s): ens0, ens1" in err.value.message
@@ -351,7 +438,12 @@ def test_delete_refused_while_an_ensemble_uses_the_run_and_force_deletes_it(data
     assert not any(f.startswith(second["run_id"]) for f in artifact_files(settings))
     assert len(result["deleted_files"]) == 5 and result["missing_files"] == []
     # the config pointed at the deleted run: now at the previous one
-    assert result["config"] == {"name": "hw", "action": "repointed", "run_id": trained["run_id"], "version": "1.0.0"}
+    assert result["config"] == {
+        "name": "hw",
+        "action": "repointed",
+        "run_id": trained["run_id"],
+        "version": "1.0.0",
+    }
     config = ConfigStore(database).get("hw")
     assert config["run_id"] == trained["run_id"] and config["version"] == "1.0.0"
     assert config["model_artifact_path"] == trained["artifacts"]["model"]["path"]
@@ -370,7 +462,10 @@ def test_deleting_the_only_run_clears_the_config(database, settings, trained):
 
 # ---------------------------------------------------------------- export / import
 
-def test_export_import_round_trip_into_a_fresh_installation(database, settings, other, games_csv, trained, tmp_path):
+
+def test_export_import_round_trip_into_a_fresh_installation(
+    database, settings, other, games_csv, trained, tmp_path
+):
     archive = tmp_path / "out" / "hw.tar.gz"
     exported = registry.export_run(database, trained["run_id"], archive)
     assert archive.is_file() and exported["size"] == archive.stat().st_size
@@ -448,11 +543,13 @@ def _escape(kind: str):
                 evil.size = 3
                 out.append((evil, b"bad"))
         return out
+
     return change
 
 
-@pytest.mark.parametrize("kind,message", [("dotdot", "contains '..'"), ("absolute", "absolute path"),
-                                          ("symlink", "is a link")])
+@pytest.mark.parametrize(
+    "kind,message", [("dotdot", "contains '..'"), ("absolute", "absolute path"), ("symlink", "is a link")]
+)
 def test_path_traversal_archive_is_refused_with_nothing_written(database, other, trained, tmp_path, kind, message):
     archive = registry.export_run(database, trained["run_id"], tmp_path / "a.tar.gz")["path"]
     bad = _rewrite(Path(archive), tmp_path / f"{kind}.tar.gz", _escape(kind))
@@ -477,6 +574,7 @@ def test_import_rejects_files_that_are_not_archives(other, tmp_path):
 
 # ---------------------------------------------------------------- deployment export
 
+
 def test_deployment_export_predicts_with_plain_sklearn_and_joblib(database, games_csv, tmp_path):
     ConfigStore(database).create(reg_config("pd", games_csv, scaler="robust"))
     run = train_config(database, "pd")
@@ -492,10 +590,17 @@ def test_deployment_export_predicts_with_plain_sklearn_and_joblib(database, game
     # a separate interpreter that cannot import this project: plain scikit-learn + joblib only
     csv = tmp_path / "rows.csv"
     frame.to_csv(csv, index=False)
-    script = ("import sys, joblib, pandas as pd; p = joblib.load(sys.argv[1]); "
-              "print(','.join(repr(float(v)) for v in p.predict(pd.read_csv(sys.argv[2]))))")
-    out = subprocess.run([sys.executable, "-I", "-c", script, str(pipeline_path), str(csv)], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    script = (
+        "import sys, joblib, pandas as pd; p = joblib.load(sys.argv[1]); "
+        "print(','.join(repr(float(v)) for v in p.predict(pd.read_csv(sys.argv[2]))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", script, str(pipeline_path), str(csv)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert np.allclose([float(v) for v in out.stdout.strip().split(",")], expected)
 

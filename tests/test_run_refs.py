@@ -1,5 +1,6 @@
 """Run references (NAME, NAME@VERSION, NAME@production, NAME@latest, latest) work in every registry command
 and route: one resolver (models.registry.query.resolve)."""
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,11 @@ def test_cli_promote_compare_history_by_name(settings, database, runs):
     result = run(settings, "models", "history", "a@production", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)[-1]["to"] == "production"
     result = run(settings, "models", "compare", "a", runs["a2"])
-    assert result.exit_code == 2 and "run ids given more than once" in result.stderr and f"a ({runs['a2']})" in result.stderr
+    assert (
+        result.exit_code == 2
+        and "run ids given more than once" in result.stderr
+        and f"a ({runs['a2']})" in result.stderr
+    )
 
 
 def test_cli_unknown_refs_are_named_and_nothing_changes(settings, database, runs):

@@ -9,6 +9,7 @@ over the workers with joblib's Dask backend and give identical results; and
 nothing is half-written (no GridFS file without a document, no document
 pointing at a missing file, no stray chunks).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -59,11 +60,23 @@ def cluster(mongo_uri, tmp_path_factory):
     """Two worker processes, one thread each; the project importable there, and settings of their own
     (the workers build ``get_settings()`` from this environment: same database, GridFS, own folders)."""
     worker_root = tmp_path_factory.mktemp("worker")
-    env = {"PYTHONPATH": str(PROJECT_ROOT), "MONGO_URI": mongo_uri, "MONGO_DB": WORKER_DB,
-           "ARTIFACT_STORE": "gridfs", "ARTIFACT_DIR": str(worker_root / "artifacts"),
-           "VAR_DIR": str(worker_root / "var"), "DATA_DIR": str(worker_root / "data")}
-    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
-                                       env=env, silence_logs=logging.ERROR)
+    env = {
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "MONGO_URI": mongo_uri,
+        "MONGO_DB": WORKER_DB,
+        "ARTIFACT_STORE": "gridfs",
+        "ARTIFACT_DIR": str(worker_root / "artifacts"),
+        "VAR_DIR": str(worker_root / "var"),
+        "DATA_DIR": str(worker_root / "data"),
+    }
+    cluster = distributed.LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        dashboard_address=None,
+        env=env,
+        silence_logs=logging.ERROR,
+    )
     client = distributed.Client(cluster, set_as_default=False)
     try:
         yield client
@@ -86,8 +99,9 @@ def runner(cluster):
 @pytest.fixture
 def db(database, runner):
     """The workers' database with GridFS artifacts and the cluster configured (dropped after each test)."""
-    settings = database.settings.with_(artifact_store="gridfs", dask_scheduler_address=runner.address,
-                                       mongo_db=WORKER_DB)
+    settings = database.settings.with_(
+        artifact_store="gridfs", dask_scheduler_address=runner.address, mongo_db=WORKER_DB
+    )
     db = Database(database.client, settings)
     db.ensure_indexes()
     yield db
@@ -107,6 +121,7 @@ def submit_training(database: Database, name: str, *, block_at: str | None = Non
             progress(fraction, message)
             if block_at and block_at in message:
                 time.sleep(JOB_TIMEOUT)  # the test kills this worker meanwhile
+
         run = train_config(database, config_id, progress=report)
         return {"run_id": run["run_id"], "pid": os.getpid()}
 
@@ -174,26 +189,41 @@ def test_jobs_run_on_workers_and_artifacts_land_in_gridfs(db, cluster, games_csv
     for name in names:
         config = store.get(name)
         assert config["status"] == "trained"
-        assert all(is_gridfs_path(config[f]) for f in ("model_artifact_path", "scaler_artifact_path",
-                                                       "features_path"))
+        assert all(
+            is_gridfs_path(config[f]) for f in ("model_artifact_path", "scaler_artifact_path", "features_path")
+        )
     assert_nothing_half_written(db)
 
     # another process (fresh disk cache, no artifact folder) loads the models and predicts
     rows = tmp_path / "rows.csv"
     pd.read_csv(games_csv).head(25).to_csv(rows, index=False)
-    env = {**os.environ, "MONGO_URI": db.settings.effective_mongo_uri, "MONGO_DB": db.settings.mongo_db,
-           "ARTIFACT_STORE": "gridfs", "VAR_DIR": str(tmp_path / "other-var"),
-           "ARTIFACT_SIGNING_KEY_FILE": str(db.settings.signing_key_file),  # one key per deployment
-           "ARTIFACT_DIR": str(tmp_path / "other-artifacts"), "PYTHONPATH": str(PROJECT_ROOT)}
+    env = {
+        **os.environ,
+        "MONGO_URI": db.settings.effective_mongo_uri,
+        "MONGO_DB": db.settings.mongo_db,
+        "ARTIFACT_STORE": "gridfs",
+        "VAR_DIR": str(tmp_path / "other-var"),
+        "ARTIFACT_SIGNING_KEY_FILE": str(db.settings.signing_key_file),  # one key per deployment
+        "ARTIFACT_DIR": str(tmp_path / "other-artifacts"),
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
     env.pop("DASK_SCHEDULER_ADDRESS", None)
-    script = ("import json, sys, pandas as pd\n"
-              "from models.settings import get_settings\nfrom models.store.db import Database\n"
-              "from models.store.configs import ConfigStore\nfrom models.artifacts.loading import load_model\n"
-              "s = get_settings(); db = Database.connect(s, autostart=False)\n"
-              "out = {n: load_model(s, ConfigStore(db).get(n)).model.predict_proba(pd.read_csv(sys.argv[1])).tolist()"
-              " for n in sys.argv[2:]}\nprint(json.dumps({'pid': __import__('os').getpid(), 'out': out}))\n")
-    proc = subprocess.run([sys.executable, "-c", script, str(rows), *names], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=str(tmp_path))
+    script = (
+        "import json, sys, pandas as pd\n"
+        "from models.settings import get_settings\nfrom models.store.db import Database\n"
+        "from models.store.configs import ConfigStore\nfrom models.artifacts.loading import load_model\n"
+        "s = get_settings(); db = Database.connect(s, autostart=False)\n"
+        "out = {n: load_model(s, ConfigStore(db).get(n)).model.predict_proba(pd.read_csv(sys.argv[1])).tolist()"
+        " for n in sys.argv[2:]}\nprint(json.dumps({'pid': __import__('os').getpid(), 'out': out}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(rows), *names],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["pid"] != os.getpid()
@@ -206,8 +236,11 @@ def test_jobs_run_on_workers_and_artifacts_land_in_gridfs(db, cluster, games_csv
 
 
 def test_killed_worker_leaves_the_job_failed_and_retryable(db, cluster, games_csv):
-    ConfigStore(db).create(cls_config("victim", games_csv, model_type="random_forest",
-                                      hyperparameters={"n_estimators": 10, "max_depth": 4}))
+    ConfigStore(db).create(
+        cls_config(
+            "victim", games_csv, model_type="random_forest", hyperparameters={"n_estimators": 10, "max_depth": 4}
+        )
+    )
     job, _ = submit_training(db, "victim", block_at="fold 2/3")
     deadline = time.monotonic() + JOB_TIMEOUT
     while True:
@@ -251,6 +284,7 @@ def test_ensemble_retrain_runs_on_the_cluster_once(db, games_csv, monkeypatch):
 
     def not_here(*args, **kwargs):
         raise AssertionError("the retrain ran in the test process, not on the cluster")
+
     monkeypatch.setattr(base_models, "train_config", not_here)
 
     records, errors = {}, []
@@ -260,6 +294,7 @@ def test_ensemble_retrain_runs_on_the_cluster_once(db, games_csv, monkeypatch):
             records[name] = create_ensemble(db, name, ["a", "b"])
         except Exception as exc:  # reported by the assertion below
             errors.append(exc)
+
     threads = [threading.Thread(target=create, args=(n,)) for n in ("e1", "e2")]
     for t in threads:
         t.start()
@@ -277,8 +312,12 @@ def test_ensemble_retrain_runs_on_the_cluster_once(db, games_csv, monkeypatch):
 
 
 def test_cv_folds_spread_over_workers_with_identical_results(cluster, games_csv, settings):
-    config = {**cls_config("folds", games_csv, model_type="random_forest",
-                           hyperparameters={"n_estimators": 8, "max_depth": 4}), "cv_folds": 4}
+    config = {
+        **cls_config(
+            "folds", games_csv, model_type="random_forest", hyperparameters={"n_estimators": 8, "max_depth": 4}
+        ),
+        "cv_folds": 4,
+    }
     data = load_training_data(config, settings)
     here = fit_config(config, data)
     with distributed.get_task_stream(client=cluster) as stream, joblib.parallel_backend("dask", client=cluster):

@@ -1,6 +1,7 @@
 """Security of the web app beyond tests/test_web_auth.py (which walks the URL map for authentication,
 checks the API token, login CSRF and the login rate limit): CSRF on every form post, cookie flags,
 request size, path tricks on prediction/download routes, and no stack traces or secrets in answers."""
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,10 @@ SECRETS = (PASSWORD, TOKEN, "s3cretKey" * 4)
 
 @pytest.fixture
 def app(settings, database):
-    return create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN, secret_key=SECRETS[2],
-                                     max_content_length=8192), database)
+    return create_app(
+        settings.with_(admin_password=PASSWORD, api_token=TOKEN, secret_key=SECRETS[2], max_content_length=8192),
+        database,
+    )
 
 
 @pytest.fixture
@@ -46,16 +49,25 @@ def _no_leak(text: str) -> None:
         assert secret not in text
 
 
-FORM = {"name": "via_form", "task": "classification", "model_type": "logistic_regression",
-        "features": "a,b", "target": "y", "training_csv": "tests/fixtures/columns.csv"}
+FORM = {
+    "name": "via_form",
+    "task": "classification",
+    "model_type": "logistic_regression",
+    "features": "a,b",
+    "target": "y",
+    "training_csv": "tests/fixtures/columns.csv",
+}
 
 
-@pytest.mark.parametrize("path,data", [
-    ("/configs/new", FORM),
-    ("/configs/m/edit", {**FORM, "name": "m"}),
-    ("/configs/m/delete", {}),
-    ("/logout", {}),
-])
+@pytest.mark.parametrize(
+    "path,data",
+    [
+        ("/configs/new", FORM),
+        ("/configs/m/edit", {**FORM, "name": "m"}),
+        ("/configs/m/delete", {}),
+        ("/logout", {}),
+    ],
+)
 def test_form_posts_without_or_with_a_wrong_csrf_token_are_refused(client, database, trained, path, data):
     login(client, PASSWORD)
     before = list(database.configs.find({}))
@@ -98,13 +110,16 @@ def test_request_size_limit_gives_413_on_pages_and_api(client, database, trained
     assert database.configs.count_documents({}) == 1
 
 
-@pytest.mark.parametrize("path", [
-    "/api/export/..%2F..%2Fetc%2Fpasswd/model",
-    "/api/export/../../etc/passwd/model",
-    "/api/export/%2Fetc%2Fpasswd/report",
-    "/api/artifacts/..%2Fsecret/info",
-    "/api/export/x%00y/model",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/export/..%2F..%2Fetc%2Fpasswd/model",
+        "/api/export/../../etc/passwd/model",
+        "/api/export/%2Fetc%2Fpasswd/report",
+        "/api/artifacts/..%2Fsecret/info",
+        "/api/export/x%00y/model",
+    ],
+)
 def test_path_tricks_in_run_ids_reveal_nothing(client, trained, path):
     response = client.get(path, headers=AUTH)
     assert response.status_code in (400, 404), (path, response.status_code)
@@ -121,20 +136,26 @@ def test_path_tricks_in_prediction_names_reveal_nothing(client, trained, name):
 
 
 @pytest.mark.parametrize("planted", ["../secret_model.pkl", "ABSOLUTE", "sub/../../secret_model.pkl"])
-def test_download_and_predict_refuse_planted_paths_outside_the_artifact_folder(client, database, settings,
-                                                                               trained, tmp_path, planted):
+def test_download_and_predict_refuse_planted_paths_outside_the_artifact_folder(
+    client, database, settings, trained, tmp_path, planted
+):
     secret = tmp_path / "secret_model.pkl"
     secret.write_bytes(b"TOP-SECRET-CONTENT")
     path = str(secret) if planted == "ABSOLUTE" else planted
     import hashlib
+
     digest = hashlib.sha256(secret.read_bytes()).hexdigest()  # even a matching checksum does not help
-    database.runs.update_one({"run_id": trained["run_id"]},
-                             {"$set": {"artifacts.model.path": path, "artifacts.model.sha256": digest}})
-    database.configs.update_one({"_id": trained["_id"]}, {"$set": {"model_artifact_path": path,
-                                                                    "checksums.model": digest}})
-    for response in (client.get(f"/api/export/{trained['run_id']}/model", headers=AUTH),
-                     client.post("/api/predict/model/m", json={"rows": [{f: 1 for f in FEATS}]}, headers=AUTH),
-                     client.get(f"/api/artifacts/{trained['run_id']}/info", headers=AUTH)):
+    database.runs.update_one(
+        {"run_id": trained["run_id"]}, {"$set": {"artifacts.model.path": path, "artifacts.model.sha256": digest}}
+    )
+    database.configs.update_one(
+        {"_id": trained["_id"]}, {"$set": {"model_artifact_path": path, "checksums.model": digest}}
+    )
+    for response in (
+        client.get(f"/api/export/{trained['run_id']}/model", headers=AUTH),
+        client.post("/api/predict/model/m", json={"rows": [{f: 1 for f in FEATS}]}, headers=AUTH),
+        client.get(f"/api/artifacts/{trained['run_id']}/info", headers=AUTH),
+    ):
         body = response.get_data(as_text=True)
         assert "TOP-SECRET-CONTENT" not in body
         assert response.status_code in (200, 422), response.status_code
@@ -154,6 +175,7 @@ def test_unexpected_errors_carry_no_traceback_or_secret(client, app, monkeypatch
 
     def boom(*_a, **_k):
         raise RuntimeError(f"internal detail with {PASSWORD} and {TOKEN}")
+
     monkeypatch.setattr(predict_api, "predict_with_model", boom)
     with caplog.at_level(logging.ERROR):
         response = client.post("/api/predict/model/m", json={"rows": [{"a": 1}]}, headers=AUTH)
@@ -175,8 +197,12 @@ def test_database_errors_do_not_reveal_the_mongo_password(settings, caplog):
         with caplog.at_level(logging.DEBUG):
             app = create_app(dead, database)
             client = app.test_client()
-            bodies = [client.get("/healthz"), client.get("/api/configs", headers=AUTH),
-                      client.get("/login"), client.post("/api/configs", json={"name": "x"}, headers=AUTH)]
+            bodies = [
+                client.get("/healthz"),
+                client.get("/api/configs", headers=AUTH),
+                client.get("/login"),
+                client.post("/api/configs", json={"name": "x"}, headers=AUTH),
+            ]
             login(client, PASSWORD)
             bodies.append(client.get("/configs/"))
         for response in bodies:

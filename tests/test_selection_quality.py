@@ -1,5 +1,6 @@
 """The suggested ensemble's honest score is at least the best single candidate's (within 0.005): a small,
 fast version of bench/bench_selection_quality.py on two scikit-learn data sets (nothing downloaded)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,15 +10,24 @@ from sklearn import datasets
 from bench.bench_selection_quality import TOLERANCE, build_library, evaluate, write_csv
 
 SWEEPS = {
-    "classification": [("logistic_regression", {"max_iter": 2000}, {"C": [0.01, 0.1, 1.0, 10.0]}),
-                       ("knn", {}, {"n_neighbors": [3, 9, 27, 60]})],
-    "regression": [("ridge", {}, {"alpha": [0.1, 3.0, 30.0, 300.0]}),
-                   ("knn", {}, {"n_neighbors": [3, 9, 27, 60]})],
+    "classification": [
+        ("logistic_regression", {"max_iter": 2000}, {"C": [0.01, 0.1, 1.0, 10.0]}),
+        ("knn", {}, {"n_neighbors": [3, 9, 27, 60]}),
+    ],
+    "regression": [
+        ("ridge", {}, {"alpha": [0.1, 3.0, 30.0, 300.0]}),
+        ("knn", {}, {"n_neighbors": [3, 9, 27, 60]}),
+    ],
 }
 
 
-@pytest.mark.parametrize("name,task,loader", [("cancer", "classification", datasets.load_breast_cancer),
-                                              ("diabetes", "regression", datasets.load_diabetes)])
+@pytest.mark.parametrize(
+    "name,task,loader",
+    [
+        ("cancer", "classification", datasets.load_breast_cancer),
+        ("diabetes", "regression", datasets.load_diabetes),
+    ],
+)
 def test_suggestion_is_no_worse_than_the_best_single_candidate(database, tmp_path, name, task, loader):
     bunch = loader()
     csv, features = write_csv(tmp_path, name, bunch.data, bunch.target)

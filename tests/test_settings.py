@@ -15,8 +15,14 @@ def test_defaults():
 
 
 def test_environment_overrides():
-    s = Settings.from_env({"MONGO_URI": "mongodb://db:27017", "CONFIG_COLLECTION": "model_config_nba",
-                           "ARTIFACT_DIR": "/srv/models", "JOB_WORKERS": "4"})
+    s = Settings.from_env(
+        {
+            "MONGO_URI": "mongodb://db:27017",
+            "CONFIG_COLLECTION": "model_config_nba",
+            "ARTIFACT_DIR": "/srv/models",
+            "JOB_WORKERS": "4",
+        }
+    )
     assert not s.uses_embedded
     assert s.effective_mongo_uri == "mongodb://db:27017"
     assert s.config_collection == "model_config_nba"

@@ -1,4 +1,5 @@
 """Signed artifacts: the key (file or setting), what a signature covers, legacy runs and ``artifacts sign --all``."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ from tests.helpers import cls_config
 
 
 def cli(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=ROOT, env=driver_env(settings, **env),
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        env=driver_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 @pytest.fixture
@@ -53,7 +60,9 @@ def test_every_written_artifact_is_signed_and_a_signature_cannot_move(database, 
     signer = get_signer(settings)
     assert set(run["artifacts"]) == {"model", "scaler", "features", "metrics", "oof"}
     assert all(signer.artifact_state(ref) == "signed" for ref in run["artifacts"].values())
-    assert all(ref["signature"].startswith(f"ed25519:{signer.public_key}:") for ref in trained["artifacts"].values())
+    assert all(
+        ref["signature"].startswith(f"ed25519:{signer.public_key}:") for ref in trained["artifacts"].values()
+    )
     ConfigStore(database).create(cls_config("b", games_csv, random_state=3))
     train_config(database, "b")
     other = database.runs.find_one({"name": "b"})
@@ -79,7 +88,8 @@ def test_another_key_is_refused_unless_trusted(database, settings, trained):
 
 
 def test_unsigned_runs_are_refused_by_default_load_with_a_warning_only_when_opted_out(
-        database, settings, trained, caplog):
+    database, settings, trained, caplog
+):
     """Runs from before signing: refused by default (the database alone is never the trust root), a
     warning only with REQUIRE_SIGNED=0, and ``artifacts sign --all`` (a real process) signs them after
     re-checking their files."""
@@ -140,6 +150,7 @@ def test_key_command_prints_the_public_key(settings):
 
 def test_a_bad_signing_key_stops_the_web_app_and_the_cli_with_one_clear_line(settings, database):
     from web import create_app
+
     with pytest.raises(SigningKeyError, match="ARTIFACT_SIGNING_KEY"):
         create_app(settings.with_(artifact_signing_key="short", admin_password="pw", api_token="t" * 32), database)
     result = cli(settings, "artifacts", "key", ARTIFACT_SIGNING_KEY="c2hvcnQ=")

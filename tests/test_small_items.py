@@ -1,6 +1,7 @@
 """The smaller rough edges of the first day: registry filters name unknown metrics, 0 and 1 base models get
 the same answer, the meta-model list fits the task, the import conflict names --rename, the admin password
 can be reset, configs list shows a metric, bad training data exits 2, gc keeps .gitkeep, no numpy reprs."""
+
 from __future__ import annotations
 
 import re
@@ -30,8 +31,10 @@ def test_unknown_metric_in_a_filter_names_the_valid_ones(database, settings):
     with pytest.raises(ValidationError) as info:
         search(database, min_metrics={"roc": 0.6})
     assert "unknown metric 'roc'; did you mean 'roc_auc'?" in info.value.message
-    assert "valid metrics: accuracy, precision, recall, f1, log_loss, brier, roc_auc, mse, rmse, mae, r2" \
+    assert (
+        "valid metrics: accuracy, precision, recall, f1, log_loss, brier, roc_auc, mse, rmse, mae, r2"
         in info.value.message
+    )
     result = run(settings, "models", "list", "--min", "auc=0.6")
     assert result.exit_code == 2 and "unknown metric 'auc'" in result.stderr
 
@@ -65,7 +68,9 @@ def test_import_conflict_names_the_rename_flag(settings, database, games_csv, tm
     train_config(database, "a")
     assert run(settings, "models", "export", "a", "--out", str(tmp_path / "a.tar.gz")).exit_code == 0
     result = run(settings, "models", "import", str(tmp_path / "a.tar.gz"))
-    assert result.exit_code == 2 and "import again with --rename" in result.stderr and "--overwrite" in result.stderr
+    assert (
+        result.exit_code == 2 and "import again with --rename" in result.stderr and "--overwrite" in result.stderr
+    )
     assert database.runs.count_documents({}) == 1
 
 
@@ -100,6 +105,7 @@ def test_configs_list_has_a_metric_column(settings, database, games_csv):
 
 def test_bad_training_data_exits_2(settings, database, games_csv, tmp_path):
     from tests.helpers import create_then_change_csv
+
     create_then_change_csv(ConfigStore(database), cls_config("bad", tmp_path / "bad.csv"), "home_win\n1\n")
     result = run(settings, "train", "bad")
     assert result.exit_code == 2 and "lacks columns" in result.stderr
@@ -121,6 +127,7 @@ def test_legacy_document_with_missing_files_is_file_missing(settings, database, 
     from models.artifacts.legacy import LEGACY_REASON
     from models.artifacts.loading import load_model
     from models.errors import ArtifactError
+
     ConfigStore(database).create(cls_config("t", games_csv))
     train_config(database, "t")
     doc = ConfigStore(database).get("t")
@@ -128,9 +135,12 @@ def test_legacy_document_with_missing_files_is_file_missing(settings, database, 
     with pytest.raises(ArtifactError) as info:  # files there, no checksums: legacy, not adopted
         load_model(settings, legacy, use_cache=False)
     assert info.value.reason == LEGACY_REASON  # issue 17: the reason says so, in words
-    gone = {**legacy, "model_artifact_path": "20200101_000000_deadbeef_model.pkl",
-            "scaler_artifact_path": "20200101_000000_deadbeef_scaler.pkl",
-            "features_path": "20200101_000000_deadbeef_features.json"}
+    gone = {
+        **legacy,
+        "model_artifact_path": "20200101_000000_deadbeef_model.pkl",
+        "scaler_artifact_path": "20200101_000000_deadbeef_scaler.pkl",
+        "features_path": "20200101_000000_deadbeef_features.json",
+    }
     with pytest.raises(ArtifactError) as info:
         load_model(settings, gone, use_cache=False)
     assert info.value.reason == "file_missing" and "is missing" in info.value.message
@@ -142,6 +152,7 @@ def test_same_file_different_rows_says_so(database, games_csv, tmp_path):
 
     from models.ensembles.build import create_ensemble
     from models.ensembles.compat import IncompatibleBaseModelsError
+
     frame = pd.read_csv(games_csv)
     frame.loc[[4, 9], "home_elo"] = np.nan  # only configs using home_elo drop these rows
     path = tmp_path / "holes.csv"
@@ -163,6 +174,7 @@ def test_no_numpy_reprs_in_data_messages(database, games_csv, tmp_path):
     import pandas as pd
 
     from models.errors import DataError
+
     frame = pd.read_csv(games_csv)
     frame["one"] = 1
     frame["rare"] = 0

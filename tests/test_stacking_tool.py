@@ -1,4 +1,5 @@
 """The stacking tool against the real server: fast path, slow path, reasons, concurrency, async."""
+
 import asyncio
 import json
 import os
@@ -18,8 +19,11 @@ from models.store.configs import ConfigStore
 from models.training.train import train_config
 from tests.helpers import cls_config, create_then_change_csv, spy_unpickling
 
-BASES = {"lr": ("logistic_regression", {}), "rf": ("random_forest", {"n_estimators": 10, "max_depth": 4}),
-         "nb": ("naive_bayes", {})}
+BASES = {
+    "lr": ("logistic_regression", {}),
+    "rf": ("random_forest", {"n_estimators": 10, "max_depth": 4}),
+    "nb": ("naive_bayes", {}),
+}
 
 
 class Boom:
@@ -66,23 +70,27 @@ def test_trained_bases_zero_retrains_then_cache_hits(tool, database, games_csv, 
     assert second["base_run_ids"] == first["base_run_ids"]
 
 
-def test_missing_corrupted_and_deleted_artifacts_each_retrain_once(tool, database, settings, games_csv,
-                                                                   spy_unpickle, tmp_path):
+def test_missing_corrupted_and_deleted_artifacts_each_retrain_once(
+    tool, database, settings, games_csv, spy_unpickle, tmp_path
+):
     create(database, games_csv, ["lr", "rf"])
-    create(database, games_csv, ["nb"], train=False)                     # never trained
+    create(database, games_csv, ["nb"], train=False)  # never trained
     store = ConfigStore(database)
     lr, rf = store.get("lr"), store.get("rf")
     marker = tmp_path / "pwned"
     model_file = settings.artifact_dir / lr["model_artifact_path"]
     import pickle
-    model_file.write_bytes(pickle.dumps(Boom(marker)))                   # corrupted (malicious) model file
+
+    model_file.write_bytes(pickle.dumps(Boom(marker)))  # corrupted (malicious) model file
     corrupted = model_file.read_bytes()
-    (settings.artifact_dir / rf["scaler_artifact_path"]).unlink()       # deleted scaler
+    (settings.artifact_dir / rf["scaler_artifact_path"]).unlink()  # deleted scaler
     record = tool.create_ensemble("e", ["lr", "rf", "nb"])
     by_name = {b["name"]: b for b in record["base_models"]}
     assert {n: (b["source"], b["reason"]) for n, b in by_name.items()} == {
-        "lr": ("retrained", "checksum_mismatch"), "rf": ("retrained", "file_missing"),
-        "nb": ("retrained", "field_missing")}
+        "lr": ("retrained", "checksum_mismatch"),
+        "rf": ("retrained", "file_missing"),
+        "nb": ("retrained", "field_missing"),
+    }
     assert "fails verification" in by_name["lr"]["detail"] and "is missing" in by_name["rf"]["detail"]
     assert corrupted not in spy_unpickle and not marker.exists()
     for name, old in (("lr", lr), ("rf", rf), ("nb", None)):
@@ -146,12 +154,14 @@ def test_load_base_models_reports_all_failures(tool, database, games_csv, tmp_pa
 
 def test_incompatible_refused_and_nothing_written(tool, database, settings, games_csv):
     create(database, games_csv, ["lr"])
-    ConfigStore(database).create(cls_config("other", games_csv, target="home_back_to_back",
-                                            features=["home_elo", "away_elo"]))
+    ConfigStore(database).create(
+        cls_config("other", games_csv, target="home_back_to_back", features=["home_elo", "away_elo"])
+    )
     train_config(database, "other")
     before = sorted(os.listdir(settings.artifact_dir))
-    with pytest.raises(IncompatibleBaseModelsError, match="target differs: lr uses 'home_win'; other uses "
-                                                          "'home_back_to_back'"):
+    with pytest.raises(
+        IncompatibleBaseModelsError, match="target differs: lr uses 'home_win'; other uses 'home_back_to_back'"
+    ):
         tool.create_ensemble("bad", ["lr", "other"])
     assert sorted(os.listdir(settings.artifact_dir)) == before and database.ensembles.count_documents({}) == 0
 
@@ -178,15 +188,20 @@ def test_async_variants_under_asyncio_run(tool, database, games_csv):
             while True:
                 await asyncio.sleep(0.005)
                 ticks += 1
+
         beat = asyncio.create_task(heartbeat())
         loaded = await tool.aload_base_models(["lr", "rf"])
         record = await tool.acreate_ensemble("ae", ["lr", "rf", "nb"], meta_model="logistic_regression")
         beat.cancel()
         return loaded, record, ticks
+
     loaded, record, ticks = asyncio.run(main())
     assert [r.source for r in loaded] == ["artifacts", "artifacts"]
     assert [(b["source"], b["reason"]) for b in record["base_models"]] == [
-        ("cache", None), ("cache", None), ("retrained", "field_missing")]
+        ("cache", None),
+        ("cache", None),
+        ("retrained", "field_missing"),
+    ]
     assert ticks > 5
     assert database.ensembles.find_one({"name": "ae"})["base_run_ids"] == record["base_run_ids"]
     frame = pd.read_csv(games_csv).head(10)
@@ -203,8 +218,10 @@ def test_two_async_creations_train_the_missing_model_once(tool, database, games_
     create(database, games_csv, ["rf"], train=False)
 
     async def main():
-        return await asyncio.gather(tool.acreate_ensemble("a1", ["lr", "rf"]),
-                                    tool.acreate_ensemble("a2", ["lr", "rf"]))
+        return await asyncio.gather(
+            tool.acreate_ensemble("a1", ["lr", "rf"]), tool.acreate_ensemble("a2", ["lr", "rf"])
+        )
+
     a1, a2 = asyncio.run(main())
     assert database.runs.count_documents({"name": "rf"}) == 1
     assert sorted(r["base_models"][1]["source"] for r in (a1, a2))[1] == "retrained"
@@ -230,17 +247,36 @@ with StackingTool(settings) as tool:
 
 def test_two_processes_train_the_missing_model_once(database, settings, games_csv):
     create(database, games_csv, ["lr"])
-    ConfigStore(database).create(cls_config("rf", games_csv, model_type="random_forest",
-                                            hyperparameters={"n_estimators": 40, "max_depth": 6}))
+    ConfigStore(database).create(
+        cls_config(
+            "rf", games_csv, model_type="random_forest", hyperparameters={"n_estimators": 40, "max_depth": 6}
+        )
+    )
     procs = []
     for name in ("p1", "p2"):
-        arg = json.dumps({"uri": settings.effective_mongo_uri, "db": settings.mongo_db,
-                          "art": str(settings.artifact_dir), "name": name, "var": str(settings.var_dir),
-                          "key": settings.artifact_signing_key,
-                          "roots": [[name, str(folder)] for name, folder in settings.named_data_roots.items()
-                                    if name != "data"]})
-        procs.append(subprocess.Popen([sys.executable, "-c", CHILD, arg], cwd=PROJECT_ROOT, text=True,
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        arg = json.dumps(
+            {
+                "uri": settings.effective_mongo_uri,
+                "db": settings.mongo_db,
+                "art": str(settings.artifact_dir),
+                "name": name,
+                "var": str(settings.var_dir),
+                "key": settings.artifact_signing_key,
+                "roots": [
+                    [name, str(folder)] for name, folder in settings.named_data_roots.items() if name != "data"
+                ],
+            }
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", CHILD, arg],
+                cwd=PROJECT_ROOT,
+                text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     for p in procs:
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
     for p in procs:

@@ -1,4 +1,5 @@
 """Suggested ensembles: Caruana selection on stored OOF predictions, honest nested scores, weighted ensembles."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,10 +13,17 @@ from models.store.configs import ConfigStore
 from models.training.train import train_config
 from tests.helpers import cls_config, reg_config
 
-CLS = [("lr", "logistic_regression", {"C": 0.5}), ("rf", "random_forest", {"n_estimators": 15, "max_depth": 4}),
-       ("nb", "naive_bayes", {}), ("knn", "knn", {"n_neighbors": 25})]
-REG = [("ridge", "ridge", {}), ("gbr", "gradient_boosting", {"n_estimators": 20, "max_depth": 2}),
-       ("rfr", "random_forest", {"n_estimators": 15, "max_depth": 4})]
+CLS = [
+    ("lr", "logistic_regression", {"C": 0.5}),
+    ("rf", "random_forest", {"n_estimators": 15, "max_depth": 4}),
+    ("nb", "naive_bayes", {}),
+    ("knn", "knn", {"n_neighbors": 25}),
+]
+REG = [
+    ("ridge", "ridge", {}),
+    ("gbr", "gradient_boosting", {"n_estimators": 20, "max_depth": 2}),
+    ("rfr", "random_forest", {"n_estimators": 15, "max_depth": 4}),
+]
 
 
 def make(database, csv, builder, specs):
@@ -31,8 +39,20 @@ def files(settings):
 
 # ------------------------------------------------------------------ math
 
-@pytest.mark.parametrize("metric,k", [("log_loss", 3), ("brier", 3), ("accuracy", 3), ("roc_auc", 3),
-                                      ("log_loss", 2), ("brier", 2), ("accuracy", 2), ("roc_auc", 2)])
+
+@pytest.mark.parametrize(
+    "metric,k",
+    [
+        ("log_loss", 3),
+        ("brier", 3),
+        ("accuracy", 3),
+        ("roc_auc", 3),
+        ("log_loss", 2),
+        ("brier", 2),
+        ("accuracy", 2),
+        ("roc_auc", 2),
+    ],
+)
 def test_batch_scores_equal_exact_scores(metric, k):
     rng = np.random.default_rng(k)
     y = rng.integers(0, k, 400)
@@ -77,6 +97,7 @@ def test_nested_selection_never_sees_the_rows_it_scores():
 
 # ------------------------------------------------------------ stored ensembles
 
+
 def test_weighted_ensemble_predicts_the_weighted_average_by_hand(database, settings, games_csv):
     make(database, games_csv, cls_config, CLS)
     record = suggest_ensemble(database, "auto", ["lr", "rf", "nb", "knn"], size=15)
@@ -89,6 +110,7 @@ def test_weighted_ensemble_predicts_the_weighted_average_by_hand(database, setti
     frame = pd.read_csv(games_csv).sample(200, random_state=3)
     runs = {b["name"]: b["run_id"] for b in record["base_models"]}
     from models.artifacts.loading import load_model
+
     by_hand = np.zeros((200, 2))
     for name, w in zip(record["base_names"], record["weights"]):
         run = database.runs.find_one({"run_id": runs[name]})
@@ -113,6 +135,7 @@ def test_weighted_regression_by_hand_and_stack_and_both(database, settings, game
     ensemble = load_ensemble(database, "wreg")
     frame = pd.read_csv(games_csv).head(150)
     from models.artifacts.loading import load_model
+
     by_hand = np.zeros(150)
     for b in record["base_models"]:
         run = database.runs.find_one({"run_id": b["run_id"]})
@@ -140,8 +163,11 @@ def test_bad_requests_name_the_field_and_write_nothing(database, settings, games
         (dict(from_configs=["lr", "rf"], method="magic"), ValidationError, "method must be one of"),
         (dict(from_configs=[]), ValidationError, "name the candidate configs"),
         (dict(from_configs=["lr", "nope"]), NotFoundError, "no config named 'nope'"),
-        (dict(from_configs=["lr", "rf"], meta_model="linear_regression"), ValidationError,
-         "not available for classification"),
+        (
+            dict(from_configs=["lr", "rf"], meta_model="linear_regression"),
+            ValidationError,
+            "not available for classification",
+        ),
     ]
     for kwargs, exc, message in cases:
         with pytest.raises(exc, match=message):
@@ -167,6 +193,7 @@ def test_greedy_keeps_the_best_single_candidate_when_selection_scores_worse_hone
     its honest score is worse than taking the best single candidate, and that candidate is kept alone."""
     from models.ensembles.base_models import BaseModelResult
     from models.ensembles.suggest import Library, selection_report
+
     rng = np.random.default_rng(1)
     n, m, folds = 24, 40, 4
     y, y_test = rng.normal(size=n), rng.normal(size=10)
@@ -174,8 +201,9 @@ def test_greedy_keeps_the_best_single_candidate_when_selection_scores_worse_hone
     P[0] = y + rng.normal(size=n) * 0.3
     T = rng.normal(size=(m, 10))
     fold_ids = np.arange(n) % folds
-    results = [BaseModelResult(f"c{i}", i, f"r{i}", None, "artifacts", 0.0, config={"model_type": "x"})
-               for i in range(m)]
+    results = [
+        BaseModelResult(f"c{i}", i, f"r{i}", None, "artifacts", 0.0, config={"model_type": "x"}) for i in range(m)
+    ]
     lib = Library("regression", results, P, T, y, y_test, y_test, fold_ids, None)
 
     nested = nested_greedy(P, y, fold_ids, "rmse", 10)

@@ -1,4 +1,5 @@
 """Suggested ensembles from the CLI, the stacking tool, the JSON API and the web form (test client)."""
+
 from __future__ import annotations
 
 import html
@@ -23,7 +24,9 @@ from web.testing import csrf_token
 def trained(database, games_csv):
     store = ConfigStore(database)
     store.create(cls_config("lr", games_csv, hyperparameters={"C": 0.3}))
-    store.create(cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4}))
+    store.create(
+        cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4})
+    )
     store.create(cls_config("nb", games_csv, "naive_bayes"))
     store.create(reg_config("reg", games_csv))
     for name in ("lr", "rf", "nb", "reg"):
@@ -40,8 +43,23 @@ def test_cli_suggest_table_json_and_predict(settings, database, trained, games_c
     assert result.exit_code == 0, result.output
     assert "score by step" in result.stdout and "honest log_loss" in result.stdout
     assert "best single" in result.stdout and "weight" in result.stdout
-    result = run(settings, "ensemble", "suggest", "auto2", "--from", "lr", "--from", "rf", "--from", "nb",
-                 "--method", "both", "--metric", "brier", "--json")
+    result = run(
+        settings,
+        "ensemble",
+        "suggest",
+        "auto2",
+        "--from",
+        "lr",
+        "--from",
+        "rf",
+        "--from",
+        "nb",
+        "--method",
+        "both",
+        "--metric",
+        "brier",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["selection"]["metric"] == "brier" and record["selection"]["method_requested"] == "both"
@@ -54,10 +72,12 @@ def test_cli_suggest_table_json_and_predict(settings, database, trained, games_c
 
 
 def test_cli_suggest_refusals_exit_2_and_write_nothing(settings, database, trained):
-    cases = [(["--from", "lr", "--from", "reg"], "task differs"),
-             (["--from", "lr", "--from", "rf", "--metric", "rmse"], "metric 'rmse' cannot drive selection"),
-             ([], "name the candidate configs"),
-             (["--from", "ghost", "--from", "lr"], "no config named 'ghost'")]
+    cases = [
+        (["--from", "lr", "--from", "reg"], "task differs"),
+        (["--from", "lr", "--from", "rf", "--metric", "rmse"], "metric 'rmse' cannot drive selection"),
+        ([], "name the candidate configs"),
+        (["--from", "ghost", "--from", "lr"], "no config named 'ghost'"),
+    ]
     for extra, message in cases:
         result = run(settings, "ensemble", "suggest", "bad", *extra)
         assert result.exit_code == 2, result.output
@@ -84,9 +104,12 @@ def wait_job(api, job_id: str, timeout: float = 90):
 
 
 def test_api_suggest_job_then_predict(api, database, trained, games_csv):
-    assert api("POST", "/api/ensembles/suggest", {"name": "x", "from": ["lr", "rf"]}, auth=False).status_code == 401
-    response = api("POST", "/api/ensembles/suggest", {"name": "api_auto", "from": ["lr"], "all_compatible": True,
-                                                      "size": 5})
+    assert (
+        api("POST", "/api/ensembles/suggest", {"name": "x", "from": ["lr", "rf"]}, auth=False).status_code == 401
+    )
+    response = api(
+        "POST", "/api/ensembles/suggest", {"name": "api_auto", "from": ["lr"], "all_compatible": True, "size": 5}
+    )
     assert response.status_code == 202, response.get_data(as_text=True)
     job = wait_job(api, response.get_json()["job_id"])
     assert job["status"] == "succeeded", job
@@ -98,13 +121,16 @@ def test_api_suggest_job_then_predict(api, database, trained, games_csv):
     assert body["count"] == 3 and set(body["predictions"][0]) == {"prediction", "proba_0", "proba_1"}
 
 
-@pytest.mark.parametrize("body,status,fragment", [
-    ({"name": "b", "from": ["lr", "reg"]}, 422, "task differs"),
-    ({"name": "b", "from": ["lr", "rf"], "size": "many"}, 422, "size must be a whole number"),
-    ({"name": "b", "from": ["lr", "rf"], "colour": 1}, 422, "colour"),
-    ({"name": "b", "from": ["lr", "ghost"]}, 404, "ghost"),
-    ({"name": "b!", "from": ["lr", "rf"]}, 422, "name must be"),
-])
+@pytest.mark.parametrize(
+    "body,status,fragment",
+    [
+        ({"name": "b", "from": ["lr", "reg"]}, 422, "task differs"),
+        ({"name": "b", "from": ["lr", "rf"], "size": "many"}, 422, "size must be a whole number"),
+        ({"name": "b", "from": ["lr", "rf"], "colour": 1}, 422, "colour"),
+        ({"name": "b", "from": ["lr", "ghost"]}, 404, "ghost"),
+        ({"name": "b!", "from": ["lr", "rf"]}, 422, "name must be"),
+    ],
+)
 def test_api_suggest_refusals_queue_nothing(api, database, trained, body, status, fragment):
     response = api("POST", "/api/ensembles/suggest", body)
     assert response.status_code == status, response.get_data(as_text=True)
@@ -117,14 +143,25 @@ def test_web_form_suggests_and_the_page_shows_weights_and_steps(page, api, datab
     assert 'id="suggest-ensemble"' in index
     form = html.unescape(page.get("/ensembles/suggest").get_data(as_text=True))
     assert 'value="lr"' in form and "lr, nb, rf" in form  # the classification group; reg alone is not offered
-    response = page.post("/ensembles/suggest", data={"csrf_token": csrf_token(page), "name": "web_auto",
-                                                     "group": "lr", "method": "greedy", "size": "6", "metric": ""})
+    response = page.post(
+        "/ensembles/suggest",
+        data={
+            "csrf_token": csrf_token(page),
+            "name": "web_auto",
+            "group": "lr",
+            "method": "greedy",
+            "size": "6",
+            "metric": "",
+        },
+    )
     assert response.status_code == 302 and response.headers["Location"].endswith("/ensembles/web_auto")
     job = database.jobs.find_one({"key": "ensemble:web_auto"})
     assert wait_job(api, str(job["_id"]))["status"] == "succeeded"
     detail = html.unescape(page.get("/ensembles/web_auto").get_data(as_text=True))
     assert 'id="selection-weights"' in detail and 'id="selection-steps"' in detail and "Honest log_loss" in detail
-    bad = page.post("/ensembles/suggest", data={"csrf_token": csrf_token(page), "name": "web_auto", "group": "lr",
-                                                "method": "greedy", "size": "0"})
+    bad = page.post(
+        "/ensembles/suggest",
+        data={"csrf_token": csrf_token(page), "name": "web_auto", "group": "lr", "method": "greedy", "size": "0"},
+    )
     assert bad.status_code == 422 and "size must be a whole number" in html.unescape(bad.get_data(as_text=True))
     assert database.ensembles.count_documents({}) == 1

@@ -1,4 +1,5 @@
 """Sweeps: one config per combination of hyperparameter values (CLI, API, web form), all or nothing."""
+
 from __future__ import annotations
 
 import html
@@ -19,9 +20,11 @@ from web.testing import csrf_token
 
 @pytest.fixture
 def base(database, games_csv):
-    return ConfigStore(database).create(cls_config("rf", games_csv, "random_forest",
-                                                   hyperparameters={"n_estimators": 10, "max_depth": 3},
-                                                   tags=["team"]))
+    return ConfigStore(database).create(
+        cls_config(
+            "rf", games_csv, "random_forest", hyperparameters={"n_estimators": 10, "max_depth": 3}, tags=["team"]
+        )
+    )
 
 
 def run(settings, *args):
@@ -34,13 +37,21 @@ def names(database):
 
 def test_parse_grid_and_names():
     assert parse_grid(["max_depth=4,8", "criterion=gini,entropy", "bootstrap=true,false", "C=0.5"]) == {
-        "max_depth": [4, 8], "criterion": ["gini", "entropy"], "bootstrap": [True, False], "C": [0.5]}
+        "max_depth": [4, 8],
+        "criterion": ["gini", "entropy"],
+        "bootstrap": [True, False],
+        "C": [0.5],
+    }
     assert sweep_name("rf", {"max_depth": 4, "n_estimators": 100}) == "rf__max_depth-4__n_estimators-100"
     assert sweep_name("rf", {"max_features": None}) == "rf__max_features-null"
     long = sweep_name("a" * 90, {"max_depth": 4, "n_estimators": 100})
     assert len(long) <= 100 and long.startswith("a" * 80 + "__sweep-")
-    for bad, message in [(["max_depth"], "must look like name=value1,value2"), (["=4"], "must look like"),
-                         (["a=1", "a=2"], "more than once"), (["a=1,1"], "repeats a value")]:
+    for bad, message in [
+        (["max_depth"], "must look like name=value1,value2"),
+        (["=4"], "must look like"),
+        (["a=1", "a=2"], "more than once"),
+        (["a=1,1"], "repeats a value"),
+    ]:
         with pytest.raises(ValidationError, match=message):
             parse_grid(bad)
 
@@ -71,8 +82,18 @@ def test_bad_combination_refuses_the_whole_sweep_naming_the_parameter(settings, 
 
 
 def test_cli_sweep_and_train_in_parallel_jobs(settings, database, base):
-    result = run(settings, "configs", "sweep", "rf", "--grid", "max_depth=2,4", "--grid", "n_estimators=5",
-                 "--train", "--json")
+    result = run(
+        settings,
+        "configs",
+        "sweep",
+        "rf",
+        "--grid",
+        "max_depth=2,4",
+        "--grid",
+        "n_estimators=5",
+        "--train",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert [r["name"] for r in out] == ["rf__max_depth-2__n_estimators-5", "rf__max_depth-4__n_estimators-5"]
@@ -106,8 +127,9 @@ def test_web_sweep_form(page, database, base):
     assert response.status_code == 302 and "tag=sweep" in response.headers["Location"]
     listing = html.unescape(page.get(response.headers["Location"]).get_data(as_text=True))
     assert "rf__max_depth-3" in listing and "rf__max_depth-5" in listing
-    response = page.post("/configs/rf/sweep", data={"csrf_token": csrf_token(page), "grid": "max_depth=7,-1"},
-                         follow_redirects=True)
+    response = page.post(
+        "/configs/rf/sweep", data={"csrf_token": csrf_token(page), "grid": "max_depth=7,-1"}, follow_redirects=True
+    )
     assert "No sweep was created" in html.unescape(response.get_data(as_text=True))
     assert "max_depth=-1" in html.unescape(response.get_data(as_text=True))
     assert len(names(database)) == 3

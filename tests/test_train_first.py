@@ -1,6 +1,7 @@
 """Untrained base models in an ensemble: said beforehand (which, why in words, an estimate from past runs of
 the same model type and data size), pickable in the web form ("train and include"), and the reasons shown
 in words, not as internal codes."""
+
 from __future__ import annotations
 
 import html
@@ -24,7 +25,9 @@ def half_trained(database, games_csv):
     store = ConfigStore(database)
     store.create(cls_config("lr", games_csv))
     store.create(cls_config("lr2", games_csv))
-    store.create(cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 10, "max_depth": 3}))
+    store.create(
+        cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 10, "max_depth": 3})
+    )
     train_config(database, "lr")
     train_config(database, "rf")
     return store
@@ -45,8 +48,9 @@ def test_estimate_scales_past_runs_of_the_same_type_to_the_row_count(database, h
 
 
 def test_slow_model_types_are_warned_about():
-    assert slow_warning({"name": "s", "model_type": "svm"}, 20_000).startswith("s: svm on 20,000 rows may take a "
-                                                                              "long time")
+    assert slow_warning({"name": "s", "model_type": "svm"}, 20_000).startswith(
+        "s: svm on 20,000 rows may take a long time"
+    )
     assert slow_warning({"name": "s", "model_type": "svm"}, 5_000) is None
     assert slow_warning({"name": "r", "model_type": "random_forest"}, 10**6) is None
 
@@ -57,8 +61,10 @@ def test_reasons_in_words(database, half_trained):
     trained = store.get("lr")
     assert retrain_reason(trained) is None
     assert retrain_reason({k: v for k, v in trained.items() if k != "checksums"}) == LEGACY
-    assert retrain_reason({**trained, "artifacts": {k: v for k, v in trained["artifacts"].items() if k != "oof"}}) \
+    assert (
+        retrain_reason({**trained, "artifacts": {k: v for k, v in trained["artifacts"].items() if k != "oof"}})
         == NO_OOF
+    )
     assert describe_reason("field_missing") == "not trained yet"
     plan = retrain_plan(database, [store.get("lr"), store.get("lr2")])
     assert [p["name"] for p in plan] == ["lr2"] and plan[0]["reason"] == NOT_TRAINED
@@ -81,8 +87,13 @@ def test_web_form_trains_and_includes_an_untrained_model(page, api, database, ha
     form = html.unescape(page.get("/ensembles/new").get_data(as_text=True))
     item = re.search(r'<li class="candidate[^"]*" data-name="lr2".*?</li>', form, re.S).group(0)
     assert "disabled" not in item and "train and include: not trained yet; about " in item
-    data = {"name": "with_new", "base_models": ["lr", "lr2"], "meta_model": "logistic_regression",
-            "stack_method": "auto", "csrf_token": csrf_token(page)}
+    data = {
+        "name": "with_new",
+        "base_models": ["lr", "lr2"],
+        "meta_model": "logistic_regression",
+        "stack_method": "auto",
+        "csrf_token": csrf_token(page),
+    }
     response = page.post("/ensembles/new", data=data, follow_redirects=True)
     shown = html.unescape(response.get_data(as_text=True))
     assert "will train first: lr2 (not trained yet): about " in shown

@@ -19,8 +19,10 @@ def artifact_files(settings):
     return sorted(p.name for p in settings.artifact_dir.glob("*")) if settings.artifact_dir.exists() else []
 
 
-@pytest.mark.parametrize("make,calibration", [(cls_config, "none"), (cls_config, "sigmoid"),
-                                              (cls_config, "isotonic"), (reg_config, "none")])
+@pytest.mark.parametrize(
+    "make,calibration",
+    [(cls_config, "none"), (cls_config, "sigmoid"), (cls_config, "isotonic"), (reg_config, "none")],
+)
 def test_loaded_model_predicts_exactly_like_the_in_memory_one(database, settings, games_csv, make, calibration):
     extra = {"calibration": calibration} if make is cls_config else {}
     config = ConfigStore(database).create(make("m", games_csv, **extra))
@@ -49,13 +51,22 @@ def test_config_document_gets_the_seed_fields(database, settings, games_csv):
     assert doc["status"] == "trained" and doc["version"] == "1.0.0"
     assert set(doc["checksums"]) == {"model", "scaler", "features", "metrics", "oof"}
     assert sorted(artifact_files(settings)) == sorted(
-        f"{run['run_id']}_{k}" for k in ("model.pkl", "scaler.pkl", "features.json", "metrics.json", "oof.npz"))
+        f"{run['run_id']}_{k}" for k in ("model.pkl", "scaler.pkl", "features.json", "metrics.json", "oof.npz")
+    )
     assert json.loads((settings.artifact_dir / doc["features_path"]).read_text()) == FEATS
     stored = database.runs.find_one({"run_id": run["run_id"]})
     assert stored["data"]["rows_used"] == stored["data"]["n_train"] + stored["data"]["n_test"]
     assert len(stored["data"]["fingerprint"]) == 64
-    assert set(stored["metrics"]) >= {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier",
-                                      "confusion_matrix"}
+    assert set(stored["metrics"]) >= {
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "log_loss",
+        "brier",
+        "confusion_matrix",
+    }
     assert len(stored["cv"]["scores"]) == 3 and stored["cv"]["metric"] == "roc_auc"
     assert stored["versions"]["sklearn"] and stored["durations"]["total_s"] > 0
     assert [f["feature"] for f in stored["feature_importance"]] and stored["feature_importance"][0]["method"]
@@ -80,8 +91,9 @@ def test_oof_predictions_cover_every_training_row(database, settings, games_csv)
 
 
 def test_same_random_state_same_predictions(database, settings, games_csv):
-    ConfigStore(database).create(cls_config("rf", games_csv, model_type="random_forest",
-                                            hyperparameters={"n_estimators": 15}))
+    ConfigStore(database).create(
+        cls_config("rf", games_csv, model_type="random_forest", hyperparameters={"n_estimators": 15})
+    )
     first = train_config(database, "rf")
     second = train_config(database, "rf")
     assert first["run_id"] != second["run_id"]
@@ -95,11 +107,14 @@ def test_same_random_state_same_predictions(database, settings, games_csv):
 @pytest.mark.parametrize("task,model_type", [(t, m) for t in REGISTRY for m in REGISTRY[t]])
 def test_every_model_type_trains(database, games_csv, task, model_type):
     make = cls_config if task == "classification" else reg_config
-    params = {"random_forest": {"n_estimators": 10}, "extra_trees": {"n_estimators": 10},
-              "gradient_boosting": {"n_estimators": 10}, "hist_gradient_boosting": {"max_iter": 10},
-              "mlp": {"max_iter": 50, "hidden_layer_sizes": [8]}}.get(model_type, {})
-    ConfigStore(database).create(make("t", games_csv, model_type=model_type, hyperparameters=params,
-                                      cv_folds=2))
+    params = {
+        "random_forest": {"n_estimators": 10},
+        "extra_trees": {"n_estimators": 10},
+        "gradient_boosting": {"n_estimators": 10},
+        "hist_gradient_boosting": {"max_iter": 10},
+        "mlp": {"max_iter": 50, "hidden_layer_sizes": [8]},
+    }.get(model_type, {})
+    ConfigStore(database).create(make("t", games_csv, model_type=model_type, hyperparameters=params, cv_folds=2))
     run = train_config(database, "t")
     assert run["status"] == "trained" and run["metrics"]
 
@@ -132,6 +147,7 @@ def test_failure_during_fit_leaves_no_files(database, settings, games_csv, monke
 
     def explode(*a, **k):
         raise RuntimeError("simulated crash in fit")
+
     monkeypatch.setattr(training, "fit_config", explode)
     with pytest.raises(Exception, match="simulated crash"):
         train_config(database, "boom")
@@ -144,13 +160,16 @@ def test_failure_during_fit_leaves_no_files(database, settings, games_csv, monke
 def test_failure_while_writing_artifacts_removes_partial_run(database, settings, games_csv, monkeypatch):
     ConfigStore(database).create(cls_config("w", games_csv))
     import models.training.train as training
+
     real = training.npz_writer
 
     def failing_npz(arrays):
         def write(fh):
             fh.write(b"partial")
             raise OSError(28, "No space left on device")
+
         return write
+
     monkeypatch.setattr(training, "npz_writer", failing_npz)
     with pytest.raises(Exception, match="No space left"):
         train_config(database, "w")
@@ -177,11 +196,14 @@ def test_invalid_hyperparameter_fails_before_any_work(database, games_csv):
     assert "status" not in doc  # not even marked as training
 
 
-@pytest.mark.parametrize("content,message", [
-    ("", "is empty"),
-    ("home_win\n", "lacks columns"),
-    (",".join(FEATS + ["home_win"]) + "\n", "header but no rows"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("", "is empty"),
+        ("home_win\n", "lacks columns"),
+        (",".join(FEATS + ["home_win"]) + "\n", "header but no rows"),
+    ],
+)
 def test_data_errors(database, tmp_path, content, message):
     create_then_change_csv(ConfigStore(database), cls_config("d", tmp_path / "d.csv"), content)
     with pytest.raises(DataError, match=message):

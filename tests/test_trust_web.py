@@ -1,6 +1,7 @@
 """Hardening found by an attacker's run (issue 14): security headers, server-side logout, refused
 service-written fields, hyperparameter bounds, huge numbers answered 400/422 (never 500), escaped
 prediction CSVs, cancel from the API and the page, short error causes and the stale-training repair."""
+
 from __future__ import annotations
 
 import io
@@ -30,23 +31,39 @@ from web.headers import HEADERS
 from web.testing import csrf_from, login
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = {"name": "c1", "task": "classification", "model_type": "random_forest", "features": ["a", "b"],
-          "target": "y", "training_csv": str(ROOT / "tests" / "fixtures" / "columns.csv")}  # a header to check
+CONFIG = {
+    "name": "c1",
+    "task": "classification",
+    "model_type": "random_forest",
+    "features": ["a", "b"],
+    "target": "y",
+    "training_csv": str(ROOT / "tests" / "fixtures" / "columns.csv"),
+}  # a header to check
 
 
 # --- headers and cookies -------------------------------------------------------------------------
 
+
 def test_every_response_carries_the_security_headers(app, page):
     anonymous = app.test_client()
-    responses = [page.get("/configs/"), page.get("/static/style.css"), anonymous.get("/configs/"),
-                 anonymous.get("/api/configs"), anonymous.get("/healthz"), anonymous.get("/no-such-page"),
-                 anonymous.get("/login")]
+    responses = [
+        page.get("/configs/"),
+        page.get("/static/style.css"),
+        anonymous.get("/configs/"),
+        anonymous.get("/api/configs"),
+        anonymous.get("/healthz"),
+        anonymous.get("/no-such-page"),
+        anonymous.get("/login"),
+    ]
     for response in responses:
         for name, value in HEADERS.items():
             assert response.headers.get(name) == value, (response.request.path, name)
     csp = HEADERS["Content-Security-Policy"]
-    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in \
-        csp.replace("style-src-attr 'unsafe-inline'", "")
+    assert (
+        "script-src 'self'" in csp
+        and "frame-ancestors 'none'" in csp
+        and "'unsafe-inline'" not in csp.replace("style-src-attr 'unsafe-inline'", "")
+    )
 
 
 def test_pages_have_no_inline_scripts(page, database, games_csv):
@@ -62,7 +79,9 @@ def test_pages_have_no_inline_scripts(page, database, games_csv):
 def test_session_cookie_secure_setting(settings, database, secure):
     env = {"SESSION_COOKIE_SECURE": "1" if secure else "0"}
     assert Settings.from_env(env).session_cookie_secure is secure
-    app = create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN, session_cookie_secure=secure), database)
+    app = create_app(
+        settings.with_(admin_password=PASSWORD, api_token=TOKEN, session_cookie_secure=secure), database
+    )
     client = app.test_client()
     cookie = login(client, PASSWORD).headers.get("Set-Cookie", "")
     assert cookie.startswith("ensemble_cache_session=")
@@ -76,13 +95,14 @@ def test_session_cookie_secure_must_be_a_boolean():
 
 # --- logout ends the session on the server -------------------------------------------------------
 
+
 def test_a_copied_cookie_stops_working_after_logout(app):
     client = app.test_client()
     assert login(client, PASSWORD).status_code == 302
     stolen = client.get_cookie("ensemble_cache_session").value
     thief = app.test_client()
     thief.set_cookie("ensemble_cache_session", stolen)
-    assert thief.get("/configs/").status_code == 200            # the copy works while the session lives
+    assert thief.get("/configs/").status_code == 200  # the copy works while the session lives
     token = csrf_from(client.get("/configs/").get_data(as_text=True))
     assert client.post("/logout", data={"csrf_token": token}).status_code == 302
     again = thief.get("/configs/")
@@ -94,10 +114,18 @@ def test_a_copied_cookie_stops_working_after_logout(app):
 
 # --- service-written fields are refused on create ------------------------------------------------
 
-@pytest.mark.parametrize("field,value", [("status", "trained"), ("version", "9.9.9"), ("metrics", {"accuracy": 1}),
-                                         ("run_id", "20240101_000000_deadbeef"),
-                                         ("model_artifact_path", "cli/models/x_model.pkl"),
-                                         ("checksums", {"model": "0" * 64})])
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("status", "trained"),
+        ("version", "9.9.9"),
+        ("metrics", {"accuracy": 1}),
+        ("run_id", "20240101_000000_deadbeef"),
+        ("model_artifact_path", "cli/models/x_model.pkl"),
+        ("checksums", {"model": "0" * 64}),
+    ],
+)
 def test_post_configs_refuses_fields_only_training_writes(api, database, field, value):
     response = api("POST", "/api/configs", {**CONFIG, field: value})
     assert response.status_code == 422
@@ -110,8 +138,14 @@ def test_configs_add_refuses_fields_only_training_writes(settings, database, tmp
     path = tmp_path / "c.json"
     path.write_text(json.dumps({**CONFIG, "run_id": "20240101_000000_deadbeef", "version": "1.0.0"}))
     env = {**os.environ, "MONGO_URI": settings.mongo_uri, "MONGO_DB": settings.mongo_db}
-    out = subprocess.run([sys.executable, "-m", "cli", "configs", "add", str(path)], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "configs", "add", str(path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 2
     assert "run_id" in out.stderr and "written by the service" in out.stderr
     assert database.configs.count_documents({}) == 0
@@ -119,12 +153,20 @@ def test_configs_add_refuses_fields_only_training_writes(settings, database, tmp
 
 # --- hyperparameters ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("params,field,needle", [
-    ({"n_estimators": 1_000_000_000}, "hyperparameters.n_estimators", "n_estimators = 1000000000 is above the limit of 2000"),
-    ({"max_depth": 5000}, "hyperparameters.max_depth", "limit of 100"),
-    ({"n_jobs": -1}, "hyperparameters.n_jobs", "set by the service"),
-    ({"verbose": 100}, "hyperparameters.verbose", "set by the service"),
-])
+
+@pytest.mark.parametrize(
+    "params,field,needle",
+    [
+        (
+            {"n_estimators": 1_000_000_000},
+            "hyperparameters.n_estimators",
+            "n_estimators = 1000000000 is above the limit of 2000",
+        ),
+        ({"max_depth": 5000}, "hyperparameters.max_depth", "limit of 100"),
+        ({"n_jobs": -1}, "hyperparameters.n_jobs", "set by the service"),
+        ({"verbose": 100}, "hyperparameters.verbose", "set by the service"),
+    ],
+)
 def test_size_and_server_hyperparameters_are_refused_by_name(api, database, params, field, needle):
     response = api("POST", "/api/configs", {**CONFIG, "hyperparameters": params})
     assert response.status_code == 422
@@ -159,8 +201,16 @@ def test_ensemble_meta_params_are_bounded_too(api, database, games_csv):
     for name in ("lr", "lr2"):
         store.create(cls_config(name, games_csv, random_state=7))
         train_config(database, name)
-    response = api("POST", "/api/ensembles", {"name": "e", "base_models": ["lr", "lr2"], "meta_model": "random_forest",
-                                              "meta_params": {"n_estimators": 10**7}})
+    response = api(
+        "POST",
+        "/api/ensembles",
+        {
+            "name": "e",
+            "base_models": ["lr", "lr2"],
+            "meta_model": "random_forest",
+            "meta_params": {"n_estimators": 10**7},
+        },
+    )
     assert response.status_code == 422
     assert "limit of 2000" in response.get_json()["error"]["message"]
     assert database.jobs.count_documents({}) == 0
@@ -168,9 +218,15 @@ def test_ensemble_meta_params_are_bounded_too(api, database, games_csv):
 
 # --- huge numbers: 400/422, never 500 -------------------------------------------------------------
 
-JSON_ROUTES = [("POST", "/api/configs"), ("PUT", "/api/configs/keep"), ("PATCH", "/api/configs/keep"),
-               ("POST", "/api/ensembles"), ("POST", "/api/predict/model/keep"), ("POST", "/api/predict/ensemble/e"),
-               ("POST", "/api/registry/runs/20240101_000000_deadbeef/status")]
+JSON_ROUTES = [
+    ("POST", "/api/configs"),
+    ("PUT", "/api/configs/keep"),
+    ("PATCH", "/api/configs/keep"),
+    ("POST", "/api/ensembles"),
+    ("POST", "/api/predict/model/keep"),
+    ("POST", "/api/predict/ensemble/e"),
+    ("POST", "/api/registry/runs/20240101_000000_deadbeef/status"),
+]
 
 
 @pytest.mark.parametrize("number", ["9" * 4301, "-" + "1" * 5000, "1e999", "-1e400"])
@@ -190,7 +246,9 @@ def test_huge_numbers_in_any_json_body_are_400(api, database, games_csv, method,
 def ensemble(database, games_csv):
     store = ConfigStore(database)
     store.create(cls_config("lr", games_csv))
-    store.create(cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 10, "max_depth": 3}))
+    store.create(
+        cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 10, "max_depth": 3})
+    )
     for name in ("lr", "rf"):
         train_config(database, name)
     create_ensemble(database, "e", ["lr", "rf"])
@@ -214,20 +272,21 @@ def test_ensemble_predict_with_1e308_is_422_naming_row_and_column(api, ensemble)
 
 # --- CSV output escapes formula-like cells --------------------------------------------------------
 
+
 def test_escape_cell_rule():
-    for bad in ("=HYPERLINK(\"http://x\")", "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+    for bad in ('=HYPERLINK("http://x")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"):
         assert escape_cell(bad) == "'" + bad
     for fine in ("ok", "-1.5", "+3", "1e5", 12, -3.5, None):
         assert escape_cell(fine) == fine
 
 
 def test_web_csv_download_escapes_formulas(api, ensemble):
-    rows = [{**r, "note": "=HYPERLINK(\"http://evil\")"} for r in ensemble]
+    rows = [{**r, "note": '=HYPERLINK("http://evil")'} for r in ensemble]
     response = api("POST", "/api/predict/model/lr?format=csv", {"rows": rows})
     assert response.status_code == 200 and response.mimetype == "text/csv"
     assert "attachment" in response.headers["Content-Disposition"]
     frame = pd.read_csv(io.StringIO(response.get_data(as_text=True)))
-    assert list(frame["note"]) == ["'=HYPERLINK(\"http://evil\")"] * 3
+    assert list(frame["note"]) == ['\'=HYPERLINK("http://evil")'] * 3
     assert "prediction" in frame.columns and len(frame) == 3
     bad = api("POST", "/api/predict/model/lr?format=xml", {"rows": rows})
     assert bad.status_code == 422 and bad.get_json()["error"]["field"] == "format"
@@ -237,17 +296,37 @@ def test_cli_predict_csv_escapes_formulas(settings, database, ensemble, games_cs
     source = pd.read_csv(games_csv).head(4)
     source["note"] = ["=1+1", "@cmd", "plain", "-5"]
     source.to_csv(tmp_path / "in.csv", index=False)
-    env = {**os.environ, "MONGO_URI": settings.mongo_uri, "MONGO_DB": settings.mongo_db,
-           "ARTIFACT_DIR": str(settings.artifact_dir)}
-    out = subprocess.run([sys.executable, "-m", "cli", "predict", "lr", "--csv", str(tmp_path / "in.csv"),
-                          "--out", str(tmp_path / "out.csv")], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=120)
+    env = {
+        **os.environ,
+        "MONGO_URI": settings.mongo_uri,
+        "MONGO_DB": settings.mongo_db,
+        "ARTIFACT_DIR": str(settings.artifact_dir),
+    }
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "predict",
+            "lr",
+            "--csv",
+            str(tmp_path / "in.csv"),
+            "--out",
+            str(tmp_path / "out.csv"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     written = pd.read_csv(tmp_path / "out.csv", dtype={"note": str})
     assert list(written["note"]) == ["'=1+1", "'@cmd", "plain", "-5"]
 
 
 # --- cancel from the API and the page -------------------------------------------------------------
+
 
 def test_api_cancel_needs_auth_and_ends_the_job(api, database):
     job, _ = jobs.store.insert_job(database, "train", "train:x", params={"config": "x"})
@@ -280,6 +359,7 @@ def test_cancel_button_on_the_job_page(page, database):
 
 # --- stale training state and short causes --------------------------------------------------------
 
+
 def test_a_config_left_training_by_this_process_is_repaired(database, games_csv):
     ConfigStore(database).create(cls_config("m", games_csv))
     database.configs.update_one({"name": "m"}, {"$set": {"status": "training", "training_owner": current_owner()}})
@@ -291,8 +371,10 @@ def test_a_config_left_training_by_this_process_is_repaired(database, games_csv)
 
 
 def test_database_errors_carry_a_short_cause_not_the_topology():
-    exc = ServerSelectionTimeoutError("db.internal:27017: timed out, Timeout: 30s, Topology Description: "
-                                      "<TopologyDescription id: 1, topology_type: Unknown>")
+    exc = ServerSelectionTimeoutError(
+        "db.internal:27017: timed out, Timeout: 30s, Topology Description: "
+        "<TopologyDescription id: 1, topology_type: Unknown>"
+    )
     text = describe_exception(exc)
     assert text == "ServerSelectionTimeoutError: the database did not answer"
     assert jobs.store.error_of(exc) == {"code": "database_unavailable", "message": text}
@@ -303,7 +385,10 @@ def test_field_names_with_nul_are_422_not_500(api, database, body):
     """Found by the property test: BSON cannot store a NUL in a key; it used to reach MongoDB and answer 500."""
     ConfigStore(database).create({**CONFIG, "name": "keep"})
     before = database.configs.find_one({"name": "keep"})
-    for method, path, payload in (("PATCH", "/api/configs/keep", body), ("POST", "/api/configs", {**CONFIG, **body})):
+    for method, path, payload in (
+        ("PATCH", "/api/configs/keep", body),
+        ("POST", "/api/configs", {**CONFIG, **body}),
+    ):
         response = api(method, path, payload)
         assert response.status_code == 422, response.get_data(as_text=True)
         assert "NUL" in response.get_json()["error"]["message"]

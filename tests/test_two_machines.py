@@ -7,6 +7,7 @@ B says ``ARTIFACT_STORE=local``; ``cli train`` on B uses the cluster; with ``CV_
 folds of one training spread over both workers; no document holds a path of any machine; B builds an ensemble
 and verifies from GridFS; the workers survive a scheduler restart and train again.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,22 +36,42 @@ def machine_env(root: Path, mongo_uri: str, db_name: str, **extra: str) -> dict[
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGO_", "ARTIFACT_", "DASK_", "CV_JOBS"))}
     # README: every machine of a deployment has the same artifact signing key (here: the session's)
     env["ARTIFACT_SIGNING_KEY"] = os.environ["ARTIFACT_SIGNING_KEY"]
-    env.update({"MONGO_URI": mongo_uri, "MONGO_DB": db_name, "ARTIFACT_DIR": str(root / "artifacts"),
-                "VAR_DIR": str(root / "var"), "DATA_DIR": str(root / "data"), **extra})
+    env.update(
+        {
+            "MONGO_URI": mongo_uri,
+            "MONGO_DB": db_name,
+            "ARTIFACT_DIR": str(root / "artifacts"),
+            "VAR_DIR": str(root / "var"),
+            "DATA_DIR": str(root / "data"),
+            **extra,
+        }
+    )
     env.pop("PYTHONPATH", None)  # the cluster commands must make the project importable themselves
     return env
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     """``python -m cli ARGS`` from the checkout, as the README runs it."""
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen:
     fh = open(log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=PROJECT_ROOT, env=env, stdout=fh,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -83,13 +104,26 @@ def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
     client = None
     try:
         # README: scheduler machine, from the checkout
-        scheduler = start(env["A"], "cluster", "scheduler", "--port", str(port), "--no-dashboard",
-                          log=logs / "scheduler.log")
+        scheduler = start(
+            env["A"], "cluster", "scheduler", "--port", str(port), "--no-dashboard", log=logs / "scheduler.log"
+        )
         procs.append(scheduler)
         # README: each worker machine, from its checkout
         for m in "AC":
-            procs.append(start(env[m], "cluster", "worker", address, "--nworkers", "1", "--nthreads", "1",
-                               "--no-dashboard", log=logs / f"worker-{m}.log"))
+            procs.append(
+                start(
+                    env[m],
+                    "cluster",
+                    "worker",
+                    address,
+                    "--nworkers",
+                    "1",
+                    "--nthreads",
+                    "1",
+                    "--no-dashboard",
+                    log=logs / f"worker-{m}.log",
+                )
+            )
         client = wait_for_workers(address, 2)
         workers = set(client.scheduler_info()["workers"])
 
@@ -112,6 +146,7 @@ def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
         assert fold_workers == workers  # the folds ran on both workers
 
         from pymongo import MongoClient
+
         mongo = MongoClient(mongo_uri)
         db = mongo[db_name]
         # ... with the workers' settings: GridFS, their own disk caches; nothing in B's folders
@@ -122,12 +157,14 @@ def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
             assert config["checksums"]["model"] in cached  # written through a worker's own disk cache
         assert not (roots["B"] / "artifacts").exists() and not (roots["B"] / "var" / "artifact-cache").exists()
         jobs = list(db.jobs.find({"kind": "train"}))
-        assert len(jobs) == 2 and all(j["status"] == "succeeded" and j["worker"]["address"] in workers
-                                      for j in jobs)
+        assert len(jobs) == 2 and all(
+            j["status"] == "succeeded" and j["worker"]["address"] in workers for j in jobs
+        )
 
         # README: any machine uses the models: B builds an ensemble and verifies, from GridFS
-        made = cli(env["B"], "ensemble", "create", "two_stack",
-                   *[a for c in CONFIGS for a in ("--base", c)], "--json")
+        made = cli(
+            env["B"], "ensemble", "create", "two_stack", *[a for c in CONFIGS for a in ("--base", c)], "--json"
+        )
         assert made.returncode == 0, made.stderr
         assert {b["source"] for b in json.loads(made.stdout)["base_models"]} <= {"artifacts", "cache"}
         verified = cli(env["B"], "artifacts", "verify", "--json")
@@ -135,16 +172,18 @@ def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
         assert {r["state"] for r in json.loads(verified.stdout) if r["name"] in CONFIGS} == {"ok"}
 
         # no document holds a path that only one machine understands
-        everything = json.dumps([list(db[c].find({})) for c in ("model_config", "model_runs", "ensembles")],
-                                default=str)
+        everything = json.dumps(
+            [list(db[c].find({})) for c in ("model_config", "model_runs", "ensembles")], default=str
+        )
         for root in (*roots.values(), PROJECT_ROOT):
             assert str(root) not in everything
         assert "cli/models" not in everything
 
         # README: a restarted scheduler gets its workers back; training goes on
         stop(scheduler)
-        procs[0] = scheduler = start(env["A"], "cluster", "scheduler", "--port", str(port), "--no-dashboard",
-                                     log=logs / "scheduler.log")
+        procs[0] = scheduler = start(
+            env["A"], "cluster", "scheduler", "--port", str(port), "--no-dashboard", log=logs / "scheduler.log"
+        )
         client.close()
         client = wait_for_workers(address, 2)
         again = cli({**env["A"], "DASK_SCHEDULER_ADDRESS": address}, "train", "home_win_logreg", "--json")

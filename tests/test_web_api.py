@@ -1,4 +1,5 @@
 """The JSON API under /api: configs CRUD, the error shape, status codes, nothing written on failure."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,17 @@ from web import create_app
 
 TOKEN = "api-test-token-abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-CONFIG = {"name": "rf1", "task": "classification", "model_type": "random_forest",
-          "hyperparameters": {"n_estimators": 20, "max_depth": 4}, "features": ["a", "b", "c"],
-          "target": "y", "training_csv": "tests/fixtures/columns.csv", "tags": ["nba"], "owner": "ana"}
+CONFIG = {
+    "name": "rf1",
+    "task": "classification",
+    "model_type": "random_forest",
+    "hyperparameters": {"n_estimators": 20, "max_depth": 4},
+    "features": ["a", "b", "c"],
+    "target": "y",
+    "training_csv": "tests/fixtures/columns.csv",
+    "tags": ["nba"],
+    "owner": "ana",
+}
 
 
 @pytest.fixture
@@ -27,9 +36,11 @@ def api(app):
     def call(method: str, path: str, body=None, raw: bytes | str | None = None, **kw):
         headers = {**AUTH, **kw.pop("headers", {})}
         if raw is not None:
-            return client.open(path, method=method, data=raw, headers=headers,
-                               content_type="application/json", **kw)
+            return client.open(
+                path, method=method, data=raw, headers=headers, content_type="application/json", **kw
+            )
         return client.open(path, method=method, json=body, headers=headers, **kw)
+
     return call
 
 
@@ -73,8 +84,16 @@ def test_create_get_list_delete(api, database):
 
 def test_list_filters_sort_and_paging(api, store):
     store.create(CONFIG)
-    store.create({**CONFIG, "name": "ridge1", "task": "regression", "model_type": "ridge",
-                  "hyperparameters": {}, "tags": ["other"]})
+    store.create(
+        {
+            **CONFIG,
+            "name": "ridge1",
+            "task": "regression",
+            "model_type": "ridge",
+            "hyperparameters": {},
+            "tags": ["other"],
+        }
+    )
     store.create({**CONFIG, "name": "lr1", "model_type": "logistic_regression", "hyperparameters": {}})
     names = lambda r: [c["name"] for c in r.get_json()["configs"]]  # noqa: E731
     assert names(api("GET", "/api/configs?task=regression")) == ["ridge1"]
@@ -87,8 +106,16 @@ def test_list_filters_sort_and_paging(api, store):
     assert names(api("GET", "/api/configs?limit=1&skip=1")) == ["rf1"]
 
 
-@pytest.mark.parametrize("query,field", [("sort=owner", "sort"), ("order=up", "order"), ("limit=abc", "limit"),
-                                         ("limit=-1", "limit"), ("skip=1.5", "skip")])
+@pytest.mark.parametrize(
+    "query,field",
+    [
+        ("sort=owner", "sort"),
+        ("order=up", "order"),
+        ("limit=abc", "limit"),
+        ("limit=-1", "limit"),
+        ("skip=1.5", "skip"),
+    ],
+)
 def test_list_bad_parameters_are_422(api, query, field):
     assert_error(api("GET", f"/api/configs?{query}"), 422, "validation_error", field=field)
 
@@ -108,15 +135,18 @@ def test_duplicate_name_is_409(api, database):
     assert database.configs.count_documents({}) == 1
 
 
-@pytest.mark.parametrize("raw,message", [
-    ("{not json", "malformed JSON at line 1"),
-    ("[1, 2]", "must be a JSON object, got list"),
-    ('"text"', "must be a JSON object, got str"),
-    ("", "body is empty"),
-    ('{"name": NaN}', "NaN is not allowed"),
-    (b"\xff\xfe{}", "not UTF-8"),
-    ("[" * 3000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        ("{not json", "malformed JSON at line 1"),
+        ("[1, 2]", "must be a JSON object, got list"),
+        ('"text"', "must be a JSON object, got str"),
+        ("", "body is empty"),
+        ('{"name": NaN}', "NaN is not allowed"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        ("[" * 3000, "nested too deeply"),
+    ],
+)
 def test_malformed_bodies_are_400_and_write_nothing(api, database, store, raw, message):
     assert_error(api("POST", "/api/configs", raw=raw), 400, "bad_request", message=message)
     store.create(CONFIG)
@@ -161,8 +191,9 @@ def test_put_replaces_user_fields_and_accepts_its_own_get_output(api, database):
 def test_put_with_a_stale_rev_is_409_and_changes_nothing(api, database):
     api("POST", "/api/configs", CONFIG)
     api("PATCH", "/api/configs/rf1", {"description": "first"})
-    assert_error(api("PUT", "/api/configs/rf1", {**CONFIG, "rev": 1, "description": "second"}), 409, "conflict",
-                 field="rev")
+    assert_error(
+        api("PUT", "/api/configs/rf1", {**CONFIG, "rev": 1, "description": "second"}), 409, "conflict", field="rev"
+    )
     assert database.configs.find_one({"name": "rf1"})["description"] == "first"
 
 
@@ -175,8 +206,11 @@ def test_put_can_rename(api, database):
 
 def test_patch_merges_and_null_removes(api, database):
     api("POST", "/api/configs", CONFIG)
-    response = api("PATCH", "/api/configs/rf1", {"hyperparameters": {"max_depth": None, "min_samples_leaf": 2},
-                                                 "owner": None, "tags": ["a", "b"]})
+    response = api(
+        "PATCH",
+        "/api/configs/rf1",
+        {"hyperparameters": {"max_depth": None, "min_samples_leaf": 2}, "owner": None, "tags": ["a", "b"]},
+    )
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert body["hyperparameters"] == {"n_estimators": 20, "min_samples_leaf": 2}
@@ -185,14 +219,17 @@ def test_patch_merges_and_null_removes(api, database):
     assert stored["hyperparameters"] == body["hyperparameters"] and "owner" not in stored
 
 
-@pytest.mark.parametrize("patch,field", [
-    ({"cv_folds": 0}, "cv_folds"),
-    ({"target": "a"}, "target"),
-    ({"name": None}, "name"),
-    ({"model_type": "ridge"}, "model_type"),
-    ({"run_id": "20250101_000000_deadbeef"}, "run_id"),
-    ({"status": "trained"}, "status"),
-])
+@pytest.mark.parametrize(
+    "patch,field",
+    [
+        ({"cv_folds": 0}, "cv_folds"),
+        ({"target": "a"}, "target"),
+        ({"name": None}, "name"),
+        ({"model_type": "ridge"}, "model_type"),
+        ({"run_id": "20250101_000000_deadbeef"}, "run_id"),
+        ({"status": "trained"}, "status"),
+    ],
+)
 def test_patch_rejections_are_422_and_change_nothing(api, database, patch, field):
     api("POST", "/api/configs", CONFIG)
     before = database.configs.find_one({"name": "rf1"})

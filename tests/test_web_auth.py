@@ -1,4 +1,5 @@
 """Login, logout, the API token, CSRF, generated credentials, and the guard on every mutating route."""
+
 from __future__ import annotations
 
 import re
@@ -15,8 +16,14 @@ from web.testing import csrf_token, login
 
 PASSWORD = "correct horse battery"
 TOKEN = "test-token-0123456789"
-CONFIG = {"name": "keep_me", "task": "regression", "model_type": "ridge", "features": ["a", "b"],
-          "target": "t", "training_csv": "tests/fixtures/columns.csv"}
+CONFIG = {
+    "name": "keep_me",
+    "task": "regression",
+    "model_type": "ridge",
+    "features": ["a", "b"],
+    "target": "t",
+    "training_csv": "tests/fixtures/columns.csv",
+}
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # The only routes that change something without a login. Adding one here must be a decision.
 PUBLIC_MUTATING = {"auth.login"}
@@ -42,8 +49,9 @@ def test_pages_redirect_to_login_when_not_logged_in(client):
 def test_login_page_and_successful_login_returns_to_next(client):
     page = client.get("/login?next=/configs/")
     assert page.status_code == 200 and 'name="password"' in page.get_data(as_text=True)
-    response = client.post("/login", data={"password": PASSWORD, "csrf_token": csrf_token(client),
-                                           "next": "/configs/new"})
+    response = client.post(
+        "/login", data={"password": PASSWORD, "csrf_token": csrf_token(client), "next": "/configs/new"}
+    )
     assert response.status_code == 302 and response.headers["Location"] == "/configs/new"
     assert client.get("/configs/").status_code == 200
     cookie = response.headers["Set-Cookie"]
@@ -52,8 +60,7 @@ def test_login_page_and_successful_login_returns_to_next(client):
 
 @pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example"])
 def test_login_never_redirects_off_site(client, target):
-    response = client.post("/login", data={"password": PASSWORD, "csrf_token": csrf_token(client),
-                                           "next": target})
+    response = client.post("/login", data={"password": PASSWORD, "csrf_token": csrf_token(client), "next": target})
     assert response.status_code == 302 and response.headers["Location"] == "/"
 
 
@@ -74,15 +81,23 @@ def test_login_without_csrf_token_is_refused(client):
 def test_failed_logins_are_rate_limited_per_client(client, app):
     limit = app.config["LOGIN_MAX_FAILURES"]
     for _ in range(limit):
-        assert client.post("/login", data={"password": "guess", "csrf_token": csrf_token(client)}).status_code == 401
+        assert (
+            client.post("/login", data={"password": "guess", "csrf_token": csrf_token(client)}).status_code == 401
+        )
     response = client.post("/login", data={"password": PASSWORD, "csrf_token": csrf_token(client)})
     assert response.status_code == 429
     assert int(response.headers["Retry-After"]) > 0
     assert "Too many failed attempts" in response.get_data(as_text=True)
     assert client.get("/configs/").status_code == 302
     other = app.test_client()  # another address is not affected
-    assert other.post("/login", data={"password": PASSWORD, "csrf_token": csrf_token(other)},
-                      environ_base={"REMOTE_ADDR": "10.0.0.9"}).status_code == 302
+    assert (
+        other.post(
+            "/login",
+            data={"password": PASSWORD, "csrf_token": csrf_token(other)},
+            environ_base={"REMOTE_ADDR": "10.0.0.9"},
+        ).status_code
+        == 302
+    )
 
 
 def test_logout_needs_post_with_csrf(client):
@@ -138,7 +153,10 @@ def test_generated_credentials_are_stored_as_hashes_and_shown_once(settings, dat
 
     client = app.test_client()
     assert login(client, generated["admin_password"]).status_code == 302
-    assert client.get("/api/configs", headers={"Authorization": f"Bearer {generated['api_token']}"}).status_code == 200
+    assert (
+        client.get("/api/configs", headers={"Authorization": f"Bearer {generated['api_token']}"}).status_code
+        == 200
+    )
 
     again = create_app(settings, database)  # a restart: same secrets, nothing new to print
     assert get_state(again).credentials.pop_generated() == {}
@@ -146,8 +164,7 @@ def test_generated_credentials_are_stored_as_hashes_and_shown_once(settings, dat
     other = again.test_client()
     assert login(other, generated["admin_password"]).status_code == 302
     # the session cookie of the first app is valid in the second (same persisted secret key)
-    other.set_cookie(app.config["SESSION_COOKIE_NAME"],
-                     client.get_cookie(app.config["SESSION_COOKIE_NAME"]).value)
+    other.set_cookie(app.config["SESSION_COOKIE_NAME"], client.get_cookie(app.config["SESSION_COOKIE_NAME"]).value)
     assert other.get("/configs/").status_code == 200
 
 
@@ -160,8 +177,11 @@ def test_credentials_from_settings_write_nothing(settings, database):
 
 def _sample(converter) -> object:
     name = type(converter).__name__
-    return {"IntegerConverter": 1, "FloatConverter": 1.0, "UUIDConverter": "00000000-0000-0000-0000-000000000000"
-            }.get(name, "keep_me")
+    return {
+        "IntegerConverter": 1,
+        "FloatConverter": 1.0,
+        "UUIDConverter": "00000000-0000-0000-0000-000000000000",
+    }.get(name, "keep_me")
 
 
 def test_every_mutating_route_refuses_unauthenticated_requests(app, database):
@@ -175,8 +195,9 @@ def test_every_mutating_route_refuses_unauthenticated_requests(app, database):
         for method in sorted((rule.methods or set()) & MUTATING):
             if rule.endpoint in PUBLIC_MUTATING:
                 continue
-            path = adapter.build(rule.endpoint, {a: _sample(rule._converters[a]) for a in rule.arguments},
-                                 method=method)
+            path = adapter.build(
+                rule.endpoint, {a: _sample(rule._converters[a]) for a in rule.arguments}, method=method
+            )
             for headers in ({}, {"Authorization": "Bearer wrong"}):
                 response = client.open(path, method=method, json={"name": "x"}, headers=headers)
                 if path.startswith("/api"):
@@ -188,16 +209,27 @@ def test_every_mutating_route_refuses_unauthenticated_requests(app, database):
                         assert re.match(r"^/login(\?|$)", response.headers["Location"]), (method, path)
             checked.append((method, rule.endpoint))
     endpoints = {e for _, e in checked}
-    assert {"api.configs.create_config", "api.configs.replace_config", "api.configs.patch_config",
-            "api.configs.delete_config", "pages.configs.create", "pages.configs.edit",
-            "pages.configs.delete", "auth.logout"} <= endpoints
+    assert {
+        "api.configs.create_config",
+        "api.configs.replace_config",
+        "api.configs.patch_config",
+        "api.configs.delete_config",
+        "pages.configs.create",
+        "pages.configs.edit",
+        "pages.configs.delete",
+        "auth.logout",
+    } <= endpoints
     assert database.configs.find_one({"name": "keep_me"}) == before
     assert database.configs.count_documents({}) == 1
 
 
 def test_database_unavailable_gives_503_not_500(settings):
-    dead = settings.with_(mongo_uri=f"mongodb://127.0.0.1:{free_port()}", admin_password=PASSWORD,
-                          api_token=TOKEN, secret_key="s" * 32)
+    dead = settings.with_(
+        mongo_uri=f"mongodb://127.0.0.1:{free_port()}",
+        admin_password=PASSWORD,
+        api_token=TOKEN,
+        secret_key="s" * 32,
+    )
     database = Database(MongoClient(dead.mongo_uri, serverSelectionTimeoutMS=200, connectTimeoutMS=200), dead)
     try:
         app = create_app(dead, database)

@@ -1,6 +1,7 @@
 """Ensembles from the web: the Create Ensemble form (compatible models only, reasons for the rest), the
 creation job, the detail page (sources, reasons, times, metrics beside each base model), the JSON API and
 ensemble predictions."""
+
 from __future__ import annotations
 
 import html
@@ -25,7 +26,9 @@ def trained(database, games_csv):
     """Two trained classifiers on the same data, one trained regressor, one untrained config."""
     store = ConfigStore(database)
     store.create(cls_config("lr", games_csv))
-    store.create(cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4}))
+    store.create(
+        cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4})
+    )
     store.create(reg_config("reg", games_csv))
     store.create(cls_config("fresh", games_csv))
     for name in ("lr", "rf", "reg"):
@@ -61,8 +64,11 @@ def test_form_lists_compatible_models_and_greys_out_the_rest(page, trained):
     # an untrained config can be picked: it is trained first, with an estimate from past runs of its type
     fresh = candidate(html_text, "fresh")
     assert "disabled" not in fresh and 'data-group="' in fresh
-    assert re.search(r"train and include: not trained yet; about [\d.]+ s \(from 1 past logistic_regression run "
-                     r"scaled to 1,500 rows\)", fresh), fresh
+    assert re.search(
+        r"train and include: not trained yet; about [\d.]+ s \(from 1 past logistic_regression run "
+        r"scaled to 1,500 rows\)",
+        fresh,
+    ), fresh
     reg = candidate(html_text, "reg")
     assert "disabled" in reg and "no other model shares" in reg
     assert '<script type="application/json" id="group-reasons">' in html_text
@@ -73,8 +79,14 @@ def test_form_lists_compatible_models_and_greys_out_the_rest(page, trained):
 
 
 def test_create_through_the_form_runs_a_job_and_shows_sources(page, api, database, trained):
-    data = {"name": "stack1", "base_models": ["lr", "rf"], "meta_model": "logistic_regression",
-            "stack_method": "auto", "description": "web", "csrf_token": csrf_token(page)}
+    data = {
+        "name": "stack1",
+        "base_models": ["lr", "rf"],
+        "meta_model": "logistic_regression",
+        "stack_method": "auto",
+        "description": "web",
+        "csrf_token": csrf_token(page),
+    }
     response = page.post("/ensembles/new", data=data)
     assert response.status_code == 302 and response.headers["Location"].endswith("/ensembles/stack1")
     job = database.jobs.find_one({"key": "ensemble:stack1"})
@@ -91,7 +103,8 @@ def test_create_through_the_form_runs_a_job_and_shows_sources(page, api, databas
     acc = re.search(r'<tr data-metric="accuracy">(.*?)</tr>', table, re.S).group(1)
     values = re.findall(r'<td class="num[^"]*">([^<]*)</td>', acc)
     assert values == [format_number(doc["metrics"]["accuracy"])] + [
-        format_number(b["metrics"]["accuracy"]) for b in doc["base_models"]]
+        format_number(b["metrics"]["accuracy"]) for b in doc["base_models"]
+    ]
     assert 'class="num best"' in acc
     listing = text(page.get("/ensembles/"))
     assert "stack1" in listing and "logistic_regression" in listing
@@ -99,16 +112,37 @@ def test_create_through_the_form_runs_a_job_and_shows_sources(page, api, databas
 
 def test_form_errors_are_inline_and_queue_nothing(page, database, trained):
     token = csrf_token(page)
-    response = page.post("/ensembles/new", data={"name": "bad name!", "base_models": ["lr"],
-                                                  "meta_model": "logistic_regression", "csrf_token": token})
+    response = page.post(
+        "/ensembles/new",
+        data={
+            "name": "bad name!",
+            "base_models": ["lr"],
+            "meta_model": "logistic_regression",
+            "csrf_token": token,
+        },
+    )
     assert response.status_code == 422
     html_text = text(response)
     assert 'id="name-error"' in html_text and "at least two base models" in html_text
-    response = page.post("/ensembles/new", data={"name": "mixed", "base_models": ["lr", "reg"],
-                                                  "meta_model": "logistic_regression", "csrf_token": token})
+    response = page.post(
+        "/ensembles/new",
+        data={
+            "name": "mixed",
+            "base_models": ["lr", "reg"],
+            "meta_model": "logistic_regression",
+            "csrf_token": token,
+        },
+    )
     assert response.status_code == 422 and "task differs" in text(response)
-    response = page.post("/ensembles/new", data={"name": "ghosts", "base_models": ["lr", "ghost"],
-                                                  "meta_model": "logistic_regression", "csrf_token": token})
+    response = page.post(
+        "/ensembles/new",
+        data={
+            "name": "ghosts",
+            "base_models": ["lr", "ghost"],
+            "meta_model": "logistic_regression",
+            "csrf_token": token,
+        },
+    )
     assert response.status_code == 404 and "ghost" in text(response)
     assert page.post("/ensembles/new", data={"name": "x", "base_models": ["lr", "rf"]}).status_code == 400  # CSRF
     assert database.jobs.count_documents({}) == 0 and database.ensembles.count_documents({}) == 0
@@ -130,13 +164,16 @@ def test_ensemble_api_create_list_get(api, database, trained):
     assert again.status_code == 409 and again.get_json()["error"]["field"] == "name"
 
 
-@pytest.mark.parametrize("body, status, code, fragment", [
-    ({"name": "e2", "base_models": ["lr"]}, 422, "validation_error", "at least two base models"),
-    ({"name": "e2", "base_models": ["lr", "rf"], "meta_model": "magic"}, 422, "validation_error", "magic"),
-    ({"name": "e2", "base_models": ["lr", "reg"]}, 422, "incompatible_base_models", "task differs"),
-    ({"name": "e2", "base_models": ["lr", "ghost"]}, 404, "not_found", "ghost"),
-    ({"name": "e2", "base_models": ["lr", "rf"], "colour": "red"}, 422, "validation_error", "colour"),
-])
+@pytest.mark.parametrize(
+    "body, status, code, fragment",
+    [
+        ({"name": "e2", "base_models": ["lr"]}, 422, "validation_error", "at least two base models"),
+        ({"name": "e2", "base_models": ["lr", "rf"], "meta_model": "magic"}, 422, "validation_error", "magic"),
+        ({"name": "e2", "base_models": ["lr", "reg"]}, 422, "incompatible_base_models", "task differs"),
+        ({"name": "e2", "base_models": ["lr", "ghost"]}, 404, "not_found", "ghost"),
+        ({"name": "e2", "base_models": ["lr", "rf"], "colour": "red"}, 422, "validation_error", "colour"),
+    ],
+)
 def test_ensemble_api_refusals_write_nothing(api, database, trained, body, status, code, fragment):
     response = api("POST", "/api/ensembles", body)
     assert response.status_code == status, response.get_data(as_text=True)
@@ -155,9 +192,20 @@ def test_ensemble_routes_need_auth_and_unknown_is_404(api, page, trained):
 
 
 def test_pending_and_failed_creation_pages(page, database, trained):
-    database.jobs.insert_one({"kind": "ensemble", "key": "ensemble:late", "status": "failed", "progress": 0.3,
-                              "message": "failed: boom", "error": {"code": "x", "message": "base model exploded"},
-                              "params": {"name": "late"}, "steps": [], "created_at": None, "duration_s": 1.0})
+    database.jobs.insert_one(
+        {
+            "kind": "ensemble",
+            "key": "ensemble:late",
+            "status": "failed",
+            "progress": 0.3,
+            "message": "failed: boom",
+            "error": {"code": "x", "message": "base model exploded"},
+            "params": {"name": "late"},
+            "steps": [],
+            "created_at": None,
+            "duration_s": 1.0,
+        }
+    )
     html_text = text(page.get("/ensembles/late"))
     assert "could not be created" in html_text and "base model exploded" in html_text
 

@@ -1,5 +1,6 @@
 """The registry in the web app and /api/registry: search with filters and thresholds, best, compare (best per
 row), lifecycle with history, delete (refused while an ensemble uses the run), export download."""
+
 from __future__ import annotations
 
 import html
@@ -23,8 +24,11 @@ from web.testing import csrf_token
 def runs(database, games_csv) -> dict[str, dict[str, Any]]:
     store = ConfigStore(database)
     store.create(cls_config("lr", games_csv, tags=["nba", "linear"]))
-    store.create(cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4},
-                            tags=["nba"]))
+    store.create(
+        cls_config(
+            "rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4}, tags=["nba"]
+        )
+    )
     return {"lr": train_config(database, "lr"), "rf": train_config(database, "rf")}
 
 
@@ -51,10 +55,18 @@ def test_search_filters_thresholds_and_sort(api, runs):
     json.dumps(body)
 
 
-@pytest.mark.parametrize("query, field", [
-    ("min=accuracy", "min"), ("min=accuracy:high", "min_metrics.accuracy"), ("status=gone", "status"),
-    ("order=up", "order"), ("page=0", "page"), ("per_page=x", "per_page"), ("sort=a-b", "sort"),
-])
+@pytest.mark.parametrize(
+    "query, field",
+    [
+        ("min=accuracy", "min"),
+        ("min=accuracy:high", "min_metrics.accuracy"),
+        ("status=gone", "status"),
+        ("order=up", "order"),
+        ("page=0", "page"),
+        ("per_page=x", "per_page"),
+        ("sort=a-b", "sort"),
+    ],
+)
 def test_search_bad_parameters_are_422(api, runs, query, field):
     response = api("GET", f"/api/registry/runs?{query}")
     assert response.status_code == 422, response.get_data(as_text=True)

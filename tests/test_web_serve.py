@@ -1,4 +1,5 @@
 """``python -m cli serve``: wiring to waitress and the one-time print of generated credentials."""
+
 from __future__ import annotations
 
 from click.testing import CliRunner
@@ -12,13 +13,16 @@ def test_serve_prints_url_and_generated_credentials_once(settings, database, mon
     calls = []
     monkeypatch.setattr(server, "run", lambda app, host, port, threads: calls.append((app, host, port, threads)))
     runner = CliRunner()
-    result = runner.invoke(cli, ["serve", "--port", "5123", "--threads", "2"], obj=AppContext(settings),
-                           catch_exceptions=False)
+    result = runner.invoke(
+        cli, ["serve", "--port", "5123", "--threads", "2"], obj=AppContext(settings), catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
-    (app, host, port, threads), = calls
+    ((app, host, port, threads),) = calls
     assert (host, port, threads) == ("127.0.0.1", 5123, 2)
     calls.clear()
-    assert runner.invoke(cli, ["serve", "--port", "5124", "--workers", "3"], obj=AppContext(settings)).exit_code == 0
+    assert (
+        runner.invoke(cli, ["serve", "--port", "5124", "--workers", "3"], obj=AppContext(settings)).exit_code == 0
+    )
     assert calls[0][2:] == (5124, 3)
     assert "Serving on http://127.0.0.1:5123/" in result.stderr
     password = result.stderr.split("Generated admin password (shown only this once): ")[1].split()[0]
@@ -50,6 +54,7 @@ def test_waitress_queue_warnings_are_rate_limited():
     class Keep(logging.Handler):
         def emit(self, record):
             records.append(record.getMessage())
+
     handler = Keep()
     queue_log.addHandler(handler)
     try:

@@ -1,5 +1,6 @@
 """Train Model from the web: the API (202 -> poll -> succeeded), one job per config, the jobs API and pages,
 the config page after training (equal to MongoDB), artifacts info, model/report downloads, predictions."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,6 +38,7 @@ class GatedRunner(jobs.JobRunner):
         def gated() -> Any:
             self.gate.wait(30)
             return fn()
+
         return self.inner.submit(job_id, gated)
 
     def shutdown(self, wait: bool = True, *, cancel_pending: bool = False) -> None:
@@ -48,13 +50,16 @@ class GatedRunner(jobs.JobRunner):
 def configs(database, games_csv):
     store = ConfigStore(database)
     store.create(cls_config("lr", games_csv))
-    store.create(cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4}))
+    store.create(
+        cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4})
+    )
     return store
 
 
 def wait_job(api, job_id: str, timeout: float = 60) -> dict[str, Any]:
     """Poll GET /api/jobs/<id> like a client would, until the job ends."""
     import time
+
     deadline = time.monotonic() + timeout
     seen = []
     while time.monotonic() < deadline:
@@ -74,6 +79,7 @@ def text(response) -> str:
 
 
 # ------------------------------------------------------------------ train via the API
+
 
 def test_train_api_202_then_poll_to_succeeded_and_page_equals_mongo(api, page, database, configs):
     response = api("POST", "/api/configs/lr/train")
@@ -99,15 +105,21 @@ def test_train_api_202_then_poll_to_succeeded_and_page_equals_mongo(api, page, d
         row = re.search(rf'<tr data-metric="{name}"><th>{name}</th><td class="num">([^<]+)</td>', html_text)
         assert row and row.group(1) == format_number(run["metrics"][name]), name
     for kind, sha in config["checksums"].items():
-        assert re.search(rf'<tr data-kind="{kind}">.*?title="{sha}" data-copy="{sha}" tabindex="0">{sha[:12]}…</code>'
-                         r'.*?verified', html_text, re.S), kind
+        assert re.search(
+            rf'<tr data-kind="{kind}">.*?title="{sha}" data-copy="{sha}" tabindex="0">{sha[:12]}…</code>'
+            r".*?verified",
+            html_text,
+            re.S,
+        ), kind
     matrix = run["metrics"]["confusion_matrix"]
     counts = re.findall(r'<g class="cell" data-row="(\d)" data-col="(\d)" data-count="(\d+)"', html_text)
     assert {(int(r), int(c)): int(n) for r, c, n in counts} == {
-        (i, j): matrix[i][j] for i in range(len(matrix)) for j in range(len(matrix))}
+        (i, j): matrix[i][j] for i in range(len(matrix)) for j in range(len(matrix))
+    }
     folds = re.findall(r'id="cv-chart".*?</svg>', html_text, re.S)[0]
     assert re.findall(r'data-label="fold \d" data-value="([^"]+)"', folds) == [
-        format_number(s) for s in run["cv"]["scores"]]
+        format_number(s) for s in run["cv"]["scores"]
+    ]
     top = run["feature_importance"][0]
     assert f'data-label="{top["feature"]}" data-value="{format_number(top["importance"])}"' in html_text
     assert 'id="train-progress"' in html_text and 'data-status="succeeded"' in html_text
@@ -178,6 +190,7 @@ def test_a_failing_training_is_a_failed_job_shown_on_the_page(api, page, databas
 
 # ------------------------------------------------------------------ jobs API and pages
 
+
 def test_jobs_api_and_pages(api, page, database, configs):
     job_id = api("POST", "/api/configs/lr/train").get_json()["job_id"]
     wait_job(api, job_id)
@@ -202,16 +215,28 @@ def test_jobs_api_and_pages(api, page, database, configs):
 
 
 def test_stale_jobs_are_failed_when_the_app_starts(settings, database):
-    database.jobs.insert_one({"kind": "train", "key": "train:x", "active_key": "train:x", "status": "running",
-                              "progress": 0.4, "message": "fold 1/3", "steps": [], "params": {},
-                              "owner": {"host": "elsewhere", "pid": 1, "instance": "gone"},
-                              "created_at": None, "heartbeat_at": None})
+    database.jobs.insert_one(
+        {
+            "kind": "train",
+            "key": "train:x",
+            "active_key": "train:x",
+            "status": "running",
+            "progress": 0.4,
+            "message": "fold 1/3",
+            "steps": [],
+            "params": {},
+            "owner": {"host": "elsewhere", "pid": 1, "instance": "gone"},
+            "created_at": None,
+            "heartbeat_at": None,
+        }
+    )
     create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
     job = database.jobs.find_one({"key": "train:x"})
     assert job["status"] == "failed" and job["error"]["code"] == "process_died"
 
 
 # ------------------------------------------------------------------ artifacts, downloads, report
+
 
 @pytest.fixture
 def trained(database, configs):
@@ -255,6 +280,7 @@ def test_a_tampered_model_file_is_refused_not_served(api, database, trained, set
 
 # ------------------------------------------------------------------ predictions
 
+
 def rows(games_csv, n: int = 3) -> list[dict[str, Any]]:
     return pd.read_csv(games_csv).head(n)[FEATS].to_dict(orient="records")
 
@@ -269,13 +295,16 @@ def test_predict_with_a_model(api, database, trained, games_csv):
     assert abs(first["proba_0"] + first["proba_1"] - 1) < 1e-9 and first["prediction"] in (0, 1)
 
 
-@pytest.mark.parametrize("body, status, code, fragment", [
-    ({"rows": [{"home_elo": 1}]}, 400, "missing_features", "missing features: home_win_pct_last10 (rows 0)"),
-    ({}, 400, "bad_request", "rows"),
-    ({"rows": []}, 400, "bad_request", "non-empty list"),
-    ({"rows": [1, 2]}, 400, "bad_request", "rows [0, 1]"),
-    ({"rows": [{}], "extra": 1}, 400, "bad_request", "unknown field"),
-])
+@pytest.mark.parametrize(
+    "body, status, code, fragment",
+    [
+        ({"rows": [{"home_elo": 1}]}, 400, "missing_features", "missing features: home_win_pct_last10 (rows 0)"),
+        ({}, 400, "bad_request", "rows"),
+        ({"rows": []}, 400, "bad_request", "non-empty list"),
+        ({"rows": [1, 2]}, 400, "bad_request", "rows [0, 1]"),
+        ({"rows": [{}], "extra": 1}, 400, "bad_request", "unknown field"),
+    ],
+)
 def test_predict_bad_input(api, trained, body, status, code, fragment):
     response = api("POST", "/api/predict/model/lr", body)
     assert response.status_code == status, response.get_data(as_text=True)
@@ -309,4 +338,6 @@ def test_regression_prediction_has_no_probabilities(api, database, games_csv):
     ConfigStore(database).create(reg_config("reg", games_csv))
     train_config(database, "reg")
     body = api("POST", "/api/predict/model/reg", {"rows": rows(games_csv, 2)}).get_json()
-    assert list(body["predictions"][0]) == ["prediction"] and isinstance(body["predictions"][0]["prediction"], float)
+    assert list(body["predictions"][0]) == ["prediction"] and isinstance(
+        body["predictions"][0]["prediction"], float
+    )

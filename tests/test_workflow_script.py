@@ -1,4 +1,5 @@
 """The README's stacking workflow script, run for real against the test server."""
+
 import os
 import subprocess
 
@@ -8,9 +9,15 @@ from models.settings import PROJECT_ROOT
 def test_stacking_workflow_script_runs_end_to_end(settings, database):
     script = PROJECT_ROOT / "scripts" / "stacking_workflow.sh"
     assert script.read_text() in (PROJECT_ROOT / "README.md").read_text()  # the README shows this very script
-    env = {**os.environ, "MONGO_URI": settings.mongo_uri, "MONGO_DB": settings.mongo_db,
-           "ARTIFACT_DIR": str(settings.artifact_dir), "DATA_DIR": str(settings.data_dir),
-           "VAR_DIR": str(settings.var_dir), "GAMES": "1500"}
+    env = {
+        **os.environ,
+        "MONGO_URI": settings.mongo_uri,
+        "MONGO_DB": settings.mongo_db,
+        "ARTIFACT_DIR": str(settings.artifact_dir),
+        "DATA_DIR": str(settings.data_dir),
+        "VAR_DIR": str(settings.var_dir),
+        "GAMES": "1500",
+    }
     result = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "saved config wf_extra_trees" in result.stderr and "saved config wf_logreg" in result.stderr

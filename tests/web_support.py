@@ -2,6 +2,7 @@
 
 Import the fixtures into a test module (``from tests.web_support import app, api, page``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,6 +28,7 @@ def api(app):
 
     def call(method: str, path: str, body: Any = None, auth: bool = True, **kw):
         return client.open(path, method=method, json=body, headers=AUTH if auth else {}, **kw)
+
     return call
 
 

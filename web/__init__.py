@@ -12,6 +12,7 @@ pattern). Structure:
 - ``web/errors.py``: one error shape (``{"error": {"code", "message", "field"?}}``)
 - ``web/services.py``: ``get_db()``, ``config_store()``, ``get_state()`` for views
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,9 @@ LOGIN_MAX_FAILURES = 5
 LOGIN_WINDOW_SECONDS = 300
 
 
-def create_app(settings: Settings | None = None, database: Database | None = None,
-               config: Mapping[str, Any] | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, database: Database | None = None, config: Mapping[str, Any] | None = None
+) -> Flask:
     """Build the admin app over ``database`` (connected from ``settings`` when not given).
 
     ``config`` overrides Flask config keys (tests). Credentials come from the
@@ -74,8 +76,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.json.sort_keys = False
 
     state = WebState(
-        database=database, settings=settings, credentials=credentials,
-        login_limiter=RateLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW_SECONDS"]))
+        database=database,
+        settings=settings,
+        credentials=credentials,
+        login_limiter=RateLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW_SECONDS"]),
+    )
     state.services[JOB_RUNNER] = jobs.get_default_runner(settings)
     init_state(app, state)
     _recover_jobs(database)

@@ -8,6 +8,7 @@ change something (POST/PUT/PATCH/DELETE) must also pass the CSRF check,
 unless they carry a valid bearer token (scripts cannot be tricked by a
 browser into sending one).
 """
+
 from __future__ import annotations
 
 import functools
@@ -70,11 +71,13 @@ def _login_redirect() -> Response:
 def login_required(view: F) -> F:
     """Pages: redirect to the login page unless logged in. (The app-wide guard already does this for
     every non-public view; the decorator documents it and protects views in apps built without the guard.)"""
+
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
         if not is_logged_in():
             return _login_redirect()
         return view(*args, **kwargs)
+
     return wrapped  # type: ignore[return-value]
 
 
@@ -174,4 +177,3 @@ def init_auth(app: Flask) -> None:
     static = app.view_functions.get("static")
     if static is not None:
         public(static)
-

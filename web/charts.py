@@ -5,6 +5,7 @@ feature importance, a heatmap for the confusion matrix. Every chart is plain
 SVG markup with its numbers as text too (and a ``<title>`` per mark), so it
 reads without colour and prints well.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,15 +60,26 @@ def axis_range(values: Sequence[float], max_value: float | None, zoom: bool) -> 
         return 0.0, hi
     step = _nice_step(max(spread, top * 0.01) * 2.5)
     lo = max(math.floor((min(values) - max(spread, top * 0.01)) / step) * step, 0.0)
-    hi = min(hi, math.ceil((top + max(spread, top * 0.01) * 0.25) / step) * step) if max_value else \
-        math.ceil((top + max(spread, top * 0.01) * 0.25) / step) * step
+    hi = (
+        min(hi, math.ceil((top + max(spread, top * 0.01) * 0.25) / step) * step)
+        if max_value
+        else math.ceil((top + max(spread, top * 0.01) * 0.25) / step) * step
+    )
     return round(lo, 12), round(max(hi, top), 12)
 
 
-def bar_chart(items: Iterable[tuple[Any, Any]], *, max_value: float | None = None, width: int = 460,
-              chart_id: str | None = None, label: str = "bar chart", highlight: Sequence[int] = (),
-              label_width: int = LABEL_WIDTH, zoom: bool = False,
-              lower_is_better: bool | Sequence[bool] = False) -> Markup:
+def bar_chart(
+    items: Iterable[tuple[Any, Any]],
+    *,
+    max_value: float | None = None,
+    width: int = 460,
+    chart_id: str | None = None,
+    label: str = "bar chart",
+    highlight: Sequence[int] = (),
+    label_width: int = LABEL_WIDTH,
+    zoom: bool = False,
+    lower_is_better: bool | Sequence[bool] = False,
+) -> Markup:
     """Horizontal bars, one row per ``(label, value)``; non-numbers are listed as ``—`` with no bar.
 
     ``max_value`` fixes the scale's end (e.g. 1.0 for scores); otherwise the largest value fills the width.
@@ -79,8 +91,11 @@ def bar_chart(items: Iterable[tuple[Any, Any]], *, max_value: float | None = Non
     rows = [(str(name), _number(value)) for name, value in items]
     if not rows:
         return Markup("")
-    lower = ([bool(lower_is_better)] * len(rows) if isinstance(lower_is_better, bool)
-             else [bool(x) for x in lower_is_better] + [False] * (len(rows) - len(lower_is_better)))
+    lower = (
+        [bool(lower_is_better)] * len(rows)
+        if isinstance(lower_is_better, bool)
+        else [bool(x) for x in lower_is_better] + [False] * (len(rows) - len(lower_is_better))
+    )
     names = [("↓ " if low else "") + name for (name, _), low in zip(rows, lower)]
     numbers = [abs(v) for _, v in rows if v is not None]
     lo, hi = axis_range(numbers, max_value, zoom)
@@ -90,37 +105,50 @@ def bar_chart(items: Iterable[tuple[Any, Any]], *, max_value: float | None = Non
     width = label_width + plot + VALUE_WIDTH
     chars = int((label_width - 12) / CHAR_WIDTH)
     height = ROW_HEIGHT * len(rows) + 4 + AXIS_HEIGHT
-    parts = [f'<svg class="chart bar-chart" role="img" aria-label="{escape(label)}" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}" data-axis-start="{format_number(lo)}"'
-             + (f' id="{escape(chart_id)}"' if chart_id else "") + ">"]
+    parts = [
+        f'<svg class="chart bar-chart" role="img" aria-label="{escape(label)}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" data-axis-start="{format_number(lo)}"'
+        + (f' id="{escape(chart_id)}"' if chart_id else "")
+        + ">"
+    ]
     for i, (name, value) in enumerate(rows):
         y = i * ROW_HEIGHT + 2
         text_y = y + ROW_HEIGHT / 2 + 4
         shown = format_number(value) if value is not None else "—"
         direction = " (lower is better)" if lower[i] else ""
-        parts.append(f'<g class="bar" data-label="{escape(name)}" data-value="{escape(shown)}">'
-                     f'<title>{escape(name)}: {escape(shown)}{direction}</title>'
-                     f'<text x="{label_width - 8}" y="{text_y}" text-anchor="end" class="chart-label">'
-                     f'{escape(_clip(names[i], chars))}</text>')
-        parts.append(f'<rect x="{label_width}" y="{y + 3}" width="{plot}" height="{ROW_HEIGHT - 6}" '
-                     'class="chart-track"/>')
+        parts.append(
+            f'<g class="bar" data-label="{escape(name)}" data-value="{escape(shown)}">'
+            f"<title>{escape(name)}: {escape(shown)}{direction}</title>"
+            f'<text x="{label_width - 8}" y="{text_y}" text-anchor="end" class="chart-label">'
+            f"{escape(_clip(names[i], chars))}</text>"
+        )
+        parts.append(
+            f'<rect x="{label_width}" y="{y + 3}" width="{plot}" height="{ROW_HEIGHT - 6}" class="chart-track"/>'
+        )
         if value is not None:
             length = max(min((abs(value) - lo) / span, 1.0), 0.0) * plot
             color = HIGHLIGHT_COLOR if i in highlight else BAR_COLOR
-            parts.append(f'<rect x="{label_width}" y="{y + 3}" width="{length:.1f}" height="{ROW_HEIGHT - 6}" '
-                         f'rx="2" fill="{color}"/>')
-        parts.append(f'<text x="{label_width + plot + 6}" y="{text_y}" class="chart-value">{escape(shown)}</text>'
-                     "</g>")
+            parts.append(
+                f'<rect x="{label_width}" y="{y + 3}" width="{length:.1f}" height="{ROW_HEIGHT - 6}" '
+                f'rx="2" fill="{color}"/>'
+            )
+        parts.append(
+            f'<text x="{label_width + plot + 6}" y="{text_y}" class="chart-value">{escape(shown)}</text></g>'
+        )
     axis_y = ROW_HEIGHT * len(rows) + 6
-    parts.append(f'<g class="chart-scale"><line x1="{label_width}" x2="{label_width + plot}" y1="{axis_y}" '
-                 f'y2="{axis_y}" stroke="#c8cdd8"/>')
+    parts.append(
+        f'<g class="chart-scale"><line x1="{label_width}" x2="{label_width + plot}" y1="{axis_y}" '
+        f'y2="{axis_y}" stroke="#c8cdd8"/>'
+    )
     for k in range(3):
         tick = lo + span * k / 2
         x = label_width + plot * k / 2
         anchor = ("start", "middle", "end")[k]
-        parts.append(f'<line x1="{x}" x2="{x}" y1="{axis_y}" y2="{axis_y + 4}" stroke="#c8cdd8"/>'
-                     f'<text x="{x}" y="{axis_y + 15}" text-anchor="{anchor}" class="chart-axis tick">'
-                     f'{escape(format_number(tick, 3))}</text>')
+        parts.append(
+            f'<line x1="{x}" x2="{x}" y1="{axis_y}" y2="{axis_y + 4}" stroke="#c8cdd8"/>'
+            f'<text x="{x}" y="{axis_y + 15}" text-anchor="{anchor}" class="chart-axis tick">'
+            f"{escape(format_number(tick, 3))}</text>"
+        )
     notes = []
     if lo > 0:
         notes.append(f"axis starts at {format_number(lo, 3)}, not 0")
@@ -129,8 +157,9 @@ def bar_chart(items: Iterable[tuple[Any, Any]], *, max_value: float | None = Non
     elif any(lower):
         notes.append("↓ lower is better")
     if notes:
-        parts.append(f'<text x="{label_width}" y="{axis_y + 31}" class="chart-axis note">'
-                     f'{escape("; ".join(notes))}</text>')
+        parts.append(
+            f'<text x="{label_width}" y="{axis_y + 31}" class="chart-axis note">{escape("; ".join(notes))}</text>'
+        )
     parts.append("</g></svg>")
     return Markup("".join(parts))
 
@@ -143,8 +172,9 @@ def _cell_color(fraction: float) -> str:
     return f"rgb({r},{g},{b})"
 
 
-def heatmap(matrix: Sequence[Sequence[Any]], labels: Sequence[Any], *, chart_id: str | None = None,
-            cell: int = 64) -> Markup:
+def heatmap(
+    matrix: Sequence[Sequence[Any]], labels: Sequence[Any], *, chart_id: str | None = None, cell: int = 64
+) -> Markup:
     """A confusion matrix: rows are the actual class, columns the predicted class.
 
     Each cell shows its count and is shaded by its share of the actual class's row.
@@ -154,33 +184,42 @@ def heatmap(matrix: Sequence[Sequence[Any]], labels: Sequence[Any], *, chart_id:
     n = len(labels)
     left, top = 110, 46
     width, height = left + n * cell + 10, top + n * cell + 10
-    parts = [f'<svg class="chart heatmap" role="img" aria-label="confusion matrix" width="{width}" '
-             f'height="{height}" viewBox="0 0 {width} {height}"'
-             + (f' id="{escape(chart_id)}"' if chart_id else "") + ">",
-             f'<text x="{left + n * cell / 2}" y="14" text-anchor="middle" class="chart-axis">predicted</text>',
-             f'<text x="14" y="{top + n * cell / 2}" text-anchor="middle" class="chart-axis" '
-             f'transform="rotate(-90 14 {top + n * cell / 2})">actual</text>']
+    parts = [
+        f'<svg class="chart heatmap" role="img" aria-label="confusion matrix" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}"'
+        + (f' id="{escape(chart_id)}"' if chart_id else "")
+        + ">",
+        f'<text x="{left + n * cell / 2}" y="14" text-anchor="middle" class="chart-axis">predicted</text>',
+        f'<text x="14" y="{top + n * cell / 2}" text-anchor="middle" class="chart-axis" '
+        f'transform="rotate(-90 14 {top + n * cell / 2})">actual</text>',
+    ]
     for j, name in enumerate(labels):
-        parts.append(f'<text x="{left + j * cell + cell / 2}" y="{top - 10}" text-anchor="middle" '
-                     f'class="chart-label">{escape(_clip(str(name), 10))}</text>')
+        parts.append(
+            f'<text x="{left + j * cell + cell / 2}" y="{top - 10}" text-anchor="middle" '
+            f'class="chart-label">{escape(_clip(str(name), 10))}</text>'
+        )
     for i, row in enumerate(matrix):
         values = [_number(v) or 0.0 for v in row]
         total = sum(values) or 1.0
         y = top + i * cell
-        parts.append(f'<text x="{left - 8}" y="{y + cell / 2 + 4}" text-anchor="end" class="chart-label">'
-                     f'{escape(_clip(str(labels[i]), 12))}</text>')
+        parts.append(
+            f'<text x="{left - 8}" y="{y + cell / 2 + 4}" text-anchor="end" class="chart-label">'
+            f"{escape(_clip(str(labels[i]), 12))}</text>"
+        )
         for j, value in enumerate(values):
             share = value / total
             x = left + j * cell
             ink = "#fff" if share > 0.55 else "#1d2330"
             count = format_number(int(value)) if float(value).is_integer() else format_number(value)
-            parts.append(f'<g class="cell" data-row="{i}" data-col="{j}" data-count="{escape(count)}">'
-                         f'<title>actual {escape(str(labels[i]))}, predicted {escape(str(labels[j]))}: '
-                         f'{escape(count)} ({share:.0%} of the row)</title>'
-                         f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" rx="3" '
-                         f'fill="{_cell_color(share)}"/>'
-                         f'<text x="{x + cell / 2 - 1}" y="{y + cell / 2 + 5}" text-anchor="middle" '
-                         f'class="chart-count" fill="{ink}">{escape(count)}</text></g>')
+            parts.append(
+                f'<g class="cell" data-row="{i}" data-col="{j}" data-count="{escape(count)}">'
+                f"<title>actual {escape(str(labels[i]))}, predicted {escape(str(labels[j]))}: "
+                f"{escape(count)} ({share:.0%} of the row)</title>"
+                f'<rect x="{x}" y="{y}" width="{cell - 2}" height="{cell - 2}" rx="3" '
+                f'fill="{_cell_color(share)}"/>'
+                f'<text x="{x + cell / 2 - 1}" y="{y + cell / 2 + 5}" text-anchor="middle" '
+                f'class="chart-count" fill="{ink}">{escape(count)}</text></g>'
+            )
     parts.append("</svg>")
     return Markup("".join(parts))
 

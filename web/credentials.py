@@ -9,6 +9,7 @@ A generated password or token is returned in plain text once, in
 logged. A new admin password: ``python -m cli web reset-password`` (:func:`reset_admin_password`); a running
 server picks it up at the next login without a restart. A new token: delete its document (or set the variable).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -82,8 +83,9 @@ class Credentials:
         return "Credentials(<hidden>)"
 
 
-def _stored(database: Database, settings: Settings, name: str,
-            make: Callable[[], tuple[str | None, dict]]) -> tuple[dict, str | None]:
+def _stored(
+    database: Database, settings: Settings, name: str, make: Callable[[], tuple[str | None, dict]]
+) -> tuple[dict, str | None]:
     """The stored document ``name``; creates it from ``make()`` when missing.
 
     Returns the document and the plain value when this call generated it.
@@ -99,8 +101,12 @@ def _stored(database: Database, settings: Settings, name: str,
         col.insert_one(doc)
     except DuplicateKeyError:
         return col.find_one({"_id": name}), None
-    log.warning("generated a new %s and stored it in %s.%s", name.replace("_", " "),
-                settings.mongo_db, settings.secrets_collection)
+    log.warning(
+        "generated a new %s and stored it in %s.%s",
+        name.replace("_", " "),
+        settings.mongo_db,
+        settings.secrets_collection,
+    )
     return doc, plain
 
 
@@ -120,9 +126,11 @@ def load_credentials(database: Database, settings: Settings | None = None) -> Cr
     if settings.admin_password:
         creds._password = settings.admin_password
     else:
+
         def make_password() -> tuple[str, dict]:
             plain = secrets.token_urlsafe(12)
             return plain, {"hash": generate_password_hash(plain)}
+
         doc, plain = _stored(database, settings, PASSWORD_ID, make_password)
         creds._password_hash = doc["hash"]
         col = database.db[settings.secrets_collection]
@@ -133,9 +141,11 @@ def load_credentials(database: Database, settings: Settings | None = None) -> Cr
     if settings.api_token:
         creds._token_digest = _token_digest(settings.api_token)
     else:
+
         def make_token() -> tuple[str, dict]:
             plain = secrets.token_urlsafe(32)
             return plain, {"sha256": _token_digest(plain)}
+
         doc, plain = _stored(database, settings, TOKEN_ID, make_token)
         creds._token_digest = doc["sha256"]
         if plain:
@@ -153,13 +163,18 @@ def reset_admin_password(database: Database, settings: Settings | None = None, p
     """
     settings = settings or database.settings
     if settings.admin_password:
-        raise ValidationError("ADMIN_PASSWORD is set in the environment, so the stored password is not used; "
-                              "change the variable instead", field="ADMIN_PASSWORD")
+        raise ValidationError(
+            "ADMIN_PASSWORD is set in the environment, so the stored password is not used; "
+            "change the variable instead",
+            field="ADMIN_PASSWORD",
+        )
     if password is not None and len(password) < MIN_PASSWORD_CHARS:
         raise ValidationError(f"the password must have at least {MIN_PASSWORD_CHARS} characters", field="password")
     plain = password if password is not None else secrets.token_urlsafe(12)
     database.db[settings.secrets_collection].replace_one(
-        {"_id": PASSWORD_ID}, {"hash": generate_password_hash(plain), "created_at": now(), "reset": True},
-        upsert=True)
+        {"_id": PASSWORD_ID},
+        {"hash": generate_password_hash(plain), "created_at": now(), "reset": True},
+        upsert=True,
+    )
     log.warning("the admin password was reset (stored in %s.%s)", settings.mongo_db, settings.secrets_collection)
     return plain

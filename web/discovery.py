@@ -3,6 +3,7 @@
 Adding a page or an API area is one new module: ``web/pages/jobs.py`` or
 ``web/api/jobs.py`` with ``bp = Blueprint("jobs", __name__, url_prefix="/jobs")``.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ with the status of the error; pages get ``errors/error.html``. Core errors
 a lost MongoDB connection becomes ``503 database_unavailable``; anything
 unforeseen is logged with its traceback and answered with a plain 500.
 """
+
 from __future__ import annotations
 
 import logging
@@ -72,8 +73,9 @@ def handle_service_error(exc: ServiceError) -> Any:
 
 def handle_connection_failure(exc: ConnectionFailure) -> Any:
     log.warning("MongoDB unreachable on %s %s: %s", request.method, request.path, exc.__class__.__name__)
-    return handle_service_error(DatabaseUnavailableError(
-        "the database is not reachable right now; try again in a moment"))
+    return handle_service_error(
+        DatabaseUnavailableError("the database is not reachable right now; try again in a moment")
+    )
 
 
 def handle_http_exception(exc: HTTPException) -> Any:
@@ -91,10 +93,18 @@ def handle_http_exception(exc: HTTPException) -> Any:
 
 def handle_csrf_error(exc: CSRFError) -> Any:
     if wants_json():
-        return json_error(400, "csrf_failed", f"CSRF check failed: {exc.description} "
-                          "(send the API bearer token, or the X-CSRFToken header from a logged-in page)")
-    return _page(400, "Form expired", "This form could not be accepted (its security token is missing or "
-                 "out of date). Go back, reload the page and try again.")
+        return json_error(
+            400,
+            "csrf_failed",
+            f"CSRF check failed: {exc.description} "
+            "(send the API bearer token, or the X-CSRFToken header from a logged-in page)",
+        )
+    return _page(
+        400,
+        "Form expired",
+        "This form could not be accepted (its security token is missing or "
+        "out of date). Go back, reload the page and try again.",
+    )
 
 
 def handle_unexpected(exc: Exception) -> Any:

@@ -1,4 +1,5 @@
 """How values look on the pages: dates, metrics, "last trained". Registered as Jinja filters."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ def format_time(value: Any, seconds: bool = False) -> str:
     if value is None or value == "":
         return "—"
     if isinstance(value, datetime):
-        return iso(value).replace("T", " ").removesuffix("Z")[:19 if seconds else 16] + " UTC"
+        return iso(value).replace("T", " ").removesuffix("Z")[: 19 if seconds else 16] + " UTC"
     return str(value)
 
 

@@ -1,4 +1,5 @@
 """``GET /healthz``: is the service able to reach MongoDB? For load balancers and monitoring."""
+
 from __future__ import annotations
 
 from typing import Any

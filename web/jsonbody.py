@@ -1,4 +1,5 @@
 """Strict JSON reading shared by the API and the forms: clear messages, no NaN/Infinity."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ MAX_INT_DIGITS = 4300  # Python's own limit for int(str); a longer number is ref
 def _parse_int(text: str) -> int:
     digits = len(text.lstrip("-"))
     if digits > MAX_INT_DIGITS:
-        raise JSONTextError(f"malformed JSON: an integer of {digits} digits is too long "
-                            f"(at most {MAX_INT_DIGITS} digits)")
+        raise JSONTextError(
+            f"malformed JSON: an integer of {digits} digits is too long (at most {MAX_INT_DIGITS} digits)"
+        )
     return int(text)
 
 
@@ -29,8 +31,9 @@ def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         shown = text if len(text) <= 40 else text[:37] + "..."
-        raise JSONTextError(f"malformed JSON: the number {shown} is too large (beyond the range of a "
-                            "double-precision float)")
+        raise JSONTextError(
+            f"malformed JSON: the number {shown} is too large (beyond the range of a double-precision float)"
+        )
     return value
 
 

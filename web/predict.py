@@ -6,6 +6,7 @@ before anything is loaded into the model: a body without ``rows`` or with rows
 that are not objects is a 400 naming ``rows``; rows missing features are a 400
 ``missing_features`` naming every missing column and the first rows lacking it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,9 @@ def read_rows(body: dict[str, Any]) -> list[dict[str, Any]]:
         raise BadRequestError(f"at most {MAX_ROWS} rows per request, got {len(rows)}", field="rows")
     bad = [i for i, row in enumerate(rows) if not isinstance(row, dict)]
     if bad:
-        raise BadRequestError(f"every row must be an object of feature values; rows {bad[:5]} are not",
-                              field="rows")
+        raise BadRequestError(
+            f"every row must be an object of feature values; rows {bad[:5]} are not", field="rows"
+        )
     extra = sorted(set(body) - {"rows"})
     if extra:
         raise BadRequestError(f"unknown field(s): {', '.join(extra)}; send only rows", field=extra[0])
@@ -51,10 +53,15 @@ def check_features(rows: list[dict[str, Any]], features: list[str]) -> None:
             if feature not in row:
                 missing.setdefault(feature, []).append(i)
     if missing:
-        parts = [f"{f} (rows {', '.join(map(str, idx[:5]))}{', ...' if len(idx) > 5 else ''})"
-                 for f, idx in missing.items()]
-        raise MissingFeaturesError(f"missing features: {'; '.join(parts)}", field=next(iter(missing)),
-                                   details={"missing": list(missing), "required": list(features)})
+        parts = [
+            f"{f} (rows {', '.join(map(str, idx[:5]))}{', ...' if len(idx) > 5 else ''})"
+            for f, idx in missing.items()
+        ]
+        raise MissingFeaturesError(
+            f"missing features: {'; '.join(parts)}",
+            field=next(iter(missing)),
+            details={"missing": list(missing), "required": list(features)},
+        )
 
 
 def predict_with_model(database: Database, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -67,9 +74,17 @@ def predict_with_model(database: Database, name: str, body: dict[str, Any]) -> d
     model = loaded.model
     check_features(rows, model.features)
     predictions = model.predict_records(rows)
-    return {"model": config["name"], "run_id": model.run_id, "version": config.get("version"),
-            "task": model.task, "source": loaded.source, "features": list(model.features),
-            "count": len(predictions), "predictions": predictions, "warnings": list(model.warnings)}
+    return {
+        "model": config["name"],
+        "run_id": model.run_id,
+        "version": config.get("version"),
+        "task": model.task,
+        "source": loaded.source,
+        "features": list(model.features),
+        "count": len(predictions),
+        "predictions": predictions,
+        "warnings": list(model.warnings),
+    }
 
 
 def predict_with_ensemble(database: Database, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +93,12 @@ def predict_with_ensemble(database: Database, name: str, body: dict[str, Any]) -
     ensemble = load_ensemble(database, name)
     check_features(rows, ensemble.features)
     predictions = ensemble.predict_records(rows)
-    return {"ensemble": ensemble.name, "run_id": ensemble.run_id, "task": ensemble.task,
-            "base_models": list(ensemble.base_names), "features": ensemble.features, "count": len(predictions),
-            "predictions": predictions}
+    return {
+        "ensemble": ensemble.name,
+        "run_id": ensemble.run_id,
+        "task": ensemble.task,
+        "base_models": list(ensemble.base_names),
+        "features": ensemble.features,
+        "count": len(predictions),
+        "predictions": predictions,
+    }

@@ -1,4 +1,5 @@
 """A small in-process sliding-window counter, used to slow down password guessing."""
+
 from __future__ import annotations
 
 import threading

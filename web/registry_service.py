@@ -4,6 +4,7 @@ and the archive download. The registry itself is :mod:`models.registry`.
 Metric thresholds come as ``min=f1:0.8`` / ``max=rmse=3.5`` (repeatable, or
 comma-separated), the same notation as the CLI's ``--min f1=0.8``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,8 +35,9 @@ def parse_thresholds(values: list[str], field: str) -> dict[str, str]:
             sep = "=" if "=" in part else ":"
             metric, found, number = part.partition(sep)
             if not found or not metric.strip() or not number.strip():
-                raise ValidationError(f"{field}: write thresholds as metric=value (e.g. f1=0.8), got {part!r}",
-                                      field=field)
+                raise ValidationError(
+                    f"{field}: write thresholds as metric=value (e.g. f1=0.8), got {part!r}", field=field
+                )
             out[metric.strip()] = number.strip()
     return out
 
@@ -114,8 +116,9 @@ def import_archive(database: Database, body: dict[str, Any], by: str | None) -> 
         raise ValidationError(f"unknown field(s): {', '.join(unknown)}", field=unknown[0])
     encoded = body.get("archive_base64")
     if not isinstance(encoded, str) or not encoded:
-        raise ValidationError("archive_base64 is required: the .tar.gz export, base64-encoded",
-                              field="archive_base64")
+        raise ValidationError(
+            "archive_base64 is required: the .tar.gz export, base64-encoded", field="archive_base64"
+        )
     try:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):

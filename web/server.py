@@ -1,4 +1,5 @@
 """Running the app under waitress, the production WSGI server (the CLI's ``serve`` and the browser tests)."""
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,9 @@ def create_server(app: Flask, host: str, port: int, threads: int = 4) -> Any:
     """
     if host not in LOOPBACK:
         log.warning("listening on %s: the admin app is reachable from other machines", host)
-    return _waitress_server(app, host=host, port=port, threads=threads, ident="ensemble-cache",
-                            clear_untrusted_proxy_headers=True)
+    return _waitress_server(
+        app, host=host, port=port, threads=threads, ident="ensemble-cache", clear_untrusted_proxy_headers=True
+    )
 
 
 def run(app: Flask, host: str, port: int, threads: int = 4) -> None:

@@ -4,6 +4,7 @@ Everything hangs off ``app.extensions["ensemble_cache"]`` (a :class:`WebState`),
 so several apps (tests) can live in one process. Later features (job runner,
 ensembles) add their objects to ``WebState.services`` by name.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -69,4 +70,5 @@ def job_runner() -> jobs.JobRunner:
 def requested_by() -> str:
     """Who asked, for job and lifecycle records: the admin (session) or a script (API token)."""
     from flask import g  # local: keeps this module importable outside a request
+
     return "api-token" if getattr(g, "auth", None) == "token" else "admin"

@@ -4,6 +4,7 @@ The signed cookie carries a random session id; MongoDB (the secrets collection) 
 each live id with its expiry. A request counts as logged in only while that record exists, so a
 cookie copied before logout stops working the moment the user logs out, on every web process.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,9 @@ def open_session(database: Database, lifetime: timedelta) -> str:
         col.delete_many({"kind": "session", "expires_at": {"$lt": stamp}})
         col.insert_one({"_id": _key(sid), "kind": "session", "created_at": stamp, "expires_at": stamp + lifetime})
     except PyMongoError as exc:
-        log.warning("could not record a new login session (%s); it ends when the database is back",
-                    exc.__class__.__name__)
+        log.warning(
+            "could not record a new login session (%s); it ends when the database is back", exc.__class__.__name__
+        )
     return sid
 
 

@@ -1,4 +1,5 @@
 """Helpers for tests that drive the app with Flask's test client (log in, read the CSRF token)."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """What the training area of a config page shows: current run, its files, charts, history, last job."""
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,11 @@ def metric_items(metrics: dict[str, Any] | None, names: tuple[str, ...] | None =
     """``(name, value)`` for every numeric top-level metric (or only ``names``, in that order)."""
     metrics = metrics or {}
     keys = names if names is not None else tuple(metrics)
-    return [(k, metrics[k]) for k in keys
-            if k in metrics and isinstance(metrics[k], (int, float)) and not isinstance(metrics[k], bool)]
+    return [
+        (k, metrics[k])
+        for k in keys
+        if k in metrics and isinstance(metrics[k], (int, float)) and not isinstance(metrics[k], bool)
+    ]
 
 
 def score_chart(run: dict[str, Any] | None) -> dict[str, Any]:
@@ -31,14 +35,22 @@ def score_chart(run: dict[str, Any] | None) -> dict[str, Any]:
     metrics = (run or {}).get("metrics") or {}
     if (run or {}).get("task") != "regression":
         items = metric_items(metrics, BOUNDED_METRICS)
-        return {"title": "Held-out metrics", "items": items, "max_value": 1.0,
-                "lower": [not higher_is_better(k) for k, _ in items]}
+        return {
+            "title": "Held-out metrics",
+            "items": items,
+            "max_value": 1.0,
+            "lower": [not higher_is_better(k) for k, _ in items],
+        }
     items = metric_items(metrics, ("rmse", "mae"))
     rmse, r2 = metrics.get("rmse"), metrics.get("r2")
     if isinstance(rmse, (int, float)) and isinstance(r2, (int, float)) and r2 < 1:
         items.insert(1, ("rmse of predicting the mean", rmse / math.sqrt(1 - r2)))
-    return {"title": "Held-out errors (target units)", "items": items, "max_value": None,
-            "lower": [True] * len(items)}
+    return {
+        "title": "Held-out errors (target units)",
+        "items": items,
+        "max_value": None,
+        "lower": [True] * len(items),
+    }
 
 
 def training_context(database: Database, config: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +68,7 @@ def training_context(database: Database, config: dict[str, Any]) -> dict[str, An
         "score_items": metric_items(metrics, BOUNDED_METRICS),
         "score_chart": score_chart(run),
         "metric_rows": metric_items(metrics),
-        "feature_items": [(f["feature"], f["importance"]) for f in ((run or {}).get("feature_importance")
-                                                                    or [])[:FEATURE_BARS]],
+        "feature_items": [
+            (f["feature"], f["importance"]) for f in ((run or {}).get("feature_importance") or [])[:FEATURE_BARS]
+        ],
     }

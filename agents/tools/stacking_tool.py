@@ -13,6 +13,7 @@ Base models come from the in-process cache, else their verified artifacts
 (fast path), else they are retrained from their training CSV (slow path,
 once, even when several callers need them at the same time).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -57,9 +58,15 @@ class StackingTool:
         until that claim is released or expires.
     """
 
-    def __init__(self, settings: Settings | None = None, database: Database | None = None, *,
-                 store: ArtifactStore | None = None, cache: ModelCache | None = None,
-                 lock_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        database: Database | None = None,
+        *,
+        store: ArtifactStore | None = None,
+        cache: ModelCache | None = None,
+        lock_timeout: float | None = None,
+    ) -> None:
         if lock_timeout is not None and lock_timeout < 0:
             raise ValueError(f"lock_timeout must be >= 0 or None, got {lock_timeout!r}")
         self.settings = settings or (database.settings if database is not None else get_settings())
@@ -99,36 +106,73 @@ class StackingTool:
         """
         if not isinstance(config, dict):
             config = ConfigStore(self.database).get(config)
-        return bases.obtain_base_model(self.database, config, store=self.store, cache=self.cache,
-                                      lock_timeout=self.lock_timeout)
+        return bases.obtain_base_model(
+            self.database, config, store=self.store, cache=self.cache, lock_timeout=self.lock_timeout
+        )
 
-    def load_base_models(self, names: Iterable[str], *, progress: Progress | None = None,
-                         with_oof: bool = False) -> list[BaseModelResult]:
+    def load_base_models(
+        self, names: Iterable[str], *, progress: Progress | None = None, with_oof: bool = False
+    ) -> list[BaseModelResult]:
         """Every named base model; every failure is reported at once (BaseModelsError)."""
-        return bases.load_base_models(self.database, list(names), store=self.store, cache=self.cache,
-                                     need_oof=with_oof, progress=progress or no_progress,
-                                     lock_timeout=self.lock_timeout)
+        return bases.load_base_models(
+            self.database,
+            list(names),
+            store=self.store,
+            cache=self.cache,
+            need_oof=with_oof,
+            progress=progress or no_progress,
+            lock_timeout=self.lock_timeout,
+        )
 
     # -------------------------------------------------------------- ensembles
 
-    def create_ensemble(self, name: str, base_models: list[str], meta_model: str = "logistic_regression",
-                        passthrough: bool = False, stack_method: str = "auto", progress: Progress | None = None,
-                        *, meta_params: dict[str, Any] | None = None, description: str = "") -> dict[str, Any]:
+    def create_ensemble(
+        self,
+        name: str,
+        base_models: list[str],
+        meta_model: str = "logistic_regression",
+        passthrough: bool = False,
+        stack_method: str = "auto",
+        progress: Progress | None = None,
+        *,
+        meta_params: dict[str, Any] | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
         """Create and store the ensemble ``name``; return its record.
 
         ``meta_model``: logistic_regression (classification), linear_regression (regression), ridge,
         random_forest or gradient_boosting. ``stack_method``: auto, predict_proba (classification) or
         predict. ``passthrough`` also gives the meta-model the raw feature columns.
         """
-        return core.create_ensemble(self.database, name, base_models, meta_model, passthrough=passthrough,
-                                    stack_method=stack_method, meta_params=meta_params, description=description,
-                                    progress=progress or no_progress, store=self.store, cache=self.cache,
-                                    lock_timeout=self.lock_timeout)
+        return core.create_ensemble(
+            self.database,
+            name,
+            base_models,
+            meta_model,
+            passthrough=passthrough,
+            stack_method=stack_method,
+            meta_params=meta_params,
+            description=description,
+            progress=progress or no_progress,
+            store=self.store,
+            cache=self.cache,
+            lock_timeout=self.lock_timeout,
+        )
 
-    def suggest_ensemble(self, name: str, from_configs: list[str] | None = None, *, all_compatible: bool = False,
-                         metric: str | None = None, size: int | None = None, method: str = "greedy",
-                         meta_model: str | None = None, stack_top: int | None = None, description: str = "",
-                         progress: Progress | None = None) -> dict[str, Any]:
+    def suggest_ensemble(
+        self,
+        name: str,
+        from_configs: list[str] | None = None,
+        *,
+        all_compatible: bool = False,
+        metric: str | None = None,
+        size: int | None = None,
+        method: str = "greedy",
+        meta_model: str | None = None,
+        stack_top: int | None = None,
+        description: str = "",
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
         """Choose and store an ensemble from the candidates' stored out-of-fold predictions; return its record.
 
         Candidates: ``from_configs`` and, with ``all_compatible``, every trained config sharing their task,
@@ -138,10 +182,21 @@ class StackingTool:
         mae, r2. ``record["selection"]`` holds the steps, the weights and the honest nested score beside the
         best single candidate's on the same rows.
         """
-        return suggest.suggest_ensemble(self.database, name, from_configs, all_compatible=all_compatible,
-                                        metric=metric, size=size, method=method, meta_model=meta_model,
-                                        stack_top=stack_top, description=description,
-                                        progress=progress or no_progress, store=self.store, cache=self.cache)
+        return suggest.suggest_ensemble(
+            self.database,
+            name,
+            from_configs,
+            all_compatible=all_compatible,
+            metric=metric,
+            size=size,
+            method=method,
+            meta_model=meta_model,
+            stack_top=stack_top,
+            description=description,
+            progress=progress or no_progress,
+            store=self.store,
+            cache=self.cache,
+        )
 
     def adopt_legacy(self, name: str, *, trust: bool = False, progress: Progress | None = None) -> dict[str, Any]:
         """Adopt a reference-system config's files (checksums, out-of-fold predictions) without retraining it.
@@ -149,8 +204,14 @@ class StackingTool:
         Refused unless ``trust`` is True (nothing is read before that: loading a pickle runs code);
         ``file_missing`` when a file is gone. Returns the new run.
         """
-        return adopt_legacy(self.database, name, trust=trust, requested_by="stacking",
-                            progress=progress or no_progress, store=self.store)
+        return adopt_legacy(
+            self.database,
+            name,
+            trust=trust,
+            requested_by="stacking",
+            progress=progress or no_progress,
+            store=self.store,
+        )
 
     def load_ensemble(self, name: str) -> StackedEnsemble:
         """The stored ensemble as an object with ``predict(frame)`` / ``predict_proba(frame)``."""
@@ -165,8 +226,9 @@ class StackingTool:
     def delete_ensemble(self, name: str) -> dict[str, Any]:
         return core.delete_ensemble(self.database, name, store=self.store)
 
-    def predict(self, name: str, data: pd.DataFrame | str | Path | list | dict, *,
-                proba: bool = False) -> np.ndarray:
+    def predict(
+        self, name: str, data: pd.DataFrame | str | Path | list | dict, *, proba: bool = False
+    ) -> np.ndarray:
         """Predictions of ensemble ``name`` for a DataFrame, records, or a CSV path."""
         if isinstance(data, (str, Path)):
             path = Path(data)
@@ -182,28 +244,54 @@ class StackingTool:
         self.database  # noqa: B018 - starts the embedded server if needed, creates indexes
         return acore.AsyncDatabase(self.settings)
 
-    async def aload_base_models(self, names: Iterable[str], *, progress: Progress | None = None,
-                                with_oof: bool = False) -> list[BaseModelResult]:
+    async def aload_base_models(
+        self, names: Iterable[str], *, progress: Progress | None = None, with_oof: bool = False
+    ) -> list[BaseModelResult]:
         """:meth:`load_base_models` for an event loop (AsyncMongoClient; CPU work in threads)."""
         adb = await asyncio.to_thread(self._async_db)
         try:
-            return await acore.aload_base_models(adb, self.database, list(names), store=self.store,
-                                                 cache=self.cache, need_oof=with_oof,
-                                                 progress=progress or no_progress, lock_timeout=self.lock_timeout)
+            return await acore.aload_base_models(
+                adb,
+                self.database,
+                list(names),
+                store=self.store,
+                cache=self.cache,
+                need_oof=with_oof,
+                progress=progress or no_progress,
+                lock_timeout=self.lock_timeout,
+            )
         finally:
             await adb.close()
 
-    async def acreate_ensemble(self, name: str, base_models: list[str], meta_model: str = "logistic_regression",
-                               passthrough: bool = False, stack_method: str = "auto",
-                               progress: Progress | None = None, *, meta_params: dict[str, Any] | None = None,
-                               description: str = "") -> dict[str, Any]:
+    async def acreate_ensemble(
+        self,
+        name: str,
+        base_models: list[str],
+        meta_model: str = "logistic_regression",
+        passthrough: bool = False,
+        stack_method: str = "auto",
+        progress: Progress | None = None,
+        *,
+        meta_params: dict[str, Any] | None = None,
+        description: str = "",
+    ) -> dict[str, Any]:
         """:meth:`create_ensemble` for an event loop (AsyncMongoClient; CPU work in threads)."""
         adb = await asyncio.to_thread(self._async_db)
         try:
-            return await acore.acreate_ensemble(adb, self.database, name, base_models, meta_model,
-                                                passthrough=passthrough, stack_method=stack_method,
-                                                meta_params=meta_params, description=description,
-                                                progress=progress or no_progress, store=self.store,
-                                                cache=self.cache, lock_timeout=self.lock_timeout)
+            return await acore.acreate_ensemble(
+                adb,
+                self.database,
+                name,
+                base_models,
+                meta_model,
+                passthrough=passthrough,
+                stack_method=stack_method,
+                meta_params=meta_params,
+                description=description,
+                progress=progress or no_progress,
+                store=self.store,
+                cache=self.cache,
+                lock_timeout=self.lock_timeout,
+            )
         finally:
             await adb.close()

@@ -1,4 +1,5 @@
 """``artifacts adopt NAME --trust``: bring a reference-system document's files in without retraining."""
+
 from __future__ import annotations
 
 import click
@@ -12,8 +13,11 @@ def register(cli: click.Group) -> None:
 
 @click.command("adopt")
 @click.argument("name")
-@click.option("--trust", is_flag=True,
-              help="I vouch for these files: hash, sign and load them (loading a pickle runs code from it).")
+@click.option(
+    "--trust",
+    is_flag=True,
+    help="I vouch for these files: hash, sign and load them (loading a pickle runs code from it).",
+)
 @json_option
 @pass_app
 def adopt(app: AppContext, name: str, trust: bool, as_json: bool) -> None:
@@ -23,6 +27,7 @@ def adopt(app: AppContext, name: str, trust: bool, as_json: bool) -> None:
     file is missing (file_missing).
     """
     from models.training.adopt import adopt_legacy
+
     def progress(fraction: float, message: str) -> None:
         if not as_json:
             info(f"[{fraction * 100:5.1f}%] {message}")
@@ -32,6 +37,8 @@ def adopt(app: AppContext, name: str, trust: bool, as_json: bool) -> None:
         emit_json(run)
         return
     cv = run["cv"]
-    stdout.print(f"adopted {run['name']} as run {run['run_id']} (version {run['version']}): checksums recorded for "
-                 f"{', '.join(k for k in ('model', 'scaler', 'features'))}; out-of-fold predictions from "
-                 f"{cv['n_splits']}-fold CV of a clone ({cv['metric']} {cv['mean']:.4f}); it can join ensembles now")
+    stdout.print(
+        f"adopted {run['name']} as run {run['run_id']} (version {run['version']}): checksums recorded for "
+        f"{', '.join(k for k in ('model', 'scaler', 'features'))}; out-of-fold predictions from "
+        f"{cv['n_splits']}-fold CV of a clone ({cv['metric']} {cv['mean']:.4f}); it can join ensembles now"
+    )

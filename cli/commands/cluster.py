@@ -12,6 +12,7 @@ starts it again every ``--retry-delay`` seconds until the scheduler answers,
 so workers survive a scheduler restart. Stop it with Ctrl-C or SIGTERM (the
 worker gets the signal and ends its tasks' connection cleanly).
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,14 +52,20 @@ def scheduler(dask_args: tuple[str, ...]) -> None:
 @cluster.command("worker", context_settings=PASS_THROUGH)
 @click.argument("address")
 @click.argument("dask_args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--retry-delay", default=2.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Seconds between restarts of a worker that lost its scheduler.")
+@click.option(
+    "--retry-delay",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Seconds between restarts of a worker that lost its scheduler.",
+)
 def worker(address: str, dask_args: tuple[str, ...], retry_delay: float) -> None:
     """`dask worker ADDRESS DASK_ARGS...` with this project importable, restarted whenever it exits
     (e.g. because the scheduler restarted) until this command is stopped."""
     if "://" not in address:
-        raise click.BadParameter(f"the scheduler address must look like tcp://host:8786, got {address!r}",
-                                 param_hint="ADDRESS")
+        raise click.BadParameter(
+            f"the scheduler address must look like tcp://host:8786, got {address!r}", param_hint="ADDRESS"
+        )
     argv = [sys.executable, "-m", "distributed.cli.dask_worker", address, *dask_args]
     env = environment_with_project_path()
     stopping = False
@@ -79,8 +86,10 @@ def worker(address: str, dask_args: tuple[str, ...], retry_delay: float) -> None
             code = child.wait()
         if stopping:
             sys.exit(0)
-        info(f"dask worker exited with code {code} (scheduler {address} gone?); starting it again in "
-             f"{retry_delay:g} s")
+        info(
+            f"dask worker exited with code {code} (scheduler {address} gone?); starting it again in "
+            f"{retry_delay:g} s"
+        )
         deadline = time.monotonic() + retry_delay
         while not stopping and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -1,4 +1,5 @@
 """``configs add|list|show|edit|delete``: model config documents."""
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ def configs() -> None:
 
 def _read_documents(path: Path) -> list[dict[str, Any]]:
     import yaml
+
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -32,23 +34,26 @@ def _read_documents(path: Path) -> list[dict[str, Any]]:
         else:
             data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValidationError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
-                              field=str(path)) from None
+        raise ValidationError(
+            f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", field=str(path)
+        ) from None
     except yaml.YAMLError as exc:
         raise ValidationError(f"{path}: malformed YAML: {exc}", field=str(path)) from None
     docs = data if isinstance(data, list) else [data]
     for doc in docs:
         if not isinstance(doc, dict):
-            raise ValidationError(f"{path}: each config must be an object, got {type(doc).__name__}",
-                                  field=str(path))
+            raise ValidationError(
+                f"{path}: each config must be an object, got {type(doc).__name__}", field=str(path)
+            )
     return docs
 
 
 def _collect(paths: tuple[Path, ...]) -> list[tuple[Path, dict[str, Any]]]:
     out = []
     for p in paths:
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in (".json", ".yaml", ".yml")) \
-            if p.is_dir() else [p]
+        files = (
+            sorted(f for f in p.iterdir() if f.suffix.lower() in (".json", ".yaml", ".yml")) if p.is_dir() else [p]
+        )
         for f in files:
             out.extend((f, doc) for doc in _read_documents(f))
     return out
@@ -64,17 +69,21 @@ def add(app: AppContext, paths: tuple[Path, ...], replace: bool, as_json: bool) 
     from models.store.columns import check_training_columns
     from models.store.configs import ConfigStore, user_fields
     from models.store.schema import refuse_service_fields, validate_config
+
     docs = _collect(paths)
     errors = []
     for f, doc in docs:
         try:
             refuse_service_fields(doc)
-            check_training_columns(validate_config(doc), app.settings)  # the data too: nothing is written if any fails
+            check_training_columns(
+                validate_config(doc), app.settings
+            )  # the data too: nothing is written if any fails
         except ValidationError as exc:
             errors.extend({"field": f"{f.name}: {e['field']}", "message": e["message"]} for e in exc.errors)
     if errors:
-        raise ValidationError("invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-                              errors=errors)
+        raise ValidationError(
+            "invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
+        )
     names = [doc.get("name") for _, doc in docs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -111,17 +120,32 @@ def list_(app: AppContext, task, model_type, status, tag, q, sort, as_json: bool
     """List configs."""
     from models.store.configs import ConfigStore
     from models.training.headline import headline_metric
+
     docs = ConfigStore(app.db).list(task=task, model_type=model_type, status=status, tag=tag, q=q, sort=sort)
     if as_json:
         emit_json(docs)
         return
+
     def metric(doc: dict[str, Any]) -> str:
         found = headline_metric(doc)
         return f"{found[0]} {found[1]:.4f}" if found else ""
-    emit_table(((d["name"], d.get("task"), d.get("model_type"), d.get("status") or "new", metric(d),
-                 d.get("version", ""), d.get("run_id", "")) for d in docs),
-               ["name", "task", "model type", "status", "metric", "version", "run id"],
-               title=f"{len(docs)} configs")
+
+    emit_table(
+        (
+            (
+                d["name"],
+                d.get("task"),
+                d.get("model_type"),
+                d.get("status") or "new",
+                metric(d),
+                d.get("version", ""),
+                d.get("run_id", ""),
+            )
+            for d in docs
+        ),
+        ["name", "task", "model type", "status", "metric", "version", "run id"],
+        title=f"{len(docs)} configs",
+    )
 
 
 @configs.command("show")
@@ -134,6 +158,7 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
 
     from models.jsonable import to_json
     from models.store.configs import ConfigStore
+
     doc = ConfigStore(app.db).get(name)
     if as_json:
         emit_json(doc)
@@ -157,15 +182,21 @@ def _parse_assignment(text: str) -> tuple[str, Any]:
 
 @configs.command("edit")
 @click.argument("name")
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="Set a field (value parsed as JSON when it can be; dotted keys reach into "
-                   "hyperparameters, e.g. hyperparameters.max_depth=8).")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set a field (value parsed as JSON when it can be; dotted keys reach into "
+    "hyperparameters, e.g. hyperparameters.max_depth=8).",
+)
 @click.option("--unset", "unsets", multiple=True, metavar="KEY", help="Remove a field.")
 @json_option
 @pass_app
 def edit(app: AppContext, name: str, assignments: tuple[str, ...], unsets: tuple[str, ...], as_json: bool) -> None:
     """Change fields of a config (validated before anything is written)."""
     from models.store.configs import ConfigStore
+
     if not assignments and not unsets:
         raise ValidationError("nothing to change: give --set KEY=VALUE or --unset KEY", field="--set")
     store = ConfigStore(app.db)
@@ -196,6 +227,7 @@ def edit(app: AppContext, name: str, assignments: tuple[str, ...], unsets: tuple
 def delete(app: AppContext, name: str, yes: bool, as_json: bool) -> None:
     """Delete a config (its runs stay in the registry)."""
     from models.store.configs import ConfigStore
+
     store = ConfigStore(app.db)
     store.get(name)
     if not yes:

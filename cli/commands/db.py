@@ -1,4 +1,5 @@
 """``db start|stop|status``: the embedded database server."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ def db_group() -> None:
 
 def _server(app: AppContext) -> EmbeddedServer:
     from models.store.embedded import EmbeddedServer
+
     if not app.settings.uses_embedded:
         raise click.UsageError("MONGO_URI is set: the embedded database is not used")
     return EmbeddedServer.from_settings(app.settings)

@@ -1,4 +1,5 @@
 """``demo``: write the demo games CSV and register the demo configs."""
+
 from __future__ import annotations
 
 import click
@@ -18,10 +19,13 @@ def register(cli: click.Group) -> None:
 def demo(app: AppContext, games: int, force: bool, as_json: bool) -> None:
     """Create the demo data set (NBA-like games) and register the demo configs."""
     from models.demo import install_demo
+
     result = install_demo(app.db, games=games, force=force)
     if as_json:
         emit_json(result)
     else:
         info(f"demo data: {result['csv']} ({result['rows']} games)")
-        info(f"configs added: {', '.join(result['added']) or 'none'}; "
-             f"already present: {', '.join(result['kept']) or 'none'}")
+        info(
+            f"configs added: {', '.join(result['added']) or 'none'}; "
+            f"already present: {', '.join(result['kept']) or 'none'}"
+        )

@@ -1,4 +1,5 @@
 """``ensemble create|list|show|predict|delete``: stacking ensembles through the stacking tool."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,11 +16,13 @@ if TYPE_CHECKING:
 
 def _meta_models() -> list[str]:
     from models.ensembles.stacking import meta_model_names
+
     return meta_model_names()
 
 
 def _stack_methods() -> tuple[str, ...]:
     from models.ensembles.stacking import STACK_METHODS
+
     return STACK_METHODS
 
 
@@ -29,6 +32,7 @@ def register(cli: click.Group) -> None:
 
 def _tool(app: AppContext) -> StackingTool:
     from agents.tools.stacking_tool import StackingTool
+
     return StackingTool(app.settings, app.db)
 
 
@@ -50,6 +54,7 @@ def announce_training(app: AppContext, bases: list[str]) -> None:
     from models.ensembles.plan import plan_summary, retrain_plan
     from models.errors import ServiceError
     from models.training.estimate import slow_warning
+
     try:
         configs = fetch_configs(app.db, bases)
     except ServiceError:  # unknown names and the like: create_ensemble reports them properly
@@ -66,31 +71,62 @@ def announce_training(app: AppContext, bases: list[str]) -> None:
 @ensemble.command("create")
 @click.argument("name")
 @click.option("--base", "bases", multiple=True, help="A base config (repeat for each; at least two).")
-@click.option("--meta", "meta_model", default="logistic_regression", show_default=True,
-              type=LazyChoice(_meta_models), help="Meta-model type.")
+@click.option(
+    "--meta",
+    "meta_model",
+    default="logistic_regression",
+    show_default=True,
+    type=LazyChoice(_meta_models),
+    help="Meta-model type.",
+)
 @click.option("--passthrough", is_flag=True, help="Also give the meta-model the raw feature columns.")
-@click.option("--stack-method", default="auto", show_default=True, type=LazyChoice(_stack_methods),
-              help="Which base-model output the meta-model sees.")
+@click.option(
+    "--stack-method",
+    default="auto",
+    show_default=True,
+    type=LazyChoice(_stack_methods),
+    help="Which base-model output the meta-model sees.",
+)
 @click.option("--description", default="", help="A note stored with the ensemble.")
 @json_option
 @pass_app
-def create(app: AppContext, name: str, bases: tuple[str, ...], meta_model: str, passthrough: bool,
-           stack_method: str, description: str, as_json: bool) -> None:
+def create(
+    app: AppContext,
+    name: str,
+    bases: tuple[str, ...],
+    meta_model: str,
+    passthrough: bool,
+    stack_method: str,
+    description: str,
+    as_json: bool,
+) -> None:
     """Create ensemble NAME from --base configs; prints where each base model came from."""
     announce_training(app, list(bases))
     with ProgressLines(app.settings.progress_interval_seconds) as lines:
-        record = _tool(app).create_ensemble(name, list(bases), meta_model, passthrough=passthrough,
-                                            stack_method=stack_method, progress=lines.reporter(),
-                                            description=description)
+        record = _tool(app).create_ensemble(
+            name,
+            list(bases),
+            meta_model,
+            passthrough=passthrough,
+            stack_method=stack_method,
+            progress=lines.reporter(),
+            description=description,
+        )
     if as_json:
         emit_json(record)
         return
-    emit_table(((b["name"], b["run_id"], b["source"], b["reason"] or "", f"{b['seconds']:.3f}s",
-                 _metric(b["metrics"])) for b in record["base_models"]),
-               ["base model", "run id", "source", "reason", "time", "held-out"],
-               title=f"ensemble {record['name']} ({record['meta_model']}, run {record['run_id']})")
-    stdout.print(f"ensemble {_metric(record['metrics'])} on {record['n_test']} held-out rows; "
-                 f"created in {record['seconds']:.2f}s; retrained: {', '.join(record['retrained']) or 'none'}")
+    emit_table(
+        (
+            (b["name"], b["run_id"], b["source"], b["reason"] or "", f"{b['seconds']:.3f}s", _metric(b["metrics"]))
+            for b in record["base_models"]
+        ),
+        ["base model", "run id", "source", "reason", "time", "held-out"],
+        title=f"ensemble {record['name']} ({record['meta_model']}, run {record['run_id']})",
+    )
+    stdout.print(
+        f"ensemble {_metric(record['metrics'])} on {record['n_test']} held-out rows; "
+        f"created in {record['seconds']:.2f}s; retrained: {', '.join(record['retrained']) or 'none'}"
+    )
 
 
 @ensemble.command("list")
@@ -102,9 +138,20 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json(docs)
         return
-    emit_table(((d["name"], d["task"], d["meta_model"], ", ".join(d["base_names"]), _metric(d["metrics"]),
-                 d["created_at"].strftime("%Y-%m-%d %H:%M")) for d in docs),
-               ["name", "task", "meta-model", "base models", "held-out", "created"])
+    emit_table(
+        (
+            (
+                d["name"],
+                d["task"],
+                d["meta_model"],
+                ", ".join(d["base_names"]),
+                _metric(d["metrics"]),
+                d["created_at"].strftime("%Y-%m-%d %H:%M"),
+            )
+            for d in docs
+        ),
+        ["name", "task", "meta-model", "base models", "held-out", "created"],
+    )
 
 
 @ensemble.command("show")
@@ -118,30 +165,48 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
         emit_json(doc)
         return
     opts = doc["options"]
-    stdout.print(f"[bold]{doc['name']}[/] run {doc['run_id']}: {doc['task']} on {doc['target']!r}, meta-model "
-                 f"{doc['meta_model']}, stack method {opts['stack_method_used']}, passthrough {opts['passthrough']}")
-    emit_table(((b["name"], b["run_id"], b["source"], b["reason"] or "", f"{b['seconds']:.3f}s",
-                 _metric(b["metrics"])) for b in doc["base_models"]),
-               ["base model", "run id", "source", "reason", "time", "held-out"])
-    stdout.print(f"ensemble {_metric(doc['metrics'])} on {doc['n_test']} held-out rows; "
-                 f"created in {doc['seconds']:.2f}s")
+    stdout.print(
+        f"[bold]{doc['name']}[/] run {doc['run_id']}: {doc['task']} on {doc['target']!r}, meta-model "
+        f"{doc['meta_model']}, stack method {opts['stack_method_used']}, passthrough {opts['passthrough']}"
+    )
+    emit_table(
+        (
+            (b["name"], b["run_id"], b["source"], b["reason"] or "", f"{b['seconds']:.3f}s", _metric(b["metrics"]))
+            for b in doc["base_models"]
+        ),
+        ["base model", "run id", "source", "reason", "time", "held-out"],
+    )
+    stdout.print(
+        f"ensemble {_metric(doc['metrics'])} on {doc['n_test']} held-out rows; created in {doc['seconds']:.2f}s"
+    )
 
 
 @ensemble.command("predict")
 @click.argument("name")
-@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Rows to predict (must hold the base models' feature columns).")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the rows with prediction columns to this CSV.")
+@click.option(
+    "--csv",
+    "csv_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Rows to predict (must hold the base models' feature columns).",
+)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the rows with prediction columns to this CSV.",
+)
 @json_option
 @pass_app
 def predict(app: AppContext, name: str, csv_path: Path, out_path: Path | None, as_json: bool) -> None:
     """Predict the rows of --csv with ensemble NAME."""
     from cli.csvio import read_csv_arg, write_predictions
+
     frame = read_csv_arg(csv_path)
     model = _tool(app).load_ensemble(name)
-    write_predictions(frame, model.predict_table(frame), out_path, as_json,
-                      meta={"ensemble": name, "run_id": model.run_id})
+    write_predictions(
+        frame, model.predict_table(frame), out_path, as_json, meta={"ensemble": name, "run_id": model.run_id}
+    )
 
 
 @ensemble.command("delete")

@@ -1,4 +1,5 @@
 """``jobs list|show|cancel``: the background jobs (training, ensemble creation) recorded in MongoDB."""
+
 from __future__ import annotations
 
 import click
@@ -8,6 +9,7 @@ from cli.context import AppContext, LazyChoice, emit_json, emit_table, info, jso
 
 def _statuses() -> tuple[str, ...]:
     from models.jobs.store import STATUSES
+
     return tuple(STATUSES)
 
 
@@ -22,10 +24,15 @@ def jobs_group() -> None:
 
 def _row(job: dict) -> tuple:
     error = job.get("error") or {}
-    return (str(job["_id"]), job.get("kind"), job.get("key"), job.get("status"),
-            f"{round(100 * float(job.get('progress') or 0))}%",
-            job.get("duration_s") if job.get("duration_s") is not None else "",
-            f"{error.get('code')}: {error.get('message')}" if error else job.get("message", ""))
+    return (
+        str(job["_id"]),
+        job.get("kind"),
+        job.get("key"),
+        job.get("status"),
+        f"{round(100 * float(job.get('progress') or 0))}%",
+        job.get("duration_s") if job.get("duration_s") is not None else "",
+        f"{error.get('code')}: {error.get('message')}" if error else job.get("message", ""),
+    )
 
 
 COLUMNS = ["id", "kind", "key", "status", "progress", "seconds", "message / error"]
@@ -40,6 +47,7 @@ COLUMNS = ["id", "kind", "key", "status", "progress", "seconds", "message / erro
 def list_cmd(app: AppContext, status: str | None, kind: str | None, limit: int, as_json: bool) -> None:
     """The newest jobs first."""
     from models import jobs
+
     found = jobs.list_jobs(app.db, status=status, kind=kind, limit=limit)
     if as_json:
         emit_json([jobs.job_to_json(j) for j in found])
@@ -54,6 +62,7 @@ def list_cmd(app: AppContext, status: str | None, kind: str | None, limit: int, 
 def show(app: AppContext, job_id: str, as_json: bool) -> None:
     """One job: state, progress, error or result."""
     from models import jobs
+
     job = jobs.get_job(app.db, job_id)
     if as_json:
         emit_json(jobs.job_to_json(job))
@@ -71,6 +80,7 @@ def cancel(app: AppContext, job_id: str, as_json: bool) -> None:
     Exits 2 when the job has already ended or does not exist.
     """
     from models import jobs
+
     job = jobs.cancel(app.db, job_id, requested_by="cli")
     if as_json:
         emit_json(jobs.job_to_json(job))

@@ -3,6 +3,7 @@
 Every command is a thin layer over :mod:`models.registry`; ``--json`` prints
 only JSON on stdout. Bad input exits 2 with one line on stderr.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,11 +15,15 @@ import click
 from cli.context import AppContext, LazyChoice, emit_json, emit_table, info, json_option, pass_app, stdout
 from models.errors import ValidationError
 
-SUMMARY_METRICS = {"classification": ("roc_auc", "f1", "accuracy", "log_loss"), "regression": ("rmse", "mae", "r2")}
+SUMMARY_METRICS = {
+    "classification": ("roc_auc", "f1", "accuracy", "log_loss"),
+    "regression": ("rmse", "mae", "r2"),
+}
 
 
 def _statuses() -> list[str]:
     from models import registry
+
     return list(registry.STATUSES)
 
 
@@ -37,6 +42,7 @@ def models_group() -> None:
 
 def _fmt(value: Any) -> str:
     from models.jsonable import to_json
+
     if value is None:
         return ""
     if isinstance(value, float):
@@ -49,6 +55,7 @@ def _fmt(value: Any) -> str:
 
 def _created(run: dict[str, Any]) -> str:
     from models.jsonable import to_json
+
     value = to_json({"t": run.get("created_at")})["t"]
     return value or ""
 
@@ -65,7 +72,9 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, float]:
     for text in values:
         metric, sep, raw = text.partition("=")
         if not sep or not metric.strip():
-            raise ValidationError(f"{option} needs METRIC=VALUE (e.g. {option} f1=0.8), got {text!r}", field=option)
+            raise ValidationError(
+                f"{option} needs METRIC=VALUE (e.g. {option} f1=0.8), got {text!r}", field=option
+            )
         try:
             number = float(raw)
         except ValueError:
@@ -77,8 +86,19 @@ def _pairs(values: tuple[str, ...], option: str) -> dict[str, float]:
 
 
 def _run_rows(runs: list[dict[str, Any]], metric: str | None = None) -> list[tuple]:
-    return [(r["run_id"], r.get("name"), r.get("version"), r.get("status"), r.get("task"), r.get("model_type"),
-             _created(r), _metric_summary(r, metric)) for r in runs]
+    return [
+        (
+            r["run_id"],
+            r.get("name"),
+            r.get("version"),
+            r.get("status"),
+            r.get("task"),
+            r.get("model_type"),
+            _created(r),
+            _metric_summary(r, metric),
+        )
+        for r in runs
+    ]
 
 
 RUN_COLUMNS = ["run id", "name", "version", "status", "task", "model type", "created", "metrics"]
@@ -95,28 +115,61 @@ RUN_COLUMNS = ["run id", "name", "version", "status", "task", "model type", "cre
 @click.option("--min", "mins", multiple=True, metavar="METRIC=VALUE", help="Metric at least VALUE (repeatable).")
 @click.option("--max", "maxs", multiple=True, metavar="METRIC=VALUE", help="Metric at most VALUE (repeatable).")
 @click.option("--sort", default="created_at", show_default=True, help="A metric or a field (created_at, name...).")
-@click.option("--desc/--asc", "descending", default=None,
-              help="Direction (default: best first for a metric, newest first for created_at).")
+@click.option(
+    "--desc/--asc",
+    "descending",
+    default=None,
+    help="Direction (default: best first for a metric, newest first for created_at).",
+)
 @click.option("--page", default=1, show_default=True, type=int)
 @click.option("--per-page", default=20, show_default=True, type=int)
 @json_option
 @pass_app
-def list_(app: AppContext, name: str | None, model_type: str | None, task: str | None, status: str | None,
-          tags: tuple[str, ...], since: str | None, until: str | None, mins: tuple[str, ...],
-          maxs: tuple[str, ...], sort: str, descending: bool | None, page: int, per_page: int,
-          as_json: bool) -> None:
+def list_(
+    app: AppContext,
+    name: str | None,
+    model_type: str | None,
+    task: str | None,
+    status: str | None,
+    tags: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    mins: tuple[str, ...],
+    maxs: tuple[str, ...],
+    sort: str,
+    descending: bool | None,
+    page: int,
+    per_page: int,
+    as_json: bool,
+) -> None:
     """Search runs by name, type, task, status, tags, dates and metric thresholds."""
     from models import registry
-    result = registry.search(app.db, name=name, model_type=model_type, task=task, status=status, tags=list(tags),
-                             since=since, until=until, min_metrics=_pairs(mins, "--min"),
-                             max_metrics=_pairs(maxs, "--max"), sort=sort, descending=descending, page=page,
-                             per_page=per_page)
+
+    result = registry.search(
+        app.db,
+        name=name,
+        model_type=model_type,
+        task=task,
+        status=status,
+        tags=list(tags),
+        since=since,
+        until=until,
+        min_metrics=_pairs(mins, "--min"),
+        max_metrics=_pairs(maxs, "--max"),
+        sort=sort,
+        descending=descending,
+        page=page,
+        per_page=per_page,
+    )
     if as_json:
         emit_json(result)
         return
     metric = None if sort in registry.SORT_FIELDS else sort
-    emit_table(_run_rows(result["items"], metric), RUN_COLUMNS,
-               title=f"{result['total']} runs (page {result['page']} of {result['pages']})")
+    emit_table(
+        _run_rows(result["items"], metric),
+        RUN_COLUMNS,
+        title=f"{result['total']} runs (page {result['page']} of {result['pages']})",
+    )
 
 
 @models_group.command("show")
@@ -126,22 +179,35 @@ def list_(app: AppContext, name: str | None, model_type: str | None, task: str |
 def show(app: AppContext, ref: str, as_json: bool) -> None:
     """Show one run: RUN_ID, NAME, NAME@VERSION, NAME@latest or NAME@production."""
     from models import registry
+
     run = registry.resolve(app.db, ref)
     if as_json:
         emit_json(run)
         return
     definition = run.get("definition") or {}
-    fields = [("run id", run["run_id"]), ("name", run.get("name")), ("version", run.get("version")),
-              ("version change", run.get("version_change")), ("status", run.get("status")),
-              ("task", run.get("task")), ("model type", run.get("model_type")), ("created", _created(run)),
-              ("requested by", run.get("requested_by")), ("tags", ", ".join(run.get("tags") or [])),
-              ("features", ", ".join(definition.get("features") or [])),
-              ("hyperparameters", definition.get("hyperparameters")), ("scaler", definition.get("scaler")),
-              ("data fingerprint", (run.get("data") or {}).get("fingerprint")),
-              ("cv", f"{(run.get('cv') or {}).get('metric')} {_fmt((run.get('cv') or {}).get('mean'))}"),
-              ("total time", f"{(run.get('durations') or {}).get('total_s', '')}s")]
-    emit_table(((k, _fmt(v) if not isinstance(v, str) else v) for k, v in fields), ["field", "value"],
-               title=f"{run.get('name')} {run.get('version')}")
+    fields = [
+        ("run id", run["run_id"]),
+        ("name", run.get("name")),
+        ("version", run.get("version")),
+        ("version change", run.get("version_change")),
+        ("status", run.get("status")),
+        ("task", run.get("task")),
+        ("model type", run.get("model_type")),
+        ("created", _created(run)),
+        ("requested by", run.get("requested_by")),
+        ("tags", ", ".join(run.get("tags") or [])),
+        ("features", ", ".join(definition.get("features") or [])),
+        ("hyperparameters", definition.get("hyperparameters")),
+        ("scaler", definition.get("scaler")),
+        ("data fingerprint", (run.get("data") or {}).get("fingerprint")),
+        ("cv", f"{(run.get('cv') or {}).get('metric')} {_fmt((run.get('cv') or {}).get('mean'))}"),
+        ("total time", f"{(run.get('durations') or {}).get('total_s', '')}s"),
+    ]
+    emit_table(
+        ((k, _fmt(v) if not isinstance(v, str) else v) for k, v in fields),
+        ["field", "value"],
+        title=f"{run.get('name')} {run.get('version')}",
+    )
     metrics = [(k, _fmt(v)) for k, v in (run.get("metrics") or {}).items() if isinstance(v, (int, float))]
     emit_table(metrics, ["metric", "value"], title="held-out metrics")
 
@@ -154,10 +220,18 @@ def show(app: AppContext, ref: str, as_json: bool) -> None:
 @click.option("--status", type=LazyChoice(_statuses))
 @json_option
 @pass_app
-def best(app: AppContext, metric: str, name: str | None, model_type: str | None, task: str | None,
-         status: str | None, as_json: bool) -> None:
+def best(
+    app: AppContext,
+    metric: str,
+    name: str | None,
+    model_type: str | None,
+    task: str | None,
+    status: str | None,
+    as_json: bool,
+) -> None:
     """The best run by a metric; prints nothing found (JSON null) when no run has it."""
     from models import registry
+
     run = registry.best(app.db, metric, name=name, model_type=model_type, task=task, status=status)
     if as_json:
         emit_json(run)
@@ -177,6 +251,7 @@ def compare(app: AppContext, run_ids: tuple[str, ...], as_json: bool) -> None:
     from rich.table import Table
 
     from models import registry
+
     table = registry.compare(app.db, list(run_ids))
     if as_json:
         emit_json(table)
@@ -191,7 +266,9 @@ def compare(app: AppContext, run_ids: tuple[str, ...], as_json: bool) -> None:
             out.add_column(head)
         for row in section["rows"]:
             best_cols = set(row.get("best") or [])
-            cells = [(f"[bold green]*{_fmt(v)}[/]" if i in best_cols else _fmt(v)) for i, v in enumerate(row["values"])]
+            cells = [
+                (f"[bold green]*{_fmt(v)}[/]" if i in best_cols else _fmt(v)) for i, v in enumerate(row["values"])
+            ]
             out.add_row(row["key"], *cells)
         stdout.print(out)
 
@@ -199,16 +276,23 @@ def compare(app: AppContext, run_ids: tuple[str, ...], as_json: bool) -> None:
 @models_group.command("promote")
 @click.argument("run_id")
 @click.option("--to", "to", required=True, type=LazyChoice(_statuses), help="The new status.")
-@click.option("--demote-to", default="staging", show_default=True, type=click.Choice(["staging", "archived"]),
-              help="Where the current production run goes when another is promoted.")
+@click.option(
+    "--demote-to",
+    default="staging",
+    show_default=True,
+    type=click.Choice(["staging", "archived"]),
+    help="Where the current production run goes when another is promoted.",
+)
 @click.option("--by", default="cli", show_default=True, help="Who made the change (recorded in the history).")
 @click.option("--reason", help="Why (recorded in the history).")
 @json_option
 @pass_app
-def promote(app: AppContext, run_id: str, to: str, demote_to: str, by: str, reason: str | None,
-            as_json: bool) -> None:
+def promote(
+    app: AppContext, run_id: str, to: str, demote_to: str, by: str, reason: str | None, as_json: bool
+) -> None:
     """Move a run to another lifecycle status (trained, staging, production, archived)."""
     from models import registry
+
     result = registry.set_status(app.db, run_id, to, by=by, reason=reason, demote_to=demote_to)
     if as_json:
         emit_json({k: v for k, v in result.items() if k != "run"})
@@ -227,12 +311,16 @@ def history(app: AppContext, run_id: str, as_json: bool) -> None:
     """The status transitions of a run, oldest first."""
     from models import registry
     from models.jsonable import to_json
+
     entries = registry.history(app.db, run_id)
     if as_json:
         emit_json(entries)
         return
-    emit_table(((to_json({"t": e["at"]})["t"], e["from"], e["to"], e["by"], e["reason"]) for e in entries),
-               ["at", "from", "to", "by", "reason"], title=f"history of {run_id}")
+    emit_table(
+        ((to_json({"t": e["at"]})["t"], e["from"], e["to"], e["by"], e["reason"]) for e in entries),
+        ["at", "from", "to", "by", "reason"],
+        title=f"history of {run_id}",
+    )
 
 
 @models_group.command("delete")
@@ -244,26 +332,37 @@ def history(app: AppContext, run_id: str, as_json: bool) -> None:
 def delete(app: AppContext, run_id: str, force: bool, yes: bool, as_json: bool) -> None:
     """Delete a run and its files (refused while ensembles use it, unless --force)."""
     from models import registry
+
     run = registry.resolve(app.db, run_id)
     users = registry.ensembles_using(app.db, run["run_id"])
     if users and force:
-        info(f"these ensembles use run {run['run_id']} and will be deleted too: "
-             f"{', '.join(u['name'] for u in users)}")
+        info(
+            f"these ensembles use run {run['run_id']} and will be deleted too: "
+            f"{', '.join(u['name'] for u in users)}"
+        )
     if not yes and (force or not users):
-        click.confirm(f"Delete run {run['run_id']} ({run.get('name')} {run.get('version')}) and its files?",
-                      abort=True, err=True)
+        click.confirm(
+            f"Delete run {run['run_id']} ({run.get('name')} {run.get('version')}) and its files?",
+            abort=True,
+            err=True,
+        )
     result = registry.delete_run(app.db, run["run_id"], force=force)
     if as_json:
         emit_json(result)
         return
-    info(f"deleted run {result['run_id']} ({result['name']} {result['version']}), "
-         f"{len(result['deleted_files'])} files")
+    info(
+        f"deleted run {result['run_id']} ({result['name']} {result['version']}), "
+        f"{len(result['deleted_files'])} files"
+    )
     if result["deleted_ensembles"]:
         info(f"deleted ensembles: {', '.join(result['deleted_ensembles'])}")
     if result["config"]:
         c = result["config"]
-        info(f"config {c['name']} now points at run {c['run_id']} ({c['version']})" if c["action"] == "repointed"
-             else f"config {c['name']} has no run any more")
+        info(
+            f"config {c['name']} now points at run {c['run_id']} ({c['version']})"
+            if c["action"] == "repointed"
+            else f"config {c['name']} has no run any more"
+        )
 
 
 @models_group.command("export")
@@ -274,34 +373,46 @@ def delete(app: AppContext, run_id: str, force: bool, yes: bool, as_json: bool) 
 def export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
     """Export a run (artifacts, config, run document, manifest) to one .tar.gz archive."""
     from models import registry
+
     result = registry.export_run(app.db, ref, out)
     if as_json:
         emit_json(result)
         return
-    info(f"exported run {result['run_id']} ({result['name']} {result['version']}) to {result['path']} "
-         f"({result['size']} bytes, sha256 {result['sha256'][:12]}...)")
+    info(
+        f"exported run {result['run_id']} ({result['name']} {result['version']}) to {result['path']} "
+        f"({result['size']} bytes, sha256 {result['sha256'][:12]}...)"
+    )
 
 
 @models_group.command("import")
 @click.argument("archive", type=click.Path(path_type=Path))
 @click.option("--rename", "on_conflict", flag_value="rename", help="Give the run a new id if its id exists.")
-@click.option("--overwrite", "on_conflict", flag_value="overwrite", help="Replace an existing run with the same id.")
+@click.option(
+    "--overwrite", "on_conflict", flag_value="overwrite", help="Replace an existing run with the same id."
+)
 @click.option("--by", default="cli", show_default=True, help="Who imported it (recorded in the history).")
-@click.option("--trust", is_flag=True, help="Import even though no known key signed the archive (you vouch "
-                                            "for it; recorded in the run, and its files are re-signed here).")
+@click.option(
+    "--trust",
+    is_flag=True,
+    help="Import even though no known key signed the archive (you vouch "
+    "for it; recorded in the run, and its files are re-signed here).",
+)
 @json_option
 @pass_app
 def import_(app: AppContext, archive: Path, on_conflict: str | None, by: str, trust: bool, as_json: bool) -> None:
     """Import a run archive signed by this installation or a TRUSTED_KEYS key (else refused unless --trust);
     every checksum is verified before anything is written."""
     from models import registry
+
     result = registry.import_run(app.db, archive, on_conflict=on_conflict or "refuse", by=by, trust=trust)
     if as_json:
         emit_json(result)
         return
-    info(f"imported run {result['run_id']} as {result['name']} {result['version']}"
-         + (f" (renamed from {result['original_run_id']})" if result["renamed"] else "")
-         + (f"; config {result['config']['name']} created" if result["config"]["action"] == "created" else ""))
+    info(
+        f"imported run {result['run_id']} as {result['name']} {result['version']}"
+        + (f" (renamed from {result['original_run_id']})" if result["renamed"] else "")
+        + (f"; config {result['config']['name']} created" if result["config"]["action"] == "created" else "")
+    )
 
 
 @models_group.command("deploy-export")
@@ -312,6 +423,7 @@ def import_(app: AppContext, archive: Path, on_conflict: str | None, by: str, tr
 def deploy_export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
     """Write a single joblib file with a plain scikit-learn Pipeline, plus a metadata JSON."""
     from models import registry
+
     result = registry.deploy_export(app.db, ref, out)
     if as_json:
         emit_json(result)

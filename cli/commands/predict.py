@@ -1,4 +1,5 @@
 """``predict NAME --csv FILE``: predictions of one trained model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,11 +24,13 @@ def predict(app: AppContext, name: str, csv_path: Path, out: Path | None, as_jso
     from cli.csvio import read_csv_arg, write_predictions
     from models.artifacts.loading import load_model
     from models.store.configs import ConfigStore
+
     config = ConfigStore(app.db).get(name)
     frame = read_csv_arg(csv_path)
     result = load_model(app.settings, config)
     for warning in result.model.warnings:
         info(f"warning: {warning}")
     table = result.model.predict_table(frame)
-    write_predictions(frame, table, out, as_json, meta={"name": name, "run_id": result.model.run_id,
-                                                 "source": result.source})
+    write_predictions(
+        frame, table, out, as_json, meta={"name": name, "run_id": result.model.run_id, "source": result.source}
+    )

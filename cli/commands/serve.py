@@ -1,4 +1,5 @@
 """``serve``: run the admin web app and JSON API under waitress (a production WSGI server)."""
+
 from __future__ import annotations
 
 import click
@@ -14,8 +15,15 @@ def register(cli: click.Group) -> None:
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default: WEB_HOST, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port (default: WEB_PORT, 5000).")
-@click.option("--workers", "--threads", "threads", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Worker threads handling requests (waitress serves from one process with a thread pool).")
+@click.option(
+    "--workers",
+    "--threads",
+    "threads",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Worker threads handling requests (waitress serves from one process with a thread pool).",
+)
 @pass_app
 def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> None:
     """Serve the admin web app and the JSON API until interrupted (Ctrl+C)."""
@@ -39,7 +47,8 @@ def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> 
         raise DatabaseUnavailableError(
             f"MongoDB at {safe_uri(settings.effective_mongo_uri)} is not reachable ({exc.__class__.__name__}) and "
             "the web app's credentials are stored there; start it, or set ADMIN_PASSWORD, API_TOKEN and "
-            "SECRET_KEY to serve while it is down") from None
+            "SECRET_KEY to serve while it is down"
+        ) from None
     generated = get_state(flask_app).credentials.pop_generated()
     shown_host = f"[{host}]" if ":" in host else host
     info(f"Serving on http://{shown_host}:{port}/ (waitress, {threads} threads). Press Ctrl+C to stop.")
@@ -49,8 +58,10 @@ def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> 
         info(f"Generated admin password (shown only this once): {generated['admin_password']}")
         info("Lost it? python -m cli web reset-password sets a new one.")
     else:
-        info("Log in with the admin password (ADMIN_PASSWORD, or the one printed on the first start; a new one: "
-             "python -m cli web reset-password).")
+        info(
+            "Log in with the admin password (ADMIN_PASSWORD, or the one printed on the first start; a new one: "
+            "python -m cli web reset-password)."
+        )
     if "api_token" in generated:
         info(f"Generated API token (shown only this once): {generated['api_token']}")
         info("Use it as: Authorization: Bearer <token>")

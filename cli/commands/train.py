@@ -1,4 +1,5 @@
 """``train NAME...``: train configs in the foreground with a progress bar per model."""
+
 from __future__ import annotations
 
 import time
@@ -20,6 +21,7 @@ def register(cli: click.Group) -> None:
 
 def _selected(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool) -> list[str]:
     from models.store.configs import ConfigStore
+
     store = ConfigStore(app.db)
     if all_ or untrained:
         docs = store.list()
@@ -35,6 +37,7 @@ def warn_slow(app: AppContext, names: list[str]) -> None:
     """Before training: a warning for each config whose model type is known to be slow for its data size."""
     from models.store.configs import ConfigStore
     from models.training.estimate import count_rows, slow_warning
+
     for name in names:
         config = ConfigStore(app.db).get(name)
         warning = slow_warning(config, count_rows(config.get("training_csv") or ""))
@@ -42,17 +45,30 @@ def warn_slow(app: AppContext, names: list[str]) -> None:
             info(f"warning: {warning}")
 
 
-def _in_process(app: AppContext, chosen: list[str], version: str | None, parallel: int,
-                reporter: Callable[[str], Any], results: dict[str, dict[str, Any]]) -> None:
+def _in_process(
+    app: AppContext,
+    chosen: list[str],
+    version: str | None,
+    parallel: int,
+    reporter: Callable[[str], Any],
+    results: dict[str, dict[str, Any]],
+) -> None:
     """Each config in this machine, ``parallel`` at a time, each in a bounded worker process."""
     from models.training.service import train_bounded
 
     def one(name: str) -> None:
         try:
             run = train_bounded(app.db, name, progress=reporter(name), version=version, requested_by="cli")
-            results[name] = {"name": name, "status": "trained", "run_id": run["run_id"],
-                             "version": run["version"], "metrics": run["metrics"], "cv": run["cv"],
-                             "seconds": run["durations"]["total_s"], "warnings": run.get("warnings") or []}
+            results[name] = {
+                "name": name,
+                "status": "trained",
+                "run_id": run["run_id"],
+                "version": run["version"],
+                "metrics": run["metrics"],
+                "cv": run["cv"],
+                "seconds": run["durations"]["total_s"],
+                "warnings": run.get("warnings") or [],
+            }
         except ServiceError as exc:
             results[name] = {"name": name, "status": "failed", "error": exc.to_dict()}
 
@@ -60,13 +76,19 @@ def _in_process(app: AppContext, chosen: list[str], version: str | None, paralle
         list(pool.map(one, chosen))
 
 
-def _on_cluster(app: AppContext, chosen: list[str], version: str | None, reporter: Callable[[str], Any],
-                results: dict[str, dict[str, Any]]) -> None:
+def _on_cluster(
+    app: AppContext,
+    chosen: list[str],
+    version: str | None,
+    reporter: Callable[[str], Any],
+    results: dict[str, dict[str, Any]],
+) -> None:
     """Each config as a training job on the Dask cluster (DASK_SCHEDULER_ADDRESS); the workers train with
     their own settings; progress comes from the job documents they write."""
     from models.jobs.default import shutdown_default_runner
     from models.jobs.store import FAILED, SUCCEEDED, get_job
     from models.training.service import submit_training
+
     submitted = {name: submit_training(app.db, name, requested_by="cli", version=version)[0] for name in chosen}
     info(f"training {len(chosen)} config(s) on the Dask cluster at {app.settings.dask_scheduler_address}")
     reporters = {name: reporter(name) for name in chosen}
@@ -78,13 +100,24 @@ def _on_cluster(app: AppContext, chosen: list[str], version: str | None, reporte
             reporters[name](doc.get("progress") or 0.0, doc.get("message") or doc["status"])
             if doc["status"] == SUCCEEDED:
                 run = doc["result"]
-                results[name] = {"name": name, "status": "trained", "run_id": run["run_id"],
-                                 "version": run["version"], "metrics": run["metrics"], "cv": run["cv"],
-                                 "seconds": run["durations"]["total_s"], "job_id": str(doc["_id"]),
-                                 "worker": (doc.get("worker") or {}).get("address")}
+                results[name] = {
+                    "name": name,
+                    "status": "trained",
+                    "run_id": run["run_id"],
+                    "version": run["version"],
+                    "metrics": run["metrics"],
+                    "cv": run["cv"],
+                    "seconds": run["durations"]["total_s"],
+                    "job_id": str(doc["_id"]),
+                    "worker": (doc.get("worker") or {}).get("address"),
+                }
             elif doc["status"] == FAILED:
-                results[name] = {"name": name, "status": "failed", "job_id": str(doc["_id"]),
-                                 "error": doc.get("error") or {"code": "failed", "message": "the job failed"}}
+                results[name] = {
+                    "name": name,
+                    "status": "failed",
+                    "job_id": str(doc["_id"]),
+                    "error": doc.get("error") or {"code": "failed", "message": "the job failed"},
+                }
         if len(results) < len(chosen):
             time.sleep(POLL_S)
     shutdown_default_runner()  # close the cluster client now, not from an exit hook after threads are gone
@@ -94,14 +127,26 @@ def _on_cluster(app: AppContext, chosen: list[str], version: str | None, reporte
 @click.argument("names", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Train every config.")
 @click.option("--untrained", is_flag=True, help="Train the configs that have no artifacts yet.")
-@click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 32),
-              help="How many configs to train at once (in this process; with DASK_SCHEDULER_ADDRESS set "
-                   "every config is a job on the cluster and the workers decide).")
+@click.option(
+    "--parallel",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 32),
+    help="How many configs to train at once (in this process; with DASK_SCHEDULER_ADDRESS set "
+    "every config is a job on the cluster and the workers decide).",
+)
 @click.option("--version", help="Set the version by hand (one config only).")
 @json_option
 @pass_app
-def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, parallel: int,
-          version: str | None, as_json: bool) -> None:
+def train(
+    app: AppContext,
+    names: tuple[str, ...],
+    all_: bool,
+    untrained: bool,
+    parallel: int,
+    version: str | None,
+    as_json: bool,
+) -> None:
     """Train configs and save verified artifacts. Exits 2 if a training failed on bad input (its data), 1 if
     one failed otherwise.
 
@@ -109,21 +154,35 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
     'timeout'; the config keeps its previous run). With DASK_SCHEDULER_ADDRESS set, each config
     trains as a job on the Dask cluster, with the workers' own settings."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     chosen = _selected(app, names, all_, untrained)
     if version and len(chosen) != 1:
         raise ValidationError("--version applies to exactly one config", field="--version")
     warn_slow(app, chosen)
     results: dict[str, dict[str, Any]] = {}
-    run_all = _on_cluster if app.settings.dask_scheduler_address else (
-        lambda app_, chosen_, version_, reporter, results_: _in_process(app_, chosen_, version_, parallel,
-                                                                        reporter, results_))
+    run_all = (
+        _on_cluster
+        if app.settings.dask_scheduler_address
+        else (
+            lambda app_, chosen_, version_, reporter, results_: _in_process(
+                app_, chosen_, version_, parallel, reporter, results_
+            )
+        )
+    )
     if stderr.is_terminal and not as_json and chosen:
-        with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=stderr.console) as bars:
+        with Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[step]}"),
+            TimeElapsedColumn(),
+            console=stderr.console,
+        ) as bars:
             tasks = {n: bars.add_task(n, total=1.0, step="queued") for n in chosen}
 
             def bar(name: str) -> Any:
                 return lambda fraction, message: bars.update(tasks[name], completed=fraction, step=message)
+
             run_all(app, chosen, version, bar, results)
             for name, r in results.items():
                 if r["status"] == "failed":
@@ -138,10 +197,20 @@ def train(app: AppContext, names: tuple[str, ...], all_: bool, untrained: bool, 
     if as_json:
         emit_json(ordered)
     else:
-        emit_table(((r["name"], r["status"], r.get("version", ""), r.get("run_id", ""),
-                     f"{r['cv']['metric']} {r['cv']['mean']:.4f}" if "cv" in r else r["error"]["message"],
-                     f"{r['seconds']:.2f}s" if "seconds" in r else "") for r in ordered),
-                   ["config", "status", "version", "run id", "cv score / error", "time"])
+        emit_table(
+            (
+                (
+                    r["name"],
+                    r["status"],
+                    r.get("version", ""),
+                    r.get("run_id", ""),
+                    f"{r['cv']['metric']} {r['cv']['mean']:.4f}" if "cv" in r else r["error"]["message"],
+                    f"{r['seconds']:.2f}s" if "seconds" in r else "",
+                )
+                for r in ordered
+            ),
+            ["config", "status", "version", "run id", "cv score / error", "time"],
+        )
     for r in ordered:
         for warning in r.get("warnings") or []:
             info(f"warning: {r['name']}: {warning}")

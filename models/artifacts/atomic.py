@@ -3,6 +3,7 @@
 A reader sees either the old file or the complete new one, never a partial
 write. Temp files start with ``.tmp-`` so cleanup can recognise leftovers.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,7 +56,7 @@ class _HashingWriter:
         pos = 0
         while pos < view.nbytes:
             take = min(self.chunk_size - self._in_chunk, view.nbytes - pos)
-            self._chunk.update(view[pos:pos + take])
+            self._chunk.update(view[pos : pos + take])
             self._in_chunk += take
             pos += take
             if self._in_chunk == self.chunk_size:

@@ -1,4 +1,5 @@
 """The artifact store interface: names, infos, the ``ArtifactStore`` ABC and the writers of each format."""
+
 from __future__ import annotations
 
 import io
@@ -15,10 +16,16 @@ log = logging.getLogger(__name__)
 
 
 ARTIFACT_KINDS = ("model", "scaler", "features", "metrics", "oof")
-SUFFIXES = {"model": "_model.pkl", "scaler": "_scaler.pkl", "features": "_features.json",
-            "metrics": "_metrics.json", "oof": "_oof.npz",
-            # ensembles (models/ensembles/): the fitted meta-model and the ensemble's JSON spec
-            "ensemble": "_ensemble.pkl", "ensemble_spec": "_ensemble.json"}
+SUFFIXES = {
+    "model": "_model.pkl",
+    "scaler": "_scaler.pkl",
+    "features": "_features.json",
+    "metrics": "_metrics.json",
+    "oof": "_oof.npz",
+    # ensembles (models/ensembles/): the fitted meta-model and the ensemble's JSON spec
+    "ensemble": "_ensemble.pkl",
+    "ensemble_spec": "_ensemble.json",
+}
 
 
 @dataclass(frozen=True)
@@ -48,9 +55,14 @@ class ArtifactInfo:
     @classmethod
     def from_ref(cls, ref: dict[str, Any]) -> "ArtifactInfo":
         chunks = ref.get("chunk_sha256")
-        return cls(path=ref.get("path") or "", sha256=ref.get("sha256") or "", size=ref.get("size") or 0,
-                   chunk_size=ref.get("chunk_size"), chunk_sha256=tuple(chunks) if chunks else None,
-                   signature=ref.get("signature"))
+        return cls(
+            path=ref.get("path") or "",
+            sha256=ref.get("sha256") or "",
+            size=ref.get("size") or 0,
+            chunk_size=ref.get("chunk_size"),
+            chunk_sha256=tuple(chunks) if chunks else None,
+            signature=ref.get("signature"),
+        )
 
 
 def artifact_name(run_id: str, kind: str) -> str:
@@ -94,7 +106,6 @@ class ArtifactStore(ABC):
         """Stored paths of every artifact present (temp files excluded)."""
 
 
-
 PICKLE_PROTOCOL = 5
 
 
@@ -113,4 +124,5 @@ def npz_writer(arrays: dict[str, np.ndarray]) -> Callable[[IO[bytes]], None]:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         fh.write(buf.getvalue())
+
     return write

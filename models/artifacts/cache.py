@@ -4,6 +4,7 @@ Keyed by checksum as well as run id, so a run whose files were replaced is
 never served from a stale entry. Bounded by entry count and by bytes (the
 artifact file sizes, a fair proxy for memory).
 """
+
 from __future__ import annotations
 
 import threading
@@ -84,8 +85,9 @@ class ModelCache:
 
     def stats(self) -> CacheStats:
         with self._lock:
-            return CacheStats(self._stats.hits, self._stats.misses, self._stats.evictions,
-                              len(self._data), self._stats.bytes)
+            return CacheStats(
+                self._stats.hits, self._stats.misses, self._stats.evictions, len(self._data), self._stats.bytes
+            )
 
     def __contains__(self, key: Hashable) -> bool:
         with self._lock:

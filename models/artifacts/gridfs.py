@@ -8,6 +8,7 @@ In front of GridFS sits a bounded, content-addressed disk cache (files named
 by their SHA-256), so a second process on the same machine reads local disk,
 and a corrupt cache entry is dropped and fetched again.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -86,8 +87,11 @@ class DiskCache:
             self._evict()
 
     def _evict(self) -> None:
-        entries = [(p.stat().st_mtime, p.stat().st_size, p) for p in self.root.iterdir()
-                   if p.is_file() and not p.name.startswith(TMP_PREFIX)]
+        entries = [
+            (p.stat().st_mtime, p.stat().st_size, p)
+            for p in self.root.iterdir()
+            if p.is_file() and not p.name.startswith(TMP_PREFIX)
+        ]
         total = sum(size for _, size, _ in entries)
         for _, size, path in sorted(entries):
             if total <= self.max_bytes:
@@ -119,12 +123,14 @@ class GridFSArtifactStore(ArtifactStore):
     @staticmethod
     def name_of(stored_path: str) -> str:
         if not is_gridfs_path(stored_path):
-            raise ArtifactError(f"artifact path {stored_path!r} is not a GridFS path", reason="path_refused",
-                                path=stored_path)
-        name = stored_path[len(PREFIX):]
+            raise ArtifactError(
+                f"artifact path {stored_path!r} is not a GridFS path", reason="path_refused", path=stored_path
+            )
+        name = stored_path[len(PREFIX) :]
         if not name or "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
-            raise ArtifactError(f"artifact path {stored_path!r} is not a plain file name", reason="path_refused",
-                                path=stored_path)
+            raise ArtifactError(
+                f"artifact path {stored_path!r} is not a plain file name", reason="path_refused", path=stored_path
+            )
         return name
 
     def write(self, name: str, writer: Callable[[IO[bytes]], None]) -> ArtifactInfo:
@@ -138,17 +144,30 @@ class GridFSArtifactStore(ArtifactStore):
         sha = hw.sha.hexdigest()
         new_id = ObjectId()
         try:
-            self.uploads.update_one({"_id": new_id}, [{"$set": {
-                "filename": name, "owner": {"$literal": current_owner()},
-                "expires_at": {"$add": ["$$NOW", UPLOAD_TTL_MS]}}}], upsert=True)
+            self.uploads.update_one(
+                {"_id": new_id},
+                [
+                    {
+                        "$set": {
+                            "filename": name,
+                            "owner": {"$literal": current_owner()},
+                            "expires_at": {"$add": ["$$NOW", UPLOAD_TTL_MS]},
+                        }
+                    }
+                ],
+                upsert=True,
+            )
             try:
                 self.bucket.upload_from_stream_with_id(new_id, name, data, metadata={"sha256": sha})
                 self._delete_all(name, keep=new_id)  # a rewrite of a name replaces the older copy
             finally:
                 self.uploads.delete_one({"_id": new_id})
         except PyMongoError as exc:
-            raise ArtifactError(f"could not write artifact {name} to GridFS: {exc.__class__.__name__}",
-                                reason="write_error", path=name) from exc
+            raise ArtifactError(
+                f"could not write artifact {name} to GridFS: {exc.__class__.__name__}",
+                reason="write_error",
+                path=name,
+            ) from exc
         if self.cache is not None:
             self.cache.put(sha, data)
         return ArtifactInfo(self.stored_path(name), sha, len(data), self.chunk_size, tuple(chunks))
@@ -162,8 +181,9 @@ class GridFSArtifactStore(ArtifactStore):
         try:
             data = self.bucket.open_download_stream_by_name(name).read()
         except gridfs.errors.NoFile:
-            raise ArtifactError(f"artifact file {stored_path} is missing", reason="file_missing",
-                                path=stored_path) from None
+            raise ArtifactError(
+                f"artifact file {stored_path} is missing", reason="file_missing", path=stored_path
+            ) from None
         if sha256 and self.cache is not None and hashlib.sha256(data).hexdigest() == sha256:
             self.cache.put(sha256, data)
         return data
@@ -196,8 +216,11 @@ class GridFSArtifactStore(ArtifactStore):
         chunk_ids = set(self.chunks.distinct("files_id"))  # first the chunks, then the uploads, then the files
         if not chunk_ids:
             return {}
-        live = {u["_id"] for u in self.uploads.find({"expires_at": {"$gt": server_time}}, {"owner": 1})
-                if not owner_is_dead(u.get("owner") or {})}
+        live = {
+            u["_id"]
+            for u in self.uploads.find({"expires_at": {"$gt": server_time}}, {"owner": 1})
+            if not owner_is_dead(u.get("owner") or {})
+        }
         orphans = chunk_ids - live - set(self.files.distinct("_id"))
         return {fid: self.chunks.count_documents({"files_id": fid}) for fid in orphans}
 

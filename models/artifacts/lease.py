@@ -16,6 +16,7 @@ there (see :func:`models.training.train.train_config`): if the collector took
 them meanwhile, the training fails instead of committing a run whose files
 are gone.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,16 +57,27 @@ class ArtifactLease:
     def add(self, names: Iterable[str]) -> None:
         """Lease ``names`` (before writing them) and push the expiry to server time + ttl."""
         new = sorted(set(names))
-        self.database.locks.update_one({"_id": self.id}, [{"$set": {
-            "kind": KIND, "owner": {"$literal": current_owner()},
-            "names": {"$setUnion": [{"$ifNull": ["$names", []]}, new]},
-            "expires_at": {"$add": ["$$NOW", self.ttl_ms]}}}], upsert=True)
+        self.database.locks.update_one(
+            {"_id": self.id},
+            [
+                {
+                    "$set": {
+                        "kind": KIND,
+                        "owner": {"$literal": current_owner()},
+                        "names": {"$setUnion": [{"$ifNull": ["$names", []]}, new]},
+                        "expires_at": {"$add": ["$$NOW", self.ttl_ms]},
+                    }
+                }
+            ],
+            upsert=True,
+        )
         self.names.update(new)
 
     def renew(self) -> bool:
         """Push the expiry forward; False if the lease had expired (it is taken again, but files may be gone)."""
-        done = self.database.locks.update_one({"_id": self.id, "kind": KIND}, [{"$set": {
-            "expires_at": {"$add": ["$$NOW", self.ttl_ms]}}}])
+        done = self.database.locks.update_one(
+            {"_id": self.id, "kind": KIND}, [{"$set": {"expires_at": {"$add": ["$$NOW", self.ttl_ms]}}}]
+        )
         if done.matched_count:
             return True
         log.warning("lease %s had expired; taking it again", self.id)
@@ -95,8 +107,9 @@ def leased_names(database: Database) -> set[str]:
     A lease whose owner is a process on this host that no longer runs (kill -9) protects nothing and is
     removed; an owner on another host is judged by the expiry alone."""
     names: set[str] = set()
-    for doc in database.locks.find({"kind": KIND, "expires_at": {"$gt": server_now(database)}},
-                                   {"names": 1, "owner": 1}):
+    for doc in database.locks.find(
+        {"kind": KIND, "expires_at": {"$gt": server_now(database)}}, {"names": 1, "owner": 1}
+    ):
         if owner_is_dead(doc.get("owner") or {}):
             database.locks.delete_one({"_id": doc["_id"], "owner": doc["owner"]})
             log.info("lease %s of a stopped process removed", doc["_id"])
@@ -117,9 +130,15 @@ def recheck_files(store: ArtifactStore, infos: Iterable[ArtifactInfo]) -> None:
         try:
             data = store.read_bytes(info.path)
         except ArtifactError as exc:
-            raise ArtifactError(f"artifact file {info.path} vanished between writing and the commit point "
-                                f"({exc.message}); nothing was committed", reason="file_missing",
-                                path=info.path) from None
+            raise ArtifactError(
+                f"artifact file {info.path} vanished between writing and the commit point "
+                f"({exc.message}); nothing was committed",
+                reason="file_missing",
+                path=info.path,
+            ) from None
         if hashlib.sha256(data).hexdigest() != info.sha256:
-            raise ArtifactError(f"artifact file {info.path} changed between writing and the commit point; "
-                                "nothing was committed", reason="checksum_mismatch", path=info.path)
+            raise ArtifactError(
+                f"artifact file {info.path} changed between writing and the commit point; nothing was committed",
+                reason="checksum_mismatch",
+                path=info.path,
+            )

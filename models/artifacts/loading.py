@@ -4,6 +4,7 @@
 every refusal is an :class:`ArtifactError` whose ``reason`` says why (so the
 caller can decide to retrain) and whose message names the file.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,13 +52,17 @@ def artifact_refs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if "model_artifact_path" not in doc and arts:  # a run document
         missing = [k for k in PATH_FIELDS if k not in arts]
         if missing:
-            raise ArtifactError(f"run {doc.get('run_id')!r} records no {', '.join(missing)} artifact",
-                                reason="field_missing")
+            raise ArtifactError(
+                f"run {doc.get('run_id')!r} records no {', '.join(missing)} artifact", reason="field_missing"
+            )
         return {k: dict(arts[k]) for k in PATH_FIELDS}
     missing = [f for f in ("run_id", *PATH_FIELDS.values()) if not doc.get(f)]
     if missing:
-        raise ArtifactError(f"config {doc.get('name')!r} has no {', '.join(missing)}: it has never been "
-                            "trained (or its artifact fields were removed)", reason="field_missing")
+        raise ArtifactError(
+            f"config {doc.get('name')!r} has no {', '.join(missing)}: it has never been "
+            "trained (or its artifact fields were removed)",
+            reason="field_missing",
+        )
     checksums = doc.get("checksums") or {}
     refs = {}
     for kind, field in PATH_FIELDS.items():
@@ -71,8 +76,14 @@ def artifact_refs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return refs
 
 
-def load_model(settings: Settings, doc: dict[str, Any], *, store: ArtifactStore | None = None,
-               cache: ModelCache | None = None, use_cache: bool = True) -> LoadResult:
+def load_model(
+    settings: Settings,
+    doc: dict[str, Any],
+    *,
+    store: ArtifactStore | None = None,
+    cache: ModelCache | None = None,
+    use_cache: bool = True,
+) -> LoadResult:
     """The trained model a config (or run) document points at: cache first, then verified files."""
     t0 = time.perf_counter()
     if is_legacy(doc):  # a missing file is said first (file_missing); present ones are "not adopted"
@@ -80,8 +91,11 @@ def load_model(settings: Settings, doc: dict[str, Any], *, store: ArtifactStore 
         for field in SEED_PATH_FIELDS:
             path = doc.get(field)
             if path and not store.stat(path)["exists"]:
-                raise ArtifactError(f"artifact file {path} of config {doc.get('name')!r} is missing",
-                                    reason="file_missing", path=path)
+                raise ArtifactError(
+                    f"artifact file {path} of config {doc.get('name')!r} is missing",
+                    reason="file_missing",
+                    path=path,
+                )
     refs = artifact_refs(doc)
     run_id = doc["run_id"]
     key = cache_key(run_id, {k: ref.get("sha256") or "" for k, ref in refs.items()})
@@ -99,19 +113,24 @@ def load_model(settings: Settings, doc: dict[str, Any], *, store: ArtifactStore 
     if isinstance(features, dict):
         features = features.get("features")
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
-        raise ArtifactError(f"features file {features_path} does not hold a list of column names",
-                            reason="unpickle_error", path=features_path)
+        raise ArtifactError(
+            f"features file {features_path} does not hold a list of column names",
+            reason="unpickle_error",
+            path=features_path,
+        )
     scaler, notes_s = pending["scaler"].load()
     model, notes_m = pending["model"].load()
     notes = notes_s + notes_m
     recorded = (doc.get("versions") or {}).get("sklearn")
     if recorded and recorded != sklearn.__version__:
-        notes.append(f"trained with scikit-learn {recorded}, loaded with {sklearn.__version__}; "
-                     "predictions may differ")
+        notes.append(
+            f"trained with scikit-learn {recorded}, loaded with {sklearn.__version__}; predictions may differ"
+        )
     task = doc.get("task") or (doc.get("config") or {}).get("task", "classification")
     size = len(features_bytes) + sum(p.size for p in pending.values())
-    trained = TrainedModel(run_id=run_id, task=task, features=features, scaler=scaler, model=model,
-                           warnings=notes, size_bytes=size)
+    trained = TrainedModel(
+        run_id=run_id, task=task, features=features, scaler=scaler, model=model, warnings=notes, size_bytes=size
+    )
     if use_cache:
         cache.put(key, trained, size)
     return LoadResult(trained, "artifacts", time.perf_counter() - t0)

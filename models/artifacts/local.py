@@ -1,4 +1,5 @@
 """Artifacts in one local folder, refusing any stored path that could leave it."""
+
 from __future__ import annotations
 
 import logging
@@ -37,23 +38,36 @@ class LocalArtifactStore(ArtifactStore):
         if not isinstance(stored_path, str) or not stored_path:
             raise ArtifactError("artifact path is empty", reason="path_refused", path=str(stored_path))
         if "\x00" in stored_path or "\\" in stored_path:
-            raise ArtifactError(f"artifact path {stored_path!r} has forbidden characters",
-                                reason="path_refused", path=stored_path)
+            raise ArtifactError(
+                f"artifact path {stored_path!r} has forbidden characters", reason="path_refused", path=stored_path
+            )
         pure = PurePosixPath(stored_path)
         if pure.is_absolute() or stored_path.startswith("~"):
-            raise ArtifactError(f"artifact path {stored_path!r} is absolute; only paths inside the "
-                                "artifact folder are loaded", reason="path_refused", path=stored_path)
+            raise ArtifactError(
+                f"artifact path {stored_path!r} is absolute; only paths inside the artifact folder are loaded",
+                reason="path_refused",
+                path=stored_path,
+            )
         if ".." in pure.parts:
-            raise ArtifactError(f"artifact path {stored_path!r} contains '..'; only paths inside the "
-                                "artifact folder are loaded", reason="path_refused", path=stored_path)
+            raise ArtifactError(
+                f"artifact path {stored_path!r} contains '..'; only paths inside the artifact folder are loaded",
+                reason="path_refused",
+                path=stored_path,
+            )
         if pure.name.startswith(".") or not pure.name:
-            raise ArtifactError(f"artifact path {stored_path!r} does not name an artifact file",
-                                reason="path_refused", path=stored_path)
+            raise ArtifactError(
+                f"artifact path {stored_path!r} does not name an artifact file",
+                reason="path_refused",
+                path=stored_path,
+            )
         candidate = self._real_root / pure.name
         real = Path(os.path.realpath(candidate))
         if real.parent != self._real_root:
-            raise ArtifactError(f"artifact path {stored_path!r} resolves outside the artifact folder "
-                                "(symbolic link?); refused", reason="path_refused", path=stored_path)
+            raise ArtifactError(
+                f"artifact path {stored_path!r} resolves outside the artifact folder (symbolic link?); refused",
+                reason="path_refused",
+                path=stored_path,
+            )
         return real
 
     def write(self, name: str, writer: Callable[[IO[bytes]], None]) -> ArtifactInfo:
@@ -62,10 +76,12 @@ class LocalArtifactStore(ArtifactStore):
         try:
             res = atomic_write(self.root / name, writer, self.chunk_size)
         except OSError as exc:
-            raise ArtifactError(f"could not write artifact {name} in {self.root}: {exc.strerror or exc}",
-                                reason="write_error", path=name) from exc
-        return ArtifactInfo(self.stored_path(name), res.sha256, res.size, res.chunk_size,
-                            tuple(res.chunk_sha256))
+            raise ArtifactError(
+                f"could not write artifact {name} in {self.root}: {exc.strerror or exc}",
+                reason="write_error",
+                path=name,
+            ) from exc
+        return ArtifactInfo(self.stored_path(name), res.sha256, res.size, res.chunk_size, tuple(res.chunk_sha256))
 
     def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
         with self.open_stream(stored_path, sha256) as fh:
@@ -76,14 +92,19 @@ class LocalArtifactStore(ArtifactStore):
         try:
             return open(path, "rb")
         except FileNotFoundError:
-            raise ArtifactError(f"artifact file {stored_path} is missing", reason="file_missing",
-                                path=stored_path) from None
+            raise ArtifactError(
+                f"artifact file {stored_path} is missing", reason="file_missing", path=stored_path
+            ) from None
         except IsADirectoryError:
-            raise ArtifactError(f"artifact path {stored_path} is a folder", reason="path_refused",
-                                path=stored_path) from None
+            raise ArtifactError(
+                f"artifact path {stored_path} is a folder", reason="path_refused", path=stored_path
+            ) from None
         except OSError as exc:
-            raise ArtifactError(f"artifact file {stored_path} cannot be read: {exc.strerror}",
-                                reason="file_unreadable", path=stored_path) from None
+            raise ArtifactError(
+                f"artifact file {stored_path} cannot be read: {exc.strerror}",
+                reason="file_unreadable",
+                path=stored_path,
+            ) from None
 
     def delete(self, stored_path: str) -> bool:
         try:
@@ -105,10 +126,10 @@ class LocalArtifactStore(ArtifactStore):
             return []
         # hidden files are never artifacts (e.g. the repository's tracked cli/models/.gitkeep); temp files
         # of interrupted writes are listed by temp_files()
-        return sorted(self.stored_path(p.name) for p in self.root.iterdir()
-                      if p.is_file() and not p.name.startswith("."))
+        return sorted(
+            self.stored_path(p.name) for p in self.root.iterdir() if p.is_file() and not p.name.startswith(".")
+        )
 
     def temp_files(self) -> list[Path]:
         """Leftover temp files of interrupted writes (safe to delete when no write runs)."""
         return sorted(p for p in self.root.glob(TMP_PREFIX + "*")) if self.root.is_dir() else []
-

@@ -1,4 +1,5 @@
 """Keeping artifacts honest: per-run info, a scan of every config, and removal of unreferenced files."""
+
 from __future__ import annotations
 
 import hashlib
@@ -34,12 +35,18 @@ def _check(store: ArtifactStore, ref: dict[str, Any]) -> dict[str, Any]:
     signature = store.signer.artifact_state(ref)
     out["signature"] = signature
     if out["state"] == "ok" and signature == "invalid":
-        out.update(state="corrupt", verified=False,
-                   reason="signature does not verify (the recorded checksums were changed, or it was signed "
-                          "by an unknown key)")
+        out.update(
+            state="corrupt",
+            verified=False,
+            reason="signature does not verify (the recorded checksums were changed, or it was signed "
+            "by an unknown key)",
+        )
     elif out["state"] == "ok" and signature == "unsigned" and store.signer.require_signed:
-        out.update(state="unsigned", verified=False,
-                   reason="not signed, so it is refused (check it, then run `artifacts sign --all`)")
+        out.update(
+            state="unsigned",
+            verified=False,
+            reason="not signed, so it is refused (check it, then run `artifacts sign --all`)",
+        )
     return out
 
 
@@ -49,13 +56,25 @@ def _check_bytes(store: ArtifactStore, path: str, sha256: str | None) -> dict[st
     try:
         data = store.read_bytes(path)
     except ArtifactError as exc:
-        return {"path": path, "state": "missing" if exc.reason == "file_missing" else "refused",
-                "exists": False, "verified": False, "reason": exc.message}
+        return {
+            "path": path,
+            "state": "missing" if exc.reason == "file_missing" else "refused",
+            "exists": False,
+            "verified": False,
+            "reason": exc.message,
+        }
     actual = hashlib.sha256(data).hexdigest()
     ok = sha256 is not None and actual == sha256
-    return {"path": path, "state": "ok" if ok else "corrupt", "exists": True, "verified": ok,
-            "size": len(data), "sha256": sha256, "actual_sha256": actual,
-            **({} if ok else {"reason": "no checksum recorded" if sha256 is None else "checksum mismatch"})}
+    return {
+        "path": path,
+        "state": "ok" if ok else "corrupt",
+        "exists": True,
+        "verified": ok,
+        "size": len(data),
+        "sha256": sha256,
+        "actual_sha256": actual,
+        **({} if ok else {"reason": "no checksum recorded" if sha256 is None else "checksum mismatch"}),
+    }
 
 
 def invalidate_caches(database: Database, store: Any, run_id: str | None, refs: dict[str, Any]) -> None:
@@ -84,10 +103,20 @@ def run_artifacts_info(database: Database, run_id: str, *, verify: bool = True) 
                 invalidate_caches(database, store, run_id, {kind: ref})
         else:
             stat = store.stat(ref["path"])
-            files[kind] = {"kind": kind, "path": ref["path"], "sha256": ref.get("sha256"),
-                           "size": stat.get("size"), "exists": stat["exists"]}
-    return {"run_id": run_id, "name": run.get("name"), "version": run.get("version"),
-            "all_verified": all(f.get("verified", f.get("exists")) for f in files.values()), "files": files}
+            files[kind] = {
+                "kind": kind,
+                "path": ref["path"],
+                "sha256": ref.get("sha256"),
+                "size": stat.get("size"),
+                "exists": stat["exists"],
+            }
+    return {
+        "run_id": run_id,
+        "name": run.get("name"),
+        "version": run.get("version"),
+        "all_verified": all(f.get("verified", f.get("exists")) for f in files.values()),
+        "files": files,
+    }
 
 
 def scan_configs(database: Database) -> list[dict[str, Any]]:
@@ -126,18 +155,23 @@ def referenced_paths(database: Database) -> set[str]:
     """Every artifact path a config, run or ensemble document points at (as :func:`canonical_path`)."""
     paths: set[str] = set()
     for col in (database.runs, database.ensembles, database.configs):
-        for doc in col.find({}, {"artifacts": 1, "model_artifact_path": 1, "scaler_artifact_path": 1,
-                                 "features_path": 1}):
-            paths.update(canonical_path(ref["path"]) for ref in (doc.get("artifacts") or {}).values()
-                         if ref.get("path"))
-            paths.update(canonical_path(doc[f]) for f in ("model_artifact_path", "scaler_artifact_path",
-                                                          "features_path") if doc.get(f))
+        for doc in col.find(
+            {}, {"artifacts": 1, "model_artifact_path": 1, "scaler_artifact_path": 1, "features_path": 1}
+        ):
+            paths.update(
+                canonical_path(ref["path"]) for ref in (doc.get("artifacts") or {}).values() if ref.get("path")
+            )
+            paths.update(
+                canonical_path(doc[f])
+                for f in ("model_artifact_path", "scaler_artifact_path", "features_path")
+                if doc.get(f)
+            )
     return paths
 
 
 def _temp_target(tmp: Path) -> str:
     """The artifact name a temp file of :func:`atomic_write` was going to become (``.tmp-<name>.<random>``)."""
-    return tmp.name[len(TMP_PREFIX):].rsplit(".", 1)[0]
+    return tmp.name[len(TMP_PREFIX) :].rsplit(".", 1)[0]
 
 
 def _file_name(path: str) -> str:
@@ -168,8 +202,9 @@ def orphan_files(database: Database, *, min_age_s: float = ORPHAN_MIN_AGE_S) -> 
     return out
 
 
-def collect_orphans(database: Database, *, dry_run: bool = False,
-                    min_age_s: float = ORPHAN_MIN_AGE_S) -> dict[str, Any]:
+def collect_orphans(
+    database: Database, *, dry_run: bool = False, min_age_s: float = ORPHAN_MIN_AGE_S
+) -> dict[str, Any]:
     """Delete unreferenced, unleased artifact files and temp files of interrupted writes (both older than
     ``min_age_s``), and GridFS chunks whose files document is missing (a killed upload; see
     :meth:`GridFSArtifactStore.orphan_chunks`: decided by upload records and the server's clock, not by age)."""
@@ -187,11 +222,18 @@ def collect_orphans(database: Database, *, dry_run: bool = False,
             tmp.unlink(missing_ok=True)
         gridfs.delete_chunks(list(chunks))  # type: ignore[attr-defined]
         if orphans or temps or chunks:
-            log.info("removed %d unreferenced artifact files, %d temp files and %d orphan GridFS chunks",
-                     len(orphans), len(temps), sum(chunks.values()))
-    return {"orphan_files": orphans, "temp_files": [t.name for t in temps],
-            "orphan_chunks": {"files": [str(f) for f in chunks], "chunks": sum(chunks.values())},
-            "dry_run": dry_run}
+            log.info(
+                "removed %d unreferenced artifact files, %d temp files and %d orphan GridFS chunks",
+                len(orphans),
+                len(temps),
+                sum(chunks.values()),
+            )
+    return {
+        "orphan_files": orphans,
+        "temp_files": [t.name for t in temps],
+        "orphan_chunks": {"files": [str(f) for f in chunks], "chunks": sum(chunks.values())},
+        "dry_run": dry_run,
+    }
 
 
 def _bytes_match(data: bytes, ref: dict[str, Any]) -> str | None:
@@ -204,7 +246,7 @@ def _bytes_match(data: bytes, ref: dict[str, Any]) -> str | None:
     if chunks:
         if not isinstance(size, int) or size <= 0:
             return "per-block checksums without a block size"
-        actual = [hashlib.sha256(data[i:i + size]).hexdigest() for i in range(0, len(data), size)]
+        actual = [hashlib.sha256(data[i : i + size]).hexdigest() for i in range(0, len(data), size)]
         if actual != list(chunks):
             return "per-block checksums do not match"
     return None
@@ -241,8 +283,11 @@ def sign_unsigned(database: Database, *, dry_run: bool = False) -> dict[str, Any
                 key = (ref["path"], str(ref.get("sha256")))
                 if key not in verified:
                     try:
-                        verified[key] = _bytes_match(store.read_bytes(ref["path"]), ref) if ref.get("sha256") \
+                        verified[key] = (
+                            _bytes_match(store.read_bytes(ref["path"]), ref)
+                            if ref.get("sha256")
                             else "no checksum recorded"
+                        )
                     except ArtifactError as exc:
                         verified[key] = exc.message
                 if verified[key] is not None:
@@ -252,11 +297,14 @@ def sign_unsigned(database: Database, *, dry_run: bool = False) -> dict[str, Any
                 report["signed"].append(where)
             if updates and not dry_run:
                 # only if the refs are still the ones verified (a training may have moved the config on)
-                guard = {f"artifacts.{k.split('.')[1]}.sha256": doc["artifacts"][k.split(".")[1]].get("sha256")
-                         for k in updates}
+                guard = {
+                    f"artifacts.{k.split('.')[1]}.sha256": doc["artifacts"][k.split(".")[1]].get("sha256")
+                    for k in updates
+                }
                 if not col.update_one({"_id": doc["_id"], **guard}, {"$set": updates}).matched_count:
-                    report["failed"].append({"document": label, "kind": "*", "path": "",
-                                             "reason": "changed meanwhile; run again"})
+                    report["failed"].append(
+                        {"document": label, "kind": "*", "path": "", "reason": "changed meanwhile; run again"}
+                    )
     if report["signed"] and not dry_run:
         log.info("signed %d artifact refs", len(report["signed"]))
     return report

@@ -22,6 +22,7 @@ all moved (but that were not yet deleted) are found by name and deleted.
 File names are the same in both backends (``<run_id>_<kind>``), only the
 stored path differs (``gridfs:<name>`` vs ``<artifact folder>/<name>``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,11 +86,19 @@ class MigrationReport:
         return not (self.errors or self.changed or self.files_kept)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"to": self.to, "dry_run": self.dry_run, "complete": self.complete,
-                "documents": dict(self.documents), "files_copied": list(self.files_copied),
-                "files_reused": list(self.files_reused), "files_deleted": list(self.files_deleted),
-                "files_kept": list(self.files_kept), "changed": list(self.changed), "errors": list(self.errors),
-                "warnings": list(self.warnings)}
+        return {
+            "to": self.to,
+            "dry_run": self.dry_run,
+            "complete": self.complete,
+            "documents": dict(self.documents),
+            "files_copied": list(self.files_copied),
+            "files_reused": list(self.files_reused),
+            "files_deleted": list(self.files_deleted),
+            "files_kept": list(self.files_kept),
+            "changed": list(self.changed),
+            "errors": list(self.errors),
+            "warnings": list(self.warnings),
+        }
 
 
 def in_backend(path: str, backend: str) -> bool:
@@ -126,8 +135,9 @@ def plan_migration(database: Database, to: str) -> list[DocumentPlan]:
     plans = []
     for collection in COLLECTIONS:
         col = getattr(database, collection)
-        for doc in col.find({}, {"artifacts": 1, "checksums": 1, "name": 1, "run_id": 1, **{
-                f: 1 for f in PATH_FIELDS.values()}}).sort("_id", 1):
+        for doc in col.find(
+            {}, {"artifacts": 1, "checksums": 1, "name": 1, "run_id": 1, **{f: 1 for f in PATH_FIELDS.values()}}
+        ).sort("_id", 1):
             slots = [s for s in document_slots(collection, doc) if not in_backend(s.path, to)]
             if slots:
                 plans.append(DocumentPlan(collection, doc["_id"], _label(collection, doc), slots))
@@ -167,8 +177,11 @@ class _Migration:
     def copy(self, slot: Slot) -> str:
         """The verified copy of ``slot``'s file in the target backend (made now unless it is there)."""
         if not slot.sha256:
-            raise ArtifactError(f"no checksum is recorded for {slot.path}; it cannot be verified, so it is not "
-                                "migrated", reason="checksum_missing", path=slot.path)
+            raise ArtifactError(
+                f"no checksum is recorded for {slot.path}; it cannot be verified, so it is not migrated",
+                reason="checksum_missing",
+                path=slot.path,
+            )
         key = (slot.path, slot.sha256)
         if key in self.copies:
             return self.copies[key]
@@ -180,8 +193,11 @@ class _Migration:
             if not self.report.dry_run:
                 info = self.target.write(file_name(slot.path), lambda fh: fh.write(data))
                 if info.sha256 != slot.sha256 or _sha_of(self.target, new) != slot.sha256:  # after writing
-                    raise ArtifactError(f"the copy of {slot.path} at {new} does not verify after writing",
-                                        reason="write_error", path=new)
+                    raise ArtifactError(
+                        f"the copy of {slot.path} at {new} does not verify after writing",
+                        reason="write_error",
+                        path=new,
+                    )
             self.report.files_copied.append(new)
         self.copies[key] = new
         return new
@@ -192,10 +208,13 @@ class _Migration:
         data = self.routing.read_bytes(slot.path)  # no checksum hint: no cache in between
         actual = hashlib.sha256(data).hexdigest()
         if actual != slot.sha256:
-            raise ArtifactError(f"artifact file {slot.path} fails verification at its source: SHA-256 is "
-                                f"{actual[:12]}..., expected {slot.sha256[:12]}... (changed or corrupted); it was "
-                                "not migrated (a cached copy is not used to replace it)",
-                                reason="checksum_mismatch", path=slot.path)
+            raise ArtifactError(
+                f"artifact file {slot.path} fails verification at its source: SHA-256 is "
+                f"{actual[:12]}..., expected {slot.sha256[:12]}... (changed or corrupted); it was "
+                "not migrated (a cached copy is not used to replace it)",
+                reason="checksum_mismatch",
+                path=slot.path,
+            )
         return data
 
     def migrate_document(self, plan: DocumentPlan) -> None:
@@ -223,8 +242,7 @@ class _Migration:
                         old = self.source_path(file_name(slot.path))
                         if old not in referenced:
                             found.setdefault(old, (slot.path, slot.sha256))
-        return [(old, new, sha) for old, (new, sha) in sorted(found.items())
-                if self.routing.stat(old)["exists"]]
+        return [(old, new, sha) for old, (new, sha) in sorted(found.items()) if self.routing.stat(old)["exists"]]
 
     def delete_old(self) -> None:
         """Delete the old files whose copies every document now uses, once the copies verify."""
@@ -245,8 +263,10 @@ class _Migration:
     def run(self) -> MigrationReport:
         settings = self.database.settings
         if settings.artifact_store != self.to:
-            self.report.warnings.append(f"ARTIFACT_STORE is {settings.artifact_store}: new trainings still write "
-                                        f"to {settings.artifact_store}; set ARTIFACT_STORE={self.to}")
+            self.report.warnings.append(
+                f"ARTIFACT_STORE is {settings.artifact_store}: new trainings still write "
+                f"to {settings.artifact_store}; set ARTIFACT_STORE={self.to}"
+            )
         plans = plan_migration(self.database, self.to)
         for i, plan in enumerate(plans):
             self.progress(i / max(len(plans), 1), plan.label)
@@ -265,8 +285,9 @@ class _Migration:
         return self.report
 
 
-def migrate_artifacts(database: Database, to: str, *, dry_run: bool = False,
-                      progress: Progress = no_progress) -> MigrationReport:
+def migrate_artifacts(
+    database: Database, to: str, *, dry_run: bool = False, progress: Progress = no_progress
+) -> MigrationReport:
     """Move every referenced artifact to backend ``to`` (``gridfs`` or ``local``); see the module docstring.
 
     Safe to run again after an interruption, and a no-op when everything is
@@ -278,7 +299,13 @@ def migrate_artifacts(database: Database, to: str, *, dry_run: bool = False,
     if not isinstance(dry_run, bool):
         raise ValidationError(f"dry_run must be true or false; got {dry_run!r}", field="dry_run")
     report = _Migration(database, to, dry_run, progress).run()
-    log.info("artifact migration to %s%s: %s documents, %d files copied, %d reused, %d old files deleted",
-             to, " (dry run)" if dry_run else "", report.documents, len(report.files_copied),
-             len(report.files_reused), len(report.files_deleted))
+    log.info(
+        "artifact migration to %s%s: %s documents, %d files copied, %d reused, %d old files deleted",
+        to,
+        " (dry run)" if dry_run else "",
+        report.documents,
+        len(report.files_copied),
+        len(report.files_reused),
+        len(report.files_deleted),
+    )
     return report

@@ -5,6 +5,7 @@ as a formula by Excel, LibreOffice and Google Sheets (``=HYPERLINK(...)``, ``@SU
 Such text cells, and such column names, are written with a leading ``'`` (OWASP's advice),
 which spreadsheets show as plain text. Numbers (including negative ones) are left as they are.
 """
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """A loaded model that predicts on a DataFrame: stored features, in stored order, scaled, then the model."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -47,13 +48,19 @@ def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np
     except OverflowError:  # an integer beyond any float (hundreds of digits)
         where = [(i, c) for c in features for i, v in enumerate(sub[c]) if _overflows(v)]
         row, column = where[0] if where else (None, features[0])
-        raise ValidationError(f"feature value too large in row {row}, column {column}: it does not fit a "
-                              "floating-point number", field=column) from None
+        raise ValidationError(
+            f"feature value too large in row {row}, column {column}: it does not fit a floating-point number",
+            field=column,
+        ) from None
     except (TypeError, ValueError):
-        bad = [c for c in features if not pd.api.types.is_numeric_dtype(sub[c])
-               and pd.to_numeric(sub[c], errors="coerce").isna().any()]
-        raise ValidationError(f"non-numeric values in feature columns: {', '.join(bad) or 'unknown'}",
-                              field=bad[0] if bad else None) from None
+        bad = [
+            c
+            for c in features
+            if not pd.api.types.is_numeric_dtype(sub[c]) and pd.to_numeric(sub[c], errors="coerce").isna().any()
+        ]
+        raise ValidationError(
+            f"non-numeric values in feature columns: {', '.join(bad) or 'unknown'}", field=bad[0] if bad else None
+        ) from None
     if not np.isfinite(values).all():
         bad = ~np.isfinite(values)
         parts = []
@@ -61,8 +68,10 @@ def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np
             rows = np.flatnonzero(bad[:, j])
             shown = ", ".join(str(int(r)) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
             parts.append(f"{features[j]} (row{'s' if len(rows) > 1 else ''} {shown})")
-        raise ValidationError(f"missing or infinite feature values: {'; '.join(parts)} (rows counted from 0)",
-                              field=features[int(np.flatnonzero(bad.any(axis=0))[0])])
+        raise ValidationError(
+            f"missing or infinite feature values: {'; '.join(parts)} (rows counted from 0)",
+            field=features[int(np.flatnonzero(bad.any(axis=0))[0])],
+        )
     return values
 
 
@@ -85,10 +94,15 @@ def check_finite(values: np.ndarray, columns: list[str], what: str) -> np.ndarra
         row, col = int(rows[0]), int(cols[0])
         name = columns[col] if col < len(columns) else f"column {col}"
         more = len(set(rows.tolist())) - 1
-        raise ValidationError(f"{what} in row {row}, column {name}{f' (and {more} more rows)' if more > 0 else ''}: "
-                              "a feature value is too large for the model; send values in the range "
-                              "the model was trained on", field=name)
+        raise ValidationError(
+            f"{what} in row {row}, column {name}{f' (and {more} more rows)' if more > 0 else ''}: "
+            "a feature value is too large for the model; send values in the range "
+            "the model was trained on",
+            field=name,
+        )
     return values
+
+
 def missing_columns(frame: pd.DataFrame | dict | list, features: list[str]) -> None:
     """ValidationError naming every feature column ``frame`` lacks (before any model runs)."""
     if isinstance(frame, list) and all(isinstance(row, dict) for row in frame):
@@ -147,8 +161,11 @@ class TrainedModel:
             return self.model.predict(X), proba
 
     def _finite_proba(self, out: np.ndarray) -> np.ndarray:
-        return check_finite(out, [f"proba_{c}" for c in (self.classes if self.classes is not None else [])],
-                            "the model's probabilities are not numbers")
+        return check_finite(
+            out,
+            [f"proba_{c}" for c in (self.classes if self.classes is not None else [])],
+            "the model's probabilities are not numbers",
+        )
 
     def predict_table(self, frame: pd.DataFrame | dict | list) -> pd.DataFrame:
         return prediction_frame(self.outputs, self.classes, frame)
@@ -158,8 +175,9 @@ class TrainedModel:
 
     def to_pipeline(self) -> Pipeline:
         """A plain scikit-learn Pipeline (select features -> scaler -> model) for deployment."""
-        select = ColumnTransformer([("features", "passthrough", list(self.features))], remainder="drop",
-                                   verbose_feature_names_out=False)
+        select = ColumnTransformer(
+            [("features", "passthrough", list(self.features))], remainder="drop", verbose_feature_names_out=False
+        )
         select.fit(pd.DataFrame([np.zeros(len(self.features))], columns=self.features))
         return Pipeline([("select", select), ("scaler", self.scaler), ("model", self.model)])
 
@@ -168,6 +186,7 @@ def _argmax_classifiers() -> tuple[type, ...]:
     """scikit-learn classifiers whose ``predict`` is ``classes_.take(argmax(predict_proba))`` (their source)."""
     from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
     from sklearn.tree import DecisionTreeClassifier
+
     return RandomForestClassifier, ExtraTreesClassifier, HistGradientBoostingClassifier, DecisionTreeClassifier
 
 
@@ -185,7 +204,9 @@ def prediction_frame(outputs: Any, classes: list[Any] | None, frame: pd.DataFram
     return pd.DataFrame(columns)
 
 
-def prediction_records(outputs: Any, classes: list[Any] | None, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def prediction_records(
+    outputs: Any, classes: list[Any] | None, rows: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The rows of :func:`prediction_frame` as JSON-ready dicts, built without a DataFrame (the API's answer)."""
     prediction, proba = outputs(rows, classes is not None)
     labels = prediction.tolist()

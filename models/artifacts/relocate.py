@@ -14,6 +14,7 @@ before), so this command is a clean-up, not a precondition. It rewrites:
 Each document changes in one update, conditional on the values read, so a
 document edited meanwhile is left for the next run (reported in ``changed``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,9 @@ def _get(doc: dict[str, Any], dotted: str) -> Any:
     return doc
 
 
-def _changes(collection: str, doc: dict[str, Any], database: Database, errors: list[dict[str, str]]
-             ) -> dict[str, Any]:
+def _changes(
+    collection: str, doc: dict[str, Any], database: Database, errors: list[dict[str, str]]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind, ref in (doc.get("artifacts") or {}).items():
         path = ref.get("path") if isinstance(ref, dict) else None
@@ -58,8 +60,13 @@ def _changes(collection: str, doc: dict[str, Any], database: Database, errors: l
             try:
                 stored = to_stored(value, database.settings)
             except ServiceError as exc:
-                errors.append({"document": f"{collection[:-1]} {doc.get('name') or doc.get('run_id')}",
-                               "field": name, "message": exc.message})
+                errors.append(
+                    {
+                        "document": f"{collection[:-1]} {doc.get('name') or doc.get('run_id')}",
+                        "field": name,
+                        "message": exc.message,
+                    }
+                )
                 continue
             if stored != value:
                 out[name] = stored

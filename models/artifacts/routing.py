@@ -1,4 +1,5 @@
 """The configured store: writes to the primary backend, reads wherever a stored path points."""
+
 from __future__ import annotations
 
 import logging
@@ -21,8 +22,13 @@ class RoutingStore(ArtifactStore):
     GridFS (and during ``artifacts migrate``), and the other way round.
     """
 
-    def __init__(self, primary: ArtifactStore, local: "LocalArtifactStore",
-                 gridfs_factory: Callable[[], ArtifactStore], signer: Any = None) -> None:
+    def __init__(
+        self,
+        primary: ArtifactStore,
+        local: "LocalArtifactStore",
+        gridfs_factory: Callable[[], ArtifactStore],
+        signer: Any = None,
+    ) -> None:
         self.signer = signer
         self.primary = primary
         self.local = local
@@ -37,6 +43,7 @@ class RoutingStore(ArtifactStore):
 
     def backend_for(self, stored_path: str) -> ArtifactStore:
         from models.artifacts.gridfs import is_gridfs_path
+
         return self.gridfs if is_gridfs_path(stored_path) else self.local
 
     def write(self, name: str, writer: Callable[[IO[bytes]], None]) -> ArtifactInfo:
@@ -69,6 +76,7 @@ def canonical_path(stored_path: str) -> str:
     """The identity of a stored path on every machine: ``gridfs:<name>`` as it is, a local path by its file
     name (paths written before bare names carried the writer's folder, e.g. ``cli/models/<name>``)."""
     from models.artifacts.gridfs import is_gridfs_path
+
     if is_gridfs_path(stored_path):
         return stored_path
     return PurePosixPath(stored_path).name
@@ -81,9 +89,9 @@ def get_store(settings: Settings) -> RoutingStore:
     def make_gridfs() -> ArtifactStore:
         from models.artifacts.gridfs import DiskCache, GridFSArtifactStore
         from models.store.db import shared_client
+
         cache = DiskCache(settings.artifact_cache_dir, settings.artifact_cache_bytes)
         return GridFSArtifactStore(shared_client(settings)[settings.mongo_db], cache)
 
     primary = make_gridfs() if settings.artifact_store == "gridfs" else local
     return RoutingStore(primary, local, make_gridfs, get_signer(settings))
-

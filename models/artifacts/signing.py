@@ -14,6 +14,7 @@ before any byte reaches the unpickler (reasons ``signature_invalid`` / ``signatu
 
 Signatures are stored as text: ``ed25519:<public key, base64>:<signature, base64>``.
 """
+
 from __future__ import annotations
 
 import base64
@@ -67,7 +68,7 @@ def parse_public_key(text: str, what: str = "public key") -> Ed25519PublicKey:
     """A public key from its text: base64 of the 32 raw bytes, optionally prefixed ``ed25519:``."""
     body = text.strip()
     if body.startswith(SCHEME + ":"):
-        body = body[len(SCHEME) + 1:]
+        body = body[len(SCHEME) + 1 :]
     return Ed25519PublicKey.from_public_bytes(_unb64(body, 32, what))
 
 
@@ -89,9 +90,13 @@ def file_name(stored_path: str) -> str:
 def artifact_message(ref: dict[str, Any]) -> bytes:
     """What an artifact's signature covers: name, SHA-256, size and per-block checksums."""
     chunks = ref.get("chunk_sha256")
-    body = {"name": file_name(ref.get("path") or ""), "sha256": ref.get("sha256") or "",
-            "size": ref.get("size"), "chunk_size": ref.get("chunk_size") if chunks else None,
-            "chunk_sha256": list(chunks) if chunks else None}
+    body = {
+        "name": file_name(ref.get("path") or ""),
+        "sha256": ref.get("sha256") or "",
+        "size": ref.get("size"),
+        "chunk_size": ref.get("chunk_size") if chunks else None,
+        "chunk_sha256": list(chunks) if chunks else None,
+    }
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -112,8 +117,14 @@ def _split(signature: Any) -> tuple[str, bytes] | None:
 class Signer:
     """This installation's private key and the public keys it trusts."""
 
-    def __init__(self, private_key: Ed25519PrivateKey, *, trusted: tuple[str, ...] = (),
-                 require_signed: bool = True, source: str = "") -> None:
+    def __init__(
+        self,
+        private_key: Ed25519PrivateKey,
+        *,
+        trusted: tuple[str, ...] = (),
+        require_signed: bool = True,
+        source: str = "",
+    ) -> None:
         self._key = private_key
         self.public_key = public_key_text(private_key.public_key())
         self.source = source
@@ -169,18 +180,27 @@ class Signer:
         if state == "signed":
             return
         if state == "invalid":
-            raise ArtifactError(f"artifact file {path} has a signature that does not verify with this "
-                                "installation's key or a trusted key (its recorded checksums were changed, or "
-                                "it was signed elsewhere); it was not loaded", reason="signature_invalid",
-                                path=path)
+            raise ArtifactError(
+                f"artifact file {path} has a signature that does not verify with this "
+                "installation's key or a trusted key (its recorded checksums were changed, or "
+                "it was signed elsewhere); it was not loaded",
+                reason="signature_invalid",
+                path=path,
+            )
         if self.require_signed:
-            raise ArtifactError(f"artifact file {path} is not signed, and unsigned artifacts are refused "
-                                "(REQUIRE_SIGNED, on by default); it was not loaded. Artifacts written before "
-                                "signing: check them, then run `python -m cli artifacts sign --all`; "
-                                "reference-system documents: `python -m cli artifacts adopt NAME --trust`",
-                                reason="signature_missing", path=path)
-        log.warning("artifact %s is not signed; loading it on its checksum alone because REQUIRE_SIGNED=0. "
-                    "Run `python -m cli artifacts sign --all` and remove REQUIRE_SIGNED=0", path)
+            raise ArtifactError(
+                f"artifact file {path} is not signed, and unsigned artifacts are refused "
+                "(REQUIRE_SIGNED, on by default); it was not loaded. Artifacts written before "
+                "signing: check them, then run `python -m cli artifacts sign --all`; "
+                "reference-system documents: `python -m cli artifacts adopt NAME --trust`",
+                reason="signature_missing",
+                path=path,
+            )
+        log.warning(
+            "artifact %s is not signed; loading it on its checksum alone because REQUIRE_SIGNED=0. "
+            "Run `python -m cli artifacts sign --all` and remove REQUIRE_SIGNED=0",
+            path,
+        )
 
 
 # ---------------------------------------------------------------- the key
@@ -193,8 +213,10 @@ def _read_key_file(path: Path) -> str:
     try:
         return path.read_text().strip()
     except OSError as exc:
-        raise SigningKeyError(f"the artifact signing key file {path} cannot be read ({exc.strerror}); check "
-                        "ARTIFACT_SIGNING_KEY_FILE / VAR_DIR") from None
+        raise SigningKeyError(
+            f"the artifact signing key file {path} cannot be read ({exc.strerror}); check "
+            "ARTIFACT_SIGNING_KEY_FILE / VAR_DIR"
+        ) from None
 
 
 def _create_key_file(path: Path) -> str:
@@ -210,8 +232,11 @@ def _create_key_file(path: Path) -> str:
             os.fsync(fh.fileno())
         try:
             os.link(tmp, path)  # atomic, and never replaces a key another process made meanwhile
-            log.warning("generated a new artifact signing key in %s (share it, or its public key, with the "
-                        "other machines of this deployment: see the README)", path)
+            log.warning(
+                "generated a new artifact signing key in %s (share it, or its public key, with the "
+                "other machines of this deployment: see the README)",
+                path,
+            )
         except FileExistsError:
             pass
     finally:
@@ -230,20 +255,27 @@ def load_private_key(settings: Settings) -> tuple[Ed25519PrivateKey, str]:
     try:
         raw = _unb64(text, 32, f"the artifact signing key ({source})")
     except SigningKeyError as exc:
-        raise SigningKeyError(f"{exc}; expected the base64 text of an Ed25519 private key "
-                        "(`python -m cli artifacts key --generate` prints one)") from None
+        raise SigningKeyError(
+            f"{exc}; expected the base64 text of an Ed25519 private key "
+            "(`python -m cli artifacts key --generate` prints one)"
+        ) from None
     return Ed25519PrivateKey.from_private_bytes(raw), source
 
 
 def get_signer(settings: Settings) -> Signer:
     """This installation's signer (cached per key source, trusted keys and REQUIRE_SIGNED)."""
-    ident = (settings.artifact_signing_key, str(settings.signing_key_file), settings.trusted_keys,
-             settings.require_signed)
+    ident = (
+        settings.artifact_signing_key,
+        str(settings.signing_key_file),
+        settings.trusted_keys,
+        settings.require_signed,
+    )
     with _lock:
         signer = _signers.get(ident)
         if signer is None:
             key, source = load_private_key(settings)
-            signer = Signer(key, trusted=settings.trusted_keys, require_signed=settings.require_signed,
-                            source=source)
+            signer = Signer(
+                key, trusted=settings.trusted_keys, require_signed=settings.require_signed, source=source
+            )
             _signers[ident] = signer
         return signer

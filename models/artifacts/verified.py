@@ -8,6 +8,7 @@ accepted only if it resolves inside the artifact folder.
 ``ArtifactStore`` is the small interface behind which storage lives (the
 local folder today; other backends can implement the same four methods).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,10 +65,16 @@ def _require_checksum(store: ArtifactStore, stored_path: str, sha256: str | None
     if sha256:
         return
     if not store.stat(stored_path)["exists"]:  # a legacy document naming a file that is gone: say so first
-        raise ArtifactError(f"artifact file {stored_path} is missing (and no checksum is recorded for it)",
-                            reason="file_missing", path=stored_path)
-    raise ArtifactError(f"no checksum is recorded for {stored_path}; it cannot be verified",
-                        reason="checksum_missing", path=stored_path)
+        raise ArtifactError(
+            f"artifact file {stored_path} is missing (and no checksum is recorded for it)",
+            reason="file_missing",
+            path=stored_path,
+        )
+    raise ArtifactError(
+        f"no checksum is recorded for {stored_path}; it cannot be verified",
+        reason="checksum_missing",
+        path=stored_path,
+    )
 
 
 def read_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None) -> bytes:
@@ -92,9 +99,12 @@ def read_checksummed(store: ArtifactStore, stored_path: str | None, sha256: str 
         raise ArtifactError(f"artifact file {stored_path} is empty", reason="empty_file", path=stored_path)
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
-        raise ArtifactError(f"artifact file {stored_path} fails verification: SHA-256 is {actual[:12]}..., "
-                            f"expected {sha256[:12]}... (changed or corrupted); it was not loaded",
-                            reason="checksum_mismatch", path=stored_path)
+        raise ArtifactError(
+            f"artifact file {stored_path} fails verification: SHA-256 is {actual[:12]}..., "
+            f"expected {sha256[:12]}... (changed or corrupted); it was not loaded",
+            reason="checksum_mismatch",
+            path=stored_path,
+        )
     return data
 
 
@@ -104,8 +114,11 @@ def verify_file(store: ArtifactStore, stored_path: str | None, sha256: str | Non
     if not stored_path:
         raise ArtifactError("artifact path is not set", reason="field_missing")
     if not sha256:
-        raise ArtifactError(f"no checksum is recorded for {stored_path}; it cannot be verified",
-                            reason="checksum_missing", path=stored_path)
+        raise ArtifactError(
+            f"no checksum is recorded for {stored_path}; it cannot be verified",
+            reason="checksum_missing",
+            path=stored_path,
+        )
     digest, size = hashlib.sha256(), 0
     buf = bytearray(1 << 20)
     view = memoryview(buf)
@@ -117,14 +130,18 @@ def verify_file(store: ArtifactStore, stored_path: str | None, sha256: str | Non
         raise ArtifactError(f"artifact file {stored_path} is empty", reason="empty_file", path=stored_path)
     actual = digest.hexdigest()
     if actual != sha256:
-        raise ArtifactError(f"artifact file {stored_path} fails verification: SHA-256 is {actual[:12]}..., "
-                            f"expected {sha256[:12]}... (changed or corrupted); it was not loaded",
-                            reason="checksum_mismatch", path=stored_path)
+        raise ArtifactError(
+            f"artifact file {stored_path} fails verification: SHA-256 is {actual[:12]}..., "
+            f"expected {sha256[:12]}... (changed or corrupted); it was not loaded",
+            reason="checksum_mismatch",
+            path=stored_path,
+        )
     return size
 
 
-def load_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None
-                  ) -> tuple[Any, list[str]]:
+def load_verified(
+    store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None
+) -> tuple[Any, list[str]]:
     """Unpickle an artifact after verifying it; return ``(object, warnings)``.
 
     Version-mismatch warnings from scikit-learn are returned, not raised.
@@ -173,9 +190,12 @@ def _unpickle(source: IO[bytes], stored_path: str, reopen: Callable[[], IO[bytes
         except ArtifactError:
             raise
         except Exception as exc:  # verified bytes that still fail to load: version skew, missing class
-            raise ArtifactError(f"artifact file {stored_path} passed verification but could not be "
-                                f"loaded: {exc.__class__.__name__}: {exc}", reason="unpickle_error",
-                                path=stored_path) from None
+            raise ArtifactError(
+                f"artifact file {stored_path} passed verification but could not be "
+                f"loaded: {exc.__class__.__name__}: {exc}",
+                reason="unpickle_error",
+                path=stored_path,
+            ) from None
     notes = [str(w.message) for w in caught if "version" in str(w.message).lower()]
     return obj, notes
 
@@ -189,12 +209,14 @@ def parse_json_bytes(data: bytes, stored_path: str) -> Any:
     try:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"artifact file {stored_path} is not valid JSON: {exc}", reason="unpickle_error",
-                            path=stored_path) from None
+        raise ArtifactError(
+            f"artifact file {stored_path} is not valid JSON: {exc}", reason="unpickle_error", path=stored_path
+        ) from None
 
 
-def load_npz_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None
-                      ) -> dict[str, np.ndarray]:
+def load_npz_verified(
+    store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None
+) -> dict[str, np.ndarray]:
     """Arrays from an ``.npz`` artifact, loaded with ``allow_pickle=False`` (no code can run)."""
     ref = as_ref(ref_or_path, sha256)
     stored_path = ref.get("path")
@@ -203,13 +225,19 @@ def load_npz_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha25
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}
     except Exception as exc:
-        raise ArtifactError(f"artifact file {stored_path} is not a valid array archive: {exc}",
-                            reason="unpickle_error", path=stored_path) from None
+        raise ArtifactError(
+            f"artifact file {stored_path} is not a valid array archive: {exc}",
+            reason="unpickle_error",
+            path=stored_path,
+        ) from None
 
 
 def _mismatch(path: str, what: str) -> ArtifactError:
-    return ArtifactError(f"artifact file {path} fails verification: {what} (changed or corrupted); "
-                         "it was not loaded", reason="checksum_mismatch", path=path)
+    return ArtifactError(
+        f"artifact file {path} fails verification: {what} (changed or corrupted); it was not loaded",
+        reason="checksum_mismatch",
+        path=path,
+    )
 
 
 class VerifiedReader(io.RawIOBase):
@@ -243,15 +271,15 @@ class VerifiedReader(io.RawIOBase):
         self._info = info
         self._size = info.size
         self._blocks = -(-info.size // info.chunk_size)
-        self._index = 0         # the block being served
+        self._index = 0  # the block being served
         self._block = memoryview(b"")
-        self._off = 0           # position in that block
-        self._pos = 0           # position in the file
-        self._claimed = 0       # blocks before this one are being or have been read and hashed
+        self._off = 0  # position in that block
+        self._pos = 0  # position in the file
+        self._claimed = 0  # blocks before this one are being or have been read and hashed
         self._done: dict[int, memoryview | str] = {}  # verified blocks (or why one failed), not yet served
         self._failed = False
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._io = threading.Lock()         # reads from the source happen in block order
+        self._io = threading.Lock()  # reads from the source happen in block order
         self._cond = threading.Condition()  # guards _claimed, _done, _index, _failed
         self._stop = False
         actual_size = _stream_size(self._src)
@@ -284,7 +312,7 @@ class VerifiedReader(io.RawIOBase):
                 self._claimed += 1
             size = self._info.chunk_size or 0
             start, end = index * size, min((index + 1) * size, self._size)
-            view = memoryview(self._buffer())[:end - start]
+            view = memoryview(self._buffer())[: end - start]
             got, problem = 0, None
             try:
                 while got < len(view):
@@ -314,8 +342,12 @@ class VerifiedReader(io.RawIOBase):
         """The helper thread: verify blocks ahead of the unpickler, up to ``LOOKAHEAD``."""
         while True:
             with self._cond:
-                while (self._claimed > self._index + self.LOOKAHEAD and not self._stop
-                       and self._claimed < self._blocks and not self._failed):
+                while (
+                    self._claimed > self._index + self.LOOKAHEAD
+                    and not self._stop
+                    and self._claimed < self._blocks
+                    and not self._failed
+                ):
                     self._cond.wait()
                 limit = self._index + self.LOOKAHEAD
             if not self._verify_next(limit):
@@ -367,7 +399,7 @@ class VerifiedReader(io.RawIOBase):
                     break
                 continue
             n = min(left, len(out) - done)
-            out[done:done + n] = self._block[self._off:self._off + n]
+            out[done : done + n] = self._block[self._off : self._off + n]
             self._off += n
             done += n
         self._pos += done
@@ -377,12 +409,12 @@ class VerifiedReader(io.RawIOBase):
         if size is None or size < 0:
             size = self._size - self._pos
         if self._off + size <= len(self._block):  # the common case: within the current block, one copy
-            chunk = self._block[self._off:self._off + size].tobytes()
+            chunk = self._block[self._off : self._off + size].tobytes()
             self._off += size
             self._pos += size
             return chunk
         out = bytearray(min(size, self._size - self._pos))
-        return bytes(out[:self.readinto(out)])
+        return bytes(out[: self.readinto(out)])
 
     def readline(self, size: int | None = -1) -> bytes:
         limit = self._size - self._pos if size is None or size < 0 else size
@@ -396,7 +428,7 @@ class VerifiedReader(io.RawIOBase):
             end = min(len(block), self._off + limit - len(line))
             newline = block.obj.find(b"\n", self._off, end)  # type: ignore[union-attr]
             stop = newline + 1 if newline >= 0 else end
-            line += block[self._off:stop]
+            line += block[self._off : stop]
             self._pos += stop - self._off
             self._off = stop
             if newline >= 0:
@@ -438,8 +470,12 @@ def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> "PendingPickle":
         if _stream_size(stream) == 0:
             stream.close()
             raise ArtifactError(f"artifact file {info.path} is empty", reason="empty_file", path=info.path)
-        return PendingPickle(info, None, VerifiedReader(stream, info),
-                             lambda: VerifiedReader(store.open_stream(info.path, info.sha256), info))
+        return PendingPickle(
+            info,
+            None,
+            VerifiedReader(stream, info),
+            lambda: VerifiedReader(store.open_stream(info.path, info.sha256), info),
+        )
     return PendingPickle(info, read_checksummed(store, info.path, info.sha256), None)
 
 
@@ -469,5 +505,3 @@ class PendingPickle:
             return _unpickle(source, self.info.path, self.reopen or (lambda: VerifiedReader(b"", self.info)))
         finally:
             self.reader.close()
-
-

@@ -1,4 +1,5 @@
 """Base models of an ensemble: from the cache, from verified artifacts (fast path), or retrained (slow path)."""
+
 from __future__ import annotations
 
 import logging
@@ -75,13 +76,22 @@ class BaseModelResult:
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-friendly summary (no model object)."""
-        return {"name": self.name, "config_id": self.config_id, "run_id": self.run_id,
-                "model_type": self.config.get("model_type"), "source": self.source, "reason": self.reason,
-                "reason_text": describe_reason(self.reason) if self.reason else None, "detail": self.detail, "seconds": round(self.seconds, 4),
-                "waited_seconds": round(self.waited_seconds, 4)}
+        return {
+            "name": self.name,
+            "config_id": self.config_id,
+            "run_id": self.run_id,
+            "model_type": self.config.get("model_type"),
+            "source": self.source,
+            "reason": self.reason,
+            "reason_text": describe_reason(self.reason) if self.reason else None,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 4),
+            "waited_seconds": round(self.waited_seconds, 4),
+        }
 
 
 # ---------------------------------------------------------------- base models
+
 
 def train_lock_key(config: dict[str, Any]) -> str:
     return f"train:{config['_id']}"
@@ -92,13 +102,17 @@ def _oof_ref(config: dict[str, Any]) -> dict[str, Any]:
     if is_legacy(config):
         raise ArtifactError(legacy_message(config), reason=LEGACY_REASON)
     if not ref or not ref.get("path"):
-        raise ArtifactError(f"config {config.get('name')!r} has no out-of-fold predictions recorded (trained "
-                            "before they were kept); stacking needs them", reason="oof_missing")
+        raise ArtifactError(
+            f"config {config.get('name')!r} has no out-of-fold predictions recorded (trained "
+            "before they were kept); stacking needs them",
+            reason="oof_missing",
+        )
     return ref
 
 
-def load_oof(settings: Any, config: dict[str, Any], *, store: ArtifactStore | None = None,
-             cache: ModelCache | None = None) -> dict[str, np.ndarray]:
+def load_oof(
+    settings: Any, config: dict[str, Any], *, store: ArtifactStore | None = None, cache: ModelCache | None = None
+) -> dict[str, np.ndarray]:
     """The verified out-of-fold archive of the config's current run (cached like models)."""
     ref = _oof_ref(config)
     cache = cache or get_model_cache(settings)
@@ -109,8 +123,11 @@ def load_oof(settings: Any, config: dict[str, Any], *, store: ArtifactStore | No
     arrays = load_npz_verified(store or get_store(settings), ref)
     missing = [k for k in ("oof", "train_idx", "test_idx", "test_pred", "classes") if k not in arrays]
     if missing:
-        raise ArtifactError(f"out-of-fold archive {ref['path']} lacks {', '.join(missing)}",
-                            reason="unpickle_error", path=ref["path"])
+        raise ArtifactError(
+            f"out-of-fold archive {ref['path']} lacks {', '.join(missing)}",
+            reason="unpickle_error",
+            path=ref["path"],
+        )
     arrays = share_split_arrays(arrays)
     cache.put(key, arrays, sum(a.nbytes for a in arrays.values()))
     return arrays
@@ -144,9 +161,15 @@ def share_split_arrays(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def fast_load(settings: Any, config: dict[str, Any], *, store: ArtifactStore | None = None,
-              cache: ModelCache | None = None, need_oof: bool = False, load_model_object: bool = True
-              ) -> tuple[TrainedModel | None, str, dict[str, np.ndarray] | None]:
+def fast_load(
+    settings: Any,
+    config: dict[str, Any],
+    *,
+    store: ArtifactStore | None = None,
+    cache: ModelCache | None = None,
+    need_oof: bool = False,
+    load_model_object: bool = True,
+) -> tuple[TrainedModel | None, str, dict[str, np.ndarray] | None]:
     """``(model, source, oof)`` from the cache or verified artifacts; :class:`ArtifactError` otherwise.
 
     With ``load_model_object=False`` (what creating an ensemble needs: only the
@@ -176,13 +199,20 @@ def fast_load(settings: Any, config: dict[str, Any], *, store: ArtifactStore | N
 def _unavailable(config: dict[str, Any], artifact_problem: str, data_problem: str) -> BaseModelUnavailableError:
     name = config.get("name")
     return BaseModelUnavailableError(
-        f"config {name!r} cannot be loaded or retrained. Artifacts: {artifact_problem}. "
-        f"Data: {data_problem}.", field="base_models",
-        details={"config": name, "artifacts": artifact_problem, "data": data_problem})
+        f"config {name!r} cannot be loaded or retrained. Artifacts: {artifact_problem}. Data: {data_problem}.",
+        field="base_models",
+        details={"config": name, "artifacts": artifact_problem, "data": data_problem},
+    )
 
 
-def retrain(database: Database, config: dict[str, Any], problem: ArtifactError, *,
-            store: ArtifactStore | None = None, progress: Progress = no_progress) -> dict[str, Any]:
+def retrain(
+    database: Database,
+    config: dict[str, Any],
+    problem: ArtifactError,
+    *,
+    store: ArtifactStore | None = None,
+    progress: Progress = no_progress,
+) -> dict[str, Any]:
     """Retrain ``config`` (slow path) and return the updated config document.
 
     With a Dask cluster configured (``DASK_SCHEDULER_ADDRESS``) the training runs
@@ -208,16 +238,27 @@ def _train_on_cluster(database: Database, config: dict[str, Any], progress: Prog
     if not database.settings.dask_scheduler_address:
         return False
     from models.training.cluster import train_on_cluster
-    return train_on_cluster(database.settings, config["_id"], requested_by="stacking", progress=progress) is not None
+
+    return (
+        train_on_cluster(database.settings, config["_id"], requested_by="stacking", progress=progress) is not None
+    )
 
 
 def artifacts_changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return (before.get("run_id"), before.get("checksums")) != (after.get("run_id"), after.get("checksums"))
 
 
-def obtain_base_model(database: Database, config: dict[str, Any], *, store: ArtifactStore | None = None,
-                      cache: ModelCache | None = None, need_oof: bool = False, progress: Progress = no_progress,
-                      lock_timeout: float | None = None, load_model_object: bool = True) -> BaseModelResult:
+def obtain_base_model(
+    database: Database,
+    config: dict[str, Any],
+    *,
+    store: ArtifactStore | None = None,
+    cache: ModelCache | None = None,
+    need_oof: bool = False,
+    progress: Progress = no_progress,
+    lock_timeout: float | None = None,
+    load_model_object: bool = True,
+) -> BaseModelResult:
     """One base model: cache, else verified artifacts, else retrain it once (slow path).
 
     The slow path runs under a claim on ``train:<config id>`` in the locks
@@ -227,33 +268,70 @@ def obtain_base_model(database: Database, config: dict[str, Any], *, store: Arti
     settings = database.settings
     t0 = time.perf_counter()
     try:
-        model, source, oof = fast_load(settings, config, store=store, cache=cache, need_oof=need_oof,
-                                       load_model_object=load_model_object)
-        return BaseModelResult(config["name"], config["_id"], config["run_id"], model, source,
-                               time.perf_counter() - t0, config=config, oof=oof)
+        model, source, oof = fast_load(
+            settings, config, store=store, cache=cache, need_oof=need_oof, load_model_object=load_model_object
+        )
+        return BaseModelResult(
+            config["name"],
+            config["_id"],
+            config["run_id"],
+            model,
+            source,
+            time.perf_counter() - t0,
+            config=config,
+            oof=oof,
+        )
     except ArtifactError as exc:
         problem = exc
     log.info("%s: fast path failed (%s): %s", config.get("name"), problem.reason, problem.message)
-    with MongoLock(database.locks, train_lock_key(config), ttl_seconds=settings.lock_ttl_seconds,
-                   timeout=lock_timeout) as claim:
+    with MongoLock(
+        database.locks, train_lock_key(config), ttl_seconds=settings.lock_ttl_seconds, timeout=lock_timeout
+    ) as claim:
         fresh = database.configs.find_one({"_id": config["_id"]})
         if fresh is None:
             raise NotFoundError(f"config {config.get('name')!r} no longer exists", field="name")
         if artifacts_changed(config, fresh):  # someone else trained it while we looked or waited
             try:
-                model, source, oof = fast_load(settings, fresh, store=store, cache=cache, need_oof=need_oof,
-                                               load_model_object=load_model_object)
-                return BaseModelResult(fresh["name"], fresh["_id"], fresh["run_id"], model, source,
-                                       time.perf_counter() - t0, reason=problem.reason, detail=problem.message,
-                                       waited_seconds=claim.waited_seconds, config=fresh, oof=oof)
+                model, source, oof = fast_load(
+                    settings,
+                    fresh,
+                    store=store,
+                    cache=cache,
+                    need_oof=need_oof,
+                    load_model_object=load_model_object,
+                )
+                return BaseModelResult(
+                    fresh["name"],
+                    fresh["_id"],
+                    fresh["run_id"],
+                    model,
+                    source,
+                    time.perf_counter() - t0,
+                    reason=problem.reason,
+                    detail=problem.message,
+                    waited_seconds=claim.waited_seconds,
+                    config=fresh,
+                    oof=oof,
+                )
             except ArtifactError as again:
                 problem = again
         fresh = retrain(database, fresh, problem, store=store, progress=progress)
-        model, _, oof = fast_load(settings, fresh, store=store, cache=cache, need_oof=need_oof,
-                                  load_model_object=load_model_object)
-    return BaseModelResult(fresh["name"], fresh["_id"], fresh["run_id"], model, "retrained", time.perf_counter() - t0,
-                           reason=problem.reason, detail=problem.message, waited_seconds=claim.waited_seconds,
-                           config=fresh, oof=oof)
+        model, _, oof = fast_load(
+            settings, fresh, store=store, cache=cache, need_oof=need_oof, load_model_object=load_model_object
+        )
+    return BaseModelResult(
+        fresh["name"],
+        fresh["_id"],
+        fresh["run_id"],
+        model,
+        "retrained",
+        time.perf_counter() - t0,
+        reason=problem.reason,
+        detail=problem.message,
+        waited_seconds=claim.waited_seconds,
+        config=fresh,
+        oof=oof,
+    )
 
 
 def find_configs(docs: dict[Any, dict[str, Any] | None], names: list[Any]) -> list[dict[str, Any]]:
@@ -268,9 +346,17 @@ def fetch_configs(database: Database, names: list[Any]) -> list[dict[str, Any]]:
     return find_configs({n: database.configs.find_one(config_filter(n)) for n in names}, names)
 
 
-def load_base_models(database: Database, names: Iterable[Any], *, store: ArtifactStore | None = None,
-                     cache: ModelCache | None = None, need_oof: bool = False, progress: Progress = no_progress,
-                     lock_timeout: float | None = None, load_model_object: bool = True) -> list[BaseModelResult]:
+def load_base_models(
+    database: Database,
+    names: Iterable[Any],
+    *,
+    store: ArtifactStore | None = None,
+    cache: ModelCache | None = None,
+    need_oof: bool = False,
+    progress: Progress = no_progress,
+    lock_timeout: float | None = None,
+    load_model_object: bool = True,
+) -> list[BaseModelResult]:
     """Obtain every named base model; tries them all and reports every failure at once."""
     names = check_names(names if isinstance(names, (str, list, tuple)) else list(names))
     configs = fetch_configs(database, names)
@@ -280,21 +366,32 @@ def load_base_models(database: Database, names: Iterable[Any], *, store: Artifac
         step = scaled(progress, i / len(configs), (i + 1) / len(configs))
         step(0.0, f"{config['name']}: loading")
         try:
-            res = obtain_base_model(database, config, store=store, cache=cache, need_oof=need_oof,
-                                    progress=lambda f, m, n=config["name"]: step(f, f"{n}: retraining: {m}"),
-                                    lock_timeout=lock_timeout, load_model_object=load_model_object)
+            res = obtain_base_model(
+                database,
+                config,
+                store=store,
+                cache=cache,
+                need_oof=need_oof,
+                progress=lambda f, m, n=config["name"]: step(f, f"{n}: retraining: {m}"),
+                lock_timeout=lock_timeout,
+                load_model_object=load_model_object,
+            )
         except ServiceError as exc:
-            failures.append({"name": config["name"], "code": exc.code, "message": exc.message,
-                             "details": exc.details})
+            failures.append(
+                {"name": config["name"], "code": exc.code, "message": exc.message, "details": exc.details}
+            )
             step(1.0, f"{config['name']}: failed")
             continue
         results.append(res)
-        step(1.0, f"{res.name}: {res.source}" + (f" ({describe_reason(res.reason)})" if res.reason else "")
-             + f" in {res.seconds:.2f}s")
+        step(
+            1.0,
+            f"{res.name}: {res.source}"
+            + (f" ({describe_reason(res.reason)})" if res.reason else "")
+            + f" in {res.seconds:.2f}s",
+        )
     if failures:
         raise BaseModelsError(failures)
     return results
 
 
 # ------------------------------------------------------------ compatibility
-

@@ -17,6 +17,7 @@ Creating an ensemble:
 The steps are separate functions so that the async driver
 (:mod:`models.ensembles.aio`) reuses them with ``AsyncMongoClient``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,8 +70,9 @@ class BuiltEnsemble:
     spec: dict[str, Any]
 
 
-def training_targets(results: list[BaseModelResult], passthrough: bool, settings: Any = None
-                     ) -> tuple[TrainingData, list[str] | None]:
+def training_targets(
+    results: list[BaseModelResult], passthrough: bool, settings: Any = None
+) -> tuple[TrainingData, list[str] | None]:
     """The training data the base runs saw (targets, and raw features for passthrough), checked by fingerprint."""
     ref = results[0].config
     features = None
@@ -81,11 +83,17 @@ def training_targets(results: list[BaseModelResult], passthrough: bool, settings
     data = load_training_data({**ref, "features": features or ref["features"]}, settings)
     fp = data.fingerprint(ref["target"])
     if fp != ref.get("data_fingerprint"):
-        raise DataError(f"training CSV {ref['training_csv']!r} no longer holds the rows the base runs were "
-                        f"trained on (data fingerprint {fp[:12]}..., runs have "
-                        f"{str(ref.get('data_fingerprint'))[:12]}...)"
-                        + ("; with passthrough the union of the base models' features must not drop extra rows"
-                           if passthrough else "; retrain the base models"), field="training_csv")
+        raise DataError(
+            f"training CSV {ref['training_csv']!r} no longer holds the rows the base runs were "
+            f"trained on (data fingerprint {fp[:12]}..., runs have "
+            f"{str(ref.get('data_fingerprint'))[:12]}...)"
+            + (
+                "; with passthrough the union of the base models' features must not drop extra rows"
+                if passthrough
+                else "; retrain the base models"
+            ),
+            field="training_csv",
+        )
     return data, features
 
 
@@ -97,26 +105,41 @@ def stored_targets(results: list[BaseModelResult]) -> tuple[np.ndarray, np.ndarr
         oof = r.oof or {}
         if not fingerprint or any(k not in oof for k in ("y_train", "y_test", "fingerprint")):
             return None
-        if oof["fingerprint"].item() != fingerprint or len(oof["y_train"]) != len(oof["train_idx"]) \
-                or len(oof["y_test"]) != len(oof["test_idx"]):
+        if (
+            oof["fingerprint"].item() != fingerprint
+            or len(oof["y_train"]) != len(oof["train_idx"])
+            or len(oof["y_test"]) != len(oof["test_idx"])
+        ):
             return None
     first = results[0].oof
     return first["y_train"], first["y_test"]
+
+
 def check_same_split(results: list[BaseModelResult]) -> None:
     """IncompatibleBaseModelsError unless every run's OOF archive has the same training/held-out rows and classes."""
     assert all(r.oof is not None for r in results)
     first = results[0].oof
     for r in results[1:]:
         o = r.oof
-        if not (np.array_equal(o["train_idx"], first["train_idx"]) and np.array_equal(o["test_idx"], first["test_idx"])
-                and np.array_equal(o["classes"], first["classes"])):
-            raise IncompatibleBaseModelsError(f"run {r.run_id} of {r.name!r} was split into different training/"
-                                              f"held-out rows than run {results[0].run_id} of {results[0].name!r}",
-                                              field="base_models")
+        if not (
+            np.array_equal(o["train_idx"], first["train_idx"])
+            and np.array_equal(o["test_idx"], first["test_idx"])
+            and np.array_equal(o["classes"], first["classes"])
+        ):
+            raise IncompatibleBaseModelsError(
+                f"run {r.run_id} of {r.name!r} was split into different training/"
+                f"held-out rows than run {results[0].run_id} of {results[0].name!r}",
+                field="base_models",
+            )
 
 
-def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], settings: Any = None, *,
-                   progress: Progress = no_progress) -> BuiltEnsemble:
+def build_ensemble(
+    request: EnsembleRequest,
+    results: list[BaseModelResult],
+    settings: Any = None,
+    *,
+    progress: Progress = no_progress,
+) -> BuiltEnsemble:
     """Fit the meta-model on stored out-of-fold predictions and describe the ensemble (CPU only, no writes)."""
     t0 = time.perf_counter()
     configs = [r.config for r in results]
@@ -140,46 +163,80 @@ def build_ensemble(request: EnsembleRequest, results: list[BaseModelResult], set
     progress(0.3, f"fitting meta-model {request.meta_model}")
     t_fit = time.perf_counter()
     spec_ = config_fold_spec(configs[0])
-    meta = fit_meta_model(task, request.meta_model, request.stack_method, oof=[o["oof"] for o in oofs],
-                          test_pred=[o["test_pred"] for o in oofs], y_train=y_train, y_test=y_test,
-                          classes=classes, passthrough_train=passthrough_train, passthrough_test=passthrough_test,
-                          random_state=int(spec_["random_state"]), params=request.meta_params or None)
+    meta = fit_meta_model(
+        task,
+        request.meta_model,
+        request.stack_method,
+        oof=[o["oof"] for o in oofs],
+        test_pred=[o["test_pred"] for o in oofs],
+        y_train=y_train,
+        y_test=y_test,
+        classes=classes,
+        passthrough_train=passthrough_train,
+        passthrough_test=passthrough_test,
+        random_state=int(spec_["random_state"]),
+        params=request.meta_params or None,
+    )
     fit_s = time.perf_counter() - t_fit
     run_id = new_run_id()
     bases = []
     for r, metrics in zip(results, meta.base_metrics):
         bases.append({**r.to_record(), "metrics": metrics})
     class_list = None if classes is None else [c.item() if hasattr(c, "item") else c for c in classes]
-    spec = {"name": request.name, "run_id": run_id, "task": task, "target": configs[0]["target"],
-            "base_names": [r.name for r in results], "base_run_ids": [r.run_id for r in results],
-            "meta_model": request.meta_model, "meta_params": request.meta_params,
-            "stack_method": meta.stack_method, "passthrough": request.passthrough,
-            "passthrough_features": passthrough_features, "classes": class_list,
-            "n_meta_features": meta.n_meta_features}
-    record = {
-        "name": request.name, "run_id": run_id, "kind": STACKED_KIND, "description": request.description,
+    spec = {
+        "name": request.name,
+        "run_id": run_id,
         "task": task,
         "target": configs[0]["target"],
-        "base_config_ids": [r.config_id for r in results], "base_names": [r.name for r in results],
-        "base_run_ids": [r.run_id for r in results], "base_models": bases,
-        "meta_model": request.meta_model, "meta_params": request.meta_params,
-        "options": {"passthrough": request.passthrough, "stack_method": request.stack_method,
-                    "stack_method_used": meta.stack_method},
-        "passthrough_features": passthrough_features, "classes": class_list,
-        "data_fingerprint": configs[0]["data_fingerprint"], "fold_spec": spec_,
-        "n_train": int(len(train_idx)), "n_test": int(len(test_idx)),
-        "metrics": meta.metrics, "base_metrics": {r.name: m for r, m in zip(results, meta.base_metrics)},
+        "base_names": [r.name for r in results],
+        "base_run_ids": [r.run_id for r in results],
+        "meta_model": request.meta_model,
+        "meta_params": request.meta_params,
+        "stack_method": meta.stack_method,
+        "passthrough": request.passthrough,
+        "passthrough_features": passthrough_features,
+        "classes": class_list,
+        "n_meta_features": meta.n_meta_features,
+    }
+    record = {
+        "name": request.name,
+        "run_id": run_id,
+        "kind": STACKED_KIND,
+        "description": request.description,
+        "task": task,
+        "target": configs[0]["target"],
+        "base_config_ids": [r.config_id for r in results],
+        "base_names": [r.name for r in results],
+        "base_run_ids": [r.run_id for r in results],
+        "base_models": bases,
+        "meta_model": request.meta_model,
+        "meta_params": request.meta_params,
+        "options": {
+            "passthrough": request.passthrough,
+            "stack_method": request.stack_method,
+            "stack_method_used": meta.stack_method,
+        },
+        "passthrough_features": passthrough_features,
+        "classes": class_list,
+        "data_fingerprint": configs[0]["data_fingerprint"],
+        "fold_spec": spec_,
+        "n_train": int(len(train_idx)),
+        "n_test": int(len(test_idx)),
+        "metrics": meta.metrics,
+        "base_metrics": {r.name: m for r, m in zip(results, meta.base_metrics)},
         "retrained": [r.name for r in results if r.source == "retrained"],
         "durations": {"build_s": round(time.perf_counter() - t0, 4), "meta_fit_s": round(fit_s, 4)},
         "targets_from": "artifacts" if stored is not None else "training_csv",
-        "versions": environment_versions(), "status": "ready",
+        "versions": environment_versions(),
+        "status": "ready",
     }
     progress(1.0, "meta-model fitted")
     return BuiltEnsemble(run_id, meta, record, spec)
 
 
-def write_ensemble_files(store: ArtifactStore, built: BuiltEnsemble,
-                         lease: ArtifactLease | None = None) -> dict[str, ArtifactInfo]:
+def write_ensemble_files(
+    store: ArtifactStore, built: BuiltEnsemble, lease: ArtifactLease | None = None
+) -> dict[str, ArtifactInfo]:
     """The meta-model and spec files, atomically; on failure nothing of them remains.
 
     With ``lease``, the names are leased before they are written (``artifacts gc`` leaves them alone until
@@ -208,14 +265,18 @@ def remove_files(store: ArtifactStore, infos: Iterable[ArtifactInfo | dict[str, 
             log.exception("could not remove %s", path)
 
 
-def finish_record(built: BuiltEnsemble, written: dict[str, ArtifactInfo], started: float,
-                  durations: dict[str, float]) -> dict[str, Any]:
+def finish_record(
+    built: BuiltEnsemble, written: dict[str, ArtifactInfo], started: float, durations: dict[str, float]
+) -> dict[str, Any]:
     record = dict(built.record)
     record["artifacts"] = {k: v.to_dict() for k, v in written.items()}
     record["checksums"] = {k: v.sha256 for k, v in written.items()}
     total = time.perf_counter() - started
-    record["durations"] = {**record["durations"], **{k: round(v, 4) for k, v in durations.items()},
-                           "total_s": round(total, 4)}
+    record["durations"] = {
+        **record["durations"],
+        **{k: round(v, 4) for k, v in durations.items()},
+        "total_s": round(total, 4),
+    }
     record["seconds"] = round(total, 4)
     record["created_at"] = now()
     return record
@@ -226,10 +287,21 @@ def ensemble_exists(name: str) -> ConflictError:
     return ConflictError(f"an ensemble named {name!r} already exists", field="name")
 
 
-def create_ensemble(database: Database, name: str, base_models: list[Any], meta_model: str = "logistic_regression",
-                    *, passthrough: bool = False, stack_method: str = "auto", meta_params: dict[str, Any] | None = None,
-                    description: str = "", progress: Progress = no_progress, store: ArtifactStore | None = None,
-                    cache: ModelCache | None = None, lock_timeout: float | None = None) -> dict[str, Any]:
+def create_ensemble(
+    database: Database,
+    name: str,
+    base_models: list[Any],
+    meta_model: str = "logistic_regression",
+    *,
+    passthrough: bool = False,
+    stack_method: str = "auto",
+    meta_params: dict[str, Any] | None = None,
+    description: str = "",
+    progress: Progress = no_progress,
+    store: ArtifactStore | None = None,
+    cache: ModelCache | None = None,
+    lock_timeout: float | None = None,
+) -> dict[str, Any]:
     """Create and store a stacking ensemble; return its document (with per-base source, reason, time).
 
     Raises ValidationError / NotFoundError / ConflictError / IncompatibleBaseModelsError for bad
@@ -245,9 +317,16 @@ def create_ensemble(database: Database, name: str, base_models: list[Any], meta_
     check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
     check_s = time.perf_counter() - started
     t_load = time.perf_counter()
-    results = load_base_models(database, [c["_id"] for c in configs], store=store, cache=cache, need_oof=True,
-                               progress=scaled(progress, 0.05, 0.85), lock_timeout=lock_timeout,
-                               load_model_object=False)
+    results = load_base_models(
+        database,
+        [c["_id"] for c in configs],
+        store=store,
+        cache=cache,
+        need_oof=True,
+        progress=scaled(progress, 0.05, 0.85),
+        lock_timeout=lock_timeout,
+        load_model_object=False,
+    )
     load_s = time.perf_counter() - t_load
     built = build_ensemble(request, results, database.settings, progress=scaled(progress, 0.85, 0.95))
     progress(0.95, "saving ensemble")
@@ -255,8 +334,12 @@ def create_ensemble(database: Database, name: str, base_models: list[Any], meta_
     with ArtifactLease(database, built.run_id) as lease:
         written = write_ensemble_files(store, built, lease)
         try:
-            record = finish_record(built, written, started, {"check_s": check_s, "load_s": load_s,
-                                                             "save_s": time.perf_counter() - t_save})
+            record = finish_record(
+                built,
+                written,
+                started,
+                {"check_s": check_s, "load_s": load_s, "save_s": time.perf_counter() - t_save},
+            )
             database.ensembles.insert_one(record)
         except DuplicateKeyError:
             remove_files(store, written.values())
@@ -265,12 +348,19 @@ def create_ensemble(database: Database, name: str, base_models: list[Any], meta_
             remove_files(store, written.values())
             raise
     progress(1.0, "done")
-    log.info("ensemble %s (%s over %s) created in %.2fs; retrained: %s", request.name, request.meta_model,
-             ", ".join(record["base_names"]), record["seconds"], record["retrained"] or "none")
+    log.info(
+        "ensemble %s (%s over %s) created in %.2fs; retrained: %s",
+        request.name,
+        request.meta_model,
+        ", ".join(record["base_names"]),
+        record["seconds"],
+        record["retrained"] or "none",
+    )
     return record
 
 
 # --------------------------------------------------------------- reading
+
 
 def get_ensemble(database: Database, name: str) -> dict[str, Any]:
     doc = database.ensembles.find_one({"name": name})
@@ -288,8 +378,9 @@ def ensembles_using_run(database: Database, run_id: str) -> list[str]:
     return [d["name"] for d in database.ensembles.find({"base_run_ids": run_id}, {"name": 1})]
 
 
-def load_ensemble(database: Database, name: str, *, store: ArtifactStore | None = None,
-                  cache: ModelCache | None = None) -> StackedEnsemble:
+def load_ensemble(
+    database: Database, name: str, *, store: ArtifactStore | None = None, cache: ModelCache | None = None
+) -> StackedEnsemble:
     """The stored ensemble as a predictor: the exact base runs it was built on, all verified."""
     doc = get_ensemble(database, name)
     settings = database.settings
@@ -299,19 +390,33 @@ def load_ensemble(database: Database, name: str, *, store: ArtifactStore | None 
     for base_name, run_id in zip(doc["base_names"], doc["base_run_ids"]):
         run = found.get(run_id)
         if run is None:
-            raise ArtifactError(f"ensemble {name!r} needs run {run_id} of {base_name!r}, which no longer exists; "
-                                "create the ensemble again", reason="field_missing")
+            raise ArtifactError(
+                f"ensemble {name!r} needs run {run_id} of {base_name!r}, which no longer exists; "
+                "create the ensemble again",
+                reason="field_missing",
+            )
         try:
             bases.append(load_model(settings, run, store=store, cache=cache).model)
         except ArtifactError as exc:
-            raise ArtifactError(f"ensemble {name!r} cannot load base model {base_name!r} (run {run_id}): "
-                                f"{exc.message}", reason=exc.reason, path=exc.path) from None
+            raise ArtifactError(
+                f"ensemble {name!r} cannot load base model {base_name!r} (run {run_id}): {exc.message}",
+                reason=exc.reason,
+                path=exc.path,
+            ) from None
     classes = np.asarray(doc["classes"]) if doc.get("classes") is not None else None
     if doc.get("kind") == WEIGHTED_KIND:  # fixed weights kept in the document: no meta-model file to load
         weights = WeightedAverage(doc["weights"], doc["task"], 0 if classes is None else len(classes))
-        return StackedEnsemble(name=doc["name"], run_id=doc["run_id"], task=doc["task"], bases=bases,
-                               base_names=list(doc["base_names"]), meta_model=weights,
-                               stack_method=doc["options"]["stack_method_used"], classes=classes, record=doc)
+        return StackedEnsemble(
+            name=doc["name"],
+            run_id=doc["run_id"],
+            task=doc["task"],
+            bases=bases,
+            base_names=list(doc["base_names"]),
+            meta_model=weights,
+            stack_method=doc["options"]["stack_method_used"],
+            classes=classes,
+            record=doc,
+        )
     ref = doc["artifacts"][META_KIND]
     cache = cache or get_model_cache(settings)
     key = ("ensemble", doc["run_id"], ref["sha256"])
@@ -319,10 +424,18 @@ def load_ensemble(database: Database, name: str, *, store: ArtifactStore | None 
     if meta is None:
         meta, _notes = load_verified(store, ref)
         cache.put(key, meta, int(ref.get("size") or 0))
-    return StackedEnsemble(name=doc["name"], run_id=doc["run_id"], task=doc["task"], bases=bases,
-                           base_names=list(doc["base_names"]), meta_model=meta,
-                           stack_method=doc["options"]["stack_method_used"], classes=classes,
-                           passthrough_features=doc.get("passthrough_features"), record=doc)
+    return StackedEnsemble(
+        name=doc["name"],
+        run_id=doc["run_id"],
+        task=doc["task"],
+        bases=bases,
+        base_names=list(doc["base_names"]),
+        meta_model=meta,
+        stack_method=doc["options"]["stack_method_used"],
+        classes=classes,
+        passthrough_features=doc.get("passthrough_features"),
+        record=doc,
+    )
 
 
 def delete_ensemble(database: Database, name: str, *, store: ArtifactStore | None = None) -> dict[str, Any]:

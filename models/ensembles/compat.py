@@ -1,4 +1,5 @@
 """Which configs can be stacked together, and the checked request to build an ensemble from them."""
+
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,7 @@ from models.training.data import load_training_data
 from models.training.train import fold_spec
 
 log = logging.getLogger(__name__)
+
 
 class IncompatibleBaseModelsError(ValidationError):
     """The base models cannot be stacked together (task, target, data or folds differ)."""
@@ -39,8 +41,10 @@ def check_names(names: Any, param: str = "base_models") -> list[str]:
 
 def _describe_spec(spec: dict[str, Any]) -> str:
     h = spec.get("holdout") or {}
-    return (f"{spec.get('method')}(n_splits={spec.get('n_splits')}, random_state={spec.get('random_state')}), "
-            f"test_size={h.get('test_size')}")
+    return (
+        f"{spec.get('method')}(n_splits={spec.get('n_splits')}, random_state={spec.get('random_state')}), "
+        f"test_size={h.get('test_size')}"
+    )
 
 
 def config_fold_spec(config: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +65,9 @@ def config_fingerprint(config: dict[str, Any], settings: Any = None, *, strict: 
         return None
     except KeyError:
         if strict:
-            raise DataError(f"config {config.get('name')!r} lacks a field training needs", field="config") from None
+            raise DataError(
+                f"config {config.get('name')!r} lacks a field training needs", field="config"
+            ) from None
         return None
 
 
@@ -80,8 +86,10 @@ def compatibility_problems(configs: list[dict[str, Any]], fingerprints: list[str
         known = [(c, v) for c, v in zip(configs, values) if v is not None]
         groups = _groups([c for c, _ in known], [v for _, v in known])
         if len(groups) > 1:
-            parts = [f"{', '.join(names)} {'use' if len(names) > 1 else 'uses'} {show(key)}"
-                     for key, names in groups.items()]
+            parts = [
+                f"{', '.join(names)} {'use' if len(names) > 1 else 'uses'} {show(key)}"
+                for key, names in groups.items()
+            ]
             problems.append({"field": "base_models", "message": f"{label} differs: {'; '.join(parts)}"})
 
     differ("task", [c.get("task") for c in configs])
@@ -95,33 +103,44 @@ def compatibility_problems(configs: list[dict[str, Any]], fingerprints: list[str
         # one file, different rows: naming the path twice would say nothing
         groups = _groups([c for c, _ in known], [f for _, f in known])
         parts = [", ".join(names) for names in groups.values()]
-        problems.append({"field": "base_models", "message": (
-            f"training data differs: all read {csvs[known[0][0]['name']]}, but different rows were dropped for "
-            f"missing values (their features differ), so {' | '.join(parts)} were trained on different rows")})
+        problems.append(
+            {
+                "field": "base_models",
+                "message": (
+                    f"training data differs: all read {csvs[known[0][0]['name']]}, but different rows were dropped for "
+                    f"missing values (their features differ), so {' | '.join(parts)} were trained on different rows"
+                ),
+            }
+        )
         return problems
 
     def show_fp(fp: str) -> str:
         names = [c["name"] for c, f in zip(configs, fingerprints) if f == fp]
         return f"data {fp[:12]}... ({csvs[names[0]]})"
+
     differ("training data", fingerprints, show_fp)
     return problems
 
 
-def check_compatible(configs: list[dict[str, Any]], fingerprints: list[str | None],
-                     request: "EnsembleRequest | None" = None) -> None:
+def check_compatible(
+    configs: list[dict[str, Any]], fingerprints: list[str | None], request: "EnsembleRequest | None" = None
+) -> None:
     """IncompatibleBaseModelsError listing every difference (and option that does not fit the task)."""
     problems = compatibility_problems(configs, fingerprints)
     tasks = {c.get("task") for c in configs}
     if request is not None and len(tasks) == 1:
-        problems += check_options(tasks.pop(), request.meta_model, request.stack_method, request.passthrough,
-                                  request.meta_params or None)
+        problems += check_options(
+            tasks.pop(), request.meta_model, request.stack_method, request.passthrough, request.meta_params or None
+        )
     if problems:
         raise IncompatibleBaseModelsError(
             "base models cannot be stacked together: " + " | ".join(p["message"] for p in problems),
-            errors=problems)
+            errors=problems,
+        )
 
 
 # --------------------------------------------------------------- options
+
 
 @dataclass
 class EnsembleRequest:
@@ -136,13 +155,25 @@ class EnsembleRequest:
     description: str
 
 
-def check_request(name: Any, base_models: Any, meta_model: Any, passthrough: Any, stack_method: Any,
-                  meta_params: Any = None, description: Any = "") -> EnsembleRequest:
+def check_request(
+    name: Any,
+    base_models: Any,
+    meta_model: Any,
+    passthrough: Any,
+    stack_method: Any,
+    meta_params: Any = None,
+    description: Any = "",
+) -> EnsembleRequest:
     """Check every parameter that can be checked without the database; all problems at once."""
     errors: list[dict[str, str]] = []
     if not isinstance(name, str) or not NAME_RE.match(name):
-        errors.append({"field": "name", "message": f"name must be 1-100 characters: letters, digits, '_', '-' or "
-                                                   f"'.', starting with a letter or digit; got {name!r}"})
+        errors.append(
+            {
+                "field": "name",
+                "message": f"name must be 1-100 characters: letters, digits, '_', '-' or "
+                f"'.', starting with a letter or digit; got {name!r}",
+            }
+        )
     if isinstance(base_models, (list, tuple)) and len(base_models) < 2:  # none or one: the same answer
         errors.append({"field": "base_models", "message": "an ensemble needs at least two base models"})
     else:
@@ -152,23 +183,33 @@ def check_request(name: Any, base_models: Any, meta_model: Any, passthrough: Any
             errors.extend(exc.errors)
     # meta_model validity depends on the task; checked for any task here, per task once configs are known
     if not isinstance(meta_model, str) or not any(
-            not check_options(t, meta_model, "auto", False) for t in ("classification", "regression")):
-        errors.append({"field": "meta_model", "message": f"unknown meta_model {meta_model!r}; choose from: "
-                                                         "gradient_boosting, linear_regression (regression), "
-                                                         "logistic_regression (classification), random_forest, "
-                                                         "ridge"})
+        not check_options(t, meta_model, "auto", False) for t in ("classification", "regression")
+    ):
+        errors.append(
+            {
+                "field": "meta_model",
+                "message": f"unknown meta_model {meta_model!r}; choose from: "
+                "gradient_boosting, linear_regression (regression), "
+                "logistic_regression (classification), random_forest, "
+                "ridge",
+            }
+        )
     for problem in check_options("classification", "logistic_regression", stack_method, passthrough):
         errors.append(problem)
     if meta_params is not None and not isinstance(meta_params, dict):
-        errors.append({"field": "meta_params", "message": "meta_params must be a mapping of parameter names to values"})
+        errors.append(
+            {"field": "meta_params", "message": "meta_params must be a mapping of parameter names to values"}
+        )
     if not isinstance(description, str):
         errors.append({"field": "description", "message": "description must be text"})
     if errors:
-        raise ValidationError("invalid ensemble request: " + "; ".join(f"{e['field']}: {e['message']}"
-                                                                       for e in errors), errors=errors)
-    return EnsembleRequest(name, base_models, meta_model, passthrough, stack_method, dict(meta_params or {}),
-                           description)
+        raise ValidationError(
+            "invalid ensemble request: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+            errors=errors,
+        )
+    return EnsembleRequest(
+        name, base_models, meta_model, passthrough, stack_method, dict(meta_params or {}), description
+    )
 
 
 # --------------------------------------------------------------- building
-

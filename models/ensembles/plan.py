@@ -4,6 +4,7 @@ Judged from the config documents alone (nothing is read or unpickled): a config 
 one whose artifacts came from the earlier system without checksums (never adopted), or one trained before
 out-of-fold predictions were kept. Files that fail verification are found only when they are read.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -38,8 +39,15 @@ def retrain_plan(database: Database, configs: list[dict[str, Any]]) -> list[dict
         if reason is None:
             continue
         estimate = estimate_training(database, config)
-        plan.append({"name": config["name"], "reason": reason, "estimate": estimate.to_dict(),
-                     "estimate_text": estimate.text(), "text": f"{config['name']} ({reason}): {estimate.text()}"})
+        plan.append(
+            {
+                "name": config["name"],
+                "reason": reason,
+                "estimate": estimate.to_dict(),
+                "estimate_text": estimate.text(),
+                "text": f"{config['name']} ({reason}): {estimate.text()}",
+            }
+        )
     return plan
 
 

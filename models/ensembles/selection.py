@@ -15,6 +15,7 @@ a meta-model over the top candidates.
 Layout of the predictions: for classification ``P`` is ``(m, n, k)`` probabilities (classes in
 sorted order) and ``y`` holds class positions ``0..k-1``; for regression ``P`` is ``(m, n)``.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,10 @@ def check_metric(task: str, metric: Any) -> str:
         return DEFAULT_METRIC[task]
     allowed = SELECTION_METRICS[task]
     if metric not in allowed:
-        raise ValidationError(f"metric {metric!r} cannot drive selection for {task}; choose from: "
-                              f"{', '.join(allowed)}", field="metric")
+        raise ValidationError(
+            f"metric {metric!r} cannot drive selection for {task}; choose from: {', '.join(allowed)}",
+            field="metric",
+        )
     return str(metric)
 
 
@@ -56,8 +59,9 @@ def check_size(size: Any) -> int:
     if size is None:
         return DEFAULT_SIZE
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
-        raise ValidationError(f"size must be a whole number from 1 to {MAX_SIZE} (selection steps); got {size!r}",
-                              field="size")
+        raise ValidationError(
+            f"size must be a whole number from 1 to {MAX_SIZE} (selection steps); got {size!r}", field="size"
+        )
     return size
 
 
@@ -74,6 +78,7 @@ def better(metric: str, a: float, b: float) -> bool:
 
 # ------------------------------------------------------------------ scores
 
+
 def score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
     """One prediction's score (probabilities ``(n, k)`` and class positions, or regression values)."""
     pred = np.asarray(pred, dtype=float)
@@ -89,8 +94,9 @@ def score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
     if metric == "roc_auc":
         if pred.shape[1] == 2:
             return float(skm.roc_auc_score(y == 1, pred[:, 1]))
-        return float(skm.roc_auc_score(y, pred, multi_class="ovr", average="weighted",
-                                       labels=np.arange(pred.shape[1])))
+        return float(
+            skm.roc_auc_score(y, pred, multi_class="ovr", average="weighted", labels=np.arange(pred.shape[1]))
+        )
     y = np.asarray(y, dtype=float)
     if metric == "rmse":
         return float(np.sqrt(np.mean((pred - y) ** 2)))
@@ -199,7 +205,7 @@ class Selection:
     def chosen(self) -> list[int]:
         """Candidate positions with a non-zero weight, in order of first selection."""
         seen: list[int] = []
-        for step in self.steps[:self.best_step]:
+        for step in self.steps[: self.best_step]:
             if step["index"] not in seen:
                 seen.append(step["index"])
         return seen
@@ -219,8 +225,15 @@ def single_scores(metric: str, P: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array([score(metric, y, p) for p in P])
 
 
-def greedy_select(P: np.ndarray, y: np.ndarray, metric: str, size: int = DEFAULT_SIZE, *,
-                  rows: np.ndarray | None = None, with_singles: bool = True) -> Selection:
+def greedy_select(
+    P: np.ndarray,
+    y: np.ndarray,
+    metric: str,
+    size: int = DEFAULT_SIZE,
+    *,
+    rows: np.ndarray | None = None,
+    with_singles: bool = True,
+) -> Selection:
     """Forward selection with replacement for ``size`` steps on ``rows`` (a boolean mask; all rows when None);
     keeps the best prefix (the first best on ties)."""
     P = np.asarray(P, dtype=float)
@@ -261,8 +274,9 @@ def weighted_average(P: np.ndarray, weights: np.ndarray) -> np.ndarray:
 def _folds(fold_ids: np.ndarray) -> list[int]:
     folds = sorted(int(f) for f in np.unique(fold_ids))
     if len(folds) < 2 or folds[0] < 0:
-        raise ValidationError("nested scoring needs the stored fold of every training row (at least two folds)",
-                              field="fold_ids")
+        raise ValidationError(
+            "nested scoring needs the stored fold of every training row (at least two folds)", field="fold_ids"
+        )
     return folds
 
 
@@ -279,8 +293,9 @@ class Nested:
     single_pred: np.ndarray | None = None
 
 
-def nested_greedy(P: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, metric: str,
-                  size: int = DEFAULT_SIZE) -> Nested:
+def nested_greedy(
+    P: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, metric: str, size: int = DEFAULT_SIZE
+) -> Nested:
     """For each stored fold: select on the other folds' rows, predict this fold's rows with those weights.
 
     The folds run on a thread each (up to the core count): the selection's work is numpy calls that
@@ -301,14 +316,27 @@ def nested_greedy(P: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, metric: st
             held = ~inside
             pred[held] = weighted_average(P[:, held], sel.weights)
             single_pred[held] = P[sel.steps[0]["index"], held]
-            per_fold.append({"fold": k, "rows": int(held.sum()), "selected_on": int(inside.sum()),
-                             "score": score(metric, y[held], pred[held]),
-                             "weights": {int(i): float(w) for i, w in enumerate(sel.weights) if w > 0}})
+            per_fold.append(
+                {
+                    "fold": k,
+                    "rows": int(held.sum()),
+                    "selected_on": int(inside.sum()),
+                    "score": score(metric, y[held], pred[held]),
+                    "weights": {int(i): float(w) for i, w in enumerate(sel.weights) if w > 0},
+                }
+            )
     return Nested(pred, per_fold, single_pred)
 
 
-def stack_predict(task: str, meta_model: str, P_fit: np.ndarray, y_fit: np.ndarray, P_out: np.ndarray,
-                  n_classes: int, random_state: int | None) -> np.ndarray:
+def stack_predict(
+    task: str,
+    meta_model: str,
+    P_fit: np.ndarray,
+    y_fit: np.ndarray,
+    P_out: np.ndarray,
+    n_classes: int,
+    random_state: int | None,
+) -> np.ndarray:
     """A meta-model fitted on ``P_fit`` (stacking layout, as :mod:`models.ensembles.stacking`) predicting ``P_out``."""
     method = "predict_proba" if task == "classification" else "predict"
     X_fit = meta_features(list(P_fit), task, method, n_classes)
@@ -323,8 +351,15 @@ def stack_predict(task: str, meta_model: str, P_fit: np.ndarray, y_fit: np.ndarr
     return meta.predict(X_out)
 
 
-def nested_stack(task: str, meta_model: str, P: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, metric: str,
-                 random_state: int | None = None) -> Nested:
+def nested_stack(
+    task: str,
+    meta_model: str,
+    P: np.ndarray,
+    y: np.ndarray,
+    fold_ids: np.ndarray,
+    metric: str,
+    random_state: int | None = None,
+) -> Nested:
     """For each stored fold: fit the meta-model on the other folds' rows, predict this fold's rows."""
     P = np.asarray(P, dtype=float)
     n_classes = P.shape[2] if P.ndim == 3 else 0
@@ -333,8 +368,14 @@ def nested_stack(task: str, meta_model: str, P: np.ndarray, y: np.ndarray, fold_
     for k in _folds(fold_ids):
         inside, held = fold_ids != k, fold_ids == k
         pred[held] = stack_predict(task, meta_model, P[:, inside], y[inside], P[:, held], n_classes, random_state)
-        per_fold.append({"fold": k, "rows": int(held.sum()), "selected_on": int(inside.sum()),
-                         "score": score(metric, y[held], pred[held])})
+        per_fold.append(
+            {
+                "fold": k,
+                "rows": int(held.sum()),
+                "selected_on": int(inside.sum()),
+                "score": score(metric, y[held], pred[held]),
+            }
+        )
     return Nested(pred, per_fold)
 
 
@@ -345,6 +386,7 @@ def top_candidates(single: np.ndarray, metric: str, n: int) -> list[int]:
 
 
 # ----------------------------------------------------------- prediction
+
 
 class WeightedAverage:
     """The "meta-model" of a weighted ensemble: fixed weights over the base models, nothing fitted.
@@ -368,7 +410,7 @@ class WeightedAverage:
         m = len(self.weights)
         if self.task == "regression" or self.n_classes == 2:
             return X[:, :m] @ self.weights
-        blocks = X[:, :m * self.n_classes].reshape(len(X), m, self.n_classes)
+        blocks = X[:, : m * self.n_classes].reshape(len(X), m, self.n_classes)
         return np.einsum("nmk,m->nk", blocks, self.weights)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ why the others cannot be picked. ``create`` checks the request up front (bad
 input is refused before a job exists), then runs
 :func:`models.ensembles.create_ensemble` as a job keyed ``ensemble:<name>``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,12 @@ from models.training.metrics import higher_is_better
 ENSEMBLE_KIND = "ensemble"
 REQUEST_FIELDS = ("name", "base_models", "meta_model", "passthrough", "stack_method", "meta_params", "description")
 # What stacked models must share, in the order a difference is reported.
-SIGNATURE = (("task", "different task"), ("target", "different target"),
-             ("data", "different training data"), ("folds", "different fold split"))
+SIGNATURE = (
+    ("task", "different task"),
+    ("target", "different target"),
+    ("data", "different training data"),
+    ("folds", "different fold split"),
+)
 
 
 def ensemble_key(name: str) -> str:
@@ -64,8 +69,12 @@ class Candidate:
 
 def _signature(config: dict[str, Any], fingerprint: str | None) -> dict[str, str]:
     spec = config_fold_spec(config)
-    return {"task": str(config.get("task")), "target": str(config.get("target")),
-            "data": str(fingerprint), "folds": json.dumps(spec, sort_keys=True, default=str)}
+    return {
+        "task": str(config.get("task")),
+        "target": str(config.get("target")),
+        "data": str(fingerprint),
+        "folds": json.dumps(spec, sort_keys=True, default=str),
+    }
 
 
 def _group_id(signature: dict[str, str]) -> str:
@@ -82,8 +91,10 @@ def _difference(a: dict[str, str], b: dict[str, str]) -> str:
 def _group_label(config: dict[str, Any], fingerprint: str) -> str:
     spec = config_fold_spec(config)
     fp = fingerprint[:10]
-    return (f"{config.get('task')} · target {config.get('target')} · data {fp}… · "
-            f"{spec.get('n_splits')}-fold, seed {spec.get('random_state')}")
+    return (
+        f"{config.get('task')} · target {config.get('target')} · data {fp}… · "
+        f"{spec.get('n_splits')}-fold, seed {spec.get('random_state')}"
+    )
 
 
 def candidates(database: Database, first: str | None = None) -> dict[str, Any]:
@@ -122,8 +133,7 @@ def candidates(database: Database, first: str | None = None) -> dict[str, Any]:
             signatures.setdefault(cand.group, sig)
             labels.setdefault(cand.group, _group_label(config, fingerprint))
         out.append(cand)
-    reasons = {g: {h: _difference(signatures[g], signatures[h]) for h in signatures if h != g}
-               for g in signatures}
+    reasons = {g: {h: _difference(signatures[g], signatures[h]) for h in signatures if h != g} for g in signatures}
     anchor = next((c for c in out if c.name == first and c.group), None) if first else None
     sizes = {g: sum(1 for c in out if c.group == g) for g in signatures}
     for cand in out:
@@ -145,11 +155,18 @@ def check_create(database: Database, body: dict[str, Any]) -> tuple[EnsembleRequ
     """
     unknown = sorted(set(body) - set(REQUEST_FIELDS))
     if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(REQUEST_FIELDS)}",
-                              field=unknown[0])
-    request = check_request(body.get("name"), body.get("base_models"), body.get("meta_model", "logistic_regression"),
-                            body.get("passthrough", False), body.get("stack_method", "auto"),
-                            body.get("meta_params"), body.get("description", ""))
+        raise ValidationError(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(REQUEST_FIELDS)}", field=unknown[0]
+        )
+    request = check_request(
+        body.get("name"),
+        body.get("base_models"),
+        body.get("meta_model", "logistic_regression"),
+        body.get("passthrough", False),
+        body.get("stack_method", "auto"),
+        body.get("meta_params"),
+        body.get("description", ""),
+    )
     if database.ensembles.find_one({"name": request.name}, {"_id": 1}):
         raise ensemble_exists(request.name)
     configs = fetch_configs(database, request.base_models)
@@ -159,24 +176,58 @@ def check_create(database: Database, body: dict[str, Any]) -> tuple[EnsembleRequ
 
 def ensemble_summary(record: dict[str, Any]) -> dict[str, Any]:
     """A JSON-safe summary of a created ensemble for a job's result."""
-    return to_json({"name": record["name"], "run_id": record.get("run_id"), "metrics": record.get("metrics"),
-                    "seconds": record.get("seconds"), "retrained": record.get("retrained"),
-                    "base_models": [{k: b.get(k) for k in ("name", "run_id", "source", "reason", "seconds")}
-                                    for b in record.get("base_models") or []]}) or {}
+    return (
+        to_json(
+            {
+                "name": record["name"],
+                "run_id": record.get("run_id"),
+                "metrics": record.get("metrics"),
+                "seconds": record.get("seconds"),
+                "retrained": record.get("retrained"),
+                "base_models": [
+                    {k: b.get(k) for k in ("name", "run_id", "source", "reason", "seconds")}
+                    for b in record.get("base_models") or []
+                ],
+            }
+        )
+        or {}
+    )
 
 
-def run_ensemble(database: Database, progress: Progress, *, name: str, base_models: list[str], meta_model: str,
-                 passthrough: bool, stack_method: str, meta_params: dict[str, Any] | None,
-                 description: str) -> dict[str, Any]:
+def run_ensemble(
+    database: Database,
+    progress: Progress,
+    *,
+    name: str,
+    base_models: list[str],
+    meta_model: str,
+    passthrough: bool,
+    stack_method: str,
+    meta_params: dict[str, Any] | None,
+    description: str,
+) -> dict[str, Any]:
     """An ensemble job's work (on a Dask worker: with the worker's own settings and database)."""
-    record = create_ensemble(database, name, base_models, meta_model, passthrough=passthrough,
-                             stack_method=stack_method, meta_params=meta_params, description=description,
-                             progress=progress)
+    record = create_ensemble(
+        database,
+        name,
+        base_models,
+        meta_model,
+        passthrough=passthrough,
+        stack_method=stack_method,
+        meta_params=meta_params,
+        description=description,
+        progress=progress,
+    )
     return ensemble_summary(record)
 
 
-def submit_ensemble(database: Database, body: dict[str, Any], *, runner: jobs.JobRunner | None = None,
-                    requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
+def submit_ensemble(
+    database: Database,
+    body: dict[str, Any],
+    *,
+    runner: jobs.JobRunner | None = None,
+    requested_by: str | None = None,
+) -> tuple[dict[str, Any], bool]:
     """Check the request (see :func:`check_create`) and queue the creation; returns ``(job, created)``.
 
     While a creation of the same name is queued or running, that job comes back with ``created=False``.
@@ -185,16 +236,38 @@ def submit_ensemble(database: Database, body: dict[str, Any], *, runner: jobs.Jo
     """
     request, configs = check_create(database, body)
     plan = retrain_plan(database, configs)
-    work = RemoteWork("models.ensembles.service:run_ensemble", {
-        "name": request.name, "base_models": [str(b) for b in request.base_models],
-        "meta_model": request.meta_model, "passthrough": request.passthrough, "stack_method": request.stack_method,
-        "meta_params": request.meta_params or None, "description": request.description}, database=database)
+    work = RemoteWork(
+        "models.ensembles.service:run_ensemble",
+        {
+            "name": request.name,
+            "base_models": [str(b) for b in request.base_models],
+            "meta_model": request.meta_model,
+            "passthrough": request.passthrough,
+            "stack_method": request.stack_method,
+            "meta_params": request.meta_params or None,
+            "description": request.description,
+        },
+        database=database,
+    )
 
-    params = {"name": request.name, "base_models": [str(b) for b in request.base_models],
-              "meta_model": request.meta_model, "passthrough": request.passthrough,
-              "train_first": plan, "train_first_summary": plan_summary(plan)}
-    return jobs.submit(database, runner, ENSEMBLE_KIND, ensemble_key(request.name), work, params=params,
-                       requested_by=requested_by, bounded=True)
+    params = {
+        "name": request.name,
+        "base_models": [str(b) for b in request.base_models],
+        "meta_model": request.meta_model,
+        "passthrough": request.passthrough,
+        "train_first": plan,
+        "train_first_summary": plan_summary(plan),
+    }
+    return jobs.submit(
+        database,
+        runner,
+        ENSEMBLE_KIND,
+        ensemble_key(request.name),
+        work,
+        params=params,
+        requested_by=requested_by,
+        bounded=True,
+    )
 
 
 def comparison_rows(ensemble: dict[str, Any]) -> dict[str, Any]:
@@ -207,8 +280,11 @@ def comparison_rows(ensemble: dict[str, Any]) -> dict[str, Any]:
     tables = [ensemble.get("metrics") or {}] + [b.get("metrics") or {} for b in bases]
     keys: list[str] = []
     for table in tables:
-        keys.extend(k for k, v in table.items() if k not in keys and isinstance(v, (int, float))
-                    and not isinstance(v, bool))
+        keys.extend(
+            k
+            for k, v in table.items()
+            if k not in keys and isinstance(v, (int, float)) and not isinstance(v, bool)
+        )
     rows = []
     for key in keys:
         values = [t.get(key) for t in tables]
@@ -217,8 +293,14 @@ def comparison_rows(ensemble: dict[str, Any]) -> dict[str, Any]:
         if len(numbers) > 1:
             target = (max if higher_is_better(key) else min)(v for _, v in numbers)
             best = [i for i, v in numbers if v == target]
-        rows.append({"metric": key, "values": values, "best": best,
-                     "direction": "higher" if higher_is_better(key) else "lower"})
+        rows.append(
+            {
+                "metric": key,
+                "values": values,
+                "best": best,
+                "direction": "higher" if higher_is_better(key) else "lower",
+            }
+        )
     return {"columns": columns, "rows": rows}
 
 
@@ -226,9 +308,13 @@ def ensemble_features(database: Database, ensemble: dict[str, Any]) -> list[str]
     """Every column a prediction with ``ensemble`` needs (its base runs' features, then passthrough ones),
     read from the run documents: nothing is loaded."""
     ids = list(ensemble.get("base_run_ids") or [])
-    runs = {r["run_id"]: r for r in database.runs.find({"run_id": {"$in": ids}}, {"run_id": 1, "config.features": 1})}
+    runs = {
+        r["run_id"]: r for r in database.runs.find({"run_id": {"$in": ids}}, {"run_id": 1, "config.features": 1})
+    }
     columns: list[str] = []
     for run_id in ids:
-        columns.extend(f for f in (runs.get(run_id) or {}).get("config", {}).get("features") or [] if f not in columns)
+        columns.extend(
+            f for f in (runs.get(run_id) or {}).get("config", {}).get("features") or [] if f not in columns
+        )
     columns.extend(f for f in ensemble.get("passthrough_features") or [] if f not in columns)
     return columns

@@ -10,6 +10,7 @@ encoded as ``0..k-1`` for the meta-model (as ``StackingClassifier`` does).
 So, on the same training rows and folds, the result equals a from-scratch
 ``Stacking*`` fit, without refitting any base model.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -64,28 +65,47 @@ def meta_model_names(task: str | None = None) -> list[str]:
     return sorted(META_MODELS[task])
 
 
-def check_options(task: str, meta_model: Any, stack_method: Any, passthrough: Any,
-                  meta_params: Any = None) -> list[dict[str, str]]:
+def check_options(
+    task: str, meta_model: Any, stack_method: Any, passthrough: Any, meta_params: Any = None
+) -> list[dict[str, str]]:
     """Every problem with the stacking options as ``{"field", "message"}``; empty when all are fine."""
     errors: list[dict[str, str]] = []
     allowed = META_MODELS.get(task, {})
     if not isinstance(meta_model, str) or meta_model not in allowed:
         hint = ""
         if task == "regression" and meta_model == "logistic_regression":
-            hint = " (logistic regression is a classifier; for a regression ensemble use ridge or linear_regression)"
-        errors.append({"field": "meta_model",
-                       "message": f"meta_model {meta_model!r} is not available for {task}{hint}; "
-                                  f"choose from: {', '.join(sorted(allowed))}"})
+            hint = (
+                " (logistic regression is a classifier; for a regression ensemble use ridge or linear_regression)"
+            )
+        errors.append(
+            {
+                "field": "meta_model",
+                "message": f"meta_model {meta_model!r} is not available for {task}{hint}; "
+                f"choose from: {', '.join(sorted(allowed))}",
+            }
+        )
     if stack_method not in STACK_METHODS:
-        errors.append({"field": "stack_method", "message": f"stack_method must be one of "
-                                                           f"{', '.join(STACK_METHODS)}; got {stack_method!r}"})
+        errors.append(
+            {
+                "field": "stack_method",
+                "message": f"stack_method must be one of {', '.join(STACK_METHODS)}; got {stack_method!r}",
+            }
+        )
     elif task == "regression" and stack_method == "predict_proba":
-        errors.append({"field": "stack_method", "message": "stack_method 'predict_proba' applies to "
-                                                           "classification only; use 'auto' or 'predict'"})
+        errors.append(
+            {
+                "field": "stack_method",
+                "message": "stack_method 'predict_proba' applies to classification only; use 'auto' or 'predict'",
+            }
+        )
     if not isinstance(passthrough, bool):
-        errors.append({"field": "passthrough", "message": f"passthrough must be true or false; got {passthrough!r}"})
+        errors.append(
+            {"field": "passthrough", "message": f"passthrough must be true or false; got {passthrough!r}"}
+        )
     if meta_params is not None and not isinstance(meta_params, dict):
-        errors.append({"field": "meta_params", "message": "meta_params must be a mapping of parameter names to values"})
+        errors.append(
+            {"field": "meta_params", "message": "meta_params must be a mapping of parameter names to values"}
+        )
     elif meta_params and not errors:
         cls, _ = allowed[meta_model]
         known = cls().get_params()
@@ -94,9 +114,13 @@ def check_options(task: str, meta_model: Any, stack_method: Any, passthrough: An
         if bounded:
             errors.append({"field": f"meta_params.{bounded[0][0]}", "message": bounded[0][1]})
         elif unknown:
-            errors.append({"field": f"meta_params.{unknown[0]}",
-                           "message": f"unknown parameter {unknown[0]!r} for meta_model {meta_model} "
-                                      f"({cls.__name__}); valid: {', '.join(sorted(known))}"})
+            errors.append(
+                {
+                    "field": f"meta_params.{unknown[0]}",
+                    "message": f"unknown parameter {unknown[0]!r} for meta_model {meta_model} "
+                    f"({cls.__name__}); valid: {', '.join(sorted(known))}",
+                }
+            )
         else:
             try:
                 cls(**meta_params)._validate_params()
@@ -105,8 +129,9 @@ def check_options(task: str, meta_model: Any, stack_method: Any, passthrough: An
     return errors
 
 
-def make_meta_model(task: str, meta_model: str, random_state: int | None = None,
-                    params: dict[str, Any] | None = None) -> BaseEstimator:
+def make_meta_model(
+    task: str, meta_model: str, random_state: int | None = None, params: dict[str, Any] | None = None
+) -> BaseEstimator:
     """A fresh, unfitted meta-model (the same object a from-scratch ``Stacking*`` would get)."""
     problems = check_options(task, meta_model, "auto", False, params)
     if problems:
@@ -141,8 +166,9 @@ def prediction_block(pred: np.ndarray, task: str, method: str, n_classes: int) -
     return pred[:, 1:] if n_classes == 2 else pred
 
 
-def meta_features(preds: list[np.ndarray], task: str, method: str, n_classes: int,
-                  passthrough_X: np.ndarray | None = None) -> np.ndarray:
+def meta_features(
+    preds: list[np.ndarray], task: str, method: str, n_classes: int, passthrough_X: np.ndarray | None = None
+) -> np.ndarray:
     """Base-model blocks side by side, then the raw features when ``passthrough``."""
     blocks = [prediction_block(p, task, method, n_classes) for p in preds]
     if passthrough_X is not None:
@@ -159,22 +185,27 @@ def encode_labels(y: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return idx
 
 
-def label_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
-                  classes: np.ndarray) -> dict[str, Any]:
+def label_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, classes: np.ndarray
+) -> dict[str, Any]:
     """Classification metrics; without probabilities only the label-based ones."""
     if proba is not None:
         return classification_metrics(y_true, y_pred, proba, classes)
     from sklearn import metrics as skm
-    return {"accuracy": float(skm.accuracy_score(y_true, y_pred)),
-            "precision": float(skm.precision_score(y_true, y_pred, average="weighted", zero_division=0)),
-            "recall": float(skm.recall_score(y_true, y_pred, average="weighted", zero_division=0)),
-            "f1": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-            "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
-            "labels": [c.item() if hasattr(c, "item") else c for c in classes]}
+
+    return {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "precision": float(skm.precision_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "recall": float(skm.recall_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "f1": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
+        "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
+        "labels": [c.item() if hasattr(c, "item") else c for c in classes],
+    }
 
 
-def stored_prediction_metrics(task: str, y_true: np.ndarray, pred: np.ndarray,
-                              classes: np.ndarray | None) -> dict[str, Any]:
+def stored_prediction_metrics(
+    task: str, y_true: np.ndarray, pred: np.ndarray, classes: np.ndarray | None
+) -> dict[str, Any]:
     """Metrics of a base model from its stored held-out predictions."""
     if task == "regression":
         return regression_metrics(y_true, pred)
@@ -194,11 +225,21 @@ class MetaFit:
     n_meta_features: int
 
 
-def fit_meta_model(task: str, meta_model: str, stack_method: str, *, oof: list[np.ndarray],
-                   test_pred: list[np.ndarray], y_train: np.ndarray, y_test: np.ndarray,
-                   classes: np.ndarray | None, passthrough_train: np.ndarray | None = None,
-                   passthrough_test: np.ndarray | None = None, random_state: int | None = None,
-                   params: dict[str, Any] | None = None) -> MetaFit:
+def fit_meta_model(
+    task: str,
+    meta_model: str,
+    stack_method: str,
+    *,
+    oof: list[np.ndarray],
+    test_pred: list[np.ndarray],
+    y_train: np.ndarray,
+    y_test: np.ndarray,
+    classes: np.ndarray | None,
+    passthrough_train: np.ndarray | None = None,
+    passthrough_test: np.ndarray | None = None,
+    random_state: int | None = None,
+    params: dict[str, Any] | None = None,
+) -> MetaFit:
     """Fit the meta-model on out-of-fold predictions and score it and every base on the held-out rows."""
     method = resolve_stack_method(task, stack_method)
     n_classes = 0 if classes is None else len(classes)
@@ -217,8 +258,15 @@ def fit_meta_model(task: str, meta_model: str, stack_method: str, *, oof: list[n
             meta.fit(X_meta, np.asarray(y_train, dtype=float))
             metrics = regression_metrics(y_test, meta.predict(X_meta_test))
     base_metrics = [stored_prediction_metrics(task, y_test, p, classes) for p in test_pred]
-    return MetaFit(model=meta, task=task, stack_method=method, classes=classes, metrics=metrics,
-                   base_metrics=base_metrics, n_meta_features=int(X_meta.shape[1]))
+    return MetaFit(
+        model=meta,
+        task=task,
+        stack_method=method,
+        classes=classes,
+        metrics=metrics,
+        base_metrics=base_metrics,
+        n_meta_features=int(X_meta.shape[1]),
+    )
 
 
 @dataclass
@@ -254,8 +302,9 @@ class StackedEnsemble:
         preds = [b.predict_proba(frame) if self.task == "classification" else b.predict(frame) for b in self.bases]
         extra = feature_matrix(frame, self.passthrough_features) if self.passthrough_features else None
         meta = meta_features(preds, self.task, self.stack_method, n_classes, extra)
-        return check_finite(meta, [f"meta-feature {i}" for i in range(meta.shape[1])],
-                            "the base models' outputs are not numbers")
+        return check_finite(
+            meta, [f"meta-feature {i}" for i in range(meta.shape[1])], "the base models' outputs are not numbers"
+        )
 
     def predict(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
         return self.outputs(frame, with_proba=False)[0]
@@ -272,11 +321,15 @@ class StackedEnsemble:
 
     def predict_proba(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
         if self.task != "classification":
-            raise ValidationError(f"ensemble {self.name!r} is a regressor; predict_proba applies to "
-                                  "classifiers only", field="task")
+            raise ValidationError(
+                f"ensemble {self.name!r} is a regressor; predict_proba applies to classifiers only", field="task"
+            )
         if not hasattr(self.meta_model, "predict_proba"):
-            raise ValidationError(f"ensemble {self.name!r} uses a meta-model without probabilities "
-                                  f"({type(self.meta_model).__name__}); use predict", field="meta_model")
+            raise ValidationError(
+                f"ensemble {self.name!r} uses a meta-model without probabilities "
+                f"({type(self.meta_model).__name__}); use predict",
+                field="meta_model",
+            )
         return self.meta_model.predict_proba(self.transform(frame))
 
     @property

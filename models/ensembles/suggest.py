@@ -14,6 +14,7 @@ The honest score is nested over the stored folds (select inside the training fol
 held-out fold) and is reported beside the best single candidate's score on the same rows. The
 ensemble's metrics on the run's held-out test rows are recorded as for any ensemble.
 """
+
 from __future__ import annotations
 
 import logging
@@ -70,8 +71,17 @@ from models.training.train import environment_versions, make_splitter, new_run_i
 log = logging.getLogger(__name__)
 
 SUGGEST_KIND = "ensemble_suggest"
-SUGGEST_FIELDS = ("name", "from", "all_compatible", "metric", "size", "method", "meta_model", "stack_top",
-                  "description")
+SUGGEST_FIELDS = (
+    "name",
+    "from",
+    "all_compatible",
+    "metric",
+    "size",
+    "method",
+    "meta_model",
+    "stack_top",
+    "description",
+)
 DEFAULT_STACK_TOP = 5
 DEFAULT_META = {"classification": "logistic_regression", "regression": "ridge"}
 
@@ -91,17 +101,31 @@ class SuggestRequest:
     description: str
 
 
-def check_suggest(name: Any, from_configs: Any = None, all_compatible: Any = False, metric: Any = None,
-                  size: Any = None, method: Any = "greedy", meta_model: Any = None, stack_top: Any = None,
-                  description: Any = "") -> SuggestRequest:
+def check_suggest(
+    name: Any,
+    from_configs: Any = None,
+    all_compatible: Any = False,
+    metric: Any = None,
+    size: Any = None,
+    method: Any = "greedy",
+    meta_model: Any = None,
+    stack_top: Any = None,
+    description: Any = "",
+) -> SuggestRequest:
     """Every check that needs no database; a ValidationError listing every problem."""
     errors: list[dict[str, str]] = []
     if not isinstance(name, str) or not NAME_RE.match(name):
-        errors.append({"field": "name", "message": f"name must be 1-100 characters: letters, digits, '_', '-' or "
-                                                   f"'.', starting with a letter or digit; got {name!r}"})
+        errors.append(
+            {
+                "field": "name",
+                "message": f"name must be 1-100 characters: letters, digits, '_', '-' or "
+                f"'.', starting with a letter or digit; got {name!r}",
+            }
+        )
     if not isinstance(all_compatible, bool):
-        errors.append({"field": "all_compatible", "message": f"all_compatible must be true or false; "
-                                                             f"got {all_compatible!r}"})
+        errors.append(
+            {"field": "all_compatible", "message": f"all_compatible must be true or false; got {all_compatible!r}"}
+        )
     names: list[Any] = []
     if from_configs not in (None, [], ()):
         try:
@@ -109,43 +133,72 @@ def check_suggest(name: Any, from_configs: Any = None, all_compatible: Any = Fal
         except ValidationError as exc:
             errors.extend(exc.errors)
     if not names and all_compatible is False:
-        errors.append({"field": "from", "message": "name the candidate configs (from) or ask for all compatible "
-                                                   "trained configs (all_compatible)"})
+        errors.append(
+            {
+                "field": "from",
+                "message": "name the candidate configs (from) or ask for all compatible "
+                "trained configs (all_compatible)",
+            }
+        )
     elif len(names) == 1 and all_compatible is False:
-        errors.append({"field": "from", "message": "a suggestion needs at least two candidates; name more configs "
-                                                   "or add all_compatible"})
+        errors.append(
+            {
+                "field": "from",
+                "message": "a suggestion needs at least two candidates; name more configs or add all_compatible",
+            }
+        )
     if metric is not None and not any(metric in SELECTION_METRICS[t] for t in SELECTION_METRICS):
-        errors.append({"field": "metric", "message": f"unknown metric {metric!r}; choose from: log_loss, brier, "
-                                                     "accuracy, roc_auc (classification), rmse, mae, r2 (regression)"})
+        errors.append(
+            {
+                "field": "metric",
+                "message": f"unknown metric {metric!r}; choose from: log_loss, brier, "
+                "accuracy, roc_auc (classification), rmse, mae, r2 (regression)",
+            }
+        )
     for check, value in ((check_size, size), (check_method, method)):
         try:
             check(value)
         except ValidationError as exc:
             errors.extend(exc.errors)
     if stack_top is not None and (isinstance(stack_top, bool) or not isinstance(stack_top, int) or stack_top < 2):
-        errors.append({"field": "stack_top", "message": f"stack_top must be a whole number of at least 2; "
-                                                        f"got {stack_top!r}"})
-    if meta_model is not None and (not isinstance(meta_model, str) or all(
-            check_options(t, meta_model, "auto", False) for t in ("classification", "regression"))):
+        errors.append(
+            {"field": "stack_top", "message": f"stack_top must be a whole number of at least 2; got {stack_top!r}"}
+        )
+    if meta_model is not None and (
+        not isinstance(meta_model, str)
+        or all(check_options(t, meta_model, "auto", False) for t in ("classification", "regression"))
+    ):
         errors.append({"field": "meta_model", "message": f"unknown meta_model {meta_model!r}"})
     if not isinstance(description, str):
         errors.append({"field": "description", "message": "description must be text"})
     if errors:
-        raise ValidationError("invalid suggestion: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-                              errors=errors)
-    return SuggestRequest(name, names, all_compatible, metric, check_size(size), method, meta_model,
-                          stack_top or DEFAULT_STACK_TOP, description)
+        raise ValidationError(
+            "invalid suggestion: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
+        )
+    return SuggestRequest(
+        name,
+        names,
+        all_compatible,
+        metric,
+        check_size(size),
+        method,
+        meta_model,
+        stack_top or DEFAULT_STACK_TOP,
+        description,
+    )
 
 
 # ------------------------------------------------------------ candidates
+
 
 def candidate_configs(database: Database, request: SuggestRequest) -> list[dict[str, Any]]:
     """The candidate config documents: ``from`` (checked compatible), plus their whole group with ``all_compatible``."""
     chosen = fetch_configs(database, request.from_configs) if request.from_configs else []
     untrained = [c["name"] for c in chosen if not c.get("run_id")]
     if untrained:
-        raise ValidationError(f"config(s) {', '.join(untrained)} have never been trained; train them first",
-                              field="from")
+        raise ValidationError(
+            f"config(s) {', '.join(untrained)} have never been trained; train them first", field="from"
+        )
     if chosen:
         check_compatible(chosen, [config_fingerprint(c, database.settings) for c in chosen])
     if not request.all_compatible:
@@ -154,46 +207,83 @@ def candidate_configs(database: Database, request: SuggestRequest) -> list[dict[
     if chosen:
         group = next(c.group for c in found["candidates"] if c.name == chosen[0]["name"])
         if group is None:
-            raise ValidationError(f"config {chosen[0]['name']!r} has no stored out-of-fold predictions; retrain it",
-                                  field="from")
+            raise ValidationError(
+                f"config {chosen[0]['name']!r} has no stored out-of-fold predictions; retrain it", field="from"
+            )
     else:
         groups: dict[str, list[str]] = {}
         for cand in found["candidates"]:
             if cand.selectable and cand.group:
                 groups.setdefault(cand.group, []).append(cand.name)
         if not groups:
-            raise ValidationError("no two trained configs share task, target, training data and folds; train more "
-                                  "configs (e.g. a sweep) first", field="all_compatible")
+            raise ValidationError(
+                "no two trained configs share task, target, training data and folds; train more "
+                "configs (e.g. a sweep) first",
+                field="all_compatible",
+            )
         if len(groups) > 1:
             listing = "; ".join(f"{found['groups'][g]}: {', '.join(n)}" for g, n in groups.items())
-            raise ValidationError(f"trained configs form {len(groups)} compatible groups; name one config with "
-                                  f"from to pick a group ({listing})", field="from")
+            raise ValidationError(
+                f"trained configs form {len(groups)} compatible groups; name one config with "
+                f"from to pick a group ({listing})",
+                field="from",
+            )
         group = next(iter(groups))
     names = [c["name"] for c in chosen]
     extra = [c.config for c in found["candidates"] if c.group == group and c.name not in names]
     return chosen + extra
 
 
-def load_library(database: Database, configs: list[dict[str, Any]], explicit: set[str], *,
-                 store: ArtifactStore, cache: ModelCache | None, progress: Progress
-                 ) -> tuple[list[BaseModelResult], list[dict[str, str]]]:
+def load_library(
+    database: Database,
+    configs: list[dict[str, Any]],
+    explicit: set[str],
+    *,
+    store: ArtifactStore,
+    cache: ModelCache | None,
+    progress: Progress,
+) -> tuple[list[BaseModelResult], list[dict[str, str]]]:
     """OOF predictions of every candidate: named ones like any base model (retrained if they must be);
     the group's others only from the cache or verified artifacts (skipped, with the reason, otherwise)."""
     named = [c for c in configs if c["name"] in explicit]
-    results = load_base_models(database, [c["_id"] for c in named], store=store, cache=cache, need_oof=True,
-                               progress=scaled(progress, 0.0, 0.5), load_model_object=False) if named else []
+    results = (
+        load_base_models(
+            database,
+            [c["_id"] for c in named],
+            store=store,
+            cache=cache,
+            need_oof=True,
+            progress=scaled(progress, 0.0, 0.5),
+            load_model_object=False,
+        )
+        if named
+        else []
+    )
     skipped: list[dict[str, str]] = []
     others = [c for c in configs if c["name"] not in explicit]
     for i, config in enumerate(others):
         t0 = time.perf_counter()
         try:
-            model, source, oof = fast_load(database.settings, config, store=store, cache=cache, need_oof=True,
-                                           load_model_object=False)
+            model, source, oof = fast_load(
+                database.settings, config, store=store, cache=cache, need_oof=True, load_model_object=False
+            )
         except ArtifactError as exc:
-            skipped.append({"name": config["name"], "reason": exc.reason or "artifact_error", "message": exc.message})
+            skipped.append(
+                {"name": config["name"], "reason": exc.reason or "artifact_error", "message": exc.message}
+            )
             continue
-        results.append(BaseModelResult(config["name"], config["_id"], config["run_id"], model, source,
-                                       time.perf_counter() - t0, config=config, oof=oof))
+        results.append(
+            BaseModelResult(
+                config["name"],
+                config["_id"],
+                config["run_id"],
+                model,
+                source,
+                time.perf_counter() - t0,
+                config=config,
+                oof=oof,
+            )
+        )
         progress(0.5 + 0.5 * (i + 1) / len(others), f"{config['name']}: {source}")
     return results, skipped
 
@@ -211,6 +301,7 @@ def stored_fold_ids(result: BaseModelResult, y_train: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------ selection
+
 
 @dataclass
 class Library:
@@ -252,18 +343,27 @@ def _round(x: float) -> float:
     return float(round(x, 6))
 
 
-def selection_report(lib: Library, metric: str, size: int, method: str, meta_model: str, stack_top: int,
-                     random_state: int | None) -> dict[str, Any]:
+def selection_report(
+    lib: Library, metric: str, size: int, method: str, meta_model: str, stack_top: int, random_state: int | None
+) -> dict[str, Any]:
     """Greedy (and/or stacked) selection with honest nested scores; which one is kept and why."""
     t0 = time.perf_counter()
     single = single_scores(metric, lib.P, lib.y)
     best = top_candidates(single, metric, 1)[0]
     report: dict[str, Any] = {
-        "metric": metric, "size": size, "method_requested": method, "rows": int(len(lib.y)),
+        "metric": metric,
+        "size": size,
+        "method_requested": method,
+        "rows": int(len(lib.y)),
         "folds": int(len(np.unique(lib.fold_ids))),
-        "candidates": sorted(({"name": n, "run_id": r.run_id, "model_type": r.config.get("model_type"),
-                               "score": _round(s)} for n, r, s in zip(lib.names, lib.results, single)),
-                             key=lambda c: c["score"], reverse=better(metric, 1.0, 0.0)),
+        "candidates": sorted(
+            (
+                {"name": n, "run_id": r.run_id, "model_type": r.config.get("model_type"), "score": _round(s)}
+                for n, r, s in zip(lib.names, lib.results, single)
+            ),
+            key=lambda c: c["score"],
+            reverse=better(metric, 1.0, 0.0),
+        ),
         "best_single": {"name": lib.names[best], "score": _round(single[best])},
     }
     honest: dict[str, Any] = {}
@@ -276,36 +376,53 @@ def selection_report(lib: Library, metric: str, size: int, method: str, meta_mod
         single_wins = better(metric, alone, selected)
         if single_wins:
             sel = sel.first_step_only()
-        honest["greedy"] = {"score": _round(alone if single_wins else selected), "selection_score": _round(selected),
-                            "single_score": _round(alone), "kept": "best single" if single_wins else "selection",
-                            "per_fold": [{k: v for k, v in f.items() if k != "weights"} for f in nested.per_fold]}
+        honest["greedy"] = {
+            "score": _round(alone if single_wins else selected),
+            "selection_score": _round(selected),
+            "single_score": _round(alone),
+            "kept": "best single" if single_wins else "selection",
+            "per_fold": [{k: v for k, v in f.items() if k != "weights"} for f in nested.per_fold],
+        }
         report["greedy"] = _greedy_summary(lib, sel)
     if method in ("stack", "both"):
         top = top_candidates(single, metric, min(stack_top, len(lib.results)))
         nested = nested_stack(lib.task, meta_model, lib.P[top], lib.y, lib.fold_ids, metric, random_state)
-        honest["stack"] = {"score": _round(score(metric, lib.y, nested.pred)), "meta_model": meta_model,
-                           "bases": [lib.names[i] for i in top], "per_fold": nested.per_fold}
+        honest["stack"] = {
+            "score": _round(score(metric, lib.y, nested.pred)),
+            "meta_model": meta_model,
+            "bases": [lib.names[i] for i in top],
+            "per_fold": nested.per_fold,
+        }
     kept = method
     if method == "both":
         kept = "stack" if better(metric, honest["stack"]["score"], honest["greedy"]["score"]) else "greedy"
     report["method"] = kept
-    report["honest"] = {"metric": metric, "rows": int(len(lib.y)), "ensemble": honest[kept]["score"],
-                        "best_single": _round(single[best]), "best_single_name": lib.names[best],
-                        "by_method": honest,
-                        "note": "ensemble: selected inside the training folds, scored on each held-out fold "
-                                "(greedy keeps the best single candidate alone when that scores better so); "
-                                "best single: the best candidate's out-of-fold score on the same rows"}
+    report["honest"] = {
+        "metric": metric,
+        "rows": int(len(lib.y)),
+        "ensemble": honest[kept]["score"],
+        "best_single": _round(single[best]),
+        "best_single_name": lib.names[best],
+        "by_method": honest,
+        "note": "ensemble: selected inside the training folds, scored on each held-out fold "
+        "(greedy keeps the best single candidate alone when that scores better so); "
+        "best single: the best candidate's out-of-fold score on the same rows",
+    }
     report["seconds"] = round(time.perf_counter() - t0, 4)
     return report
 
 
 def _greedy_summary(lib: Library, sel: Selection) -> dict[str, Any]:
-    return {"best_step": sel.best_step, "score": _round(sel.score),
-            "steps": [{"step": s["step"], "added": lib.names[s["index"]], "score": _round(s["score"])}
-                      for s in sel.steps],
-            "weights": {lib.names[i]: float(sel.weights[i]) for i in sel.chosen},
-            "counts": {lib.names[i]: int(sel.counts[i]) for i in sel.chosen},
-            "chosen": [lib.names[i] for i in sel.chosen]}
+    return {
+        "best_step": sel.best_step,
+        "score": _round(sel.score),
+        "steps": [
+            {"step": s["step"], "added": lib.names[s["index"]], "score": _round(s["score"])} for s in sel.steps
+        ],
+        "weights": {lib.names[i]: float(sel.weights[i]) for i in sel.chosen},
+        "counts": {lib.names[i]: int(sel.counts[i]) for i in sel.chosen},
+        "chosen": [lib.names[i] for i in sel.chosen],
+    }
 
 
 def holdout_report(lib: Library, metric: str, pred: np.ndarray) -> dict[str, Any]:
@@ -313,14 +430,21 @@ def holdout_report(lib: Library, metric: str, pred: np.ndarray) -> dict[str, Any
     tests = single_scores(metric, lib.T, lib.y_test)
     best = top_candidates(tests, metric, 1)[0]
     picked = top_candidates(single_scores(metric, lib.P, lib.y), metric, 1)[0]
-    return {"metric": metric, "rows": int(len(lib.y_test)), "ensemble": _round(score(metric, lib.y_test, pred)),
-            "best_single": _round(tests[best]), "best_single_name": lib.names[best],
-            "picked_single": _round(tests[picked]), "picked_single_name": lib.names[picked],
-            "note": "best single: the best candidate on these rows; picked single: the candidate with the best "
-                    "out-of-fold score, on these rows"}
+    return {
+        "metric": metric,
+        "rows": int(len(lib.y_test)),
+        "ensemble": _round(score(metric, lib.y_test, pred)),
+        "best_single": _round(tests[best]),
+        "best_single_name": lib.names[best],
+        "picked_single": _round(tests[picked]),
+        "picked_single_name": lib.names[picked],
+        "note": "best single: the best candidate on these rows; picked single: the candidate with the best "
+        "out-of-fold score, on these rows",
+    }
 
 
 # ------------------------------------------------------------ storing
+
 
 def weighted_record(name: str, description: str, lib: Library, report: dict[str, Any]) -> tuple[dict, dict]:
     """The document and spec of a weighted ensemble (the greedy choice); nothing written yet."""
@@ -337,38 +461,75 @@ def weighted_record(name: str, description: str, lib: Library, report: dict[str,
     class_list = None if lib.classes is None else [c.item() if hasattr(c, "item") else c for c in lib.classes]
     method_used = "predict_proba" if task == "classification" else "predict"
     config = chosen[0].config
-    spec = {"name": name, "run_id": run_id, "kind": WEIGHTED_KIND, "task": task, "target": config["target"],
-            "base_names": [r.name for r in chosen], "base_run_ids": [r.run_id for r in chosen],
-            "weights": weights.tolist(), "classes": class_list}
+    spec = {
+        "name": name,
+        "run_id": run_id,
+        "kind": WEIGHTED_KIND,
+        "task": task,
+        "target": config["target"],
+        "base_names": [r.name for r in chosen],
+        "base_run_ids": [r.run_id for r in chosen],
+        "weights": weights.tolist(),
+        "classes": class_list,
+    }
     record = {
-        "name": name, "run_id": run_id, "kind": WEIGHTED_KIND, "description": description, "task": task,
-        "target": config["target"], "base_config_ids": [r.config_id for r in chosen],
-        "base_names": [r.name for r in chosen], "base_run_ids": [r.run_id for r in chosen],
-        "base_models": [{**r.to_record(), "metrics": m, "weight": float(w)}
-                        for r, m, w in zip(chosen, base_metrics, weights)],
-        "weights": weights.tolist(), "meta_model": "weighted_average", "meta_params": {},
+        "name": name,
+        "run_id": run_id,
+        "kind": WEIGHTED_KIND,
+        "description": description,
+        "task": task,
+        "target": config["target"],
+        "base_config_ids": [r.config_id for r in chosen],
+        "base_names": [r.name for r in chosen],
+        "base_run_ids": [r.run_id for r in chosen],
+        "base_models": [
+            {**r.to_record(), "metrics": m, "weight": float(w)} for r, m, w in zip(chosen, base_metrics, weights)
+        ],
+        "weights": weights.tolist(),
+        "meta_model": "weighted_average",
+        "meta_params": {},
         "options": {"passthrough": False, "stack_method": "auto", "stack_method_used": method_used},
-        "passthrough_features": None, "classes": class_list,
-        "data_fingerprint": config.get("data_fingerprint"), "fold_spec": config_fold_spec(config),
-        "n_train": int(len(lib.y)), "n_test": int(len(lib.y_test)), "metrics": metrics,
+        "passthrough_features": None,
+        "classes": class_list,
+        "data_fingerprint": config.get("data_fingerprint"),
+        "fold_spec": config_fold_spec(config),
+        "n_train": int(len(lib.y)),
+        "n_test": int(len(lib.y_test)),
+        "metrics": metrics,
         "base_metrics": {r.name: m for r, m in zip(chosen, base_metrics)},
-        "retrained": [r.name for r in chosen if r.source == "retrained"], "selection": report,
-        "versions": environment_versions(), "status": "ready",
+        "retrained": [r.name for r in chosen if r.source == "retrained"],
+        "selection": report,
+        "versions": environment_versions(),
+        "status": "ready",
     }
     return record, spec
 
 
-def store_weighted(database: Database, store: ArtifactStore, record: dict[str, Any], spec: dict[str, Any],
-                   started: float, load_s: float = 0.0) -> dict[str, Any]:
+def store_weighted(
+    database: Database,
+    store: ArtifactStore,
+    record: dict[str, Any],
+    spec: dict[str, Any],
+    started: float,
+    load_s: float = 0.0,
+) -> dict[str, Any]:
     """Write the spec file, then insert the document (the commit point); on failure nothing remains."""
     info: ArtifactInfo = store.write(artifact_name(record["run_id"], SPEC_KIND), json_writer(to_json(spec)))
     try:
         total = time.perf_counter() - started
-        record = {**record, "artifacts": {SPEC_KIND: info.to_dict()}, "checksums": {SPEC_KIND: info.sha256},
-                  "durations": {"total_s": round(total, 4), "load_s": round(load_s, 4),
-                                "selection_s": record["selection"]["seconds"],
-                                "meta_fit_s": record["selection"]["seconds"]},
-                  "seconds": round(total, 4), "created_at": now()}
+        record = {
+            **record,
+            "artifacts": {SPEC_KIND: info.to_dict()},
+            "checksums": {SPEC_KIND: info.sha256},
+            "durations": {
+                "total_s": round(total, 4),
+                "load_s": round(load_s, 4),
+                "selection_s": record["selection"]["seconds"],
+                "meta_fit_s": record["selection"]["seconds"],
+            },
+            "seconds": round(total, 4),
+            "created_at": now(),
+        }
         database.ensembles.insert_one(record)
     except DuplicateKeyError:
         remove_files(store, [info])
@@ -379,11 +540,22 @@ def store_weighted(database: Database, store: ArtifactStore, record: dict[str, A
     return record
 
 
-def suggest_ensemble(database: Database, name: str, from_configs: list[Any] | None = None, *,
-                     all_compatible: bool = False, metric: str | None = None, size: int | None = None,
-                     method: str = "greedy", meta_model: str | None = None, stack_top: int | None = None,
-                     description: str = "", progress: Progress = no_progress, store: ArtifactStore | None = None,
-                     cache: ModelCache | None = None) -> dict[str, Any]:
+def suggest_ensemble(
+    database: Database,
+    name: str,
+    from_configs: list[Any] | None = None,
+    *,
+    all_compatible: bool = False,
+    metric: str | None = None,
+    size: int | None = None,
+    method: str = "greedy",
+    meta_model: str | None = None,
+    stack_top: int | None = None,
+    description: str = "",
+    progress: Progress = no_progress,
+    store: ArtifactStore | None = None,
+    cache: ModelCache | None = None,
+) -> dict[str, Any]:
     """Choose an ensemble from the candidates' stored OOF predictions and store it; return its document.
 
     The document's ``selection`` holds the candidates and their scores, the greedy steps (what was
@@ -391,8 +563,9 @@ def suggest_ensemble(database: Database, name: str, from_configs: list[Any] | No
     candidate's on the same rows, and the held-out test-row comparison.
     """
     started = time.perf_counter()
-    request = check_suggest(name, from_configs, all_compatible, metric, size, method, meta_model, stack_top,
-                            description)
+    request = check_suggest(
+        name, from_configs, all_compatible, metric, size, method, meta_model, stack_top, description
+    )
     store = store or get_store(database.settings)
     if database.ensembles.find_one({"name": request.name}, {"_id": 1}):
         raise ensemble_exists(request.name)
@@ -405,19 +578,28 @@ def suggest_ensemble(database: Database, name: str, from_configs: list[Any] | No
     if problems:
         raise ValidationError(problems[0]["message"], field="meta_model")
     t_load = time.perf_counter()
-    results, skipped = load_library(database, configs, {c["name"] for c in configs[:len(request.from_configs)]},
-                                    store=store, cache=cache, progress=scaled(progress, 0.02, 0.5))
+    results, skipped = load_library(
+        database,
+        configs,
+        {c["name"] for c in configs[: len(request.from_configs)]},
+        store=store,
+        cache=cache,
+        progress=scaled(progress, 0.02, 0.5),
+    )
     if len(results) < 2:
-        raise ValidationError(f"a suggestion needs at least two candidates with usable out-of-fold predictions; "
-                              f"found {len(results)}" + (f" (skipped: {', '.join(s['name'] for s in skipped)})"
-                                                         if skipped else ""), field="from")
+        raise ValidationError(
+            f"a suggestion needs at least two candidates with usable out-of-fold predictions; "
+            f"found {len(results)}" + (f" (skipped: {', '.join(s['name'] for s in skipped)})" if skipped else ""),
+            field="from",
+        )
     progress(0.5, f"reading targets; {len(results)} candidates")
     lib = make_library(results, database.settings)
     load_s = time.perf_counter() - t_load
     progress(0.6, f"selecting ({request.method}, {metric_}, {request.size} steps)")
     spec_ = config_fold_spec(configs[0])
-    report = selection_report(lib, metric_, request.size, request.method, meta, request.stack_top,
-                              int(spec_["random_state"]))
+    report = selection_report(
+        lib, metric_, request.size, request.method, meta, request.stack_top, int(spec_["random_state"])
+    )
     report["skipped"] = skipped
     progress(0.9, f"keeping {report['method']}; saving")
     if report["method"] == "greedy":
@@ -425,49 +607,90 @@ def suggest_ensemble(database: Database, name: str, from_configs: list[Any] | No
         record = store_weighted(database, store, record, spec, started, load_s)
     else:
         bases = report["honest"]["by_method"]["stack"]["bases"]
-        record = create_ensemble(database, request.name, bases, meta, description=request.description,
-                                 store=store, cache=cache)
+        record = create_ensemble(
+            database, request.name, bases, meta, description=request.description, store=store, cache=cache
+        )
         idx = [lib.names.index(b) for b in bases]
         report["holdout"] = _stack_holdout(lib, metric_, record, idx)
         database.ensembles.update_one({"_id": record["_id"]}, {"$set": {"selection": report}})
         record["selection"] = report
     progress(1.0, "done")
-    log.info("suggested ensemble %s (%s, %s): honest %s %.4f vs best single %.4f", request.name, report["method"],
-             ", ".join(record["base_names"]), metric_, report["honest"]["ensemble"], report["honest"]["best_single"])
+    log.info(
+        "suggested ensemble %s (%s, %s): honest %s %.4f vs best single %.4f",
+        request.name,
+        report["method"],
+        ", ".join(record["base_names"]),
+        metric_,
+        report["honest"]["ensemble"],
+        report["honest"]["best_single"],
+    )
     return record
 
 
 def _stack_holdout(lib: Library, metric: str, record: dict[str, Any], idx: list[int]) -> dict[str, Any]:
     """Held-out comparison for a stacked choice, from the meta-model refit on all OOF rows."""
     n_classes = 0 if lib.classes is None else len(lib.classes)
-    pred = stack_predict(lib.task, record["meta_model"], lib.P[idx], lib.y, lib.T[idx], n_classes,
-                         int(record["fold_spec"]["random_state"]))
+    pred = stack_predict(
+        lib.task,
+        record["meta_model"],
+        lib.P[idx],
+        lib.y,
+        lib.T[idx],
+        n_classes,
+        int(record["fold_spec"]["random_state"]),
+    )
     return holdout_report(lib, metric, pred)
 
 
 # ------------------------------------------------------------ as a job
 
+
 def suggestion_summary(record: dict[str, Any]) -> dict[str, Any]:
     sel = record.get("selection") or {}
-    return to_json({"name": record["name"], "kind": record.get("kind"), "run_id": record.get("run_id"),
-                    "base_names": record.get("base_names"), "weights": record.get("weights"),
-                    "method": sel.get("method"), "honest": {k: v for k, v in (sel.get("honest") or {}).items()
-                                                            if k != "by_method"},
-                    "holdout": sel.get("holdout"), "metrics": record.get("metrics")}) or {}
+    return (
+        to_json(
+            {
+                "name": record["name"],
+                "kind": record.get("kind"),
+                "run_id": record.get("run_id"),
+                "base_names": record.get("base_names"),
+                "weights": record.get("weights"),
+                "method": sel.get("method"),
+                "honest": {k: v for k, v in (sel.get("honest") or {}).items() if k != "by_method"},
+                "holdout": sel.get("holdout"),
+                "metrics": record.get("metrics"),
+            }
+        )
+        or {}
+    )
 
 
 def body_request(body: dict[str, Any]) -> SuggestRequest:
     unknown = sorted(set(body) - set(SUGGEST_FIELDS))
     if unknown:
-        raise ValidationError(f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(SUGGEST_FIELDS)}",
-                              field=unknown[0])
-    return check_suggest(body.get("name"), body.get("from"), body.get("all_compatible", False), body.get("metric"),
-                         body.get("size"), body.get("method", "greedy"), body.get("meta_model"),
-                         body.get("stack_top"), body.get("description", ""))
+        raise ValidationError(
+            f"unknown field(s): {', '.join(unknown)}; allowed: {', '.join(SUGGEST_FIELDS)}", field=unknown[0]
+        )
+    return check_suggest(
+        body.get("name"),
+        body.get("from"),
+        body.get("all_compatible", False),
+        body.get("metric"),
+        body.get("size"),
+        body.get("method", "greedy"),
+        body.get("meta_model"),
+        body.get("stack_top"),
+        body.get("description", ""),
+    )
 
 
-def submit_suggestion(database: Database, body: dict[str, Any], *, runner: jobs.JobRunner | None = None,
-                      requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
+def submit_suggestion(
+    database: Database,
+    body: dict[str, Any],
+    *,
+    runner: jobs.JobRunner | None = None,
+    requested_by: str | None = None,
+) -> tuple[dict[str, Any], bool]:
     """Check the request and the candidates up front, then run :func:`suggest_ensemble` as a job
     keyed like an ensemble creation (``ensemble:<name>``), so the ensemble's page follows it."""
     request = body_request(body)
@@ -479,17 +702,32 @@ def submit_suggestion(database: Database, body: dict[str, Any], *, runner: jobs.
         raise ValidationError("a suggestion needs at least two compatible trained candidates", field="from")
 
     def work(progress: Progress) -> dict[str, Any]:
-        record = suggest_ensemble(database, request.name, request.from_configs, all_compatible=request.all_compatible,
-                                  metric=request.metric, size=request.size, method=request.method,
-                                  meta_model=request.meta_model, stack_top=request.stack_top,
-                                  description=request.description, progress=progress)
+        record = suggest_ensemble(
+            database,
+            request.name,
+            request.from_configs,
+            all_compatible=request.all_compatible,
+            metric=request.metric,
+            size=request.size,
+            method=request.method,
+            meta_model=request.meta_model,
+            stack_top=request.stack_top,
+            description=request.description,
+            progress=progress,
+        )
         return suggestion_summary(record)
 
-    params = {"name": request.name, "from": [str(c) for c in request.from_configs],
-              "all_compatible": request.all_compatible, "method": request.method, "size": request.size,
-              "metric": request.metric}
-    return jobs.submit(database, runner, SUGGEST_KIND, ensemble_key(request.name), work, params=params,
-                       requested_by=requested_by)
+    params = {
+        "name": request.name,
+        "from": [str(c) for c in request.from_configs],
+        "all_compatible": request.all_compatible,
+        "method": request.method,
+        "size": request.size,
+        "metric": request.metric,
+    }
+    return jobs.submit(
+        database, runner, SUGGEST_KIND, ensemble_key(request.name), work, params=params, requested_by=requested_by
+    )
 
 
 __all__ = ["DEFAULT_SIZE", "METHODS", "SUGGEST_FIELDS", "check_suggest", "submit_suggestion", "suggest_ensemble"]

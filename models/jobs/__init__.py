@@ -25,6 +25,7 @@ ensembles (they hand jobs a work function instead).
 
 Public names: those in ``__all__`` below, as ``jobs.submit``, ``jobs.wait``, ...
 """
+
 from models.jobs.bounded import ChildError, JobStopped, run_bounded
 from models.jobs.default import get_default_runner, set_default_runner, shutdown_default_runner
 from models.jobs.runner import InProcessRunner, JobRunner, RunnerUnavailableError
@@ -60,10 +61,39 @@ from models.jobs.worker import (
 )
 
 __all__ = [
-    "ACTIVE_STATUSES", "FAILED", "QUEUED", "RUNNING", "STALE_AFTER_S", "STATUSES", "SUCCEEDED",
-    "HEARTBEAT", "HEARTBEAT_INTERVAL_S", "PROGRESS_MIN_INTERVAL_S",
-    "ChildError", "Heartbeat", "InProcessRunner", "JobStopped", "run_bounded", "InvalidResultError", "JobFunction", "JobRunner", "JobTask",
-    "JobTimeoutError", "ProgressWriter", "RunnerUnavailableError",
-    "cancel", "current_owner", "get_default_runner", "get_job", "is_finished", "job_to_json", "latest_job", "list_jobs",
-    "recover_stale_jobs", "set_default_runner", "shutdown_default_runner", "submit", "wait",
+    "ACTIVE_STATUSES",
+    "FAILED",
+    "QUEUED",
+    "RUNNING",
+    "STALE_AFTER_S",
+    "STATUSES",
+    "SUCCEEDED",
+    "HEARTBEAT",
+    "HEARTBEAT_INTERVAL_S",
+    "PROGRESS_MIN_INTERVAL_S",
+    "ChildError",
+    "Heartbeat",
+    "InProcessRunner",
+    "JobStopped",
+    "run_bounded",
+    "InvalidResultError",
+    "JobFunction",
+    "JobRunner",
+    "JobTask",
+    "JobTimeoutError",
+    "ProgressWriter",
+    "RunnerUnavailableError",
+    "cancel",
+    "current_owner",
+    "get_default_runner",
+    "get_job",
+    "is_finished",
+    "job_to_json",
+    "latest_job",
+    "list_jobs",
+    "recover_stale_jobs",
+    "set_default_runner",
+    "shutdown_default_runner",
+    "submit",
+    "wait",
 ]

@@ -19,6 +19,7 @@ The work function is sent with ``cloudpickle`` (closures included); a
 :class:`~models.store.db.Database` it closes over pickles as its settings and reconnects
 in the child.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,8 @@ from models.store.db import Database
 
 log = logging.getLogger(__name__)
 
-GRACE_S = 3.0        # between SIGTERM and SIGKILL
-POLL_S = 0.2         # how often the supervisor checks the clock and ``should_stop``
+GRACE_S = 3.0  # between SIGTERM and SIGKILL
+POLL_S = 0.2  # how often the supervisor checks the clock and ``should_stop``
 PRELOAD = ["numpy", "pandas", "sklearn.ensemble", "sklearn.linear_model", "pymongo", "cloudpickle"]
 
 CANCELLED = "cancelled"
@@ -67,8 +68,11 @@ class ChildError(ServiceError):
 
 
 def timeout_error(seconds: float) -> dict[str, str]:
-    return {"code": TIMEOUT, "message": f"stopped after {seconds:g} s: the time limit of a job "
-                                        f"(TRAIN_TIMEOUT_SECONDS={seconds:g}) was reached; nothing of it was kept"}
+    return {
+        "code": TIMEOUT,
+        "message": f"stopped after {seconds:g} s: the time limit of a job "
+        f"(TRAIN_TIMEOUT_SECONDS={seconds:g}) was reached; nothing of it was kept",
+    }
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -78,6 +82,7 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 # --- the child ---------------------------------------------------------------------------------
+
 
 def _error_dict(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, ServiceError):
@@ -100,6 +105,7 @@ def _caused_by_memory(exc: BaseException | None) -> bool:
 def _die_with_parent() -> None:
     try:  # Linux: SIGKILL this child when the process that forked it goes away
         import ctypes
+
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except Exception:  # other systems: the supervisor's kill is all there is
         pass
@@ -111,6 +117,7 @@ def _child_main(payload: bytes, conn: Any, memory_limit_mb: int) -> None:
     if memory_limit_mb > 0:
         try:
             import resource
+
             limit = memory_limit_mb * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, ValueError, OSError):
@@ -139,6 +146,7 @@ def _child_main(payload: bytes, conn: Any, memory_limit_mb: int) -> None:
 
     try:
         from models.processes import current_owner
+
         conn.send(("owner", current_owner()))
         work = cloudpickle.loads(payload)
         result = work(progress)
@@ -146,9 +154,11 @@ def _child_main(payload: bytes, conn: Any, memory_limit_mb: int) -> None:
     except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the supervisor
         error = _error_dict(exc)
         if memory_limit_mb > 0 and _caused_by_memory(exc):
-            error = {"code": "memory_limit", "message":
-                     f"the work ran out of memory: it needed more than the limit of {memory_limit_mb} MB "
-                     "(TRAIN_MEMORY_LIMIT_MB); use smaller hyperparameters or raise the limit"}
+            error = {
+                "code": "memory_limit",
+                "message": f"the work ran out of memory: it needed more than the limit of {memory_limit_mb} MB "
+                "(TRAIN_MEMORY_LIMIT_MB); use smaller hyperparameters or raise the limit",
+            }
         try:
             conn.send(("error", error))
         except Exception:
@@ -159,14 +169,20 @@ def _child_main(payload: bytes, conn: Any, memory_limit_mb: int) -> None:
 
 # --- the supervisor ----------------------------------------------------------------------------
 
+
 def _run_remote_work(target: str, kwargs: dict[str, Any], database: Database, progress: Progress) -> Any:
     return RemoteWork(target, kwargs, database=database)(progress)
 
 
-def run_bounded(work: Callable[[Progress], Any], *, database: Database | None = None,
-                timeout: float | None = None, memory_limit_mb: int = 0,
-                progress: Progress = no_progress,
-                should_stop: Callable[[], dict[str, str] | None] | None = None) -> Any:
+def run_bounded(
+    work: Callable[[Progress], Any],
+    *,
+    database: Database | None = None,
+    timeout: float | None = None,
+    memory_limit_mb: int = 0,
+    progress: Progress = no_progress,
+    should_stop: Callable[[], dict[str, str] | None] | None = None,
+) -> Any:
     """Run ``work(progress)`` in a child process and return its result.
 
     Raises :class:`JobStopped` (``timeout``, ``cancelled`` or the code ``should_stop`` gave,
@@ -183,8 +199,9 @@ def run_bounded(work: Callable[[Progress], Any], *, database: Database | None = 
         # this machine and runs with the submitter's database, which pickles as its settings
         work = functools.partial(_run_remote_work, work.target, work.kwargs, work.database)
     payload = cloudpickle.dumps(work)
-    child = ctx.Process(target=_child_main, args=(payload, child_conn, int(memory_limit_mb)),
-                        name="bounded-work", daemon=True)
+    child = ctx.Process(
+        target=_child_main, args=(payload, child_conn, int(memory_limit_mb)), name="bounded-work", daemon=True
+    )
     child.start()
     child_conn.close()
     started = time.monotonic()
@@ -231,8 +248,11 @@ def run_bounded(work: Callable[[Progress], Any], *, database: Database | None = 
             child.join()
         parent_conn.close()
     if outcome is None or stop is not None:
-        error = stop or {"code": "process_died", "message": f"the worker process ended unexpectedly "
-                                                           f"(exit code {child.exitcode}); nothing of it was kept"}
+        error = stop or {
+            "code": "process_died",
+            "message": f"the worker process ended unexpectedly "
+            f"(exit code {child.exitcode}); nothing of it was kept",
+        }
         if owner is not None and database is not None:
             try:
                 fail_trainings_of(database, owner, error)

@@ -26,6 +26,7 @@ The scheduler unpickles task graphs, so it must be able to import this
 project: start it with ``python -m cli cluster scheduler`` (or with the
 checkout on ``PYTHONPATH``); see :mod:`cli.commands.cluster`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,6 +54,7 @@ CONNECT_TIMEOUT_S = 10.0
 
 # --- where we are ------------------------------------------------------------------------------
 
+
 def in_dask_worker() -> bool:
     """True inside a task on a Dask worker (work there must not block on more cluster work)."""
     try:
@@ -75,8 +77,9 @@ def _run_on_worker(fn: Callable[[], Any]) -> Any:
     """The task a job becomes on the cluster: note which worker took it, then run it end to end."""
     if isinstance(fn, JobTask):
         try:
-            reconnect(fn.settings).jobs.update_one({"_id": ObjectId(fn.job_id), "status": store.QUEUED},
-                                                   {"$set": {"worker": worker_identity()}})
+            reconnect(fn.settings).jobs.update_one(
+                {"_id": ObjectId(fn.job_id), "status": store.QUEUED}, {"$set": {"worker": worker_identity()}}
+            )
         except Exception:  # the job can still run; only the note is missing
             log.warning("could not record the worker of job %s", fn.job_id, exc_info=True)
     return fn()
@@ -90,15 +93,18 @@ def run_remote_job(job_id: str, target: str, kwargs: dict[str, Any]) -> dict[str
     settings = get_settings()
     database = reconnect(settings)
     try:
-        database.jobs.update_one({"_id": ObjectId(job_id), "status": store.QUEUED},
-                                 {"$set": {"worker": worker_identity()}})
+        database.jobs.update_one(
+            {"_id": ObjectId(job_id), "status": store.QUEUED}, {"$set": {"worker": worker_identity()}}
+        )
     except Exception:  # the job can still run; only the note is missing
         log.warning("could not record the worker of job %s", job_id, exc_info=True)
     work = RemoteWork(target, kwargs).bind(database)
     return JobTask(settings, job_id, work, database=database)()
 
 
-def fail_abandoned_job(database: Database, job_id: str, error: BaseException | None = None) -> dict[str, Any] | None:
+def fail_abandoned_job(
+    database: Database, job_id: str, error: BaseException | None = None
+) -> dict[str, Any] | None:
     """Mark job ``job_id`` failed if it is still queued or running although its task has ended.
 
     Called when the job's future is done: whoever ran it is gone (a killed
@@ -119,17 +125,25 @@ def fail_abandoned_job(database: Database, job_id: str, error: BaseException | N
     if where.get("address"):
         who = f"Dask worker {where['address']}, {who}"
     why = f"; the cluster said {error.__class__.__name__}: {error}" if error is not None else ""
-    message = (f"the process running this job stopped before it finished ({who}){why}; "
-               "nothing of it was committed, submit it again")
+    message = (
+        f"the process running this job stopped before it finished ({who}){why}; "
+        "nothing of it was committed, submit it again"
+    )
     recover_interrupted_trainings(database)  # first, so whoever sees the job failed sees its config repaired
-    done = store.finish(database.jobs, oid, error={"code": "process_died", "message": message},
-                        from_status=(job["status"],), extra_filter={"owner": job.get("owner")})
+    done = store.finish(
+        database.jobs,
+        oid,
+        error={"code": "process_died", "message": message},
+        from_status=(job["status"],),
+        extra_filter={"owner": job.get("owner")},
+    )
     if done is not None:
         log.warning("job %s (%s %s) marked failed: %s", job_id, job.get("kind"), job.get("key"), message)
     return done
 
 
 # --- the runner --------------------------------------------------------------------------------
+
 
 class DaskRunner(JobRunner):
     """Runs jobs on a Dask cluster through ``Client.submit`` (futures like :mod:`concurrent.futures`).
@@ -140,8 +154,13 @@ class DaskRunner(JobRunner):
 
     name = "dask"
 
-    def __init__(self, address: str | None = None, *, client: Client | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        client: Client | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+    ) -> None:
         if (address is None) == (client is None):
             raise ValueError("DaskRunner needs either a scheduler address or a client (not both)")
         if address is not None and (not isinstance(address, str) or not address.strip()):
@@ -155,7 +174,8 @@ class DaskRunner(JobRunner):
             except (OSError, TimeoutError) as exc:
                 raise RunnerUnavailableError(
                     f"cannot reach the Dask scheduler at {address} (DASK_SCHEDULER_ADDRESS): "
-                    f"{exc.__class__.__name__}: {exc}") from exc
+                    f"{exc.__class__.__name__}: {exc}"
+                ) from exc
         self.client = client
         self.address: str = client.scheduler.address
         self._futures: set[Any] = set()
@@ -172,13 +192,16 @@ class DaskRunner(JobRunner):
                 raise RunnerUnavailableError(f"the Dask job runner is shut down; job {job_id} cannot run")
             try:
                 if isinstance(fn, JobTask) and isinstance(fn.work, RemoteWork):
-                    future = self.client.submit(run_remote_job, job_id, fn.work.target, fn.work.kwargs,
-                                                key=f"job-{job_id}", pure=False)
+                    future = self.client.submit(
+                        run_remote_job, job_id, fn.work.target, fn.work.kwargs, key=f"job-{job_id}", pure=False
+                    )
                 else:
                     future = self.client.submit(_run_on_worker, fn, key=f"job-{job_id}", pure=False)
             except Exception as exc:  # not picklable, scheduler gone, ...
-                raise RunnerUnavailableError(f"the Dask cluster at {self.address} did not accept job {job_id}: "
-                                             f"{exc.__class__.__name__}: {exc}") from exc
+                raise RunnerUnavailableError(
+                    f"the Dask cluster at {self.address} did not accept job {job_id}: "
+                    f"{exc.__class__.__name__}: {exc}"
+                ) from exc
             self._futures.add(future)
         future.add_done_callback(self._on_done(job_id, fn))
         return future
@@ -194,6 +217,7 @@ class DaskRunner(JobRunner):
                 fail_abandoned_job(fn.database or reconnect(fn.settings), job_id, error)
             except Exception:  # never raise into Dask's callback thread
                 log.warning("could not check the end of job %s", job_id, exc_info=True)
+
         return callback
 
     def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -1,4 +1,5 @@
 """The process-wide job runner, chosen by the settings: in-process threads, or a Dask cluster."""
+
 from __future__ import annotations
 
 import atexit
@@ -29,6 +30,7 @@ def get_default_runner(settings: Settings | None = None) -> JobRunner:
             settings = settings or get_settings()
             if settings.dask_scheduler_address:
                 from models.jobs.dask_runner import DaskRunner
+
                 _default = DaskRunner(settings.dask_scheduler_address)
             else:
                 _default = InProcessRunner(settings.job_workers)

@@ -10,6 +10,7 @@ was given; on a worker, :func:`run_remote_job` builds ``get_settings()`` from
 the worker's environment, connects, and calls the same function. Nothing of
 the submitter's settings is pickled.
 """
+
 from __future__ import annotations
 
 import pkgutil
@@ -25,8 +26,9 @@ ALLOWED_PREFIX = "models."
 def resolve_target(target: str) -> Callable[..., Any]:
     """The function ``target`` (``"package.module:function"``) names; only functions of this project."""
     if not isinstance(target, str) or not target.startswith(ALLOWED_PREFIX) or ":" not in target:
-        raise ValueError(f"remote work must name a function of this project as 'models.<module>:<function>', "
-                         f"got {target!r}")
+        raise ValueError(
+            f"remote work must name a function of this project as 'models.<module>:<function>', got {target!r}"
+        )
     fn = pkgutil.resolve_name(target)
     if not callable(fn):
         raise ValueError(f"remote work {target!r} is not a function")

@@ -5,6 +5,7 @@ process, so one machine needs nothing else. With ``DASK_SCHEDULER_ADDRESS``
 set, :class:`~models.jobs.dask_runner.DaskRunner` sends jobs to a Dask cluster
 (its ``Client.submit`` also returns futures); job state stays in MongoDB either way.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,7 @@ class InProcessRunner(JobRunner):
         try:
             return self._executor.submit(fn)
         except RuntimeError as exc:  # "cannot schedule new futures after shutdown"
-            raise RunnerUnavailableError(
-                f"the job runner is shut down; job {job_id} cannot run") from exc
+            raise RunnerUnavailableError(f"the job runner is shut down; job {job_id} cannot run") from exc
 
     def shutdown(self, wait: bool = True, *, cancel_pending: bool = False) -> None:
         self._executor.shutdown(wait=wait, cancel_futures=cancel_pending)

@@ -1,4 +1,5 @@
 """Submitting a job: one call that records it, dedupes it by ``key`` and hands it to a runner."""
+
 from __future__ import annotations
 
 import logging
@@ -18,9 +19,17 @@ from models.store.db import Database
 log = logging.getLogger(__name__)
 
 
-def submit(database: Database, runner: JobRunner | None, kind: str, key: str, fn: JobFunction, *,
-           params: dict[str, Any] | None = None,
-           requested_by: str | None = None, bounded: bool = False) -> tuple[dict[str, Any], bool]:
+def submit(
+    database: Database,
+    runner: JobRunner | None,
+    kind: str,
+    key: str,
+    fn: JobFunction,
+    *,
+    params: dict[str, Any] | None = None,
+    requested_by: str | None = None,
+    bounded: bool = False,
+) -> tuple[dict[str, Any], bool]:
     """Queue job ``kind`` on ``key`` running ``fn(progress) -> dict``; returns ``(job, created)``.
 
     If a job with the same ``key`` is already queued or running, that job is
@@ -42,8 +51,11 @@ def submit(database: Database, runner: JobRunner | None, kind: str, key: str, fn
         future = runner.submit(str(job_id), task)
     except Exception as exc:
         HEARTBEAT.untrack(job_id)
-        err = exc if isinstance(exc, ServiceError) else RunnerUnavailableError(
-            f"the job runner did not accept job {job_id}: {exc.__class__.__name__}")
+        err = (
+            exc
+            if isinstance(exc, ServiceError)
+            else RunnerUnavailableError(f"the job runner did not accept job {job_id}: {exc.__class__.__name__}")
+        )
         store.finish(database.jobs, job_id, error=store.error_of(err), from_status=(store.QUEUED,))
         log.error("job %s could not be handed to the runner: %s", job_id, err.message)
         raise err from exc
@@ -53,17 +65,28 @@ def submit(database: Database, runner: JobRunner | None, kind: str, key: str, fn
 
 def _on_done(database: Database, job_id: ObjectId):
     """Future callback: stop the heartbeat; a job cancelled before it started is marked failed."""
+
     def callback(future: Future) -> None:
         HEARTBEAT.untrack(job_id)
         try:
             if future.cancelled():
-                store.finish(database.jobs, job_id, from_status=(store.QUEUED,), error={
-                    "code": "cancelled", "message": "the service stopped before this job started"})
+                store.finish(
+                    database.jobs,
+                    job_id,
+                    from_status=(store.QUEUED,),
+                    error={"code": "cancelled", "message": "the service stopped before this job started"},
+                )
             elif future.exception() is not None:  # e.g. the database was unreachable at claim time
                 exc = future.exception()
                 log.error("job %s: its task itself failed", job_id, exc_info=exc)
-                store.finish(database.jobs, job_id, error=store.error_of(exc),
-                             from_status=store.ACTIVE_STATUSES, extra_filter=owned_by_me())
+                store.finish(
+                    database.jobs,
+                    job_id,
+                    error=store.error_of(exc),
+                    from_status=store.ACTIVE_STATUSES,
+                    extra_filter=owned_by_me(),
+                )
         except Exception:  # never raise into the executor's callback machinery
             log.warning("could not record the end of job %s", job_id, exc_info=True)
+
     return callback

@@ -9,6 +9,7 @@ the job ends so the key can be submitted again.
 
 No threads here: see :mod:`models.jobs.worker` for execution.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,9 @@ FAILED = "failed"
 STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
 ACTIVE_STATUSES = (QUEUED, RUNNING)
 
-MAX_STEPS = 50            # the ``steps`` log keeps the newest this many entries
-MAX_MESSAGE_CHARS = 500   # progress and error messages are cut to this length
-STALE_AFTER_S = 60.0      # a job whose heartbeat is older than this belongs to a dead process
+MAX_STEPS = 50  # the ``steps`` log keeps the newest this many entries
+MAX_MESSAGE_CHARS = 500  # progress and error messages are cut to this length
+STALE_AFTER_S = 60.0  # a job whose heartbeat is older than this belongs to a dead process
 MAX_LIST_LIMIT = 500
 
 
@@ -62,6 +63,7 @@ class InvalidResultError(ServiceError):
 
 
 # --- small helpers ----------------------------------------------------------------------------
+
 
 def clip_message(message: Any) -> str:
     text = str(message)
@@ -108,8 +110,15 @@ def parse_job_id(job_id: str | ObjectId) -> ObjectId:
 
 # --- creating ---------------------------------------------------------------------------------
 
-def insert_job(database: Database, kind: str, key: str, *, params: dict[str, Any] | None = None,
-               requested_by: str | None = None) -> tuple[dict[str, Any], bool]:
+
+def insert_job(
+    database: Database,
+    kind: str,
+    key: str,
+    *,
+    params: dict[str, Any] | None = None,
+    requested_by: str | None = None,
+) -> tuple[dict[str, Any], bool]:
     """Insert a queued job, or return the queued/running job that already has ``key``.
 
     Returns ``(job, created)``. Atomic across processes thanks to the unique
@@ -127,20 +136,32 @@ def insert_job(database: Database, kind: str, key: str, *, params: dict[str, Any
     for _ in range(5):
         stamp = now()
         doc: dict[str, Any] = {
-            "kind": kind, "key": key, "active_key": key, "params": clean_params,
-            "status": QUEUED, "progress": 0.0, "message": "queued",
+            "kind": kind,
+            "key": key,
+            "active_key": key,
+            "params": clean_params,
+            "status": QUEUED,
+            "progress": 0.0,
+            "message": "queued",
             "steps": [_step(stamp, 0.0, "queued")],
-            "error": None, "result": None,
-            "created_at": stamp, "started_at": None, "finished_at": None, "duration_s": None,
-            "owner": current_owner(), "heartbeat_at": stamp, "requested_by": requested_by,
+            "error": None,
+            "result": None,
+            "created_at": stamp,
+            "started_at": None,
+            "finished_at": None,
+            "duration_s": None,
+            "owner": current_owner(),
+            "heartbeat_at": stamp,
+            "requested_by": requested_by,
         }
         try:
             col.insert_one(doc)
         except DuplicateKeyError:
             existing = col.find_one({"active_key": key})
             if existing is not None:
-                log.info("job %s for %s is already %s; not starting another",
-                         existing["_id"], key, existing["status"])
+                log.info(
+                    "job %s for %s is already %s; not starting another", existing["_id"], key, existing["status"]
+                )
                 return existing, False
             continue  # it ended between our insert and our read: try again
         log.info("job %s queued: %s %s", doc["_id"], kind, key)
@@ -150,19 +171,27 @@ def insert_job(database: Database, kind: str, key: str, *, params: dict[str, Any
 
 # --- state changes (all conditional on the current status) ------------------------------------
 
+
 def claim(col: Collection, job_id: ObjectId) -> dict[str, Any] | None:
     """Move a queued job to running, owned by this process. None if it is no longer queued."""
     stamp = now()
     return col.find_one_and_update(
         {"_id": job_id, "status": QUEUED},
-        {"$set": {"status": RUNNING, "started_at": stamp, "heartbeat_at": stamp,
-                  "owner": current_owner(), "message": "started"},
-         "$push": _push_step(_step(stamp, 0.0, "started"))},
-        return_document=ReturnDocument.AFTER)
+        {
+            "$set": {
+                "status": RUNNING,
+                "started_at": stamp,
+                "heartbeat_at": stamp,
+                "owner": current_owner(),
+                "message": "started",
+            },
+            "$push": _push_step(_step(stamp, 0.0, "started")),
+        },
+        return_document=ReturnDocument.AFTER,
+    )
 
 
-def write_progress(col: Collection, job_id: ObjectId, fraction: float, message: str, *,
-                   new_step: bool) -> bool:
+def write_progress(col: Collection, job_id: ObjectId, fraction: float, message: str, *, new_step: bool) -> bool:
     """Record progress of a running job; ``new_step`` also appends to the ``steps`` log."""
     update: dict[str, Any] = {"$set": {"progress": fraction, "message": message}}
     if new_step:
@@ -170,16 +199,21 @@ def write_progress(col: Collection, job_id: ObjectId, fraction: float, message: 
     return col.update_one({"_id": job_id, "status": RUNNING}, update).matched_count == 1
 
 
-def finish(col: Collection, job_id: ObjectId, *, result: dict[str, Any] | None = None,
-           error: dict[str, Any] | None = None, from_status: tuple[str, ...] = (RUNNING,),
-           extra_filter: dict[str, Any] | None = None) -> dict[str, Any] | None:
+def finish(
+    col: Collection,
+    job_id: ObjectId,
+    *,
+    result: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None,
+    from_status: tuple[str, ...] = (RUNNING,),
+    extra_filter: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
     """End a job: ``succeeded`` with ``result``, or ``failed`` with ``error``. None if it had already ended."""
     stamp = now()
     current = col.find_one({"_id": job_id}, {"started_at": 1})
     started_at = current.get("started_at") if current else None
     if error is None:
-        fields = {"status": SUCCEEDED, "progress": 1.0, "message": "done", "result": result or {},
-                  "error": None}
+        fields = {"status": SUCCEEDED, "progress": 1.0, "message": "done", "result": result or {}, "error": None}
         step = _step(stamp, 1.0, "done")
     else:
         message = clip_message(f"failed: {error.get('message', '')}")
@@ -189,8 +223,10 @@ def finish(col: Collection, job_id: ObjectId, *, result: dict[str, Any] | None =
     query: dict[str, Any] = {"_id": job_id, "status": {"$in": list(from_status)}}
     query.update(extra_filter or {})
     return col.find_one_and_update(
-        query, {"$set": fields, "$unset": {"active_key": ""}, "$push": _push_step(step)},
-        return_document=ReturnDocument.AFTER)
+        query,
+        {"$set": fields, "$unset": {"active_key": ""}, "$push": _push_step(step)},
+        return_document=ReturnDocument.AFTER,
+    )
 
 
 def cancel(database: Database, job_id: str | ObjectId, *, requested_by: str | None = None) -> dict[str, Any]:
@@ -205,15 +241,15 @@ def cancel(database: Database, job_id: str | ObjectId, *, requested_by: str | No
     job = get_job(database, oid)
     if job["status"] in ACTIVE_STATUSES:
         who = f" by {requested_by}" if requested_by else ""
-        error = {"code": "cancelled",
-                 "message": f"cancelled{who} while {job['status']}; nothing of it was kept"}
+        error = {"code": "cancelled", "message": f"cancelled{who} while {job['status']}; nothing of it was kept"}
         done = finish(database.jobs, oid, error=error, from_status=ACTIVE_STATUSES)
         if done is not None:
             log.info("job %s (%s %s) cancelled%s", oid, job.get("kind"), job.get("key"), who)
             return done
         job = get_job(database, oid)
-    raise ConflictError(f"job {str(oid)!r} has already {job['status']}; there is nothing to cancel",
-                        field="job_id")
+    raise ConflictError(
+        f"job {str(oid)!r} has already {job['status']}; there is nothing to cancel", field="job_id"
+    )
 
 
 def error_of(exc: BaseException) -> dict[str, Any]:
@@ -230,6 +266,7 @@ def error_of(exc: BaseException) -> dict[str, Any]:
 
 # --- reading ----------------------------------------------------------------------------------
 
+
 def get_job(database: Database, job_id: str | ObjectId) -> dict[str, Any]:
     """The job document, or NotFoundError naming the id."""
     doc = database.jobs.find_one({"_id": parse_job_id(job_id)})
@@ -238,12 +275,17 @@ def get_job(database: Database, job_id: str | ObjectId) -> dict[str, Any]:
     return doc
 
 
-def list_jobs(database: Database, *, status: str | None = None, kind: str | None = None,
-              key: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+def list_jobs(
+    database: Database,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    key: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
     """The newest jobs first, optionally filtered by status, kind and key."""
     if status is not None and status not in STATUSES:
-        raise ValidationError(f"status must be one of {', '.join(STATUSES)}; got {status!r}",
-                              field="status")
+        raise ValidationError(f"status must be one of {', '.join(STATUSES)}; got {status!r}", field="status")
     if not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
         raise ValidationError(f"limit must be between 1 and {MAX_LIST_LIMIT}", field="limit")
     query: dict[str, Any] = {}
@@ -253,8 +295,7 @@ def list_jobs(database: Database, *, status: str | None = None, kind: str | None
         query["kind"] = kind
     if key is not None:
         query["key"] = key
-    return list(database.jobs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)])
-                .limit(limit))
+    return list(database.jobs.find(query).sort([("created_at", DESCENDING), ("_id", DESCENDING)]).limit(limit))
 
 
 def latest_job(database: Database, key: str) -> dict[str, Any] | None:
@@ -267,8 +308,9 @@ def is_finished(job: dict[str, Any]) -> bool:
     return job.get("status") in (SUCCEEDED, FAILED)
 
 
-def wait(database: Database, job_id: str | ObjectId, timeout: float = 60.0, *,
-         poll_s: float = 0.25) -> dict[str, Any]:
+def wait(
+    database: Database, job_id: str | ObjectId, timeout: float = 60.0, *, poll_s: float = 0.25
+) -> dict[str, Any]:
     """Poll until the job has succeeded or failed and return it; JobTimeoutError after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     delay = min(0.02, poll_s)
@@ -279,7 +321,8 @@ def wait(database: Database, job_id: str | ObjectId, timeout: float = 60.0, *,
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise JobTimeoutError(
-                f"job {str(job_id)!r} is still {job['status']} after {timeout:g} s", field="job_id")
+                f"job {str(job_id)!r} is still {job['status']} after {timeout:g} s", field="job_id"
+            )
         time.sleep(min(delay, remaining))
         delay = min(delay * 2, poll_s)
 
@@ -292,6 +335,7 @@ def job_to_json(job: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 # --- recovery ---------------------------------------------------------------------------------
+
 
 def _death_reason(job: dict[str, Any], cutoff: datetime) -> str | None:
     owner = job.get("owner") or {}
@@ -323,8 +367,13 @@ def recover_stale_jobs(database: Database, *, stale_after_s: float = STALE_AFTER
         reason = _death_reason(job, cutoff)
         if reason is None:
             continue
-        done = finish(col, job["_id"], error={"code": "process_died", "message": reason},
-                      from_status=(job["status"],), extra_filter={"heartbeat_at": job.get("heartbeat_at")})
+        done = finish(
+            col,
+            job["_id"],
+            error={"code": "process_died", "message": reason},
+            from_status=(job["status"],),
+            extra_filter={"heartbeat_at": job.get("heartbeat_at")},
+        )
         if done is not None:
             log.warning("job %s (%s %s) marked failed: %s", job["_id"], job.get("kind"), job.get("key"), reason)
             recovered.append(done)

@@ -1,4 +1,5 @@
 """How long a job has run and, while it runs, about how long it has left (from its progress so far)."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -23,7 +24,10 @@ def job_timing(job: dict[str, Any], at: datetime | None = None) -> dict[str, flo
     elapsed = max((_aware(end) - _aware(started)).total_seconds(), 0.0)
     eta = None
     progress = job.get("progress")
-    if job.get("status") == "running" and isinstance(progress, (int, float)) and \
-            MIN_PROGRESS_FOR_ETA <= progress < 1:
+    if (
+        job.get("status") == "running"
+        and isinstance(progress, (int, float))
+        and MIN_PROGRESS_FOR_ETA <= progress < 1
+    ):
         eta = elapsed * (1 - progress) / progress
     return {"elapsed_s": round(elapsed, 1), "eta_s": None if eta is None else round(eta, 1)}

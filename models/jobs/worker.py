@@ -5,6 +5,7 @@ executes. It holds only settings, the job id and the work function, so an
 executor in another process (Dask) can pickle it; there it opens its own
 database connection.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,7 @@ from models.timeutil import now
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 5.0     # well below store.STALE_AFTER_S
+HEARTBEAT_INTERVAL_S = 5.0  # well below store.STALE_AFTER_S
 PROGRESS_MIN_INTERVAL_S = 0.2  # at most ~5 progress writes a second while the message stays the same
 
 JobFunction = Callable[[Progress], "dict[str, Any] | None"]
@@ -87,7 +88,8 @@ class Heartbeat:
             try:
                 touched += col.update_many(
                     {"_id": {"$in": ids}, "status": {"$in": list(store.ACTIVE_STATUSES)}, **owned_by_me()},
-                    {"$set": {"heartbeat_at": stamp}}).modified_count
+                    {"$set": {"heartbeat_at": stamp}},
+                ).modified_count
             except Exception:  # a heartbeat must never kill its thread
                 log.warning("job heartbeat failed for %d job(s)", len(ids), exc_info=True)
         return touched
@@ -127,9 +129,14 @@ class ProgressWriter:
     Thread-safe; a failed write is logged, never raised into the work.
     """
 
-    def __init__(self, collection: Collection, job_id: ObjectId, *,
-                 min_interval: float = PROGRESS_MIN_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        collection: Collection,
+        job_id: ObjectId,
+        *,
+        min_interval: float = PROGRESS_MIN_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.collection = collection
         self.job_id = job_id
         self.min_interval = min_interval
@@ -213,9 +220,14 @@ class JobTask:
         should_stop = _StopCheck(database.jobs, oid)
         if not can_isolate():
             return self.work(_cooperative(progress, should_stop, timeout))
-        return run_bounded(self.work, database=database, timeout=timeout,
-                           memory_limit_mb=self.settings.train_memory_limit_mb,
-                           progress=progress, should_stop=should_stop)
+        return run_bounded(
+            self.work,
+            database=database,
+            timeout=timeout,
+            memory_limit_mb=self.settings.train_memory_limit_mb,
+            progress=progress,
+            should_stop=should_stop,
+        )
 
     def _run(self, database: Database) -> dict[str, Any] | None:
         col = database.jobs
@@ -250,8 +262,9 @@ class JobTask:
                 if done is not None:
                     log.info("job %s succeeded in %s s", self.job_id, done.get("duration_s"))
             if done is None:
-                log.warning("job %s had already been ended by someone else; its outcome was not recorded",
-                            self.job_id)
+                log.warning(
+                    "job %s had already been ended by someone else; its outcome was not recorded", self.job_id
+                )
             return done
         finally:
             heartbeat.untrack(oid)
@@ -290,8 +303,10 @@ class _StopCheck:
             return None  # cannot tell now; the time limit still holds
         if job is None or job.get("status") != store.RUNNING:
             error = (job or {}).get("error") or {}
-            return {"code": str(error.get("code") or CANCELLED),
-                    "message": str(error.get("message") or "the job was cancelled")}
+            return {
+                "code": str(error.get("code") or CANCELLED),
+                "message": str(error.get("message") or "the job was cancelled"),
+            }
         return None
 
 
@@ -306,6 +321,7 @@ def _cooperative(progress: Progress, should_stop: _StopCheck, timeout: float | N
         reason = should_stop()
         if reason is not None:
             raise JobStopped(reason["code"], reason["message"])
+
     return report
 
 

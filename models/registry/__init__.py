@@ -25,6 +25,7 @@ May import: every room below it: ``models.store``, ``models.artifacts``, ``model
 
 Public names: those in ``__all__`` below.
 """
+
 from __future__ import annotations
 
 from models.registry.archive import deploy_export, export_run, import_run, read_archive, verify_archive
@@ -59,10 +60,34 @@ from models.registry.query import (
 from models.store.runs import config_fields_for_run
 
 __all__ = [
-    "STATUSES", "TRANSITIONS", "SORT_FIELDS", "LoadedRun",
-    "get_run", "get_version", "get_latest", "get_production", "find_production", "resolve", "load",
-    "build_filter", "search", "best", "compare",
-    "allowed_transitions", "check_transition", "set_status", "promote", "history",
-    "ensembles_using", "delete_run", "config_fields_for_run", "prune_runs", "supports_transactions",
-    "export_run", "import_run", "read_archive", "verify_archive", "deploy_export",
+    "STATUSES",
+    "TRANSITIONS",
+    "SORT_FIELDS",
+    "LoadedRun",
+    "get_run",
+    "get_version",
+    "get_latest",
+    "get_production",
+    "find_production",
+    "resolve",
+    "load",
+    "build_filter",
+    "search",
+    "best",
+    "compare",
+    "allowed_transitions",
+    "check_transition",
+    "set_status",
+    "promote",
+    "history",
+    "ensembles_using",
+    "delete_run",
+    "config_fields_for_run",
+    "prune_runs",
+    "supports_transactions",
+    "export_run",
+    "import_run",
+    "read_archive",
+    "verify_archive",
+    "deploy_export",
 ]

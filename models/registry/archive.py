@@ -30,6 +30,7 @@ name, else it gets the next version by the usual rules.
 Deployment export: one joblib file with a plain scikit-learn ``Pipeline``
 (select features -> scaler -> model) and a metadata JSON next to it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,8 +85,10 @@ def _dumps(doc: Any) -> bytes:
 
 # ---------------------------------------------------------------- export
 
-def export_run(database: Database, ref: str, out: str | Path, *, store: ArtifactStore | None = None
-               ) -> dict[str, Any]:
+
+def export_run(
+    database: Database, ref: str, out: str | Path, *, store: ArtifactStore | None = None
+) -> dict[str, Any]:
     """Write one run (``ref``: see :func:`models.registry.query.resolve`) to a ``.tar.gz`` archive.
 
     Returns ``{"path", "sha256", "size", "run_id", "name", "version", "members": {name: {sha256, size}}}``.
@@ -108,10 +111,18 @@ def export_run(database: Database, ref: str, out: str | Path, *, store: Artifact
     config = {k: v for k, v in (config or run.get("config") or {}).items() if k != "_id"}
     members[RUN_MEMBER] = _dumps({k: v for k, v in run.items() if k != "_id"})
     members[CONFIG_MEMBER] = _dumps(config)
-    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "exported_at": iso(),
-                "run_id": run["run_id"], "name": run.get("name"), "version": run.get("version"),
-                "config_source": config_source, "artifacts": artifact_members, "versions": environment_versions(),
-                "members": {name: {"sha256": _sha(data), "size": len(data)} for name, data in sorted(members.items())}}
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "exported_at": iso(),
+        "run_id": run["run_id"],
+        "name": run.get("name"),
+        "version": run.get("version"),
+        "config_source": config_source,
+        "artifacts": artifact_members,
+        "versions": environment_versions(),
+        "members": {name: {"sha256": _sha(data), "size": len(data)} for name, data in sorted(members.items())},
+    }
     members[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True).encode()
     signer = get_signer(database.settings)
     members[SIGNATURE] = signer.sign(ARCHIVE_CONTEXT, members[MANIFEST]).encode()
@@ -126,12 +137,20 @@ def export_run(database: Database, ref: str, out: str | Path, *, store: Artifact
 
     written = atomic_write(out, write)
     log.info("exported run %s to %s (%d bytes)", run["run_id"], out, written.size)
-    return {"path": str(out), "sha256": written.sha256, "size": written.size, "run_id": run["run_id"],
-            "name": run.get("name"), "version": run.get("version"), "members": manifest["members"],
-            "signed_by": signer.public_key}
+    return {
+        "path": str(out),
+        "sha256": written.sha256,
+        "size": written.size,
+        "run_id": run["run_id"],
+        "name": run.get("name"),
+        "version": run.get("version"),
+        "members": manifest["members"],
+        "signed_by": signer.public_key,
+    }
 
 
 # ---------------------------------------------------------------- import: reading and checking
+
 
 def _refuse(message: str) -> ValidationError:
     return ValidationError(message, field="archive")
@@ -153,7 +172,7 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise _refuse(f"archive member {name!r} is a {kind}, not a regular file; refused")
     if name in (MANIFEST, SIGNATURE, RUN_MEMBER, CONFIG_MEMBER):
         return
-    if not (name.startswith(ARTIFACT_DIR) and MEMBER_FILE_RE.match(name[len(ARTIFACT_DIR):])):
+    if not (name.startswith(ARTIFACT_DIR) and MEMBER_FILE_RE.match(name[len(ARTIFACT_DIR) :])):
         raise _refuse(f"archive member {name!r} is not part of a run export; refused")
 
 
@@ -200,8 +219,10 @@ def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _refuse(f"manifest.json is not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise _refuse(f"archive format version {manifest.get('format_version')!r} is not supported "
-                      f"(this service reads version {FORMAT_VERSION})")
+        raise _refuse(
+            f"archive format version {manifest.get('format_version')!r} is not supported "
+            f"(this service reads version {FORMAT_VERSION})"
+        )
     listed = manifest.get("members")
     if not isinstance(listed, dict):
         raise _refuse("manifest.json has no members table")
@@ -216,8 +237,10 @@ def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
         entry = listed[name] if isinstance(listed[name], dict) else {}
         actual = _sha(members[name])
         if entry.get("sha256") != actual or entry.get("size") != len(members[name]):
-            raise _refuse(f"archive member {name} fails verification: SHA-256 {actual[:12]}..., manifest says "
-                          f"{str(entry.get('sha256'))[:12]}... (changed or corrupted); nothing was imported")
+            raise _refuse(
+                f"archive member {name} fails verification: SHA-256 {actual[:12]}..., manifest says "
+                f"{str(entry.get('sha256'))[:12]}... (changed or corrupted); nothing was imported"
+            )
     for required in (RUN_MEMBER, CONFIG_MEMBER):
         if required not in members:
             raise _refuse(f"archive has no {required}")
@@ -246,8 +269,7 @@ def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
     return {"manifest": manifest, "run": run, "config": config}
 
 
-def check_trust(database: Database, members: dict[str, bytes], *, trust: bool, by: str | None
-                ) -> dict[str, Any]:
+def check_trust(database: Database, members: dict[str, bytes], *, trust: bool, by: str | None) -> dict[str, Any]:
     """Who vouches for the archive: ``{"signed_by", "trusted": "this installation" | "TRUSTED_KEYS" |
     "explicit" (``--trust``, API ``"trust": true``), ...}``; :class:`ValidationError` on ``archive``
     when no known key signed its manifest and ``trust`` is not given."""
@@ -256,16 +278,27 @@ def check_trust(database: Database, members: dict[str, bytes], *, trust: bool, b
     key = signer.signer_of(ARCHIVE_CONTEXT, members[MANIFEST], signature) if signature else None
     if key is not None:
         return {"signed_by": key, "trusted": "this installation" if key == signer.public_key else "TRUSTED_KEYS"}
-    problem = ("is not signed" if not signature else
-               "is signed by a key this installation does not trust, or was changed after it was signed")
+    problem = (
+        "is not signed"
+        if not signature
+        else "is signed by a key this installation does not trust, or was changed after it was signed"
+    )
     if not trust:
-        raise _refuse(f"archive {problem}; nothing was imported. Import it only if you trust where it came "
-                      "from: pass --trust (API: \"trust\": true), or add the exporter's public key to "
-                      "TRUSTED_KEYS")
+        raise _refuse(
+            f"archive {problem}; nothing was imported. Import it only if you trust where it came "
+            'from: pass --trust (API: "trust": true), or add the exporter\'s public key to '
+            "TRUSTED_KEYS"
+        )
     claimed = signature.split(":")[1] if signature.count(":") == 2 else None
     log.warning("importing an archive that %s, because %s said --trust", problem, by or "the caller")
-    return {"signed_by": None, "claimed_key": claimed, "trusted": "explicit", "trusted_by": by, "trusted_at": now(),
-            "problem": problem}
+    return {
+        "signed_by": None,
+        "claimed_key": claimed,
+        "trusted": "explicit",
+        "trusted_by": by,
+        "trusted_at": now(),
+        "problem": problem,
+    }
 
 
 def _user_config(config: dict[str, Any], name: str) -> dict[str, Any]:
@@ -280,8 +313,16 @@ def _user_config(config: dict[str, Any], name: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- import: writing
 
-def import_run(database: Database, archive: str | Path, *, on_conflict: str = "refuse", by: str | None = None,
-               store: ArtifactStore | None = None, trust: bool = False) -> dict[str, Any]:
+
+def import_run(
+    database: Database,
+    archive: str | Path,
+    *,
+    on_conflict: str = "refuse",
+    by: str | None = None,
+    store: ArtifactStore | None = None,
+    trust: bool = False,
+) -> dict[str, Any]:
     """Import a run exported by :func:`export_run`; nothing is written unless every check passes.
 
     The archive must be signed by this installation or a ``TRUSTED_KEYS`` key, unless ``trust``
@@ -309,17 +350,21 @@ def import_run(database: Database, archive: str | Path, *, on_conflict: str = "r
     run_id, overwritten = original_id, False
     if database.runs.find_one({"run_id": original_id}, {"_id": 1}) is not None:
         if on_conflict == "refuse":
-            raise ConflictError(f"run {original_id} already exists; import again with --rename "
-                                "(on_conflict='rename') to give the imported run a new id, or with --overwrite "
-                                "(on_conflict='overwrite') to replace the existing run", field="run_id")
+            raise ConflictError(
+                f"run {original_id} already exists; import again with --rename "
+                "(on_conflict='rename') to give the imported run a new id, or with --overwrite "
+                "(on_conflict='overwrite') to replace the existing run",
+                field="run_id",
+            )
         if on_conflict == "rename":
             run_id = new_run_id()
     names = {kind: artifact_name(run_id, kind) for kind in run["artifacts"]}
     if on_conflict != "overwrite":
         taken = [n for n in names.values() if store.stat(_stored(store, n))["exists"]]
         if taken:
-            raise ConflictError(f"artifact files already exist: {', '.join(taken)}; refusing to overwrite "
-                                "them", field="run_id")
+            raise ConflictError(
+                f"artifact files already exist: {', '.join(taken)}; refusing to overwrite them", field="run_id"
+            )
     # ---- every check passed: from here on things are written
     if on_conflict == "overwrite" and database.runs.find_one({"run_id": run_id}, {"_id": 1}) is not None:
         delete_run(database, run_id, store=store)
@@ -332,8 +377,11 @@ def import_run(database: Database, archive: str | Path, *, on_conflict: str = "r
             info = store.write(name, lambda fh, data=data: fh.write(data))
             written.append(info)
             if info.sha256 != run["artifacts"][kind]["sha256"]:
-                raise ArtifactError(f"artifact {name} was written with a different checksum; import undone",
-                                    reason="checksum_mismatch", path=info.path)
+                raise ArtifactError(
+                    f"artifact {name} was written with a different checksum; import undone",
+                    reason="checksum_mismatch",
+                    path=info.path,
+                )
         doc = {k: v for k, v in run.items() if k != "_id"}
         doc["run_id"] = run_id
         doc["artifacts"] = {kind: info.to_dict() for kind, info in zip(names, written)}
@@ -343,11 +391,23 @@ def import_run(database: Database, archive: str | Path, *, on_conflict: str = "r
         doc["config_id"] = (existing_config or created_config)["_id"]
         previous = doc.get("status", "trained")
         doc["status"] = "trained"
-        doc["status_history"] = list(doc.get("status_history") or []) + [history_entry(
-            previous, "trained", by, f"imported from {archive.name} (run {original_id}, version {original_version})")]
-        doc["imported"] = {"at": now(), "by": by, "archive": archive.name, "original_run_id": original_id,
-                           "original_version": original_version, "exported_at": manifest.get("exported_at"),
-                           "trust": trusted}
+        doc["status_history"] = list(doc.get("status_history") or []) + [
+            history_entry(
+                previous,
+                "trained",
+                by,
+                f"imported from {archive.name} (run {original_id}, version {original_version})",
+            )
+        ]
+        doc["imported"] = {
+            "at": now(),
+            "by": by,
+            "archive": archive.name,
+            "original_run_id": original_id,
+            "original_version": original_version,
+            "exported_at": manifest.get("exported_at"),
+            "trust": trusted,
+        }
         doc.pop("version", None)
         runs = RunStore(database)
         try:
@@ -367,15 +427,24 @@ def import_run(database: Database, archive: str | Path, *, on_conflict: str = "r
         raise
     config_action = "linked"
     if created_config is not None:
-        database.configs.update_one({"_id": created_config["_id"]},
-                                    {"$set": {**config_fields_for_run(doc), "updated_at": now()},
-                                     "$inc": {"rev": 1, "runs_count": 1}})
+        database.configs.update_one(
+            {"_id": created_config["_id"]},
+            {"$set": {**config_fields_for_run(doc), "updated_at": now()}, "$inc": {"rev": 1, "runs_count": 1}},
+        )
         config_action = "created"
     log.info("imported run %s as %s (%s %s)", original_id, run_id, doc["name"], doc["version"])
-    return {"run_id": run_id, "name": doc["name"], "version": doc["version"], "original_run_id": original_id,
-            "original_version": original_version, "renamed": run_id != original_id, "overwritten": overwritten,
-            "files": [i.path for i in written], "config": {"name": doc["name"], "action": config_action},
-            "trust": {k: v for k, v in trusted.items() if k != "trusted_at"}}
+    return {
+        "run_id": run_id,
+        "name": doc["name"],
+        "version": doc["version"],
+        "original_run_id": original_id,
+        "original_version": original_version,
+        "renamed": run_id != original_id,
+        "overwritten": overwritten,
+        "files": [i.path for i in written],
+        "config": {"name": doc["name"], "action": config_action},
+        "trust": {k: v for k, v in trusted.items() if k != "trusted_at"},
+    }
 
 
 def _stored(store: ArtifactStore, name: str) -> str:
@@ -386,6 +455,7 @@ def _stored(store: ArtifactStore, name: str) -> str:
 
 
 # ---------------------------------------------------------------- deployment export
+
 
 def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str, Any]:
     """Write ``<name>-<version>.joblib`` (a fitted scikit-learn Pipeline: select features -> scaler ->
@@ -406,17 +476,29 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
     pipeline_path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
     written = atomic_write(pipeline_path, pickle_writer(pipeline))
     classes = model.classes
-    meta = {"run_id": run["run_id"], "name": run["name"], "version": run.get("version"), "task": model.task,
-            "model_type": run.get("model_type"), "features": list(model.features),
-            "classes": [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None,
-            "metrics": {k: v for k, v in (run.get("metrics") or {}).items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool)},
-            "sklearn_version": sklearn.__version__, "joblib_version": joblib.__version__,
-            "trained_with": run.get("versions"), "pipeline_file": pipeline_path.name, "sha256": written.sha256,
-            "size": written.size,
-            "exported_at": iso(),
-            "usage": f"import joblib, pandas as pd; pipe = joblib.load({pipeline_path.name!r}); "
-                     "pipe.predict(pd.DataFrame(rows))  # rows need the listed feature columns"}
+    meta = {
+        "run_id": run["run_id"],
+        "name": run["name"],
+        "version": run.get("version"),
+        "task": model.task,
+        "model_type": run.get("model_type"),
+        "features": list(model.features),
+        "classes": [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None,
+        "metrics": {
+            k: v
+            for k, v in (run.get("metrics") or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        },
+        "sklearn_version": sklearn.__version__,
+        "joblib_version": joblib.__version__,
+        "trained_with": run.get("versions"),
+        "pipeline_file": pipeline_path.name,
+        "sha256": written.sha256,
+        "size": written.size,
+        "exported_at": iso(),
+        "usage": f"import joblib, pandas as pd; pipe = joblib.load({pipeline_path.name!r}); "
+        "pipe.predict(pd.DataFrame(rows))  # rows need the listed feature columns",
+    }
     atomic_write(meta_path, json_writer(meta))
     log.info("deployment export of run %s to %s", run["run_id"], pipeline_path)
     return {**meta, "pipeline_path": str(pipeline_path), "metadata_path": str(meta_path)}

@@ -15,6 +15,7 @@ current run, the config is pointed at the config's most recent remaining run
 fields are removed and its status set back to ``new``; the config never points
 at files that no longer exist.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,9 +41,21 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "archived": ("staging", "trained"),
 }
 DEMOTE_TO = ("staging", "archived")
-CONFIG_RUN_FIELDS = ("run_id", "model_artifact_path", "scaler_artifact_path", "features_path",
-                     "artifacts_saved_at", "artifacts", "checksums", "metrics", "version", "trained_at",
-                     "data_fingerprint", "fold_spec", "versions")
+CONFIG_RUN_FIELDS = (
+    "run_id",
+    "model_artifact_path",
+    "scaler_artifact_path",
+    "features_path",
+    "artifacts_saved_at",
+    "artifacts",
+    "checksums",
+    "metrics",
+    "version",
+    "trained_at",
+    "data_fingerprint",
+    "fold_spec",
+    "versions",
+)
 _ATTEMPTS = 5
 
 
@@ -65,8 +78,11 @@ def check_transition(current: str, to: str) -> None:
         raise ValidationError(f"the run is already in {to}", field="to")
     allowed = TRANSITIONS.get(current, ())
     if to not in allowed:
-        raise ValidationError(f"cannot move a run from {current} to {to}; from {current} it can go to: "
-                              f"{', '.join(allowed) or 'nothing'}", field="to")
+        raise ValidationError(
+            f"cannot move a run from {current} to {to}; from {current} it can go to: "
+            f"{', '.join(allowed) or 'nothing'}",
+            field="to",
+        )
 
 
 def history_entry(previous: str | None, to: str, by: str | None, reason: str | None = None) -> dict[str, Any]:
@@ -99,8 +115,15 @@ def _in_transaction(database: Database, work: Callable[[Any], Any]) -> Any:
     return work(None)
 
 
-def set_status(database: Database, run_id: str, to: str, *, by: str | None = None, reason: str | None = None,
-               demote_to: str = "staging") -> dict[str, Any]:
+def set_status(
+    database: Database,
+    run_id: str,
+    to: str,
+    *,
+    by: str | None = None,
+    reason: str | None = None,
+    demote_to: str = "staging",
+) -> dict[str, Any]:
     """Move a run to another lifecycle status, recording who and when.
 
     Promoting to ``production`` moves the name's current production run to ``demote_to``
@@ -126,21 +149,37 @@ def set_status(database: Database, run_id: str, to: str, *, by: str | None = Non
             check_transition(previous, to)
             demoted = None
             if to == "production":
-                other = runs.find_one({"name": current["name"], "status": "production",
-                                       "run_id": {"$ne": current["run_id"]}}, session=session)
+                other = runs.find_one(
+                    {"name": current["name"], "status": "production", "run_id": {"$ne": current["run_id"]}},
+                    session=session,
+                )
                 if other is not None:
-                    runs.update_one({"_id": other["_id"], "status": "production"},
-                                    {"$set": {"status": demote_to, "status_changed_at": now()},
-                                     "$push": {"status_history": history_entry(
-                                         "production", demote_to, by,
-                                         f"replaced in production by {current['run_id']}")}},
-                                    session=session)
-                    demoted = {"run_id": other["run_id"], "version": other.get("version"),
-                               "from": "production", "to": demote_to}
-            result = runs.update_one({"_id": current["_id"], "status": current.get("status")},
-                                     {"$set": {"status": to, "status_changed_at": now()},
-                                      "$push": {"status_history": history_entry(previous, to, by, reason)}},
-                                     session=session)
+                    runs.update_one(
+                        {"_id": other["_id"], "status": "production"},
+                        {
+                            "$set": {"status": demote_to, "status_changed_at": now()},
+                            "$push": {
+                                "status_history": history_entry(
+                                    "production", demote_to, by, f"replaced in production by {current['run_id']}"
+                                )
+                            },
+                        },
+                        session=session,
+                    )
+                    demoted = {
+                        "run_id": other["run_id"],
+                        "version": other.get("version"),
+                        "from": "production",
+                        "to": demote_to,
+                    }
+            result = runs.update_one(
+                {"_id": current["_id"], "status": current.get("status")},
+                {
+                    "$set": {"status": to, "status_changed_at": now()},
+                    "$push": {"status_history": history_entry(previous, to, by, reason)},
+                },
+                session=session,
+            )
             if result.modified_count != 1:
                 raise _Changed()
             outcome.update({"from": previous, "demoted": demoted})
@@ -150,15 +189,31 @@ def set_status(database: Database, run_id: str, to: str, *, by: str | None = Non
         except (_Changed, DuplicateKeyError):
             continue  # a concurrent change won the race: read the new state and try again
         updated = runs.find_one({"run_id": run["run_id"]})
-        log.info("run %s: %s -> %s%s", run["run_id"], outcome["from"], to,
-                 f" (demoted {outcome['demoted']['run_id']})" if outcome["demoted"] else "")
-        return {"run_id": run["run_id"], "from": outcome["from"], "to": to, "demoted": outcome["demoted"],
-                "run": updated}
+        log.info(
+            "run %s: %s -> %s%s",
+            run["run_id"],
+            outcome["from"],
+            to,
+            f" (demoted {outcome['demoted']['run_id']})" if outcome["demoted"] else "",
+        )
+        return {
+            "run_id": run["run_id"],
+            "from": outcome["from"],
+            "to": to,
+            "demoted": outcome["demoted"],
+            "run": updated,
+        }
     raise ConflictError(f"run {run_id} kept changing while its status was being set; try again", field="run_id")
 
 
-def promote(database: Database, run_id: str, *, by: str | None = None, demote_to: str = "staging",
-            reason: str | None = None) -> dict[str, Any]:
+def promote(
+    database: Database,
+    run_id: str,
+    *,
+    by: str | None = None,
+    demote_to: str = "staging",
+    reason: str | None = None,
+) -> dict[str, Any]:
     """Put a run in production (see :func:`set_status`)."""
     return set_status(database, run_id, "production", by=by, reason=reason, demote_to=demote_to)
 
@@ -170,13 +225,21 @@ def history(database: Database, run_id: str) -> list[dict[str, Any]]:
     previous = None
     for entry in run.get("status_history") or []:
         to = entry.get("to") or entry.get("status")
-        out.append({"from": entry.get("from", previous), "to": to, "at": entry.get("at"),
-                    "by": entry.get("by"), "reason": entry.get("reason")})
+        out.append(
+            {
+                "from": entry.get("from", previous),
+                "to": to,
+                "at": entry.get("at"),
+                "by": entry.get("by"),
+                "reason": entry.get("reason"),
+            }
+        )
         previous = to
     return out
 
 
 # ---------------------------------------------------------------- delete
+
 
 def ensembles_using(database: Database, run_id: str) -> list[dict[str, Any]]:
     """Ensembles whose ``base_run_ids`` contain ``run_id``: ``[{"name", "run_id"}]``, by name."""
@@ -184,7 +247,9 @@ def ensembles_using(database: Database, run_id: str) -> list[dict[str, Any]]:
     return [{"name": d.get("name"), "run_id": d.get("run_id")} for d in docs]
 
 
-def _delete_files(store: ArtifactStore, artifacts: dict[str, Any] | None, owner: str) -> tuple[list[str], list[str]]:
+def _delete_files(
+    store: ArtifactStore, artifacts: dict[str, Any] | None, owner: str
+) -> tuple[list[str], list[str]]:
     deleted, missing = [], []
     for info in (artifacts or {}).values():
         path = (info or {}).get("path") if isinstance(info, dict) else None
@@ -203,23 +268,36 @@ def _repoint_config(database: Database, run: dict[str, Any]) -> dict[str, Any] |
     config = database.configs.find_one({"run_id": run["run_id"]})
     if config is None:
         return None
-    previous = database.runs.find_one({"config_id": config["_id"], "run_id": {"$ne": run["run_id"]}},
-                                      sort=[("created_at", -1)])
+    previous = database.runs.find_one(
+        {"config_id": config["_id"], "run_id": {"$ne": run["run_id"]}}, sort=[("created_at", -1)]
+    )
     stamp = now()
     if previous is not None:
         fields = config_fields_for_run(previous)
-        database.configs.update_one({"_id": config["_id"], "run_id": run["run_id"]},
-                                    {"$set": {**fields, "updated_at": stamp}, "$inc": {"rev": 1}})
-        return {"name": config.get("name"), "action": "repointed", "run_id": previous["run_id"],
-                "version": previous.get("version")}
-    database.configs.update_one({"_id": config["_id"], "run_id": run["run_id"]},
-                                {"$unset": {k: "" for k in CONFIG_RUN_FIELDS},
-                                 "$set": {"status": "new", "updated_at": stamp}, "$inc": {"rev": 1}})
+        database.configs.update_one(
+            {"_id": config["_id"], "run_id": run["run_id"]},
+            {"$set": {**fields, "updated_at": stamp}, "$inc": {"rev": 1}},
+        )
+        return {
+            "name": config.get("name"),
+            "action": "repointed",
+            "run_id": previous["run_id"],
+            "version": previous.get("version"),
+        }
+    database.configs.update_one(
+        {"_id": config["_id"], "run_id": run["run_id"]},
+        {
+            "$unset": {k: "" for k in CONFIG_RUN_FIELDS},
+            "$set": {"status": "new", "updated_at": stamp},
+            "$inc": {"rev": 1},
+        },
+    )
     return {"name": config.get("name"), "action": "cleared", "run_id": None, "version": None}
 
 
-def delete_run(database: Database, run_id: str, *, force: bool = False, store: ArtifactStore | None = None
-               ) -> dict[str, Any]:
+def delete_run(
+    database: Database, run_id: str, *, force: bool = False, store: ArtifactStore | None = None
+) -> dict[str, Any]:
     """Delete a run's document and files.
 
     Refused (:class:`ConflictError` naming the ensembles) while ensembles use the run, unless
@@ -232,8 +310,11 @@ def delete_run(database: Database, run_id: str, *, force: bool = False, store: A
     users = ensembles_using(database, run["run_id"])
     if users and not force:
         names = ", ".join(u["name"] for u in users)
-        raise ConflictError(f"run {run['run_id']} is used by {len(users)} ensemble(s): {names}; delete them "
-                            "first or use force to delete them too", field="run_id")
+        raise ConflictError(
+            f"run {run['run_id']} is used by {len(users)} ensemble(s): {names}; delete them "
+            "first or use force to delete them too",
+            field="run_id",
+        )
     deleted_ensembles = []
     for user in users:
         doc = database.ensembles.find_one_and_delete({"name": user["name"], "base_run_ids": run["run_id"]})
@@ -246,13 +327,20 @@ def delete_run(database: Database, run_id: str, *, force: bool = False, store: A
     deleted, missing = _delete_files(store, run.get("artifacts"), f"run {run['run_id']}")
     get_model_cache(database.settings).discard(lambda key: isinstance(key, tuple) and key[:1] == (run["run_id"],))
     log.info("run %s (%s %s) deleted", run["run_id"], run.get("name"), run.get("version"))
-    return {"run_id": run["run_id"], "name": run.get("name"), "version": run.get("version"),
-            "deleted_files": deleted, "missing_files": missing, "deleted_ensembles": deleted_ensembles,
-            "config": config}
+    return {
+        "run_id": run["run_id"],
+        "name": run.get("name"),
+        "version": run.get("version"),
+        "deleted_files": deleted,
+        "missing_files": missing,
+        "deleted_ensembles": deleted_ensembles,
+        "config": config,
+    }
 
 
-def prune_runs(database: Database, *, keep: int, dry_run: bool = False,
-               store: ArtifactStore | None = None) -> list[dict[str, Any]]:
+def prune_runs(
+    database: Database, *, keep: int, dry_run: bool = False, store: ArtifactStore | None = None
+) -> list[dict[str, Any]]:
     """Delete runs beyond the newest ``keep`` per config name, with their files.
 
     Never deletes a config's current run, a ``production`` run, or a run an
@@ -265,8 +353,9 @@ def prune_runs(database: Database, *, keep: int, dry_run: bool = False,
     used = {rid for d in database.ensembles.find({}, {"base_run_ids": 1}) for rid in d.get("base_run_ids", [])}
     doomed = []
     for name in database.runs.distinct("name"):
-        runs = list(database.runs.find({"name": name}, {"run_id": 1, "version": 1, "status": 1})
-                    .sort("created_at", -1))
+        runs = list(
+            database.runs.find({"name": name}, {"run_id": 1, "version": 1, "status": 1}).sort("created_at", -1)
+        )
         for run in runs[keep:]:
             if run["run_id"] in current or run["run_id"] in used or run.get("status") == "production":
                 continue

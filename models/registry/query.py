@@ -4,6 +4,7 @@ search runs with filters and metric thresholds, pick the best run, compare runs 
 Everything here reads the runs collection only; results are plain dicts (run documents with
 their MongoDB types), ready for :func:`models.jsonable.to_json`.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -36,6 +37,7 @@ MAX_COMPARE = 20
 
 
 # ---------------------------------------------------------------- lookup and load
+
 
 def _require_str(value: Any, field: str) -> str:
     if not isinstance(value, str) or not value.strip():
@@ -96,8 +98,9 @@ def resolve(database: Database, ref: str) -> dict[str, Any]:
             return get_production(database, name)
         if VERSION_RE.match(selector):
             return get_version(database, name, selector)
-        raise ValidationError(f"reference {ref!r}: after '@' give a version (1.2.0), 'latest' or 'production'",
-                              field="ref")
+        raise ValidationError(
+            f"reference {ref!r}: after '@' give a version (1.2.0), 'latest' or 'production'", field="ref"
+        )
     if RUN_ID_RE.match(ref):
         doc = RunStore(database).find(ref)
         if doc is not None:
@@ -146,6 +149,7 @@ def load(database: Database, ref: str | dict[str, Any], *, use_cache: bool = Tru
 
 # ---------------------------------------------------------------- search
 
+
 def _parse_time(value: datetime | str | None, field: str) -> datetime | None:
     if value is None or value == "":
         return None
@@ -154,8 +158,11 @@ def _parse_time(value: datetime | str | None, field: str) -> datetime | None:
         try:
             value = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
-            raise ValidationError(f"{field} must be an ISO date or date-time (e.g. 2026-01-31 or "
-                                  f"2026-01-31T12:00:00Z), got {text!r}", field=field) from None
+            raise ValidationError(
+                f"{field} must be an ISO date or date-time (e.g. 2026-01-31 or "
+                f"2026-01-31T12:00:00Z), got {text!r}",
+                field=field,
+            ) from None
     if not isinstance(value, datetime):
         raise ValidationError(f"{field} must be a date-time", field=field)
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
@@ -165,7 +172,7 @@ def _thresholds(values: dict[str, Any] | None, field: str) -> dict[str, float]:
     if not values:
         return {}
     if not isinstance(values, dict):
-        raise ValidationError(f"{field} must map metric names to numbers, e.g. {{\"f1\": 0.8}}", field=field)
+        raise ValidationError(f'{field} must map metric names to numbers, e.g. {{"f1": 0.8}}', field=field)
     out = {}
     for metric, raw in values.items():
         metric = metric_name(metric, field)
@@ -174,8 +181,9 @@ def _thresholds(values: dict[str, Any] | None, field: str) -> dict[str, float]:
         except (TypeError, ValueError):
             number = math.nan
         if not math.isfinite(number):
-            raise ValidationError(f"{field}: threshold for {metric!r} must be a number, got {raw!r}",
-                                  field=f"{field}.{metric}")
+            raise ValidationError(
+                f"{field}: threshold for {metric!r} must be a number, got {raw!r}", field=f"{field}.{metric}"
+            )
         out[metric] = number
     return out
 
@@ -190,16 +198,24 @@ def metric_name(metric: Any, field: str = "metric") -> str:
     if metric not in RUN_METRICS:
         close = difflib.get_close_matches(metric, RUN_METRICS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ValidationError(f"{field}: unknown metric {metric!r}; {hint}valid metrics: {', '.join(RUN_METRICS)}",
-                              field=field)
+        raise ValidationError(
+            f"{field}: unknown metric {metric!r}; {hint}valid metrics: {', '.join(RUN_METRICS)}", field=field
+        )
     return metric
 
 
-def build_filter(*, name: str | None = None, model_type: str | None = None, task: str | None = None,
-                 status: str | None = None, tags: Iterable[str] | str | None = None,
-                 since: datetime | str | None = None, until: datetime | str | None = None,
-                 min_metrics: dict[str, Any] | None = None,
-                 max_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_filter(
+    *,
+    name: str | None = None,
+    model_type: str | None = None,
+    task: str | None = None,
+    status: str | None = None,
+    tags: Iterable[str] | str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    min_metrics: dict[str, Any] | None = None,
+    max_metrics: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The MongoDB filter for :func:`search` (validated; every bad parameter is named)."""
     flt: dict[str, Any] = {}
     for field, value in (("name", name), ("model_type", model_type), ("task", task)):
@@ -240,12 +256,24 @@ def sort_key(sort: str) -> tuple[str, bool]:
     return f"metrics.{metric_name(sort, 'sort')}", True
 
 
-def search(database: Database, *, name: str | None = None, model_type: str | None = None,
-           task: str | None = None, status: str | None = None, tags: Iterable[str] | str | None = None,
-           since: datetime | str | None = None, until: datetime | str | None = None,
-           min_metrics: dict[str, Any] | None = None, max_metrics: dict[str, Any] | None = None,
-           sort: str = "created_at", descending: bool | None = None, page: int = 1, per_page: int = 20,
-           full: bool = False) -> dict[str, Any]:
+def search(
+    database: Database,
+    *,
+    name: str | None = None,
+    model_type: str | None = None,
+    task: str | None = None,
+    status: str | None = None,
+    tags: Iterable[str] | str | None = None,
+    since: datetime | str | None = None,
+    until: datetime | str | None = None,
+    min_metrics: dict[str, Any] | None = None,
+    max_metrics: dict[str, Any] | None = None,
+    sort: str = "created_at",
+    descending: bool | None = None,
+    page: int = 1,
+    per_page: int = 20,
+    full: bool = False,
+) -> dict[str, Any]:
     """Runs matching every filter, one page of them, with the total count.
 
     ``sort`` is a run field (``created_at``, ``name``, ``version``...) or a metric name. Direction:
@@ -254,8 +282,17 @@ def search(database: Database, *, name: str | None = None, model_type: str | Non
     Returns ``{"items", "total", "page", "per_page", "pages", "sort", "descending"}``; items leave
     out the bulky ``feature_importance`` and ``config`` unless ``full``.
     """
-    flt = build_filter(name=name, model_type=model_type, task=task, status=status, tags=tags, since=since,
-                       until=until, min_metrics=min_metrics, max_metrics=max_metrics)
+    flt = build_filter(
+        name=name,
+        model_type=model_type,
+        task=task,
+        status=status,
+        tags=tags,
+        since=since,
+        until=until,
+        min_metrics=min_metrics,
+        max_metrics=max_metrics,
+    )
     key, is_metric = sort_key(sort)
     if descending is None:
         descending = higher_is_better(key) if is_metric else key == "created_at"
@@ -281,24 +318,40 @@ def search(database: Database, *, name: str | None = None, model_type: str | Non
         want -= min(want, count - skip)
         skip = 0
     total = sum(counts)
-    return {"items": items, "total": total, "page": page, "per_page": per_page,
-            "pages": max(1, math.ceil(total / per_page)), "sort": sort, "descending": descending}
+    return {
+        "items": items,
+        "total": total,
+        "page": page,
+        "per_page": per_page,
+        "pages": max(1, math.ceil(total / per_page)),
+        "sort": sort,
+        "descending": descending,
+    }
 
 
-def best(database: Database, metric: str, *, name: str | None = None, model_type: str | None = None,
-         task: str | None = None, status: str | None = None) -> dict[str, Any] | None:
+def best(
+    database: Database,
+    metric: str,
+    *,
+    name: str | None = None,
+    model_type: str | None = None,
+    task: str | None = None,
+    status: str | None = None,
+) -> dict[str, Any] | None:
     """The run with the best value of ``metric`` (direction aware), optionally within a name, model
     type, task or status; runs lacking the metric are ignored. None when nothing qualifies."""
     metric = metric_name(metric)
     flt = build_filter(name=name, model_type=model_type, task=task, status=status)
     flt[f"metrics.{metric}"] = {"$type": "number"}
     direction = DESCENDING if higher_is_better(metric) else ASCENDING
-    docs = list(database.runs.find(flt).sort([(f"metrics.{metric}", direction), ("created_at", DESCENDING)])
-                .limit(1))
+    docs = list(
+        database.runs.find(flt).sort([(f"metrics.{metric}", direction), ("created_at", DESCENDING)]).limit(1)
+    )
     return docs[0] if docs else None
 
 
 # ---------------------------------------------------------------- compare
+
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -316,8 +369,7 @@ def _best_indices(values: list[Any], higher: bool) -> list[int]:
 
 
 def _row(key: str, values: list[Any], higher: bool | None = None) -> dict[str, Any]:
-    row: dict[str, Any] = {"key": key, "values": values,
-                           "differs": len({repr(v) for v in values}) > 1}
+    row: dict[str, Any] = {"key": key, "values": values, "differs": len({repr(v) for v in values}) > 1}
     if higher is not None:
         row["direction"] = "higher" if higher else "lower"
         row["best"] = _best_indices(values, higher) if len(values) > 1 else []
@@ -337,11 +389,14 @@ def compare(database: Database, run_ids: list[str]) -> dict[str, Any]:
     if len(run_ids) > MAX_COMPARE:
         raise ValidationError(f"compare at most {MAX_COMPARE} runs at once", field="run_ids")
     if not all(isinstance(r, str) and r.strip() for r in run_ids):
-        raise ValidationError("run_ids must be run ids or references (NAME, NAME@1.2.0, NAME@production)",
-                              field="run_ids")
+        raise ValidationError(
+            "run_ids must be run ids or references (NAME, NAME@1.2.0, NAME@production)", field="run_ids"
+        )
     runs = resolve_many(database, list(run_ids))
     ids = [r["run_id"] for r in runs]
-    dupes = sorted({f"{ref} ({rid})" if ref != rid else rid for ref, rid in zip(run_ids, ids) if ids.count(rid) > 1})
+    dupes = sorted(
+        {f"{ref} ({rid})" if ref != rid else rid for ref, rid in zip(run_ids, ids) if ids.count(rid) > 1}
+    )
     if dupes:
         raise ValidationError(f"run ids given more than once: {', '.join(dupes)}", field="run_ids")
 
@@ -351,36 +406,57 @@ def compare(database: Database, run_ids: list[str]) -> dict[str, Any]:
             keys.update(dict.fromkeys(getter(run) or {}))
         return list(keys)
 
-    metric_keys = [k for k in union(lambda r: r.get("metrics"))
-                   if any(_number((r.get("metrics") or {}).get(k)) is not None for r in runs)]
+    metric_keys = [
+        k
+        for k in union(lambda r: r.get("metrics"))
+        if any(_number((r.get("metrics") or {}).get(k)) is not None for r in runs)
+    ]
     metrics = [_row(k, [(r.get("metrics") or {}).get(k) for r in runs], higher_is_better(k)) for k in metric_keys]
     cv_rows = []
     cv_metrics = {(r.get("cv") or {}).get("metric") for r in runs}
     if len(cv_metrics) == 1 and None not in cv_metrics:
         cv_metric = cv_metrics.pop()
-        cv_rows = [_row(f"cv.{cv_metric}.mean", [(r.get("cv") or {}).get("mean") for r in runs],
-                        higher_is_better(cv_metric)),
-                   _row(f"cv.{cv_metric}.std", [(r.get("cv") or {}).get("std") for r in runs], False)]
-    hyper = [_row(k, [((r.get("definition") or {}).get("hyperparameters") or {}).get(k) for r in runs])
-             for k in sorted(union(lambda r: (r.get("definition") or {}).get("hyperparameters")))]
-    settings_rows = [_row(k, [(r.get("definition") or {}).get(k) for r in runs])
-                     for k in ("scaler", "calibration", "cv_folds", "random_state", "test_size", "target")]
+        cv_rows = [
+            _row(
+                f"cv.{cv_metric}.mean",
+                [(r.get("cv") or {}).get("mean") for r in runs],
+                higher_is_better(cv_metric),
+            ),
+            _row(f"cv.{cv_metric}.std", [(r.get("cv") or {}).get("std") for r in runs], False),
+        ]
+    hyper = [
+        _row(k, [((r.get("definition") or {}).get("hyperparameters") or {}).get(k) for r in runs])
+        for k in sorted(union(lambda r: (r.get("definition") or {}).get("hyperparameters")))
+    ]
+    settings_rows = [
+        _row(k, [(r.get("definition") or {}).get(k) for r in runs])
+        for k in ("scaler", "calibration", "cv_folds", "random_state", "test_size", "target")
+    ]
     features = union(lambda r: {f: None for f in (r.get("definition") or {}).get("features") or []})
-    feature_rows = [_row(f, [f in ((r.get("definition") or {}).get("features") or []) for r in runs])
-                    for f in features]
+    feature_rows = [
+        _row(f, [f in ((r.get("definition") or {}).get("features") or []) for r in runs]) for f in features
+    ]
     feature_rows.insert(0, _row("count", [len((r.get("definition") or {}).get("features") or []) for r in runs]))
-    data_rows = [_row(k, [(r.get("data") or {}).get(k) for r in runs])
-                 for k in ("training_csv", "fingerprint", "file_sha256", "rows_used", "rows_dropped", "n_train",
-                           "n_test")]
-    durations = [_row(k, [(r.get("durations") or {}).get(k) for r in runs], False)
-                 for k in union(lambda r: r.get("durations"))]
-    header = [{k: r.get(k) for k in ("run_id", "name", "version", "status", "task", "model_type", "created_at")}
-              for r in runs]
-    return {"runs": header, "sections": [
-        {"title": "metrics", "rows": metrics + cv_rows},
-        {"title": "hyperparameters", "rows": hyper},
-        {"title": "training", "rows": settings_rows},
-        {"title": "features", "rows": feature_rows},
-        {"title": "data", "rows": data_rows},
-        {"title": "durations", "rows": durations},
-    ]}
+    data_rows = [
+        _row(k, [(r.get("data") or {}).get(k) for r in runs])
+        for k in ("training_csv", "fingerprint", "file_sha256", "rows_used", "rows_dropped", "n_train", "n_test")
+    ]
+    durations = [
+        _row(k, [(r.get("durations") or {}).get(k) for r in runs], False)
+        for k in union(lambda r: r.get("durations"))
+    ]
+    header = [
+        {k: r.get(k) for k in ("run_id", "name", "version", "status", "task", "model_type", "created_at")}
+        for r in runs
+    ]
+    return {
+        "runs": header,
+        "sections": [
+            {"title": "metrics", "rows": metrics + cv_rows},
+            {"title": "hyperparameters", "rows": hyper},
+            {"title": "training", "rows": settings_rows},
+            {"title": "features", "rows": feature_rows},
+            {"title": "data", "rows": data_rows},
+            {"title": "durations", "rows": durations},
+        ],
+    }

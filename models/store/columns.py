@@ -4,6 +4,7 @@ Only the header line is read (cheap even for a large file). A feature or target 
 gets a "did you mean" with the closest column. ``ConfigStore.create``/``update`` call
 :func:`check_training_columns`, so the web form, ``configs add`` and the API refuse the same configs.
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,8 +52,12 @@ def data_problems(config: dict[str, Any], settings: Settings | None = None) -> l
     except ValidationError as exc:
         return [{"field": "training_csv", "message": exc.message}]
     if not path.exists():
-        return [{"field": "training_csv", "message": f"training CSV {training_csv!r} does not exist "
-                                                      f"(looked at {path})"}]
+        return [
+            {
+                "field": "training_csv",
+                "message": f"training CSV {training_csv!r} does not exist (looked at {path})",
+            }
+        ]
     if not path.is_file():
         return [{"field": "training_csv", "message": f"training CSV {training_csv!r} is not a file"}]
     try:
@@ -60,14 +65,22 @@ def data_problems(config: dict[str, Any], settings: Settings | None = None) -> l
     except ValueError as exc:
         return [{"field": "training_csv", "message": f"training CSV {training_csv!r} {exc}"}]
     except OSError as exc:
-        return [{"field": "training_csv", "message": f"training CSV {training_csv!r} cannot be read: "
-                                                      f"{exc.strerror or exc}"}]
+        return [
+            {
+                "field": "training_csv",
+                "message": f"training CSV {training_csv!r} cannot be read: {exc.strerror or exc}",
+            }
+        ]
     known = set(columns)
-    problems = [{"field": "features", "message": _not_a_column("feature", f, columns, training_csv)}
-                for f in config["features"] if f not in known]
+    problems = [
+        {"field": "features", "message": _not_a_column("feature", f, columns, training_csv)}
+        for f in config["features"]
+        if f not in known
+    ]
     if config["target"] not in known:
-        problems.append({"field": "target", "message": _not_a_column("target", config["target"], columns,
-                                                                     training_csv)})
+        problems.append(
+            {"field": "target", "message": _not_a_column("target", config["target"], columns, training_csv)}
+        )
     return problems
 
 

@@ -3,6 +3,7 @@
 Updates are compare-and-swap on a revision counter (``rev``), so two writers
 never silently overwrite each other's changes.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,10 @@ class ConfigStore:
         CSV that does not exist or lacks a named column; only an imported, already trained run skips it."""
         if from_user:
             refuse_service_fields(doc)
-        clean = validate_config({k: v for k, v in doc.items() if k not in SERVER_FIELDS},
-                                limits=self.database.settings.hyperparameter_limit)
+        clean = validate_config(
+            {k: v for k, v in doc.items() if k not in SERVER_FIELDS},
+            limits=self.database.settings.hyperparameter_limit,
+        )
         check_data_root(clean["training_csv"], self.database.settings)
         if check_data:  # on the path as given, so that messages name it as the user wrote it
             check_training_columns(clean, self.database.settings)
@@ -93,9 +96,19 @@ class ConfigStore:
     def find(self, name_or_id: str | ObjectId) -> dict[str, Any] | None:
         return self.col.find_one(config_filter(name_or_id))
 
-    def list(self, *, task: str | None = None, model_type: str | None = None, status: str | None = None,
-             tag: str | None = None, q: str | None = None, sort: str = "name", descending: bool = False,
-             limit: int = 0, skip: int = 0) -> list[dict[str, Any]]:
+    def list(
+        self,
+        *,
+        task: str | None = None,
+        model_type: str | None = None,
+        status: str | None = None,
+        tag: str | None = None,
+        q: str | None = None,
+        sort: str = "name",
+        descending: bool = False,
+        limit: int = 0,
+        skip: int = 0,
+    ) -> list[dict[str, Any]]:
         flt: dict[str, Any] = {}
         if task:
             flt["task"] = task
@@ -116,8 +129,9 @@ class ConfigStore:
             cursor = cursor.limit(limit)
         return list(cursor)
 
-    def update(self, name_or_id: str | ObjectId, changes: dict[str, Any], *,
-               unset: Iterable[str] = (), retries: int = 5) -> dict[str, Any]:
+    def update(
+        self, name_or_id: str | ObjectId, changes: dict[str, Any], *, unset: Iterable[str] = (), retries: int = 5
+    ) -> dict[str, Any]:
         """Apply user changes (validated against the whole merged document)."""
         refuse_service_fields([*changes, *unset])
         for _ in range(retries):
@@ -140,10 +154,15 @@ class ConfigStore:
             if to_unset:
                 update["$unset"] = to_unset
             try:
-                doc = self.col.find_one_and_update({"_id": current["_id"], "rev": current.get("rev")}, update,
-                                                   return_document=ReturnDocument.AFTER)
+                doc = self.col.find_one_and_update(
+                    {"_id": current["_id"], "rev": current.get("rev")},
+                    update,
+                    return_document=ReturnDocument.AFTER,
+                )
             except DuplicateKeyError:
-                raise ConflictError(f"a config named {changes.get('name')!r} already exists", field="name") from None
+                raise ConflictError(
+                    f"a config named {changes.get('name')!r} already exists", field="name"
+                ) from None
             if doc is not None:
                 return doc
         raise ConflictError(f"config {name_or_id!r} kept changing while it was being updated; try again")
@@ -198,27 +217,38 @@ def recover_interrupted_trainings(database: Database) -> list[dict[str, Any]]:
     configs it changed.
     """
     changed = []
-    for doc in database.configs.find({"status": "training", "training_owner": {"$exists": True}},
-                                     {"name": 1, "training_owner": 1}):
+    for doc in database.configs.find(
+        {"status": "training", "training_owner": {"$exists": True}}, {"name": 1, "training_owner": 1}
+    ):
         owner = doc["training_owner"]
         if _is_mine(owner):
             with _training_here_lock:
                 if doc["_id"] in _training_here:
                     continue
-            message = ("training did not finish: its outcome could not be recorded (the database was "
-                       "unreachable); the previous run, if any, is unchanged")
+            message = (
+                "training did not finish: its outcome could not be recorded (the database was "
+                "unreachable); the previous run, if any, is unchanged"
+            )
         elif owner_is_dead(owner):
-            message = (f"training was interrupted: the process running it stopped (pid {owner.get('pid')} "
-                       f"on host {owner.get('host')}); the previous run, if any, is unchanged")
+            message = (
+                f"training was interrupted: the process running it stopped (pid {owner.get('pid')} "
+                f"on host {owner.get('host')}); the previous run, if any, is unchanged"
+            )
         else:
             continue
         error = {"code": "process_died", "at": now(), "message": message}
         done = database.configs.find_one_and_update(
             {"_id": doc["_id"], "status": "training", "training_owner": owner},
-            {"$set": {"status": "failed", "error": error}, "$unset": {"training_started_at": "", "training_owner": ""}},
-            return_document=True)
+            {
+                "$set": {"status": "failed", "error": error},
+                "$unset": {"training_started_at": "", "training_owner": ""},
+            },
+            return_document=True,
+        )
         if done is not None:
-            log.warning("config %s was left training by a training that no longer runs; marked failed", doc["name"])
+            log.warning(
+                "config %s was left training by a training that no longer runs; marked failed", doc["name"]
+            )
             changed.append(done)
     return changed
 
@@ -230,13 +260,19 @@ def fail_trainings_of(database: Database, owner: dict[str, Any], error: dict[str
     commit point, so the previous run, if any, is untouched. Returns the names it changed.
     """
     changed = []
-    query = {"status": "training", "training_owner.instance": owner.get("instance"),
-             "training_owner.pid": owner.get("pid")}
+    query = {
+        "status": "training",
+        "training_owner.instance": owner.get("instance"),
+        "training_owner.pid": owner.get("pid"),
+    }
     for doc in database.configs.find(query, {"name": 1}):
         done = database.configs.find_one_and_update(
             {**query, "_id": doc["_id"]},
-            {"$set": {"status": "failed", "error": {**error, "at": now()}},
-             "$unset": {"training_started_at": "", "training_owner": ""}})
+            {
+                "$set": {"status": "failed", "error": {**error, "at": now()}},
+                "$unset": {"training_started_at": "", "training_owner": ""},
+            },
+        )
         if done is not None:
             log.warning("config %s: training stopped (%s)", doc["name"], error.get("code"))
             changed.append(doc["name"])

@@ -5,6 +5,7 @@ all get it) and again when it trains (the file may have become a symbolic link m
 refusal names the setting and says nothing about the file: the text is the same whether it
 exists or not, so the service cannot be used to probe the server's file system.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,10 @@ from models.errors import DataError, ValidationError
 from models.settings import Settings
 from models.store.datarefs import locate
 
-OUTSIDE_DATA_ROOTS = ("training_csv must name a file inside the data folders this service reads from "
-                      "(setting DATA_ROOTS); this one is not")
+OUTSIDE_DATA_ROOTS = (
+    "training_csv must name a file inside the data folders this service reads from "
+    "(setting DATA_ROOTS); this one is not"
+)
 
 
 def check_data_root(training_csv: str, settings: Settings) -> Path:

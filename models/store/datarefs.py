@@ -12,6 +12,7 @@ any other relative path from the project root, as before; ``python -m cli
 artifacts relocate`` rewrites them into the root form where they lie inside a
 root.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,21 @@ def is_root_ref(training_csv: str) -> bool:
 
 def split_ref(training_csv: str) -> tuple[str, PurePosixPath]:
     """``(root name, relative path)`` of an ``@<root>/<path>`` reference; DataError naming what is wrong."""
-    root, _, rest = training_csv[len(MARK):].partition("/")
+    root, _, rest = training_csv[len(MARK) :].partition("/")
     rel = PurePosixPath(rest)
-    if not ROOT_NAME.fullmatch(root) or not rest or rel.is_absolute() or ".." in rel.parts or "\\" in rest \
-            or "\x00" in rest:
-        raise DataError(f"training CSV {training_csv!r} must look like @<root>/<path inside the root> "
-                        "(no '..', no absolute path)", field="training_csv")
+    if (
+        not ROOT_NAME.fullmatch(root)
+        or not rest
+        or rel.is_absolute()
+        or ".." in rel.parts
+        or "\\" in rest
+        or "\x00" in rest
+    ):
+        raise DataError(
+            f"training CSV {training_csv!r} must look like @<root>/<path inside the root> "
+            "(no '..', no absolute path)",
+            field="training_csv",
+        )
     return root, rel
 
 
@@ -49,8 +59,11 @@ def locate(training_csv: str, settings: Settings) -> Path:
     root_name, rel = split_ref(training_csv)
     roots = settings.named_data_roots
     if root_name not in roots:
-        raise DataError(f"training CSV {training_csv!r} names the data root {root_name!r}, which this machine does "
-                        f"not have (DATA_ROOTS; it has {', '.join(sorted(roots))})", field="training_csv")
+        raise DataError(
+            f"training CSV {training_csv!r} names the data root {root_name!r}, which this machine does "
+            f"not have (DATA_ROOTS; it has {', '.join(sorted(roots))})",
+            field="training_csv",
+        )
     return Path(roots[root_name]).joinpath(*rel.parts)
 
 
@@ -63,8 +76,11 @@ def resolve(training_csv: str, settings: Settings) -> Path:
     root = Path(os.path.realpath(settings.named_data_roots[root_name]))
     path = Path(os.path.realpath(path))
     if not path.is_relative_to(root):
-        raise DataError(f"training CSV {training_csv!r} resolves outside its data root {root_name!r} "
-                        "(symbolic link?); refused", field="training_csv")
+        raise DataError(
+            f"training CSV {training_csv!r} resolves outside its data root {root_name!r} "
+            "(symbolic link?); refused",
+            field="training_csv",
+        )
     return path
 
 

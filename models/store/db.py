@@ -4,6 +4,7 @@
 it starts (or reuses) the embedded server. Indexes are created once per
 process per database.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,9 @@ def shared_client(settings: Settings) -> MongoClient:
     uri = settings.effective_mongo_uri
     with _shared_lock:
         if uri not in _shared:
-            _shared[uri] = MongoClient(uri, tz_aware=True,
-                                       serverSelectionTimeoutMS=settings.server_selection_timeout_ms)
+            _shared[uri] = MongoClient(
+                uri, tz_aware=True, serverSelectionTimeoutMS=settings.server_selection_timeout_ms
+            )
         return _shared[uri]
 
 
@@ -65,8 +67,9 @@ class Database:
         return reconnect, (self.settings,)
 
     @classmethod
-    def connect(cls, settings: Settings | None = None, *, autostart: bool = True,
-                require_server: bool = True) -> "Database":
+    def connect(
+        cls, settings: Settings | None = None, *, autostart: bool = True, require_server: bool = True
+    ) -> "Database":
         """Connect and create the indexes.
 
         ``require_server=False`` (a long-running service) accepts an unreachable server: the
@@ -76,8 +79,11 @@ class Database:
         settings = settings or get_settings()
         if settings.uses_embedded and autostart:
             EmbeddedServer.from_settings(settings).start()
-        client = MongoClient(settings.effective_mongo_uri, tz_aware=True,
-                             serverSelectionTimeoutMS=settings.server_selection_timeout_ms)
+        client = MongoClient(
+            settings.effective_mongo_uri,
+            tz_aware=True,
+            serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+        )
         database = cls(client, settings)
         try:
             database.ensure_indexes()
@@ -126,34 +132,51 @@ class Database:
         with _index_lock:
             if key in _indexed:
                 return
-            configs, runs, ensembles, jobs, locks = (self.db[n] for n in (
-                self.settings.config_collection, self.settings.runs_collection, self.settings.ensembles_collection,
-                self.settings.jobs_collection, self.settings.locks_collection))
+            configs, runs, ensembles, jobs, locks = (
+                self.db[n]
+                for n in (
+                    self.settings.config_collection,
+                    self.settings.runs_collection,
+                    self.settings.ensembles_collection,
+                    self.settings.jobs_collection,
+                    self.settings.locks_collection,
+                )
+            )
             try:
                 configs.create_index([("name", ASCENDING)], unique=True, name="name_unique")
                 configs.create_index([("task", ASCENDING), ("model_type", ASCENDING)])
                 configs.create_index([("status", ASCENDING)])
                 configs.create_index([("tags", ASCENDING)])
                 runs.create_index([("run_id", ASCENDING)], unique=True, name="run_id_unique")
-                runs.create_index([("name", ASCENDING), ("version", ASCENDING)], unique=True,
-                                  name="name_version_unique")
+                runs.create_index(
+                    [("name", ASCENDING), ("version", ASCENDING)], unique=True, name="name_version_unique"
+                )
                 runs.create_index([("config_id", ASCENDING), ("created_at", DESCENDING)])
                 # the registry's lifecycle invariant, enforced by the server even under races:
                 # at most one run per name is in production
-                runs.create_index([("name", ASCENDING)], unique=True, name="one_production_per_name",
-                                  partialFilterExpression={"status": "production"})
+                runs.create_index(
+                    [("name", ASCENDING)],
+                    unique=True,
+                    name="one_production_per_name",
+                    partialFilterExpression={"status": "production"},
+                )
                 runs.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
                 ensembles.create_index([("name", ASCENDING)], unique=True, name="name_unique")
                 jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
                 jobs.create_index([("key", ASCENDING), ("status", ASCENDING)])
                 # one queued/running job per key; the field exists only while the job is active
-                jobs.create_index([("active_key", ASCENDING)], unique=True, name="active_key_unique",
-                                  partialFilterExpression={"active_key": {"$exists": True}})
+                jobs.create_index(
+                    [("active_key", ASCENDING)],
+                    unique=True,
+                    name="active_key_unique",
+                    partialFilterExpression={"active_key": {"$exists": True}},
+                )
                 jobs.create_index([("created_at", DESCENDING)])
                 locks.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
             except (ConnectionFailure, ServerSelectionTimeoutError) as exc:
                 raise DatabaseUnavailableError(
-                    f"MongoDB at {self._safe_uri()} is not reachable: {exc.__class__.__name__}") from exc
+                    f"MongoDB at {self._safe_uri()} is not reachable: {exc.__class__.__name__}"
+                ) from exc
             _indexed.add(key)
 
     def _safe_uri(self) -> str:
@@ -163,8 +186,11 @@ class Database:
         self.client.close()
 
     def info(self) -> dict[str, Any]:
-        return {"uri": self._safe_uri(), "database": self.settings.mongo_db,
-                "embedded": self.settings.uses_embedded}
+        return {
+            "uri": self._safe_uri(),
+            "database": self.settings.mongo_db,
+            "embedded": self.settings.uses_embedded,
+        }
 
 
 def reconnect(settings: Settings) -> Database:

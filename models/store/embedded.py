@@ -4,6 +4,7 @@ The server is GPL-2.0 software; we only start its ``secantusd-py`` command and
 talk to it over the wire, never import it. Its data, pid file and log live
 under ``VAR_DIR`` (default ``var/``), which git ignores.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,7 +39,8 @@ def find_binary() -> str:
     if not found:
         raise EmbeddedServerError(
             f"the embedded database command {BINARY!r} was not found; install the requirements "
-            "(pip install -r requirements.txt) or set MONGO_URI to use another MongoDB")
+            "(pip install -r requirements.txt) or set MONGO_URI to use another MongoDB"
+        )
     return found
 
 
@@ -55,8 +57,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def ping(host: str, port: int, timeout_ms: int = 500) -> bool:
-    client = MongoClient(host=host, port=port, serverSelectionTimeoutMS=timeout_ms,
-                         connectTimeoutMS=timeout_ms, directConnection=True)
+    client = MongoClient(
+        host=host,
+        port=port,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        directConnection=True,
+    )
     try:
         client.admin.command("ping")
         return True
@@ -77,8 +84,12 @@ class EmbeddedServer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "EmbeddedServer":
-        return cls(storage_path=settings.mongo_dir, host=settings.embedded_host,
-                   port=settings.embedded_port, run_dir=settings.var_dir)
+        return cls(
+            storage_path=settings.mongo_dir,
+            host=settings.embedded_host,
+            port=settings.embedded_port,
+            run_dir=settings.var_dir,
+        )
 
     @property
     def uri(self) -> str:
@@ -101,9 +112,13 @@ class EmbeddedServer:
 
     def status(self) -> dict:
         pid = self.pid()
-        return {"running": pid is not None and ping(self.host, self.port), "pid": pid,
-                "uri": self.uri, "storage_path": str(self.storage_path),
-                "log_file": str(self.log_file)}
+        return {
+            "running": pid is not None and ping(self.host, self.port),
+            "pid": pid,
+            "uri": self.uri,
+            "storage_path": str(self.storage_path),
+            "log_file": str(self.log_file),
+        }
 
     def start(self, timeout: float = 20.0) -> dict:
         """Start the server unless this one already runs; wait until it answers ``ping``."""
@@ -113,15 +128,27 @@ class EmbeddedServer:
         if port_in_use(self.host, self.port):
             raise EmbeddedServerError(
                 f"port {self.port} on {self.host} is already taken by another process; "
-                "set EMBEDDED_MONGO_PORT to a free port")
+                "set EMBEDDED_MONGO_PORT to a free port"
+            )
         binary = find_binary()
         self.storage_path.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        cmd = [binary, "--host", self.host, "--port", str(self.port),
-               "--storage-path", str(self.storage_path), "--sync-on-commit", "--log-level", "WARNING"]
+        cmd = [
+            binary,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.storage_path),
+            "--sync-on-commit",
+            "--log-level",
+            "WARNING",
+        ]
         with open(self.log_file, "ab") as logf:
-            proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         self.pid_file.write_text(str(proc.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -129,7 +156,8 @@ class EmbeddedServer:
                 self.pid_file.unlink(missing_ok=True)
                 raise EmbeddedServerError(
                     f"the embedded database exited at start (code {proc.returncode}); "
-                    f"last log lines: {self._log_tail()}")
+                    f"last log lines: {self._log_tail()}"
+                )
             if ping(self.host, self.port, timeout_ms=200):
                 log.info("embedded database ready on %s (pid %s)", self.uri, proc.pid)
                 return {**self.status(), "already_running": False}

@@ -10,6 +10,7 @@ documents only about once a minute, so waiters also check ``expires_at``
 themselves and take over an expired claim (atomically: delete-if-expired,
 then insert).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,8 +70,9 @@ class LockState:
 class _Claim:
     """What the sync and async locks share: the claim document, the take-over rule and the timeout."""
 
-    def __init__(self, collection: Any, key: str, ttl_seconds: float, poll_seconds: float,
-                 timeout: float | None) -> None:
+    def __init__(
+        self, collection: Any, key: str, ttl_seconds: float, poll_seconds: float, timeout: float | None
+    ) -> None:
         _check(ttl_seconds, poll_seconds, timeout)
         self.col = collection
         self.key = key
@@ -81,8 +83,12 @@ class _Claim:
 
     def _doc(self) -> dict[str, Any]:
         stamp = now()
-        return {"_id": self.key, "owner": self.state.owner, "acquired_at": stamp,
-                "expires_at": stamp + timedelta(seconds=self.ttl)}
+        return {
+            "_id": self.key,
+            "owner": self.state.owner,
+            "acquired_at": stamp,
+            "expires_at": stamp + timedelta(seconds=self.ttl),
+        }
 
     def _expired(self) -> dict[str, Any]:
         """Matches the claim if its holder stopped refreshing it (a dead process)."""
@@ -96,8 +102,9 @@ class _Claim:
         """Note a failed attempt; LockTimeoutError once ``timeout`` has passed."""
         self.state.waited = True
         if self.timeout is not None and time.monotonic() - t0 > self.timeout:
-            raise LockTimeoutError(f"waited {self.timeout:.0f} s for {self.key!r}, which another caller "
-                                   "still holds; try again later")
+            raise LockTimeoutError(
+                f"waited {self.timeout:.0f} s for {self.key!r}, which another caller still holds; try again later"
+            )
 
     def _mine(self) -> dict[str, Any]:
         return {"_id": self.key, "owner": self.state.owner}
@@ -109,9 +116,16 @@ class _Claim:
 class MongoLock(_Claim):
     """``with MongoLock(database.locks, key, ttl_seconds=...) as state:`` holds the claim for the block."""
 
-    def __init__(self, collection: Collection, key: str, *, ttl_seconds: float = 600,
-                 poll_seconds: float = DEFAULT_POLL_SECONDS, timeout: float | None = None,
-                 heartbeat: bool = True) -> None:
+    def __init__(
+        self,
+        collection: Collection,
+        key: str,
+        *,
+        ttl_seconds: float = 600,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        timeout: float | None = None,
+        heartbeat: bool = True,
+    ) -> None:
         super().__init__(collection, key, ttl_seconds, poll_seconds, timeout)
         self.heartbeat = heartbeat
         self._stop = threading.Event()
@@ -152,16 +166,24 @@ class MongoLock(_Claim):
     def __enter__(self) -> LockState:
         return self.acquire()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
 
 class AsyncMongoLock(_Claim):
     """The same claim for an event loop, on a pymongo ``AsyncCollection`` (``async with``)."""
 
-    def __init__(self, collection: Any, key: str, *, ttl_seconds: float = 600,
-                 poll_seconds: float = DEFAULT_POLL_SECONDS, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        collection: Any,
+        key: str,
+        *,
+        ttl_seconds: float = 600,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+        timeout: float | None = None,
+    ) -> None:
         super().__init__(collection, key, ttl_seconds, poll_seconds, timeout)
         self._beat: asyncio.Task | None = None
 
@@ -198,6 +220,7 @@ class AsyncMongoLock(_Claim):
     async def __aenter__(self) -> LockState:
         return await self.acquire()
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.release()

@@ -1,4 +1,5 @@
 """The runs collection: one document per training, the registry's source of truth."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -64,7 +65,9 @@ class RunStore:
         top = highest(versions)
         return self.col.find_one({"name": name, "version": top}) if top else None
 
-    def insert_versioned(self, run: dict[str, Any], version: str | None = None, retries: int = 20) -> dict[str, Any]:
+    def insert_versioned(
+        self, run: dict[str, Any], version: str | None = None, retries: int = 20
+    ) -> dict[str, Any]:
         """Insert ``run`` with the next version for its name (or ``version`` if given and free).
 
         The unique ``(name, version)`` index decides races: a loser recomputes and tries again.
@@ -98,12 +101,19 @@ class RunStore:
 def config_fields_for_run(run: dict[str, Any]) -> dict[str, Any]:
     """The fields a config holds about its current run (the seed system's names, then ours)."""
     arts = run.get("artifacts") or {}
-    return {"run_id": run["run_id"], "model_artifact_path": arts.get("model", {}).get("path"),
-            "scaler_artifact_path": arts.get("scaler", {}).get("path"),
-            "features_path": arts.get("features", {}).get("path"),
-            "artifacts_saved_at": iso(run["created_at"]) if run.get("created_at") else None,
-            "artifacts": arts, "checksums": {k: v.get("sha256") for k, v in arts.items()},
-            "metrics": {**(run.get("metrics") or {}), "cv": run.get("cv")}, "status": "trained",
-            "version": run.get("version"), "trained_at": run.get("created_at"),
-            "data_fingerprint": (run.get("data") or {}).get("fingerprint"), "fold_spec": run.get("fold_spec"),
-            "versions": run.get("versions")}
+    return {
+        "run_id": run["run_id"],
+        "model_artifact_path": arts.get("model", {}).get("path"),
+        "scaler_artifact_path": arts.get("scaler", {}).get("path"),
+        "features_path": arts.get("features", {}).get("path"),
+        "artifacts_saved_at": iso(run["created_at"]) if run.get("created_at") else None,
+        "artifacts": arts,
+        "checksums": {k: v.get("sha256") for k, v in arts.items()},
+        "metrics": {**(run.get("metrics") or {}), "cv": run.get("cv")},
+        "status": "trained",
+        "version": run.get("version"),
+        "trained_at": run.get("created_at"),
+        "data_fingerprint": (run.get("data") or {}).get("fingerprint"),
+        "fold_spec": run.get("fold_spec"),
+        "versions": run.get("versions"),
+    }

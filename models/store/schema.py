@@ -4,6 +4,7 @@ A config is what to train. Users keep their own extra fields in these
 documents, so unknown fields are kept, never dropped. Fields written by
 training (``TRAINING_FIELDS``) cannot be set by hand through an update.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,31 +21,70 @@ from models.estimators import REGISTRY, hyperparameter_errors, model_types
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 # Written by training: the seed system's five names, then ours.
-SEED_ARTIFACT_FIELDS = ("run_id", "model_artifact_path", "scaler_artifact_path", "features_path",
-                        "artifacts_saved_at")
+SEED_ARTIFACT_FIELDS = (
+    "run_id",
+    "model_artifact_path",
+    "scaler_artifact_path",
+    "features_path",
+    "artifacts_saved_at",
+)
 TRAINING_FIELDS = SEED_ARTIFACT_FIELDS + (
-    "artifacts", "checksums", "metrics", "status", "version", "error", "trained_at",
-    "data_fingerprint", "fold_spec", "runs_count", "last_job_id", "versions", "training_started_at",
-    "training_owner")
+    "artifacts",
+    "checksums",
+    "metrics",
+    "status",
+    "version",
+    "error",
+    "trained_at",
+    "data_fingerprint",
+    "fold_spec",
+    "runs_count",
+    "last_job_id",
+    "versions",
+    "training_started_at",
+    "training_owner",
+)
 SERVER_FIELDS = ("_id", "created_at", "updated_at", "rev")
+
 
 def service_field_errors(keys: Any) -> list[dict[str, str]]:
     """``{"field", "message"}`` for each of ``keys`` that only training or the server writes."""
-    return [{"field": str(k), "message": f"field {k!r} is written by the service and cannot be set by hand"}
-            for k in keys if k in TRAINING_FIELDS or k in SERVER_FIELDS]
+    return [
+        {"field": str(k), "message": f"field {k!r} is written by the service and cannot be set by hand"}
+        for k in keys
+        if k in TRAINING_FIELDS or k in SERVER_FIELDS
+    ]
 
 
 def refuse_service_fields(keys: Any) -> None:
     """ValidationError naming the first of ``keys`` that only training or the server writes (and all of them)."""
     errors = service_field_errors(keys)
     if errors:
-        raise ValidationError(errors[0]["message"] if len(errors) == 1 else
-                              "fields written by the service cannot be set by hand: "
-                              + ", ".join(e["field"] for e in errors), field=errors[0]["field"], errors=errors)
+        raise ValidationError(
+            errors[0]["message"]
+            if len(errors) == 1
+            else "fields written by the service cannot be set by hand: " + ", ".join(e["field"] for e in errors),
+            field=errors[0]["field"],
+            errors=errors,
+        )
 
 
-INPUT_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",
-                "scaler", "calibration", "cv_folds", "random_state", "test_size", "description", "tags")
+INPUT_FIELDS = (
+    "name",
+    "task",
+    "model_type",
+    "hyperparameters",
+    "features",
+    "target",
+    "training_csv",
+    "scaler",
+    "calibration",
+    "cv_folds",
+    "random_state",
+    "test_size",
+    "description",
+    "tags",
+)
 
 CONFIG_STATUSES = ("new", "training", "trained", "failed")
 
@@ -73,8 +113,9 @@ class ModelConfig(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         if not NAME_RE.match(v):
-            raise ValueError("must be 1-100 characters: letters, digits, '_', '-' or '.', "
-                             "starting with a letter or digit")
+            raise ValueError(
+                "must be 1-100 characters: letters, digits, '_', '-' or '.', starting with a letter or digit"
+            )
         return v
 
     @field_validator("features")
@@ -107,11 +148,17 @@ class ModelConfig(BaseModel):
     def _cross_field(self, info: ValidationInfo) -> "ModelConfig":
         problems: list[tuple[str, str]] = []
         if self.model_type not in REGISTRY[self.task]:
-            problems.append(("model_type", f"unknown model_type {self.model_type!r} for {self.task}; "
-                                           f"choose from: {', '.join(model_types(self.task))}"))
+            problems.append(
+                (
+                    "model_type",
+                    f"unknown model_type {self.model_type!r} for {self.task}; "
+                    f"choose from: {', '.join(model_types(self.task))}",
+                )
+            )
         else:
-            for param, msg in hyperparameter_errors(self.task, self.model_type, self.hyperparameters,
-                                                      (info.context or {}).get("limits")):
+            for param, msg in hyperparameter_errors(
+                self.task, self.model_type, self.hyperparameters, (info.context or {}).get("limits")
+            ):
                 problems.append((f"hyperparameters.{param}", msg))
         if self.target in self.features:
             problems.append(("target", f"target {self.target!r} is also listed in features"))
@@ -132,7 +179,7 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc)
 
 
-INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _oversized_int(value: Any, where: str = "") -> tuple[str, int] | None:
@@ -182,17 +229,21 @@ def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[s
         raise ValidationError(f"a config must be a JSON object, got {type(doc).__name__}", field="")
     bad_keys = [k for k in doc if not isinstance(k, str) or k.startswith("$") or "." in k or not k or "\x00" in k]
     if bad_keys:
-        raise ValidationError(f"invalid field names: {', '.join(map(repr, bad_keys))} "
-                              "(field names may not be empty, start with '$' or contain '.' or a NUL character)",
-                              field=str(bad_keys[0]))
+        raise ValidationError(
+            f"invalid field names: {', '.join(map(repr, bad_keys))} "
+            "(field names may not be empty, start with '$' or contain '.' or a NUL character)",
+            field=str(bad_keys[0]),
+        )
     nul = _nul_key(doc)
     if nul is not None:
         raise ValidationError(f"{nul}: field names may not contain a NUL character", field=nul)
     too_big = _oversized_int(doc)
     if too_big is not None:
         where, value = too_big
-        raise ValidationError(f"{where}: integer {value} is too large to store (MongoDB keeps integers of at most "
-                              "64 bits)", field=where)
+        raise ValidationError(
+            f"{where}: integer {value} is too large to store (MongoDB keeps integers of at most 64 bits)",
+            field=where,
+        )
     passthrough = {k: doc[k] for k in (*TRAINING_FIELDS, *SERVER_FIELDS) if k in doc}
     user = {k: v for k, v in doc.items() if k not in passthrough}
     try:
@@ -209,17 +260,20 @@ def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[s
             if err["type"] == "missing":
                 msg = "required field is missing"
             errors.append({"field": field, "message": msg})
-        raise ValidationError("invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-                              errors=errors) from None
+        raise ValidationError(
+            "invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
+        ) from None
     out = model.model_dump()
     out.update(passthrough)
     for key, value in out.items():  # fields passed through (and extras) must be storable as they are
         try:
             bson.encode({key: value})
         except (InvalidDocument, TypeError, OverflowError) as exc:
-            raise ValidationError(f"{key}: a value of type {type(value).__name__} cannot be stored in MongoDB "
-                                  f"({str(exc).split(', of type')[0]})",
-                                  field=key) from None
+            raise ValidationError(
+                f"{key}: a value of type {type(value).__name__} cannot be stored in MongoDB "
+                f"({str(exc).split(', of type')[0]})",
+                field=key,
+            ) from None
     return out
 
 

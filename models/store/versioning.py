@@ -4,6 +4,7 @@ A retrain of the same definition bumps the patch; a change of what is
 trained (hyperparameters, features, scaler, ...) bumps the minor; a change of
 the problem itself (task, target, model type) bumps the major.
 """
+
 from __future__ import annotations
 
 import re

@@ -15,6 +15,7 @@ checksums, so nothing can vouch for the files except the admin. Adoption, in ord
 5. writes the OOF archive and metrics atomically, inserts the run, then updates the config (the
    commit point). A failure before the config update leaves the document as it was.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -54,7 +55,7 @@ class TrustRequiredError(ValidationError):
 
 def describe_bytes(path: str, data: bytes, chunk_size: int = CHUNK_SIZE) -> ArtifactInfo:
     """The checksums of a file's bytes, as a written artifact would record them."""
-    chunks = tuple(hashlib.sha256(data[i:i + chunk_size]).hexdigest() for i in range(0, len(data), chunk_size))
+    chunks = tuple(hashlib.sha256(data[i : i + chunk_size]).hexdigest() for i in range(0, len(data), chunk_size))
     return ArtifactInfo(path, hashlib.sha256(data).hexdigest(), len(data), chunk_size, chunks or None)
 
 
@@ -73,28 +74,45 @@ def legacy_paths(store: ArtifactStore, config: dict[str, Any]) -> dict[str, str]
     """The legacy files of ``config`` by kind; ArtifactError (``file_missing``) naming every missing one."""
     if not is_legacy(config):
         if config.get("checksums") or config.get("artifacts"):
-            raise ConflictError(f"config {config['name']!r} is not a legacy document: its artifacts already have "
-                                "checksums (adopted or trained here); nothing to adopt", field="name")
-        raise ValidationError(f"config {config['name']!r} names no legacy artifact files (run_id, "
-                              f"{', '.join(SEED_PATH_FIELDS)}); train it instead", field="name")
+            raise ConflictError(
+                f"config {config['name']!r} is not a legacy document: its artifacts already have "
+                "checksums (adopted or trained here); nothing to adopt",
+                field="name",
+            )
+        raise ValidationError(
+            f"config {config['name']!r} names no legacy artifact files (run_id, "
+            f"{', '.join(SEED_PATH_FIELDS)}); train it instead",
+            field="name",
+        )
     paths = {kind: config.get(field) for kind, field in KINDS.items()}
     unset = [KINDS[k] for k, p in paths.items() if not p]
     if unset:
-        raise ArtifactError(f"config {config['name']!r} has no {', '.join(unset)}; nothing was adopted",
-                            reason="field_missing")
+        raise ArtifactError(
+            f"config {config['name']!r} has no {', '.join(unset)}; nothing was adopted", reason="field_missing"
+        )
     missing = []
     for kind, path in paths.items():
         if not store.stat(path)["exists"]:  # refuses paths outside ARTIFACT_DIR (path_refused)
             missing.append(f"{kind} ({path})")
     if missing:
-        raise ArtifactError(f"config {config['name']!r}: legacy artifact file(s) missing: {', '.join(missing)}; "
-                            "nothing was adopted (retrain it instead)", reason="file_missing",
-                            path=paths[missing[0].split(" ")[0]])
+        raise ArtifactError(
+            f"config {config['name']!r}: legacy artifact file(s) missing: {', '.join(missing)}; "
+            "nothing was adopted (retrain it instead)",
+            reason="file_missing",
+            path=paths[missing[0].split(" ")[0]],
+        )
     return paths  # type: ignore[return-value]
 
 
-def adopt_legacy(database: Database, name: Any, *, trust: bool = False, requested_by: str | None = None,
-                 store: ArtifactStore | None = None, progress: Progress = no_progress) -> dict[str, Any]:
+def adopt_legacy(
+    database: Database,
+    name: Any,
+    *,
+    trust: bool = False,
+    requested_by: str | None = None,
+    store: ArtifactStore | None = None,
+    progress: Progress = no_progress,
+) -> dict[str, Any]:
     """Adopt config ``name``'s legacy files as a verified run with out-of-fold predictions; return the run."""
     t0 = time.perf_counter()
     stored = ConfigStore(database).get(name)
@@ -105,7 +123,9 @@ def adopt_legacy(database: Database, name: Any, *, trust: bool = False, requeste
         raise TrustRequiredError(
             f"adopting {config['name']!r} loads its legacy files, and loading a pickle runs code from it; the "
             "reference system recorded no checksums, so only an admin can vouch for them. Check where they came "
-            "from, then adopt with --trust (API: \"trust\": true). Nothing was read or changed.", field="trust")
+            'from, then adopt with --trust (API: "trust": true). Nothing was read or changed.',
+            field="trust",
+        )
     # ---- the trust step: from here on the files are read, hashed, signed and unpickled
     progress(0.0, "hashing the legacy files")
     blobs = {kind: store.read_bytes(path) for kind, path in paths.items()}
@@ -114,19 +134,29 @@ def adopt_legacy(database: Database, name: Any, *, trust: bool = False, requeste
     try:
         features = json.loads(blobs["features"].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"features file {paths['features']} is not JSON: {exc}", reason="unpickle_error",
-                            path=paths["features"]) from None
+        raise ArtifactError(
+            f"features file {paths['features']} is not JSON: {exc}",
+            reason="unpickle_error",
+            path=paths["features"],
+        ) from None
     if isinstance(features, dict):
         features = features.get("features")
     if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
-        raise ArtifactError(f"features file {paths['features']} does not hold a list of column names",
-                            reason="unpickle_error", path=paths["features"])
+        raise ArtifactError(
+            f"features file {paths['features']} does not hold a list of column names",
+            reason="unpickle_error",
+            path=paths["features"],
+        )
     scaler, _ = unpickle_bytes(blobs["scaler"], paths["scaler"])
     model, notes = unpickle_bytes(blobs["model"], paths["model"])
     for obj, kind in ((scaler, "scaler"), (model, "model")):
         if not hasattr(obj, "get_params") or not hasattr(obj, "fit"):
-            raise ArtifactError(f"{kind} file {paths[kind]} holds a {type(obj).__name__}, not a scikit-learn "
-                                "estimator; nothing was adopted", reason="unpickle_error", path=paths[kind])
+            raise ArtifactError(
+                f"{kind} file {paths[kind]} holds a {type(obj).__name__}, not a scikit-learn "
+                "estimator; nothing was adopted",
+                reason="unpickle_error",
+                path=paths[kind],
+            )
     progress(0.05, "reading the training data")
     config = {**config, "features": list(features)}
     data = load_training_data(config, database.settings)
@@ -134,37 +164,74 @@ def adopt_legacy(database: Database, name: Any, *, trust: bool = False, requeste
     fit = fit_config(config, data, scaled(progress, 0.1, 0.9), n_jobs=database.settings.cv_jobs, base=base)
     run_id = config["run_id"]
     if RunStore(database).find(run_id) is not None:
-        raise ConflictError(f"run {run_id} already exists; config {config['name']!r} cannot be adopted under it",
-                            field="run_id")
+        raise ConflictError(
+            f"run {run_id} already exists; config {config['name']!r} cannot be adopted under it", field="run_id"
+        )
     progress(0.92, "saving out-of-fold predictions")
     spec = fold_spec(config)
     fingerprint = data.fingerprint(config["target"])
-    data_info = {"training_csv": config["training_csv"], "file_sha256": data.file_sha256, "fingerprint": fingerprint,
-                 "rows_read": data.rows_read, "rows_used": data.rows_used, "rows_dropped": data.rows_dropped,
-                 "missing_value_policy": "drop rows", "n_train": int(len(fit.train_idx)),
-                 "n_test": int(len(fit.test_idx))}
-    adopted = {"at": now(), "by": requested_by, "trusted": True, "signature": signature,
-               "oof": "cross-validated clones of the legacy estimator with the standard fold spec",
-               "metrics": "a clone fitted on the training rows, scored on the held-out rows; the legacy model "
-                          "itself is kept unchanged"}
-    summary = {"run_id": run_id, "name": config["name"], "metrics": fit.metrics, "cv": fit.cv, "data": data_info,
-               "fold_spec": spec, "adopted": {k: v for k, v in adopted.items() if k != "at"}}
+    data_info = {
+        "training_csv": config["training_csv"],
+        "file_sha256": data.file_sha256,
+        "fingerprint": fingerprint,
+        "rows_read": data.rows_read,
+        "rows_used": data.rows_used,
+        "rows_dropped": data.rows_dropped,
+        "missing_value_policy": "drop rows",
+        "n_train": int(len(fit.train_idx)),
+        "n_test": int(len(fit.test_idx)),
+    }
+    adopted = {
+        "at": now(),
+        "by": requested_by,
+        "trusted": True,
+        "signature": signature,
+        "oof": "cross-validated clones of the legacy estimator with the standard fold spec",
+        "metrics": "a clone fitted on the training rows, scored on the held-out rows; the legacy model "
+        "itself is kept unchanged",
+    }
+    summary = {
+        "run_id": run_id,
+        "name": config["name"],
+        "metrics": fit.metrics,
+        "cv": fit.cv,
+        "data": data_info,
+        "fold_spec": spec,
+        "adopted": {k: v for k, v in adopted.items() if k != "at"},
+    }
     written: dict[str, ArtifactInfo] = {}
     try:
-        written["oof"] = store.write(artifact_name(run_id, "oof"),
-                                     npz_writer(oof_arrays(fit, data_info.get("fingerprint"))))
+        written["oof"] = store.write(
+            artifact_name(run_id, "oof"), npz_writer(oof_arrays(fit, data_info.get("fingerprint")))
+        )
         written["metrics"] = store.write(artifact_name(run_id, "metrics"), json_writer(summary))
         saved_at = now()
         artifacts = {**{k: v.to_dict() for k, v in infos.items()}, **{k: v.to_dict() for k, v in written.items()}}
-        run = {"run_id": run_id, "config_id": config["_id"], "name": config["name"], "task": config["task"],
-               "model_type": config["model_type"], "definition": definition(config),
-               "config": {k: v for k, v in config.items() if k not in ("_id",)}, "tags": config.get("tags", []),
-               "artifacts": artifacts, "metrics": fit.metrics, "cv": fit.cv,
-               "feature_importance": fit.feature_importance, "data": data_info, "fold_spec": spec,
-               "classes": fit.classes, "durations": {"total_s": round(time.perf_counter() - t0, 4)},
-               "versions": environment_versions(), "status": "trained", "created_at": saved_at,
-               "requested_by": requested_by, "adopted": adopted, "load_warnings": notes,
-               "status_history": [{"status": "trained", "at": saved_at, "by": requested_by, "note": "adopted"}]}
+        run = {
+            "run_id": run_id,
+            "config_id": config["_id"],
+            "name": config["name"],
+            "task": config["task"],
+            "model_type": config["model_type"],
+            "definition": definition(config),
+            "config": {k: v for k, v in config.items() if k not in ("_id",)},
+            "tags": config.get("tags", []),
+            "artifacts": artifacts,
+            "metrics": fit.metrics,
+            "cv": fit.cv,
+            "feature_importance": fit.feature_importance,
+            "data": data_info,
+            "fold_spec": spec,
+            "classes": fit.classes,
+            "durations": {"total_s": round(time.perf_counter() - t0, 4)},
+            "versions": environment_versions(),
+            "status": "trained",
+            "created_at": saved_at,
+            "requested_by": requested_by,
+            "adopted": adopted,
+            "load_warnings": notes,
+            "status_history": [{"status": "trained", "at": saved_at, "by": requested_by, "note": "adopted"}],
+        }
         RunStore(database).insert_versioned(run)
     except BaseException:
         for info in written.values():
@@ -172,9 +239,12 @@ def adopt_legacy(database: Database, name: Any, *, trust: bool = False, requeste
         raise
     fields = config_fields_for_run(run)
     fields["artifacts_saved_at"] = stored.get("artifacts_saved_at") or fields["artifacts_saved_at"]
-    database.configs.update_one({"_id": config["_id"]}, {"$set": {**fields, "adopted": adopted, "updated_at": saved_at},
-                                                         "$inc": {"rev": 1, "runs_count": 1}})
+    database.configs.update_one(
+        {"_id": config["_id"]},
+        {"$set": {**fields, "adopted": adopted, "updated_at": saved_at}, "$inc": {"rev": 1, "runs_count": 1}},
+    )
     progress(1.0, "adopted")
-    log.info("adopted legacy config %s as run %s (cv %s %.4f)", config["name"], run_id, fit.cv["metric"],
-             fit.cv["mean"])
+    log.info(
+        "adopted legacy config %s as run %s (cv %s %.4f)", config["name"], run_id, fit.cv["metric"], fit.cv["mean"]
+    )
     return run

@@ -1,4 +1,5 @@
 """Training on the Dask cluster: a slow-path retrain that runs on a worker instead of in this process."""
+
 from __future__ import annotations
 
 import logging
@@ -26,8 +27,9 @@ def _train_remote(config_id: str, requested_by: str | None) -> str:
         raise TrainingError(f"artifacts could not be written: {exc.message}") from None
 
 
-def train_on_cluster(settings: Settings, config_id: Any, *, requested_by: str | None = None,
-                     progress: Progress = no_progress) -> str | None:
+def train_on_cluster(
+    settings: Settings, config_id: Any, *, requested_by: str | None = None, progress: Progress = no_progress
+) -> str | None:
     """Train config ``config_id`` on a Dask worker and wait; returns the new run id.
 
     Returns None (the caller trains in place) when this process already is a
@@ -40,8 +42,10 @@ def train_on_cluster(settings: Settings, config_id: Any, *, requested_by: str | 
         return None
     runner = get_default_runner(settings)
     if not isinstance(runner, DaskRunner):
-        log.warning("DASK_SCHEDULER_ADDRESS is set but the job runner is %s; training in place",
-                    runner.describe().get("runner"))
+        log.warning(
+            "DASK_SCHEDULER_ADDRESS is set but the job runner is %s; training in place",
+            runner.describe().get("runner"),
+        )
         return None
     progress(0.0, f"training on the Dask cluster at {runner.address}")
     run_id = runner.call(_train_remote, str(config_id), requested_by)

@@ -5,6 +5,7 @@ or in the target are dropped before training; how many is recorded in the
 run (``data.rows_dropped``). Training refuses to go on if fewer than
 ``MIN_ROWS`` rows remain.
 """
+
 from __future__ import annotations
 
 import csv
@@ -63,21 +64,26 @@ def _read_csv(path: Path, training_csv: str, max_bytes: int) -> tuple[pd.DataFra
         raise DataError(f"training CSV {training_csv!r} is not a file", field="training_csv")
     size = path.stat().st_size
     if size > max_bytes:
-        raise DataError(f"training CSV {training_csv!r} is {size} bytes, more than MAX_TRAINING_CSV_BYTES "
-                        f"({max_bytes}); it was not read", field="training_csv")
+        raise DataError(
+            f"training CSV {training_csv!r} is {size} bytes, more than MAX_TRAINING_CSV_BYTES "
+            f"({max_bytes}); it was not read",
+            field="training_csv",
+        )
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"training CSV {training_csv!r} is empty", field="training_csv")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"training CSV {training_csv!r} is not UTF-8 text (byte {exc.start} is invalid)",
-                        field="training_csv") from None
+        raise DataError(
+            f"training CSV {training_csv!r} is not UTF-8 text (byte {exc.start} is invalid)", field="training_csv"
+        ) from None
     try:
         frame = pd.read_csv(io.StringIO(text), low_memory=False)
     except (pd.errors.ParserError, csv.Error) as exc:
-        raise DataError(f"training CSV {training_csv!r} cannot be parsed: {str(exc).strip()}",
-                        field="training_csv") from None
+        raise DataError(
+            f"training CSV {training_csv!r} cannot be parsed: {str(exc).strip()}", field="training_csv"
+        ) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"training CSV {training_csv!r} has no columns", field="training_csv") from None
     return frame, hashlib.sha256(raw).hexdigest()
@@ -95,12 +101,17 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
         hint = ""
         if len(frame.columns) == 1 and any(d in frame.columns[0] for d in ";\t|"):
             hint = " (the file seems to use another delimiter than ',')"
-        raise DataError(f"training CSV {training_csv!r} lacks columns: {', '.join(missing)}{hint}",
-                        field="features" if target not in missing else "target")
+        raise DataError(
+            f"training CSV {training_csv!r} lacks columns: {', '.join(missing)}{hint}",
+            field="features" if target not in missing else "target",
+        )
     if frame.empty:
         raise DataError(f"training CSV {training_csv!r} has a header but no rows", field="training_csv")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])
-                   and not pd.api.types.is_bool_dtype(frame[c])]
+    non_numeric = [
+        c
+        for c in features
+        if not pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    ]
     if non_numeric:
         raise DataError(f"feature columns are not numeric: {', '.join(non_numeric)}", field="features")
     X_frame = frame[features].astype(float)
@@ -115,8 +126,11 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
     kept = np.flatnonzero(ok)
     dropped = int(len(frame) - len(kept))
     if len(kept) < MIN_ROWS:
-        raise DataError(f"only {len(kept)} usable rows in {training_csv!r} after dropping {dropped} with "
-                        f"missing or infinite values; at least {MIN_ROWS} are needed", field="training_csv")
+        raise DataError(
+            f"only {len(kept)} usable rows in {training_csv!r} after dropping {dropped} with "
+            f"missing or infinite values; at least {MIN_ROWS} are needed",
+            field="training_csv",
+        )
     X = X_frame.to_numpy()[kept]
     y = y_series.to_numpy()[kept]
     if config["task"] == "classification" and y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
@@ -127,13 +141,19 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
         classes, counts = np.unique(y.astype(str) if y.dtype == object else y, return_counts=True)
         classes = classes.tolist()  # plain Python values: messages say 1, not np.int64(1)
         if len(classes) < 2:
-            raise DataError(f"target {target!r} has a single class ({classes[0]!r}); classification needs "
-                            "at least two", field="target")
+            raise DataError(
+                f"target {target!r} has a single class ({classes[0]!r}); classification needs at least two",
+                field="target",
+            )
         folds = int(config.get("cv_folds", 5))
         if counts.min() < folds + 1:
-            raise DataError(f"class {classes[int(counts.argmin())]!r} of target {target!r} has only "
-                            f"{int(counts.min())} rows; cv_folds={folds} needs at least {folds + 1}", field="cv_folds")
+            raise DataError(
+                f"class {classes[int(counts.argmin())]!r} of target {target!r} has only "
+                f"{int(counts.min())} rows; cv_folds={folds} needs at least {folds + 1}",
+                field="cv_folds",
+            )
     elif np.unique(y).size < 2:
         raise DataError(f"target {target!r} is constant; nothing to learn", field="target")
-    return TrainingData(X=X, y=y, path=path, file_sha256=sha, rows_read=len(frame), rows_dropped=dropped,
-                        kept_rows=kept)
+    return TrainingData(
+        X=X, y=y, path=path, file_sha256=sha, rows_read=len(frame), rows_dropped=dropped, kept_rows=kept
+    )

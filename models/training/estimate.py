@@ -4,6 +4,7 @@ An estimate uses the runs of the same task and model type (those of the same con
 to the config's row count by the model type's growth (linear, or quadratic for kernel SVMs), and takes
 the median. Counting the rows reads the CSV's bytes once (no parsing).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -17,8 +18,10 @@ from models.training.data import resolve_csv
 # training time grows with rows ** exponent (kernel SVMs are quadratic or worse)
 ROW_EXPONENT = {"svm": 2.0, "knn": 1.5}
 # (model type, rows above which it is slow, why)
-SLOW_TYPES = {"svm": (10_000, "a kernel SVM's training time grows with the square of the rows"),
-              "knn": (200_000, "k-nearest neighbours predicts by comparing every row with every other")}
+SLOW_TYPES = {
+    "svm": (10_000, "a kernel SVM's training time grows with the square of the rows"),
+    "knn": (200_000, "k-nearest neighbours predicts by comparing every row with every other"),
+}
 RUNS_CONSIDERED = 20
 
 
@@ -31,8 +34,11 @@ class Estimate:
     rows: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seconds": None if self.seconds is None else float(f"{self.seconds:.3g}"), "basis": self.basis,
-                "rows": self.rows}
+        return {
+            "seconds": None if self.seconds is None else float(f"{self.seconds:.3g}"),
+            "basis": self.basis,
+            "rows": self.rows,
+        }
 
     def text(self) -> str:
         """``about 27 s (from 3 past random_forest runs)`` or ``no estimate (...)``."""
@@ -71,11 +77,13 @@ def estimate_training(database: Database, config: dict[str, Any], rows: int | No
     """How long training ``config`` should take, judged from past runs of its model type."""
     rows = rows if rows is not None else count_rows(config.get("training_csv") or "")
     model_type, task = config.get("model_type"), config.get("task")
-    query = {"task": task, "model_type": model_type, "durations.total_s": {"$gt": 0},
-             "data.rows_used": {"$gt": 0}}
+    query = {"task": task, "model_type": model_type, "durations.total_s": {"$gt": 0}, "data.rows_used": {"$gt": 0}}
     fields = {"name": 1, "durations.total_s": 1, "data.rows_used": 1, "config.cv_folds": 1}
-    runs = list(database.runs.find({**query, "name": config.get("name")}, fields)
-                .sort("created_at", -1).limit(RUNS_CONSIDERED))
+    runs = list(
+        database.runs.find({**query, "name": config.get("name")}, fields)
+        .sort("created_at", -1)
+        .limit(RUNS_CONSIDERED)
+    )
     own = bool(runs)
     if not runs:
         runs = list(database.runs.find(query, fields).sort("created_at", -1).limit(RUNS_CONSIDERED))
@@ -104,5 +112,7 @@ def slow_warning(config: dict[str, Any], rows: int | None) -> str | None:
     limit, why = SLOW_TYPES[model_type]
     if rows <= limit:
         return None
-    return (f"{config.get('name')}: {model_type} on {rows:,} rows may take a long time ({why}); "
-            f"consider another model type or fewer rows")
+    return (
+        f"{config.get('name')}: {model_type} on {rows:,} rows may take a long time ({why}); "
+        f"consider another model type or fewer rows"
+    )

@@ -1,4 +1,5 @@
 """Where the CV folds of one fit run: joblib's Dask backend on the cluster when ``CV_JOBS`` asks for it."""
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """The headline metric of a config or run document: what the tables (web and CLI) show first."""
+
 from __future__ import annotations
 
 from typing import Any

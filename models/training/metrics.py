@@ -1,4 +1,5 @@
 """Metrics for classifiers and regressors, and which of them is primary and which way is better."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -7,8 +8,16 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
-HIGHER_IS_BETTER = {"accuracy", "precision", "recall", "f1", "roc_auc", "r2", "cv_mean_accuracy",
-                    "balanced_accuracy"}
+HIGHER_IS_BETTER = {
+    "accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "roc_auc",
+    "r2",
+    "cv_mean_accuracy",
+    "balanced_accuracy",
+}
 LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae"}
 # every metric a run records (classifiers: accuracy ... roc_auc; regressors: mse ... r2)
 RUN_METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "brier", "roc_auc", "mse", "rmse", "mae", "r2")
@@ -64,8 +73,9 @@ def binary_roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray,
-                           classes: np.ndarray) -> dict[str, Any]:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray, classes: np.ndarray
+) -> dict[str, Any]:
     """Accuracy, weighted precision/recall/F1, log loss, confusion matrix, Brier and ROC AUC.
 
     The labels are encoded once and every label metric comes from one confusion matrix (the same
@@ -102,15 +112,17 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.nda
         out["brier"] = float(np.average((positive - proba[:, 1]) ** 2))
         out["roc_auc"] = binary_roc_auc(positive, proba[:, 1]) if n_present == 2 else None
     elif n_present == k:
-        out["roc_auc"] = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="weighted",
-                                                 labels=classes))
+        out["roc_auc"] = float(
+            skm.roc_auc_score(y_true, proba, multi_class="ovr", average="weighted", labels=classes)
+        )
     else:
         out["roc_auc"] = None
     return out
 
 
-def sklearn_classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray,
-                           classes: np.ndarray) -> dict[str, Any]:
+def sklearn_classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray, classes: np.ndarray
+) -> dict[str, Any]:
     """The same metrics through scikit-learn's functions (the reference, and the path for odd labels)."""
     out: dict[str, Any] = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
@@ -127,8 +139,9 @@ def sklearn_classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba
         out["brier"] = float(skm.brier_score_loss(positive, proba[:, 1]))
         out["roc_auc"] = float(skm.roc_auc_score(positive, proba[:, 1])) if len(present) == 2 else None
     elif len(present) == len(classes):
-        out["roc_auc"] = float(skm.roc_auc_score(y_true, proba, multi_class="ovr", average="weighted",
-                                                 labels=classes))
+        out["roc_auc"] = float(
+            skm.roc_auc_score(y_true, proba, multi_class="ovr", average="weighted", labels=classes)
+        )
     else:
         out["roc_auc"] = None
     return out
@@ -136,5 +149,9 @@ def sklearn_classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     mse = float(skm.mean_squared_error(y_true, y_pred))
-    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(skm.mean_absolute_error(y_true, y_pred)),
-            "r2": float(skm.r2_score(y_true, y_pred))}
+    return {
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+        "r2": float(skm.r2_score(y_true, y_pred)),
+    }

@@ -5,6 +5,7 @@ A solver that stops early tells the user to scale the data ("scale the data as s
 scaler, the data *is* scaled: the warning is logged without that advice. The setting is per thread
 (``warnings.catch_warnings`` is not thread-safe, and trainings run on several threads).
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,11 @@ _installed = False
 def without_scale_advice(message: str) -> str:
     """The warning's text with the sentences that advise scaling removed."""
     sentences = re.split(r"(?<=[.:])\s+", " ".join(message.split()))
-    kept = [s for s in sentences if not SCALE_ADVICE.search(s) and not s.startswith("https://")
-            and "preprocessing.html" not in s]
+    kept = [
+        s
+        for s in sentences
+        if not SCALE_ADVICE.search(s) and not s.startswith("https://") and "preprocessing.html" not in s
+    ]
     return " ".join(kept).strip()
 
 
@@ -37,12 +41,22 @@ def _install() -> None:
             return
         original = warnings.showwarning
 
-        def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
-                 line: str | None = None) -> None:
+        def show(
+            message: Any,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: Any = None,
+            line: str | None = None,
+        ) -> None:
             scaler = getattr(_local, "scaler", None)
             if scaler and SCALE_ADVICE.search(str(message)):
-                log.warning("%s: %s (the data is already scaled by the config's %r scaler)", category.__name__,
-                            without_scale_advice(str(message)), scaler)
+                log.warning(
+                    "%s: %s (the data is already scaled by the config's %r scaler)",
+                    category.__name__,
+                    without_scale_advice(str(message)),
+                    scaler,
+                )
                 return
             original(message, category, filename, lineno, file, line)
 

@@ -8,6 +8,7 @@ combination refuses the whole sweep, naming the parameter and value, and creates
 Training them is :func:`models.training.service.submit_training` per config (parallel through
 the job runner, on Dask when configured).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -82,8 +83,9 @@ def check_grid(grid: Any) -> dict[str, list[Any]]:
     for values in grid.values():
         count *= len(values)
     if count > MAX_COMBINATIONS:
-        raise ValidationError(f"the grid makes {count} combinations; at most {MAX_COMBINATIONS} per sweep",
-                              field="grid")
+        raise ValidationError(
+            f"the grid makes {count} combinations; at most {MAX_COMBINATIONS} per sweep", field="grid"
+        )
     return grid
 
 
@@ -115,10 +117,13 @@ def plan_sweep(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[st
     for values in itertools.product(*(grid[k] for k in keys)):
         combo = dict(zip(keys, values))
         shown = ", ".join(f"{k}={_show(v)}" for k, v in combo.items())
-        doc = {**fields, "name": sweep_name(base["name"], combo),
-               "hyperparameters": {**(base.get("hyperparameters") or {}), **combo},
-               "description": f"sweep of {base['name']}: {shown}",
-               "tags": list(dict.fromkeys([*(base.get("tags") or []), sweep_tag(base["name"])]))}
+        doc = {
+            **fields,
+            "name": sweep_name(base["name"], combo),
+            "hyperparameters": {**(base.get("hyperparameters") or {}), **combo},
+            "description": f"sweep of {base['name']}: {shown}",
+            "tags": list(dict.fromkeys([*(base.get("tags") or []), sweep_tag(base["name"])])),
+        }
         try:
             docs.append(validate_config(doc))
         except ValidationError as exc:
@@ -126,14 +131,19 @@ def plan_sweep(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[st
                 field = err.get("field") or "hyperparameters"
                 param = field.split(".", 1)[1] if field.startswith("hyperparameters.") else field
                 where = f"{param}={_show(combo[param])}" if param in combo else shown
-                problem = {"field": f"grid.{param}" if param in grid else field,
-                           "message": f"sweep refused, nothing created: {where}: {err['message']}"}
+                problem = {
+                    "field": f"grid.{param}" if param in grid else field,
+                    "message": f"sweep refused, nothing created: {where}: {err['message']}",
+                }
                 if problem not in errors:  # the same bad value in several combinations is one problem
                     errors.append(problem)
     if errors:
-        raise ValidationError(f"the sweep of {base['name']!r} was refused (nothing created): "
-                              + "; ".join(e["message"].split(": ", 1)[1] for e in errors[:5])
-                              + (f"; and {len(errors) - 5} more" if len(errors) > 5 else ""), errors=errors)
+        raise ValidationError(
+            f"the sweep of {base['name']!r} was refused (nothing created): "
+            + "; ".join(e["message"].split(": ", 1)[1] for e in errors[:5])
+            + (f"; and {len(errors) - 5} more" if len(errors) > 5 else ""),
+            errors=errors,
+        )
     return docs
 
 
@@ -158,8 +168,12 @@ def create_sweep(database: Database, base_name: Any, grid: dict[str, list[Any]])
     return created
 
 
-def submit_sweep_training(database: Database, configs: list[dict[str, Any]], *,
-                          runner: jobs.JobRunner | None = None, requested_by: str | None = None
-                          ) -> list[dict[str, Any]]:
+def submit_sweep_training(
+    database: Database,
+    configs: list[dict[str, Any]],
+    *,
+    runner: jobs.JobRunner | None = None,
+    requested_by: str | None = None,
+) -> list[dict[str, Any]]:
     """Queue the training of every config of a sweep; the job runner runs them in parallel."""
     return [submit_training(database, c["_id"], runner=runner, requested_by=requested_by)[0] for c in configs]

@@ -6,6 +6,7 @@ out-of-fold predictions that stacking needs), the final fit on the training
 rows, metrics on the held-out rows, then the artifacts and, last, the MongoDB
 update that commits the run.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,8 +74,9 @@ def make_scaler(kind: str) -> Any:
 
 def make_pipeline(config: dict[str, Any]) -> Pipeline:
     """Scaler and model in one pipeline, so each CV fold fits its own scaler (no leakage)."""
-    model = build_estimator(config["task"], config["model_type"], config.get("hyperparameters") or {},
-                            config.get("random_state"))
+    model = build_estimator(
+        config["task"], config["model_type"], config.get("hyperparameters") or {}, config.get("random_state")
+    )
     calibration = config.get("calibration", "none")
     if config["task"] == "classification" and calibration != "none":
         model = CalibratedClassifierCV(model, method=calibration, cv=CALIBRATION_CV)
@@ -86,10 +88,17 @@ def make_pipeline(config: dict[str, Any]) -> Pipeline:
 def fold_spec(config: dict[str, Any]) -> dict[str, Any]:
     """Everything that decides which rows land in which fold (ensembles need the same spec)."""
     cls = config["task"] == "classification"
-    return {"method": "StratifiedKFold" if cls else "KFold", "n_splits": int(config["cv_folds"]),
-            "shuffle": True, "random_state": int(config["random_state"]),
-            "holdout": {"test_size": float(config.get("test_size", 0.2)),
-                        "random_state": int(config["random_state"]), "stratified": cls}}
+    return {
+        "method": "StratifiedKFold" if cls else "KFold",
+        "n_splits": int(config["cv_folds"]),
+        "shuffle": True,
+        "random_state": int(config["random_state"]),
+        "holdout": {
+            "test_size": float(config.get("test_size", 0.2)),
+            "random_state": int(config["random_state"]),
+            "stratified": cls,
+        },
+    }
 
 
 def make_splitter(spec: dict[str, Any]) -> KFold | StratifiedKFold:
@@ -100,8 +109,9 @@ def make_splitter(spec: dict[str, Any]) -> KFold | StratifiedKFold:
 def holdout_split(y: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     h = spec["holdout"]
     idx = np.arange(len(y))
-    train_idx, test_idx = train_test_split(idx, test_size=h["test_size"], random_state=h["random_state"],
-                                           stratify=y if h["stratified"] else None)
+    train_idx, test_idx = train_test_split(
+        idx, test_size=h["test_size"], random_state=h["random_state"], stratify=y if h["stratified"] else None
+    )
     return np.sort(train_idx), np.sort(test_idx)
 
 
@@ -126,11 +136,12 @@ class FitResult:
     feature_importance: list[dict[str, Any]]
     durations: dict[str, float] = field(default_factory=dict)
     y_train: np.ndarray | None = None  # targets of the training / held-out rows, kept with the
-    y_test: np.ndarray | None = None   # out-of-fold predictions so that stacking needs no CSV
+    y_test: np.ndarray | None = None  # out-of-fold predictions so that stacking needs no CSV
 
 
-def _fit_fold(base: Pipeline, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray,
-              task: str) -> np.ndarray:
+def _fit_fold(
+    base: Pipeline, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray, task: str
+) -> np.ndarray:
     """One CV fold: a fresh copy of ``base`` fitted on ``fit_rows``, its predictions for ``val_rows``.
 
     A module-level function so joblib can ship it to other processes (loky, Dask workers).
@@ -139,8 +150,14 @@ def _fit_fold(base: Pipeline, X: np.ndarray, y: np.ndarray, fit_rows: np.ndarray
     return _predict_out(pipe, X[val_rows], task)
 
 
-def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = no_progress, *,
-               n_jobs: int = 1, base: Pipeline | None = None) -> FitResult:
+def fit_config(
+    config: dict[str, Any],
+    data: TrainingData,
+    progress: Progress = no_progress,
+    *,
+    n_jobs: int = 1,
+    base: Pipeline | None = None,
+) -> FitResult:
     """Cross-validate, fit and evaluate one config on ``data``. Pure computation: writes nothing.
 
     The folds run through :class:`joblib.Parallel` with ``n_jobs`` (1: one after
@@ -166,7 +183,8 @@ def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = 
     progress(0.0, f"fold 1/{len(splits)}")
     with scaled_data(config.get("scaler", "standard")):
         folds = joblib.Parallel(n_jobs=n_jobs, return_as="generator")(
-            joblib.delayed(_fit_fold)(base, X_tr, y_tr, fit_rows, val_rows, task) for fit_rows, val_rows in splits)
+            joblib.delayed(_fit_fold)(base, X_tr, y_tr, fit_rows, val_rows, task) for fit_rows, val_rows in splits
+        )
         for k, ((_, val_rows), predicted) in enumerate(zip(splits, folds)):  # the generator yields in fold order
             oof[val_rows] = predicted
             fold_ids[val_rows] = k
@@ -185,13 +203,29 @@ def fit_config(config: dict[str, Any], data: TrainingData, progress: Progress = 
         metrics = regression_metrics(y_te, test_pred)
     importance = feature_importance(final, list(config["features"]), X_te, y_te, config)
     t_eval = time.perf_counter()
-    cv = {"metric": metric, "scores": [float(s) for s in scores], "mean": float(np.mean(scores)),
-          "std": float(np.std(scores)), "n_splits": len(splits)}
-    return FitResult(pipeline=final, features=list(config["features"]),
-                     classes=None if classes is None else final.classes_.tolist(),
-                     train_idx=train_idx, test_idx=test_idx, fold_ids=fold_ids, oof=oof, test_pred=test_pred,
-                     metrics=metrics, cv=cv, feature_importance=importance, y_train=y_tr, y_test=y_te,
-                     durations={"cv_s": t_cv - t0, "final_fit_s": t_fit - t_cv, "evaluate_s": t_eval - t_fit})
+    cv = {
+        "metric": metric,
+        "scores": [float(s) for s in scores],
+        "mean": float(np.mean(scores)),
+        "std": float(np.std(scores)),
+        "n_splits": len(splits),
+    }
+    return FitResult(
+        pipeline=final,
+        features=list(config["features"]),
+        classes=None if classes is None else final.classes_.tolist(),
+        train_idx=train_idx,
+        test_idx=test_idx,
+        fold_ids=fold_ids,
+        oof=oof,
+        test_pred=test_pred,
+        metrics=metrics,
+        cv=cv,
+        feature_importance=importance,
+        y_train=y_tr,
+        y_test=y_te,
+        durations={"cv_s": t_cv - t0, "final_fit_s": t_fit - t_cv, "evaluate_s": t_eval - t_fit},
+    )
 
 
 ONE_CLASS_SHARE = 0.99
@@ -208,12 +242,15 @@ def result_warnings(fit: FitResult, task: str) -> list[str]:
     if share <= ONE_CLASS_SHARE:
         return []
     label = fit.classes[int(counts.argmax())]
-    return [f"predicts class {label!r} for {share:.1%} of the {int(counts.sum())} held-out rows; the model "
-            "may have learned little beyond the majority class (check its hyperparameters and the class balance)"]
+    return [
+        f"predicts class {label!r} for {share:.1%} of the {int(counts.sum())} held-out rows; the model "
+        "may have learned little beyond the majority class (check its hyperparameters and the class balance)"
+    ]
 
 
-def feature_importance(pipe: Pipeline, features: list[str], X_te: np.ndarray, y_te: np.ndarray,
-                       config: dict[str, Any]) -> list[dict[str, Any]]:
+def feature_importance(
+    pipe: Pipeline, features: list[str], X_te: np.ndarray, y_te: np.ndarray, config: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Impurity importances, else |coefficients|, else permutation importance on held-out rows."""
     model = pipe.named_steps["model"]
     inner = [c.estimator for c in getattr(model, "calibrated_classifiers_", [])] or [model]
@@ -225,16 +262,22 @@ def feature_importance(pipe: Pipeline, features: list[str], X_te: np.ndarray, y_
         values, method = np.mean(coefs, axis=0), "coefficients"
     else:
         rows = min(len(y_te), 1000)
-        result = permutation_importance(pipe, X_te[:rows], y_te[:rows], n_repeats=3,
-                                        random_state=int(config.get("random_state", 0)))
+        result = permutation_importance(
+            pipe, X_te[:rows], y_te[:rows], n_repeats=3, random_state=int(config.get("random_state", 0))
+        )
         values, method = result.importances_mean, "permutation"
     order = np.argsort(-np.asarray(values))
     return [{"feature": features[i], "importance": float(values[i]), "method": method} for i in order]
 
 
 def environment_versions() -> dict[str, str]:
-    return {"python": platform.python_version(), "sklearn": sklearn.__version__, "joblib": joblib.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__}
+    return {
+        "python": platform.python_version(),
+        "sklearn": sklearn.__version__,
+        "joblib": joblib.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
 
 
 def plain_labels(y: np.ndarray | None) -> np.ndarray | None:
@@ -252,17 +295,23 @@ def plain_labels(y: np.ndarray | None) -> np.ndarray | None:
 def oof_arrays(fit: FitResult, fingerprint: str | None = None) -> dict[str, np.ndarray]:
     """The ``oof`` artifact: out-of-fold and held-out predictions, the row split, the fold of each
     training row, and what the meta-model needs besides (targets, and the data fingerprint they belong to)."""
-    arrays = {"oof": fit.oof, "fold_ids": fit.fold_ids, "train_idx": fit.train_idx,
-              "test_idx": fit.test_idx, "test_pred": fit.test_pred,
-              "classes": np.asarray(fit.classes if fit.classes is not None else [])}
+    arrays = {
+        "oof": fit.oof,
+        "fold_ids": fit.fold_ids,
+        "train_idx": fit.train_idx,
+        "test_idx": fit.test_idx,
+        "test_pred": fit.test_pred,
+        "classes": np.asarray(fit.classes if fit.classes is not None else []),
+    }
     y_train, y_test = plain_labels(fit.y_train), plain_labels(fit.y_test)
     if fingerprint and y_train is not None and y_test is not None:
         arrays.update(y_train=y_train, y_test=y_test, fingerprint=np.asarray(fingerprint))
     return arrays
 
 
-def write_run_artifacts(store: ArtifactStore, run_id: str, fit: FitResult, summary: dict[str, Any]
-                        ) -> dict[str, ArtifactInfo]:
+def write_run_artifacts(
+    store: ArtifactStore, run_id: str, fit: FitResult, summary: dict[str, Any]
+) -> dict[str, ArtifactInfo]:
     """Write every file of a run atomically; on failure remove the ones already written and re-raise."""
     files = {
         "model": pickle_writer(fit.pipeline.named_steps["model"]),
@@ -287,12 +336,19 @@ def _fold_backend(settings: Any) -> Any:
     if settings.cv_jobs == 1:
         return contextlib.nullcontext()
     from models.training.folds import cluster_folds  # distributed is imported only when folds may spread
+
     return cluster_folds(settings)
 
 
-def train_config(database: Database, name_or_id: Any, *, progress: Progress = no_progress,
-                 version: str | None = None, requested_by: str | None = None,
-                 store: ArtifactStore | None = None) -> dict[str, Any]:
+def train_config(
+    database: Database,
+    name_or_id: Any,
+    *,
+    progress: Progress = no_progress,
+    version: str | None = None,
+    requested_by: str | None = None,
+    store: ArtifactStore | None = None,
+) -> dict[str, Any]:
     """Train a stored config and commit the run; return the run document.
 
     On failure the config gets ``status: failed`` and the error, no file of the
@@ -300,8 +356,10 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
     """
     configs = ConfigStore(database)
     config = configs.get(name_or_id)
-    config = {**validate_config(config, limits=database.settings.hyperparameter_limit),
-              "_id": config["_id"]}  # before any work
+    config = {
+        **validate_config(config, limits=database.settings.hyperparameter_limit),
+        "_id": config["_id"],
+    }  # before any work
     store = store or get_store(database.settings)
     started = now()
     t0 = time.perf_counter()
@@ -313,11 +371,20 @@ def train_config(database: Database, name_or_id: Any, *, progress: Progress = no
         training_here(config["_id"], False)
 
 
-def _train(database: Database, config: dict[str, Any], store: ArtifactStore, started: Any, t0: float,
-           progress: Progress, version: str | None, requested_by: str | None) -> dict[str, Any]:
-    database.configs.update_one({"_id": config["_id"]},
-                                {"$set": {"status": "training", "training_started_at": started,
-                                          "training_owner": current_owner()}})
+def _train(
+    database: Database,
+    config: dict[str, Any],
+    store: ArtifactStore,
+    started: Any,
+    t0: float,
+    progress: Progress,
+    version: str | None,
+    requested_by: str | None,
+) -> dict[str, Any]:
+    database.configs.update_one(
+        {"_id": config["_id"]},
+        {"$set": {"status": "training", "training_started_at": started, "training_owner": current_owner()}},
+    )
     written: dict[str, ArtifactInfo] = {}
     lease: ArtifactLease | None = None
     run_recorded = False
@@ -330,18 +397,32 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
         run_id = new_run_id()
         spec = fold_spec(config)
         fingerprint = data.fingerprint(config["target"])
-        data_info = {"training_csv": config["training_csv"], "file_sha256": data.file_sha256,
-                     "fingerprint": fingerprint, "rows_read": data.rows_read, "rows_used": data.rows_used,
-                     "rows_dropped": data.rows_dropped, "missing_value_policy": "drop rows",
-                     "n_train": int(len(fit.train_idx)), "n_test": int(len(fit.test_idx))}
+        data_info = {
+            "training_csv": config["training_csv"],
+            "file_sha256": data.file_sha256,
+            "fingerprint": fingerprint,
+            "rows_read": data.rows_read,
+            "rows_used": data.rows_used,
+            "rows_dropped": data.rows_dropped,
+            "missing_value_policy": "drop rows",
+            "n_train": int(len(fit.train_idx)),
+            "n_test": int(len(fit.test_idx)),
+        }
         if config["task"] == "classification":
             labels, counts = np.unique(data.y, return_counts=True)
             data_info["class_distribution"] = {str(k): int(v) for k, v in zip(labels, counts)}
         progress(0.92, "saving artifacts")
         t_save = time.perf_counter()
-        summary = {"run_id": run_id, "name": config["name"], "metrics": fit.metrics, "cv": fit.cv,
-                   "feature_importance": fit.feature_importance, "data": data_info, "fold_spec": spec,
-                   "versions": environment_versions()}
+        summary = {
+            "run_id": run_id,
+            "name": config["name"],
+            "metrics": fit.metrics,
+            "cv": fit.cv,
+            "feature_importance": fit.feature_importance,
+            "data": data_info,
+            "fold_spec": spec,
+            "versions": environment_versions(),
+        }
         # a lease on the files before they exist: `artifacts gc` leaves them alone until the commit point
         lease = ArtifactLease(database, run_id)
         lease.add(artifact_name(run_id, kind) for kind in ARTIFACT_KINDS)
@@ -352,30 +433,54 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
         durations = {k: round(v, 4) for k, v in durations.items()}
         artifacts = {k: v.to_dict() for k, v in written.items()}
         checksums = {k: v.sha256 for k, v in written.items()}
-        run = {"run_id": run_id, "config_id": config["_id"], "name": config["name"], "task": config["task"],
-               "model_type": config["model_type"], "definition": definition(config),
-               "config": {k: v for k, v in config.items() if k != "_id"},
-               "tags": config.get("tags", []), "artifacts": artifacts, "metrics": fit.metrics, "cv": fit.cv,
-               "feature_importance": fit.feature_importance, "data": data_info, "fold_spec": spec,
-               "classes": fit.classes, "durations": durations, "versions": environment_versions(),
-               "warnings": result_warnings(fit, config["task"]),
-               "status": "trained", "created_at": saved_at, "requested_by": requested_by,
-               "status_history": [{"status": "trained", "at": saved_at, "by": requested_by}]}
+        run = {
+            "run_id": run_id,
+            "config_id": config["_id"],
+            "name": config["name"],
+            "task": config["task"],
+            "model_type": config["model_type"],
+            "definition": definition(config),
+            "config": {k: v for k, v in config.items() if k != "_id"},
+            "tags": config.get("tags", []),
+            "artifacts": artifacts,
+            "metrics": fit.metrics,
+            "cv": fit.cv,
+            "feature_importance": fit.feature_importance,
+            "data": data_info,
+            "fold_spec": spec,
+            "classes": fit.classes,
+            "durations": durations,
+            "versions": environment_versions(),
+            "warnings": result_warnings(fit, config["task"]),
+            "status": "trained",
+            "created_at": saved_at,
+            "requested_by": requested_by,
+            "status_history": [{"status": "trained", "at": saved_at, "by": requested_by}],
+        }
         lease.renew()
         recheck_files(store, written.values())  # still there, still the bytes written: then commit
         RunStore(database).insert_versioned(run, version)
         run_recorded = True  # from here on the files belong to a recorded run: never delete them
         progress(0.98, "updating config")
-        database.configs.update_one({"_id": config["_id"]}, {
-            "$set": {**config_fields_for_run(run), "updated_at": saved_at},
-            "$unset": {"error": "", "training_started_at": "", "training_owner": ""},
-            "$inc": {"rev": 1, "runs_count": 1}})
+        database.configs.update_one(
+            {"_id": config["_id"]},
+            {
+                "$set": {**config_fields_for_run(run), "updated_at": saved_at},
+                "$unset": {"error": "", "training_started_at": "", "training_owner": ""},
+                "$inc": {"rev": 1, "runs_count": 1},
+            },
+        )
         lease.close()
         progress(1.0, "done")
         for warning in run["warnings"]:
             log.warning("%s: %s", config["name"], warning)
-        log.info("trained %s as run %s (version %s) in %.2fs", config["name"], run_id, run["version"],
-                 durations["total_s"])
+        log.info(
+            "trained %s as run %s (version %s) in %.2fs",
+            config["name"],
+            run_id,
+            run["version"],
+            durations["total_s"],
+        )
         return run
     except BaseException as exc:
         if not run_recorded:
@@ -383,12 +488,19 @@ def _train(database: Database, config: dict[str, Any], store: ArtifactStore, sta
                 store.delete(info.path)
         if lease is not None:
             lease.close()
-        error = ({"code": exc.code, "message": exc.message, "field": exc.field} if isinstance(exc, ServiceError)
-                 else {"code": "training_error", "message": describe_exception(exc)})
+        error = (
+            {"code": exc.code, "message": exc.message, "field": exc.field}
+            if isinstance(exc, ServiceError)
+            else {"code": "training_error", "message": describe_exception(exc)}
+        )
         error["at"] = now()
-        database.configs.update_one({"_id": config["_id"]},
-                                    {"$set": {"status": "failed", "error": error},
-                                     "$unset": {"training_started_at": "", "training_owner": ""}})
+        database.configs.update_one(
+            {"_id": config["_id"]},
+            {
+                "$set": {"status": "failed", "error": error},
+                "$unset": {"training_started_at": "", "training_owner": ""},
+            },
+        )
         if isinstance(exc, ServiceError) or not isinstance(exc, Exception):
             raise
         raise TrainingError(f"training {config['name']} failed: {describe_exception(exc)}") from exc

@@ -4,6 +4,7 @@ Playwright's own browser download is never used (no ``playwright install``):
 the tests launch ``/usr/bin/chromium``. A missing Chromium fails the tests
 with a clear message instead of skipping them.
 """
+
 from __future__ import annotations
 
 import threading
@@ -16,8 +17,15 @@ from web import create_app
 from web.server import create_server
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 SCREENSHOTS = PROJECT_ROOT / "test-output" / "screenshots"
 
 
@@ -46,8 +54,11 @@ def browser():
     while it is open, which would break later tests that call ``asyncio.run()``.
     """
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium is not installed at {CHROMIUM}: the browser tests need Debian's 'chromium' "
-                    "package (apt-get install chromium; scripts/test.sh installs it)", pytrace=False)
+        pytest.fail(
+            f"Chromium is not installed at {CHROMIUM}: the browser tests need Debian's 'chromium' "
+            "package (apt-get install chromium; scripts/test.sh installs it)",
+            pytrace=False,
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -74,4 +85,5 @@ def screenshot(page):
         path = SCREENSHOTS / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
+
     return take

@@ -1,5 +1,6 @@
 """In a real browser under the Content-Security-Policy: no page breaks a CSP rule, the config form's
 script still works, and the Cancel button stops a running training (the config keeps its previous run)."""
+
 from __future__ import annotations
 
 import time
@@ -21,11 +22,18 @@ def log_in(page, live_server, password):
     page.wait_for_url(f"{live_server}/configs/")
 
 
-def test_pages_break_no_csp_rule_and_cancel_stops_a_training(live_server, page, database, games_csv,
-                                                             admin_password):
+def test_pages_break_no_csp_rule_and_cancel_stops_a_training(
+    live_server, page, database, games_csv, admin_password
+):
     violations: list[str] = []
-    page.on("console", lambda msg: violations.append(msg.text)
-            if "Content Security Policy" in msg.text or "Refused to" in msg.text else None)
+    page.on(
+        "console",
+        lambda msg: (
+            violations.append(msg.text)
+            if "Content Security Policy" in msg.text or "Refused to" in msg.text
+            else None
+        ),
+    )
     store = ConfigStore(database)
     store.create(cls_config("slow", games_csv, "random_forest", hyperparameters={"n_estimators": 3}))
     previous = train_config(database, "slow")
@@ -33,7 +41,7 @@ def test_pages_break_no_csp_rule_and_cancel_stops_a_training(live_server, page, 
     log_in(page, live_server, admin_password)
 
     page.goto(f"{live_server}/configs/new")
-    page.select_option("#task", "regression")   # the (now external) script hides classifier types
+    page.select_option("#task", "regression")  # the (now external) script hides classifier types
     assert page.locator('#model_type optgroup[data-task="classification"]').get_attribute("hidden") is not None
     page.select_option("#task", "classification")
     assert page.locator('#model_type optgroup[data-task="classification"]').get_attribute("hidden") is None

@@ -1,4 +1,5 @@
 """Log in, create a config through the form, find it in the table, open its page: in a real browser."""
+
 from __future__ import annotations
 
 import re
@@ -47,7 +48,10 @@ def test_login_create_config_and_open_it(live_server, page, screenshot, games_cs
     assert doc["features"] == ["home_elo", "away_elo", "home_rest_days"]
     assert doc["hyperparameters"] == {"n_estimators": 25, "max_depth": 5}
     # stored portable (@<root>/<path>, see README: Two machines)
-    assert doc["training_csv"] == to_stored(str(games_csv), database.settings) and doc["tags"] == ["nba", "browser"]
+    assert doc["training_csv"] == to_stored(str(games_csv), database.settings) and doc["tags"] == [
+        "nba",
+        "browser",
+    ]
 
     page.click("nav >> text=Configs")
     page.wait_for_url(re.compile(r".*/configs/$"))
@@ -60,5 +64,9 @@ def test_login_create_config_and_open_it(live_server, page, screenshot, games_cs
     page.click("#configs-table >> text=browser_rf")
     page.wait_for_url(f"{live_server}/configs/browser_rf")
     fields = page.locator("#config-fields").inner_text()
-    assert "random_forest" in fields and "home_win" in fields and to_stored(str(games_csv), database.settings) in fields
+    assert (
+        "random_forest" in fields
+        and "home_win" in fields
+        and to_stored(str(games_csv), database.settings) in fields
+    )
     assert page.locator("#training").is_visible()

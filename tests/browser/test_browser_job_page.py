@@ -1,5 +1,6 @@
 """In a real browser: while a training job runs, its page's step table, elapsed time and time left follow
 the live bar (no reload)."""
+
 from __future__ import annotations
 
 import json
@@ -15,14 +16,19 @@ pytestmark = pytest.mark.browser
 
 
 def test_step_table_keeps_up_with_the_live_bar(live_server, page, admin_password, database, games_csv):
-    ConfigStore(database).create(cls_config("slow", games_csv, "random_forest",
-                                            hyperparameters={"n_estimators": 500}))
+    ConfigStore(database).create(
+        cls_config("slow", games_csv, "random_forest", hyperparameters={"n_estimators": 500})
+    )
     page.goto(f"{live_server}/login")
     page.fill("#password", admin_password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server}/configs/")
-    request = urllib.request.Request(f"{live_server}/api/configs/slow/train", method="POST", data=b"",
-                                     headers={"Authorization": "Bearer " + "b" * 32})
+    request = urllib.request.Request(
+        f"{live_server}/api/configs/slow/train",
+        method="POST",
+        data=b"",
+        headers={"Authorization": "Bearer " + "b" * 32},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         job_id = json.load(response)["job_id"]
     page.goto(f"{live_server}/jobs/{job_id}")

@@ -1,5 +1,6 @@
 """In a real browser: press Suggest ensemble on the ensembles page, pick the compatible group, follow the job
 to the ensemble's page and see the chosen models, their weights and the score by step."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,11 +13,14 @@ from tests.helpers import cls_config
 pytestmark = pytest.mark.browser
 
 
-def test_suggest_ensemble_from_the_ensembles_page(live_server, page, screenshot, games_csv, database,
-                                                  admin_password):
+def test_suggest_ensemble_from_the_ensembles_page(
+    live_server, page, screenshot, games_csv, database, admin_password
+):
     store = ConfigStore(database)
     store.create(cls_config("s_lr", games_csv, hyperparameters={"C": 0.2}))
-    store.create(cls_config("s_rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4}))
+    store.create(
+        cls_config("s_rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4})
+    )
     store.create(cls_config("s_nb", games_csv, "naive_bayes"))
     for name in ("s_lr", "s_rf", "s_nb"):
         train_config(database, name)
@@ -36,13 +40,17 @@ def test_suggest_ensemble_from_the_ensembles_page(live_server, page, screenshot,
     assert doc["kind"] == "weighted"
     rows = page.locator("#selection-weights tbody tr")
     assert rows.count() == len(doc["base_names"])
-    shown = {rows.nth(i).get_attribute("data-name"): float(rows.nth(i).locator("td.num").inner_text())
-             for i in range(rows.count())}
+    shown = {
+        rows.nth(i).get_attribute("data-name"): float(rows.nth(i).locator("td.num").inner_text())
+        for i in range(rows.count())
+    }
     assert shown == pytest.approx(dict(zip(doc["base_names"], doc["weights"])), abs=5e-4)
     assert page.locator("#selection-steps tbody tr").count() == 8
     assert page.locator("#selection-chart g.bar").count() == 8
-    assert "kept" in page.locator(f"#selection-steps tr[data-step='{doc['selection']['greedy']['best_step']}']") \
-        .inner_text()
+    assert (
+        "kept"
+        in page.locator(f"#selection-steps tr[data-step='{doc['selection']['greedy']['best_step']}']").inner_text()
+    )
     honest = page.locator("#honest-score").inner_text()
     assert "best single model" in honest and doc["selection"]["honest"]["best_single_name"] in honest
     screenshot("suggest_result")

@@ -1,6 +1,7 @@
 """In a real browser: create a config, press Train Model, watch the progress bar reach done, see the metrics;
 train a second config; Create Ensemble from the two and see where each base model came from; the jobs page
 and a registry comparison. Screenshots of each key page go to test-output/screenshots/."""
+
 from __future__ import annotations
 
 import re
@@ -40,8 +41,9 @@ def train(page) -> None:
     page.wait_for_selector("#metrics-table")
 
 
-def test_train_two_models_then_create_an_ensemble(live_server, page, screenshot, games_csv, database,
-                                                  admin_password):
+def test_train_two_models_then_create_an_ensemble(
+    live_server, page, screenshot, games_csv, database, admin_password
+):
     login(page, live_server, admin_password)
     create_config(page, live_server, "b_logreg", "logistic_regression", '{"C": 0.5}', str(games_csv))
     assert page.locator("#train-button").inner_text().strip() == "Train Model"
@@ -61,8 +63,9 @@ def test_train_two_models_then_create_an_ensemble(live_server, page, screenshot,
     assert page.locator("#train-button").inner_text().strip() == "Retrain Model"
     screenshot("10-config-trained")
 
-    create_config(page, live_server, "b_forest", "random_forest", '{"n_estimators": 20, "max_depth": 4}',
-                  str(games_csv))
+    create_config(
+        page, live_server, "b_forest", "random_forest", '{"n_estimators": 20, "max_depth": 4}', str(games_csv)
+    )
     train(page)
 
     page.click("nav >> text=Ensembles")

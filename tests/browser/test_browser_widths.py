@@ -1,6 +1,7 @@
 """Every main page at 1280 px and at 390 px (a phone): no page scrolls sideways, the top bar wraps so
 Registry and Log out stay reachable, Delete is on screen, SHA-256 values are truncated with the full value
 in a title. Screenshots of each page at both widths go to test-output/screenshots/."""
+
 from __future__ import annotations
 
 import pytest
@@ -33,11 +34,19 @@ def world(database, games_csv):
 def pages(world) -> dict[str, str]:
     a, b = world["names"]
     r1, r2 = world["runs"]
-    return {"configs": "/configs/", "config-new": "/configs/new", "config-detail": f"/configs/{a}",
-            "config-delete": f"/configs/{a}/delete", "ensembles": "/ensembles/", "ensemble-new": "/ensembles/new",
-            "ensemble-detail": "/ensembles/stack_of_two_models_with_a_long_name", "jobs": "/jobs/",
-            "registry": "/registry/", "registry-run": f"/registry/runs/{r1}",
-            "registry-compare": f"/registry/compare?run_id={r1}&run_id={r2}"}
+    return {
+        "configs": "/configs/",
+        "config-new": "/configs/new",
+        "config-detail": f"/configs/{a}",
+        "config-delete": f"/configs/{a}/delete",
+        "ensembles": "/ensembles/",
+        "ensemble-new": "/ensembles/new",
+        "ensemble-detail": "/ensembles/stack_of_two_models_with_a_long_name",
+        "jobs": "/jobs/",
+        "registry": "/registry/",
+        "registry-run": f"/registry/runs/{r1}",
+        "registry-compare": f"/registry/compare?run_id={r1}&run_id={r2}",
+    }
 
 
 @pytest.mark.parametrize("device", list(WIDTHS))
@@ -61,21 +70,26 @@ def test_no_page_scrolls_sideways(browser, live_server, admin_password, world, d
             page.screenshot(path=str(SCREENSHOTS / f"width-{device}-{label}.png"), full_page=True)
             sizes = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             if sizes[0] > sizes[1]:
-                too_wide[label] = sizes + [page.evaluate(
-                    "Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > "
-                    "window.innerWidth && !e.closest('.table-scroll')).slice(0, 4).map(e => e.tagName + '.' + "
-                    "e.className + '#' + e.id)")]
+                too_wide[label] = sizes + [
+                    page.evaluate(
+                        "Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > "
+                        "window.innerWidth && !e.closest('.table-scroll')).slice(0, 4).map(e => e.tagName + '.' + "
+                        "e.className + '#' + e.id)"
+                    )
+                ]
             # the top bar: every link and Log out inside the viewport
             for box in page.locator(".topbar a, .topbar button").evaluate_all(
-                    "els => els.map(e => { const r = e.getBoundingClientRect(); return [e.textContent.trim(), "
-                    "r.left, r.right, r.width]; })"):
+                "els => els.map(e => { const r = e.getBoundingClientRect(); return [e.textContent.trim(), "
+                "r.left, r.right, r.width]; })"
+            ):
                 assert box[3] > 0 and box[1] >= 0 and box[2] <= width, (label, box)
         assert too_wide == {}, too_wide
         # the configs table: name, status, model type and metric on screen without scrolling inside it
         page.goto(f"{live_server}/configs/")
         cells = page.locator("#configs-table th").evaluate_all(
             "els => els.map(e => { const r = e.getBoundingClientRect(); return [e.textContent.trim(), r.right, "
-            "r.width]; })")
+            "r.width]; })"
+        )
         shown = {label.split()[0]: (right, w) for label, right, w in cells if w > 0}
         assert {"Name", "Status", "Model", "Primary"} <= set(shown), cells
         assert all(right <= width for right, _ in shown.values()), (width, cells)

@@ -4,6 +4,7 @@ Authentication is done by the app-wide guard in ``web/auth.py`` (bearer token,
 or a logged-in session plus CSRF header); errors take the shape from
 ``web/errors.py``. Read request bodies with :func:`web.api.body.json_object`.
 """
+
 from __future__ import annotations
 
 import sys

@@ -4,6 +4,7 @@ Body ``{"trust": true}`` (the admin's explicit trust: loading a pickle runs code
 new run's summary. Without ``trust`` a 422 ``trust_required`` (nothing read); missing files a 422
 ``artifact_error`` with reason ``file_missing`` naming them; a document that is not legacy a 409.
 """
+
 from __future__ import annotations
 
 from typing import Any

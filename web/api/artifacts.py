@@ -3,6 +3,7 @@
 verified against its recorded SHA-256), ``GET /api/export/<run_id>/report`` (JSON: config,
 metrics, artifacts). Paths in answers are the stored relative ones.
 """
+
 from __future__ import annotations
 
 from pathlib import PurePosixPath
@@ -20,9 +21,25 @@ from web.services import get_db
 
 bp = Blueprint("artifacts", __name__)
 
-REPORT_FIELDS = ("run_id", "name", "version", "status", "task", "model_type", "config", "metrics", "cv",
-                 "feature_importance", "data", "fold_spec", "classes", "durations", "versions", "created_at",
-                 "requested_by")
+REPORT_FIELDS = (
+    "run_id",
+    "name",
+    "version",
+    "status",
+    "task",
+    "model_type",
+    "config",
+    "metrics",
+    "cv",
+    "feature_importance",
+    "data",
+    "fold_spec",
+    "classes",
+    "durations",
+    "versions",
+    "created_at",
+    "requested_by",
+)
 
 
 @bp.get("/artifacts/<run_id>/info")

@@ -1,4 +1,5 @@
 """Reading requests: JSON bodies (malformed JSON or a non-object body is a clear 400) and query numbers."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ A config is addressed by its name or its id. Bodies echo what GET returns, so
 a client may GET, change and PUT back: ``id``, timestamps and unchanged
 training fields are ignored; ``rev``, when sent, must match (else 409).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,10 +30,16 @@ def list_configs() -> Any:
     if order not in ("asc", "desc"):
         raise ValidationError("order must be 'asc' or 'desc'", field="order")
     docs = config_store().list(
-        task=request.args.get("task") or None, model_type=request.args.get("model_type") or None,
-        status=request.args.get("status") or None, tag=request.args.get("tag") or None,
-        q=request.args.get("q") or None, sort=request.args.get("sort", "name"), descending=order == "desc",
-        limit=int_arg("limit", 0), skip=int_arg("skip", 0, maximum=10**9))
+        task=request.args.get("task") or None,
+        model_type=request.args.get("model_type") or None,
+        status=request.args.get("status") or None,
+        tag=request.args.get("tag") or None,
+        q=request.args.get("q") or None,
+        sort=request.args.get("sort", "name"),
+        descending=order == "desc",
+        limit=int_arg("limit", 0),
+        skip=int_arg("skip", 0, maximum=10**9),
+    )
     return jsonify(configs=[to_json(d) for d in docs], count=len(docs))
 
 
@@ -56,11 +63,17 @@ def get_config(ident: str) -> Any:
 def _user_changes(body: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
     """The body without echoed server fields and unchanged training fields; checks ``rev``."""
     if "rev" in body and body["rev"] != current.get("rev"):
-        raise ConflictError(f"config {current['name']!r} is at rev {current.get('rev')}, not {body['rev']!r}; "
-                            "fetch it again and retry", field="rev")
+        raise ConflictError(
+            f"config {current['name']!r} is at rev {current.get('rev')}, not {body['rev']!r}; "
+            "fetch it again and retry",
+            field="rev",
+        )
     current_json = to_json(current) or {}
-    return {k: v for k, v in body.items()
-            if k not in ECHOED and not (k in TRAINING_FIELDS and current_json.get(k) == v)}
+    return {
+        k: v
+        for k, v in body.items()
+        if k not in ECHOED and not (k in TRAINING_FIELDS and current_json.get(k) == v)
+    }
 
 
 @bp.put("/<ident>")

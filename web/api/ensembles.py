@@ -2,6 +2,7 @@
 when a creation of that name is already under way). Bad requests are refused before a job exists:
 422 with every problem, 404 for unknown base configs, 409 for a taken name.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -6,6 +6,7 @@
 cancels a queued or running job (it ends ``failed`` with error code ``cancelled``;
 409 when it has already ended). Submitting routes answer with :func:`job_response`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,14 @@ def job_response(job: dict[str, Any], created: bool) -> Response:
     already queued or running: the body then describes *that* job (``created: false``),
     so pressing a button twice never starts the work twice. ``Location`` is the job's URL.
     """
-    body = {"job_id": str(job["_id"]), "created": created, "status": job["status"],
-            "kind": job["kind"], "key": job["key"], "job_url": url_for("api.jobs.get_job", job_id=str(job["_id"]))}
+    body = {
+        "job_id": str(job["_id"]),
+        "created": created,
+        "status": job["status"],
+        "kind": job["kind"],
+        "key": job["key"],
+        "job_url": url_for("api.jobs.get_job", job_id=str(job["_id"])),
+    }
     params = job.get("params") or {}
     if "train_first" in params:  # an ensemble: which base models are trained first, and about how long
         body["train_first"] = params["train_first"]
@@ -41,8 +48,13 @@ def job_response(job: dict[str, Any], created: bool) -> Response:
 @bp.get("")
 def list_jobs() -> Any:
     status = request.args.get("status") or None
-    found = jobs.list_jobs(get_db(), status=status, kind=request.args.get("kind") or None,
-                           key=request.args.get("key") or None, limit=int_arg("limit", 50, 1, 500))
+    found = jobs.list_jobs(
+        get_db(),
+        status=status,
+        kind=request.args.get("kind") or None,
+        key=request.args.get("key") or None,
+        limit=int_arg("limit", 50, 1, 500),
+    )
     return jsonify(jobs=[jobs.job_to_json(j) for j in found], count=len(found))
 
 

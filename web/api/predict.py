@@ -7,6 +7,7 @@ large that a model overflows on them (naming the row and column), are a 422; an 
 config never trained is a 409. ``?format=csv`` answers with a CSV download instead: the rows with the
 prediction columns appended, formula-like cells escaped (as ``predict --out`` writes it).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable

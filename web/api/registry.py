@@ -12,6 +12,7 @@
 - ``POST /import`` ``{"archive_base64", "filename"?, "on_conflict"?, "trust"?}``: import an archive; one
   no known key signed is refused (422, field ``archive``) unless ``"trust": true``
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -37,8 +38,15 @@ def search() -> Any:
 def get_run(run_id: str) -> Any:
     database = get_db()
     run = registry.resolve(database, run_id)  # an id or a reference: NAME@production, NAME@1.2.0, ...
-    return jsonify(to_json({**run, "history": registry.history(database, run["run_id"]),
-                            "ensembles": registry.ensembles_using(database, run["run_id"])}))
+    return jsonify(
+        to_json(
+            {
+                **run,
+                "history": registry.history(database, run["run_id"]),
+                "ensembles": registry.ensembles_using(database, run["run_id"]),
+            }
+        )
+    )
 
 
 @bp.get("/best")
@@ -63,8 +71,9 @@ def set_status(run_id: str) -> Any:
     reason = body.get("reason")
     if reason is not None and not isinstance(reason, str):
         raise ValidationError("reason must be text", field="reason")
-    result = registry.set_status(get_db(), run_id, to, by=requested_by(), reason=reason,
-                                 demote_to=body.get("demote_to", "staging"))
+    result = registry.set_status(
+        get_db(), run_id, to, by=requested_by(), reason=reason, demote_to=body.get("demote_to", "staging")
+    )
     return jsonify(to_json(result))
 
 

@@ -6,6 +6,7 @@ job exists (422 naming the field, 404 unknown configs, 409 a taken name); otherw
 job (``200`` with the running one when the same name is already being built). The result is a stored
 ensemble: ``GET /api/ensembles/<name>`` (its ``selection`` holds the steps, weights and honest scores).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -5,6 +5,7 @@ be a list of ``"name=v1,v2"`` strings). ``201`` with the new configs (and their 
 ``train`` is true). A combination that fails validation is a 422 naming the parameter; names already
 taken are a 409; either way nothing is created.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -31,9 +32,13 @@ def sweep(ident: str) -> Any:
     if not isinstance(train, bool):
         raise ValidationError(f"train must be true or false; got {train!r}", field="train")
     created = create_sweep(get_db(), ident, grid)
-    queued = submit_sweep_training(get_db(), created, runner=job_runner(), requested_by=requested_by()) \
-        if train else []
-    response = jsonify(configs=[{"name": c["name"], "hyperparameters": c["hyperparameters"]} for c in created],
-                       count=len(created), jobs=[str(j["_id"]) for j in queued])
+    queued = (
+        submit_sweep_training(get_db(), created, runner=job_runner(), requested_by=requested_by()) if train else []
+    )
+    response = jsonify(
+        configs=[{"name": c["name"], "hyperparameters": c["hyperparameters"]} for c in created],
+        count=len(created),
+        jobs=[str(j["_id"]) for j in queued],
+    )
     response.status_code = 201
     return response

@@ -4,6 +4,7 @@ Answers ``202 {"job_id", "created": true, ...}`` when a job was queued, or
 ``200`` with the running job (``created: false``) when that config is already
 being trained; poll ``GET /api/jobs/<job_id>``. Unknown config: 404.
 """
+
 from __future__ import annotations
 
 from typing import Any

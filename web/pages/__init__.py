@@ -1,5 +1,6 @@
 """HTML pages. Every module here with a ``bp`` Blueprint is mounted under the ``pages`` blueprint,
 so endpoints are ``pages.<module bp name>.<view>``; ``NAV = (label, endpoint)`` adds a menu entry."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """Adopt a legacy config from its page: an explicit trust checkbox, then the adoption (checksums, OOF)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,11 +24,15 @@ def adopt(ident: str) -> Any:
     """Adopt the config's legacy files (refused unless the trust box is ticked); back to its page."""
     config = config_store().get(ident)
     try:
-        run = adopt_legacy(get_db(), config["_id"], trust=request.form.get("trust") == "on",
-                           requested_by=requested_by())
+        run = adopt_legacy(
+            get_db(), config["_id"], trust=request.form.get("trust") == "on", requested_by=requested_by()
+        )
     except (ValidationError, ConflictError, ArtifactError, DataError) as exc:
         flash(f"Not adopted: {exc.message}", "error")
         return redirect(url_for("pages.configs.detail", ident=config["name"], _anchor="adopt"))
-    flash(f"Adopted {config['name']} as run {run['run_id']}: checksums recorded, out-of-fold predictions "
-          f"computed ({run['cv']['metric']} {run['cv']['mean']:.4f}).", "success")
+    flash(
+        f"Adopted {config['name']} as run {run['run_id']}: checksums recorded, out-of-fold predictions "
+        f"computed ({run['cv']['metric']} {run['cv']['mean']:.4f}).",
+        "success",
+    )
     return redirect(url_for("pages.configs.detail", ident=config["name"]))

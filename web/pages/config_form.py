@@ -5,6 +5,7 @@ comma-separated, tags comma-separated. Problems found while reading the form
 (malformed JSON, a number that is not a number) and problems found by the
 schema are reported together, each under its field.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,22 @@ from models.estimators import REGISTRY, TASKS
 from models.store.schema import CONFIG_STATUSES, SERVER_FIELDS, TRAINING_FIELDS, validate_config
 from web.jsonbody import JSONTextError, loads_strict
 
-FORM_FIELDS = ("name", "task", "model_type", "hyperparameters", "features", "target", "training_csv",
-               "scaler", "calibration", "cv_folds", "random_state", "test_size", "description", "tags")
+FORM_FIELDS = (
+    "name",
+    "task",
+    "model_type",
+    "hyperparameters",
+    "features",
+    "target",
+    "training_csv",
+    "scaler",
+    "calibration",
+    "cv_folds",
+    "random_state",
+    "test_size",
+    "description",
+    "tags",
+)
 OPTIONAL_NUMBERS = {"cv_folds": int, "random_state": int, "test_size": float}
 SCALERS = ("standard", "minmax", "robust", "none")
 CALIBRATIONS = ("none", "sigmoid", "isotonic")
@@ -38,15 +53,17 @@ def choices() -> dict[str, Any]:
 
 def extra_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The user's own fields: not on the form, not written by training or the server. Kept on edit."""
-    return {k: v for k, v in doc.items()
-            if k not in FORM_FIELDS and k not in TRAINING_FIELDS and k not in SERVER_FIELDS}
+    return {
+        k: v
+        for k, v in doc.items()
+        if k not in FORM_FIELDS and k not in TRAINING_FIELDS and k not in SERVER_FIELDS
+    }
 
 
 def form_values(doc: Mapping[str, Any]) -> dict[str, str]:
     """A document as the strings the form shows."""
     values = {k: "" if doc.get(k) is None else str(doc.get(k)) for k in FORM_FIELDS}
-    values["hyperparameters"] = json.dumps(doc.get("hyperparameters") or {}, indent=2, sort_keys=True,
-                                           default=str)
+    values["hyperparameters"] = json.dumps(doc.get("hyperparameters") or {}, indent=2, sort_keys=True, default=str)
     values["features"] = "\n".join(str(f) for f in doc.get("features") or [])
     values["tags"] = ", ".join(str(t) for t in doc.get("tags") or [])
     return values
@@ -78,9 +95,12 @@ def parse_form(form: Mapping[str, str]) -> tuple[dict[str, Any], list[str], list
             if isinstance(hp, dict):
                 fields["hyperparameters"] = hp
             else:
-                errors.append({"field": "hyperparameters",
-                               "message": f'must be a JSON object such as {{"max_depth": 8}}, '
-                                          f"got {type(hp).__name__}"})
+                errors.append(
+                    {
+                        "field": "hyperparameters",
+                        "message": f'must be a JSON object such as {{"max_depth": 8}}, got {type(hp).__name__}',
+                    }
+                )
     else:
         fields["hyperparameters"] = {}
     fields["features"] = _split(form.get("features") or "")
@@ -93,7 +113,9 @@ def parse_form(form: Mapping[str, str]) -> tuple[dict[str, Any], list[str], list
         try:
             fields[key] = kind(raw)
         except ValueError:
-            errors.append({"field": key, "message": "must be a whole number" if kind is int else "must be a number"})
+            errors.append(
+                {"field": key, "message": "must be a whole number" if kind is int else "must be a number"}
+            )
     return fields, blank, errors
 
 
@@ -107,12 +129,14 @@ def check(document: dict[str, Any], read_errors: list[dict[str, str]]) -> None:
         validate_config(document)
     except ValidationError as exc:
         errors.extend(e for e in exc.errors if e["field"].split(".")[0] not in failed)
-    raise ValidationError("invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-                          errors=errors)
+    raise ValidationError(
+        "invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
+    )
 
 
-def errors_by_field(exc: ValidationError, fields: Iterable[str] = FORM_FIELDS
-                    ) -> tuple[dict[str, list[str]], list[str]]:
+def errors_by_field(
+    exc: ValidationError, fields: Iterable[str] = FORM_FIELDS
+) -> tuple[dict[str, list[str]], list[str]]:
     """Split a validation error into messages per form field (of ``fields``) and messages for the whole form."""
     by_field: dict[str, list[str]] = {}
     general: list[str] = []

@@ -1,4 +1,5 @@
 """A config's Sweep form: one config per combination of hyperparameter values, optionally trained as jobs."""
+
 from __future__ import annotations
 
 from typing import Any

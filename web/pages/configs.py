@@ -3,6 +3,7 @@
 Views are thin: they read the form, call :class:`~models.store.configs.ConfigStore`
 and turn its :class:`~models.errors.ValidationError` into inline messages.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -66,20 +67,42 @@ def index() -> Any:
         sort = "name"
     descending = request.args.get("dir") == "desc"
     docs = config_store().list(**{k: v or None for k, v in filters.items()})
-    return render_template("configs/index.html", configs=sort_rows(docs, sort, descending), filters=filters,
-                           sort=sort, descending=descending, columns=COLUMNS, choices=choices(),
-                           filtered=any(filters.values()))
+    return render_template(
+        "configs/index.html",
+        configs=sort_rows(docs, sort, descending),
+        filters=filters,
+        sort=sort,
+        descending=descending,
+        columns=COLUMNS,
+        choices=choices(),
+        filtered=any(filters.values()),
+    )
 
 
-def _render_form(mode: str, values: dict[str, str], *, config: dict[str, Any] | None = None,
-                 error: ValidationError | None = None, extras: dict[str, Any] | None = None,
-                 duplicate_of: str | None = None, status: int = 200) -> tuple[str, int]:
+def _render_form(
+    mode: str,
+    values: dict[str, str],
+    *,
+    config: dict[str, Any] | None = None,
+    error: ValidationError | None = None,
+    extras: dict[str, Any] | None = None,
+    duplicate_of: str | None = None,
+    status: int = 200,
+) -> tuple[str, int]:
     field_errors, general = errors_by_field(error) if error else ({}, [])
     if error:
         flash("The config was not saved: fix the fields marked below.", "error")
-    return render_template("configs/form.html", mode=mode, values=values, config=config,
-                           errors=field_errors, general_errors=general, extras=extras or {},
-                           duplicate_of=duplicate_of, choices=choices()), status
+    return render_template(
+        "configs/form.html",
+        mode=mode,
+        values=values,
+        config=config,
+        errors=field_errors,
+        general_errors=general,
+        extras=extras or {},
+        duplicate_of=duplicate_of,
+        choices=choices(),
+    ), status
 
 
 @bp.route("/new", methods=["GET", "POST"])
@@ -90,8 +113,16 @@ def create() -> Any:
     source = store.get(duplicate_of) if duplicate_of else None
     extras = extra_fields(source) if source else {}
     if request.method == "GET":
-        values = form_values({"scaler": "standard", "calibration": "none", "cv_folds": 5, "random_state": 42,
-                              "test_size": 0.2, "task": "classification"})
+        values = form_values(
+            {
+                "scaler": "standard",
+                "calibration": "none",
+                "cv_folds": 5,
+                "random_state": 42,
+                "test_size": 0.2,
+                "task": "classification",
+            }
+        )
         return _render_form("create", values, extras=extras, duplicate_of=duplicate_of)[0]
     fields, _blank, read_errors = parse_form(request.form)
     document = {**extras, **fields}
@@ -99,12 +130,14 @@ def create() -> Any:
         check(document, read_errors)
         doc = store.create(document, from_user=True)
     except ValidationError as exc:
-        return _render_form("create", dict(request.form), error=exc, extras=extras, duplicate_of=duplicate_of,
-                            status=422)
+        return _render_form(
+            "create", dict(request.form), error=exc, extras=extras, duplicate_of=duplicate_of, status=422
+        )
     except ConflictError as exc:
         error = ValidationError(exc.message, field=exc.field or "name")
-        return _render_form("create", dict(request.form), error=error, extras=extras, duplicate_of=duplicate_of,
-                            status=409)
+        return _render_form(
+            "create", dict(request.form), error=error, extras=extras, duplicate_of=duplicate_of, status=409
+        )
     flash(f"Config {doc['name']} created.", "success")
     return redirect(url_for(".detail", ident=doc["name"]))
 
@@ -114,8 +147,13 @@ def detail(ident: str) -> Any:
     """One config: its fields, the user's extra fields, and what training wrote."""
     doc = config_store().get(ident)
     training = {k: doc[k] for k in TRAINING_FIELDS if k in doc and k != "status"}
-    return render_template("configs/detail.html", config=doc, extras=extra_fields(doc), training=training,
-                           **training_context(get_db(), doc))
+    return render_template(
+        "configs/detail.html",
+        config=doc,
+        extras=extra_fields(doc),
+        training=training,
+        **training_context(get_db(), doc),
+    )
 
 
 @bp.post("/<ident>/train")
@@ -144,8 +182,10 @@ def edit(ident: str) -> Any:
         return _render_form("edit", form_values(current), config=current, extras=extras)[0]
     values = dict(request.form)
     if str(current.get("rev")) != request.form.get("rev", ""):
-        flash("Someone changed this config after you opened it. Review the current values below "
-              "and save again.", "error")
+        flash(
+            "Someone changed this config after you opened it. Review the current values below and save again.",
+            "error",
+        )
         return _render_form("edit", form_values(current), config=current, extras=extras, status=409)
     fields, blank, read_errors = parse_form(request.form)
     merged = {k: v for k, v in {**current, **fields}.items() if k not in blank}
@@ -183,4 +223,3 @@ def delete(ident: str) -> Any:
     store.delete(doc["_id"])
     flash(f"Config {doc['name']} deleted.", "success")
     return redirect(url_for(".index"))
-

@@ -3,6 +3,7 @@
 Creating runs as a background job; the detail page of a name whose ensemble is
 still being built shows that job's progress and turns into the ensemble when it ends.
 """
+
 from __future__ import annotations
 
 import io
@@ -37,30 +38,52 @@ def index() -> Any:
     return render_template("ensembles/index.html", ensembles=list_ensembles(get_db()))
 
 
-def _render_form(values: dict[str, Any], errors: dict[str, list[str]] | None = None,
-                 general: list[str] | None = None, status: int = 200) -> tuple[str, int]:
+def _render_form(
+    values: dict[str, Any],
+    errors: dict[str, list[str]] | None = None,
+    general: list[str] | None = None,
+    status: int = 200,
+) -> tuple[str, int]:
     chosen = values.get("base_models") or []
     found = candidates(get_db(), first=values.get("first") or (chosen[0] if chosen else None))
     # meta-models for the task at hand: the first choice's, or the only task there is; else per task
-    tasks = sorted({str(c.config.get("task")) for c in found["candidates"]
-                    if c.name == found["first"] or (not found["first"] and c.group)} & set(TASKS))
+    tasks = sorted(
+        {
+            str(c.config.get("task"))
+            for c in found["candidates"]
+            if c.name == found["first"] or (not found["first"] and c.group)
+        }
+        & set(TASKS)
+    )
     meta_models = {task: meta_model_names(task) for task in (tasks if tasks else TASKS)}
-    return render_template("ensembles/form.html", values=values, chosen=chosen, errors=errors or {},
-                           general_errors=general or [], meta_models=meta_models,
-                           stack_methods=STACK_METHODS, **found), status
+    return render_template(
+        "ensembles/form.html",
+        values=values,
+        chosen=chosen,
+        errors=errors or {},
+        general_errors=general or [],
+        meta_models=meta_models,
+        stack_methods=STACK_METHODS,
+        **found,
+    ), status
 
 
 @bp.route("/new", methods=["GET", "POST"])
 def create() -> Any:
     """GET: the form (``?first=<config>`` narrows the choice to that config's group). POST: queue the job."""
     if request.method == "GET":
-        return _render_form({"meta_model": "logistic_regression", "stack_method": "auto",
-                             "first": request.args.get("first")})[0]
+        return _render_form(
+            {"meta_model": "logistic_regression", "stack_method": "auto", "first": request.args.get("first")}
+        )[0]
     form = request.form
-    values = {"name": form.get("name", "").strip(), "base_models": form.getlist("base_models"),
-              "meta_model": form.get("meta_model", "logistic_regression"),
-              "stack_method": form.get("stack_method", "auto"), "passthrough": form.get("passthrough") == "on",
-              "description": form.get("description", "").strip()}
+    values = {
+        "name": form.get("name", "").strip(),
+        "base_models": form.getlist("base_models"),
+        "meta_model": form.get("meta_model", "logistic_regression"),
+        "stack_method": form.get("stack_method", "auto"),
+        "passthrough": form.get("passthrough") == "on",
+        "description": form.get("description", "").strip(),
+    }
     try:
         job, created = submit_ensemble(get_db(), values, runner=job_runner(), requested_by=requested_by())
     except ValidationError as exc:
@@ -72,8 +95,10 @@ def create() -> Any:
         return _render_form(values, {exc.field or "name": [exc.message]}, [], exc.http_status)
     if created:
         plan = job["params"].get("train_first") or []
-        flash(f"Creating ensemble {values['name']}…" + (f" {job['params']['train_first_summary']}." if plan else ""),
-              "success")
+        flash(
+            f"Creating ensemble {values['name']}…" + (f" {job['params']['train_first_summary']}." if plan else ""),
+            "success",
+        )
     else:
         flash(f"Ensemble {values['name']} is already being created; showing that job.", "info")
     return redirect(url_for(".detail", name=job["params"].get("name", values["name"])))
@@ -89,9 +114,13 @@ def detail(name: str) -> Any:
         if job is None:
             get_ensemble(database, name)  # raises NotFoundError: 404
         return render_template("ensembles/pending.html", name=name, job=job)
-    return render_template("ensembles/detail.html", ensemble=doc, comparison=comparison_rows(doc),
-                           ensemble_features=ensemble_features(database, doc),
-                           job=jobs.latest_job(database, ensemble_key(name)))
+    return render_template(
+        "ensembles/detail.html",
+        ensemble=doc,
+        comparison=comparison_rows(doc),
+        ensemble_features=ensemble_features(database, doc),
+        job=jobs.latest_job(database, ensemble_key(name)),
+    )
 
 
 def _uploaded_frame() -> pd.DataFrame:
@@ -121,8 +150,11 @@ def predict(name: str) -> Any:
     except ValidationError as exc:
         flash(f"No predictions: {exc.message}", "error")
         return redirect(url_for(".detail", name=name, _anchor="predict"))
-    return Response(merged.to_csv(index=False), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}-predictions.csv"'})
+    return Response(
+        merged.to_csv(index=False),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{name}-predictions.csv"'},
+    )
 
 
 @bp.route("/<name>/delete", methods=["GET", "POST"])

@@ -1,4 +1,5 @@
 """Jobs pages: recent background jobs (kind, key, status, progress, duration, error) and one job's detail."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,8 +36,9 @@ def index() -> Any:
         flash(f"Unknown status {status!r}; showing every status.", "error")
         status = None
     found = jobs.list_jobs(get_db(), status=status, kind=kind, limit=LIMIT)
-    return render_template("jobs/index.html", jobs=found, status=status, kind=kind, statuses=jobs.STATUSES,
-                           result_link=result_link)
+    return render_template(
+        "jobs/index.html", jobs=found, status=status, kind=kind, statuses=jobs.STATUSES, result_link=result_link
+    )
 
 
 @bp.get("/<job_id>")

@@ -1,6 +1,7 @@
 """Registry pages: search runs (filters, metric thresholds, sort), compare runs side by side,
 a run's page with lifecycle actions and history, delete with confirmation, export download.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,20 @@ from web.services import get_db, requested_by
 bp = Blueprint("registry", __name__, url_prefix="/registry")
 NAV = ("Registry", "pages.registry.index")
 
-SORTS = ("created_at", "name", "version", "status", "model_type", "roc_auc", "accuracy", "f1", "log_loss",
-         "rmse", "r2", "mae")
+SORTS = (
+    "created_at",
+    "name",
+    "version",
+    "status",
+    "model_type",
+    "roc_auc",
+    "accuracy",
+    "f1",
+    "log_loss",
+    "rmse",
+    "r2",
+    "mae",
+)
 
 
 @bp.get("/")
@@ -30,10 +43,12 @@ def index() -> Any:
     except ValidationError as exc:
         result, error = None, exc
         flash(f"Search not run: {exc.message}", "error")
-    filters = {k: args.get(k, "") for k in ("name", "model_type", "task", "status", "tag", "min", "max", "sort",
-                                            "order")}
-    return render_template("registry/index.html", result=result, filters=filters, statuses=registry.STATUSES,
-                           sorts=SORTS, error=error), (200 if error is None else 422)
+    filters = {
+        k: args.get(k, "") for k in ("name", "model_type", "task", "status", "tag", "min", "max", "sort", "order")
+    }
+    return render_template(
+        "registry/index.html", result=result, filters=filters, statuses=registry.STATUSES, sorts=SORTS, error=error
+    ), (200 if error is None else 422)
 
 
 @bp.get("/compare")
@@ -51,11 +66,15 @@ def compare() -> Any:
 def run(run_id: str) -> Any:
     database = get_db()
     doc = registry.get_run(database, run_id)
-    return render_template("registry/run.html", run=doc, history=registry.history(database, run_id),
-                           transitions=registry.allowed_transitions(doc.get("status", "trained")),
-                           users=registry.ensembles_using(database, run_id),
-                           artifacts_info=run_artifacts_info(database, run_id),
-                           production=registry.find_production(database, doc["name"]))
+    return render_template(
+        "registry/run.html",
+        run=doc,
+        history=registry.history(database, run_id),
+        transitions=registry.allowed_transitions(doc.get("status", "trained")),
+        users=registry.ensembles_using(database, run_id),
+        artifacts_info=run_artifacts_info(database, run_id),
+        production=registry.find_production(database, doc["name"]),
+    )
 
 
 @bp.post("/runs/<run_id>/status")
@@ -63,8 +82,9 @@ def set_status(run_id: str) -> Any:
     """A lifecycle button: move the run to ``to`` (promoting to production demotes the current one)."""
     to = request.form.get("to", "")
     try:
-        result = registry.set_status(get_db(), run_id, to, by=requested_by(),
-                                     reason=(request.form.get("reason") or "").strip() or None)
+        result = registry.set_status(
+            get_db(), run_id, to, by=requested_by(), reason=(request.form.get("reason") or "").strip() or None
+        )
     except (ValidationError, ConflictError) as exc:
         flash(f"Status not changed: {exc.message}", "error")
         return redirect(url_for(".run", run_id=run_id))
@@ -94,7 +114,10 @@ def delete(run_id: str) -> Any:
     note = ""
     if result["config"]:
         cfg = result["config"]
-        note = (f" Config {cfg['name']} now points at run {cfg['run_id']}." if cfg["action"] == "repointed"
-                else f" Config {cfg['name']} has no trained run any more.")
+        note = (
+            f" Config {cfg['name']} now points at run {cfg['run_id']}."
+            if cfg["action"] == "repointed"
+            else f" Config {cfg['name']} has no trained run any more."
+        )
     flash(f"Run {run_id} ({result['name']} {result['version']}) deleted.{note}", "success")
     return redirect(url_for(".index"))
