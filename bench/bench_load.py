@@ -61,7 +61,7 @@ def wait_healthy(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> No
 
 
 def client_loop(
-    port: int, body: bytes, stop_at: float, budget: "Budget", out: dict, lock: threading.Lock, offset: int
+    port: int, body: bytes, stop_at: float, budget: Budget, out: dict, lock: threading.Lock, offset: int
 ) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     plan = [

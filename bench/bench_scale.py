@@ -37,20 +37,21 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_database, median_time  # noqa: E402
+from bench.common import bench_database, median_time
 from models import jobs
 from models.artifacts.cache import ModelCache
 from models.artifacts.loading import PATH_FIELDS, load_model
 from models.artifacts.routing import get_store
-from models.demo import FEATURES, write_games_csv  # noqa: E402
-from models.settings import Settings, environment_with_project_path  # noqa: E402
+from models.demo import FEATURES, write_games_csv
+from models.settings import Settings, environment_with_project_path
 from models.store.configs import ConfigStore
 from models.store.db import Database
 from models.store.embedded import free_port

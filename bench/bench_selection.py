@@ -27,15 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from models.demo import FEATURES, write_games_csv  # noqa: E402
-from models.ensembles.base_models import BaseModelResult  # noqa: E402
-from models.ensembles.selection import greedy_select  # noqa: E402
-from models.ensembles.suggest import Library, selection_report  # noqa: E402
-from models.settings import Settings  # noqa: E402
-from models.training.data import load_training_data  # noqa: E402
-from models.training.train import fit_config  # noqa: E402
+from models.demo import FEATURES, write_games_csv
+from models.ensembles.base_models import BaseModelResult
+from models.ensembles.selection import greedy_select
+from models.ensembles.suggest import Library, selection_report
+from models.settings import Settings
+from models.training.data import load_training_data
+from models.training.train import fit_config
 
 
 def synthetic_library(m: int, n: int, n_test: int, folds: int, seed: int = 0) -> Library:

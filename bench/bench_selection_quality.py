@@ -25,15 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import pandas as pd  # noqa: E402
-from sklearn import datasets  # noqa: E402
+import pandas as pd
+from sklearn import datasets
 
-from models.ensembles.suggest import suggest_ensemble  # noqa: E402
-from models.store.configs import ConfigStore  # noqa: E402
-from models.store.db import Database  # noqa: E402
-from models.training.metrics import higher_is_better  # noqa: E402
-from models.training.sweep import create_sweep  # noqa: E402
-from models.training.train import train_config  # noqa: E402
+from models.ensembles.suggest import suggest_ensemble
+from models.store.configs import ConfigStore
+from models.store.db import Database
+from models.training.metrics import higher_is_better
+from models.training.sweep import create_sweep
+from models.training.train import train_config
 
 TOLERANCE = 0.005
 

@@ -35,15 +35,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.bench_load import HOST, percentile, wait_healthy  # noqa: E402
-from bench.common import bench_database  # noqa: E402
-from models.artifacts.cache import ModelCache  # noqa: E402
-from models.artifacts.loading import load_model  # noqa: E402
-from models.demo import FEATURES, generate_games, write_games_csv  # noqa: E402
-from models.ensembles.build import create_ensemble, load_ensemble  # noqa: E402
-from models.store.configs import ConfigStore  # noqa: E402
-from models.store.embedded import free_port  # noqa: E402
-from models.training.train import train_config  # noqa: E402
+from bench.bench_load import HOST, percentile, wait_healthy
+from bench.common import bench_database
+from models.artifacts.cache import ModelCache
+from models.artifacts.loading import load_model
+from models.demo import FEATURES, generate_games, write_games_csv
+from models.ensembles.build import create_ensemble, load_ensemble
+from models.store.configs import ConfigStore
+from models.store.embedded import free_port
+from models.training.train import train_config
 
 TOKEN = "bench-serving-token-0123456789"
 TARGETS = ("model", "ensemble")

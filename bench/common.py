@@ -7,8 +7,8 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from models.settings import Settings
 from models.store.db import Database

@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TextIO
 
 Progress = Callable[[float, str], None]
 
@@ -44,7 +45,7 @@ class ProgressLines:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "ProgressLines":
+    def __enter__(self) -> ProgressLines:
         self._thread = threading.Thread(target=self._beat, name="progress-lines", daemon=True)
         self._thread.start()
         return self

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -271,7 +271,7 @@ class Settings:
         return self.mongo_uri or f"mongodb://{self.embedded_host}:{self.embedded_port}"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         d = cls()
         data_dir = _path(env["DATA_DIR"]) if env.get("DATA_DIR") else d.data_dir
@@ -320,7 +320,7 @@ class Settings:
             max_training_csv_bytes=_int(env, "MAX_TRAINING_CSV_BYTES", d.max_training_csv_bytes),
         )
 
-    def with_(self, **changes) -> "Settings":
+    def with_(self, **changes) -> Settings:
         """A copy with some fields changed (used by tests and the CLI)."""
         return replace(self, **changes)
 

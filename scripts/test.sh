@@ -35,6 +35,10 @@ if [ "${PIP_AUDIT:-1}" != 0 ]; then
   fi
   rm -f "$audit_out"
 fi
+# Lint and format are part of the tests: a violation fails the run (rules and their reasons: ruff.toml).
+echo "== ruff check / ruff format --check =="
+.venv/bin/ruff check --no-cache . || exit 1
+.venv/bin/ruff format --check --no-cache . || { echo "ruff format: run '.venv/bin/ruff format .'" >&2; exit 1; }
 set +e
 .venv/bin/python -m pytest "$@"
 test_rc=$?

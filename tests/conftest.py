@@ -11,6 +11,7 @@ import os
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from models.demo import write_games_csv
 from models.settings import PROJECT_ROOT, Settings, get_settings
 from models.store.db import Database
 from models.store.embedded import EmbeddedServer, free_port
+from tests.helpers import AUTH, PASSWORD, TOKEN
 
 SMALL_GAMES = 1500
 
@@ -103,3 +105,32 @@ def database(settings: Settings):
     yield db
     db.client.drop_database(settings.mongo_db)
     db.close()
+
+
+@pytest.fixture
+def app(settings, database):
+    """The web app with known credentials (``tests.helpers.PASSWORD`` / ``TOKEN``)."""
+    from web import create_app
+
+    return create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
+
+
+@pytest.fixture
+def api(app):
+    """``api(method, path, body=None, auth=True)``: an API call with the bearer token."""
+    client = app.test_client()
+
+    def call(method: str, path: str, body: Any = None, auth: bool = True, **kw):
+        return client.open(path, method=method, json=body, headers=AUTH if auth else {}, **kw)
+
+    return call
+
+
+@pytest.fixture
+def page(app):
+    """A test client logged in to the pages."""
+    from web.testing import login
+
+    client = app.test_client()
+    assert login(client, PASSWORD).status_code == 302
+    return client

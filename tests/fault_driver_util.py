@@ -43,7 +43,7 @@ class Driver:
             stderr=subprocess.PIPE,
             text=True,
         )
-        self.lines: "queue.Queue[str]" = queue.Queue()
+        self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -1,11 +1,22 @@
-"""Small builders shared by tests."""
+"""Builders, waits and runners shared by tests (fixtures live in ``conftest.py``)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from models.demo import FEATURES
+from models.settings import Settings
+from tests.fault_driver_util import ROOT, driver_env
+
+# Credentials of the ``app``/``api``/``page`` fixtures (conftest.py).
+TOKEN = "web-test-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+PASSWORD = "web-test-page-password"
 
 FEATS = FEATURES[:8]
 
@@ -70,3 +81,42 @@ def create_then_change_csv(store: Any, doc: dict[str, Any], content: str | bytes
     else:
         path.write_bytes(content.encode() if isinstance(content, str) else content)
     return created
+
+
+def poll(fn: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05) -> Any:
+    """Call ``fn`` until it returns something truthy (returned) or ``timeout`` seconds pass (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+def wait_job(api: Any, job_id: str, timeout: float = 60) -> dict[str, Any]:
+    """Poll ``GET /api/jobs/<id>`` like a client would, until the job ends; ``seen`` lists the states seen."""
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        response = api("GET", f"/api/jobs/{job_id}")
+        assert response.status_code == 200
+        job = response.get_json()
+        seen.append(job["status"])
+        if job["status"] in ("succeeded", "failed"):
+            job["seen"] = seen
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish: {seen[-3:]}")
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 180, **env: str) -> subprocess.CompletedProcess:
+    """``python -m cli ARGS`` as a real subprocess on the test's database and folders."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        cwd=ROOT,
+        env=driver_env(settings, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -161,11 +161,11 @@ def test_stacking_tool_reason_for_a_legacy_base_model(settings, database, games_
 
 
 def test_adopt_from_the_api_the_tool_and_the_page(settings, database, games_csv):
-    from tests.web_support import PASSWORD, TOKEN
+    from tests.helpers import PASSWORD, TOKEN
     from web import create_app
     from web.testing import csrf_token, login
 
-    doc, paths, _, _ = legacy_doc(settings, games_csv)
+    doc, _paths, _, _ = legacy_doc(settings, games_csv)
     database.configs.insert_one(doc)
     app = create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
     client = app.test_client()
@@ -191,7 +191,7 @@ def test_adopt_from_the_api_the_tool_and_the_page(settings, database, games_csv)
 
 
 def test_adopt_through_the_api(settings, database, games_csv):
-    from tests.web_support import TOKEN
+    from tests.helpers import TOKEN
     from web import create_app
 
     doc, _, _, _ = legacy_doc(settings, games_csv)

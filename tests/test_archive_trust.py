@@ -8,8 +8,6 @@ import hashlib
 import io
 import json
 import pickle
-import subprocess
-import sys
 import tarfile
 
 import pandas as pd
@@ -30,20 +28,8 @@ from models.registry.archive import (
 from models.store.configs import ConfigStore
 from models.store.db import Database
 from models.training.train import train_config
-from tests.fault_driver_util import ROOT, driver_env
-from tests.helpers import cls_config
+from tests.helpers import cls_config, run_cli
 from tests.test_faults_artifacts import Plant
-
-
-def cli(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env=driver_env(settings, **env),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def write_archive(path, members: dict[str, bytes]) -> None:
@@ -105,15 +91,15 @@ def test_crafted_archive_is_refused_and_its_payload_never_runs(database, setting
     files_before = set(p.name for p in settings.artifact_dir.iterdir())
 
     for archive, words in ((evil_archive, "was changed after it was signed"), (unsigned, "is not signed")):
-        result = cli(settings, "models", "import", str(archive), "--rename")
+        result = run_cli(settings, "models", "import", str(archive), "--rename")
         assert result.returncode == 2, result.stderr
         assert words in result.stderr and "--trust" in result.stderr and "TRUSTED_KEYS" in result.stderr
         assert "Traceback" not in result.stderr
         nothing_new(database, settings, runs_before, files_before)
     rows = tmp_path / "rows.csv"
     pd.read_csv(games_csv).head(5).to_csv(rows, index=False)
-    assert cli(settings, "predict", "a", "--csv", str(rows)).returncode == 0  # the real model, untouched
-    result = cli(settings, "artifacts", "verify", "--json")
+    assert run_cli(settings, "predict", "a", "--csv", str(rows)).returncode == 0  # the real model, untouched
+    result = run_cli(settings, "artifacts", "verify", "--json")
     assert result.returncode == 0 and [r["state"] for r in json.loads(result.stdout)] == ["ok"]
     assert not marker.exists()
 
@@ -144,7 +130,7 @@ def test_foreign_archive_needs_trusted_keys_or_explicit_trust(database, settings
     accepted = import_run(trusting, archive, on_conflict="rename")
     assert accepted["trust"] == {"signed_by": foreign_public, "trusted": "TRUSTED_KEYS"}
 
-    result = cli(settings, "models", "import", str(archive), "--rename", "--trust", "--by", "alice", "--json")
+    result = run_cli(settings, "models", "import", str(archive), "--rename", "--trust", "--by", "alice", "--json")
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["trust"]["trusted"] == "explicit" and out["trust"]["trusted_by"] == "alice"
@@ -161,7 +147,7 @@ def test_foreign_archive_needs_trusted_keys_or_explicit_trust(database, settings
 def test_api_import_needs_an_explicit_trust_field(database, settings, exported, tmp_path):
     import base64
 
-    from tests.web_support import AUTH, PASSWORD, TOKEN
+    from tests.helpers import AUTH, PASSWORD, TOKEN
     from web import create_app
 
     client = create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database).test_client()

@@ -232,7 +232,7 @@ def test_files_written_by_joblib_still_load(tmp_path, settings):
     store = _chunked_store(tmp_path)
     info = store.write("old_model.pkl", lambda fh: joblib.dump(model, fh))
     assert b"NumpyArrayWrapper" in (tmp_path / "old_model.pkl").read_bytes() and info.chunk_size == 64 * 1024
-    loaded, notes = fetch_pickle(store, info.to_dict()).load()
+    loaded, _notes = fetch_pickle(store, info.to_dict()).load()
     assert (loaded.predict_proba(X) == model.predict_proba(X)).all()
     assert load_verified(store, info.path, info.sha256)[0].n_estimators == 30  # the whole-file path too
 

@@ -4,9 +4,6 @@ real child processes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from models.errors import ConflictError, NotFoundError
 from models.store.configs import ConfigStore
 from models.training.service import submit_training, train_bounded
 from models.training.train import train_config
-from tests.helpers import cls_config, create_then_change_csv
+from tests.helpers import cls_config, create_then_change_csv, poll, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 # A deliberately slow config on the test data: about a minute of fitting on one core.
@@ -28,16 +25,6 @@ SLACK_S = 6  # "within the limit plus a few seconds", on a loaded 2-core machine
 
 def files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
-
-
-def poll(fn, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -182,24 +169,10 @@ def test_memory_limit_ends_the_work_with_a_clear_error(database, settings):
     assert "TRAIN_MEMORY_LIMIT_MB" in caught.value.message
 
 
-def _cli(settings, *args, env_extra=None, timeout=120):
-    env = {
-        **os.environ,
-        "MONGO_URI": settings.mongo_uri,
-        "MONGO_DB": settings.mongo_db,
-        "ARTIFACT_DIR": str(settings.artifact_dir),
-        "VAR_DIR": str(settings.var_dir),
-        **(env_extra or {}),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def test_cli_train_stops_at_train_timeout_seconds(database, settings, slow_and_fast):
     before = files(settings.artifact_dir)
     started = time.monotonic()
-    out = _cli(settings, "train", "slow", env_extra={"TRAIN_TIMEOUT_SECONDS": "3"})
+    out = run_cli(settings, "train", "slow", timeout=120, **{"TRAIN_TIMEOUT_SECONDS": "3"})
     elapsed = time.monotonic() - started
     assert out.returncode == 1, out.stderr
     assert "TRAIN_TIMEOUT_SECONDS=3" in out.stderr + out.stdout
@@ -213,20 +186,20 @@ def test_cli_jobs_list_show_cancel(database, settings, slow_and_fast):
     job, _ = jobs.submit(database, jobs.InProcessRunner(1), "test", "test:held", lambda p: {"ok": True})
     jobs.wait(database, job["_id"], timeout=10)
     queued, _ = jobs.store.insert_job(database, "train", "train:slow", params={"config": "slow"})
-    listed = _cli(settings, "jobs", "list", "--json")
+    listed = run_cli(settings, "jobs", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert str(queued["_id"]) in listed.stdout and str(job["_id"]) in listed.stdout
-    shown = _cli(settings, "jobs", "show", str(queued["_id"]), "--json")
+    shown = run_cli(settings, "jobs", "show", str(queued["_id"]), "--json")
     assert shown.returncode == 0 and '"queued"' in shown.stdout
-    out = _cli(settings, "jobs", "cancel", str(queued["_id"]))
+    out = run_cli(settings, "jobs", "cancel", str(queued["_id"]))
     assert out.returncode == 0, out.stderr
     assert "cancelled" in out.stderr
     after = jobs.get_job(database, queued["_id"])
     assert after["status"] == "failed" and after["error"]["code"] == "cancelled"
     assert "cli" in after["error"]["message"]
-    again = _cli(settings, "jobs", "cancel", str(queued["_id"]))
+    again = run_cli(settings, "jobs", "cancel", str(queued["_id"]))
     assert again.returncode == 2 and "already failed" in again.stderr
-    unknown = _cli(settings, "jobs", "cancel", "nope")
+    unknown = run_cli(settings, "jobs", "cancel", "nope")
     assert unknown.returncode == 2 and "no job with id 'nope'" in unknown.stderr
 
 

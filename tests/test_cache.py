@@ -35,7 +35,7 @@ def test_counters_and_threads():
 
     def work(i):
         for j in range(200):
-            cache.get_or_load((i, j % 10), lambda: (j, 1))
+            cache.get_or_load((i, j % 10), lambda j=j: (j, 1))
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
     for t in threads:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from models.jobs.timing import job_timing
 from models.store.configs import ConfigStore
 from models.training.train import train_config
 from tests.helpers import reg_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web.charts import axis_range, bar_chart
 from web.training_view import score_chart
 
@@ -51,7 +50,7 @@ def test_regression_chart_compares_with_predicting_the_mean(database, games_csv)
 
 
 def test_job_timing_elapsed_and_eta():
-    start = datetime(2026, 1, 1, 10, 0, 0, tzinfo=timezone.utc)
+    start = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
     running = {"status": "running", "started_at": start, "progress": 0.25}
     timing = job_timing(running, at=start + timedelta(seconds=30))
     assert timing == {"elapsed_s": 30.0, "eta_s": 90.0}

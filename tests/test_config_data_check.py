@@ -17,7 +17,6 @@ from models.store.columns import read_header
 from models.store.configs import ConfigStore
 from models.store.datarefs import to_stored
 from tests.helpers import cls_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web.testing import csrf_token
 
 TYPO = "home_win_pct_last_10"

@@ -16,8 +16,7 @@ from models.store.data_roots import OUTSIDE_DATA_ROOTS
 from models.store.datarefs import to_stored
 from models.store.db import Database
 from models.training.train import train_config
-from tests.helpers import cls_config
-from tests.web_support import AUTH, PASSWORD, TOKEN
+from tests.helpers import AUTH, PASSWORD, TOKEN, cls_config
 from web import create_app
 
 

@@ -19,7 +19,6 @@ from models.errors import ValidationError
 from models.store.configs import ConfigStore
 from models.training.train import train_config
 from tests.helpers import cls_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web.testing import csrf_token
 
 A_FEATS = ["home_elo", "away_elo", "home_rest_days", "away_rest_days"]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -21,10 +19,8 @@ from models.artifacts.signing import file_name
 from models.ensembles.build import create_ensemble
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.fault_driver_util import ROOT, driver_env
-from tests.helpers import cls_config
+from tests.helpers import AUTH, PASSWORD, TOKEN, cls_config, run_cli
 from tests.test_faults_artifacts import Plant
-from tests.web_support import AUTH, PASSWORD, TOKEN
 from web import create_app
 from web.testing import login
 
@@ -51,17 +47,6 @@ def rewrite(database, config: dict, run_id: str, kind: str, forged: dict) -> Non
     database.runs.update_one({"run_id": run_id}, {"$set": {f"artifacts.{kind}": forged}})
     database.configs.update_one(
         {"_id": config["_id"]}, {"$set": {f"artifacts.{kind}": forged, f"checksums.{kind}": forged["sha256"]}}
-    )
-
-
-def cli(settings, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env=driver_env(settings, **env),
-        capture_output=True,
-        text=True,
-        timeout=240,
     )
 
 
@@ -97,15 +82,15 @@ def test_rewritten_checksums_never_run_the_pickle(database, settings, games_csv,
     rows.to_csv(tmp_path / "rows.csv", index=False)
 
     # the CLI, as real processes
-    result = cli(settings, env, "predict", "a", "--csv", str(tmp_path / "rows.csv"))
+    result = run_cli(settings, "predict", "a", "--csv", str(tmp_path / "rows.csv"), timeout=240, **env)
     assert result.returncode == 1 and words in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    result = cli(settings, env, "artifacts", "verify", "--json")
+    result = run_cli(settings, "artifacts", "verify", "--json", timeout=240, **env)
     assert result.returncode == 1, result.stderr
     states = {r["name"]: r for r in json.loads(result.stdout)}
     assert states["a"]["state"] == "corrupt" and states["b"]["state"] == "ok"
     assert any(("signature" if not strip else "not signed") in p for p in states["a"]["problems"])
-    result = cli(settings, env, "artifacts", "info", old_run, "--json")
+    result = run_cli(settings, "artifacts", "info", old_run, "--json", timeout=240, **env)
     model = json.loads(result.stdout)["files"]["model"]
     assert model["verified"] is False and model["state"] == ("unsigned" if strip else "corrupt")
     assert model["signature"] == ("unsigned" if strip else "invalid")
@@ -136,11 +121,17 @@ def test_rewritten_checksums_never_run_the_pickle(database, settings, games_csv,
     assert not marker.exists()
 
     # ensembles: predicting with the forged one is refused; creating one over the retrained model works
-    result = cli(settings, env, "ensemble", "predict", "ens", "--csv", str(tmp_path / "rows.csv"))
+    result = run_cli(
+        settings, "ensemble", "predict", "ens", "--csv", str(tmp_path / "rows.csv"), timeout=240, **env
+    )
     assert result.returncode == 1 and words in result.stderr, result.stderr
-    result = cli(settings, env, "ensemble", "create", "ens2", "--base", "a", "--base", "b", "--json")
+    result = run_cli(
+        settings, "ensemble", "create", "ens2", "--base", "a", "--base", "b", "--json", timeout=240, **env
+    )
     assert result.returncode == 0, result.stderr
-    result = cli(settings, env, "ensemble", "predict", "ens2", "--csv", str(tmp_path / "rows.csv"))
+    result = run_cli(
+        settings, "ensemble", "predict", "ens2", "--csv", str(tmp_path / "rows.csv"), timeout=240, **env
+    )
     assert result.returncode == 0, result.stderr
     # its base models intact, its meta-model forged: refused too (a fresh app: nothing cached)
     ens2 = database.ensembles.find_one({"name": "ens2"})
@@ -149,7 +140,9 @@ def test_rewritten_checksums_never_run_the_pickle(database, settings, games_csv,
         {"_id": ens2["_id"]},
         {"$set": {"artifacts.ensemble": forged_meta, "checksums.ensemble": forged_meta["sha256"]}},
     )
-    result = cli(settings, env, "ensemble", "predict", "ens2", "--csv", str(tmp_path / "rows.csv"))
+    result = run_cli(
+        settings, "ensemble", "predict", "ens2", "--csv", str(tmp_path / "rows.csv"), timeout=240, **env
+    )
     assert result.returncode == 1 and words in result.stderr and "_ensemble.pkl" in result.stderr, result.stderr
     fresh_app = create_app(settings.with_(admin_password=PASSWORD, api_token=TOKEN), database)
     resp = fresh_app.test_client().post("/api/predict/ensemble/ens2", json=body, headers=AUTH)
@@ -170,11 +163,11 @@ def test_forged_config_through_ensemble_create_is_retrained_not_unpickled(databa
         database, settings, "local", config["artifacts"]["model"], pickle.dumps(Plant(marker)), strip=False
     )
     rewrite(database, config, config["run_id"], "model", forged)
-    result = cli(settings, {}, "ensemble", "create", "ens", "--base", "a", "--base", "b", "--json")
+    result = run_cli(settings, "ensemble", "create", "ens", "--base", "a", "--base", "b", "--json", timeout=240)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     sources = {b["name"]: (b["source"], b.get("reason")) for b in doc["base_models"]}
     assert sources["a"] == ("retrained", "signature_invalid") and sources["b"][0] in ("artifacts", "cache")
-    result = cli(settings, {}, "ensemble", "predict", "ens", "--csv", str(games_csv))
+    result = run_cli(settings, "ensemble", "predict", "ens", "--csv", str(games_csv), timeout=240)
     assert result.returncode == 0, result.stderr
     assert not marker.exists()

@@ -20,6 +20,7 @@ from models.errors import DataError, NotFoundError, ValidationError
 from models.jobs import store
 from models.store.db import Database
 from models.timeutil import now
+from tests.helpers import poll
 
 TIMEOUT = 10.0
 
@@ -45,16 +46,6 @@ def blocked(gate: threading.Event, started: threading.Event | None = None, resul
     return work
 
 
-def poll(fn, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
-
-
 def test_job_goes_queued_running_succeeded_with_progress_and_result(database, runner, settings):
     assert settings.job_workers == 2
     gates = [threading.Event() for _ in range(3)]
@@ -75,7 +66,9 @@ def test_job_goes_queued_running_succeeded_with_progress_and_result(database, ru
     assert started[0].wait(TIMEOUT) and started[1].wait(TIMEOUT)
     assert jobs.get_job(database, ids[2])["status"] == "queued"
 
-    running = poll(lambda: (d := jobs.get_job(database, str(ids[0])))["message"] == "fold 0/2" and d)
+    running = poll(
+        lambda: (d := jobs.get_job(database, str(ids[0])))["message"] == "fold 0/2" and d, TIMEOUT, 0.01
+    )
     assert running["status"] == "running"
     assert running["progress"] == 0.5
     assert running["started_at"] is not None and running["finished_at"] is None
@@ -394,12 +387,12 @@ def test_heartbeat_refreshes_only_active_jobs_of_this_process(database, runner):
     hb = jobs.Heartbeat(interval=0.05)
     hb.track(database.jobs, job["_id"])
     hb.track(database.jobs, other)
-    poll(lambda: jobs.get_job(database, job["_id"])["heartbeat_at"] > old + timedelta(seconds=20))
+    poll(lambda: jobs.get_job(database, job["_id"])["heartbeat_at"] > old + timedelta(seconds=20), TIMEOUT, 0.01)
     assert jobs.get_job(database, other)["heartbeat_at"] <= old + timedelta(milliseconds=1)
     assert job["_id"] in jobs.HEARTBEAT.tracked()
     gate.set()
     jobs.wait(database, job["_id"], TIMEOUT)
-    poll(lambda: job["_id"] not in jobs.HEARTBEAT.tracked())
+    poll(lambda: job["_id"] not in jobs.HEARTBEAT.tracked(), TIMEOUT, 0.01)
     hb.close()
     assert not hb._thread.is_alive()
 

@@ -19,7 +19,6 @@ from models.store.configs import ConfigStore
 from models.training.sklearn_warnings import scaled_data, without_scale_advice
 from tests.fault_driver_util import ROOT, driver_env
 from tests.helpers import cls_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 
 
 def cli_to_file(settings, tmp_path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, str]:
@@ -85,7 +84,7 @@ def test_slow_model_type_is_warned_about_before_training(settings, database, gam
     path = tmp_path / "big.csv"
     big.to_csv(path, index=False)
     ConfigStore(database).create(cls_config("svc", path, "svm", hyperparameters={"max_iter": 1}))
-    proc, err = cli_to_file(settings, tmp_path, "train", "svc", "--json")
+    _proc, err = cli_to_file(settings, tmp_path, "train", "svc", "--json")
     first = err.splitlines()[0]
     assert first.startswith("warning: svc: svm on 12,000 rows may take a long time"), err
 
@@ -126,9 +125,9 @@ def test_scale_advice_is_dropped_only_when_the_config_scales():
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             with scaled_data("standard"):
-                warnings.warn(text, UserWarning)
+                warnings.warn(text, UserWarning, stacklevel=1)
             with scaled_data("none"):
-                warnings.warn(text, UserWarning)
+                warnings.warn(text, UserWarning, stacklevel=1)
     finally:
         warnings.showwarning = original
         sklearn_warnings._installed = False

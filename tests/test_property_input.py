@@ -29,7 +29,8 @@ VALID = {
     "training_csv": "tests/fixtures/columns.csv",
     "cv_folds": 3,
 }
-FIELDS = list(VALID) + [
+FIELDS = [
+    *list(VALID),
     "scaler",
     "calibration",
     "random_state",

@@ -429,7 +429,7 @@ def test_delete_refused_while_an_ensemble_uses_the_run_and_force_deletes_it(
         registry.delete_run(database, second["run_id"])
     assert "used by 2 ensemble(s): ens0, ens1" in err.value.message
     assert database.runs.count_documents({}) == 2 and database.ensembles.count_documents({}) == 3
-    assert artifact_files(settings) == sorted(store_files + ["ens1_meta.pkl"])
+    assert artifact_files(settings) == sorted([*store_files, "ens1_meta.pkl"])
     result = registry.delete_run(database, second["run_id"], force=True)
     assert sorted(result["deleted_ensembles"]) == ["ens0", "ens1"]
     assert [e["name"] for e in database.ensembles.find()] == ["unrelated"]

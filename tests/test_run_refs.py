@@ -15,7 +15,6 @@ from models.registry.query import resolve
 from models.store.configs import ConfigStore
 from models.training.train import train_config
 from tests.helpers import cls_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 
 
 def run(settings, *args):

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import stat
-import subprocess
-import sys
 
 import pytest
 
@@ -17,19 +15,7 @@ from models.errors import ArtifactError
 from models.settings import Settings
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.fault_driver_util import ROOT, driver_env
-from tests.helpers import cls_config
-
-
-def cli(settings, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
-        cwd=ROOT,
-        env=driver_env(settings, **env),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+from tests.helpers import cls_config, run_cli
 
 
 @pytest.fixture
@@ -108,20 +94,20 @@ def test_unsigned_runs_are_refused_by_default_load_with_a_warning_only_when_opte
         assert load_model(opted_out, legacy, cache=ModelCache()).source == "artifacts"
     assert any("is not signed" in r.getMessage() and "REQUIRE_SIGNED=0" in r.getMessage() for r in caplog.records)
 
-    result = cli(settings, "artifacts", "verify", "--json")
+    result = run_cli(settings, "artifacts", "verify", "--json")
     assert result.returncode == 1 and json.loads(result.stdout)[0]["state"] == "corrupt"
-    result = cli(settings, "artifacts", "sign", "--all", "--dry-run", "--json")
+    result = run_cli(settings, "artifacts", "sign", "--all", "--dry-run", "--json")
     assert result.returncode == 0 and len(json.loads(result.stdout)["signed"]) == 10
     assert "signature" not in database.runs.find_one({"run_id": trained["run_id"]})["artifacts"]["model"]
-    result = cli(settings, "artifacts", "sign", "--all", "--json")
+    result = run_cli(settings, "artifacts", "sign", "--all", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert len(report["signed"]) == 10 and report["failed"] == [] and report["invalid"] == []
     signed = ConfigStore(database).get("a")
     assert load_model(strict, signed, cache=ModelCache()).source == "artifacts"
-    result = cli(settings, "artifacts", "verify", "--json")
+    result = run_cli(settings, "artifacts", "verify", "--json")
     assert result.returncode == 0 and json.loads(result.stdout)[0]["state"] == "ok"
-    again = cli(settings, "artifacts", "sign", "--all", "--json")
+    again = run_cli(settings, "artifacts", "sign", "--all", "--json")
     assert json.loads(again.stdout)["signed"] == [] and json.loads(again.stdout)["already_signed"] == 10
 
 
@@ -131,7 +117,7 @@ def test_sign_all_never_signs_a_file_that_fails_its_checksum(database, settings,
     database.configs.update_one({"_id": trained["_id"]}, {"$unset": unset})
     path = settings.artifact_dir / trained["model_artifact_path"].rsplit("/", 1)[-1]
     path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
-    result = cli(settings, "artifacts", "sign", "--all")
+    result = run_cli(settings, "artifacts", "sign", "--all")
     assert result.returncode == 1
     assert "not signed:" in result.stderr and "model" in result.stderr and "checksum mismatch" in result.stderr
     run = database.runs.find_one({"run_id": trained["run_id"]})
@@ -140,11 +126,11 @@ def test_sign_all_never_signs_a_file_that_fails_its_checksum(database, settings,
 
 
 def test_key_command_prints_the_public_key(settings):
-    result = cli(settings, "artifacts", "key", "--json")
+    result = run_cli(settings, "artifacts", "key", "--json")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["public_key"] == get_signer(settings).public_key and data["source"] == get_signer(settings).source
-    fresh = cli(settings, "artifacts", "key", "--generate").stdout.strip()
+    fresh = run_cli(settings, "artifacts", "key", "--generate").stdout.strip()
     assert get_signer(settings.with_(artifact_signing_key=fresh)).public_key != data["public_key"]
 
 
@@ -153,6 +139,6 @@ def test_a_bad_signing_key_stops_the_web_app_and_the_cli_with_one_clear_line(set
 
     with pytest.raises(SigningKeyError, match="ARTIFACT_SIGNING_KEY"):
         create_app(settings.with_(artifact_signing_key="short", admin_password="pw", api_token="t" * 32), database)
-    result = cli(settings, "artifacts", "key", ARTIFACT_SIGNING_KEY="c2hvcnQ=")
+    result = run_cli(settings, "artifacts", "key", ARTIFACT_SIGNING_KEY="c2hvcnQ=")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "must be 32 bytes" in result.stderr and "ARTIFACT_SIGNING_KEY" in result.stderr

@@ -17,7 +17,6 @@ from models.registry.query import search
 from models.store.configs import ConfigStore
 from models.training.train import train_config
 from tests.helpers import cls_config, reg_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web import create_app
 from web.services import get_state
 from web.testing import login

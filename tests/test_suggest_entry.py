@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import time
 
 import pandas as pd
 import pytest
@@ -15,8 +14,7 @@ from cli.context import AppContext
 from cli.main import cli
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import FEATS, cls_config, reg_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
+from tests.helpers import FEATS, cls_config, reg_config, wait_job
 from web.testing import csrf_token
 
 
@@ -91,16 +89,6 @@ def test_stacking_tool_suggest(settings, database, trained, games_csv):
         frame = pd.read_csv(games_csv).head(20)
         assert tool.predict("tool_auto", frame, proba=True).shape == (20, 2)
     assert record["kind"] == "weighted" and record["selection"]["greedy"]["best_step"] <= 6
-
-
-def wait_job(api, job_id: str, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api("GET", f"/api/jobs/{job_id}").get_json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 def test_api_suggest_job_then_predict(api, database, trained, games_csv):

@@ -14,7 +14,6 @@ from models.errors import ConflictError, ValidationError
 from models.store.configs import ConfigStore
 from models.training.sweep import create_sweep, parse_grid, sweep_name
 from tests.helpers import cls_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web.testing import csrf_token
 
 

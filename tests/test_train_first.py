@@ -16,7 +16,6 @@ from models.training.estimate import count_rows, estimate_training, slow_warning
 from models.training.train import train_config
 from tests.helpers import cls_config
 from tests.test_web_ensembles import wait_job
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web.testing import csrf_token
 
 

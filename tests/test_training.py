@@ -201,7 +201,7 @@ def test_invalid_hyperparameter_fails_before_any_work(database, games_csv):
     [
         ("", "is empty"),
         ("home_win\n", "lacks columns"),
-        (",".join(FEATS + ["home_win"]) + "\n", "header but no rows"),
+        (",".join([*FEATS, "home_win"]) + "\n", "header but no rows"),
     ],
 )
 def test_data_errors(database, tmp_path, content, message):

@@ -25,7 +25,7 @@ from models.settings import Settings
 from models.store.configs import ConfigStore, recover_interrupted_trainings
 from models.store.schema import validate_config
 from models.training.train import train_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
+from tests.helpers import PASSWORD, TOKEN
 from web import create_app
 from web.headers import HEADERS
 from web.testing import csrf_from, login
@@ -234,7 +234,7 @@ JSON_ROUTES = [
 def test_huge_numbers_in_any_json_body_are_400(api, database, games_csv, method, path, number):
     ConfigStore(database).create(cls_config("keep", games_csv))
     before = database.configs.find_one({"name": "keep"})
-    body = '{"rows": [{"a": %s}], "name": %s}' % (number, number)
+    body = f'{{"rows": [{{"a": {number}}}], "name": {number}}}'
     response = api(method, path, data=body, content_type="application/json")
     assert response.status_code == 400, response.get_data(as_text=True)
     error = response.get_json()["error"]

@@ -84,7 +84,7 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-def wait_for_workers(address: str, n: int) -> "distributed.Client":
+def wait_for_workers(address: str, n: int) -> distributed.Client:
     client = distributed.Client(address, set_as_default=False, timeout=START_TIMEOUT)
     client.wait_for_workers(n, timeout=START_TIMEOUT)
     return client

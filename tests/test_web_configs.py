@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -83,7 +83,7 @@ def seed(store, database):
             "$set": {
                 "status": "trained",
                 "metrics": {"cv": {"roc_auc": 0.71, "accuracy": 0.66}},
-                "trained_at": datetime(2026, 1, 5, 10, 30, tzinfo=timezone.utc),
+                "trained_at": datetime(2026, 1, 5, 10, 30, tzinfo=UTC),
                 "run_id": "20260105_103000_0123abcd",
             }
         },

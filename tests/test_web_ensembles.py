@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import html
 import re
-import time
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -16,7 +14,7 @@ from helpers import FEATS, cls_config, reg_config
 from models.ensembles.build import create_ensemble
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
+from tests.helpers import wait_job
 from web.formatting import format_number
 from web.testing import csrf_token
 
@@ -34,16 +32,6 @@ def trained(database, games_csv):
     for name in ("lr", "rf", "reg"):
         train_config(database, name)
     return store
-
-
-def wait_job(api, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = api("GET", f"/api/jobs/{job_id}").get_json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish")
 
 
 def text(response) -> str:

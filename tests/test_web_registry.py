@@ -16,7 +16,6 @@ from helpers import cls_config
 from models.ensembles.build import create_ensemble
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
 from web.testing import csrf_token
 
 

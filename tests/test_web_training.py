@@ -8,8 +8,9 @@ import html
 import json
 import re
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,7 +19,7 @@ from helpers import FEATS, cls_config, create_then_change_csv, reg_config
 from models import jobs
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.web_support import AUTH, PASSWORD, TOKEN, api, app, page  # noqa: F401 (fixtures)
+from tests.helpers import PASSWORD, TOKEN, wait_job
 from web import create_app
 from web.formatting import format_number
 from web.services import JOB_RUNNER, get_state
@@ -54,24 +55,6 @@ def configs(database, games_csv):
         cls_config("rf", games_csv, "random_forest", hyperparameters={"n_estimators": 15, "max_depth": 4})
     )
     return store
-
-
-def wait_job(api, job_id: str, timeout: float = 60) -> dict[str, Any]:
-    """Poll GET /api/jobs/<id> like a client would, until the job ends."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        response = api("GET", f"/api/jobs/{job_id}")
-        assert response.status_code == 200
-        job = response.get_json()
-        seen.append(job["status"])
-        if job["status"] in ("succeeded", "failed"):
-            job["seen"] = seen
-            return job
-        time.sleep(0.1)
-    raise AssertionError(f"job {job_id} did not finish: {seen[-3:]}")
 
 
 def text(response) -> str:

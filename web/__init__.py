@@ -16,8 +16,9 @@ pattern). Structure:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any, Mapping
+from typing import Any
 
 from flask import Flask
 from pymongo.errors import PyMongoError

@@ -9,7 +9,8 @@ reads without colour and prints well.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from flask import Flask
 from markupsafe import Markup, escape

@@ -10,7 +10,7 @@ from flask import Flask
 
 from models.errors import describe_reason
 from models.timeutil import iso
-from models.training.headline import headline_metric as primary_metric  # noqa: F401 (a template global)
+from models.training.headline import headline_metric as primary_metric
 
 
 def last_trained(doc: dict[str, Any]) -> datetime | str | None:

@@ -17,8 +17,9 @@ once, even when several callers need them at the same time).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,7 @@ from models.store.configs import ConfigStore
 from models.store.db import Database
 from models.training.adopt import adopt_legacy
 
-__all__ = ["StackingTool", "BaseModelResult"]
+__all__ = ["BaseModelResult", "StackingTool"]
 
 
 class StackingTool:
@@ -87,7 +88,7 @@ class StackingTool:
             self._database.close()
             self._database = None
 
-    def __enter__(self) -> "StackingTool":
+    def __enter__(self) -> StackingTool:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -29,10 +29,7 @@ def _read_documents(path: Path) -> list[dict[str, Any]]:
     except UnicodeDecodeError:
         raise ValidationError(f"{path}: not UTF-8 text", field=str(path)) from None
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        data = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", field=str(path)

@@ -6,12 +6,14 @@ write. Temp files start with ``.tmp-`` so cleanup can recognise leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
 
 TMP_PREFIX = ".tmp-"
 
@@ -104,10 +106,8 @@ def atomic_write(path: Path, writer: Callable[[IO[bytes]], None], chunk_size: in
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     _fsync_dir(path.parent)
     return WriteResult(hw.sha.hexdigest(), hw.size, chunk_size, hw.finish())

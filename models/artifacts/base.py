@@ -7,8 +7,9 @@ import json
 import logging
 import pickle
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class ArtifactInfo:
         return out
 
     @classmethod
-    def from_ref(cls, ref: dict[str, Any]) -> "ArtifactInfo":
+    def from_ref(cls, ref: dict[str, Any]) -> ArtifactInfo:
         chunks = ref.get("chunk_sha256")
         return cls(
             path=ref.get("path") or "",

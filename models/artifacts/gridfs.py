@@ -11,13 +11,15 @@ and a corrupt cache entry is dropped and fetched again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import gridfs
 from bson import ObjectId
@@ -191,10 +193,8 @@ class GridFSArtifactStore(ArtifactStore):
     def _delete_all(self, name: str, keep: Any = None) -> int:
         ids = [f["_id"] for f in self.files.find({"filename": name}, {"_id": 1}) if f["_id"] != keep]
         for file_id in ids:
-            try:
+            with contextlib.suppress(gridfs.errors.NoFile):
                 self.bucket.delete(file_id)
-            except gridfs.errors.NoFile:
-                pass
         return len(ids)
 
     def delete(self, stored_path: str) -> bool:

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from models.artifacts.base import ArtifactInfo, ArtifactStore
 from models.errors import ArtifactError
@@ -39,7 +40,7 @@ LEASE_TTL_S = 3600  # far longer than a training's save step; renewed before the
 def server_now(database: Database) -> datetime:
     """The MongoDB server's current time (UTC), the one clock every machine shares."""
     stamp = database.client.admin.command("hello")["localTime"]
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 class ArtifactLease:
@@ -87,7 +88,7 @@ class ArtifactLease:
     def release(self) -> None:
         self.database.locks.delete_one({"_id": self.id, "kind": KIND})
 
-    def __enter__(self) -> "ArtifactLease":
+    def __enter__(self) -> ArtifactLease:
         return self
 
     def close(self) -> None:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 from models.artifacts.atomic import CHUNK_SIZE, TMP_PREFIX, atomic_write
+from models.artifacts.base import ArtifactInfo, ArtifactStore
 from models.errors import ArtifactError
 
 log = logging.getLogger(__name__)
-
-from models.artifacts.base import ArtifactInfo, ArtifactStore
 
 
 class LocalArtifactStore(ArtifactStore):

@@ -82,9 +82,13 @@ def invalidate_caches(database: Database, store: Any, run_id: str | None, refs: 
     cache entry (GridFS, by SHA-256) and the loaded models of its run in the in-memory LRU are dropped."""
     cache = getattr(store.gridfs, "cache", None) if isinstance(store, RoutingStore) else None
     for ref in refs.values():
-        if cache is not None and ref.get("sha256") and is_gridfs_path(ref.get("path")):
-            if cache.discard(ref["sha256"]):
-                log.warning("dropped the disk-cache copy of %s: its source fails verification", ref["path"])
+        if (
+            cache is not None
+            and ref.get("sha256")
+            and is_gridfs_path(ref.get("path"))
+            and cache.discard(ref["sha256"])
+        ):
+            log.warning("dropped the disk-cache copy of %s: its source fails verification", ref["path"])
     if run_id:
         get_model_cache(database.settings).discard(lambda key: isinstance(key, tuple) and key[0] == run_id)
 

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 from models.artifacts.base import ArtifactStore
 from models.artifacts.gridfs import GridFSArtifactStore, is_gridfs_path

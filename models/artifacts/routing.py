@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Callable
-
-from models.settings import Settings
-
-log = logging.getLogger(__name__)
+from typing import IO, Any
 
 from models.artifacts.base import ArtifactInfo, ArtifactStore
 from models.artifacts.local import LocalArtifactStore
 from models.artifacts.signing import get_signer
+from models.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class RoutingStore(ArtifactStore):
@@ -25,7 +25,7 @@ class RoutingStore(ArtifactStore):
     def __init__(
         self,
         primary: ArtifactStore,
-        local: "LocalArtifactStore",
+        local: LocalArtifactStore,
         gridfs_factory: Callable[[], ArtifactStore],
         signer: Any = None,
     ) -> None:

@@ -20,17 +20,17 @@ import pickle
 import queue
 import threading
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 import joblib
 import numpy as np
 
+from models.artifacts.base import ArtifactInfo, ArtifactStore
 from models.errors import ArtifactError
 
 log = logging.getLogger(__name__)
-
-from models.artifacts.base import ArtifactInfo, ArtifactStore
 
 Ref = dict[str, Any]
 
@@ -455,7 +455,7 @@ def _stream_size(fh: IO[bytes]) -> int:
         return size
 
 
-def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> "PendingPickle":
+def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> PendingPickle:
     """Open a pickle artifact and run every check that can run before unpickling starts.
 
     With per-block checksums block 0 is checked here (the rest while it

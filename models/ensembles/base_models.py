@@ -6,8 +6,9 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -372,7 +373,7 @@ def load_base_models(
                 store=store,
                 cache=cache,
                 need_oof=need_oof,
-                progress=lambda f, m, n=config["name"]: step(f, f"{n}: retraining: {m}"),
+                progress=lambda f, m, n=config["name"], step=step: step(f, f"{n}: retraining: {m}"),
                 lock_timeout=lock_timeout,
                 load_model_object=load_model_object,
             )

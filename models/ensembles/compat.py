@@ -123,7 +123,7 @@ def compatibility_problems(configs: list[dict[str, Any]], fingerprints: list[str
 
 
 def check_compatible(
-    configs: list[dict[str, Any]], fingerprints: list[str | None], request: "EnsembleRequest | None" = None
+    configs: list[dict[str, Any]], fingerprints: list[str | None], request: EnsembleRequest | None = None
 ) -> None:
     """IncompatibleBaseModelsError listing every difference (and option that does not fit the task)."""
     problems = compatibility_problems(configs, fingerprints)

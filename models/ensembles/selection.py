@@ -214,7 +214,7 @@ class Selection:
     def score(self) -> float:
         return self.steps[self.best_step - 1]["score"]
 
-    def first_step_only(self) -> "Selection":
+    def first_step_only(self) -> Selection:
         """The selection kept at its first step: the best single candidate on the selection rows."""
         counts = np.zeros_like(self.counts)
         counts[self.steps[0]["index"]] = 1
@@ -245,7 +245,7 @@ def greedy_select(
     y_rows = y[idx]
     hib = higher_is_better(metric)
     S = scorer.state()
-    exact = np.zeros((len(idx),) + P.shape[2:])
+    exact = np.zeros((len(idx), *P.shape[2:]))
     counts = np.zeros(m, dtype=np.int64)
     steps: list[dict[str, Any]] = []
     best_step, best_score = 0, None
@@ -402,7 +402,7 @@ class WeightedAverage:
         self.task = task
         self.n_classes = n_classes
 
-    def fit(self, X: Any = None, y: Any = None) -> "WeightedAverage":
+    def fit(self, X: Any = None, y: Any = None) -> WeightedAverage:
         return self
 
     def _average(self, X: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ in the child.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -29,7 +30,8 @@ import multiprocessing
 import os
 import signal
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cloudpickle
 
@@ -139,10 +141,8 @@ def _child_main(payload: bytes, conn: Any, memory_limit_mb: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the supervisor, which stops us
 
     def progress(fraction: float, message: str) -> None:
-        try:
+        with contextlib.suppress(OSError, ValueError):
             conn.send(("progress", (fraction, str(message))))
-        except (OSError, ValueError):
-            pass
 
     try:
         from models.processes import current_owner
@@ -151,7 +151,7 @@ def _child_main(payload: bytes, conn: Any, memory_limit_mb: int) -> None:
         work = cloudpickle.loads(payload)
         result = work(progress)
         conn.send(("result", result))
-    except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the supervisor
+    except BaseException as exc:
         error = _error_dict(exc)
         if memory_limit_mb > 0 and _caused_by_memory(exc):
             error = {
@@ -159,10 +159,8 @@ def _child_main(payload: bytes, conn: Any, memory_limit_mb: int) -> None:
                 "message": f"the work ran out of memory: it needed more than the limit of {memory_limit_mb} MB "
                 "(TRAIN_MEMORY_LIMIT_MB); use smaller hyperparameters or raise the limit",
             }
-        try:
+        with contextlib.suppress(Exception):
             conn.send(("error", error))
-        except Exception:
-            pass
     finally:
         conn.close()
 
@@ -270,15 +268,11 @@ def run_bounded(
 def _stop(child: Any, conn: Any, reason: dict[str, str]) -> None:
     """Tell the child why, SIGTERM it, and SIGKILL it after ``GRACE_S``."""
     log.warning("stopping worker process %s: %s", child.pid, reason.get("message"))
-    try:
+    with contextlib.suppress(OSError, ValueError):
         conn.send(("stop", reason))
-    except (OSError, ValueError):
-        pass
     if child.is_alive():
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(child.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         child.join(GRACE_S)
     if child.is_alive():
         child.kill()

@@ -33,7 +33,8 @@ import logging
 import os
 import socket
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bson import ObjectId
 from distributed import Client, get_worker

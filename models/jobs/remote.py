@@ -14,8 +14,9 @@ the submitter's settings is pickled.
 from __future__ import annotations
 
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from models.progress import Progress
 from models.store.db import Database
@@ -49,7 +50,7 @@ class RemoteWork:
     def __getstate__(self) -> dict[str, Any]:
         return {"target": self.target, "kwargs": self.kwargs, "database": None}
 
-    def bind(self, database: Database) -> "RemoteWork":
+    def bind(self, database: Database) -> RemoteWork:
         """The same work on ``database`` (a worker's own)."""
         return RemoteWork(self.target, dict(self.kwargs), database=database)
 

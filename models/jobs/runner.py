@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 from models.errors import ServiceError
 
@@ -47,7 +48,7 @@ class JobRunner(ABC):
         """A JSON-safe description for health pages and logs."""
         return {"runner": self.name}
 
-    def __enter__(self) -> "JobRunner":
+    def __enter__(self) -> JobRunner:
         return self
 
     def __exit__(self, *exc: object) -> None:

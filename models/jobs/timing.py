@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from models.timeutil import now
@@ -11,7 +11,7 @@ MIN_PROGRESS_FOR_ETA = 0.02  # below this the rate says nothing yet
 
 
 def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def job_timing(job: dict[str, Any], at: datetime | None = None) -> dict[str, float | None]:

@@ -14,8 +14,9 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from bson import ObjectId
 from pymongo.collection import Collection
@@ -247,7 +248,7 @@ class JobTask:
                     result = store.json_safe_dict(raw, what="the job's result")
                 except ValueError as exc:
                     raise store.InvalidResultError(str(exc)) from None
-            except BaseException as exc:  # noqa: BLE001 - every failure must end the job
+            except BaseException as exc:
                 if isinstance(exc, ServiceError):
                     log.warning("job %s failed: %s", self.job_id, exc.message)
                 else:

@@ -39,7 +39,7 @@ import json
 import logging
 import re
 import tarfile
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -72,7 +72,7 @@ SIGNATURE = "manifest.sig"
 MEMBER_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 MAX_ARCHIVE_BYTES = 4 * 1024**3  # uncompressed total; refuses archive bombs before reading
 ON_CONFLICT = ("refuse", "rename", "overwrite")
-JSON_OPTIONS = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True, tzinfo=timezone.utc)
+JSON_OPTIONS = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True, tzinfo=UTC)
 
 
 def _sha(data: bytes) -> str:
@@ -130,7 +130,7 @@ def export_run(
 
     def write(fh: IO[bytes]) -> None:
         with tarfile.open(fileobj=fh, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
-            for name in [MANIFEST, SIGNATURE] + sorted(n for n in members if n not in (MANIFEST, SIGNATURE)):
+            for name in [MANIFEST, SIGNATURE, *sorted(n for n in members if n not in (MANIFEST, SIGNATURE))]:
                 info = tarfile.TarInfo(name)
                 info.size, info.mode, info.mtime = len(members[name]), 0o644, stamp
                 tar.addfile(info, io.BytesIO(members[name]))
@@ -391,13 +391,14 @@ def import_run(
         doc["config_id"] = (existing_config or created_config)["_id"]
         previous = doc.get("status", "trained")
         doc["status"] = "trained"
-        doc["status_history"] = list(doc.get("status_history") or []) + [
+        doc["status_history"] = [
+            *list(doc.get("status_history") or []),
             history_entry(
                 previous,
                 "trained",
                 by,
                 f"imported from {archive.name} (run {original_id}, version {original_version})",
-            )
+            ),
         ]
         doc["imported"] = {
             "at": now(),

@@ -19,7 +19,8 @@ at files that no longer exist.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
@@ -137,8 +138,8 @@ def set_status(
         raise ValidationError("by must be a string", field="by")
     check_transition(run.get("status", "trained"), to)
     runs = database.runs
+    outcome: dict[str, Any] = {}
     for _ in range(_ATTEMPTS):
-        outcome: dict[str, Any] = {}
 
         def work(session: Any) -> None:
             outcome.clear()

@@ -11,9 +11,10 @@ import difflib
 import logging
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 
@@ -165,7 +166,7 @@ def _parse_time(value: datetime | str | None, field: str) -> datetime | None:
             ) from None
     if not isinstance(value, datetime):
         raise ValidationError(f"{field} must be a date-time", field=field)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _thresholds(values: dict[str, Any] | None, field: str) -> dict[str, float]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId

@@ -69,7 +69,7 @@ class Database:
     @classmethod
     def connect(
         cls, settings: Settings | None = None, *, autostart: bool = True, require_server: bool = True
-    ) -> "Database":
+    ) -> Database:
         """Connect and create the indexes.
 
         ``require_server=False`` (a long-running service) accepts an unreachable server: the

@@ -7,6 +7,7 @@ under ``VAR_DIR`` (default ``var/``), which git ignores.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -83,7 +84,7 @@ class EmbeddedServer:
     run_dir: Path | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "EmbeddedServer":
+    def from_settings(cls, settings: Settings) -> EmbeddedServer:
         return cls(
             storage_path=settings.mongo_dir,
             host=settings.embedded_host,
@@ -204,10 +205,8 @@ class EmbeddedServer:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         if not pid_alive(pid):
             return True
         time.sleep(0.05)

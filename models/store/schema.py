@@ -28,7 +28,8 @@ SEED_ARTIFACT_FIELDS = (
     "features_path",
     "artifacts_saved_at",
 )
-TRAINING_FIELDS = SEED_ARTIFACT_FIELDS + (
+TRAINING_FIELDS = (
+    *SEED_ARTIFACT_FIELDS,
     "artifacts",
     "checksums",
     "metrics",
@@ -145,7 +146,7 @@ class ModelConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _cross_field(self, info: ValidationInfo) -> "ModelConfig":
+    def _cross_field(self, info: ValidationInfo) -> ModelConfig:
         problems: list[tuple[str, str]] = []
         if self.model_type not in REGISTRY[self.task]:
             problems.append(

@@ -26,9 +26,7 @@ RUN_METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "brier", "ro
 def higher_is_better(metric: str) -> bool:
     """Direction of a metric; unknown names count as higher-is-better unless they look like a loss."""
     base = metric.split(".")[-1]
-    if base in LOWER_IS_BETTER or any(w in base for w in ("loss", "error", "mse", "mae", "brier")):
-        return False
-    return True
+    return not (base in LOWER_IS_BETTER or any(w in base for w in ("loss", "error", "mse", "mae", "brier")))
 
 
 def primary_metric(task: str, n_classes: int | None) -> str:

@@ -12,8 +12,9 @@ import logging
 import re
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -432,7 +432,6 @@ def _train(
         durations["total_s"] = time.perf_counter() - t0
         durations = {k: round(v, 4) for k, v in durations.items()}
         artifacts = {k: v.to_dict() for k, v in written.items()}
-        checksums = {k: v.sha256 for k, v in written.items()}
         run = {
             "run_id": run_id,
             "config_id": config["_id"],

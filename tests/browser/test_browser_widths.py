@@ -32,7 +32,7 @@ def world(database, games_csv):
 
 
 def pages(world) -> dict[str, str]:
-    a, b = world["names"]
+    a, _b = world["names"]
     r1, r2 = world["runs"]
     return {
         "configs": "/configs/",
@@ -70,12 +70,13 @@ def test_no_page_scrolls_sideways(browser, live_server, admin_password, world, d
             page.screenshot(path=str(SCREENSHOTS / f"width-{device}-{label}.png"), full_page=True)
             sizes = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
             if sizes[0] > sizes[1]:
-                too_wide[label] = sizes + [
+                too_wide[label] = [
+                    *sizes,
                     page.evaluate(
                         "Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > "
                         "window.innerWidth && !e.closest('.table-scroll')).slice(0, 4).map(e => e.tagName + '.' + "
                         "e.className + '#' + e.id)"
-                    )
+                    ),
                 ]
             # the top bar: every link and Log out inside the viewport
             for box in page.locator(".topbar a, .topbar button").evaluate_all(

@@ -10,7 +10,8 @@ prediction columns appended, formula-like cells escaped (as ``predict --out`` wr
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 from flask import Blueprint, Response, jsonify, request

@@ -6,7 +6,8 @@ and turn its :class:`~models.errors.ValidationError` into inline messages.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 

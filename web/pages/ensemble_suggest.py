@@ -88,7 +88,7 @@ def form() -> Any:
         job, created = submit_suggestion(get_db(), body, runner=job_runner(), requested_by=requested_by())
     except ValidationError as exc:
         flash("No ensemble was suggested: fix the problems marked below.", "error")
-        errors, general = errors_by_field(exc, SUGGEST_FIELDS + ("group",))
+        errors, general = errors_by_field(exc, (*SUGGEST_FIELDS, "group"))
         if "from" in errors:
             errors.setdefault("group", []).extend(errors.pop("from"))
         return _render(values, errors, general, 422)
