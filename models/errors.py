@@ -6,7 +6,18 @@ Callers (web, CLI, agents) map them to status codes / exit codes; nothing in
 
 from __future__ import annotations
 
+import sys
 from typing import Any
+
+
+def error_shape(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The one shape of an error everywhere (API bodies, job and config documents, CLI ``--json``):
+    ``{"code", "message", "field"?, ...extra}``; None values are left out."""
+    out: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        out["field"] = field
+    out.update({k: v for k, v in extra.items() if v is not None})
+    return out
 
 
 class ServiceError(Exception):
@@ -22,12 +33,8 @@ class ServiceError(Exception):
         self.details = details
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.field is not None:
-            out["field"] = self.field
-        if self.details is not None:
-            out["details"] = self.details
-        return out
+        """``{"code", "message", "field"?, "details"?}`` (see :func:`error_shape`)."""
+        return error_shape(self.code, self.message, self.field, details=self.details)
 
 
 class ValidationError(ServiceError):
@@ -122,18 +129,64 @@ class EmbeddedServerError(ServiceError):
 MAX_CAUSE_CHARS = 300
 
 
+def database_error_kind(exc: BaseException) -> str | None:
+    """``"unavailable"`` for a pymongo error that means the server did not answer (connection lost,
+    timeouts, no server selectable), ``"refused"`` for any other pymongo or bson error (a duplicate key,
+    a failed operation, a bad document), None for other exceptions. Classified with ``isinstance`` on
+    pymongo's own classes; pymongo is not imported for this (an error of it exists only once it is)."""
+    errors = sys.modules.get("pymongo.errors")
+    if errors is None:
+        return None
+    if isinstance(exc, (errors.ConnectionFailure, errors.ExecutionTimeout, errors.WTimeoutError)):
+        return "unavailable"
+    bson_errors = sys.modules.get("bson.errors")
+    if isinstance(exc, errors.PyMongoError) or (
+        bson_errors is not None and isinstance(exc, bson_errors.BSONError)
+    ):
+        return "refused"
+    return None
+
+
 def describe_exception(exc: BaseException) -> str:
     """A short cause for an unexpected exception: ``Name: text``, cut to ``MAX_CAUSE_CHARS``.
 
-    A database driver error says only that the database did not answer: pymongo's own text
-    carries the topology (hosts, ports, timeouts), which is for the logs, not for users.
+    A database driver error says only that the database did not answer (or refused): pymongo's own
+    text carries the topology (hosts, ports, timeouts), which is for the logs, not for users.
     """
     name = type(exc).__name__
-    module = type(exc).__module__ or ""
-    if module.startswith("pymongo") or module.startswith("bson"):
-        if "Timeout" in name or "AutoReconnect" in name or "Connection" in name or "NetworkTimeout" in name:
-            return f"{name}: the database did not answer"
+    kind = database_error_kind(exc)
+    if kind == "unavailable":
+        return f"{name}: the database did not answer"
+    if kind == "refused":
         return f"{name}: the database refused the operation"
     text = " ".join(str(exc).split())
     out = f"{name}: {text}" if text else name
     return out if len(out) <= MAX_CAUSE_CHARS else out[: MAX_CAUSE_CHARS - 3] + "..."
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters (ending in ``...`` when cut)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def error_dict(
+    exc: BaseException, *, unexpected_code: str = "internal_error", max_chars: int | None = None
+) -> dict[str, Any]:
+    """The error shape of any exception (:func:`error_shape`), for documents and answers.
+
+    A :class:`ServiceError` keeps its code, message, field and details (an ArtifactError its reason);
+    a pymongo error that means the server did not answer is ``database_unavailable``, any other
+    pymongo error ``database_error``; anything else ``unexpected_code`` with a short cause. With
+    ``max_chars`` the message is cut to that length.
+    """
+    if isinstance(exc, ServiceError):
+        out = exc.to_dict()
+    else:
+        kind = database_error_kind(exc)
+        code = {"unavailable": "database_unavailable", "refused": "database_error"}.get(
+            kind or "", unexpected_code
+        )
+        out = error_shape(code, describe_exception(exc))
+    if max_chars is not None:
+        out["message"] = clip(str(out["message"]), max_chars)
+    return out

@@ -206,7 +206,9 @@ class Settings:
     job_workers: int = 2
     dask_scheduler_address: str | None = None  # set: jobs and slow-path retrains run on this Dask cluster
     cv_jobs: int = 1  # joblib n_jobs for the CV folds of one fit (1 = one after another, as before)
-    lock_ttl_seconds: int = 600
+    # the cluster's TLS (mutual authentication): a folder made by `cluster certs` (ca.pem and the role's pair)
+    dask_tls_dir: Path | None = None
+    dask_allow_insecure: bool = False  # allow a plain tcp:// scheduler on another host (no TLS): explicit only
     server_selection_timeout_ms: int = 5000
     admin_password: str | None = None
     api_token: str | None = None
@@ -297,7 +299,8 @@ class Settings:
             job_workers=_int(env, "JOB_WORKERS", d.job_workers),
             dask_scheduler_address=env.get("DASK_SCHEDULER_ADDRESS") or None,
             cv_jobs=_int(env, "CV_JOBS", d.cv_jobs),
-            lock_ttl_seconds=_int(env, "LOCK_TTL_SECONDS", d.lock_ttl_seconds),
+            dask_tls_dir=_path(env["DASK_TLS_DIR"]) if env.get("DASK_TLS_DIR") else None,
+            dask_allow_insecure=_bool(env, "DASK_ALLOW_INSECURE", d.dask_allow_insecure),
             server_selection_timeout_ms=_int(env, "MONGO_TIMEOUT_MS", d.server_selection_timeout_ms),
             admin_password=env.get("ADMIN_PASSWORD") or None,
             api_token=env.get("API_TOKEN") or None,

@@ -11,6 +11,7 @@ import pytest
 
 from models import jobs
 from models.errors import ConflictError, NotFoundError
+from models.store import jobs as job_store
 from models.store.configs import ConfigStore
 from models.training.service import submit_training, train_bounded
 from models.training.train import train_config
@@ -185,7 +186,7 @@ def test_cli_train_stops_at_train_timeout_seconds(database, settings, slow_and_f
 def test_cli_jobs_list_show_cancel(database, settings, slow_and_fast):
     job, _ = jobs.submit(database, jobs.InProcessRunner(1), "test", "test:held", lambda p: {"ok": True})
     jobs.wait(database, job["_id"], timeout=10)
-    queued, _ = jobs.store.insert_job(database, "train", "train:slow", params={"config": "slow"})
+    queued, _ = job_store.insert_job(database, "train", "train:slow", params={"config": "slow"})
     listed = run_cli(settings, "jobs", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert str(queued["_id"]) in listed.stdout and str(job["_id"]) in listed.stdout

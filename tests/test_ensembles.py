@@ -9,6 +9,7 @@ from sklearn.ensemble import StackingClassifier, StackingRegressor
 
 import models.ensembles.base_models as base_models
 import models.ensembles.build as ensembles
+import models.jobs as jobs_service
 import models.training.train as training
 from models.ensembles.base_models import BaseModelsError
 from models.ensembles.build import (
@@ -22,7 +23,6 @@ from models.ensembles.compat import IncompatibleBaseModelsError
 from models.ensembles.stacking import make_meta_model
 from models.errors import ConflictError, DataError, NotFoundError, ValidationError
 from models.store.configs import ConfigStore
-from models.store.locks import LockTimeoutError, MongoLock
 from models.training.data import load_training_data
 from models.training.train import holdout_split, make_pipeline, make_splitter, train_config
 from tests.helpers import FEATS, cls_config, create_then_change_csv, reg_config, spy_unpickling
@@ -247,20 +247,6 @@ def test_unavailable_base_models_are_all_reported(database, settings, games_csv,
     assert "Artifacts: config 'x' has no run_id" in msg and "gone1.csv" in msg and "not found" in msg
 
 
-def test_lock_is_exclusive_and_an_expired_claim_is_taken_over(database):
-    held = MongoLock(database.locks, "k", ttl_seconds=60, heartbeat=False)
-    held.acquire()
-    with pytest.raises(LockTimeoutError, match="waited 0 s for 'k'"):
-        MongoLock(database.locks, "k", ttl_seconds=60, timeout=0.2, poll_seconds=0.05).acquire()
-    # a holder that died: its claim has expired but is still in the collection (TTL monitor is slow)
-    database.locks.update_one({"_id": "k"}, {"$set": {"expires_at": training.now()}})
-    with MongoLock(database.locks, "k", ttl_seconds=60, timeout=2, poll_seconds=0.05) as state:
-        assert state.took_over_expired
-    assert database.locks.count_documents({}) == 0
-    with pytest.raises(ValueError, match="ttl_seconds must be > 0"):
-        MongoLock(database.locks, "k", ttl_seconds=0)
-
-
 def test_two_threads_need_the_same_missing_model_train_it_once(database, settings, games_csv, monkeypatch):
     make_configs(database, games_csv, cls_config, CLS_BASES[:1])
     store = ConfigStore(database)
@@ -269,14 +255,16 @@ def test_two_threads_need_the_same_missing_model_train_it_once(database, setting
             "slow", games_csv, model_type="random_forest", hyperparameters={"n_estimators": 10, "max_depth": 4}
         )
     )
-    real = base_models.train_config
+    real = jobs_service.submit
     calls = []
 
-    def counted(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
+    def counted(*a, **k):  # a training job that is created, not joined, is a training that runs
+        job, created = real(*a, **k)
+        if created and job["kind"] == "train":
+            calls.append(1)
+        return job, created
 
-    monkeypatch.setattr(base_models, "train_config", counted)
+    monkeypatch.setattr(jobs_service, "submit", counted)
     barrier = threading.Barrier(2)
     out, errors = {}, []
 

@@ -17,7 +17,7 @@ from pymongo import MongoClient, monitoring
 
 from models import jobs
 from models.errors import DataError, NotFoundError, ValidationError
-from models.jobs import store
+from models.store import jobs as store
 from models.store.db import Database
 from models.timeutil import now
 from tests.helpers import poll
@@ -343,9 +343,9 @@ def test_progress_writes_are_throttled(settings, mongo_uri):
 
 def test_progress_writer_throttles_by_time_unless_the_message_changes(database):
     job, _ = store.insert_job(database, "train", "train:pw")
-    store.claim(database.jobs, job["_id"])
+    store.claim(database, job["_id"])
     clock = [100.0]
-    writer = jobs.ProgressWriter(database.jobs, job["_id"], min_interval=0.2, clock=lambda: clock[0])
+    writer = jobs.ProgressWriter(database, job["_id"], min_interval=0.2, clock=lambda: clock[0])
     writer(0.1, "fold 1/3")
     for f in (0.11, 0.12, 0.13):
         writer(f, "fold 1/3")
@@ -385,8 +385,8 @@ def test_heartbeat_refreshes_only_active_jobs_of_this_process(database, runner):
     other = _insert_active(database, "train:other", {"host": "elsewhere", "pid": 9, "instance": "q"}, old)
     database.jobs.update_one({"_id": job["_id"]}, {"$set": {"heartbeat_at": old}})
     hb = jobs.Heartbeat(interval=0.05)
-    hb.track(database.jobs, job["_id"])
-    hb.track(database.jobs, other)
+    hb.track(database, job["_id"])
+    hb.track(database, other)
     poll(lambda: jobs.get_job(database, job["_id"])["heartbeat_at"] > old + timedelta(seconds=20), TIMEOUT, 0.01)
     assert jobs.get_job(database, other)["heartbeat_at"] <= old + timedelta(milliseconds=1)
     assert job["_id"] in jobs.HEARTBEAT.tracked()

@@ -124,3 +124,73 @@ def test_every_room_says_what_it_holds():
     for room in models.ROOMS:
         doc = ast.get_docstring(ast.parse((MODELS / room / "__init__.py").read_text()))
         assert doc and "May import" in doc and "Public names" in doc, f"models/{room}/__init__.py docstring"
+
+
+# ---------------------------------------------------------------- who touches MongoDB collections
+
+PROJECT = MODELS.parent
+# The Database attributes that are collections (models/store/db.py), and the ways to reach any other.
+COLLECTION_ATTRIBUTES = {"configs", "runs", "ensembles", "jobs", "locks"}
+COLLECTION_CALLS = {"get_collection", "get_database"}
+# GridFS is the artifact store's own backend (one place for artifact I/O), not a document collection.
+# The web app's credentials and sessions are being moved out of MongoDB (issue 24); until then they
+# are the one other exemption.
+ALLOWED_OUTSIDE_STORE = {"models/artifacts/gridfs.py", "web/credentials.py", "web/sessions.py"}
+
+
+def raw_collection_uses(source: str) -> list[tuple[int, str]]:
+    """``(line, code)`` of every direct use of a MongoDB collection in ``source``: a Database's collection
+    attribute (``database.configs``), a subscript of a client or database (``db["x"]``, ``client["db"]``),
+    or ``get_collection``/``get_database``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in COLLECTION_ATTRIBUTES:
+            base = node.value
+            if isinstance(base, ast.Name) and base.id == "models":  # ``models.jobs`` is the package
+                continue
+            found.append((node.lineno, ast.unparse(node)))
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr
+            in (
+                "db",
+                "client",
+            )
+        ):
+            found.append((node.lineno, ast.unparse(node)))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in COLLECTION_CALLS
+        ):
+            found.append((node.lineno, ast.unparse(node.func)))
+    return found
+
+
+def test_only_the_store_touches_collections():
+    problems = []
+    for folder in ("models", "web", "cli", "agents"):
+        for path in sorted((PROJECT / folder).rglob("*.py")):
+            rel = path.relative_to(PROJECT).as_posix()
+            if rel.startswith("models/store/") or rel in ALLOWED_OUTSIDE_STORE:
+                continue
+            problems += [f"{rel}:{line}: {code}" for line, code in raw_collection_uses(path.read_text())]
+    assert not problems, "collections are touched only in models/store/ (its store classes):\n" + "\n".join(
+        problems
+    )
+
+
+def test_the_collection_check_finds_raw_access():
+    code = (
+        "def f(database, client):\n"
+        "    database.configs.find_one({})\n"
+        "    database.db['x'].insert_one({})\n"
+        "    client['db'].get_collection('y')\n"
+        "    from models import jobs\n"
+        "    jobs.submit()\n"
+    )
+    found = [c for _, c in raw_collection_uses(code)]
+    assert "database.configs" in found and "database.db['x']" in found
+    assert any("get_collection" in c for c in found) and any(c.startswith("client[") for c in found)
+    assert not any(c == "jobs.submit" for c in found)

@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import models.ensembles.base_models as base_models
 from models import jobs
 from models.artifacts.gridfs import is_gridfs_path
 from models.artifacts.loading import load_model
@@ -285,7 +284,7 @@ def test_ensemble_retrain_runs_on_the_cluster_once(db, games_csv, monkeypatch):
     def not_here(*args, **kwargs):
         raise AssertionError("the retrain ran in the test process, not on the cluster")
 
-    monkeypatch.setattr(base_models, "train_config", not_here)
+    monkeypatch.setattr(jobs.InProcessRunner, "submit", not_here)
 
     records, errors = {}, []
 

@@ -290,3 +290,38 @@ def test_two_processes_train_the_missing_model_once(database, settings, games_cs
     assert database.runs.count_documents({"name": "rf"}) == 1
     assert sorted(o[1] for o in outs) == ["artifacts", "retrained"]
     assert database.ensembles.count_documents({}) == 2 and database.locks.count_documents({}) == 0
+
+
+def _without_times(lines: list[str]) -> list[str]:
+    import re
+
+    return sorted(re.sub(r"\d+\.\d+s", "<t>s", line) for line in lines)
+
+
+def test_sync_and_async_give_the_same_results_and_messages(database, settings, games_csv):
+    """One core: the async entry points run the sync one in threads, so results, progress lines and
+    errors are the same (timings aside)."""
+    create(database, games_csv, ["lr", "rf", "nb"])
+    answers = {}
+    for way in ("sync", "async"):
+        lines: list[str] = []
+        with StackingTool(database=database, cache=ModelCache(max_items=0)) as tool:
+            if way == "sync":
+                loaded = tool.load_base_models(
+                    ["lr", "rf", "nb"], progress=lambda f, m, lines=lines: lines.append(m)
+                )
+                with pytest.raises(BaseModelsError) as failed:
+                    tool.load_base_models(["lr", "nope_missing"])
+            else:
+                loaded = asyncio.run(
+                    tool.aload_base_models(["lr", "rf", "nb"], progress=lambda f, m, lines=lines: lines.append(m))
+                )
+                with pytest.raises(BaseModelsError) as failed:
+                    asyncio.run(tool.aload_base_models(["lr", "nope_missing"]))
+        answers[way] = (
+            [(r.name, r.run_id, r.source, r.reason) for r in loaded],
+            _without_times(lines),
+            failed.value.message,
+        )
+    assert answers["sync"] == answers["async"]
+    assert any(line.startswith("rf: artifacts in") for line in answers["sync"][1])

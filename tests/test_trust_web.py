@@ -22,6 +22,7 @@ from models.ensembles.build import create_ensemble
 from models.errors import ValidationError, describe_exception
 from models.processes import current_owner
 from models.settings import Settings
+from models.store import jobs as job_store
 from models.store.configs import ConfigStore, recover_interrupted_trainings
 from models.store.schema import validate_config
 from models.training.train import train_config
@@ -329,7 +330,7 @@ def test_cli_predict_csv_escapes_formulas(settings, database, ensemble, games_cs
 
 
 def test_api_cancel_needs_auth_and_ends_the_job(api, database):
-    job, _ = jobs.store.insert_job(database, "train", "train:x", params={"config": "x"})
+    job, _ = job_store.insert_job(database, "train", "train:x", params={"config": "x"})
     path = f"/api/jobs/{job['_id']}/cancel"
     assert api("POST", path, auth=False).status_code == 401
     assert jobs.get_job(database, job["_id"])["status"] == "queued"
@@ -343,7 +344,7 @@ def test_api_cancel_needs_auth_and_ends_the_job(api, database):
 
 
 def test_cancel_button_on_the_job_page(page, database):
-    job, _ = jobs.store.insert_job(database, "train", "train:x", params={"config": "x"})
+    job, _ = job_store.insert_job(database, "train", "train:x", params={"config": "x"})
     html = page.get(f"/jobs/{job['_id']}").get_data(as_text=True)
     assert 'id="cancel-job-button"' in html
     response = page.post(f"/jobs/{job['_id']}/cancel", data={"csrf_token": csrf_from(html)})
@@ -352,7 +353,7 @@ def test_cancel_button_on_the_job_page(page, database):
     after = page.get(f"/jobs/{job['_id']}").get_data(as_text=True)
     assert 'id="cancel-job-button"' not in after and "cancelled" in after
     # without the CSRF token: refused, nothing changes
-    other, _ = jobs.store.insert_job(database, "train", "train:y", params={"config": "y"})
+    other, _ = job_store.insert_job(database, "train", "train:y", params={"config": "y"})
     assert page.post(f"/jobs/{other['_id']}/cancel").status_code == 400
     assert jobs.get_job(database, other["_id"])["status"] == "queued"
 
@@ -377,7 +378,7 @@ def test_database_errors_carry_a_short_cause_not_the_topology():
     )
     text = describe_exception(exc)
     assert text == "ServerSelectionTimeoutError: the database did not answer"
-    assert jobs.store.error_of(exc) == {"code": "database_unavailable", "message": text}
+    assert job_store.error_of(exc) == {"code": "database_unavailable", "message": text}
 
 
 @pytest.mark.parametrize("body", [{"\u0000": False}, {"hyperparameters": {"a\u0000b": 1}}])

@@ -17,7 +17,7 @@ from flask_wtf.csrf import CSRFError
 from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException
 
-from models.errors import DatabaseUnavailableError, ServiceError
+from models.errors import DatabaseUnavailableError, ServiceError, error_shape
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,7 @@ def wants_json() -> bool:
 
 def error_body(code: str, message: str, field: str | None = None, **extra: Any) -> dict[str, Any]:
     """The ``{"error": {...}}`` body used by every JSON error."""
-    err: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        err["field"] = field
-    err.update({k: v for k, v in extra.items() if v is not None})
-    return {"error": err}
+    return {"error": error_shape(code, message, field, **extra)}
 
 
 def json_error(status: int, code: str, message: str, field: str | None = None, **extra: Any) -> Response:

@@ -55,8 +55,9 @@ class StackingTool:
     store, cache : optional
         Artifact store and model cache; the configured ones by default.
     lock_timeout : float, optional
-        Longest wait (seconds) for another caller's retraining of the same model; None waits
-        until that claim is released or expires.
+        Longest wait (seconds) for a training of the same model that another caller runs (the slow
+        path joins it instead of training twice); None waits until that training job ends (it is
+        bounded by ``TRAIN_TIMEOUT_SECONDS``).
     """
 
     def __init__(
@@ -241,28 +242,20 @@ class StackingTool:
 
     # ------------------------------------------------------------------ async
 
-    def _async_db(self) -> acore.AsyncDatabase:
-        self.database  # noqa: B018 - starts the embedded server if needed, creates indexes
-        return acore.AsyncDatabase(self.settings)
-
     async def aload_base_models(
         self, names: Iterable[str], *, progress: Progress | None = None, with_oof: bool = False
     ) -> list[BaseModelResult]:
-        """:meth:`load_base_models` for an event loop (AsyncMongoClient; CPU work in threads)."""
-        adb = await asyncio.to_thread(self._async_db)
-        try:
-            return await acore.aload_base_models(
-                adb,
-                self.database,
-                list(names),
-                store=self.store,
-                cache=self.cache,
-                need_oof=with_oof,
-                progress=progress or no_progress,
-                lock_timeout=self.lock_timeout,
-            )
-        finally:
-            await adb.close()
+        """:meth:`load_base_models` for an event loop: the same core in threads, base models at once."""
+        database = await asyncio.to_thread(lambda: self.database)  # connecting may start the server
+        return await acore.aload_base_models(
+            database,
+            list(names),
+            store=self.store,
+            cache=self.cache,
+            need_oof=with_oof,
+            progress=progress or no_progress,
+            lock_timeout=self.lock_timeout,
+        )
 
     async def acreate_ensemble(
         self,
@@ -276,23 +269,19 @@ class StackingTool:
         meta_params: dict[str, Any] | None = None,
         description: str = "",
     ) -> dict[str, Any]:
-        """:meth:`create_ensemble` for an event loop (AsyncMongoClient; CPU work in threads)."""
-        adb = await asyncio.to_thread(self._async_db)
-        try:
-            return await acore.acreate_ensemble(
-                adb,
-                self.database,
-                name,
-                base_models,
-                meta_model,
-                passthrough=passthrough,
-                stack_method=stack_method,
-                meta_params=meta_params,
-                description=description,
-                progress=progress or no_progress,
-                store=self.store,
-                cache=self.cache,
-                lock_timeout=self.lock_timeout,
-            )
-        finally:
-            await adb.close()
+        """:meth:`create_ensemble` for an event loop: the same core in threads, base models at once."""
+        database = await asyncio.to_thread(lambda: self.database)
+        return await acore.acreate_ensemble(
+            database,
+            name,
+            base_models,
+            meta_model=meta_model,
+            passthrough=passthrough,
+            stack_method=stack_method,
+            meta_params=meta_params,
+            description=description,
+            progress=progress or no_progress,
+            store=self.store,
+            cache=self.cache,
+            lock_timeout=self.lock_timeout,
+        )

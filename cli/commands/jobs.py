@@ -8,7 +8,7 @@ from cli.context import AppContext, LazyChoice, emit_json, emit_table, info, jso
 
 
 def _statuses() -> tuple[str, ...]:
-    from models.jobs.store import STATUSES
+    from models.store.jobs import STATUSES
 
     return tuple(STATUSES)
 

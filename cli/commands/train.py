@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,7 +12,11 @@ from cli.context import AppContext, emit_json, emit_table, info, json_option, pa
 from cli.progress_lines import ProgressLines
 from models.errors import ServiceError, ValidationError
 
-POLL_S = 0.3
+
+def _outcome(r: dict[str, Any]) -> str:
+    if r["status"] == "failed":
+        return "failed"
+    return ("joined the running training, " if r.get("joined") else "") + f"trained in {r['seconds']:.1f} s"
 
 
 def register(cli: click.Group) -> None:
@@ -46,7 +49,7 @@ def warn_slow(app: AppContext, names: list[str]) -> None:
             info(f"warning: {warning}")
 
 
-def _in_process(
+def _train_all(
     app: AppContext,
     chosen: list[str],
     version: str | None,
@@ -54,12 +57,22 @@ def _in_process(
     reporter: Callable[[str], Any],
     results: dict[str, dict[str, Any]],
 ) -> None:
-    """Each config in this machine, ``parallel`` at a time, each in a bounded worker process."""
+    """Each config as its training job (the one per config every entry point shares), ``parallel`` at a
+    time in this process, or on the Dask cluster when DASK_SCHEDULER_ADDRESS is set (the workers train
+    with their own settings). A training of the same config already running elsewhere is joined."""
+    from models.jobs import InProcessRunner, get_default_runner, shutdown_default_runner
     from models.training.service import train_bounded
+
+    on_cluster = bool(app.settings.dask_scheduler_address)
+    runner = get_default_runner(app.settings) if on_cluster else InProcessRunner(parallel)
+    if on_cluster:
+        info(f"training {len(chosen)} config(s) on the Dask cluster at {app.settings.dask_scheduler_address}")
 
     def one(name: str) -> None:
         try:
-            run = train_bounded(app.db, name, progress=reporter(name), version=version, requested_by="cli")
+            run = train_bounded(
+                app.db, name, progress=reporter(name), version=version, requested_by="cli", runner=runner
+            )
             results[name] = {
                 "name": name,
                 "status": "trained",
@@ -69,59 +82,22 @@ def _in_process(
                 "cv": run["cv"],
                 "seconds": run["durations"]["total_s"],
                 "warnings": run.get("warnings") or [],
+                "job_id": run["job_id"],
+                "joined": run["joined"],
             }
+            if run.get("worker"):
+                results[name]["worker"] = run["worker"]
         except ServiceError as exc:
             results[name] = {"name": name, "status": "failed", "error": exc.to_dict()}
 
-    with ThreadPoolExecutor(max_workers=parallel) as pool:
-        list(pool.map(one, chosen))
-
-
-def _on_cluster(
-    app: AppContext,
-    chosen: list[str],
-    version: str | None,
-    reporter: Callable[[str], Any],
-    results: dict[str, dict[str, Any]],
-) -> None:
-    """Each config as a training job on the Dask cluster (DASK_SCHEDULER_ADDRESS); the workers train with
-    their own settings; progress comes from the job documents they write."""
-    from models.jobs.default import shutdown_default_runner
-    from models.jobs.store import FAILED, SUCCEEDED, get_job
-    from models.training.service import submit_training
-
-    submitted = {name: submit_training(app.db, name, requested_by="cli", version=version)[0] for name in chosen}
-    info(f"training {len(chosen)} config(s) on the Dask cluster at {app.settings.dask_scheduler_address}")
-    reporters = {name: reporter(name) for name in chosen}
-    while len(results) < len(chosen):
-        for name, job in submitted.items():
-            if name in results:
-                continue
-            doc = get_job(app.db, job["_id"])
-            reporters[name](doc.get("progress") or 0.0, doc.get("message") or doc["status"])
-            if doc["status"] == SUCCEEDED:
-                run = doc["result"]
-                results[name] = {
-                    "name": name,
-                    "status": "trained",
-                    "run_id": run["run_id"],
-                    "version": run["version"],
-                    "metrics": run["metrics"],
-                    "cv": run["cv"],
-                    "seconds": run["durations"]["total_s"],
-                    "job_id": str(doc["_id"]),
-                    "worker": (doc.get("worker") or {}).get("address"),
-                }
-            elif doc["status"] == FAILED:
-                results[name] = {
-                    "name": name,
-                    "status": "failed",
-                    "job_id": str(doc["_id"]),
-                    "error": doc.get("error") or {"code": "failed", "message": "the job failed"},
-                }
-        if len(results) < len(chosen):
-            time.sleep(POLL_S)
-    shutdown_default_runner()  # close the cluster client now, not from an exit hook after threads are gone
+    try:
+        with ThreadPoolExecutor(max_workers=len(chosen) if on_cluster else parallel) as pool:
+            list(pool.map(one, chosen))
+    finally:
+        if on_cluster:
+            shutdown_default_runner()  # close the cluster client now, not from an exit hook after threads are gone
+        else:
+            runner.shutdown(wait=False, cancel_pending=True)
 
 
 @click.command()
@@ -151,9 +127,11 @@ def train(
     """Train configs and save verified artifacts. Exits 2 if a training failed on bad input (its data), 1 if
     one failed otherwise.
 
-    Each training runs in its own worker process, stopped after TRAIN_TIMEOUT_SECONDS (error
-    'timeout'; the config keeps its previous run). With DASK_SCHEDULER_ADDRESS set, each config
-    trains as a job on the Dask cluster, with the workers' own settings."""
+    Each training is a job (listed by `jobs list` and on the Jobs page) running in its own worker
+    process, stopped after TRAIN_TIMEOUT_SECONDS (error 'timeout'; the config keeps its previous run).
+    A training of the same config already running (the web's Train button, another terminal, an
+    ensemble's retrain) is joined and waited for, not started twice. With DASK_SCHEDULER_ADDRESS set,
+    each config trains as a job on the Dask cluster, with the workers' own settings."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     chosen = _selected(app, names, all_, untrained)
@@ -161,15 +139,10 @@ def train(
         raise ValidationError("--version applies to exactly one config", field="--version")
     warn_slow(app, chosen)
     results: dict[str, dict[str, Any]] = {}
-    run_all = (
-        _on_cluster
-        if app.settings.dask_scheduler_address
-        else (
-            lambda app_, chosen_, version_, reporter, results_: _in_process(
-                app_, chosen_, version_, parallel, reporter, results_
-            )
-        )
-    )
+
+    def run_all(app_: AppContext, chosen_: list[str], version_: str | None, reporter: Any, results_: dict) -> None:
+        _train_all(app_, chosen_, version_, parallel, reporter, results_)
+
     if stderr.is_terminal and not as_json and chosen:
         with Progress(
             TextColumn("{task.description:<28}"),
@@ -193,7 +166,7 @@ def train(
             run_all(app, chosen, version, lines.reporter, results)
             for name in chosen:
                 r = results[name]
-                lines.finish(name, "failed" if r["status"] == "failed" else f"trained in {r['seconds']:.1f} s")
+                lines.finish(name, _outcome(r))
     ordered = [results[n] for n in chosen]
     if as_json:
         emit_json(ordered)
@@ -213,6 +186,8 @@ def train(
             ["config", "status", "version", "run id", "cv score / error", "time"],
         )
     for r in ordered:
+        if r.get("joined"):
+            info(f"{r['name']}: joined the training already running (job {r['job_id']}); not trained twice")
         for warning in r.get("warnings") or []:
             info(f"warning: {r['name']}: {warning}")
     failed = [r for r in ordered if r["status"] == "failed"]

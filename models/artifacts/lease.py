@@ -22,25 +22,19 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
 from models.artifacts.base import ArtifactInfo, ArtifactStore
 from models.errors import ArtifactError
-from models.processes import current_owner, owner_is_dead
+from models.processes import owner_is_dead
 from models.store.db import Database
+from models.store.leases import PREFIX, LeaseStore, server_now
 
 log = logging.getLogger(__name__)
 
-KIND = "artifact_lease"
-PREFIX = "artifact-lease:"
+__all__ = ["LEASE_TTL_S", "ArtifactLease", "lease_info", "leased_names", "recheck_files", "server_now"]
+
 LEASE_TTL_S = 3600  # far longer than a training's save step; renewed before the commit point
-
-
-def server_now(database: Database) -> datetime:
-    """The MongoDB server's current time (UTC), the one clock every machine shares."""
-    stamp = database.client.admin.command("hello")["localTime"]
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 class ArtifactLease:
@@ -50,43 +44,27 @@ class ArtifactLease:
         ttl_s = LEASE_TTL_S if ttl_s is None else ttl_s
         if not ttl_s > 0:
             raise ValueError(f"ttl_s must be > 0 seconds, got {ttl_s!r}")
-        self.database = database
+        self.store = LeaseStore(database)
         self.id = PREFIX + owner
         self.ttl_ms = int(ttl_s * 1000)
         self.names: set[str] = set()
 
     def add(self, names: Iterable[str]) -> None:
         """Lease ``names`` (before writing them) and push the expiry to server time + ttl."""
-        new = sorted(set(names))
-        self.database.locks.update_one(
-            {"_id": self.id},
-            [
-                {
-                    "$set": {
-                        "kind": KIND,
-                        "owner": {"$literal": current_owner()},
-                        "names": {"$setUnion": [{"$ifNull": ["$names", []]}, new]},
-                        "expires_at": {"$add": ["$$NOW", self.ttl_ms]},
-                    }
-                }
-            ],
-            upsert=True,
-        )
+        new = set(names)
+        self.store.add(self.id, new, self.ttl_ms)
         self.names.update(new)
 
     def renew(self) -> bool:
         """Push the expiry forward; False if the lease had expired (it is taken again, but files may be gone)."""
-        done = self.database.locks.update_one(
-            {"_id": self.id, "kind": KIND}, [{"$set": {"expires_at": {"$add": ["$$NOW", self.ttl_ms]}}}]
-        )
-        if done.matched_count:
+        if self.store.renew(self.id, self.ttl_ms):
             return True
         log.warning("lease %s had expired; taking it again", self.id)
         self.add(self.names)
         return False
 
     def release(self) -> None:
-        self.database.locks.delete_one({"_id": self.id, "kind": KIND})
+        self.store.release(self.id)
 
     def __enter__(self) -> ArtifactLease:
         return self
@@ -107,12 +85,11 @@ def leased_names(database: Database) -> set[str]:
 
     A lease whose owner is a process on this host that no longer runs (kill -9) protects nothing and is
     removed; an owner on another host is judged by the expiry alone."""
+    store = LeaseStore(database)
     names: set[str] = set()
-    for doc in database.locks.find(
-        {"kind": KIND, "expires_at": {"$gt": server_now(database)}}, {"names": 1, "owner": 1}
-    ):
+    for doc in store.live({"names": 1, "owner": 1}):
         if owner_is_dead(doc.get("owner") or {}):
-            database.locks.delete_one({"_id": doc["_id"], "owner": doc["owner"]})
+            store.remove(doc["_id"], doc["owner"])
             log.info("lease %s of a stopped process removed", doc["_id"])
             continue
         names.update(doc.get("names") or [])
@@ -121,7 +98,7 @@ def leased_names(database: Database) -> set[str]:
 
 def lease_info(database: Database) -> list[dict[str, Any]]:
     """The live leases (for reports)."""
-    return list(database.locks.find({"kind": KIND, "expires_at": {"$gt": server_now(database)}}))
+    return LeaseStore(database).live()
 
 
 def recheck_files(store: ArtifactStore, infos: Iterable[ArtifactInfo]) -> None:

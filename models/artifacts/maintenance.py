@@ -16,7 +16,10 @@ from models.artifacts.lease import leased_names, server_now
 from models.artifacts.loading import artifact_refs
 from models.artifacts.routing import RoutingStore, canonical_path, get_store
 from models.errors import ArtifactError
+from models.store.configs import ConfigStore
 from models.store.db import Database
+from models.store.documents import artifact_holders
+from models.store.ensembles import EnsembleStore
 from models.store.runs import RunStore
 from models.store.schema import definition
 
@@ -95,7 +98,7 @@ def invalidate_caches(database: Database, store: Any, run_id: str | None, refs: 
 
 def run_artifacts_info(database: Database, run_id: str, *, verify: bool = True) -> dict[str, Any]:
     """Paths, sizes, checksums, and whether each file exists and verifies, for one run (or ensemble)."""
-    run = database.runs.find_one({"run_id": run_id}) or database.ensembles.find_one({"run_id": run_id})
+    run = RunStore(database).find(run_id) or EnsembleStore(database).find_by_run(run_id)
     if run is None:
         RunStore(database).get(run_id)  # raises NotFoundError naming the id
     store = get_store(database.settings)
@@ -130,7 +133,7 @@ def scan_configs(database: Database) -> list[dict[str, Any]]:
     """
     store = get_store(database.settings)
     report = []
-    for config in database.configs.find({}).sort("name", 1):
+    for config in ConfigStore(database).list():
         entry: dict[str, Any] = {"name": config["name"], "run_id": config.get("run_id"), "problems": []}
         try:
             refs = artifact_refs(config)
@@ -145,7 +148,7 @@ def scan_configs(database: Database) -> list[dict[str, Any]]:
             entry["state"] = "missing" if all(v["state"] == "missing" for v in bad.values()) else "corrupt"
             entry["problems"] = [f"{k}: {v['path']}: {v.get('reason')}" for k, v in bad.items()]
         else:
-            run = database.runs.find_one({"run_id": config["run_id"]}, {"definition": 1})
+            run = RunStore(database).find_fields(config["run_id"], ["definition"])
             if run is not None and run.get("definition") != definition(config):
                 entry["state"] = "stale"
                 entry["problems"] = ["the config changed after this run was trained"]
@@ -158,10 +161,8 @@ def scan_configs(database: Database) -> list[dict[str, Any]]:
 def referenced_paths(database: Database) -> set[str]:
     """Every artifact path a config, run or ensemble document points at (as :func:`canonical_path`)."""
     paths: set[str] = set()
-    for col in (database.runs, database.ensembles, database.configs):
-        for doc in col.find(
-            {}, {"artifacts": 1, "model_artifact_path": 1, "scaler_artifact_path": 1, "features_path": 1}
-        ):
+    for holder in artifact_holders(database).values():
+        for doc in holder.artifact_documents():
             paths.update(
                 canonical_path(ref["path"]) for ref in (doc.get("artifacts") or {}).values() if ref.get("path")
             )

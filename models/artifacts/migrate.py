@@ -40,6 +40,7 @@ from models.artifacts.routing import RoutingStore, get_store
 from models.errors import ArtifactError, ValidationError
 from models.progress import Progress, no_progress
 from models.store.db import Database
+from models.store.documents import artifact_holders
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,9 @@ def _label(collection: str, doc: dict[str, Any]) -> str:
 def plan_migration(database: Database, to: str) -> list[DocumentPlan]:
     """The documents with at least one path outside ``to``, and those paths."""
     plans = []
+    holders = artifact_holders(database)
     for collection in COLLECTIONS:
-        col = getattr(database, collection)
-        for doc in col.find(
-            {}, {"artifacts": 1, "checksums": 1, "name": 1, "run_id": 1, **{f: 1 for f in PATH_FIELDS.values()}}
-        ).sort("_id", 1):
+        for doc in holders[collection].artifact_documents():
             slots = [s for s in document_slots(collection, doc) if not in_backend(s.path, to)]
             if slots:
                 plans.append(DocumentPlan(collection, doc["_id"], _label(collection, doc), slots))
@@ -224,9 +223,8 @@ class _Migration:
             self.report.documents[plan.collection] += 1
             self.moved.update(slot.path for slot in plan.slots)
             return
-        col = getattr(self.database, plan.collection)
-        query = {"_id": plan.doc_id, **{slot.field: slot.path for slot in plan.slots}}
-        if col.update_one(query, {"$set": new_paths}).matched_count:
+        holder = artifact_holders(self.database)[plan.collection]
+        if holder.replace_paths(plan.doc_id, {slot.field: slot.path for slot in plan.slots}, new_paths):
             self.report.documents[plan.collection] += 1
         else:
             self.report.changed.append(plan.label)
@@ -236,8 +234,9 @@ class _Migration:
         """``(old path, new path, sha256)`` for old files no document references any more."""
         referenced = referenced_paths(self.database)
         found: dict[str, tuple[str, str | None]] = {}
+        holders = artifact_holders(self.database)
         for collection in COLLECTIONS:
-            for doc in getattr(self.database, collection).find({}):
+            for doc in holders[collection].artifact_documents():
                 for slot in document_slots(collection, doc):
                     if in_backend(slot.path, self.to):
                         old = self.source_path(file_name(slot.path))

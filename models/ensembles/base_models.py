@@ -7,6 +7,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,12 +29,13 @@ from models.errors import (
     TrainingError,
     ValidationError,
     describe_reason,
+    error_dict,
 )
+from models.jobs.bounded import ChildError
 from models.progress import Progress, no_progress, scaled
-from models.store.configs import config_filter
+from models.store.configs import ConfigStore
 from models.store.db import Database
-from models.store.locks import MongoLock
-from models.training.train import train_config
+from models.training.service import train_bounded
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class BaseModelResult:
     reason: str | None = None  # why the fast path failed (ArtifactError.reason), None when it did not
     detail: str | None = None  # the fast path's error message
     waited_seconds: float = 0.0  # time spent waiting for another caller's training
+    job_id: str | None = None  # the training job of the slow path (its own, or the one it joined)
+    joined: bool = False  # the slow path joined a training someone else had started
     config: dict[str, Any] = field(default_factory=dict, repr=False)  # the config document used
     oof: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
@@ -88,14 +92,12 @@ class BaseModelResult:
             "detail": self.detail,
             "seconds": round(self.seconds, 4),
             "waited_seconds": round(self.waited_seconds, 4),
+            "job_id": self.job_id,
+            "joined": self.joined,
         }
 
 
 # ---------------------------------------------------------------- base models
-
-
-def train_lock_key(config: dict[str, Any]) -> str:
-    return f"train:{config['_id']}"
 
 
 def _oof_ref(config: dict[str, Any]) -> dict[str, Any]:
@@ -211,38 +213,38 @@ def retrain(
     config: dict[str, Any],
     problem: ArtifactError,
     *,
-    store: ArtifactStore | None = None,
     progress: Progress = no_progress,
-) -> dict[str, Any]:
-    """Retrain ``config`` (slow path) and return the updated config document.
+    lock_timeout: float | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Retrain ``config`` (slow path) once: ``(fresh config, training summary)``.
 
-    With a Dask cluster configured (``DASK_SCHEDULER_ADDRESS``) the training runs
-    on a worker, which writes through the configured artifact store; the caller
-    keeps holding its claim meanwhile, so the config is still trained once.
+    The training is the config's one training job (:func:`models.training.service.train_bounded`):
+    bounded like every job, on the Dask cluster when one is configured, shown on the Jobs page; a
+    training of the same config already running (a Train click, ``cli train``, another ensemble) is
+    joined, not repeated, and one that ended while we looked is not repeated either.
     """
     log.warning("retraining %s (%s): %s", config.get("name"), describe_reason(problem.reason), problem.message)
     try:
-        if not _train_on_cluster(database, config, progress):
-            train_config(database, config["_id"], progress=progress, store=store, requested_by="stacking")
+        summary = train_bounded(
+            database,
+            config["_id"],
+            progress=progress,
+            requested_by="stacking",
+            unless_changed_from=config.get("run_id") or "",
+            wait_timeout=lock_timeout,
+        )
     except (DataError, ValidationError) as exc:
         raise _unavailable(config, problem.message, exc.message) from exc
-    except TrainingError as exc:
-        raise _unavailable(config, problem.message, f"training failed: {exc.message}") from exc
-    fresh = database.configs.find_one({"_id": config["_id"]})
+    except ServiceError as exc:
+        if exc.code in ("data_error", "validation_error"):
+            raise _unavailable(config, problem.message, exc.message) from exc
+        if isinstance(exc, (TrainingError, ChildError)):
+            raise _unavailable(config, problem.message, f"training failed: {exc.message}") from exc
+        raise
+    fresh = ConfigStore(database).find(config["_id"])
     if fresh is None:
         raise NotFoundError(f"config {config.get('name')!r} was deleted while it was retrained", field="name")
-    return fresh
-
-
-def _train_on_cluster(database: Database, config: dict[str, Any], progress: Progress) -> bool:
-    """Train ``config`` on the Dask cluster if one is configured; False when it must be trained here."""
-    if not database.settings.dask_scheduler_address:
-        return False
-    from models.training.cluster import train_on_cluster
-
-    return (
-        train_on_cluster(database.settings, config["_id"], requested_by="stacking", progress=progress) is not None
-    )
+    return fresh, summary
 
 
 def artifacts_changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
@@ -262,76 +264,51 @@ def obtain_base_model(
 ) -> BaseModelResult:
     """One base model: cache, else verified artifacts, else retrain it once (slow path).
 
-    The slow path runs under a claim on ``train:<config id>`` in the locks
-    collection. Whoever gets the claim first retrains; the others wait, then
-    see that the config now points at new artifacts and load those.
+    The slow path is the config's one training job: whoever asks first trains, the others join that
+    job and then load what it wrote (their ``source`` is then the fast path's, with ``waited_seconds``).
     """
     settings = database.settings
     t0 = time.perf_counter()
-    try:
-        model, source, oof = fast_load(
-            settings, config, store=store, cache=cache, need_oof=need_oof, load_model_object=load_model_object
+
+    def loaded(doc: dict[str, Any], source: str | None = None, **extra: Any) -> BaseModelResult:
+        model, found, oof = fast_load(
+            settings, doc, store=store, cache=cache, need_oof=need_oof, load_model_object=load_model_object
         )
         return BaseModelResult(
-            config["name"],
-            config["_id"],
-            config["run_id"],
+            doc["name"],
+            doc["_id"],
+            doc["run_id"],
             model,
-            source,
+            source or found,
             time.perf_counter() - t0,
-            config=config,
+            config=doc,
             oof=oof,
+            **extra,
         )
+
+    try:
+        return loaded(config)
     except ArtifactError as exc:
         problem = exc
     log.info("%s: fast path failed (%s): %s", config.get("name"), problem.reason, problem.message)
-    with MongoLock(
-        database.locks, train_lock_key(config), ttl_seconds=settings.lock_ttl_seconds, timeout=lock_timeout
-    ) as claim:
-        fresh = database.configs.find_one({"_id": config["_id"]})
-        if fresh is None:
-            raise NotFoundError(f"config {config.get('name')!r} no longer exists", field="name")
-        if artifacts_changed(config, fresh):  # someone else trained it while we looked or waited
-            try:
-                model, source, oof = fast_load(
-                    settings,
-                    fresh,
-                    store=store,
-                    cache=cache,
-                    need_oof=need_oof,
-                    load_model_object=load_model_object,
-                )
-                return BaseModelResult(
-                    fresh["name"],
-                    fresh["_id"],
-                    fresh["run_id"],
-                    model,
-                    source,
-                    time.perf_counter() - t0,
-                    reason=problem.reason,
-                    detail=problem.message,
-                    waited_seconds=claim.waited_seconds,
-                    config=fresh,
-                    oof=oof,
-                )
-            except ArtifactError as again:
-                problem = again
-        fresh = retrain(database, fresh, problem, store=store, progress=progress)
-        model, _, oof = fast_load(
-            settings, fresh, store=store, cache=cache, need_oof=need_oof, load_model_object=load_model_object
-        )
-    return BaseModelResult(
-        fresh["name"],
-        fresh["_id"],
-        fresh["run_id"],
-        model,
-        "retrained",
-        time.perf_counter() - t0,
+    fresh = ConfigStore(database).find(config["_id"])
+    if fresh is None:
+        raise NotFoundError(f"config {config.get('name')!r} no longer exists", field="name")
+    if artifacts_changed(config, fresh):  # someone else trained it while we looked
+        try:
+            return loaded(fresh, reason=problem.reason, detail=problem.message)
+        except ArtifactError as again:
+            problem = again
+    fresh, summary = retrain(database, fresh, problem, progress=progress, lock_timeout=lock_timeout)
+    joined = bool(summary.get("joined") or summary.get("skipped"))
+    return loaded(
+        fresh,
+        None if joined else "retrained",
         reason=problem.reason,
         detail=problem.message,
-        waited_seconds=claim.waited_seconds,
-        config=fresh,
-        oof=oof,
+        waited_seconds=0.0 if not joined else float(summary.get("waited_seconds") or 0.0),
+        job_id=summary.get("job_id"),
+        joined=joined,
     )
 
 
@@ -344,7 +321,7 @@ def find_configs(docs: dict[Any, dict[str, Any] | None], names: list[Any]) -> li
 
 
 def fetch_configs(database: Database, names: list[Any]) -> list[dict[str, Any]]:
-    return find_configs({n: database.configs.find_one(config_filter(n)) for n in names}, names)
+    return find_configs(ConfigStore(database).find_many(names), names)
 
 
 def load_base_models(
@@ -357,14 +334,20 @@ def load_base_models(
     progress: Progress = no_progress,
     lock_timeout: float | None = None,
     load_model_object: bool = True,
+    concurrency: int = 1,
 ) -> list[BaseModelResult]:
-    """Obtain every named base model; tries them all and reports every failure at once."""
+    """Obtain every named base model, in order; tries them all and reports every failure at once.
+
+    ``concurrency`` > 1 obtains that many at once, each in a thread (the async entry points do);
+    the results, messages and failures are the same as one by one.
+    """
     names = check_names(names if isinstance(names, (str, list, tuple)) else list(names))
     configs = fetch_configs(database, names)
     store = store or get_store(database.settings)
-    results, failures = [], []
-    for i, config in enumerate(configs):
-        step = scaled(progress, i / len(configs), (i + 1) / len(configs))
+    count = len(configs)
+
+    def one(i: int, config: dict[str, Any]) -> BaseModelResult | dict[str, Any]:
+        step = scaled(progress, i / count, (i + 1) / count)
         step(0.0, f"{config['name']}: loading")
         try:
             res = obtain_base_model(
@@ -373,26 +356,37 @@ def load_base_models(
                 store=store,
                 cache=cache,
                 need_oof=need_oof,
-                progress=lambda f, m, n=config["name"], step=step: step(f, f"{n}: retraining: {m}"),
+                progress=lambda f, m: step(f, f"{config['name']}: retraining: {m}"),
                 lock_timeout=lock_timeout,
                 load_model_object=load_model_object,
             )
         except ServiceError as exc:
-            failures.append(
-                {"name": config["name"], "code": exc.code, "message": exc.message, "details": exc.details}
-            )
             step(1.0, f"{config['name']}: failed")
-            continue
-        results.append(res)
-        step(
-            1.0,
-            f"{res.name}: {res.source}"
-            + (f" ({describe_reason(res.reason)})" if res.reason else "")
-            + f" in {res.seconds:.2f}s",
-        )
+            return {"name": config["name"], **error_dict(exc)}
+        step(1.0, base_model_line(res))
+        return res
+
+    if concurrency > 1 and count > 1:
+        with ThreadPoolExecutor(max_workers=min(concurrency, count), thread_name_prefix="base-model") as pool:
+            outcomes = list(pool.map(one, range(count), configs))
+    else:
+        outcomes = [one(i, c) for i, c in enumerate(configs)]
+    failures = [o for o in outcomes if isinstance(o, dict)]
     if failures:
         raise BaseModelsError(failures)
-    return results
+    return [o for o in outcomes if isinstance(o, BaseModelResult)]
+
+
+def base_model_line(res: BaseModelResult) -> str:
+    """The progress line saying how a base model was obtained (the same for every entry point)."""
+    how = res.source
+    if res.joined:
+        how += f", joined the training job {res.job_id} already running"
+    return (
+        f"{res.name}: {how}"
+        + (f" ({describe_reason(res.reason)})" if res.reason else "")
+        + f" in {res.seconds:.2f}s"
+    )
 
 
 # ------------------------------------------------------------ compatibility

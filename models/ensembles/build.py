@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
 
 from models.artifacts.base import ArtifactInfo, ArtifactStore, artifact_name, json_writer, pickle_writer
 from models.artifacts.cache import ModelCache, get_model_cache
@@ -47,9 +45,11 @@ from models.ensembles.compat import (
 )
 from models.ensembles.selection import WeightedAverage
 from models.ensembles.stacking import MetaFit, StackedEnsemble, fit_meta_model
-from models.errors import ArtifactError, ConflictError, DataError, NotFoundError
+from models.errors import ArtifactError, DataError
+from models.jobs.context import commit_point
 from models.progress import Progress, no_progress, scaled
 from models.store.db import Database
+from models.store.ensembles import EnsembleStore
 from models.store.runs import RunStore
 from models.timeutil import now
 from models.training.data import TrainingData, load_training_data
@@ -283,11 +283,6 @@ def finish_record(
     return record
 
 
-def ensemble_exists(name: str) -> ConflictError:
-    """The error for a name that is taken."""
-    return ConflictError(f"an ensemble named {name!r} already exists", field="name")
-
-
 def create_ensemble(
     database: Database,
     name: str,
@@ -302,8 +297,11 @@ def create_ensemble(
     store: ArtifactStore | None = None,
     cache: ModelCache | None = None,
     lock_timeout: float | None = None,
+    concurrency: int = 1,
 ) -> dict[str, Any]:
     """Create and store a stacking ensemble; return its document (with per-base source, reason, time).
+
+    ``concurrency`` > 1 obtains that many base models at once (threads; same result).
 
     Raises ValidationError / NotFoundError / ConflictError / IncompatibleBaseModelsError for bad
     input (nothing is trained or written), BaseModelsError when base models cannot be obtained.
@@ -311,8 +309,7 @@ def create_ensemble(
     started = time.perf_counter()
     request = check_request(name, base_models, meta_model, passthrough, stack_method, meta_params, description)
     store = store or get_store(database.settings)
-    if database.ensembles.find_one({"name": request.name}, {"_id": 1}):
-        raise ensemble_exists(request.name)
+    EnsembleStore(database).refuse_taken(request.name)
     progress(0.0, "checking base models")
     configs = fetch_configs(database, request.base_models)
     check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
@@ -327,6 +324,7 @@ def create_ensemble(
         progress=scaled(progress, 0.05, 0.85),
         lock_timeout=lock_timeout,
         load_model_object=False,
+        concurrency=concurrency,
     )
     load_s = time.perf_counter() - t_load
     built = build_ensemble(request, results, database.settings, progress=scaled(progress, 0.85, 0.95))
@@ -341,10 +339,8 @@ def create_ensemble(
                 started,
                 {"check_s": check_s, "load_s": load_s, "save_s": time.perf_counter() - t_save},
             )
-            database.ensembles.insert_one(record)
-        except DuplicateKeyError:
-            remove_files(store, written.values())
-            raise ensemble_exists(request.name) from None
+            commit_point({"run_id": record["run_id"]})  # inside a job: not cancelled, and now it cannot be
+            EnsembleStore(database).insert(record)
         except BaseException:
             remove_files(store, written.values())
             raise
@@ -364,19 +360,21 @@ def create_ensemble(
 
 
 def get_ensemble(database: Database, name: str) -> dict[str, Any]:
-    doc = database.ensembles.find_one({"name": name})
-    if doc is None:
-        raise NotFoundError(f"no ensemble named {name!r}", field="name")
-    return doc
+    return EnsembleStore(database).get(name)
+
+
+def find_ensemble(database: Database, name: str) -> dict[str, Any] | None:
+    """The ensemble named ``name``, or None."""
+    return EnsembleStore(database).find(name)
 
 
 def list_ensembles(database: Database) -> list[dict[str, Any]]:
-    return list(database.ensembles.find({}).sort("name", ASCENDING))
+    return EnsembleStore(database).list()
 
 
 def ensembles_using_run(database: Database, run_id: str) -> list[str]:
     """Names of the ensembles built on ``run_id`` (the registry refuses to delete such runs)."""
-    return [d["name"] for d in database.ensembles.find({"base_run_ids": run_id}, {"name": 1})]
+    return [d["name"] for d in EnsembleStore(database).using_run(run_id)]
 
 
 def load_ensemble(
@@ -442,7 +440,7 @@ def load_ensemble(
 def delete_ensemble(database: Database, name: str, *, store: ArtifactStore | None = None) -> dict[str, Any]:
     """Remove the ensemble document (the commit point), then its files. Base runs are untouched."""
     doc = get_ensemble(database, name)
-    database.ensembles.delete_one({"_id": doc["_id"]})
+    EnsembleStore(database).delete(doc["_id"])
     remove_files(store or get_store(database.settings), (doc.get("artifacts") or {}).values())
     cache = get_model_cache(database.settings)
     cache.discard(lambda k: isinstance(k, tuple) and len(k) == 3 and k[0] == "ensemble" and k[1] == doc["run_id"])

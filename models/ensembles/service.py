@@ -17,7 +17,7 @@ from typing import Any
 
 from models import jobs
 from models.ensembles.base_models import fetch_configs
-from models.ensembles.build import create_ensemble, ensemble_exists
+from models.ensembles.build import create_ensemble
 from models.ensembles.compat import (
     EnsembleRequest,
     check_compatible,
@@ -30,7 +30,10 @@ from models.errors import DataError, ValidationError
 from models.jobs.remote import RemoteWork
 from models.jsonable import to_json
 from models.progress import Progress
+from models.store.configs import ConfigStore
 from models.store.db import Database
+from models.store.ensembles import EnsembleStore
+from models.store.runs import RunStore
 from models.training.metrics import higher_is_better
 
 ENSEMBLE_KIND = "ensemble"
@@ -110,7 +113,7 @@ def candidates(database: Database, first: str | None = None) -> dict[str, Any]:
     out: list[Candidate] = []
     signatures: dict[str, dict[str, str]] = {}
     labels: dict[str, str] = {}
-    configs = list(database.configs.find({}).sort("name", 1))
+    configs = ConfigStore(database).list()
     plans = {p["name"]: p for p in retrain_plan(database, [c for c in configs if retrain_reason(c)])}
     for config in configs:
         cand = Candidate(config)
@@ -167,8 +170,7 @@ def check_create(database: Database, body: dict[str, Any]) -> tuple[EnsembleRequ
         body.get("meta_params"),
         body.get("description", ""),
     )
-    if database.ensembles.find_one({"name": request.name}, {"_id": 1}):
-        raise ensemble_exists(request.name)
+    EnsembleStore(database).refuse_taken(request.name)
     configs = fetch_configs(database, request.base_models)
     check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
     return request, configs
@@ -237,7 +239,7 @@ def submit_ensemble(
     request, configs = check_create(database, body)
     plan = retrain_plan(database, configs)
     work = RemoteWork(
-        "models.ensembles.service:run_ensemble",
+        run_ensemble,
         {
             "name": request.name,
             "base_models": [str(b) for b in request.base_models],
@@ -308,13 +310,9 @@ def ensemble_features(database: Database, ensemble: dict[str, Any]) -> list[str]
     """Every column a prediction with ``ensemble`` needs (its base runs' features, then passthrough ones),
     read from the run documents: nothing is loaded."""
     ids = list(ensemble.get("base_run_ids") or [])
-    runs = {
-        r["run_id"]: r for r in database.runs.find({"run_id": {"$in": ids}}, {"run_id": 1, "config.features": 1})
-    }
+    features = RunStore(database).features_of(ids)
     columns: list[str] = []
     for run_id in ids:
-        columns.extend(
-            f for f in (runs.get(run_id) or {}).get("config", {}).get("features") or [] if f not in columns
-        )
+        columns.extend(f for f in features.get(run_id, []) if f not in columns)
     columns.extend(f for f in ensemble.get("passthrough_features") or [] if f not in columns)
     return columns

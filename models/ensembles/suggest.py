@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from pymongo.errors import DuplicateKeyError
 
 from models import jobs
 from models.artifacts.base import ArtifactInfo, ArtifactStore, artifact_name, json_writer
@@ -35,7 +34,6 @@ from models.ensembles.build import (
     WEIGHTED_KIND,
     check_same_split,
     create_ensemble,
-    ensemble_exists,
     remove_files,
     training_targets,
 )
@@ -61,9 +59,12 @@ from models.ensembles.selection import (
 from models.ensembles.service import candidates, ensemble_key
 from models.ensembles.stacking import check_options, encode_labels, stored_prediction_metrics
 from models.errors import ArtifactError, ValidationError
+from models.jobs.context import commit_point
+from models.jobs.remote import RemoteWork
 from models.jsonable import to_json
 from models.progress import Progress, no_progress, scaled
 from models.store.db import Database
+from models.store.ensembles import EnsembleStore
 from models.store.schema import NAME_RE
 from models.timeutil import now
 from models.training.train import environment_versions, make_splitter, new_run_id
@@ -530,10 +531,8 @@ def store_weighted(
             "seconds": round(total, 4),
             "created_at": now(),
         }
-        database.ensembles.insert_one(record)
-    except DuplicateKeyError:
-        remove_files(store, [info])
-        raise ensemble_exists(record["name"]) from None
+        commit_point({"run_id": record["run_id"]})  # inside a job: not cancelled, and now it cannot be
+        EnsembleStore(database).insert(record)
     except BaseException:
         remove_files(store, [info])
         raise
@@ -567,8 +566,7 @@ def suggest_ensemble(
         name, from_configs, all_compatible, metric, size, method, meta_model, stack_top, description
     )
     store = store or get_store(database.settings)
-    if database.ensembles.find_one({"name": request.name}, {"_id": 1}):
-        raise ensemble_exists(request.name)
+    EnsembleStore(database).refuse_taken(request.name)
     progress(0.0, "finding candidates")
     configs = candidate_configs(database, request)
     task = configs[0]["task"]
@@ -612,7 +610,7 @@ def suggest_ensemble(
         )
         idx = [lib.names.index(b) for b in bases]
         report["holdout"] = _stack_holdout(lib, metric_, record, idx)
-        database.ensembles.update_one({"_id": record["_id"]}, {"$set": {"selection": report}})
+        EnsembleStore(database).set_fields(record["_id"], {"selection": report})
         record["selection"] = report
     progress(1.0, "done")
     log.info(
@@ -694,28 +692,27 @@ def submit_suggestion(
     """Check the request and the candidates up front, then run :func:`suggest_ensemble` as a job
     keyed like an ensemble creation (``ensemble:<name>``), so the ensemble's page follows it."""
     request = body_request(body)
-    if database.ensembles.find_one({"name": request.name}, {"_id": 1}):
-        raise ensemble_exists(request.name)
+    EnsembleStore(database).refuse_taken(request.name)
     configs = candidate_configs(database, request)
     check_metric(configs[0]["task"], request.metric)
     if len(configs) < 2:
         raise ValidationError("a suggestion needs at least two compatible trained candidates", field="from")
 
-    def work(progress: Progress) -> dict[str, Any]:
-        record = suggest_ensemble(
-            database,
-            request.name,
-            request.from_configs,
-            all_compatible=request.all_compatible,
-            metric=request.metric,
-            size=request.size,
-            method=request.method,
-            meta_model=request.meta_model,
-            stack_top=request.stack_top,
-            description=request.description,
-            progress=progress,
-        )
-        return suggestion_summary(record)
+    work = RemoteWork(
+        run_suggestion,
+        {
+            "name": request.name,
+            "from_configs": [str(c) for c in request.from_configs],
+            "all_compatible": request.all_compatible,
+            "metric": request.metric,
+            "size": request.size,
+            "method": request.method,
+            "meta_model": request.meta_model,
+            "stack_top": request.stack_top,
+            "description": request.description,
+        },
+        database=database,
+    )
 
     params = {
         "name": request.name,
@@ -726,8 +723,24 @@ def submit_suggestion(
         "metric": request.metric,
     }
     return jobs.submit(
-        database, runner, SUGGEST_KIND, ensemble_key(request.name), work, params=params, requested_by=requested_by
+        database,
+        runner,
+        SUGGEST_KIND,
+        ensemble_key(request.name),
+        work,
+        params=params,
+        requested_by=requested_by,
+        bounded=True,
     )
+
+
+def run_suggestion(database: Database, progress: Progress, **request: Any) -> dict[str, Any]:
+    """A suggestion job's work (in a stoppable child, or on a Dask worker with its own settings):
+    :func:`suggest_ensemble` with the checked request's fields."""
+    name = request.pop("name")
+    from_configs = request.pop("from_configs")
+    record = suggest_ensemble(database, name, from_configs, progress=progress, **request)
+    return suggestion_summary(record)
 
 
 __all__ = ["DEFAULT_SIZE", "METHODS", "SUGGEST_FIELDS", "check_suggest", "submit_suggestion", "suggest_ensemble"]

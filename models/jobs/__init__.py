@@ -13,12 +13,16 @@ API all read it. Usage::
 ``work(progress) -> dict`` receives ``progress(fraction, message)``. Call
 :func:`recover_stale_jobs` when the service starts.
 
-Holds: ``store`` (the job documents), ``worker`` (``JobTask``: claim, heartbeat, progress, outcome),
+The job documents themselves (their states, claims, commit marks, recovery) live in
+:mod:`models.store.jobs`, like every collection; this room runs jobs.
+
+Holds: ``worker`` (``JobTask``: claim, heartbeat, progress, outcome),
 ``runner`` (``JobRunner`` and the in-process thread pool), ``bounded`` (work in a child process
 that a time limit, a memory limit and cancel can stop), ``dask_runner`` (``DaskRunner``),
 ``remote`` (``RemoteWork``: work that travels as ids, rebuilt on a worker with its own settings),
 ``default`` (the process-wide runner chosen by the settings), ``service`` (``submit``), ``timing``
-(elapsed time and time left of a job).
+(elapsed time and time left of a job; ``job_to_json``), ``commit`` (``commit_point``: where work
+about to commit checks that its job may still commit).
 
 May import: the foundation modules, ``models.store`` and ``models.artifacts``; never training or
 ensembles (they hand jobs a work function instead).
@@ -30,7 +34,17 @@ from models.jobs.bounded import ChildError, JobStopped, run_bounded
 from models.jobs.default import get_default_runner, set_default_runner, shutdown_default_runner
 from models.jobs.runner import InProcessRunner, JobRunner, RunnerUnavailableError
 from models.jobs.service import submit
-from models.jobs.store import (
+from models.jobs.timing import job_to_json
+from models.jobs.worker import (
+    HEARTBEAT,
+    HEARTBEAT_INTERVAL_S,
+    PROGRESS_MIN_INTERVAL_S,
+    Heartbeat,
+    JobFunction,
+    JobTask,
+    ProgressWriter,
+)
+from models.store.jobs import (
     ACTIVE_STATUSES,
     FAILED,
     QUEUED,
@@ -44,20 +58,10 @@ from models.jobs.store import (
     current_owner,
     get_job,
     is_finished,
-    job_to_json,
     latest_job,
     list_jobs,
     recover_stale_jobs,
     wait,
-)
-from models.jobs.worker import (
-    HEARTBEAT,
-    HEARTBEAT_INTERVAL_S,
-    PROGRESS_MIN_INTERVAL_S,
-    Heartbeat,
-    JobFunction,
-    JobTask,
-    ProgressWriter,
 )
 
 __all__ = [

@@ -40,12 +40,14 @@ from bson import ObjectId
 from distributed import Client, get_worker
 from distributed import wait as dask_wait
 
-from models.jobs import store
+from models.errors import ValidationError
 from models.jobs.remote import RemoteWork
 from models.jobs.runner import JobRunner, RunnerUnavailableError
+from models.jobs.tls import check_address, security_for
 from models.jobs.worker import JobTask
-from models.settings import get_settings
-from models.store.configs import recover_interrupted_trainings
+from models.settings import Settings, get_settings
+from models.store import jobs as store
+from models.store.configs import fail_trainings_of, recover_interrupted_trainings
 from models.store.db import Database, reconnect
 
 log = logging.getLogger(__name__)
@@ -78,33 +80,32 @@ def _run_on_worker(fn: Callable[[], Any]) -> Any:
     """The task a job becomes on the cluster: note which worker took it, then run it end to end."""
     if isinstance(fn, JobTask):
         try:
-            reconnect(fn.settings).jobs.update_one(
-                {"_id": ObjectId(fn.job_id), "status": store.QUEUED}, {"$set": {"worker": worker_identity()}}
-            )
+            store.set_worker(reconnect(fn.settings), ObjectId(fn.job_id), worker_identity())
         except Exception:  # the job can still run; only the note is missing
             log.warning("could not record the worker of job %s", fn.job_id, exc_info=True)
     return fn()
 
 
-def run_remote_job(job_id: str, target: str, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+def run_remote_job(
+    job_id: str, target: str, kwargs: dict[str, Any], bounded: bool = True
+) -> dict[str, Any] | None:
     """On a worker: run job ``job_id`` with this worker's settings (``get_settings()``) and database.
 
     The submitter sent ids only (see :class:`RemoteWork`); returns the finished job document.
+    ``bounded``: cancel and the time limit stop the work (on a worker, at its next progress report).
     """
     settings = get_settings()
     database = reconnect(settings)
     try:
-        database.jobs.update_one(
-            {"_id": ObjectId(job_id), "status": store.QUEUED}, {"$set": {"worker": worker_identity()}}
-        )
+        store.set_worker(database, ObjectId(job_id), worker_identity())
     except Exception:  # the job can still run; only the note is missing
         log.warning("could not record the worker of job %s", job_id, exc_info=True)
     work = RemoteWork(target, kwargs).bind(database)
-    return JobTask(settings, job_id, work, database=database)()
+    return JobTask(settings, job_id, work, database=database, bounded=bounded)()
 
 
 def fail_abandoned_job(
-    database: Database, job_id: str, error: BaseException | None = None
+    database: Database, job_id: str, error: BaseException | None = None, *, lost_scheduler: bool = False
 ) -> dict[str, Any] | None:
     """Mark job ``job_id`` failed if it is still queued or running although its task has ended.
 
@@ -116,25 +117,37 @@ def fail_abandoned_job(
     records that error itself. Returns the failed job, or None.
     """
     oid = store.parse_job_id(job_id)
-    job = database.jobs.find_one({"_id": oid})
+    job = store.find_job(database, oid)
     if job is None or job.get("status") not in store.ACTIVE_STATUSES:
         return None
-    if job["status"] == store.QUEUED and error is not None:
+    if job["status"] == store.QUEUED and error is not None and not lost_scheduler:
         return None
     where = job.get("worker") or job.get("owner") or {}
     who = f"pid {where.get('pid')} on host {where.get('host')}"
     if where.get("address"):
         who = f"Dask worker {where['address']}, {who}"
     why = f"; the cluster said {error.__class__.__name__}: {error}" if error is not None else ""
-    message = (
-        f"the process running this job stopped before it finished ({who}){why}; "
-        "nothing of it was committed, submit it again"
-    )
-    recover_interrupted_trainings(database)  # first, so whoever sees the job failed sees its config repaired
+    if lost_scheduler:
+        message = (
+            "the connection to the Dask scheduler was lost "
+            + ("before a worker started this job" if job["status"] == store.QUEUED else f"while {who} ran it")
+            + "; nothing of it was committed, submit it again"
+        )
+    else:
+        message = (
+            f"the process running this job stopped before it finished ({who}){why}; "
+            "nothing of it was committed, submit it again"
+        )
+    error_doc = {"code": "process_died", "message": message}
+    # first, so whoever sees the job failed sees its config repaired: the configs the dead worker
+    # process left training, whatever host it was on, then any of this host's
+    if job.get("owner"):
+        fail_trainings_of(database, job["owner"], error_doc)
+    recover_interrupted_trainings(database)
     done = store.finish(
-        database.jobs,
+        database,
         oid,
-        error={"code": "process_died", "message": message},
+        error=error_doc,
         from_status=(job["status"],),
         extra_filter={"owner": job.get("owner")},
     )
@@ -149,8 +162,11 @@ def fail_abandoned_job(
 class DaskRunner(JobRunner):
     """Runs jobs on a Dask cluster through ``Client.submit`` (futures like :mod:`concurrent.futures`).
 
-    Give the scheduler ``address`` (the runner opens and later closes its own
-    client) or an existing ``client`` (left open at shutdown).
+    Give the scheduler ``address`` (the runner opens and later closes its own client, over TLS when
+    ``settings.dask_tls_dir`` is set, see :mod:`models.jobs.tls`) or an existing ``client`` (left open
+    at shutdown). A client of its own that gave up on a scheduler that was gone (distributed closes it
+    after its reconnect timeout) is opened again on the next submission, so the service heals when
+    the scheduler comes back, without a restart.
     """
 
     name = "dask"
@@ -161,6 +177,7 @@ class DaskRunner(JobRunner):
         *,
         client: Client | None = None,
         connect_timeout: float = CONNECT_TIMEOUT_S,
+        settings: Settings | None = None,
     ) -> None:
         if (address is None) == (client is None):
             raise ValueError("DaskRunner needs either a scheduler address or a client (not both)")
@@ -169,19 +186,47 @@ class DaskRunner(JobRunner):
         if not connect_timeout > 0:
             raise ValueError(f"connect_timeout must be > 0 seconds, got {connect_timeout!r}")
         self._owns_client = client is None
+        self._target = address
+        self._connect_timeout = connect_timeout
+        self._security = None
         if client is None:
+            settings = settings or get_settings()
             try:
-                client = Client(address, set_as_default=False, timeout=connect_timeout)
-            except (OSError, TimeoutError) as exc:
-                raise RunnerUnavailableError(
-                    f"cannot reach the Dask scheduler at {address} (DASK_SCHEDULER_ADDRESS): "
-                    f"{exc.__class__.__name__}: {exc}"
-                ) from exc
+                check_address(settings, address)
+                self._security = security_for(settings, "client")
+            except ValidationError as exc:
+                raise RunnerUnavailableError(exc.message) from None
+            client = self._connect()
         self.client = client
         self.address: str = client.scheduler.address
         self._futures: set[Any] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self.reconnects = 0
+
+    def _connect(self) -> Client:
+        try:
+            return Client(
+                self._target, set_as_default=False, timeout=self._connect_timeout, security=self._security
+            )
+        except (OSError, TimeoutError) as exc:
+            raise RunnerUnavailableError(
+                f"cannot reach the Dask scheduler at {self._target} (DASK_SCHEDULER_ADDRESS): "
+                f"{exc.__class__.__name__}: {exc}"
+            ) from exc
+
+    def _live_client(self) -> Client:
+        """The client, opened again if distributed closed it after losing the scheduler (lock held)."""
+        if self.client.status in ("closed", "closing") and self._owns_client:
+            log.warning("the Dask client had closed (scheduler %s was gone); connecting again", self._target)
+            self.client = self._connect()
+            self.reconnects += 1
+        return self.client
+
+    def state(self) -> str:
+        """``connected``, ``reconnecting`` (the scheduler went away; distributed is retrying) or ``closed``."""
+        status = self.client.status
+        return {"running": "connected", "connecting": "reconnecting"}.get(status, status)
 
     def submit(self, job_id: str, fn: Callable[[], Any]) -> Any:
         """Send ``fn`` (a :class:`JobTask`) to the cluster; returns its ``distributed.Future``.
@@ -192,12 +237,21 @@ class DaskRunner(JobRunner):
             if self._closed:
                 raise RunnerUnavailableError(f"the Dask job runner is shut down; job {job_id} cannot run")
             try:
+                client = self._live_client()
                 if isinstance(fn, JobTask) and isinstance(fn.work, RemoteWork):
-                    future = self.client.submit(
-                        run_remote_job, job_id, fn.work.target, fn.work.kwargs, key=f"job-{job_id}", pure=False
+                    future = client.submit(
+                        run_remote_job,
+                        job_id,
+                        fn.work.target,
+                        fn.work.kwargs,
+                        fn.bounded,
+                        key=f"job-{job_id}",
+                        pure=False,
                     )
                 else:
-                    future = self.client.submit(_run_on_worker, fn, key=f"job-{job_id}", pure=False)
+                    future = client.submit(_run_on_worker, fn, key=f"job-{job_id}", pure=False)
+            except RunnerUnavailableError:
+                raise
             except Exception as exc:  # not picklable, scheduler gone, ...
                 raise RunnerUnavailableError(
                     f"the Dask cluster at {self.address} did not accept job {job_id}: "
@@ -211,25 +265,19 @@ class DaskRunner(JobRunner):
         def callback(future: Any) -> None:
             with self._lock:
                 self._futures.discard(future)
-            if future.cancelled() or not isinstance(fn, JobTask):
-                return  # a job cancelled while queued is failed by models.jobs.service
+            if not isinstance(fn, JobTask) or (future.cancelled() and self._closed):
+                return  # cancelled by our own shutdown: models.jobs.service records that
             try:
-                error = future.exception() if future.status == "error" else None
-                fail_abandoned_job(fn.database or reconnect(fn.settings), job_id, error)
+                database = fn.database or reconnect(fn.settings)
+                if future.cancelled():  # the client lost the scheduler: no one will finish this job
+                    fail_abandoned_job(database, job_id, None, lost_scheduler=True)
+                else:
+                    error = future.exception() if future.status == "error" else None
+                    fail_abandoned_job(database, job_id, error)
             except Exception:  # never raise into Dask's callback thread
                 log.warning("could not check the end of job %s", job_id, exc_info=True)
 
         return callback
-
-    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(*args, **kwargs)`` on a worker and wait for its result (or its exception)."""
-        if self._closed:
-            raise RunnerUnavailableError("the Dask job runner is shut down")
-        future = self.client.submit(fn, *args, pure=False, **kwargs)
-        try:
-            return future.result()
-        finally:
-            future.release()
 
     def shutdown(self, wait: bool = True, *, cancel_pending: bool = False) -> None:
         """Stop accepting jobs. Cancelled futures do not stop a job a worker already runs:
@@ -245,7 +293,13 @@ class DaskRunner(JobRunner):
             self.client.close()
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"runner": self.name, "scheduler": self.address}
+        out: dict[str, Any] = {
+            "runner": self.name,
+            "scheduler": self.address,
+            "state": self.state(),
+            "tls": self._security is not None,
+            "reconnects": self.reconnects,
+        }
         try:
             out["workers"] = len(self.client.scheduler_info().get("workers", {}))
         except Exception:  # a health page must not fail because the scheduler is slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import threading
 
 from models.jobs.runner import InProcessRunner, JobRunner
@@ -21,17 +22,18 @@ def get_default_runner(settings: Settings | None = None) -> JobRunner:
     """The process-wide runner, created on first use and shut down at exit.
 
     With ``settings.dask_scheduler_address`` (``DASK_SCHEDULER_ADDRESS``) it is a
-    :class:`~models.jobs.dask_runner.DaskRunner` on that cluster; otherwise an
+    :class:`~models.jobs.dask_runner.DaskRunner` on that cluster; otherwise, and inside a task on a
+    Dask worker (whose work must not wait on more cluster work), an
     :class:`~models.jobs.runner.InProcessRunner` with ``settings.job_workers`` threads.
     """
     global _default, _atexit_registered
     with _default_lock:
         if _default is None:
             settings = settings or get_settings()
-            if settings.dask_scheduler_address:
+            if settings.dask_scheduler_address and not _in_dask_worker():
                 from models.jobs.dask_runner import DaskRunner
 
-                _default = DaskRunner(settings.dask_scheduler_address)
+                _default = DaskRunner(settings.dask_scheduler_address, settings=settings)
             else:
                 _default = InProcessRunner(settings.job_workers)
             log.info("job runner started: %s", _default.describe())
@@ -39,6 +41,14 @@ def get_default_runner(settings: Settings | None = None) -> JobRunner:
                 atexit.register(shutdown_default_runner)
                 _atexit_registered = True
         return _default
+
+
+def _in_dask_worker() -> bool:
+    if "distributed" not in sys.modules:  # not imported: certainly not a worker
+        return False
+    from models.jobs.dask_runner import in_dask_worker
+
+    return in_dask_worker()
 
 
 def set_default_runner(runner: JobRunner | None) -> JobRunner | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from models.jsonable import to_json
 from models.timeutil import now
 
 MIN_PROGRESS_FOR_ETA = 0.02  # below this the rate says nothing yet
@@ -31,3 +32,10 @@ def job_timing(job: dict[str, Any], at: datetime | None = None) -> dict[str, flo
     ):
         eta = elapsed * (1 - progress) / progress
     return {"elapsed_s": round(elapsed, 1), "eta_s": None if eta is None else round(eta, 1)}
+
+
+def job_to_json(job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A JSON-safe view of a job for the API and the CLI (``id`` as a string, ISO times, timing)."""
+    if job is None:
+        return None
+    return to_json({**{k: v for k, v in job.items() if k != "active_key"}, **job_timing(job)})

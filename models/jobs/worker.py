@@ -19,18 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
-from pymongo.collection import Collection
 from pymongo.errors import PyMongoError
 
 from models.errors import ServiceError
-from models.jobs import store
-from models.jobs.bounded import CANCELLED, TIMEOUT, JobStopped, run_bounded, timeout_error
-from models.processes import owned_by_me
+from models.jobs.bounded import run_bounded, timeout_error
+from models.jobs.context import CANCELLED, TIMEOUT, JobContext, JobStopped, committing, running_job
+from models.processes import current_owner, owned_by_me
 from models.progress import Progress
 from models.settings import Settings
+from models.store import jobs as store
 from models.store.configs import recover_interrupted_trainings
 from models.store.db import Database
-from models.timeutil import now
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +49,15 @@ class Heartbeat:
 
     def __init__(self, interval: float = HEARTBEAT_INTERVAL_S) -> None:
         self.interval = interval
-        self._jobs: dict[ObjectId, Collection] = {}
+        self._jobs: dict[ObjectId, Database] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def track(self, collection: Collection, job_id: ObjectId) -> None:
+    def track(self, database: Database, job_id: ObjectId) -> None:
         with self._lock:
-            self._jobs[job_id] = collection
+            self._jobs[job_id] = database
             if self._closed:
                 return
             if self._thread is None or not self._thread.is_alive():
@@ -80,17 +79,14 @@ class Heartbeat:
     def beat(self) -> int:
         """Refresh the heartbeat of every tracked job this process still owns; returns how many."""
         with self._lock:
-            groups: dict[int, tuple[Collection, list[ObjectId]]] = {}
-            for job_id, col in self._jobs.items():
-                groups.setdefault(id(col), (col, []))[1].append(job_id)
+            groups: dict[tuple, tuple[Database, list[ObjectId]]] = {}
+            for job_id, database in self._jobs.items():
+                where = (database.settings.effective_mongo_uri, database.settings.mongo_db)
+                groups.setdefault(where, (database, []))[1].append(job_id)
         touched = 0
-        stamp = now()
-        for col, ids in groups.values():
+        for database, ids in groups.values():
             try:
-                touched += col.update_many(
-                    {"_id": {"$in": ids}, "status": {"$in": list(store.ACTIVE_STATUSES)}, **owned_by_me()},
-                    {"$set": {"heartbeat_at": stamp}},
-                ).modified_count
+                touched += store.beat(database, ids, owned_by_me())
             except Exception:  # a heartbeat must never kill its thread
                 log.warning("job heartbeat failed for %d job(s)", len(ids), exc_info=True)
         return touched
@@ -132,13 +128,13 @@ class ProgressWriter:
 
     def __init__(
         self,
-        collection: Collection,
+        database: Database,
         job_id: ObjectId,
         *,
         min_interval: float = PROGRESS_MIN_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.collection = collection
+        self.database = database
         self.job_id = job_id
         self.min_interval = min_interval
         self.clock = clock
@@ -176,7 +172,7 @@ class ProgressWriter:
         self._last_message = message
         self.writes += 1
         try:
-            store.write_progress(self.collection, self.job_id, fraction, message, new_step=new_step)
+            store.write_progress(self.database, self.job_id, fraction, message, new_step=new_step)
         except PyMongoError:
             log.warning("could not record progress of job %s", self.job_id, exc_info=True)
 
@@ -214,13 +210,15 @@ class JobTask:
             if own_connection:
                 database.close()
 
-    def _bounded(self, database: Database, oid: ObjectId, progress: Progress) -> Any:
+    def _bounded(self, database: Database, oid: ObjectId, progress: Progress, context: JobContext) -> Any:
         """Run the work in a child process that the time limit and cancel can stop (see
-        :mod:`models.jobs.bounded`); where no child can be started, stop it at its next progress report."""
+        :mod:`models.jobs.bounded`); where no child can be started (a Dask worker), here, stopped at its
+        next progress report."""
         timeout = float(self.settings.train_timeout_seconds) or None
-        should_stop = _StopCheck(database.jobs, oid)
+        should_stop = _StopCheck(database, oid)
         if not can_isolate():
-            return self.work(_cooperative(progress, should_stop, timeout))
+            with running_job(context):
+                return self.work(_cooperative(progress, should_stop, timeout, database, oid))
         return run_bounded(
             self.work,
             database=database,
@@ -228,22 +226,27 @@ class JobTask:
             memory_limit_mb=self.settings.train_memory_limit_mb,
             progress=progress,
             should_stop=should_stop,
+            job=context,
         )
 
     def _run(self, database: Database) -> dict[str, Any] | None:
-        col = database.jobs
         oid = store.parse_job_id(self.job_id)
-        job = store.claim(col, oid)
+        job = store.claim(database, oid)
         if job is None:
             log.info("job %s is no longer queued; not running it", self.job_id)
             return None
         heartbeat = self.heartbeat or HEARTBEAT
-        heartbeat.track(col, oid)
-        progress = ProgressWriter(col, oid)
+        heartbeat.track(database, oid)
+        progress = ProgressWriter(database, oid)
+        context = JobContext(database, oid, job.get("owner") or current_owner())
         log.info("job %s started: %s %s", self.job_id, job.get("kind"), job.get("key"))
         try:
             try:
-                raw = self._bounded(database, oid, progress) if self.bounded else self.work(progress)
+                if self.bounded:
+                    raw = self._bounded(database, oid, progress, context)
+                else:
+                    with running_job(context):
+                        raw = self.work(progress)
                 try:
                     result = store.json_safe_dict(raw, what="the job's result")
                 except ValueError as exc:
@@ -254,12 +257,12 @@ class JobTask:
                 else:
                     log.exception("job %s failed with an unexpected error", self.job_id)
                 progress.flush()
-                done = store.finish(col, oid, error=store.error_of(exc), extra_filter=owned_by_me())
+                done = store.finish(database, oid, error=store.error_of(exc), extra_filter=owned_by_me())
                 _repair_trainings(database)
                 if not isinstance(exc, Exception):
                     raise  # KeyboardInterrupt / SystemExit: recorded, then let it through
             else:
-                done = store.finish(col, oid, result=result, extra_filter=owned_by_me())
+                done = store.finish(database, oid, result=result, extra_filter=owned_by_me())
                 if done is not None:
                     log.info("job %s succeeded in %s s", self.job_id, done.get("duration_s"))
             if done is None:
@@ -290,8 +293,8 @@ class _StopCheck:
     Reads the job document at most every ``interval`` seconds.
     """
 
-    def __init__(self, col: Collection, job_id: ObjectId, interval: float = 0.5) -> None:
-        self.col, self.job_id, self.interval = col, job_id, interval
+    def __init__(self, database: Database, job_id: ObjectId, interval: float = 0.5) -> None:
+        self.database, self.job_id, self.interval = database, job_id, interval
         self._next = 0.0
 
     def __call__(self) -> dict[str, str] | None:
@@ -299,7 +302,7 @@ class _StopCheck:
             return None
         self._next = time.monotonic() + self.interval
         try:
-            job = self.col.find_one({"_id": self.job_id}, {"status": 1, "error": 1})
+            job = store.find_job(self.database, self.job_id, {"status": 1, "error": 1})
         except PyMongoError:
             return None  # cannot tell now; the time limit still holds
         if job is None or job.get("status") != store.RUNNING:
@@ -311,14 +314,21 @@ class _StopCheck:
         return None
 
 
-def _cooperative(progress: Progress, should_stop: _StopCheck, timeout: float | None) -> Progress:
-    """Where no child process can run: stop the work at its next progress report."""
+def _cooperative(
+    progress: Progress, should_stop: _StopCheck, timeout: float | None, database: Database, job_id: ObjectId
+) -> Progress:
+    """Where no child process can run: stop the work at its next progress report (never once it has
+    passed its commit point). The time limit ends the job document first, atomically, like cancel."""
     deadline = time.monotonic() + timeout if timeout else None
 
     def report(fraction: float, message: str) -> None:
         progress(fraction, message)
+        if committing():
+            return
         if deadline is not None and time.monotonic() > deadline:
-            raise JobStopped(TIMEOUT, timeout_error(timeout)["message"])
+            error = timeout_error(timeout)
+            if store.stop(database, job_id, error) is not None:
+                raise JobStopped(TIMEOUT, error["message"])
         reason = should_stop()
         if reason is not None:
             raise JobStopped(reason["code"], reason["message"])

@@ -39,7 +39,6 @@ from models.registry.lifecycle import (
     promote,
     prune_runs,
     set_status,
-    supports_transactions,
 )
 from models.registry.query import (
     SORT_FIELDS,
@@ -57,7 +56,7 @@ from models.registry.query import (
     resolve,
     search,
 )
-from models.store.runs import config_fields_for_run
+from models.store.runs import config_fields_for_run, supports_transactions
 
 __all__ = [
     "SORT_FIELDS",

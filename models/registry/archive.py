@@ -106,7 +106,7 @@ def export_run(
         member = ARTIFACT_DIR + PurePosixPath(info["path"]).name
         members[member] = read_verified(store, info)
         artifact_members[kind] = member
-    config = database.configs.find_one({"_id": run.get("config_id")}) if run.get("config_id") else None
+    config = ConfigStore(database).find(run["config_id"]) if run.get("config_id") else None
     config_source = "current" if config is not None else "snapshot"
     config = {k: v for k, v in (config or run.get("config") or {}).items() if k != "_id"}
     members[RUN_MEMBER] = _dumps({k: v for k, v in run.items() if k != "_id"})
@@ -345,10 +345,10 @@ def import_run(
     trusted = check_trust(database, members, trust=trust, by=by)
     run, manifest = checked["run"], checked["manifest"]
     original_id, original_version = run["run_id"], run.get("version")
-    existing_config = database.configs.find_one({"name": run["name"]})
+    existing_config = ConfigStore(database).find(run["name"])
     user_config = _user_config(checked["config"], run["name"]) if existing_config is None else None
     run_id, overwritten = original_id, False
-    if database.runs.find_one({"run_id": original_id}, {"_id": 1}) is not None:
+    if RunStore(database).exists(original_id):
         if on_conflict == "refuse":
             raise ConflictError(
                 f"run {original_id} already exists; import again with --rename "
@@ -366,7 +366,7 @@ def import_run(
                 f"artifact files already exist: {', '.join(taken)}; refusing to overwrite them", field="run_id"
             )
     # ---- every check passed: from here on things are written
-    if on_conflict == "overwrite" and database.runs.find_one({"run_id": run_id}, {"_id": 1}) is not None:
+    if on_conflict == "overwrite" and RunStore(database).exists(run_id):
         delete_run(database, run_id, store=store)
         overwritten = True
     written: list[ArtifactInfo] = []
@@ -414,7 +414,7 @@ def import_run(
         try:
             runs.insert_versioned(doc, version=original_version)
             doc["version_change"] = "imported"
-            database.runs.update_one({"_id": doc["_id"]}, {"$set": {"version_change": "imported"}})
+            runs.set_fields(doc["_id"], {"version_change": "imported"})
         except (ConflictError, ValidationError) as exc:
             if getattr(exc, "field", None) != "version":
                 raise
@@ -424,14 +424,11 @@ def import_run(
         for info in written:
             store.delete(info.path)
         if created_config is not None:
-            database.configs.delete_one({"_id": created_config["_id"]})
+            ConfigStore(database).remove(created_config["_id"])
         raise
     config_action = "linked"
     if created_config is not None:
-        database.configs.update_one(
-            {"_id": created_config["_id"]},
-            {"$set": {**config_fields_for_run(doc), "updated_at": now()}, "$inc": {"rev": 1, "runs_count": 1}},
-        )
+        ConfigStore(database).record_run(created_config["_id"], config_fields_for_run(doc), now())
         config_action = "created"
     log.info("imported run %s as %s (%s %s)", original_id, run_id, doc["name"], doc["version"])
     return {

@@ -19,18 +19,17 @@ at files that no longer exist.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
-
-from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from models.artifacts.base import ArtifactStore
 from models.artifacts.cache import get_model_cache
 from models.artifacts.routing import get_store
 from models.errors import ArtifactError, ConflictError, ValidationError
 from models.registry.query import STATUSES, resolve
+from models.store.configs import ConfigStore
 from models.store.db import Database
-from models.store.runs import config_fields_for_run
+from models.store.ensembles import EnsembleStore
+from models.store.runs import RunStore, config_fields_for_run
 from models.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -57,11 +56,6 @@ CONFIG_RUN_FIELDS = (
     "fold_spec",
     "versions",
 )
-_ATTEMPTS = 5
-
-
-class _Changed(Exception):
-    """The run's status changed between reading and writing: read again."""
 
 
 def allowed_transitions(status: str) -> list[str]:
@@ -94,28 +88,6 @@ def history_entry(previous: str | None, to: str, by: str | None, reason: str | N
     return entry
 
 
-def supports_transactions(database: Database) -> bool:
-    """True when the server is a replica set member or mongos (multi-document transactions work)."""
-    try:
-        hello = database.client.admin.command("hello")
-    except PyMongoError:
-        return False
-    return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
-
-
-def _in_transaction(database: Database, work: Callable[[Any], Any]) -> Any:
-    """``work(session)`` in a transaction when possible, else ``work(None)``."""
-    if supports_transactions(database):
-        try:
-            with database.client.start_session() as session:
-                return session.with_transaction(work)
-        except OperationFailure as exc:
-            if exc.code not in (20, 263):  # IllegalOperation / not supported here: fall back
-                raise
-            log.info("transactions not available (%s); using ordered updates", exc)
-    return work(None)
-
-
 def set_status(
     database: Database,
     run_id: str,
@@ -137,74 +109,23 @@ def set_status(
     if by is not None and not isinstance(by, str):
         raise ValidationError("by must be a string", field="by")
     check_transition(run.get("status", "trained"), to)
-    runs = database.runs
-    outcome: dict[str, Any] = {}
-    for _ in range(_ATTEMPTS):
-
-        def work(session: Any) -> None:
-            outcome.clear()
-            current = runs.find_one({"run_id": run["run_id"]}, session=session)
-            if current is None:
-                raise ConflictError(f"run {run['run_id']} was deleted meanwhile", field="run_id")
-            previous = current.get("status", "trained")
-            check_transition(previous, to)
-            demoted = None
-            if to == "production":
-                other = runs.find_one(
-                    {"name": current["name"], "status": "production", "run_id": {"$ne": current["run_id"]}},
-                    session=session,
-                )
-                if other is not None:
-                    runs.update_one(
-                        {"_id": other["_id"], "status": "production"},
-                        {
-                            "$set": {"status": demote_to, "status_changed_at": now()},
-                            "$push": {
-                                "status_history": history_entry(
-                                    "production", demote_to, by, f"replaced in production by {current['run_id']}"
-                                )
-                            },
-                        },
-                        session=session,
-                    )
-                    demoted = {
-                        "run_id": other["run_id"],
-                        "version": other.get("version"),
-                        "from": "production",
-                        "to": demote_to,
-                    }
-            result = runs.update_one(
-                {"_id": current["_id"], "status": current.get("status")},
-                {
-                    "$set": {"status": to, "status_changed_at": now()},
-                    "$push": {"status_history": history_entry(previous, to, by, reason)},
-                },
-                session=session,
-            )
-            if result.modified_count != 1:
-                raise _Changed()
-            outcome.update({"from": previous, "demoted": demoted})
-
-        try:
-            _in_transaction(database, work)
-        except (_Changed, DuplicateKeyError):
-            continue  # a concurrent change won the race: read the new state and try again
-        updated = runs.find_one({"run_id": run["run_id"]})
-        log.info(
-            "run %s: %s -> %s%s",
-            run["run_id"],
-            outcome["from"],
-            to,
-            f" (demoted {outcome['demoted']['run_id']})" if outcome["demoted"] else "",
-        )
-        return {
-            "run_id": run["run_id"],
-            "from": outcome["from"],
-            "to": to,
-            "demoted": outcome["demoted"],
-            "run": updated,
-        }
-    raise ConflictError(f"run {run_id} kept changing while its status was being set; try again", field="run_id")
+    outcome = RunStore(database).transition(
+        run["run_id"], to, demote_to=demote_to, check=check_transition, entry=history_entry, by=by, reason=reason
+    )
+    log.info(
+        "run %s: %s -> %s%s",
+        run["run_id"],
+        outcome["from"],
+        to,
+        f" (demoted {outcome['demoted']['run_id']})" if outcome["demoted"] else "",
+    )
+    return {
+        "run_id": run["run_id"],
+        "from": outcome["from"],
+        "to": to,
+        "demoted": outcome["demoted"],
+        "run": outcome["run"],
+    }
 
 
 def promote(
@@ -244,8 +165,7 @@ def history(database: Database, run_id: str) -> list[dict[str, Any]]:
 
 def ensembles_using(database: Database, run_id: str) -> list[dict[str, Any]]:
     """Ensembles whose ``base_run_ids`` contain ``run_id``: ``[{"name", "run_id"}]``, by name."""
-    docs = database.ensembles.find({"base_run_ids": run_id}, {"name": 1, "run_id": 1}).sort("name", 1)
-    return [{"name": d.get("name"), "run_id": d.get("run_id")} for d in docs]
+    return EnsembleStore(database).using_run(run_id)
 
 
 def _delete_files(
@@ -266,33 +186,20 @@ def _delete_files(
 
 def _repoint_config(database: Database, run: dict[str, Any]) -> dict[str, Any] | None:
     """If ``run`` is its config's current run, point the config at its previous run (or clear it)."""
-    config = database.configs.find_one({"run_id": run["run_id"]})
+    configs = ConfigStore(database)
+    config = configs.find_by_run(run["run_id"])
     if config is None:
         return None
-    previous = database.runs.find_one(
-        {"config_id": config["_id"], "run_id": {"$ne": run["run_id"]}}, sort=[("created_at", -1)]
-    )
-    stamp = now()
+    previous = RunStore(database).previous_of_config(config["_id"], run["run_id"])
     if previous is not None:
-        fields = config_fields_for_run(previous)
-        database.configs.update_one(
-            {"_id": config["_id"], "run_id": run["run_id"]},
-            {"$set": {**fields, "updated_at": stamp}, "$inc": {"rev": 1}},
-        )
+        configs.point_at_run(config["_id"], run["run_id"], config_fields_for_run(previous))
         return {
             "name": config.get("name"),
             "action": "repointed",
             "run_id": previous["run_id"],
             "version": previous.get("version"),
         }
-    database.configs.update_one(
-        {"_id": config["_id"], "run_id": run["run_id"]},
-        {
-            "$unset": {k: "" for k in CONFIG_RUN_FIELDS},
-            "$set": {"status": "new", "updated_at": stamp},
-            "$inc": {"rev": 1},
-        },
-    )
+    configs.clear_run(config["_id"], run["run_id"], CONFIG_RUN_FIELDS)
     return {"name": config.get("name"), "action": "cleared", "run_id": None, "version": None}
 
 
@@ -318,13 +225,13 @@ def delete_run(
         )
     deleted_ensembles = []
     for user in users:
-        doc = database.ensembles.find_one_and_delete({"name": user["name"], "base_run_ids": run["run_id"]})
+        doc = EnsembleStore(database).delete_using_run(user["name"], run["run_id"])
         if doc is not None:
             _delete_files(store, doc.get("artifacts"), f"ensemble {doc.get('name')}")
             deleted_ensembles.append(doc.get("name"))
             log.info("ensemble %s deleted with run %s", doc.get("name"), run["run_id"])
     config = _repoint_config(database, run)
-    database.runs.delete_one({"_id": run["_id"]})  # the commit point: files go after the document
+    RunStore(database).delete(run["_id"])  # the commit point: files go after the document
     deleted, missing = _delete_files(store, run.get("artifacts"), f"run {run['run_id']}")
     get_model_cache(database.settings).discard(lambda key: isinstance(key, tuple) and key[:1] == (run["run_id"],))
     log.info("run %s (%s %s) deleted", run["run_id"], run.get("name"), run.get("version"))
@@ -350,14 +257,12 @@ def prune_runs(
     """
     if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
         raise ValidationError(f"keep must be a whole number >= 1, got {keep!r}", field="keep")
-    current = {d.get("run_id") for d in database.configs.find({}, {"run_id": 1})}
-    used = {rid for d in database.ensembles.find({}, {"base_run_ids": 1}) for rid in d.get("base_run_ids", [])}
+    current = ConfigStore(database).current_run_ids()
+    used = EnsembleStore(database).base_run_ids()
+    runs_store = RunStore(database)
     doomed = []
-    for name in database.runs.distinct("name"):
-        runs = list(
-            database.runs.find({"name": name}, {"run_id": 1, "version": 1, "status": 1}).sort("created_at", -1)
-        )
-        for run in runs[keep:]:
+    for name in runs_store.names():
+        for run in runs_store.summaries_for_name(name)[keep:]:
             if run["run_id"] in current or run["run_id"] in used or run.get("status") == "production":
                 continue
             doomed.append({"run_id": run["run_id"], "name": name, "version": run.get("version")})

@@ -56,7 +56,7 @@ def get_version(database: Database, name: str, version: str) -> dict[str, Any]:
     name = _require_str(name, "name")
     if not VERSION_RE.match(version or ""):
         raise ValidationError(f"version {version!r} is not MAJOR.MINOR.PATCH (e.g. 1.2.0)", field="version")
-    doc = database.runs.find_one({"name": name, "version": version})
+    doc = RunStore(database).find_version(name, version)
     if doc is None:
         raise NotFoundError(f"{name} has no version {version}", field="version")
     return doc
@@ -72,7 +72,7 @@ def get_latest(database: Database, name: str) -> dict[str, Any]:
 
 def find_production(database: Database, name: str) -> dict[str, Any] | None:
     """The run of ``name`` in ``production``, or None."""
-    return database.runs.find_one({"name": _require_str(name, "name"), "status": "production"})
+    return RunStore(database).find_production(_require_str(name, "name"))
 
 
 def get_production(database: Database, name: str) -> dict[str, Any]:
@@ -106,10 +106,10 @@ def resolve(database: Database, ref: str) -> dict[str, Any]:
         doc = RunStore(database).find(ref)
         if doc is not None:
             return doc
-    if database.runs.count_documents({"name": ref}, limit=1):
+    if RunStore(database).has_name(ref):
         return get_latest(database, ref)
     if ref == "latest":
-        newest = database.runs.find_one({}, sort=[("created_at", -1), ("_id", -1)])
+        newest = RunStore(database).newest()
         if newest is not None:
             return newest
         raise NotFoundError("the registry has no runs yet", field="ref")
@@ -307,7 +307,8 @@ def search(
         order = order[:1] + order[2:]
     # Two ordered parts (runs with the sort key, then runs without) so missing values always go last.
     parts = [{**flt, key: {"$ne": None}}, {**flt, key: None}] if key not in flt else [flt]
-    counts = [database.runs.count_documents(p) for p in parts]
+    runs = RunStore(database)
+    counts = [runs.count(p) for p in parts]
     skip, want, items = (page - 1) * per_page, per_page, []
     for part, count in zip(parts, counts):
         if want == 0:
@@ -315,7 +316,7 @@ def search(
         if skip >= count:
             skip -= count
             continue
-        items.extend(database.runs.find(part, projection).sort(order).skip(skip).limit(want))
+        items.extend(runs.search(part, projection=projection, order=order, skip=skip, limit=want))
         want -= min(want, count - skip)
         skip = 0
     total = sum(counts)
@@ -345,8 +346,8 @@ def best(
     flt = build_filter(name=name, model_type=model_type, task=task, status=status)
     flt[f"metrics.{metric}"] = {"$type": "number"}
     direction = DESCENDING if higher_is_better(metric) else ASCENDING
-    docs = list(
-        database.runs.find(flt).sort([(f"metrics.{metric}", direction), ("created_at", DESCENDING)]).limit(1)
+    docs = RunStore(database).search(
+        flt, order=[(f"metrics.{metric}", direction), ("created_at", DESCENDING)], limit=1
     )
     return docs[0] if docs else None
 

@@ -1,7 +1,13 @@
-"""CRUD for model config documents, validated on every write.
+"""Model config documents: CRUD validated on every write, and their training lifecycle.
 
 Updates are compare-and-swap on a revision counter (``rev``), so two writers
 never silently overwrite each other's changes.
+
+Who writes a config's ``status``: only :class:`ConfigStore` (and the two recovery functions at the
+end of this module). The lifecycle is ``new`` -> ``training`` (:meth:`ConfigStore.mark_training`) ->
+``trained`` (:meth:`ConfigStore.record_run`, the commit point of a training) or ``failed``
+(:meth:`ConfigStore.mark_failed`, the previous run kept); deleting a config's current run repoints
+it (:meth:`ConfigStore.point_at_run`) or clears it back to ``new`` (:meth:`ConfigStore.clear_run`).
 """
 
 from __future__ import annotations
@@ -183,6 +189,85 @@ class ConfigStore:
 
     def count(self) -> int:
         return self.col.count_documents({})
+
+    # ---- reads beyond one config
+
+    def find_many(self, names_or_ids: list[Any]) -> dict[Any, dict[str, Any] | None]:
+        """``ref -> document or None`` for each name or id (unknown ones map to None)."""
+        return {ref: self.col.find_one(config_filter(ref)) for ref in names_or_ids}
+
+    def find_by_run(self, run_id: str) -> dict[str, Any] | None:
+        """The config whose current run is ``run_id``, or None."""
+        return self.col.find_one({"run_id": run_id})
+
+    def taken_names(self, names: list[str]) -> list[str]:
+        """Those of ``names`` that configs already have, sorted."""
+        return sorted(d["name"] for d in self.col.find({"name": {"$in": list(names)}}, {"name": 1}))
+
+    def current_run_ids(self) -> set[str]:
+        """The current run id of every config that has one."""
+        return {d["run_id"] for d in self.col.find({}, {"run_id": 1}) if d.get("run_id")}
+
+    def artifact_documents(self) -> list[dict[str, Any]]:
+        """Every config (for garbage collection and migration), in insertion order."""
+        return list(self.col.find({}).sort("_id", ASCENDING))
+
+    def replace_paths(self, config_id: Any, old: dict[str, str], new: dict[str, str]) -> bool:
+        """Swap artifact path fields ``old`` for ``new`` if they still hold ``old`` (a migration)."""
+        return bool(self.col.update_one({"_id": config_id, **old}, {"$set": new}).matched_count)
+
+    def remove(self, config_id: Any) -> None:
+        """Delete by id without the checks of :meth:`delete` (undoing a create that could not finish)."""
+        self.col.delete_one({"_id": config_id})
+
+    # ---- the training lifecycle (the only writers of ``status`` besides the recovery functions below)
+
+    def mark_training(self, config_id: Any, started_at: Any) -> None:
+        """``status: training``, by this process (so a restart can tell a training that died)."""
+        self.col.update_one(
+            {"_id": config_id},
+            {"$set": {"status": "training", "training_started_at": started_at, "training_owner": current_owner()}},
+        )
+
+    def record_run(self, config_id: Any, fields: dict[str, Any], stamp: Any) -> None:
+        """Point the config at its new run (``fields``: :func:`models.store.runs.config_fields_for_run`,
+        plus extras): ``status: trained``, the error and the training marks removed."""
+        self.col.update_one(
+            {"_id": config_id},
+            {
+                "$set": {**fields, "status": "trained", "updated_at": stamp},
+                "$unset": {"error": "", "training_started_at": "", "training_owner": ""},
+                "$inc": {"rev": 1, "runs_count": 1},
+            },
+        )
+
+    def mark_failed(self, config_id: Any, error: dict[str, Any]) -> None:
+        """``status: failed`` with ``error``; the previous run's fields stay as they are."""
+        self.col.update_one(
+            {"_id": config_id},
+            {
+                "$set": {"status": "failed", "error": error},
+                "$unset": {"training_started_at": "", "training_owner": ""},
+            },
+        )
+
+    def point_at_run(self, config_id: Any, from_run_id: str, fields: dict[str, Any]) -> None:
+        """Point the config at another run if it still points at ``from_run_id`` (its run was deleted)."""
+        self.col.update_one(
+            {"_id": config_id, "run_id": from_run_id},
+            {"$set": {**fields, "updated_at": now()}, "$inc": {"rev": 1}},
+        )
+
+    def clear_run(self, config_id: Any, from_run_id: str, run_fields: Iterable[str]) -> None:
+        """Remove the run fields and go back to ``status: new`` if the config still points at ``from_run_id``."""
+        self.col.update_one(
+            {"_id": config_id, "run_id": from_run_id},
+            {
+                "$unset": {k: "" for k in run_fields},
+                "$set": {"status": "new", "updated_at": now()},
+                "$inc": {"rev": 1},
+            },
+        )
 
 
 _training_here: set[ObjectId] = set()

@@ -4,8 +4,9 @@ Holds: ``data`` (``load_training_data``: the CSV, read with clear errors), ``met
 (classification and regression metrics, which direction is better), ``train``
 (``fit_config``: scaler + model, stratified k-fold with out-of-fold predictions, held-out split,
 final fit; ``train_config``: all of it for a stored config, committed by the config update),
-``service`` (``submit_training``: training as a background job, one per config), ``cluster``
-(``train_on_cluster``: a training sent to a Dask worker), ``folds`` (``cluster_folds``: CV folds
+``service`` (the one entry point: ``submit_training`` queues a config's training job, one per
+config across processes, and ``train_bounded`` queues or joins it and waits; on a Dask cluster the
+job runs on a worker), ``folds`` (``cluster_folds``: CV folds
 over the Dask workers when ``CV_JOBS`` asks), ``sweep`` (``create_sweep``: one config per
 combination of hyperparameter values), ``adopt`` (``adopt_legacy``: a reference-system document's files
 as a verified run with out-of-fold predictions, after the admin's trust), ``estimate`` (how long a

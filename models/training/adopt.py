@@ -239,10 +239,7 @@ def adopt_legacy(
         raise
     fields = config_fields_for_run(run)
     fields["artifacts_saved_at"] = stored.get("artifacts_saved_at") or fields["artifacts_saved_at"]
-    database.configs.update_one(
-        {"_id": config["_id"]},
-        {"$set": {**fields, "adopted": adopted, "updated_at": saved_at}, "$inc": {"rev": 1, "runs_count": 1}},
-    )
+    ConfigStore(database).record_run(config["_id"], {**fields, "adopted": adopted}, saved_at)
     progress(1.0, "adopted")
     log.info(
         "adopted legacy config %s as run %s (cv %s %.4f)", config["name"], run_id, fit.cv["metric"], fit.cv["mean"]

@@ -13,6 +13,7 @@ from typing import Any
 
 from models.errors import DataError
 from models.store.db import Database
+from models.store.runs import RunStore
 from models.training.data import resolve_csv
 
 # training time grows with rows ** exponent (kernel SVMs are quadratic or worse)
@@ -79,14 +80,14 @@ def estimate_training(database: Database, config: dict[str, Any], rows: int | No
     model_type, task = config.get("model_type"), config.get("task")
     query = {"task": task, "model_type": model_type, "durations.total_s": {"$gt": 0}, "data.rows_used": {"$gt": 0}}
     fields = {"name": 1, "durations.total_s": 1, "data.rows_used": 1, "config.cv_folds": 1}
-    runs = list(
-        database.runs.find({**query, "name": config.get("name")}, fields)
-        .sort("created_at", -1)
-        .limit(RUNS_CONSIDERED)
+    store = RunStore(database)
+    newest = [("created_at", -1)]
+    runs = store.search(
+        {**query, "name": config.get("name")}, projection=fields, order=newest, limit=RUNS_CONSIDERED
     )
     own = bool(runs)
     if not runs:
-        runs = list(database.runs.find(query, fields).sort("created_at", -1).limit(RUNS_CONSIDERED))
+        runs = store.search(query, projection=fields, order=newest, limit=RUNS_CONSIDERED)
     if not runs:
         return Estimate(None, f"no past {model_type} runs to go by", rows)
     exponent = ROW_EXPONENT.get(str(model_type), 1.0)

@@ -153,7 +153,7 @@ def create_sweep(database: Database, base_name: Any, grid: dict[str, list[Any]])
     base = store.get(base_name)
     docs = plan_sweep(base, grid)
     names = [d["name"] for d in docs]
-    taken = sorted(d["name"] for d in database.configs.find({"name": {"$in": names}}, {"name": 1}))
+    taken = store.taken_names(names)
     if taken:
         raise ConflictError(f"config(s) {', '.join(taken)} already exist; nothing was created", field="name")
     created: list[dict[str, Any]] = []
@@ -162,7 +162,7 @@ def create_sweep(database: Database, base_name: Any, grid: dict[str, list[Any]])
             created.append(store.create(doc))
     except BaseException:
         for doc in created:  # all or nothing
-            database.configs.delete_one({"_id": doc["_id"]})
+            store.remove(doc["_id"])
         raise
     log.info("sweep of %s: %d configs created", base["name"], len(created))
     return created

@@ -39,9 +39,9 @@ from models.artifacts.base import (
 )
 from models.artifacts.lease import ArtifactLease, recheck_files
 from models.artifacts.routing import get_store
-from models.errors import ServiceError, TrainingError, describe_exception
+from models.errors import ServiceError, TrainingError, describe_exception, error_dict
 from models.estimators import NEEDS_PROBABILITY_WRAPPER, build_estimator
-from models.processes import current_owner
+from models.jobs.context import commit_point
 from models.progress import Progress, no_progress, scaled
 from models.store.configs import ConfigStore, training_here
 from models.store.db import Database
@@ -381,10 +381,8 @@ def _train(
     version: str | None,
     requested_by: str | None,
 ) -> dict[str, Any]:
-    database.configs.update_one(
-        {"_id": config["_id"]},
-        {"$set": {"status": "training", "training_started_at": started, "training_owner": current_owner()}},
-    )
+    configs = ConfigStore(database)
+    configs.mark_training(config["_id"], started)
     written: dict[str, ArtifactInfo] = {}
     lease: ArtifactLease | None = None
     run_recorded = False
@@ -458,17 +456,13 @@ def _train(
         }
         lease.renew()
         recheck_files(store, written.values())  # still there, still the bytes written: then commit
+        commit_point(
+            {"run_id": run_id, "config_id": config["_id"]}
+        )  # inside a job: not cancelled, now it cannot be
         RunStore(database).insert_versioned(run, version)
         run_recorded = True  # from here on the files belong to a recorded run: never delete them
         progress(0.98, "updating config")
-        database.configs.update_one(
-            {"_id": config["_id"]},
-            {
-                "$set": {**config_fields_for_run(run), "updated_at": saved_at},
-                "$unset": {"error": "", "training_started_at": "", "training_owner": ""},
-                "$inc": {"rev": 1, "runs_count": 1},
-            },
-        )
+        configs.record_run(config["_id"], config_fields_for_run(run), saved_at)
         lease.close()
         progress(1.0, "done")
         for warning in run["warnings"]:
@@ -487,19 +481,10 @@ def _train(
                 store.delete(info.path)
         if lease is not None:
             lease.close()
-        error = (
-            {"code": exc.code, "message": exc.message, "field": exc.field}
-            if isinstance(exc, ServiceError)
-            else {"code": "training_error", "message": describe_exception(exc)}
-        )
+        error = error_dict(exc, unexpected_code="training_error")
+        error.pop("details", None)
         error["at"] = now()
-        database.configs.update_one(
-            {"_id": config["_id"]},
-            {
-                "$set": {"status": "failed", "error": error},
-                "$unset": {"training_started_at": "", "training_owner": ""},
-            },
-        )
+        configs.mark_failed(config["_id"], error)
         if isinstance(exc, ServiceError) or not isinstance(exc, Exception):
             raise
         raise TrainingError(f"training {config['name']} failed: {describe_exception(exc)}") from exc

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 
 from models import jobs
 from models.artifacts.predictor import with_predictions
-from models.ensembles.build import delete_ensemble, get_ensemble, list_ensembles, load_ensemble
+from models.ensembles.build import delete_ensemble, find_ensemble, get_ensemble, list_ensembles, load_ensemble
 from models.ensembles.service import (
     REQUEST_FIELDS,
     candidates,
@@ -108,7 +108,7 @@ def create() -> Any:
 def detail(name: str) -> Any:
     """The ensemble beside its base models; while it is being created, the job's progress."""
     database = get_db()
-    doc = database.ensembles.find_one({"name": name})
+    doc = find_ensemble(database, name)
     if doc is None:
         job = jobs.latest_job(database, ensemble_key(name))
         if job is None:

@@ -1,11 +1,16 @@
 """Job documents in ``JOBS_COLLECTION``: their shape, their state changes, and reading them.
 
-One job document is the single truth the web page, the CLI and the API read.
-Every state change is a conditional update on ``status`` so two processes
-never both move the same job. While a job is queued or running it carries
-``active_key`` (= its ``key``); a unique partial index on that field makes
-"one active job per key" hold across processes, and the field is removed when
-the job ends so the key can be submitted again.
+One job document is the single truth the web page, the CLI and the API read. Every read and write of
+the collection is here. Every state change is a conditional update on ``status`` so two processes
+never both move the same job. While a job is queued or running it carries ``active_key`` (its
+``claim``, by default its ``key``); a unique partial index on that field makes "one active job per
+claim" hold across processes, and the field is removed when the job ends so the claim can be taken
+again.
+
+Commit and cancel meet in one document: work that is about to commit (insert its run, its ensemble)
+first marks its job ``committing`` (:func:`begin_commit`, conditional on ``running``); cancel and the
+time limit end only a job that is not committing (:func:`stop`). So a job reported cancelled has
+committed nothing, and one that committed is reported succeeded.
 
 No threads here: see :mod:`models.jobs.worker` for execution.
 """
@@ -22,11 +27,9 @@ from typing import Any
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import DESCENDING, ReturnDocument
-from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from models.errors import ConflictError, NotFoundError, ServiceError, ValidationError, describe_exception
-from models.jobs.timing import job_timing
+from models.errors import ConflictError, NotFoundError, ServiceError, ValidationError, error_dict
 from models.jsonable import to_json
 from models.processes import current_owner, owner_is_dead
 from models.store.configs import recover_interrupted_trainings
@@ -118,11 +121,13 @@ def insert_job(
     *,
     params: dict[str, Any] | None = None,
     requested_by: str | None = None,
+    claim: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Insert a queued job, or return the queued/running job that already has ``key``.
+    """Insert a queued job, or return the queued/running job that already holds its claim.
 
-    Returns ``(job, created)``. Atomic across processes thanks to the unique
-    index on ``active_key``.
+    ``claim`` (default: ``key``) is what at most one active job may hold, e.g. ``train:<config id>``
+    while ``key`` names the job for people (``train:<config name>``). Returns ``(job, created)``.
+    Atomic across processes thanks to the unique index on ``active_key``.
     """
     if not isinstance(kind, str) or not kind.strip():
         raise ValidationError("a job needs a kind", field="kind")
@@ -138,7 +143,7 @@ def insert_job(
         doc: dict[str, Any] = {
             "kind": kind,
             "key": key,
-            "active_key": key,
+            "active_key": claim or key,
             "params": clean_params,
             "status": QUEUED,
             "progress": 0.0,
@@ -157,7 +162,7 @@ def insert_job(
         try:
             col.insert_one(doc)
         except DuplicateKeyError:
-            existing = col.find_one({"active_key": key})
+            existing = col.find_one({"active_key": claim or key})
             if existing is not None:
                 log.info(
                     "job %s for %s is already %s; not starting another", existing["_id"], key, existing["status"]
@@ -172,10 +177,10 @@ def insert_job(
 # --- state changes (all conditional on the current status) ------------------------------------
 
 
-def claim(col: Collection, job_id: ObjectId) -> dict[str, Any] | None:
+def claim(database: Database, job_id: ObjectId) -> dict[str, Any] | None:
     """Move a queued job to running, owned by this process. None if it is no longer queued."""
     stamp = now()
-    return col.find_one_and_update(
+    return database.jobs.find_one_and_update(
         {"_id": job_id, "status": QUEUED},
         {
             "$set": {
@@ -191,16 +196,16 @@ def claim(col: Collection, job_id: ObjectId) -> dict[str, Any] | None:
     )
 
 
-def write_progress(col: Collection, job_id: ObjectId, fraction: float, message: str, *, new_step: bool) -> bool:
+def write_progress(database: Database, job_id: ObjectId, fraction: float, message: str, *, new_step: bool) -> bool:
     """Record progress of a running job; ``new_step`` also appends to the ``steps`` log."""
     update: dict[str, Any] = {"$set": {"progress": fraction, "message": message}}
     if new_step:
         update["$push"] = _push_step(_step(now(), fraction, message))
-    return col.update_one({"_id": job_id, "status": RUNNING}, update).matched_count == 1
+    return database.jobs.update_one({"_id": job_id, "status": RUNNING}, update).matched_count == 1
 
 
 def finish(
-    col: Collection,
+    database: Database,
     job_id: ObjectId,
     *,
     result: dict[str, Any] | None = None,
@@ -209,6 +214,7 @@ def finish(
     extra_filter: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """End a job: ``succeeded`` with ``result``, or ``failed`` with ``error``. None if it had already ended."""
+    col = database.jobs
     stamp = now()
     current = col.find_one({"_id": job_id}, {"started_at": 1})
     started_at = current.get("started_at") if current else None
@@ -224,7 +230,7 @@ def finish(
     query.update(extra_filter or {})
     return col.find_one_and_update(
         query,
-        {"$set": fields, "$unset": {"active_key": ""}, "$push": _push_step(step)},
+        {"$set": fields, "$unset": {"active_key": "", "committing": ""}, "$push": _push_step(step)},
         return_document=ReturnDocument.AFTER,
     )
 
@@ -242,29 +248,96 @@ def cancel(database: Database, job_id: str | ObjectId, *, requested_by: str | No
     if job["status"] in ACTIVE_STATUSES:
         who = f" by {requested_by}" if requested_by else ""
         error = {"code": "cancelled", "message": f"cancelled{who} while {job['status']}; nothing of it was kept"}
-        done = finish(database.jobs, oid, error=error, from_status=ACTIVE_STATUSES)
+        done = stop(database, oid, error, from_status=ACTIVE_STATUSES)
         if done is not None:
             log.info("job %s (%s %s) cancelled%s", oid, job.get("kind"), job.get("key"), who)
             return done
         job = get_job(database, oid)
+        if job.get("committing") and job["status"] == RUNNING:
+            raise ConflictError(
+                f"job {str(oid)!r} is saving its result and can no longer be cancelled; it ends succeeded",
+                field="job_id",
+            )
     raise ConflictError(
         f"job {str(oid)!r} has already {job['status']}; there is nothing to cancel", field="job_id"
     )
 
 
 def error_of(exc: BaseException) -> dict[str, Any]:
-    """The ``error`` field for an exception: a ServiceError keeps its code; others are internal."""
-    if isinstance(exc, ServiceError):
-        out = {"code": exc.code, "message": clip_message(exc.message)}
-        if exc.field is not None:
-            out["field"] = exc.field
-        return out
-    module = type(exc).__module__ or ""
-    code = "database_unavailable" if module.startswith("pymongo") else "internal_error"
-    return {"code": code, "message": clip_message(describe_exception(exc))}
+    """The ``error`` field for an exception (:func:`models.errors.error_dict`, message clipped,
+    without ``details``: a job document keeps the short form)."""
+    out = error_dict(exc, max_chars=MAX_MESSAGE_CHARS)
+    out.pop("details", None)
+    return out
+
+
+def stop(
+    database: Database,
+    job_id: ObjectId,
+    error: dict[str, Any],
+    *,
+    from_status: tuple[str, ...] = (RUNNING,),
+) -> dict[str, Any] | None:
+    """End a job as failed with ``error`` (cancel, time limit) unless it has begun committing
+    (:func:`begin_commit`); None when it had ended or is committing."""
+    return finish(
+        database, job_id, error=error, from_status=from_status, extra_filter={"committing": {"$exists": False}}
+    )
+
+
+def begin_commit(
+    database: Database, job_id: ObjectId, what: dict[str, Any], owner: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Mark a running job of ``owner`` (the process that claimed it) as committing ``what`` (e.g.
+    ``{"run_id": ...}``): from now on cancel and the time limit leave it alone. None (commit nothing!)
+    if the job is no longer running, was cancelled, or is owned by another process."""
+    return database.jobs.find_one_and_update(
+        {"_id": job_id, "status": RUNNING, "committing": {"$exists": False}, **_owned_by(owner)},
+        {"$set": {"committing": {**what, "at": now()}}},
+        return_document=ReturnDocument.AFTER,
+    )
+
+
+def _owned_by(owner: dict[str, Any]) -> dict[str, Any]:
+    return {"owner.instance": owner.get("instance"), "owner.pid": owner.get("pid")}
+
+
+def set_worker(database: Database, job_id: ObjectId, worker: dict[str, Any]) -> None:
+    """Note which Dask worker took a queued job."""
+    database.jobs.update_one({"_id": job_id, "status": QUEUED}, {"$set": {"worker": worker}})
+
+
+def beat(database: Database, job_ids: list[ObjectId], owner_filter: dict[str, Any]) -> int:
+    """Refresh ``heartbeat_at`` of the active ``job_ids`` matching ``owner_filter``; returns how many."""
+    return database.jobs.update_many(
+        {"_id": {"$in": job_ids}, "status": {"$in": list(ACTIVE_STATUSES)}, **owner_filter},
+        {"$set": {"heartbeat_at": now()}},
+    ).modified_count
+
+
+def fail_jobs_of(database: Database, owner: dict[str, Any], error: dict[str, Any]) -> list[dict[str, Any]]:
+    """End as failed with ``error`` the active jobs that process ``owner`` ran (e.g. a training that a
+    stopped ensemble job's child process had started); returns them."""
+    done = []
+    for job in database.jobs.find({"status": {"$in": list(ACTIVE_STATUSES)}, **_owned_by(owner)}, {"_id": 1}):
+        ended = finish(database, job["_id"], error=error, from_status=ACTIVE_STATUSES)
+        if ended is not None:
+            done.append(ended)
+    return done
 
 
 # --- reading ----------------------------------------------------------------------------------
+
+
+def find_job(
+    database: Database, job_id: ObjectId, projection: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    return database.jobs.find_one({"_id": job_id}, projection)
+
+
+def find_active(database: Database, claim: str) -> dict[str, Any] | None:
+    """The queued or running job holding ``claim``, or None."""
+    return database.jobs.find_one({"active_key": claim})
 
 
 def get_job(database: Database, job_id: str | ObjectId) -> dict[str, Any]:
@@ -327,13 +400,6 @@ def wait(
         delay = min(delay * 2, poll_s)
 
 
-def job_to_json(job: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A JSON-safe view of a job for the API and the CLI (``id`` as a string, ISO times)."""
-    if job is None:
-        return None
-    return to_json({**{k: v for k, v in job.items() if k != "active_key"}, **job_timing(job)})
-
-
 # --- recovery ---------------------------------------------------------------------------------
 
 
@@ -360,23 +426,41 @@ def recover_stale_jobs(database: Database, *, stale_after_s: float = STALE_AFTER
     """
     if not (isinstance(stale_after_s, (int, float)) and math.isfinite(stale_after_s) and stale_after_s > 0):
         raise ValueError("stale_after_s must be a positive number of seconds")
-    col = database.jobs
     cutoff = now() - timedelta(seconds=stale_after_s)
     recovered = []
-    for job in col.find({"status": {"$in": list(ACTIVE_STATUSES)}}):
+    for job in database.jobs.find({"status": {"$in": list(ACTIVE_STATUSES)}}):
         reason = _death_reason(job, cutoff)
         if reason is None:
             continue
-        done = finish(
-            col,
-            job["_id"],
-            error={"code": "process_died", "message": reason},
-            from_status=(job["status"],),
-            extra_filter={"heartbeat_at": job.get("heartbeat_at")},
-        )
+        done = end_abandoned(database, job, {"code": "process_died", "message": reason})
         if done is not None:
             log.warning("job %s (%s %s) marked failed: %s", job["_id"], job.get("kind"), job.get("key"), reason)
             recovered.append(done)
     # A training killed with its process also left its config "training" (with or without a job).
     recover_interrupted_trainings(database)
     return recovered
+
+
+def end_abandoned(database: Database, job: dict[str, Any], error: dict[str, Any]) -> dict[str, Any] | None:
+    """End ``job`` (as read) whose process is gone: failed with ``error``, or, when it had begun
+    committing and its commit landed, succeeded, since its work is kept. A training's commit is its
+    config pointing at the run (``committing.config_id``); an ensemble's is its document (``run_id``).
+    Conditional on the heartbeat seen, so a live job is not touched."""
+    committed = job.get("committing") or {}
+    run_id = committed.get("run_id")
+    if not run_id:
+        landed = False
+    elif committed.get("config_id") is not None:
+        landed = (
+            database.configs.find_one({"_id": committed["config_id"], "run_id": run_id}, {"_id": 1}) is not None
+        )
+    else:
+        landed = database.ensembles.find_one({"run_id": run_id}, {"_id": 1}) is not None
+    return finish(
+        database,
+        job["_id"],
+        result={"run_id": run_id, "recovered": "its process stopped after it committed"} if landed else None,
+        error=None if landed else error,
+        from_status=(job["status"],),
+        extra_filter={"heartbeat_at": job.get("heartbeat_at")},
+    )
