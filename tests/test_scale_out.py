@@ -156,7 +156,14 @@ def test_default_runner_follows_the_setting(settings, cluster):
         address = cluster.scheduler.address
         runner = jobs.get_default_runner(settings.with_(dask_scheduler_address=address))
         assert isinstance(runner, DaskRunner)
-        assert runner.describe() == {"runner": "dask", "scheduler": address, "workers": 2}
+        assert runner.describe() == {
+            "runner": "dask",
+            "scheduler": address,
+            "workers": 2,
+            "state": "connected",
+            "tls": False,
+            "reconnects": 0,
+        }
     finally:
         jobs.shutdown_default_runner()
         jobs.set_default_runner(previous)

@@ -14,6 +14,7 @@ from agents.tools.stacking_tool import StackingTool
 from models.artifacts.cache import ModelCache
 from models.ensembles.base_models import BaseModelsError, BaseModelUnavailableError
 from models.ensembles.compat import IncompatibleBaseModelsError
+from models.errors import NotFoundError
 from models.settings import PROJECT_ROOT
 from models.store.configs import ConfigStore
 from models.training.train import train_config
@@ -310,13 +311,13 @@ def test_sync_and_async_give_the_same_results_and_messages(database, settings, g
                 loaded = tool.load_base_models(
                     ["lr", "rf", "nb"], progress=lambda f, m, lines=lines: lines.append(m)
                 )
-                with pytest.raises(BaseModelsError) as failed:
+                with pytest.raises(NotFoundError) as failed:
                     tool.load_base_models(["lr", "nope_missing"])
             else:
                 loaded = asyncio.run(
                     tool.aload_base_models(["lr", "rf", "nb"], progress=lambda f, m, lines=lines: lines.append(m))
                 )
-                with pytest.raises(BaseModelsError) as failed:
+                with pytest.raises(NotFoundError) as failed:
                     asyncio.run(tool.aload_base_models(["lr", "nope_missing"]))
         answers[way] = (
             [(r.name, r.run_id, r.source, r.reason) for r in loaded],

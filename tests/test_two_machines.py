@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 
+from models.artifacts.signing import write_key_file
 from models.settings import PROJECT_ROOT
 from models.store.embedded import free_port
 
 distributed = pytest.importorskip("distributed")
+from distributed.security import Security  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +34,14 @@ CONFIGS = ["home_win_logreg", "home_win_nb"]
 
 
 def machine_env(root: Path, mongo_uri: str, db_name: str, **extra: str) -> dict[str, str]:
-    """One machine's environment: the shared database, its own folders (README: "its own folders")."""
+    """One machine's environment: the shared database, its own folders (README: "its own folders"), the
+    deployment's signing key file and cluster certificates (made once, copied to every machine)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGO_", "ARTIFACT_", "DASK_", "CV_JOBS"))}
-    # README: every machine of a deployment has the same artifact signing key (here: the session's)
-    env["ARTIFACT_SIGNING_KEY"] = os.environ["ARTIFACT_SIGNING_KEY"]
+    # README: every machine of a deployment has the same artifact signing key (here: the session's), as a file
+    key_file = root / "secure" / "ec-signing.key"
+    if not key_file.exists():
+        write_key_file(key_file, os.environ["ARTIFACT_SIGNING_KEY"])
+    env["ARTIFACT_SIGNING_KEY_FILE"] = str(key_file)
     env.update(
         {
             "MONGO_URI": mongo_uri,
@@ -84,8 +90,14 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(10)
 
 
-def wait_for_workers(address: str, n: int) -> distributed.Client:
-    client = distributed.Client(address, set_as_default=False, timeout=START_TIMEOUT)
+def wait_for_workers(address: str, n: int, certs: Path) -> distributed.Client:
+    security = Security(
+        tls_ca_file=str(certs / "ca.pem"),
+        tls_client_cert=str(certs / "client.pem"),
+        tls_client_key=str(certs / "client.key"),
+        require_encryption=True,
+    )
+    client = distributed.Client(address, set_as_default=False, timeout=START_TIMEOUT, security=security)
     client.wait_for_workers(n, timeout=START_TIMEOUT)
     return client
 
@@ -93,11 +105,20 @@ def wait_for_workers(address: str, n: int) -> distributed.Client:
 def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
     db_name = f"two_{os.getpid()}_{int(time.time())}"
     port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
+    address = f"tls://127.0.0.1:{port}"
     roots = {m: tmp_path / f"machine-{m}" for m in "ABC"}
+    # README: once, the deployment's certificates (python -m cli cluster certs --out DIR), copied to every machine
+    certs = tmp_path / "certs"
+    made_certs = cli(machine_env(tmp_path / "once", mongo_uri, db_name), "cluster", "certs", "--out", str(certs))
+    assert made_certs.returncode == 0, made_certs.stderr
+    tls = {"DASK_TLS_DIR": str(certs)}
     # A and C run workers (GridFS, folds over the cluster); B submits and still says ARTIFACT_STORE=local
-    env = {m: machine_env(roots[m], mongo_uri, db_name, ARTIFACT_STORE="gridfs", CV_JOBS="-1") for m in "AC"}
-    env["B"] = machine_env(roots["B"], mongo_uri, db_name, ARTIFACT_STORE="local", DASK_SCHEDULER_ADDRESS=address)
+    env = {
+        m: machine_env(roots[m], mongo_uri, db_name, ARTIFACT_STORE="gridfs", CV_JOBS="-1", **tls) for m in "AC"
+    }
+    env["B"] = machine_env(
+        roots["B"], mongo_uri, db_name, ARTIFACT_STORE="local", DASK_SCHEDULER_ADDRESS=address, **tls
+    )
     logs = tmp_path / "logs"
     logs.mkdir()
     procs: list[subprocess.Popen] = []
@@ -105,7 +126,15 @@ def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
     try:
         # README: scheduler machine, from the checkout
         scheduler = start(
-            env["A"], "cluster", "scheduler", "--port", str(port), "--no-dashboard", log=logs / "scheduler.log"
+            env["A"],
+            "cluster",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-dashboard",
+            log=logs / "scheduler.log",
         )
         procs.append(scheduler)
         # README: each worker machine, from its checkout
@@ -124,7 +153,7 @@ def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
                     log=logs / f"worker-{m}.log",
                 )
             )
-        client = wait_for_workers(address, 2)
+        client = wait_for_workers(address, 2, certs)
         workers = set(client.scheduler_info()["workers"])
 
         # README: the data set on every machine (its own data root), configs from any machine
@@ -166,7 +195,17 @@ def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
             env["B"], "ensemble", "create", "two_stack", *[a for c in CONFIGS for a in ("--base", c)], "--json"
         )
         assert made.returncode == 0, made.stderr
+        assert "on the Dask cluster" in made.stderr  # README: created by a worker, through GridFS
         assert {b["source"] for b in json.loads(made.stdout)["base_models"]} <= {"artifacts", "cache"}
+        ensemble_doc = json.loads(made.stdout)
+        assert all(a["path"].startswith("gridfs:") for a in ensemble_doc["artifacts"].values())
+        # README: another machine predicts with it (A has never seen its files)
+        rows = roots["A"] / "data" / "nba_games.csv"
+        predicted = cli(
+            env["A"], "ensemble", "predict", "two_stack", "--csv", str(rows), "--out", str(tmp_path / "p.csv")
+        )
+        assert predicted.returncode == 0, predicted.stderr
+        assert (tmp_path / "p.csv").read_text().count("\n") > 100
         verified = cli(env["B"], "artifacts", "verify", "--json")
         assert verified.returncode == 0, verified.stdout + verified.stderr
         assert {r["state"] for r in json.loads(verified.stdout) if r["name"] in CONFIGS} == {"ok"}
@@ -182,10 +221,18 @@ def test_two_machines_as_the_readme_says(mongo_uri, tmp_path):
         # README: a restarted scheduler gets its workers back; training goes on
         stop(scheduler)
         procs[0] = scheduler = start(
-            env["A"], "cluster", "scheduler", "--port", str(port), "--no-dashboard", log=logs / "scheduler.log"
+            env["A"],
+            "cluster",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-dashboard",
+            log=logs / "scheduler.log",
         )
         client.close()
-        client = wait_for_workers(address, 2)
+        client = wait_for_workers(address, 2, certs)
         again = cli({**env["A"], "DASK_SCHEDULER_ADDRESS": address}, "train", "home_win_logreg", "--json")
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)[0]["worker"] in set(client.scheduler_info()["workers"])

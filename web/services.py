@@ -67,6 +67,11 @@ def job_runner() -> jobs.JobRunner:
     return runner
 
 
+def current_runner() -> jobs.JobRunner | None:
+    """The runner the app has handed jobs to so far, or None before the first job."""
+    return get_state().services.get(JOB_RUNNER)
+
+
 def requested_by() -> str:
     """Who asked, for job and lifecycle records: the admin (session) or a script (API token)."""
     from flask import g  # local: keeps this module importable outside a request

@@ -100,18 +100,27 @@ def create(
     description: str,
     as_json: bool,
 ) -> None:
-    """Create ensemble NAME from --base configs; prints where each base model came from."""
+    """Create ensemble NAME from --base configs; prints where each base model came from.
+
+    With DASK_SCHEDULER_ADDRESS set the creation is a job on the cluster, like the web's: a worker
+    builds it with its own settings and writes it through the deployment's shared store (GridFS), so
+    every machine can use it."""
     announce_training(app, list(bases))
     with ProgressLines(app.settings.progress_interval_seconds) as lines:
-        record = _tool(app).create_ensemble(
-            name,
-            list(bases),
-            meta_model,
-            passthrough=passthrough,
-            stack_method=stack_method,
-            progress=lines.reporter(),
-            description=description,
-        )
+        if app.settings.dask_scheduler_address:
+            record = _create_on_cluster(
+                app, name, list(bases), meta_model, passthrough, stack_method, description, lines.reporter()
+            )
+        else:
+            record = _tool(app).create_ensemble(
+                name,
+                list(bases),
+                meta_model,
+                passthrough=passthrough,
+                stack_method=stack_method,
+                progress=lines.reporter(),
+                description=description,
+            )
     if as_json:
         emit_json(record)
         return
@@ -127,6 +136,38 @@ def create(
         f"ensemble {_metric(record['metrics'])} on {record['n_test']} held-out rows; "
         f"created in {record['seconds']:.2f}s; retrained: {', '.join(record['retrained']) or 'none'}"
     )
+
+
+def _create_on_cluster(
+    app: AppContext,
+    name: str,
+    bases: list[str],
+    meta_model: str,
+    passthrough: bool,
+    stack_method: str,
+    description: str,
+    progress: Any,
+) -> dict[str, Any]:
+    from models.ensembles.build import get_ensemble
+    from models.ensembles.service import submit_ensemble
+    from models.jobs import shutdown_default_runner
+    from models.jobs.follow import follow
+
+    body = {
+        "name": name,
+        "base_models": bases,
+        "meta_model": meta_model,
+        "passthrough": passthrough,
+        "stack_method": stack_method,
+        "description": description,
+    }
+    try:
+        job, created = submit_ensemble(app.db, body, requested_by="cli")
+        info(f"creating {name} on the Dask cluster at {app.settings.dask_scheduler_address} (job {job['_id']})")
+        follow(app.db, job, joined=not created, progress=progress)
+    finally:
+        shutdown_default_runner()
+    return get_ensemble(app.db, name)
 
 
 @ensemble.command("list")

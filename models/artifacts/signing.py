@@ -244,6 +244,19 @@ def _create_key_file(path: Path) -> str:
     return _read_key_file(path)
 
 
+def write_key_file(path: Path, text: str) -> Path:
+    """Write a key's text to ``path`` with mode 0600 (atomically; an existing file is replaced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text.strip() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
 def load_private_key(settings: Settings) -> tuple[Ed25519PrivateKey, str]:
     """The signing key and where it came from: the setting, else the key file (made on first use)."""
     if settings.artifact_signing_key:

@@ -122,6 +122,8 @@ def fail_abandoned_job(
         return None
     if job["status"] == store.QUEUED and error is not None and not lost_scheduler:
         return None
+    if job.get("committing"):  # its work passed its commit point: it ends succeeded, or stale recovery ends it
+        return None
     where = job.get("worker") or job.get("owner") or {}
     who = f"pid {where.get('pid')} on host {where.get('host')}"
     if where.get("address"):
