@@ -132,7 +132,8 @@ def child_scratch(args: dict) -> dict:
     from models.store.configs import ConfigStore
     from models.store.db import Database
     from models.training.data import load_training_data
-    from models.training.train import fold_spec, holdout_split, make_pipeline, make_splitter
+    from models.training.splits import fold_spec, holdout_split, make_splitter
+    from models.training.train import make_pipeline
 
     warnings.simplefilter("ignore")
     database = Database.connect(_settings(args))

@@ -24,7 +24,8 @@ from models.ensembles.stacking import make_meta_model
 from models.errors import ConflictError, DataError, NotFoundError, ValidationError
 from models.store.configs import ConfigStore
 from models.training.data import load_training_data
-from models.training.train import holdout_split, make_pipeline, make_splitter, train_config
+from models.training.splits import holdout_split, make_splitter
+from models.training.train import make_pipeline, train_config
 from tests.helpers import FEATS, cls_config, create_then_change_csv, reg_config, spy_unpickling
 
 CLS_BASES = [

@@ -137,7 +137,9 @@ def test_bearer_token_requests_need_no_csrf(client, database):
 
 def test_healthz_is_public(client):
     response = client.get("/healthz")
-    assert response.status_code == 200 and response.get_json() == {"status": "ok"}
+    body = response.get_json()
+    assert response.status_code == 200 and body["status"] == "ok"
+    assert body["runner"] == {"runner": "in-process", "workers": 2}
 
 
 def test_generated_credentials_are_stored_as_hashes_and_shown_once(settings, database):

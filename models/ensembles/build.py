@@ -116,6 +116,16 @@ def stored_targets(results: list[BaseModelResult]) -> tuple[np.ndarray, np.ndarr
     return first["y_train"], first["y_test"]
 
 
+def rows_with_oof(oofs: list[dict[str, np.ndarray]]) -> np.ndarray | None:
+    """The training rows every base has an out-of-fold prediction for (a mask), or None when that is all
+    of them (a random or group split: every row lands in one validation fold)."""
+    masks = [np.asarray(o["fold_ids"]) >= 0 for o in oofs if o.get("fold_ids") is not None]
+    if not masks:
+        return None
+    rows = np.logical_and.reduce(masks)
+    return None if rows.all() else rows
+
+
 def check_same_split(results: list[BaseModelResult]) -> None:
     """IncompatibleBaseModelsError unless every run's OOF archive has the same training/held-out rows and classes."""
     assert all(r.oof is not None for r in results)
@@ -164,6 +174,7 @@ def build_ensemble(
     progress(0.3, f"fitting meta-model {request.meta_model}")
     t_fit = time.perf_counter()
     spec_ = config_fold_spec(configs[0])
+    with_oof = rows_with_oof(oofs)
     meta = fit_meta_model(
         task,
         request.meta_model,
@@ -177,6 +188,7 @@ def build_ensemble(
         passthrough_test=passthrough_test,
         random_state=int(spec_["random_state"]),
         params=request.meta_params or None,
+        rows=with_oof,
     )
     fit_s = time.perf_counter() - t_fit
     run_id = new_run_id()
@@ -223,6 +235,7 @@ def build_ensemble(
         "fold_spec": spec_,
         "n_train": int(len(train_idx)),
         "n_test": int(len(test_idx)),
+        **({} if with_oof is None else {"n_meta_rows": int(with_oof.sum())}),
         "metrics": meta.metrics,
         "base_metrics": {r.name: m for r, m in zip(results, meta.base_metrics)},
         "retrained": [r.name for r in results if r.source == "retrained"],

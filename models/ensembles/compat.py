@@ -12,7 +12,7 @@ from models.ensembles.stacking import check_options
 from models.errors import DataError, ValidationError
 from models.store.schema import NAME_RE
 from models.training.data import load_training_data
-from models.training.train import fold_spec
+from models.training.splits import fold_spec
 
 log = logging.getLogger(__name__)
 

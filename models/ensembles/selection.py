@@ -280,23 +280,50 @@ def _folds(fold_ids: np.ndarray) -> list[int]:
     return folds
 
 
+def outer_folds(fold_ids: np.ndarray, forward: bool = False) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """``(fold, rows to choose on, rows to score)`` of nested scoring.
+
+    Shuffled folds: each fold is scored by what was chosen on all the others. ``forward`` (a time split):
+    each fold is scored by what was chosen on the folds before it, so nothing chosen ever saw a later row;
+    the first fold is never scored.
+    """
+    folds = _folds(fold_ids)
+    if forward:
+        return [(k, fold_ids < k, fold_ids == k) for k in folds[1:]]
+    return [(k, fold_ids != k, fold_ids == k) for k in folds]
+
+
 @dataclass
 class Nested:
-    """Predictions for every training row from a selection (or meta-model) that never saw the row.
+    """Predictions for training rows from a selection (or meta-model) that never saw the row.
 
-    ``single_pred``: the same rows predicted by the candidate that scored best on the other folds (what
-    "just take the best single model" would have given), for greedy selection only.
+    ``scored``: the rows that got one (all of them, except the first fold of a forward nesting).
+    ``single_pred``: the same rows predicted by the candidate that scored best on the rows chosen on
+    (what "just take the best single model" would have given), for greedy selection only.
     """
 
     pred: np.ndarray
     per_fold: list[dict[str, Any]]
     single_pred: np.ndarray | None = None
+    scored: np.ndarray | None = None
+
+    def score(self, metric: str, y: np.ndarray, single: bool = False) -> float:
+        rows = self.scored if self.scored is not None else np.ones(len(y), dtype=bool)
+        pred = self.single_pred if single else self.pred
+        return score(metric, y[rows], pred[rows])
 
 
 def nested_greedy(
-    P: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, metric: str, size: int = DEFAULT_SIZE
+    P: np.ndarray,
+    y: np.ndarray,
+    fold_ids: np.ndarray,
+    metric: str,
+    size: int = DEFAULT_SIZE,
+    *,
+    forward: bool = False,
 ) -> Nested:
-    """For each stored fold: select on the other folds' rows, predict this fold's rows with those weights.
+    """For each stored fold: select on the other folds' rows (``forward``: the earlier folds' rows), predict
+    this fold's rows with those weights.
 
     The folds run on a thread each (up to the core count): the selection's work is numpy calls that
     release the GIL.
@@ -304,18 +331,19 @@ def nested_greedy(
     P = np.asarray(P, dtype=float)
     pred = np.zeros(P.shape[1:])
     single_pred = np.zeros(P.shape[1:])
-    folds = _folds(fold_ids)
+    scored = np.zeros(len(y), dtype=bool)
+    plan = outer_folds(fold_ids, forward)
 
-    def one(k: int) -> tuple[int, np.ndarray, Selection]:
-        inside = fold_ids != k
-        return k, inside, greedy_select(P, y, metric, size, rows=inside, with_singles=False)
+    def one(step: tuple[int, np.ndarray, np.ndarray]) -> tuple[int, np.ndarray, np.ndarray, Selection]:
+        k, inside, held = step
+        return k, inside, held, greedy_select(P, y, metric, size, rows=inside, with_singles=False)
 
     per_fold = []
-    with ThreadPoolExecutor(max_workers=max(1, min(len(folds), os.cpu_count() or 1))) as pool:
-        for k, inside, sel in pool.map(one, folds):
-            held = ~inside
+    with ThreadPoolExecutor(max_workers=max(1, min(len(plan), os.cpu_count() or 1))) as pool:
+        for k, inside, held, sel in pool.map(one, plan):
             pred[held] = weighted_average(P[:, held], sel.weights)
             single_pred[held] = P[sel.steps[0]["index"], held]
+            scored |= held
             per_fold.append(
                 {
                     "fold": k,
@@ -325,7 +353,7 @@ def nested_greedy(
                     "weights": {int(i): float(w) for i, w in enumerate(sel.weights) if w > 0},
                 }
             )
-    return Nested(pred, per_fold, single_pred)
+    return Nested(pred, per_fold, single_pred, scored)
 
 
 def stack_predict(
@@ -359,15 +387,19 @@ def nested_stack(
     fold_ids: np.ndarray,
     metric: str,
     random_state: int | None = None,
+    *,
+    forward: bool = False,
 ) -> Nested:
-    """For each stored fold: fit the meta-model on the other folds' rows, predict this fold's rows."""
+    """For each stored fold: fit the meta-model on the other folds' rows (``forward``: the earlier ones'),
+    predict this fold's rows."""
     P = np.asarray(P, dtype=float)
     n_classes = P.shape[2] if P.ndim == 3 else 0
     pred = np.zeros(P.shape[1:])
+    scored = np.zeros(len(y), dtype=bool)
     per_fold = []
-    for k in _folds(fold_ids):
-        inside, held = fold_ids != k, fold_ids == k
+    for k, inside, held in outer_folds(fold_ids, forward):
         pred[held] = stack_predict(task, meta_model, P[:, inside], y[inside], P[:, held], n_classes, random_state)
+        scored |= held
         per_fold.append(
             {
                 "fold": k,
@@ -376,7 +408,93 @@ def nested_stack(
                 "score": score(metric, y[held], pred[held]),
             }
         )
-    return Nested(pred, per_fold)
+    return Nested(pred, per_fold, None, scored)
+
+
+@dataclass
+class Choice:
+    """What to do with a library: which way (``selection``, ``best single``, ``stack``) and its settings."""
+
+    method: str  # "greedy" | "stack" | "both"
+    metric: str
+    size: int
+    task: str
+    meta_model: str
+    stack_top: int
+    random_state: int | None
+    forward: bool = False
+
+
+def choose(P: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, how: Choice) -> tuple[str, dict[str, float]]:
+    """The way to take on these rows, chosen by nested scores over their folds: ``(way, scores)``.
+
+    Greedy keeps the best single candidate alone when that scores better than selecting; ``both`` also
+    weighs stacking. Too few folds to nest (a forward nesting needs three): selecting, or stacking for
+    ``stack``, without a comparison.
+    """
+    enough = len(np.unique(fold_ids)) >= (3 if how.forward else 2)
+    default = "stack" if how.method == "stack" else "selection"
+    if not enough:
+        return default, {}
+    scores: dict[str, float] = {}
+    if how.method in ("greedy", "both"):
+        nested = nested_greedy(P, y, fold_ids, how.metric, how.size, forward=how.forward)
+        scores["selection"] = nested.score(how.metric, y)
+        scores["best single"] = nested.score(how.metric, y, single=True)
+    if how.method in ("stack", "both"):
+        top = top_candidates(single_scores(how.metric, P, y), how.metric, min(how.stack_top, len(P)))
+        nested = nested_stack(
+            how.task, how.meta_model, P[top], y, fold_ids, how.metric, how.random_state, forward=how.forward
+        )
+        scores["stack"] = nested.score(how.metric, y)
+    way = default
+    for name, value in scores.items():  # the first of equal scores wins: selection, best single, stack
+        if better(how.metric, value, scores[way]):
+            way = name
+    return way, scores
+
+
+def apply_choice(
+    way: str, P: np.ndarray, y: np.ndarray, fit: np.ndarray, out: np.ndarray, how: Choice
+) -> np.ndarray:
+    """Predictions for rows ``out`` of ``way`` fitted (selected, or its meta-model trained) on rows ``fit``."""
+    if way == "selection":
+        sel = greedy_select(P, y, how.metric, how.size, rows=fit, with_singles=False)
+        return weighted_average(P[:, out], sel.weights)
+    if way == "best single":
+        best = top_candidates(single_scores(how.metric, P[:, fit], y[fit]), how.metric, 1)[0]
+        return np.asarray(P[best, out], dtype=float)
+    n_classes = P.shape[2] if P.ndim == 3 else 0
+    top = top_candidates(single_scores(how.metric, P[:, fit], y[fit]), how.metric, min(how.stack_top, len(P)))
+    return stack_predict(
+        how.task, how.meta_model, P[top][:, fit], y[fit], P[top][:, out], n_classes, how.random_state
+    )
+
+
+def doubly_nested(P: np.ndarray, y: np.ndarray, fold_ids: np.ndarray, how: Choice) -> Nested:
+    """The honest score of the whole procedure, choices included: for each outer fold, every choice
+    (selecting vs. the best single candidate, greedy vs. stacking) is made by nested scores over the other
+    folds only (``forward``: the earlier ones), then applied to those rows and scored on this fold, which
+    no choice ever saw."""
+    P = np.asarray(P, dtype=float)
+    pred = np.zeros(P.shape[1:])
+    scored = np.zeros(len(y), dtype=bool)
+    per_fold = []
+    for k, inside, held in outer_folds(fold_ids, how.forward):
+        way, inner = choose(P[:, inside], y[inside], fold_ids[inside], how)
+        pred[held] = apply_choice(way, P, y, inside, held, how)
+        scored |= held
+        per_fold.append(
+            {
+                "fold": k,
+                "rows": int(held.sum()),
+                "chosen_on": int(inside.sum()),
+                "choice": way,
+                "inner_scores": {name: float(v) for name, v in inner.items()},
+                "score": score(how.metric, y[held], pred[held]),
+            }
+        )
+    return Nested(pred, per_fold, None, scored)
 
 
 def top_candidates(single: np.ndarray, metric: str, n: int) -> list[int]:

@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bson import ObjectId
+
 from models import jobs
 from models.ensembles.base_models import fetch_configs
 from models.ensembles.build import create_ensemble
@@ -26,7 +28,7 @@ from models.ensembles.compat import (
     config_fold_spec,
 )
 from models.ensembles.plan import plan_summary, retrain_plan, retrain_reason
-from models.errors import DataError, ValidationError
+from models.errors import ConflictError, DataError, ValidationError
 from models.jobs.remote import RemoteWork
 from models.jsonable import to_json
 from models.progress import Progress
@@ -35,6 +37,7 @@ from models.store.db import Database
 from models.store.ensembles import EnsembleStore
 from models.store.runs import RunStore
 from models.training.metrics import higher_is_better
+from models.training.service import TRAIN_KIND, submit_training
 
 ENSEMBLE_KIND = "ensemble"
 REQUEST_FIELDS = ("name", "base_models", "meta_model", "passthrough", "stack_method", "meta_params", "description")
@@ -257,6 +260,9 @@ def submit_ensemble(
         "base_models": [str(b) for b in request.base_models],
         "meta_model": request.meta_model,
         "passthrough": request.passthrough,
+        "stack_method": request.stack_method,
+        "meta_params": request.meta_params or None,
+        "description": request.description,
         "train_first": plan,
         "train_first_summary": plan_summary(plan),
     }
@@ -269,6 +275,35 @@ def submit_ensemble(
         params=params,
         requested_by=requested_by,
         bounded=True,
+    )
+
+
+RESUBMITTABLE = (TRAIN_KIND, ENSEMBLE_KIND)
+
+
+def resubmit_job(
+    database: Database, job_id: str, *, runner: jobs.JobRunner | None = None, requested_by: str | None = None
+) -> tuple[dict[str, Any], bool]:
+    """Submit a failed training or ensemble job again with what it was asked (one click on its page).
+
+    ConflictError unless the job failed (a running one is still running; a succeeded one is done);
+    ValidationError for a kind that cannot be resubmitted. Returns ``(job, created)`` like the submitters
+    (``created`` False: the same work is already queued or running, that job comes back).
+    """
+    job = jobs.get_job(database, job_id)
+    if job["status"] != jobs.FAILED:
+        raise ConflictError(
+            f"job {job_id} has {job['status']}; only a failed job can be resubmitted", field="job_id"
+        )
+    params = job.get("params") or {}
+    if job.get("kind") == TRAIN_KIND and params.get("config_id"):
+        return submit_training(database, ObjectId(params["config_id"]), runner=runner, requested_by=requested_by)
+    if job.get("kind") == ENSEMBLE_KIND and params.get("name"):
+        body = {k: params[k] for k in REQUEST_FIELDS if params.get(k) is not None}
+        return submit_ensemble(database, body, runner=runner, requested_by=requested_by)
+    raise ValidationError(
+        f"a {job.get('kind')} job cannot be resubmitted from here; start it again where it was started",
+        field="job_id",
     )
 
 

@@ -239,10 +239,18 @@ def fit_meta_model(
     passthrough_test: np.ndarray | None = None,
     random_state: int | None = None,
     params: dict[str, Any] | None = None,
+    rows: np.ndarray | None = None,
 ) -> MetaFit:
-    """Fit the meta-model on out-of-fold predictions and score it and every base on the held-out rows."""
+    """Fit the meta-model on out-of-fold predictions and score it and every base on the held-out rows.
+
+    ``rows`` (a boolean mask over the training rows) keeps only the rows that have an out-of-fold
+    prediction from every base model (a walk-forward split has none for its first block)."""
     method = resolve_stack_method(task, stack_method)
     n_classes = 0 if classes is None else len(classes)
+    if rows is not None:
+        oof = [np.asarray(o)[rows] for o in oof]
+        y_train = np.asarray(y_train)[rows]
+        passthrough_train = None if passthrough_train is None else np.asarray(passthrough_train)[rows]
     X_meta = meta_features(oof, task, method, n_classes, passthrough_train)
     X_meta_test = meta_features(test_pred, task, method, n_classes, passthrough_test)
     meta = make_meta_model(task, meta_model, random_state, params)

@@ -35,6 +35,7 @@ from models.ensembles.build import (
     check_same_split,
     create_ensemble,
     remove_files,
+    rows_with_oof,
     training_targets,
 )
 from models.ensembles.compat import check_compatible, check_names, config_fingerprint, config_fold_spec
@@ -42,11 +43,13 @@ from models.ensembles.selection import (
     DEFAULT_SIZE,
     METHODS,
     SELECTION_METRICS,
+    Choice,
     Selection,
     better,
     check_method,
     check_metric,
     check_size,
+    doubly_nested,
     greedy_select,
     nested_greedy,
     nested_stack,
@@ -67,7 +70,8 @@ from models.store.db import Database
 from models.store.ensembles import EnsembleStore
 from models.store.schema import NAME_RE
 from models.timeutil import now
-from models.training.train import environment_versions, make_splitter, new_run_id
+from models.training.splits import make_splitter
+from models.training.train import environment_versions, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -290,9 +294,10 @@ def load_library(
 
 
 def stored_fold_ids(result: BaseModelResult, y_train: np.ndarray) -> np.ndarray:
-    """The fold of every training row: stored with the run, else rebuilt from its fold spec."""
+    """The fold of every training row (``-1``: no fold validated it): stored with the run, else rebuilt
+    from its fold spec (runs of random splits written before fold ids were stored)."""
     fold_ids = result.oof.get("fold_ids") if result.oof is not None else None
-    if fold_ids is not None and len(fold_ids) == len(y_train) and np.all(fold_ids >= 0):
+    if fold_ids is not None and len(fold_ids) == len(y_train):
         return np.asarray(fold_ids)
     out = np.full(len(y_train), -1, dtype=np.int64)
     splitter = make_splitter(config_fold_spec(result.config))
@@ -317,6 +322,7 @@ class Library:
     y_test_raw: np.ndarray
     fold_ids: np.ndarray
     classes: np.ndarray | None
+    forward: bool = False  # a time split: nest in time order (choose on earlier folds, score later ones)
 
     @property
     def names(self) -> list[str]:
@@ -337,7 +343,12 @@ def make_library(results: list[BaseModelResult], settings: Any = None) -> Librar
         y, y_test = encode_labels(y_train_raw, classes), encode_labels(y_test_raw, classes)
     else:
         y, y_test = np.asarray(y_train_raw, dtype=float), np.asarray(y_test_raw, dtype=float)
-    return Library(task, results, P, T, y, y_test, y_test_raw, stored_fold_ids(results[0], y_train_raw), classes)
+    fold_ids = stored_fold_ids(results[0], y_train_raw)
+    rows = rows_with_oof([r.oof for r in results])
+    if rows is not None:  # a walk-forward split: only the rows every candidate has a prediction for
+        P, y, fold_ids = P[:, rows], y[rows], fold_ids[rows]
+    forward = config_fold_spec(results[0].config).get("split") == "time"
+    return Library(task, results, P, T, y, y_test, y_test_raw, fold_ids, classes, forward)
 
 
 def _round(x: float) -> float:
@@ -369,8 +380,8 @@ def selection_report(
     }
     honest: dict[str, Any] = {}
     if method in ("greedy", "both"):
-        nested = nested_greedy(lib.P, lib.y, lib.fold_ids, metric, size)
-        selected, alone = score(metric, lib.y, nested.pred), score(metric, lib.y, nested.single_pred)
+        nested = nested_greedy(lib.P, lib.y, lib.fold_ids, metric, size, forward=lib.forward)
+        selected, alone = nested.score(metric, lib.y), nested.score(metric, lib.y, single=True)
         sel = greedy_select(lib.P, lib.y, metric, size)
         # Selection can overfit a small library or few rows; when taking the best single candidate scores
         # better, honestly, than selecting, keep that candidate alone (the selection's first step).
@@ -387,9 +398,11 @@ def selection_report(
         report["greedy"] = _greedy_summary(lib, sel)
     if method in ("stack", "both"):
         top = top_candidates(single, metric, min(stack_top, len(lib.results)))
-        nested = nested_stack(lib.task, meta_model, lib.P[top], lib.y, lib.fold_ids, metric, random_state)
+        nested = nested_stack(
+            lib.task, meta_model, lib.P[top], lib.y, lib.fold_ids, metric, random_state, forward=lib.forward
+        )
         honest["stack"] = {
-            "score": _round(score(metric, lib.y, nested.pred)),
+            "score": _round(nested.score(metric, lib.y)),
             "meta_model": meta_model,
             "bases": [lib.names[i] for i in top],
             "per_fold": nested.per_fold,
@@ -398,16 +411,23 @@ def selection_report(
     if method == "both":
         kept = "stack" if better(metric, honest["stack"]["score"], honest["greedy"]["score"]) else "greedy"
     report["method"] = kept
+    how = Choice(method, metric, size, lib.task, meta_model, stack_top, random_state, lib.forward)
+    whole = doubly_nested(lib.P, lib.y, lib.fold_ids, how)
+    scored = whole.scored if whole.scored is not None else np.ones(len(lib.y), dtype=bool)
     report["honest"] = {
         "metric": metric,
-        "rows": int(len(lib.y)),
-        "ensemble": honest[kept]["score"],
-        "best_single": _round(single[best]),
+        "rows": int(scored.sum()),
+        "ensemble": _round(whole.score(metric, lib.y)),
+        "best_single": _round(score(metric, lib.y[scored], lib.P[best][scored])),
         "best_single_name": lib.names[best],
+        "nesting": "forward (time order)" if lib.forward else "shuffled folds",
+        "per_fold": whole.per_fold,
         "by_method": honest,
-        "note": "ensemble: selected inside the training folds, scored on each held-out fold "
-        "(greedy keeps the best single candidate alone when that scores better so); "
-        "best single: the best candidate's out-of-fold score on the same rows",
+        "note": "ensemble: the whole procedure, doubly nested: in each training fold, every choice (selecting or "
+        "keeping the best single candidate, greedy or stacking) was made on the other folds only"
+        + (" (the earlier ones: time order)" if lib.forward else "")
+        + ", then scored on this fold; by_method: each way on its own, nested once (what decides the stored "
+        "ensemble); best single: the best candidate's out-of-fold score on the same rows",
     }
     report["seconds"] = round(time.perf_counter() - t0, 4)
     return report

@@ -85,7 +85,35 @@ INPUT_FIELDS = (
     "test_size",
     "description",
     "tags",
+    "split",
+    "time_column",
+    "gap",
+    "group_column",
 )
+SPLITS = ("random", "time", "group")
+SPLIT_FIELDS = ("split", "time_column", "gap", "group_column")
+# Names people use for a validation scheme that this schema spells otherwise: kept as unknown extras they
+# would be silently ignored, so they are refused with the field to use.
+MISLEADING_FIELDS = {
+    "shuffle": "split",
+    "cv": "split",
+    "fold_method": "split",
+    "split_kind": "split",
+    "split_method": "split",
+    "split_type": "split",
+    "cv_method": "split",
+    "cv_strategy": "split",
+    "validation": "split",
+    "time_col": "time_column",
+    "date_column": "time_column",
+    "timestamp_column": "time_column",
+    "order_by": "time_column",
+    "groups": "group_column",
+    "group": "group_column",
+    "group_col": "group_column",
+    "n_folds": "cv_folds",
+    "folds": "cv_folds",
+}
 
 CONFIG_STATUSES = ("new", "training", "trained", "failed")
 
@@ -109,6 +137,10 @@ class ModelConfig(BaseModel):
     test_size: float = Field(default=0.2, gt=0.0, le=0.5)
     description: str = ""
     tags: list[str] = Field(default_factory=list)
+    split: Literal["random", "time", "group"] = "random"
+    time_column: str | None = None
+    gap: int = Field(default=0, ge=0, le=1_000_000)
+    group_column: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -138,7 +170,7 @@ class ModelConfig(BaseModel):
             raise ValueError("must not be empty")
         return v
 
-    @field_validator("cv_folds", "random_state", mode="before")
+    @field_validator("cv_folds", "random_state", "gap", mode="before")
     @classmethod
     def _strict_int(cls, v: Any, info: ValidationInfo) -> Any:
         if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
@@ -165,9 +197,39 @@ class ModelConfig(BaseModel):
             problems.append(("target", f"target {self.target!r} is also listed in features"))
         if self.task == "regression" and self.calibration != "none":
             problems.append(("calibration", "calibration applies to classification only; use 'none'"))
+        problems += self._split_problems()
         if problems:
             raise _CrossFieldError(problems)
         return self
+
+    def _split_problems(self) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.split == "time" and not self.time_column:
+            problems.append(("time_column", "split 'time' needs time_column: the column that orders the rows"))
+        if self.split == "group" and not self.group_column:
+            problems.append(
+                ("group_column", "split 'group' needs group_column: the column naming each row's group")
+            )
+        if self.split != "time" and self.time_column:
+            problems.append(
+                (
+                    "time_column",
+                    f"time_column applies to split 'time' only (this config's split is {self.split!r})",
+                )
+            )
+        if self.split != "time" and self.gap:
+            problems.append(("gap", f"gap applies to split 'time' only (this config's split is {self.split!r})"))
+        if self.split != "group" and self.group_column:
+            problems.append(
+                (
+                    "group_column",
+                    f"group_column applies to split 'group' only (this config's split is {self.split!r})",
+                )
+            )
+        for field in ("time_column", "group_column"):
+            if getattr(self, field) is not None and getattr(self, field) == self.target:
+                problems.append((field, f"{field} {self.target!r} is the target"))
+        return problems
 
 
 class _CrossFieldError(ValueError):
@@ -247,6 +309,11 @@ def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[s
         )
     passthrough = {k: doc[k] for k in (*TRAINING_FIELDS, *SERVER_FIELDS) if k in doc}
     user = {k: v for k, v in doc.items() if k not in passthrough}
+    lookalikes = lookalike_field_errors(user)
+    if lookalikes:
+        raise ValidationError(
+            "invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in lookalikes), errors=lookalikes
+        )
     try:
         model = ModelConfig.model_validate(user, context={"limits": limits})
     except PydanticValidationError as exc:
@@ -265,6 +332,13 @@ def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[s
             "invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
         ) from None
     out = model.model_dump()
+    if out["split"] == "random":  # the default leaves no trace: documents and definitions stay as they were
+        for key in SPLIT_FIELDS:
+            out.pop(key, None)
+    else:
+        for key in SPLIT_FIELDS:
+            if out.get(key) is None or (key == "gap" and out["split"] != "time"):
+                out.pop(key, None)
     out.update(passthrough)
     for key, value in out.items():  # fields passed through (and extras) must be storable as they are
         try:
@@ -279,5 +353,40 @@ def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[s
 
 
 def definition(config: dict[str, Any]) -> dict[str, Any]:
-    """The fields that decide what a training produces (used for versioning and compatibility)."""
-    return {k: config.get(k) for k in INPUT_FIELDS if k not in ("name", "description", "tags")}
+    """The fields that decide what a training produces (used for versioning and compatibility). The split
+    fields count only when they say something else than the default random split, so that runs trained
+    before splits existed keep their definitions."""
+    fields = [k for k in INPUT_FIELDS if k not in ("name", "description", "tags")]
+    if config.get("split", "random") == "random":
+        fields = [k for k in fields if k not in SPLIT_FIELDS]
+    return {k: config.get(k) for k in fields}
+
+
+KNOWN_FIELDS = (*INPUT_FIELDS, *TRAINING_FIELDS, *SERVER_FIELDS)
+
+
+def lookalike_field_errors(doc: dict[str, Any]) -> list[dict[str, str]]:
+    """Unknown fields that look like known ones (a typo, another case, another tool's name for a setting):
+    kept as extras they would be silently ignored, so each is refused with the field to use. Other
+    user-defined extras stay allowed."""
+    import difflib
+
+    errors = []
+    lowered = {k.lower(): k for k in KNOWN_FIELDS}
+    for key in doc:
+        if not isinstance(key, str) or key in KNOWN_FIELDS:
+            continue
+        meant = MISLEADING_FIELDS.get(key.lower()) or lowered.get(key.lower())
+        if meant is None:
+            close = difflib.get_close_matches(key.lower(), list(lowered), n=1, cutoff=0.8)
+            meant = lowered[close[0]] if close else None
+        if meant is not None:
+            how = f"; {_SPLIT_HINT}" if meant in SPLIT_FIELDS else ""
+            errors.append({"field": key, "message": f"unknown field {key!r}: did you mean {meant!r}?{how}"})
+    return errors
+
+
+_SPLIT_HINT = (
+    "the validation scheme is split: random (shuffled folds, the default), time (with time_column and an "
+    "optional gap: walk-forward folds, the last rows held out) or group (with group_column: no group split)"
+)

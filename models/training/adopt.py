@@ -40,7 +40,8 @@ from models.store.runs import RunStore, config_fields_for_run
 from models.store.schema import definition, validate_config
 from models.timeutil import now
 from models.training.data import load_training_data
-from models.training.train import environment_versions, fit_config, fold_spec, oof_arrays
+from models.training.splits import fold_spec
+from models.training.train import environment_versions, fit_config, oof_arrays
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import pandas as pd
 from models.errors import DataError, ValidationError
 from models.settings import Settings, get_settings
 from models.store.data_roots import check_data_root
+from models.training.splits import group_values, order_values
 
 MIN_ROWS = 20
 
@@ -34,6 +35,7 @@ class TrainingData:
     rows_read: int
     rows_dropped: int
     kept_rows: np.ndarray  # positions in the CSV (0-based, header excluded) of the rows used
+    split_values: np.ndarray | None = None  # per row used: its time (split "time") or group (split "group")
 
     @property
     def rows_used(self) -> int:
@@ -45,6 +47,9 @@ class TrainingData:
         h.update(self.file_sha256.encode())
         h.update(target.encode())
         h.update(np.ascontiguousarray(self.kept_rows, dtype=np.int64).tobytes())
+        if self.split_values is not None:  # the order or the groups decide the folds too
+            h.update(b"split")
+            h.update("\x1f".join(map(str, self.split_values.tolist())).encode())
         return h.hexdigest()
 
 
@@ -96,14 +101,23 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
     path = resolve_csv(training_csv, settings)
     frame, sha = _read_csv(path, training_csv, settings.max_training_csv_bytes)
     features, target = list(config["features"]), config["target"]
-    missing = [c for c in (*features, target) if c not in frame.columns]
+    split_column = config.get("time_column") if config.get("split") == "time" else None
+    split_column = config.get("group_column") if config.get("split") == "group" else split_column
+    wanted = (*features, target, *([split_column] if split_column else []))
+    missing = [c for c in dict.fromkeys(wanted) if c not in frame.columns]
     if missing:
         hint = ""
         if len(frame.columns) == 1 and any(d in frame.columns[0] for d in ";\t|"):
             hint = " (the file seems to use another delimiter than ',')"
         raise DataError(
             f"training CSV {training_csv!r} lacks columns: {', '.join(missing)}{hint}",
-            field="features" if target not in missing else "target",
+            field="target"
+            if target in missing
+            else (
+                "features"
+                if set(missing) & set(features)
+                else ("time_column" if config.get("split") == "time" else "group_column")
+            ),
         )
     if frame.empty:
         raise DataError(f"training CSV {training_csv!r} has a header but no rows", field="training_csv")
@@ -154,6 +168,17 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
             )
     elif np.unique(y).size < 2:
         raise DataError(f"target {target!r} is constant; nothing to learn", field="target")
+    split_values = None
+    if split_column:
+        read = order_values if config["split"] == "time" else group_values
+        split_values = read(frame[split_column], split_column, training_csv)[kept]
     return TrainingData(
-        X=X, y=y, path=path, file_sha256=sha, rows_read=len(frame), rows_dropped=dropped, kept_rows=kept
+        X=X,
+        y=y,
+        path=path,
+        file_sha256=sha,
+        rows_read=len(frame),
+        rows_dropped=dropped,
+        kept_rows=kept,
+        split_values=split_values,
     )

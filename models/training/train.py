@@ -24,7 +24,6 @@ import sklearn
 from sklearn.base import clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.inspection import permutation_importance
-from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, RobustScaler, StandardScaler
 
@@ -51,6 +50,7 @@ from models.timeutil import now
 from models.training.data import TrainingData, load_training_data
 from models.training.metrics import classification_metrics, fold_score, primary_metric, regression_metrics
 from models.training.sklearn_warnings import scaled_data
+from models.training.splits import NO_FOLD, cv_splits, fold_spec, holdout_split
 
 log = logging.getLogger(__name__)
 
@@ -83,36 +83,6 @@ def make_pipeline(config: dict[str, Any]) -> Pipeline:
     elif (config["task"], config["model_type"]) in NEEDS_PROBABILITY_WRAPPER:
         model = CalibratedClassifierCV(model, method="sigmoid", cv=CALIBRATION_CV, ensemble=False)
     return Pipeline([("scaler", make_scaler(config.get("scaler", "standard"))), ("model", model)])
-
-
-def fold_spec(config: dict[str, Any]) -> dict[str, Any]:
-    """Everything that decides which rows land in which fold (ensembles need the same spec)."""
-    cls = config["task"] == "classification"
-    return {
-        "method": "StratifiedKFold" if cls else "KFold",
-        "n_splits": int(config["cv_folds"]),
-        "shuffle": True,
-        "random_state": int(config["random_state"]),
-        "holdout": {
-            "test_size": float(config.get("test_size", 0.2)),
-            "random_state": int(config["random_state"]),
-            "stratified": cls,
-        },
-    }
-
-
-def make_splitter(spec: dict[str, Any]) -> KFold | StratifiedKFold:
-    cls = StratifiedKFold if spec["method"] == "StratifiedKFold" else KFold
-    return cls(n_splits=spec["n_splits"], shuffle=spec["shuffle"], random_state=spec["random_state"])
-
-
-def holdout_split(y: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    h = spec["holdout"]
-    idx = np.arange(len(y))
-    train_idx, test_idx = train_test_split(
-        idx, test_size=h["test_size"], random_state=h["random_state"], stratify=y if h["stratified"] else None
-    )
-    return np.sort(train_idx), np.sort(test_idx)
 
 
 def _predict_out(pipe: Pipeline, X: np.ndarray, task: str) -> np.ndarray:
@@ -171,13 +141,14 @@ def fit_config(
     task = config["task"]
     spec = fold_spec(config)
     t0 = time.perf_counter()
-    train_idx, test_idx = holdout_split(data.y, spec)
+    train_idx, test_idx = holdout_split(data.y, spec, data.split_values)
     X_tr, y_tr, X_te, y_te = data.X[train_idx], data.y[train_idx], data.X[test_idx], data.y[test_idx]
     base = make_pipeline(config) if base is None else base
-    splits = list(make_splitter(spec).split(X_tr, y_tr))
+    train_values = None if data.split_values is None else data.split_values[train_idx]
+    splits = cv_splits(spec, y_tr, train_values)
     classes = np.unique(y_tr) if task == "classification" else None
     oof = np.zeros((len(y_tr), len(classes))) if classes is not None else np.zeros(len(y_tr))
-    fold_ids = np.full(len(y_tr), -1, dtype=np.int64)
+    fold_ids = np.full(len(y_tr), NO_FOLD, dtype=np.int64)
     metric = primary_metric(task, None if classes is None else len(classes))
     scores = []
     progress(0.0, f"fold 1/{len(splits)}")
@@ -191,6 +162,8 @@ def fit_config(
             scores.append(fold_score(metric, y_tr[val_rows], oof[val_rows], classes))
             if k + 1 < len(splits):
                 progress((k + 1) / (len(splits) + 1), f"fold {k + 2}/{len(splits)}")
+        if (fold_ids == NO_FOLD).any():  # a walk-forward split: the first block has no prediction, and says so
+            oof[fold_ids == NO_FOLD] = np.nan
         t_cv = time.perf_counter()
         progress(len(splits) / (len(splits) + 1), "final fit")
         final = clone(base).fit(X_tr, y_tr)
@@ -210,6 +183,8 @@ def fit_config(
         "std": float(np.std(scores)),
         "n_splits": len(splits),
     }
+    if (fold_ids == NO_FOLD).any():
+        cv["rows_without_oof"] = int((fold_ids == NO_FOLD).sum())
     return FitResult(
         pipeline=final,
         features=list(config["features"]),

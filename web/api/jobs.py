@@ -14,8 +14,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from models import jobs
+from models.ensembles.service import resubmit_job as resubmit
 from web.api.body import int_arg
-from web.services import get_db, requested_by
+from web.services import get_db, job_runner, requested_by
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 
@@ -67,3 +68,13 @@ def get_job(job_id: str) -> Any:
 def cancel_job(job_id: str) -> Any:
     """Cancel a queued or running job; answers with the job, now ``failed`` (``cancelled``)."""
     return jsonify(jobs.job_to_json(jobs.cancel(get_db(), job_id, requested_by=requested_by())))
+
+
+@bp.post("/<job_id>/resubmit")
+def resubmit_job(job_id: str) -> Any:
+    """Submit a failed training or ensemble job again (202 with the new job; 200 when the same work is
+    already queued or running, with that job)."""
+    job, created = resubmit(get_db(), job_id, runner=job_runner(), requested_by=requested_by())
+    response = jsonify({**jobs.job_to_json(job), "created": created})
+    response.status_code = 202 if created else 200
+    return response

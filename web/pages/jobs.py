@@ -7,9 +7,10 @@ from typing import Any
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 
 from models import jobs
-from models.errors import ConflictError
+from models.ensembles.service import RESUBMITTABLE, resubmit_job
+from models.errors import ConflictError, ValidationError
 from models.jobs.timing import job_timing
-from web.services import get_db, requested_by
+from web.services import get_db, job_runner, requested_by
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 NAV = ("Jobs", "pages.jobs.index")
@@ -44,7 +45,13 @@ def index() -> Any:
 @bp.get("/<job_id>")
 def detail(job_id: str) -> Any:
     job = jobs.get_job(get_db(), job_id)
-    return render_template("jobs/detail.html", job=job, link=result_link(job), timing=job_timing(job))
+    return render_template(
+        "jobs/detail.html",
+        job=job,
+        link=result_link(job),
+        timing=job_timing(job),
+        can_resubmit=job.get("status") == jobs.FAILED and job.get("kind") in RESUBMITTABLE,
+    )
 
 
 @bp.post("/<job_id>/cancel")
@@ -59,3 +66,18 @@ def cancel(job_id: str) -> Any:
     if not (back.startswith("/") and not back.startswith("//") and "\\" not in back):
         back = url_for("pages.jobs.detail", job_id=job_id)
     return redirect(back)
+
+
+@bp.post("/<job_id>/resubmit")
+def resubmit(job_id: str) -> Any:
+    """The Resubmit button of a failed job (e.g. one that lost its worker): the same work as a new job."""
+    try:
+        job, created = resubmit_job(get_db(), job_id, runner=job_runner(), requested_by=requested_by())
+    except (ConflictError, ValidationError) as exc:
+        flash(exc.message, "error")
+        return redirect(url_for("pages.jobs.detail", job_id=job_id))
+    flash(
+        f"Submitted again as job {job['_id']}." if created else "That work is already running; showing it.",
+        "success" if created else "info",
+    )
+    return redirect(url_for("pages.jobs.detail", job_id=str(job["_id"])))
