@@ -123,6 +123,10 @@ def demo_configs(training_csv: str = DEMO_CSV) -> list[dict[str, Any]]:
         "cv_folds": 5,
         "random_state": 42,
         "tags": ["nba", "demo"],
+        # games are validated in time order: each fold is scored on later games than it was fitted on,
+        # and the held-out games are the last ones (a shuffled split would let the future leak in)
+        "split": "time",
+        "time_column": "game_date",
     }
     base_reg = {**base_cls, "task": "regression", "target": "point_diff"}
     return [

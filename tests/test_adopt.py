@@ -219,3 +219,18 @@ def test_adopted_files_are_signed_by_this_installation(settings, database, games
     assert {kind: signer.artifact_state(ref) for kind, ref in run["artifacts"].items()} == {
         kind: "signed" for kind in run["artifacts"]
     }
+
+
+def test_adopt_with_a_time_split_given_at_adoption_stacks_with_time_runs(settings, database, games_csv):
+    doc, _, _, _ = legacy_doc(settings, games_csv)
+    database.configs.insert_one(doc)
+    store = ConfigStore(database)
+    split = {"split": "time", "time_column": "game_date"}
+    store.update("legacy_rf", split)  # the split is given before adopting: its folds are walk-forward
+    store.create(cls_config("timed", games_csv, "naive_bayes", **split))
+    train_config(database, "timed")
+    run = adopt_legacy(database, "legacy_rf", trust=True)
+    assert run["fold_spec"]["split"] == "time" and run["data"]["split"] == "time"
+    assert run["cv"]["rows_without_oof"] > 0 and len(run["cv"]["folds"]) == 3
+    record = create_ensemble(database, "legacy_wf", ["legacy_rf", "timed"])
+    assert record["retrained"] == [] and 0 < record["n_meta_rows"] < record["n_train"]

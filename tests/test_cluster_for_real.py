@@ -179,7 +179,7 @@ def db(database, cluster):
         mongo_db=DB_NAME, dask_scheduler_address=cluster.address, dask_tls_dir=cluster.certs
     )
     db = Database(database.client, settings)
-    db.ensure_indexes()
+    db.ensure_indexes(force=True)  # the previous test dropped this database, and its indexes with it
     previous = jobs.set_default_runner(None)
     yield db
     jobs.shutdown_default_runner(wait=False)

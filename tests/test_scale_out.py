@@ -102,7 +102,7 @@ def db(database, runner):
         artifact_store="gridfs", dask_scheduler_address=runner.address, mongo_db=WORKER_DB
     )
     db = Database(database.client, settings)
-    db.ensure_indexes()
+    db.ensure_indexes(force=True)  # the previous test dropped this database, and its indexes with it
     yield db
     database.client.drop_database(WORKER_DB)
 
@@ -177,7 +177,8 @@ def test_jobs_run_on_workers_and_artifacts_land_in_gridfs(db, cluster, games_csv
     store = ConfigStore(db)
     names = ["lr", "nb"]
     store.create(cls_config("lr", games_csv))
-    store.create(cls_config("nb", games_csv, model_type="naive_bayes"))
+    # one of them validated in time order: the worker reads the split from the config like the rest
+    store.create(cls_config("nb", games_csv, model_type="naive_bayes", split="time", time_column="game_date"))
     submitted = [service_submit_training(db, n, requested_by="test") for n in names]  # ids only travel
     assert all(created for _, created in submitted)
     pids = worker_pids(cluster)
@@ -195,6 +196,7 @@ def test_jobs_run_on_workers_and_artifacts_land_in_gridfs(db, cluster, games_csv
     for name in names:
         config = store.get(name)
         assert config["status"] == "trained"
+        assert config["fold_spec"].get("split", "random") == ("time" if name == "nb" else "random")
         assert all(
             is_gridfs_path(config[f]) for f in ("model_artifact_path", "scaler_artifact_path", "features_path")
         )

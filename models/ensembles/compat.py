@@ -41,10 +41,17 @@ def check_names(names: Any, param: str = "base_models") -> list[str]:
 
 def _describe_spec(spec: dict[str, Any]) -> str:
     h = spec.get("holdout") or {}
-    return (
-        f"{spec.get('method')}(n_splits={spec.get('n_splits')}, random_state={spec.get('random_state')}), "
-        f"test_size={h.get('test_size')}"
-    )
+    kind = spec.get("split", "random")
+    if kind == "time":
+        how = f"TimeSeriesSplit(n_splits={spec.get('n_splits')}, gap={spec.get('gap', 0)}) on {spec.get('time_column')!r}"
+    elif kind == "group":
+        how = (
+            f"{spec.get('method')}(n_splits={spec.get('n_splits')}, random_state={spec.get('random_state')}) "
+            f"on groups {spec.get('group_column')!r}"
+        )
+    else:
+        how = f"{spec.get('method')}(n_splits={spec.get('n_splits')}, random_state={spec.get('random_state')})"
+    return f"split {kind}: {how}, test_size={h.get('test_size')}"
 
 
 def config_fold_spec(config: dict[str, Any]) -> dict[str, Any]:

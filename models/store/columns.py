@@ -12,12 +12,22 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-from models.errors import ValidationError
+from models.errors import DataError, ServiceError, ValidationError
 from models.settings import Settings, get_settings
 from models.store.data_roots import check_data_root
 
 # the config fields whose change means the data must be checked again
-DATA_FIELDS = ("training_csv", "features", "target")
+DATA_FIELDS = (
+    "training_csv",
+    "features",
+    "target",
+    "split",
+    "time_column",
+    "group_column",
+    "gap",
+    "cv_folds",
+    "test_size",
+)
 HEADER_BYTES = 1 << 20
 
 
@@ -81,7 +91,51 @@ def data_problems(config: dict[str, Any], settings: Settings | None = None) -> l
         problems.append(
             {"field": "target", "message": _not_a_column("target", config["target"], columns, training_csv)}
         )
+    split = config.get("split", "random")
+    if split != "random":
+        field = "time_column" if split == "time" else "group_column"
+        column = config[field]
+        if column not in known:
+            problems.append({"field": field, "message": _not_a_column(field, column, columns, training_csv)})
+        elif not problems:
+            problems += split_problems(config, path, field)
     return problems
+
+
+def split_problems(config: dict[str, Any], path: Path, field: str) -> list[dict[str, str]]:
+    """The time or group column is read (that column only) and checked: every row has a time that can be
+    ordered (or a group), and the folds and the held-out rows all get rows (``gap``, ``cv_folds``)."""
+    import pandas as pd  # only for configs with a time or group split (the CLI starts faster without)
+
+    from models.training.splits import check_split_sizes, fold_spec, group_values, order_values
+
+    column, training_csv = config[field], str(config["training_csv"])
+    try:
+        values = pd.read_csv(path, usecols=[column])[column]
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        return [{"field": field, "message": f"{field} {column!r} of {training_csv!r} cannot be read: {exc}"}]
+    read = order_values if field == "time_column" else group_values
+    try:
+        read(values, column, training_csv)
+        spec = fold_spec(config)
+        if field == "group_column":
+            check_group_count(values, spec, column)
+        else:
+            check_split_sizes(spec, len(values))
+    except ServiceError as exc:
+        return [{"field": exc.field or field, "message": exc.message}]
+    return []
+
+
+def check_group_count(values: Any, spec: dict[str, Any], column: str) -> None:
+    """A group split needs at least ``cv_folds`` groups besides the held-out ones."""
+    groups = values.nunique()
+    if groups < spec["n_splits"] + 1:
+        raise DataError(
+            f"group_column {column!r} has {groups} distinct group(s): a group split with cv_folds="
+            f"{spec['n_splits']} needs at least {spec['n_splits'] + 1} (one or more held out, one per fold)",
+            field="group_column",
+        )
 
 
 def check_training_columns(config: dict[str, Any], settings: Settings | None = None) -> None:

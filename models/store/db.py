@@ -127,10 +127,12 @@ class Database:
         except PyMongoError as exc:
             raise DatabaseUnavailableError(f"MongoDB is not reachable: {exc.__class__.__name__}") from exc
 
-    def ensure_indexes(self) -> None:
+    def ensure_indexes(self, *, force: bool = False) -> None:
+        """Create the indexes (once per process and database; ``force``: again, e.g. after the database
+        was dropped: the unique indexes are what keep one active job per claim and one name per run)."""
         key = (self.settings.effective_mongo_uri, self.settings.mongo_db + "/" + self.settings.config_collection)
         with _index_lock:
-            if key in _indexed:
+            if key in _indexed and not force:
                 return
             configs, runs, ensembles, jobs, locks = (
                 self.db[n]

@@ -41,7 +41,7 @@ from models.store.schema import definition, validate_config
 from models.timeutil import now
 from models.training.data import load_training_data
 from models.training.splits import fold_spec
-from models.training.train import environment_versions, fit_config, oof_arrays
+from models.training.train import environment_versions, fit_config, oof_arrays, split_info
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,7 @@ def adopt_legacy(
         "missing_value_policy": "drop rows",
         "n_train": int(len(fit.train_idx)),
         "n_test": int(len(fit.test_idx)),
+        **split_info(config, data, fit),
     }
     adopted = {
         "at": now(),

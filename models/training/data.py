@@ -36,6 +36,7 @@ class TrainingData:
     rows_dropped: int
     kept_rows: np.ndarray  # positions in the CSV (0-based, header excluded) of the rows used
     split_values: np.ndarray | None = None  # per row used: its time (split "time") or group (split "group")
+    split_labels: np.ndarray | None = None  # per row used: its time as the CSV writes it (split "time")
 
     @property
     def rows_used(self) -> int:
@@ -168,10 +169,12 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
             )
     elif np.unique(y).size < 2:
         raise DataError(f"target {target!r} is constant; nothing to learn", field="target")
-    split_values = None
+    split_values = split_labels = None
     if split_column:
         read = order_values if config["split"] == "time" else group_values
         split_values = read(frame[split_column], split_column, training_csv)[kept]
+        if config["split"] == "time":
+            split_labels = frame[split_column].astype(str).to_numpy()[kept]
     return TrainingData(
         X=X,
         y=y,
@@ -181,4 +184,5 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
         rows_dropped=dropped,
         kept_rows=kept,
         split_values=split_values,
+        split_labels=split_labels,
     )

@@ -80,7 +80,7 @@ def run_training(
     if unless_changed_from is not None:
         config = ConfigStore(database).get(ObjectId(config_id))
         current = config.get("run_id") or ""
-        if current != unless_changed_from and config.get("status") == "trained":
+        if current != unless_changed_from:  # whatever its status now, a run newer than the broken one exists
             run = RunStore(database).find(current)
             if run is not None:
                 progress(1.0, f"already retrained meanwhile as run {current}")

@@ -159,7 +159,7 @@ def order_values(values: pd.Series, column: str, csv_name: str) -> np.ndarray:
         numbers = pd.to_numeric(values, errors="coerce").astype(float)
         bad = np.flatnonzero(~np.isfinite(numbers.to_numpy()))
     else:
-        parsed = pd.to_datetime(values.astype("string"), errors="coerce", format="mixed", utc=True)
+        parsed = parse_times(values.astype("string"))
         bad = np.flatnonzero(parsed.isna().to_numpy())
         numbers = parsed.astype("int64").astype(float) if not len(bad) else None
     if len(bad):
@@ -170,6 +170,22 @@ def order_values(values: pd.Series, column: str, csv_name: str) -> np.ndarray:
             field="time_column",
         )
     return np.asarray(numbers, dtype=float)
+
+
+def parse_times(text: pd.Series) -> pd.Series:
+    """Dates and times in one format for the whole column, inferred from its values (so that 05/01/2024
+    means the same day in every row: day first when a value like 13/01/2024 says so); a column mixing
+    formats is read value by value. Unreadable values become NaT."""
+    import warnings
+
+    for dayfirst in (False, True):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # "could not infer format": tried below
+                return pd.to_datetime(text, errors="raise", dayfirst=dayfirst, utc=True)
+        except (ValueError, TypeError, OverflowError):
+            continue
+    return pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
 
 
 def group_values(values: pd.Series, column: str, csv_name: str) -> np.ndarray:

@@ -50,7 +50,7 @@ from models.timeutil import now
 from models.training.data import TrainingData, load_training_data
 from models.training.metrics import classification_metrics, fold_score, primary_metric, regression_metrics
 from models.training.sklearn_warnings import scaled_data
-from models.training.splits import NO_FOLD, cv_splits, fold_spec, holdout_split
+from models.training.splits import NO_FOLD, check_split_sizes, cv_splits, fold_spec, holdout_split
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,7 @@ def fit_config(
     task = config["task"]
     spec = fold_spec(config)
     t0 = time.perf_counter()
+    check_split_sizes(spec, len(data.y))  # at save the whole file was counted: rows may have been dropped since
     train_idx, test_idx = holdout_split(data.y, spec, data.split_values)
     X_tr, y_tr, X_te, y_te = data.X[train_idx], data.y[train_idx], data.X[test_idx], data.y[test_idx]
     base = make_pipeline(config) if base is None else base
@@ -185,6 +186,19 @@ def fit_config(
     }
     if (fold_ids == NO_FOLD).any():
         cv["rows_without_oof"] = int((fold_ids == NO_FOLD).sum())
+    if data.split_labels is not None:  # walk-forward: each fold's rows in time order, for the chart
+        labels = data.split_labels[train_idx]
+        cv["folds"] = [
+            {
+                "fold": k + 1,
+                "score": float(scores[k]),
+                "n_fit": int(len(fit_rows)),
+                "n_validation": int(len(val_rows)),
+                "fit": [str(labels[fit_rows.min()]), str(labels[fit_rows.max()])],
+                "validation": [str(labels[val_rows.min()]), str(labels[val_rows.max()])],
+            }
+            for k, (fit_rows, val_rows) in enumerate(splits)
+        ]
     return FitResult(
         pipeline=final,
         features=list(config["features"]),
@@ -201,6 +215,28 @@ def fit_config(
         y_test=y_te,
         durations={"cv_s": t_cv - t0, "final_fit_s": t_fit - t_cv, "evaluate_s": t_eval - t_fit},
     )
+
+
+def split_info(config: dict[str, Any], data: TrainingData, fit: FitResult) -> dict[str, Any]:
+    """How the rows were split, for the run's page: the kind, its column, and for a time split the time
+    range of the training and of the held-out rows. Nothing for a random split (runs stay as before)."""
+    kind = config.get("split", "random")
+    if kind == "random":
+        return {}
+    info: dict[str, Any] = {"split": kind, "split_column": config.get("time_column") or config.get("group_column")}
+    if data.split_labels is not None and data.split_values is not None:
+        for part, rows in (("train_range", fit.train_idx), ("test_range", fit.test_idx)):
+            values = data.split_values[rows]
+            info[part] = [
+                str(data.split_labels[rows[values.argmin()]]),
+                str(data.split_labels[rows[values.argmax()]]),
+            ]
+    elif data.split_values is not None:
+        info["groups"] = {
+            "train": int(len(np.unique(data.split_values[fit.train_idx]))),
+            "test": int(len(np.unique(data.split_values[fit.test_idx]))),
+        }
+    return info
 
 
 ONE_CLASS_SHARE = 0.99
@@ -381,6 +417,7 @@ def _train(
             "n_train": int(len(fit.train_idx)),
             "n_test": int(len(fit.test_idx)),
         }
+        data_info.update(split_info(config, data, fit))
         if config["task"] == "classification":
             labels, counts = np.unique(data.y, return_counts=True)
             data_info["class_distribution"] = {str(k): int(v) for k, v in zip(labels, counts)}

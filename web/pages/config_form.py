@@ -15,7 +15,7 @@ from typing import Any
 
 from models.errors import ValidationError
 from models.estimators import REGISTRY, TASKS
-from models.store.schema import CONFIG_STATUSES, SERVER_FIELDS, TRAINING_FIELDS, validate_config
+from models.store.schema import CONFIG_STATUSES, SERVER_FIELDS, SPLITS, TRAINING_FIELDS, validate_config
 from web.jsonbody import JSONTextError, loads_strict
 
 FORM_FIELDS = (
@@ -31,10 +31,15 @@ FORM_FIELDS = (
     "cv_folds",
     "random_state",
     "test_size",
+    "split",
+    "time_column",
+    "gap",
+    "group_column",
     "description",
     "tags",
 )
-OPTIONAL_NUMBERS = {"cv_folds": int, "random_state": int, "test_size": float}
+OPTIONAL_NUMBERS = {"cv_folds": int, "random_state": int, "test_size": float, "gap": int}
+OPTIONAL_TEXT = ("time_column", "group_column")
 SCALERS = ("standard", "minmax", "robust", "none")
 CALIBRATIONS = ("none", "sigmoid", "isotonic")
 _SPLIT = re.compile(r"[,\n\r]+")
@@ -49,6 +54,7 @@ def choices() -> dict[str, Any]:
         "scalers": SCALERS,
         "calibrations": CALIBRATIONS,
         "statuses": CONFIG_STATUSES,
+        "splits": SPLITS,
     }
 
 
@@ -67,6 +73,7 @@ def form_values(doc: Mapping[str, Any]) -> dict[str, str]:
     values["hyperparameters"] = json.dumps(doc.get("hyperparameters") or {}, indent=2, sort_keys=True, default=str)
     values["features"] = "\n".join(str(f) for f in doc.get("features") or [])
     values["tags"] = ", ".join(str(t) for t in doc.get("tags") or [])
+    values["split"] = str(doc.get("split") or "random")
     return values
 
 
@@ -104,6 +111,12 @@ def parse_form(form: Mapping[str, str]) -> tuple[dict[str, Any], list[str], list
                 )
     else:
         fields["hyperparameters"] = {}
+    fields["split"] = (form.get("split") or "").strip() or "random"
+    for key in OPTIONAL_TEXT:  # a blank column means none (the split decides which one applies)
+        if (form.get(key) or "").strip():
+            fields[key] = (form.get(key) or "").strip()
+        else:
+            blank.append(key)
     fields["features"] = _split(form.get("features") or "")
     fields["tags"] = _split(form.get("tags") or "")
     for key, kind in OPTIONAL_NUMBERS.items():
@@ -117,6 +130,12 @@ def parse_form(form: Mapping[str, str]) -> tuple[dict[str, Any], list[str], list
             errors.append(
                 {"field": key, "message": "must be a whole number" if kind is int else "must be a number"}
             )
+    applies = {"time_column": "time", "gap": "time", "group_column": "group"}
+    for key, split in applies.items():  # the form shows every split's fields: only the chosen split's count
+        if fields["split"] != split and key not in blank:
+            fields.pop(key, None)
+            blank.append(key)
+            errors[:] = [e for e in errors if e["field"] != key]
     return fields, blank, errors
 
 
