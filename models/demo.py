@@ -106,6 +106,22 @@ def generate_games(n_games: int = 24_600, seed: int = 7) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def drifting_series(n: int = 600, seed: int = 0) -> pd.DataFrame:
+    """A target that drifts with time (a trend plus noise), one row per day, the rows shuffled so that only
+    the ``day`` column (day first: ``31/01/2024``) orders them: what a shuffled split flatters most."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    frame = pd.DataFrame(
+        {
+            "day": (pd.Timestamp("2024-01-01") + pd.to_timedelta(t, unit="D")).strftime("%d/%m/%Y"),
+            "t": t.astype(float),
+            "x": rng.normal(size=n),
+            "y": 0.02 * t + rng.normal(scale=0.3, size=n),
+        }
+    )
+    return frame.sample(frac=1.0, random_state=seed)
+
+
 def write_games_csv(path: Path, n_games: int = 24_600, seed: int = 7) -> Path:
     """Write the demo games to ``path`` atomically and return it."""
     frame = generate_games(n_games, seed)

@@ -20,6 +20,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, StratifiedGroupKFold, TimeSeriesSplit
 
 from agents.tools.stacking_tool import StackingTool
+from models.demo import drifting_series
 from models.ensembles.build import create_ensemble, load_ensemble
 from models.ensembles.compat import IncompatibleBaseModelsError
 from models.ensembles.stacking import make_meta_model
@@ -180,19 +181,7 @@ def test_group_stacking_equals_stacking_regressor_with_the_same_group_folds(data
 
 
 def drifting_csv(path, n=600, seed=0):
-    """A target that drifts with time (a trend plus noise); the rows are written shuffled, so only the
-    time column orders them."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(n)
-    frame = pd.DataFrame(
-        {
-            "day": (pd.Timestamp("2024-01-01") + pd.to_timedelta(t, unit="D")).strftime("%d/%m/%Y"),
-            "t": t.astype(float),
-            "x": rng.normal(size=n),
-            "y": 0.02 * t + rng.normal(scale=0.3, size=n),
-        }
-    ).sample(frac=1.0, random_state=seed)
-    frame.to_csv(path, index=False)
+    drifting_series(n, seed).to_csv(path, index=False)
     return path
 
 

@@ -126,7 +126,7 @@ def print_suggestion(record: dict[str, Any]) -> None:
             title="score by step",
         )
     stdout.print(
-        f"honest {honest['metric']} (nested over {sel['folds']} folds, {honest['rows']} rows): "
+        f"honest {honest['metric']} ({nesting_words(honest, sel['folds'])}, {honest['rows']} rows): "
         f"ensemble {honest['ensemble']:.5f}, best single {honest['best_single']:.5f} "
         f"({honest['best_single_name']})"
     )
@@ -137,3 +137,11 @@ def print_suggestion(record: dict[str, Any]) -> None:
         )
     for skipped in sel.get("skipped") or []:
         info(f"skipped {skipped['name']}: {skipped['reason']}")
+
+
+def nesting_words(honest: dict, folds: int) -> str:
+    """How the honest score was nested, in words (a time split walks forward and never scores fold 1)."""
+    if honest.get("nesting", "").startswith("forward"):
+        scored = len(honest.get("per_fold") or [])
+        return f"doubly nested, walking forward over {folds} folds: the last {scored} scored"
+    return f"doubly nested over {folds} folds"

@@ -1,12 +1,18 @@
-"""Artifact I/O: where run files live, how they are written, and how they are verified before loading.
+"""Verified artifact reads: nothing is unpickled unless its signature and its checksum verify first.
 
-A pickle runs code when it is loaded, so :func:`load_verified` reads the
-file's bytes once, checks their SHA-256 against the value recorded in
-MongoDB, and only then unpickles those same bytes. A path from a document is
-accepted only if it resolves inside the artifact folder.
+A pickle runs code when it is loaded, so every read here goes through the same checks, in this order:
+the document's signature (:func:`check_signature`, before a byte of the file is read), the path (inside
+the artifact folder, or the deployment's GridFS: the :class:`~models.artifacts.base.ArtifactStore`
+decides), a recorded SHA-256, and the bytes hashing to it. Then, and only then:
 
-``ArtifactStore`` is the small interface behind which storage lives (the
-local folder today; other backends can implement the same four methods).
+- :func:`read_verified`: the verified bytes (never unpickled); :func:`load_verified` unpickles those same
+  bytes, :func:`load_npz_verified` reads arrays from them with ``allow_pickle=False``;
+- :func:`verify_file`: the checksum of a file as it streams past (what a check or a copy needs);
+- :func:`fetch_pickle` + :class:`PendingPickle`: the fast path for large models with per-block checksums:
+  :class:`VerifiedReader` hands the unpickler only blocks whose hash matched.
+
+Errors are :class:`~models.errors.ArtifactError` with a ``reason`` (``checksum_mismatch``,
+``checksum_missing``, ``file_missing``, ``empty_file``, ``signature_invalid``, ...) that says what failed.
 """
 
 from __future__ import annotations
@@ -91,34 +97,16 @@ def read_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: s
 def read_checksummed(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> bytes:
     """The file's bytes, only if they hash to ``sha256`` (no signature check: for copying bytes, never
     for bytes that are unpickled). Never unpickles anything."""
-    if not stored_path:
-        raise ArtifactError("artifact path is not set", reason="field_missing")
-    _require_checksum(store, stored_path, sha256)
+    stored_path = _checkable(store, stored_path, sha256)
     data = store.read_bytes(stored_path, sha256)
-    if not data:
-        raise ArtifactError(f"artifact file {stored_path} is empty", reason="empty_file", path=stored_path)
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != sha256:
-        raise ArtifactError(
-            f"artifact file {stored_path} fails verification: SHA-256 is {actual[:12]}..., "
-            f"expected {sha256[:12]}... (changed or corrupted); it was not loaded",
-            reason="checksum_mismatch",
-            path=stored_path,
-        )
+    _check_digest(stored_path, sha256, hashlib.sha256(data).hexdigest(), len(data))
     return data
 
 
 def verify_file(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> int:
     """Check a file against its SHA-256 as it streams past, holding 1 MiB of it at a time; its size.
     Never unpickles anything (what creating an ensemble needs of the base models' files)."""
-    if not stored_path:
-        raise ArtifactError("artifact path is not set", reason="field_missing")
-    if not sha256:
-        raise ArtifactError(
-            f"no checksum is recorded for {stored_path}; it cannot be verified",
-            reason="checksum_missing",
-            path=stored_path,
-        )
+    stored_path = _checkable(store, stored_path, sha256)
     digest, size = hashlib.sha256(), 0
     buf = bytearray(1 << 20)
     view = memoryview(buf)
@@ -126,17 +114,23 @@ def verify_file(store: ArtifactStore, stored_path: str | None, sha256: str | Non
         while n := fh.readinto(view):
             digest.update(view[:n])
             size += n
+    _check_digest(stored_path, sha256, digest.hexdigest(), size)
+    return size
+
+
+def _checkable(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> str:
+    """The path, if there is one and a checksum to verify it against (else the error saying which is missing)."""
+    if not stored_path:
+        raise ArtifactError("artifact path is not set", reason="field_missing")
+    _require_checksum(store, stored_path, sha256)
+    return stored_path
+
+
+def _check_digest(stored_path: str, expected: str | None, actual: str, size: int) -> None:
     if not size:
         raise ArtifactError(f"artifact file {stored_path} is empty", reason="empty_file", path=stored_path)
-    actual = digest.hexdigest()
-    if actual != sha256:
-        raise ArtifactError(
-            f"artifact file {stored_path} fails verification: SHA-256 is {actual[:12]}..., "
-            f"expected {sha256[:12]}... (changed or corrupted); it was not loaded",
-            reason="checksum_mismatch",
-            path=stored_path,
-        )
-    return size
+    if actual != expected:
+        raise _mismatch(stored_path, f"SHA-256 is {actual[:12]}..., expected {(expected or '')[:12]}...")
 
 
 def load_verified(
@@ -198,11 +192,6 @@ def _unpickle(source: IO[bytes], stored_path: str, reopen: Callable[[], IO[bytes
             ) from None
     notes = [str(w.message) for w in caught if "version" in str(w.message).lower()]
     return obj, notes
-
-
-def load_json_verified(store: ArtifactStore, ref_or_path: Ref | str | None, sha256: str | None = None) -> Any:
-    ref = as_ref(ref_or_path, sha256)
-    return parse_json_bytes(read_verified(store, ref), ref.get("path") or "")
 
 
 def parse_json_bytes(data: bytes, stored_path: str) -> Any:
