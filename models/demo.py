@@ -176,6 +176,15 @@ def demo_configs(training_csv: str = DEMO_CSV) -> list[dict[str, Any]]:
             "description": "Gaussian naive Bayes, sigmoid-calibrated",
         },
         {
+            **base_cls,
+            "name": "home_win_lgbm",
+            "model_type": "lightgbm",
+            "features": [*FEATURES[:8], "home_team", "away_team"],
+            "hyperparameters": {"n_estimators": 200, "learning_rate": 0.05, "num_leaves": 15},
+            "scaler": "none",
+            "description": "LightGBM on team form plus the teams themselves (categorical columns)",
+        },
+        {
             **base_reg,
             "name": "point_diff_ridge",
             "model_type": "ridge",
@@ -197,6 +206,14 @@ def demo_configs(training_csv: str = DEMO_CSV) -> list[dict[str, Any]]:
             "hyperparameters": {"max_iter": 100},
             "scaler": "none",
             "description": "Point differential, histogram gradient boosting",
+        },
+        {
+            **base_reg,
+            "name": "point_diff_xgb",
+            "model_type": "xgboost",
+            "hyperparameters": {"n_estimators": 150, "max_depth": 4, "learning_rate": 0.05},
+            "scaler": "none",
+            "description": "Point differential, XGBoost",
         },
     ]
 

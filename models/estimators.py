@@ -26,6 +26,7 @@ from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.svm import SVC, SVR
 
+from models.boosting import LGBMClassifier, LGBMRegressor, XGBLabelClassifier, XGBRegressor
 from models.settings import get_settings
 
 TASKS = ("classification", "regression")
@@ -42,6 +43,8 @@ _CLASSIFIERS: dict[str, tuple[type[BaseEstimator], dict[str, Any]]] = {
     "knn": (KNeighborsClassifier, {}),
     "mlp": (MLPClassifier, {"max_iter": 500}),
     "naive_bayes": (GaussianNB, {}),
+    "xgboost": (XGBLabelClassifier, {"n_jobs": 1, "verbosity": 0, "tree_method": "hist"}),
+    "lightgbm": (LGBMClassifier, {"n_jobs": 1, "verbose": -1}),
 }
 _REGRESSORS: dict[str, tuple[type[BaseEstimator], dict[str, Any]]] = {
     "linear_regression": (LinearRegression, {}),
@@ -54,6 +57,8 @@ _REGRESSORS: dict[str, tuple[type[BaseEstimator], dict[str, Any]]] = {
     "svm": (SVR, {}),
     "knn": (KNeighborsRegressor, {}),
     "mlp": (MLPRegressor, {"max_iter": 500}),
+    "xgboost": (XGBRegressor, {"n_jobs": 1, "verbosity": 0, "tree_method": "hist"}),
+    "lightgbm": (LGBMRegressor, {"n_jobs": 1, "verbose": -1}),
 }
 REGISTRY: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any]]]] = {
     "classification": _CLASSIFIERS,
@@ -78,14 +83,28 @@ def _random_state_param(cls: type[BaseEstimator]) -> bool:
 
 
 # Hyperparameters that control the server, not the model: the service sets them (a config may not).
-SERVICE_SET: dict[str, Any] = {"n_jobs": 1, "verbose": 0}
+SERVICE_SET: dict[str, Any] = {"n_jobs": 1, "verbose": 0, "verbosity": 0, "nthread": 1, "num_threads": 1}
 _SERVICE_SET_WHY = {
     "n_jobs": "how many cores a fit uses is set by the service (CV_JOBS, JOB_WORKERS)",
+    "nthread": "how many cores a fit uses is set by the service (CV_JOBS, JOB_WORKERS)",
+    "num_threads": "how many cores a fit uses is set by the service (CV_JOBS, JOB_WORKERS)",
     "verbose": "the service decides what is logged",
+    "verbosity": "the service decides what is logged",
 }
 
 # Size-like hyperparameters with an upper bound (see HYPERPARAMETER_LIMITS in models/settings.py).
-BOUNDED = ("n_estimators", "max_iter", "max_depth", "max_leaf_nodes", "n_neighbors", "max_bins", "cache_size")
+BOUNDED = (
+    "n_estimators",
+    "max_iter",
+    "max_depth",
+    "max_leaf_nodes",
+    "n_neighbors",
+    "max_bins",
+    "cache_size",
+    "num_leaves",
+    "max_leaves",
+    "max_bin",
+)
 
 
 def _is_number(value: Any) -> bool:
@@ -184,6 +203,8 @@ def hyperparameter_errors(
     errors = errors or service_and_bound_errors(params, limits)
     if errors:
         return errors
+    if not hasattr(cls, "_parameter_constraints"):  # XGBoost, LightGBM: their own checks run at fit
+        return _plain_type_errors(cls, params)
     try:
         cls(**params)._validate_params()
     except (ValueError, TypeError) as exc:
@@ -191,6 +212,48 @@ def hyperparameter_errors(
         m = re.search(r"The '([^']+)' parameter", msg)
         errors.append((m.group(1) if m else "hyperparameters", msg))
     return errors
+
+
+def _plain_type_errors(cls: type, params: dict[str, Any]) -> list[tuple[str, str]]:
+    """For estimators without scikit-learn's parameter constraints: a number where the default is a
+    number (booleans are not numbers), a string where it is a string (or None where None is allowed)."""
+    defaults = cls().get_params()
+    errors = []
+    for key, value in params.items():
+        default = defaults.get(key)
+        if _is_number(default) or key in BOUNDED or key in _GB_NUMBERS:
+            if value is not None and not _is_number(value):
+                errors.append((key, f"{key} must be a number, got {value!r}"))
+            elif (
+                _is_number(value)
+                and key in _GB_NUMBERS
+                and not (_GB_NUMBERS[key][0] <= value <= _GB_NUMBERS[key][1])
+            ):
+                low, high = _GB_NUMBERS[key]
+                errors.append((key, f"{key} = {value} is outside [{low}, {high}]"))
+        elif isinstance(default, str) and not isinstance(value, str):
+            errors.append((key, f"{key} must be a string, got {value!r}"))
+    return errors
+
+
+# Ranges of the XGBoost / LightGBM numbers that have one (their own checks run only at fit time).
+_GB_NUMBERS: dict[str, tuple[float, float]] = {
+    "learning_rate": (0.0, 10.0),
+    "subsample": (0.0, 1.0),
+    "colsample_bytree": (0.0, 1.0),
+    "colsample_bylevel": (0.0, 1.0),
+    "colsample_bynode": (0.0, 1.0),
+    "reg_alpha": (0.0, 1e6),
+    "reg_lambda": (0.0, 1e6),
+    "gamma": (0.0, 1e6),
+    "min_child_weight": (0.0, 1e6),
+    "min_child_samples": (1, 1_000_000),
+    "min_split_gain": (0.0, 1e6),
+    "n_estimators": (1, 1_000_000),
+    "num_leaves": (2, 1_000_000),
+    "max_depth": (-1, 1000),
+    "scale_pos_weight": (0.0, 1e6),
+}
 
 
 def build_estimator(task: str, model_type: str, params: dict[str, Any], random_state: int | None) -> BaseEstimator:
@@ -205,7 +268,7 @@ def build_estimator(task: str, model_type: str, params: dict[str, Any], random_s
     kwargs.update(params)
     for key, value in SERVICE_SET.items():  # whatever an older stored config says
         if key in kwargs:
-            kwargs[key] = value
+            kwargs[key] = defaults.get(key, value)  # the registry's own (LightGBM: verbose=-1)
     return cls(**kwargs)
 
 

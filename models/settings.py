@@ -151,6 +151,9 @@ DEFAULT_HYPERPARAMETER_LIMITS: dict[str, int] = {
     "hidden_layers": 20,  # how many entries hidden_layer_sizes has
     "max_bins": 255,  # hist gradient boosting (its own maximum)
     "cache_size": 2000,  # SVM kernel cache, MB
+    "num_leaves": 131_072,  # LightGBM leaves per tree
+    "max_leaves": 131_072,  # XGBoost leaves per tree
+    "max_bin": 1024,  # XGBoost histogram bins
 }
 
 

@@ -13,3 +13,12 @@ ensure_requirements() {
     touch "$stamp"
   fi
 }
+
+# LightGBM's wheel needs the OpenMP runtime (libgomp1 on Debian); most machines have it already.
+if ! ldconfig -p 2>/dev/null | grep -q "libgomp.so.1"; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgomp1) >/dev/null
+  else
+    echo "libgomp1 (OpenMP) is missing: run 'sudo apt-get install libgomp1' for LightGBM" >&2
+  fi
+fi

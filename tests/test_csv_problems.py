@@ -1,5 +1,5 @@
 """CSV problems not covered in tests/test_training.py: each is a clear error naming the problem, or the
-documented handling (models/training/data.py: rows with missing or infinite values are dropped and counted).
+documented handling (models/training/data.py: blank features are imputed, rows without a target dropped).
 A refused CSV writes no artifact and leaves the config ``failed`` with the message."""
 
 from __future__ import annotations
@@ -72,25 +72,36 @@ def test_large_but_finite_numbers_train(database, frame, tmp_path):
     assert np.isfinite(run["metrics"]["accuracy"])
 
 
-def test_nan_and_inf_rows_are_dropped_and_counted(database, frame, tmp_path):
+def test_blanks_are_imputed_and_rows_without_target_dropped(database, frame, tmp_path):
     frame = frame.astype({f: float for f in FEATS[:4]} | {"home_win": float})
-    frame.loc[[1, 2], FEATS[1]] = np.inf
-    frame.loc[[3], FEATS[2]] = -np.inf
     frame.loc[[4], FEATS[3]] = np.nan
+    frame.loc[[7, 8], FEATS[2]] = np.nan
     frame.loc[[5], "home_win"] = np.nan
-    path = tmp_path / "naninf.csv"
+    path = tmp_path / "nan.csv"
     frame.to_csv(path, index=False)
-    ConfigStore(database).create(cls_config("naninf", path))
-    run = train_config(database, "naninf")
-    assert run["data"]["rows_dropped"] == 5 and run["data"]["rows_used"] == len(frame) - 5
-    assert run["data"]["missing_value_policy"] == "drop rows"
+    ConfigStore(database).create(cls_config("nan", path))
+    run = train_config(database, "nan")
+    assert run["data"]["rows_dropped"] == 1 and run["data"]["rows_used"] == len(frame) - 1
+    assert run["data"]["blank_cells"] == {FEATS[2]: 2, FEATS[3]: 1}
+    assert run["data"]["missing_value_policy"] == "rows without a target dropped; blank features imputed"
+
+
+def test_infinite_feature_values_are_refused_with_the_line(database, settings, frame, tmp_path):
+    frame = frame.astype({FEATS[1]: float})
+    frame.loc[[3], FEATS[1]] = np.inf
+    inf = tmp_path / "inf.csv"
+    frame.to_csv(inf, index=False)
+    _refused(
+        database, settings, inf, rf"feature '{FEATS[1]}' is infinite on line 5; .* infinite values are refused"
+    )
 
 
 def test_too_few_rows_left_after_dropping(database, settings, frame, tmp_path):
-    frame.loc[frame.index[5:], FEATS[0]] = np.nan
+    frame["home_win"] = frame["home_win"].astype(float)
+    frame.loc[frame.index[5:], "home_win"] = np.nan
     path = tmp_path / "mostly_nan.csv"
     frame.to_csv(path, index=False)
-    _refused(database, settings, path, r"only 5 usable rows .* after dropping 295 with missing or infinite")
+    _refused(database, settings, path, r"only 5 usable rows .* after dropping 295 with a missing target")
 
 
 def test_constant_feature_column_trains(database, frame, tmp_path):

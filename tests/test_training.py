@@ -216,13 +216,14 @@ def test_missing_csv(database, tmp_path):
         train_config(database, "d")
 
 
-def test_non_numeric_and_single_class(database, games_csv, tmp_path):
+def test_a_word_in_a_numeric_column_and_a_single_class(database, games_csv, tmp_path):
     frame = pd.read_csv(games_csv)
-    frame["home_rest_days"] = "rested"
+    frame["home_rest_days"] = frame["home_rest_days"].astype(object)
+    frame.loc[7, "home_rest_days"] = "rested"  # one word among numbers: a typo, not a category
     frame.to_csv(tmp_path / "nn.csv", index=False)
-    ConfigStore(database).create(cls_config("nn", tmp_path / "nn.csv"))
-    with pytest.raises(DataError, match="not numeric: home_rest_days"):
-        train_config(database, "nn")
+    with pytest.raises(ValidationError, match="'home_rest_days' is numeric but line 9 holds 'rested'"):
+        ConfigStore(database).create(cls_config("nn", tmp_path / "nn.csv"))
+    assert database.configs.count_documents({}) == 0
     frame = pd.read_csv(games_csv)
     frame["home_win"] = 1
     frame.to_csv(tmp_path / "one.csv", index=False)
@@ -231,17 +232,43 @@ def test_non_numeric_and_single_class(database, games_csv, tmp_path):
         train_config(database, "one")
 
 
-def test_rows_with_missing_values_are_dropped_and_counted(database, games_csv, tmp_path):
+def test_blank_features_are_imputed_and_counted_rows_without_target_dropped(database, games_csv, tmp_path):
     frame = pd.read_csv(games_csv)
     frame.loc[[3, 10, 11], "home_off_rating"] = np.nan
+    frame.loc[[5, 6], "home_win"] = np.nan
     frame.to_csv(tmp_path / "nan.csv", index=False)
     ConfigStore(database).create(cls_config("nan", tmp_path / "nan.csv"))
     run = train_config(database, "nan")
-    assert run["data"]["rows_dropped"] == 3 and run["data"]["rows_used"] == len(frame) - 3
+    assert run["data"]["rows_dropped"] == 2 and run["data"]["rows_used"] == len(frame) - 2
+    assert run["data"]["blank_cells"] == {"home_off_rating": 3}
+    assert run["data"]["imputation"] == {"numeric": "median", "categorical": "most_frequent"}
+    model = load_model(database.settings, ConfigStore(database).get("nan")).model
+    row = pd.read_csv(games_csv).head(1)[FEATS]
+    blank = row.copy()
+    blank.loc[0, "home_off_rating"] = np.nan  # a blank at predict time is imputed the same way
+    rows = run_train_rows(database, "nan", tmp_path / "nan.csv")
+    median = np.nanmedian(frame["home_off_rating"].to_numpy(dtype=float)[rows])
+    filled = row.copy()
+    filled.loc[0, "home_off_rating"] = median
+    assert np.allclose(model.predict_proba(blank), model.predict_proba(filled), rtol=1e-12)
+
+
+def run_train_rows(database, name, csv):
+    """The CSV rows a config's run fitted its final model on (the training rows of its split)."""
+    from models.training.splits import fold_spec, holdout_split
+
+    config = ConfigStore(database).get(name)
+    target = pd.read_csv(csv)["home_win"]
+    kept = np.flatnonzero(target.notna())
+    train_idx, _ = holdout_split(target.to_numpy()[kept].astype(int), fold_spec(config))
+    return kept[train_idx]
 
 
 def test_pipeline_keeps_scaler_inside_folds(games_csv):
     pipe = make_pipeline(cls_config("p", games_csv, scaler="robust", calibration="sigmoid"))
     assert [name for name, _ in pipe.steps] == ["scaler", "model"]
-    assert type(pipe.named_steps["scaler"]).__name__ == "RobustScaler"
+    assert [type(step).__name__ for _, step in pipe.named_steps["scaler"].steps] == [
+        "SimpleImputer",
+        "RobustScaler",
+    ]
     assert type(pipe.named_steps["model"]).__name__ == "CalibratedClassifierCV"

@@ -110,7 +110,9 @@ def load_model(
     features_bytes = read_verified(store, refs["features"])
     pending = {kind: fetch_pickle(store, refs[kind]) for kind in ("scaler", "model")}
     features = parse_json_bytes(features_bytes, features_path)
-    if isinstance(features, dict):
+    feature_types = None
+    if isinstance(features, dict):  # a run with other than numeric columns: the types come with the list
+        feature_types = features.get("feature_types") if isinstance(features.get("feature_types"), dict) else None
         features = features.get("features")
     if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
         raise ArtifactError(
@@ -129,7 +131,14 @@ def load_model(
     task = doc.get("task") or (doc.get("config") or {}).get("task", "classification")
     size = len(features_bytes) + sum(p.size for p in pending.values())
     trained = TrainedModel(
-        run_id=run_id, task=task, features=features, scaler=scaler, model=model, warnings=notes, size_bytes=size
+        run_id=run_id,
+        task=task,
+        features=features,
+        scaler=scaler,
+        model=model,
+        warnings=notes,
+        size_bytes=size,
+        feature_types=feature_types,
     )
     if use_cache:
         cache.put(key, trained, size)

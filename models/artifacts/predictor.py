@@ -33,8 +33,11 @@ def _rows_matrix(rows: list, features: list[str]) -> np.ndarray | None:
         return None
 
 
-def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np.ndarray:
-    """``frame[features]`` as a float array; every missing or non-numeric column is named in the error."""
+def feature_matrix(
+    frame: pd.DataFrame | dict | list, features: list[str], *, allow_blanks: bool = False
+) -> np.ndarray:
+    """``frame[features]`` as a float array; every missing or non-numeric column is named in the error.
+    ``allow_blanks``: blank cells become NaN (the run's pipeline imputes them); infinite values are refused."""
     if isinstance(frame, list) and all(isinstance(row, dict) for row in frame):
         values = _rows_matrix(frame, features)
         if values is not None and np.isfinite(values).all():
@@ -62,7 +65,9 @@ def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np
             f"non-numeric values in feature columns: {', '.join(bad) or 'unknown'}", field=bad[0] if bad else None
         ) from None
     if not np.isfinite(values).all():
-        bad = ~np.isfinite(values)
+        bad = np.isinf(values) if allow_blanks else ~np.isfinite(values)
+        if not bad.any():
+            return values
         parts = []
         for j in np.flatnonzero(bad.any(axis=0)):
             rows = np.flatnonzero(bad[:, j])
@@ -78,7 +83,7 @@ def feature_matrix(frame: pd.DataFrame | dict | list, features: list[str]) -> np
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # tree models compute in float32
 
 
-def check_finite(values: np.ndarray, columns: list[str], what: str) -> np.ndarray:
+def check_finite(values: np.ndarray, columns: list[str], what: str, *, allow_nan: bool = False) -> np.ndarray:
     """``values`` when every entry is finite (and fits a float32); otherwise ValidationError naming the
     first bad row and column.
 
@@ -88,7 +93,7 @@ def check_finite(values: np.ndarray, columns: list[str], what: str) -> np.ndarra
     arr = np.asarray(values, dtype=float)
     table = arr.reshape(len(arr), -1) if arr.ndim else arr.reshape(1, 1)
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(table) | (np.abs(table) > FLOAT32_MAX)
+        bad = (np.isinf(table) if allow_nan else ~np.isfinite(table)) | (np.abs(table) > FLOAT32_MAX)
     if bad.any():
         rows, cols = np.nonzero(bad)
         row, col = int(rows[0]), int(cols[0])
@@ -101,6 +106,35 @@ def check_finite(values: np.ndarray, columns: list[str], what: str) -> np.ndarra
             field=name,
         )
     return values
+
+
+NATIVE_MISSING_CLASSES = ("HistGradientBoosting", "XGB", "LGBM")
+
+
+def _imputes(scaler: Any) -> bool:
+    """Whether a run's preprocessing step fills blanks (a ``SimpleImputer`` or a column transformer)."""
+    if isinstance(scaler, ColumnTransformer):
+        return True
+    return isinstance(scaler, Pipeline) and "impute" in scaler.named_steps
+
+
+def typed_rows(frame: pd.DataFrame | dict | list, features: list[str], types: dict[str, str]) -> pd.DataFrame:
+    """Rows with strings, blanks and categories as the run's column transformer takes them; a numeric column
+    given a value that is not a number is named with its row (rows counted from 0)."""
+    from models.training.preprocess import typed_frame
+
+    if not isinstance(frame, pd.DataFrame):
+        frame = pd.DataFrame(frame)
+    missing_columns(frame, features)
+    try:
+        typed = typed_frame(frame.reset_index(drop=True), {f: types.get(f, "numeric") for f in features})
+    except ValueError as exc:
+        raise ValidationError(f"non-numeric value: {exc.args[0]}", field=exc.args[1]) from None
+    for column in (f for f in features if types.get(f, "numeric") == "numeric"):
+        rows = np.flatnonzero(np.isinf(typed[column].to_numpy(dtype=float)))
+        if len(rows):
+            raise ValidationError(f"infinite feature value: {column} (row {int(rows[0])})", field=column)
+    return typed
 
 
 def missing_columns(frame: pd.DataFrame | dict | list, features: list[str]) -> None:
@@ -125,15 +159,36 @@ class TrainedModel:
     model: Any
     warnings: list[str] = field(default_factory=list)
     size_bytes: int = 0
+    feature_types: dict[str, str] | None = None  # from the run's features file (None: all numeric)
 
     @property
     def classes(self) -> list[Any] | None:
         return getattr(self.model, "classes_", None) if self.task == "classification" else None
 
     def transform(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
+        """The rows as the model sees them: typed, imputed, scaled, encoded (the run's preprocessing)."""
+        if self.feature_types and any(k != "numeric" for k in self.feature_types.values()):
+            with np.errstate(over="ignore", invalid="ignore"):
+                out = self.scaler.transform(typed_rows(frame, self.features, self.feature_types))
+            return check_finite(
+                out, self.features, "feature values overflow once scaled", allow_nan=self.blanks_pass
+            )
+        values = feature_matrix(frame, self.features, allow_blanks=self.takes_blanks)
         with np.errstate(over="ignore", invalid="ignore"):
-            scaled = self.scaler.transform(feature_matrix(frame, self.features))
-        return check_finite(scaled, self.features, "feature values overflow once scaled")
+            scaled = self.scaler.transform(values)
+        return check_finite(
+            scaled, self.features, "feature values overflow once scaled", allow_nan=self.blanks_pass
+        )
+
+    @property
+    def takes_blanks(self) -> bool:
+        """Whether blank feature cells are fine: the preprocessing imputes them, or the model takes them."""
+        return _imputes(self.scaler) or self.blanks_pass
+
+    @property
+    def blanks_pass(self) -> bool:
+        """Whether blanks may reach the model as they are (HistGradientBoosting, XGBoost, LightGBM take them)."""
+        return type(self.model).__name__.startswith(NATIVE_MISSING_CLASSES)
 
     def predict(self, frame: pd.DataFrame | dict | list) -> np.ndarray:
         return self.outputs(frame, with_proba=False)[0]
@@ -174,7 +229,11 @@ class TrainedModel:
         return prediction_records(self.outputs, self.classes, rows)
 
     def to_pipeline(self) -> Pipeline:
-        """A plain scikit-learn Pipeline (select features -> scaler -> model) for deployment."""
+        """A plain scikit-learn Pipeline (select features -> scaler -> model) for deployment. With other than
+        numeric columns the run's column transformer selects them by name itself: raw rows with strings and
+        blanks go in as a DataFrame."""
+        if self.feature_types and any(k != "numeric" for k in self.feature_types.values()):
+            return Pipeline([("scaler", self.scaler), ("model", self.model)])
         select = ColumnTransformer(
             [("features", "passthrough", list(self.features))], remainder="drop", verbose_feature_names_out=False
         )

@@ -45,7 +45,7 @@ from models.ensembles.compat import (
 )
 from models.ensembles.selection import WeightedAverage
 from models.ensembles.stacking import MetaFit, StackedEnsemble, fit_meta_model
-from models.errors import ArtifactError, DataError
+from models.errors import ArtifactError, DataError, ValidationError
 from models.jobs.context import commit_point
 from models.progress import Progress, no_progress, scaled
 from models.store.db import Database
@@ -82,6 +82,13 @@ def training_targets(
         for r in results:
             features.extend(f for f in r.config["features"] if f not in features)
     data = load_training_data({**ref, "features": features or ref["features"]}, settings)
+    if passthrough and data.feature_types and any(k != "numeric" for k in data.feature_types.values()):
+        other = sorted(f for f, k in data.feature_types.items() if k != "numeric")
+        raise ValidationError(
+            f"passthrough hands the raw features to the meta-model, numbers only; {', '.join(other)} "
+            "are categorical or text: build it without passthrough",
+            field="passthrough",
+        )
     fp = data.fingerprint(ref["target"])
     if fp != ref.get("data_fingerprint"):
         raise DataError(

@@ -18,6 +18,7 @@ from models.store.data_roots import check_data_root
 
 # the config fields whose change means the data must be checked again
 DATA_FIELDS = (
+    "feature_types",
     "training_csv",
     "features",
     "target",
@@ -91,6 +92,8 @@ def data_problems(config: dict[str, Any], settings: Settings | None = None) -> l
         problems.append(
             {"field": "target", "message": _not_a_column("target", config["target"], columns, training_csv)}
         )
+    if not problems:
+        problems += feature_type_problems(config, path)
     split = config.get("split", "random")
     if split != "random":
         field = "time_column" if split == "time" else "group_column"
@@ -99,6 +102,38 @@ def data_problems(config: dict[str, Any], settings: Settings | None = None) -> l
             problems.append({"field": field, "message": _not_a_column(field, column, columns, training_csv)})
         elif not problems:
             problems += split_problems(config, path, field)
+    return problems
+
+
+TYPE_SAMPLE_ROWS = 20_000  # rows read at save time to detect the feature types (training reads them all)
+
+
+def read_feature_sample(config: dict[str, Any], path: Path) -> Any:
+    import pandas as pd  # only when a config is saved (the CLI starts faster without)
+
+    return pd.read_csv(path, usecols=list(config["features"]), nrows=TYPE_SAMPLE_ROWS, low_memory=False)
+
+
+def feature_type_problems(config: dict[str, Any], path: Path) -> list[dict[str, str]]:
+    """Detect the feature types (the config's own entries win) into ``config["feature_types"]``, hints into
+    ``config["type_hints"]``; the types that cannot work with the column's values, as problems."""
+    from models.training.preprocess import detect_types, type_hints, type_problems
+
+    try:
+        sample = read_feature_sample(config, path)
+    except (ValueError, OSError) as exc:
+        return [
+            {"field": "training_csv", "message": f"training CSV {config['training_csv']!r} cannot be read: {exc}"}
+        ]
+    given = dict(config.get("feature_types") or {})
+    if sample.empty:  # a header without rows: nothing to detect (training says what is wrong)
+        if given:
+            config["feature_types"] = given
+        return []
+    types = detect_types(sample, list(config["features"]), given)
+    problems = type_problems(sample, types, given)
+    config["feature_types"] = types
+    config["type_hints"] = type_hints(sample, types)
     return problems
 
 

@@ -146,6 +146,10 @@ class ConfigStore:
             merged = {**current, **changes}
             for key in unset:
                 merged.pop(key, None)
+            if "features" in changes and "feature_types" not in changes and merged.get("feature_types"):
+                # the types detected for columns that are no longer features go; new ones are detected
+                kept = set(merged.get("features") or [])
+                merged["feature_types"] = {k: v for k, v in merged["feature_types"].items() if k in kept}
             clean = validate_config(merged, limits=self.database.settings.hyperparameter_limit)
             if "training_csv" in changes:
                 check_data_root(clean["training_csv"], self.database.settings)

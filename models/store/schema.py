@@ -41,6 +41,7 @@ TRAINING_FIELDS = (
     "fold_spec",
     "runs_count",
     "last_job_id",
+    "type_hints",
     "versions",
     "training_started_at",
     "training_owner",
@@ -89,6 +90,8 @@ INPUT_FIELDS = (
     "time_column",
     "gap",
     "group_column",
+    "feature_types",
+    "imputation",
 )
 SPLITS = ("random", "time", "group")
 SPLIT_FIELDS = ("split", "time_column", "gap", "group_column")
@@ -112,6 +115,13 @@ MISLEADING_FIELDS = {
     "group": "group_column",
     "group_col": "group_column",
     "n_folds": "cv_folds",
+    "column_types": "feature_types",
+    "feature_type": "feature_types",
+    "dtypes": "feature_types",
+    "types": "feature_types",
+    "impute": "imputation",
+    "imputer": "imputation",
+    "missing_values": "imputation",
     "folds": "cv_folds",
 }
 
@@ -141,6 +151,8 @@ class ModelConfig(BaseModel):
     time_column: str | None = None
     gap: int = Field(default=0, ge=0, le=1_000_000)
     group_column: str | None = None
+    feature_types: dict[str, Literal["numeric", "categorical", "text"]] | None = None
+    imputation: dict[str, str] | None = None
 
     @field_validator("name")
     @classmethod
@@ -198,9 +210,45 @@ class ModelConfig(BaseModel):
         if self.task == "regression" and self.calibration != "none":
             problems.append(("calibration", "calibration applies to classification only; use 'none'"))
         problems += self._split_problems()
+        problems += self._type_problems()
         if problems:
             raise _CrossFieldError(problems)
         return self
+
+    def _type_problems(self) -> list[tuple[str, str]]:
+        from models.training.preprocess import CATEGORICAL_IMPUTATIONS, NATIVE_MISSING, NUMERIC_IMPUTATIONS
+
+        problems: list[tuple[str, str]] = []
+        for column in self.feature_types or {}:
+            if column not in self.features:
+                problems.append(
+                    (
+                        f"feature_types.{column}",
+                        f"feature_types names {column!r}, which is not one of the features",
+                    )
+                )
+        allowed = {"numeric": NUMERIC_IMPUTATIONS, "categorical": CATEGORICAL_IMPUTATIONS}
+        for kind, strategy in (self.imputation or {}).items():
+            if kind not in allowed:
+                problems.append(
+                    (f"imputation.{kind}", f"imputation applies to numeric and categorical columns, not {kind!r}")
+                )
+            elif strategy not in allowed[kind]:
+                problems.append(
+                    (
+                        f"imputation.{kind}",
+                        f"imputation.{kind} {strategy!r} is not one of: {', '.join(allowed[kind])}",
+                    )
+                )
+            elif kind == "numeric" and strategy == "none" and self.model_type not in NATIVE_MISSING:
+                problems.append(
+                    (
+                        "imputation.numeric",
+                        f"imputation.numeric 'none' gives the model the blanks as they are; {self.model_type} "
+                        f"cannot take them (only {', '.join(NATIVE_MISSING)} can): use median, mean or most_frequent",
+                    )
+                )
+        return problems
 
     def _split_problems(self) -> list[tuple[str, str]]:
         problems: list[tuple[str, str]] = []
@@ -332,6 +380,9 @@ def validate_config(doc: Any, *, limits: dict[str, int] | None = None) -> dict[s
             "invalid config: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
         ) from None
     out = model.model_dump()
+    for key in ("feature_types", "imputation"):  # absent, not null: documents stay as they were
+        if not out.get(key):
+            out.pop(key, None)
     if out["split"] == "random":  # the default leaves no trace: documents and definitions stay as they were
         for key in SPLIT_FIELDS:
             out.pop(key, None)
@@ -359,6 +410,12 @@ def definition(config: dict[str, Any]) -> dict[str, Any]:
     fields = [k for k in INPUT_FIELDS if k not in ("name", "description", "tags")]
     if config.get("split", "random") == "random":
         fields = [k for k in fields if k not in SPLIT_FIELDS]
+    # all-numeric types and the default imputation train what configs without them trained
+    types = config.get("feature_types") or {}
+    if all(kind == "numeric" for kind in types.values()):
+        fields = [k for k in fields if k != "feature_types"]
+    if not config.get("imputation"):
+        fields = [k for k in fields if k != "imputation"]
     return {k: config.get(k) for k in fields}
 
 

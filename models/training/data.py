@@ -1,9 +1,11 @@
 """Reading a config's training CSV into features and target, with clear errors.
 
-Missing-value policy: rows with a missing or infinite value in any feature
-or in the target are dropped before training; how many is recorded in the
-run (``data.rows_dropped``). Training refuses to go on if fewer than
-``MIN_ROWS`` rows remain.
+Missing-value policy: only rows with a missing target are dropped (how many is recorded in the run:
+``data.rows_dropped``); blank feature cells are kept and imputed inside the run's pipeline (see
+:mod:`models.training.preprocess`; the run records how many per column: ``data.blank_cells``). Infinite
+feature values are refused. Training refuses to go on if fewer than ``MIN_ROWS`` rows remain.
+
+Features are a float array when all are numeric, else a DataFrame typed by ``feature_types``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ import pandas as pd
 from models.errors import DataError, ValidationError
 from models.settings import Settings, get_settings
 from models.store.data_roots import check_data_root
+from models.training.preprocess import detect_types, is_mixed, type_problems, typed_frame
 from models.training.splits import group_values, order_values
 
 MIN_ROWS = 20
@@ -28,7 +31,7 @@ MIN_ROWS = 20
 
 @dataclass
 class TrainingData:
-    X: np.ndarray
+    X: Any  # float array (all features numeric) or DataFrame (typed columns)
     y: np.ndarray
     path: Path
     file_sha256: str
@@ -37,6 +40,8 @@ class TrainingData:
     kept_rows: np.ndarray  # positions in the CSV (0-based, header excluded) of the rows used
     split_values: np.ndarray | None = None  # per row used: its time (split "time") or group (split "group")
     split_labels: np.ndarray | None = None  # per row used: its time as the CSV writes it (split "time")
+    feature_types: dict[str, str] = field(default_factory=dict)  # feature -> numeric | categorical | text
+    blank_cells: dict[str, int] = field(default_factory=dict)  # feature -> blank cells imputed (rows used)
 
     @property
     def rows_used(self) -> int:
@@ -122,35 +127,47 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
         )
     if frame.empty:
         raise DataError(f"training CSV {training_csv!r} has a header but no rows", field="training_csv")
-    non_numeric = [
-        c
-        for c in features
-        if not pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-    ]
-    if non_numeric:
-        raise DataError(f"feature columns are not numeric: {', '.join(non_numeric)}", field="features")
-    X_frame = frame[features].astype(float)
+    types = detect_types(frame, features, config.get("feature_types"))
+    problems = type_problems(frame, types, config.get("feature_types"))
+    if problems:
+        raise DataError(problems[0]["message"], field=problems[0]["field"])
+    try:
+        X_frame = typed_frame(frame, types, what="line")
+    except ValueError as exc:
+        raise DataError(str(exc.args[0]), field="features") from None
+    numeric = [c for c, kind in types.items() if kind == "numeric"]
+    with np.errstate(invalid="ignore"):
+        infinite = [c for c in numeric if np.isinf(X_frame[c].to_numpy()).any()]
+    if infinite:
+        column = infinite[0]
+        line = int(np.flatnonzero(np.isinf(X_frame[column].to_numpy()))[0]) + 2
+        raise DataError(
+            f"feature {column!r} is infinite on line {line}; blanks are imputed, infinite values are refused",
+            field="features",
+        )
     y_series = frame[target]
     if config["task"] == "regression":
         if not pd.api.types.is_numeric_dtype(y_series):
             raise DataError(f"target {target!r} must be numeric for regression", field="target")
         y_series = y_series.astype(float)
-    ok = np.isfinite(X_frame.to_numpy()).all(axis=1) & y_series.notna().to_numpy()
+    ok = y_series.notna().to_numpy()
     if config["task"] == "regression":
-        ok &= np.isfinite(y_series.to_numpy(dtype=float))
+        ok = ok & np.isfinite(y_series.to_numpy(dtype=float))
     kept = np.flatnonzero(ok)
     dropped = int(len(frame) - len(kept))
     if len(kept) < MIN_ROWS:
         raise DataError(
             f"only {len(kept)} usable rows in {training_csv!r} after dropping {dropped} with "
-            f"missing or infinite values; at least {MIN_ROWS} are needed",
+            f"a missing target; at least {MIN_ROWS} are needed",
             field="training_csv",
         )
-    X = X_frame.to_numpy()[kept]
+    X_frame = X_frame.iloc[kept].reset_index(drop=True)
+    blanks = {c: int(n) for c, n in X_frame.isna().sum().items() if n}
+    X: Any = X_frame if is_mixed(types) else X_frame.to_numpy(dtype=float)
     y = y_series.to_numpy()[kept]
     if config["task"] == "classification" and y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0):
         y = y.astype(np.int64)  # integer labels read as floats because the column had a blank: 3, not 3.0
-    if np.abs(X).max(initial=0.0) > 1e300:
+    if numeric and np.nanmax(np.abs(X_frame[numeric].to_numpy(dtype=float)), initial=0.0) > 1e300:
         raise DataError("feature values are too large to train on (beyond 1e300)", field="features")
     if config["task"] == "classification":
         classes, counts = np.unique(y.astype(str) if y.dtype == object else y, return_counts=True)
@@ -185,4 +202,6 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
         kept_rows=kept,
         split_values=split_values,
         split_labels=split_labels,
+        feature_types=types,
+        blank_cells=blanks,
     )

@@ -49,6 +49,13 @@ from models.store.schema import definition, validate_config
 from models.timeutil import now
 from models.training.data import TrainingData, load_training_data
 from models.training.metrics import classification_metrics, fold_score, primary_metric, regression_metrics
+from models.training.preprocess import (
+    feature_types_of,
+    imputation_of,
+    is_mixed,
+    make_preprocessor,
+    original_columns,
+)
 from models.training.sklearn_warnings import scaled_data
 from models.training.splits import NO_FOLD, check_split_sizes, cv_splits, fold_spec, holdout_split
 
@@ -73,7 +80,9 @@ def make_scaler(kind: str) -> Any:
 
 
 def make_pipeline(config: dict[str, Any]) -> Pipeline:
-    """Scaler and model in one pipeline, so each CV fold fits its own scaler (no leakage)."""
+    """Preprocessing (imputers, the scaler, encoders, text vectorizers: :mod:`models.training.preprocess`)
+    and model in one pipeline, so each CV fold fits its own preprocessing (no leakage). The first step
+    keeps the name ``scaler``: it is what the run saves as ``<run_id>_scaler.pkl``."""
     model = build_estimator(
         config["task"], config["model_type"], config.get("hyperparameters") or {}, config.get("random_state")
     )
@@ -82,7 +91,8 @@ def make_pipeline(config: dict[str, Any]) -> Pipeline:
         model = CalibratedClassifierCV(model, method=calibration, cv=CALIBRATION_CV)
     elif (config["task"], config["model_type"]) in NEEDS_PROBABILITY_WRAPPER:
         model = CalibratedClassifierCV(model, method="sigmoid", cv=CALIBRATION_CV, ensemble=False)
-    return Pipeline([("scaler", make_scaler(config.get("scaler", "standard"))), ("model", model)])
+    preprocessor = make_preprocessor(config, make_scaler(config.get("scaler", "standard")))
+    return Pipeline([("scaler", preprocessor), ("model", model)])
 
 
 def _predict_out(pipe: Pipeline, X: np.ndarray, task: str) -> np.ndarray:
@@ -105,6 +115,8 @@ class FitResult:
     cv: dict[str, Any]
     feature_importance: list[dict[str, Any]]
     durations: dict[str, float] = field(default_factory=dict)
+    feature_types: dict[str, str] = field(default_factory=dict)
+    imputation: dict[str, str] = field(default_factory=dict)
     y_train: np.ndarray | None = None  # targets of the training / held-out rows, kept with the
     y_test: np.ndarray | None = None  # out-of-fold predictions so that stacking needs no CSV
 
@@ -116,8 +128,13 @@ def _fit_fold(
 
     A module-level function so joblib can ship it to other processes (loky, Dask workers).
     """
-    pipe = clone(base).fit(X[fit_rows], y[fit_rows])
-    return _predict_out(pipe, X[val_rows], task)
+    pipe = clone(base).fit(take(X, fit_rows), y[fit_rows])
+    return _predict_out(pipe, take(X, val_rows), task)
+
+
+def take(X: Any, rows: np.ndarray) -> Any:
+    """Rows of the features, an array or a typed DataFrame."""
+    return X.iloc[rows].reset_index(drop=True) if isinstance(X, pd.DataFrame) else X[rows]
 
 
 def fit_config(
@@ -139,11 +156,13 @@ def fit_config(
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
         raise ValueError(f"n_jobs must be a non-zero integer (1 = sequential, -1 = all workers), got {n_jobs!r}")
     task = config["task"]
+    if data.feature_types:  # the types the data was read with (a document from before types has none)
+        config = {**config, "feature_types": data.feature_types}
     spec = fold_spec(config)
     t0 = time.perf_counter()
     check_split_sizes(spec, len(data.y))  # at save the whole file was counted: rows may have been dropped since
     train_idx, test_idx = holdout_split(data.y, spec, data.split_values)
-    X_tr, y_tr, X_te, y_te = data.X[train_idx], data.y[train_idx], data.X[test_idx], data.y[test_idx]
+    X_tr, y_tr, X_te, y_te = take(data.X, train_idx), data.y[train_idx], take(data.X, test_idx), data.y[test_idx]
     base = make_pipeline(config) if base is None else base
     train_values = None if data.split_values is None else data.split_values[train_idx]
     splits = cv_splits(spec, y_tr, train_values)
@@ -213,8 +232,22 @@ def fit_config(
         feature_importance=importance,
         y_train=y_tr,
         y_test=y_te,
+        feature_types=feature_types_of(config),
+        imputation=imputation_of(config),
         durations={"cv_s": t_cv - t0, "final_fit_s": t_fit - t_cv, "evaluate_s": t_eval - t_fit},
     )
+
+
+MISSING_VALUE_POLICY = "rows without a target dropped; blank features imputed"
+
+
+def types_info(config: dict[str, Any], data: TrainingData) -> dict[str, Any]:
+    """The column types and the imputation a run used, and the blanks it imputed."""
+    return {
+        "feature_types": dict(data.feature_types),
+        "imputation": imputation_of(config),
+        "blank_cells": dict(data.blank_cells),
+    }
 
 
 def split_info(config: dict[str, Any], data: TrainingData, fit: FitResult) -> dict[str, Any]:
@@ -260,9 +293,10 @@ def result_warnings(fit: FitResult, task: str) -> list[str]:
 
 
 def feature_importance(
-    pipe: Pipeline, features: list[str], X_te: np.ndarray, y_te: np.ndarray, config: dict[str, Any]
+    pipe: Pipeline, features: list[str], X_te: Any, y_te: np.ndarray, config: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Impurity importances, else |coefficients|, else permutation importance on held-out rows."""
+    """Impurity importances, else |coefficients|, else permutation importance on held-out rows; per
+    original column (a one-hot or TF-IDF block counts for the column it came from)."""
     model = pipe.named_steps["model"]
     inner = [c.estimator for c in getattr(model, "calibrated_classifiers_", [])] or [model]
     values, method = None, None
@@ -274,11 +308,37 @@ def feature_importance(
     else:
         rows = min(len(y_te), 1000)
         result = permutation_importance(
-            pipe, X_te[:rows], y_te[:rows], n_repeats=3, random_state=int(config.get("random_state", 0))
+            pipe,
+            take(X_te, np.arange(rows)),
+            y_te[:rows],
+            n_repeats=3,
+            random_state=int(config.get("random_state", 0)),
         )
-        values, method = result.importances_mean, "permutation"
-    order = np.argsort(-np.asarray(values))
+        values, method = result.importances_mean, "permutation"  # already per original column
+    values = np.asarray(values, dtype=float)
+    if method != "permutation" and len(values) != len(features):
+        owners = original_columns(pipe.named_steps["scaler"], features, len(values))
+        values = np.array([values[[i for i, o in enumerate(owners) if o == f]].sum() for f in features])
+    order = np.argsort(-values)
     return [{"feature": features[i], "importance": float(values[i]), "method": method} for i in order]
+
+
+def features_document(fit: FitResult) -> Any:
+    """What ``<run_id>_features.json`` holds: the feature list (as before) for all-numeric runs; with other
+    types, the list, the types, the imputation and the fitted categories of each categorical column."""
+    if not is_mixed(fit.feature_types):
+        return fit.features
+    doc: dict[str, Any] = {
+        "features": fit.features,
+        "feature_types": fit.feature_types,
+        "imputation": fit.imputation,
+    }
+    pre = fit.pipeline.named_steps["scaler"]
+    for name, fitted, columns in getattr(pre, "transformers_", []):
+        if name == "categorical":
+            cats = fitted.named_steps["encode"].categories_
+            doc["categories"] = {c: [str(v) for v in values] for c, values in zip(columns, cats)}
+    return doc
 
 
 def environment_versions() -> dict[str, str]:
@@ -288,7 +348,15 @@ def environment_versions() -> dict[str, str]:
         "joblib": joblib.__version__,
         "numpy": np.__version__,
         "pandas": pd.__version__,
+        **_boosting_versions(),
     }
+
+
+def _boosting_versions() -> dict[str, str]:
+    import lightgbm
+    import xgboost
+
+    return {"xgboost": xgboost.__version__, "lightgbm": lightgbm.__version__}
 
 
 def plain_labels(y: np.ndarray | None) -> np.ndarray | None:
@@ -327,7 +395,7 @@ def write_run_artifacts(
     files = {
         "model": pickle_writer(fit.pipeline.named_steps["model"]),
         "scaler": pickle_writer(fit.pipeline.named_steps["scaler"]),
-        "features": json_writer(fit.features),
+        "features": json_writer(features_document(fit)),
         "metrics": json_writer(summary),
         "oof": npz_writer(oof_arrays(fit, (summary.get("data") or {}).get("fingerprint"))),
     }
@@ -413,9 +481,10 @@ def _train(
             "rows_read": data.rows_read,
             "rows_used": data.rows_used,
             "rows_dropped": data.rows_dropped,
-            "missing_value_policy": "drop rows",
+            "missing_value_policy": MISSING_VALUE_POLICY,
             "n_train": int(len(fit.train_idx)),
             "n_test": int(len(fit.test_idx)),
+            **types_info(config, data),
         }
         data_info.update(split_info(config, data, fit))
         if config["task"] == "classification":

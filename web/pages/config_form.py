@@ -35,6 +35,8 @@ FORM_FIELDS = (
     "time_column",
     "gap",
     "group_column",
+    "feature_types",
+    "imputation",
     "description",
     "tags",
 )
@@ -74,7 +76,21 @@ def form_values(doc: Mapping[str, Any]) -> dict[str, str]:
     values["features"] = "\n".join(str(f) for f in doc.get("features") or [])
     values["tags"] = ", ".join(str(t) for t in doc.get("tags") or [])
     values["split"] = str(doc.get("split") or "random")
+    values["feature_types"] = "\n".join(f"{k}: {v}" for k, v in (doc.get("feature_types") or {}).items())
+    values["imputation"] = "\n".join(f"{k}: {v}" for k, v in (doc.get("imputation") or {}).items())
     return values
+
+
+def _pairs(text: str, field: str, errors: list[dict[str, str]]) -> dict[str, str] | None:
+    """``name: value`` lines (or comma-separated) as a dict; a line without ``:`` is an error of ``field``."""
+    pairs: dict[str, str] = {}
+    for part in _split(text):
+        name, sep, value = part.partition(":")
+        if not sep or not name.strip() or not value.strip():
+            errors.append({"field": field, "message": f"{part!r} is not 'name: value'"})
+            return None
+        pairs[name.strip()] = value.strip()
+    return pairs
 
 
 def _split(text: str) -> list[str]:
@@ -117,7 +133,15 @@ def parse_form(form: Mapping[str, str]) -> tuple[dict[str, Any], list[str], list
             fields[key] = (form.get(key) or "").strip()
         else:
             blank.append(key)
+    for key in ("feature_types", "imputation"):  # blank: detected at save / the documented defaults
+        pairs = _pairs(form.get(key) or "", key, errors)
+        if pairs:
+            fields[key] = pairs
+        elif pairs is not None:
+            blank.append(key)
     fields["features"] = _split(form.get("features") or "")
+    if isinstance(fields.get("feature_types"), dict):  # a line for a column taken out of the features goes too
+        fields["feature_types"] = {k: v for k, v in fields["feature_types"].items() if k in fields["features"]}
     fields["tags"] = _split(form.get("tags") or "")
     for key, kind in OPTIONAL_NUMBERS.items():
         raw = (form.get(key) or "").strip()
