@@ -129,10 +129,10 @@ def child_scratch(args: dict) -> dict:
     from sklearn.ensemble import StackingClassifier
 
     from models.ensembles.stacking import make_meta_model
+    from models.splits import fold_spec, holdout_split, make_splitter
     from models.store.configs import ConfigStore
     from models.store.db import Database
     from models.training.data import load_training_data
-    from models.training.splits import fold_spec, holdout_split, make_splitter
     from models.training.train import make_pipeline
 
     warnings.simplefilter("ignore")

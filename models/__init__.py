@@ -3,7 +3,8 @@
 Rooms, from the bottom up (each imports only the foundation and the rooms below it, never above):
 
 - foundation modules (``settings``, ``errors``, ``timeutil``, ``progress``, ``processes``,
-  ``jsonable``, ``estimators``) import nothing of ours but each other.
+  ``jsonable``, ``estimators``, ``boosting``: XGBoost and LightGBM, ``splits``: how rows are held out and
+  folded, ``preprocess``: column types and the preprocessing step) import nothing of ours but each other.
 - ``store/``      MongoDB: the connection, the embedded server, the config schema, configs, runs, locks.
 - ``artifacts/``  run files: the store interface (local folder, GridFS), atomic writes, verified
                   reading, the model cache, loading, maintenance and migration.
@@ -16,6 +17,17 @@ Rooms, from the bottom up (each imports only the foundation and the rooms below 
 ``tests/test_layout.py`` walks every import (late ones included) and enforces this order.
 """
 
-FOUNDATION = ("settings", "errors", "timeutil", "progress", "processes", "jsonable", "estimators")
+FOUNDATION = (
+    "settings",
+    "errors",
+    "timeutil",
+    "progress",
+    "processes",
+    "jsonable",
+    "estimators",
+    "boosting",
+    "splits",
+    "preprocess",
+)
 ROOMS = ("store", "artifacts", "jobs", "training", "ensembles", "registry")
 TOP = ("demo",)

@@ -16,7 +16,8 @@ cat > "$work/wf_extra_trees.json" <<JSON
 {"name": "wf_extra_trees", "task": "classification", "model_type": "extra_trees",
  "hyperparameters": {"n_estimators": 50, "max_depth": 8}, "target": "home_win", "training_csv": "$csv",
  "features": ["home_win_pct_last10", "away_win_pct_last10", "home_rest_days", "away_rest_days",
-              "home_off_rating", "away_off_rating", "home_def_rating", "away_def_rating"]}
+              "home_off_rating", "away_off_rating", "home_def_rating", "away_def_rating"],
+ "split": "time", "time_column": "game_date"}
 JSON
 cat > "$work/wf_logreg.yaml" <<YAML
 name: wf_logreg
@@ -27,6 +28,8 @@ target: home_win
 training_csv: $csv
 features: [home_win_pct_last10, away_win_pct_last10, home_rest_days, away_rest_days,
            home_off_rating, away_off_rating, home_def_rating, away_def_rating]
+split: time                 # games are validated in time order, like the demo's configs
+time_column: game_date
 YAML
 cli configs add --replace "$work/wf_extra_trees.json" "$work/wf_logreg.yaml"
 

@@ -31,7 +31,7 @@ def good(**changes) -> dict:
 
 BAD_CASES = [
     ({"target": None}, "target"),
-    ({"model_type": "xgboost"}, "model_type"),
+    ({"model_type": "catboost"}, "model_type"),
     ({"hyperparameters": {"n_estimators": "many"}}, "hyperparameters.n_estimators"),
     ({"hyperparameters": {"no_such_param": 1}}, "hyperparameters.no_such_param"),
     ({"features": "a,b"}, "features"),

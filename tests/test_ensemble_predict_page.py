@@ -49,9 +49,11 @@ def test_cli_names_every_missing_column_of_every_base(settings, stack, tmp_path)
     assert f"missing feature columns: {', '.join(missing)}" in result.stderr
 
 
-def test_nan_names_the_column(database, stack):
+def test_blanks_are_imputed_and_infinite_values_name_the_column(database, stack):
     rows = pd.read_csv(stack).head(8)
-    rows.loc[[2, 5], "away_elo"] = np.nan
+    rows.loc[[2, 5], "away_elo"] = np.nan  # imputed by each base model's pipeline, as in training
+    assert load_ensemble(database, "ab").predict(rows).shape == (8,)
+    rows.loc[[2, 5], "away_elo"] = np.inf
     with pytest.raises(ValidationError) as info:
         load_ensemble(database, "ab").predict(rows)
     assert "away_elo (rows 2, 5)" in info.value.message and "np." not in info.value.message

@@ -22,9 +22,9 @@ from models.ensembles.build import (
 from models.ensembles.compat import IncompatibleBaseModelsError
 from models.ensembles.stacking import make_meta_model
 from models.errors import ConflictError, DataError, NotFoundError, ValidationError
+from models.splits import holdout_split, make_splitter
 from models.store.configs import ConfigStore
 from models.training.data import load_training_data
-from models.training.splits import holdout_split, make_splitter
 from models.training.train import make_pipeline, train_config
 from tests.helpers import FEATS, cls_config, create_then_change_csv, reg_config, spy_unpickling
 

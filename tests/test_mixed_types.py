@@ -30,10 +30,10 @@ from models.ensembles.build import create_ensemble, load_ensemble
 from models.ensembles.stacking import make_meta_model
 from models.ensembles.suggest import suggest_ensemble
 from models.errors import ValidationError
+from models.preprocess import typed_frame
+from models.splits import fold_spec, holdout_split, make_splitter
 from models.store.configs import ConfigStore
 from models.store.db import Database
-from models.training.preprocess import typed_frame
-from models.training.splits import fold_spec, holdout_split, make_splitter
 from models.training.train import make_pipeline, train_config
 from tests.helpers import run_cli, wait_job
 

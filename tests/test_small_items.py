@@ -145,15 +145,14 @@ def test_legacy_document_with_missing_files_is_file_missing(settings, database, 
     assert info.value.reason == "file_missing" and "is missing" in info.value.message
 
 
-def test_same_file_different_rows_says_so(database, games_csv, tmp_path):
+def test_blanks_in_one_config_s_features_do_not_split_the_library(database, games_csv, tmp_path):
     import numpy as np
     import pandas as pd
 
     from models.ensembles.build import create_ensemble
-    from models.ensembles.compat import IncompatibleBaseModelsError
 
     frame = pd.read_csv(games_csv)
-    frame.loc[[4, 9], "home_elo"] = np.nan  # only configs using home_elo drop these rows
+    frame.loc[[4, 9], "home_elo"] = np.nan  # imputed, not dropped: both configs train on the same rows
     path = tmp_path / "holes.csv"
     frame.to_csv(path, index=False)
     store = ConfigStore(database)
@@ -161,12 +160,9 @@ def test_same_file_different_rows_says_so(database, games_csv, tmp_path):
     store.create(cls_config("no_elo", path, features=["home_rest_days", "away_rest_days"]))
     for n in ("with_elo", "no_elo"):
         train_config(database, n)
-    with pytest.raises(IncompatibleBaseModelsError) as info:
-        create_ensemble(database, "e", ["with_elo", "no_elo"])
-    msg = info.value.message
-    stored = store.get("with_elo")["training_csv"]  # the portable name, @<root>/<path>
-    assert f"training data differs: all read {stored}, but different rows were dropped for missing values" in msg
-    assert msg.count(stored) == 1 and "with_elo | no_elo" in msg
+    assert store.get("with_elo")["data_fingerprint"] == store.get("no_elo")["data_fingerprint"]
+    record = create_ensemble(database, "e", ["with_elo", "no_elo"])
+    assert record["n_train"] == round(len(frame) * 0.8) and record["retrained"] == []
 
 
 def test_no_numpy_reprs_in_data_messages(database, games_csv, tmp_path):

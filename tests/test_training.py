@@ -255,7 +255,7 @@ def test_blank_features_are_imputed_and_counted_rows_without_target_dropped(data
 
 def run_train_rows(database, name, csv):
     """The CSV rows a config's run fitted its final model on (the training rows of its split)."""
-    from models.training.splits import fold_spec, holdout_split
+    from models.splits import fold_spec, holdout_split
 
     config = ConfigStore(database).get(name)
     target = pd.read_csv(csv)["home_win"]

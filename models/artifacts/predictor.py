@@ -121,7 +121,7 @@ def _imputes(scaler: Any) -> bool:
 def typed_rows(frame: pd.DataFrame | dict | list, features: list[str], types: dict[str, str]) -> pd.DataFrame:
     """Rows with strings, blanks and categories as the run's column transformer takes them; a numeric column
     given a value that is not a number is named with its row (rows counted from 0)."""
-    from models.training.preprocess import typed_frame
+    from models.preprocess import typed_frame
 
     if not isinstance(frame, pd.DataFrame):
         frame = pd.DataFrame(frame)

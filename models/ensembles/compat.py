@@ -10,9 +10,9 @@ from bson import ObjectId
 
 from models.ensembles.stacking import check_options
 from models.errors import DataError, ValidationError
+from models.splits import fold_spec
 from models.store.schema import NAME_RE
 from models.training.data import load_training_data
-from models.training.splits import fold_spec
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ def compatibility_problems(configs: list[dict[str, Any]], fingerprints: list[str
     differ("fold spec", described)
     csvs = {c["name"]: c.get("training_csv") for c in configs}
     known = [(c, f) for c, f in zip(configs, fingerprints) if f is not None]
+    if len(set(described)) > 1:  # the split orders or groups the rows too: the fingerprints differ with it
+        return problems
     if len({f for _, f in known}) > 1 and len({csvs[c["name"]] for c, _ in known}) == 1:
         # one file, different rows: naming the path twice would say nothing
         groups = _groups([c for c, _ in known], [f for _, f in known])

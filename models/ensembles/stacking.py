@@ -111,7 +111,18 @@ def check_options(
         known = cls().get_params()
         unknown = [k for k in meta_params if k not in known]
         bounded = service_and_bound_errors(meta_params)
-        if bounded:
+        huge = [
+            k for k, v in meta_params.items() if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**63
+        ]
+        if huge:  # stored with the job (and the ensemble): MongoDB's integers have 8 bytes
+            digits = len(str(abs(meta_params[huge[0]])))
+            errors.append(
+                {
+                    "field": f"meta_params.{huge[0]}",
+                    "message": f"{huge[0]} is an integer of {digits} digits: too large",
+                }
+            )
+        elif bounded:
             errors.append({"field": f"meta_params.{bounded[0][0]}", "message": bounded[0][1]})
         elif unknown:
             errors.append(

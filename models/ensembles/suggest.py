@@ -66,11 +66,11 @@ from models.jobs.context import commit_point
 from models.jobs.remote import RemoteWork
 from models.jsonable import to_json
 from models.progress import Progress, no_progress, scaled
+from models.splits import make_splitter
 from models.store.db import Database
 from models.store.ensembles import EnsembleStore
 from models.store.schema import NAME_RE
 from models.timeutil import now
-from models.training.splits import make_splitter
 from models.training.train import environment_versions, new_run_id
 
 log = logging.getLogger(__name__)

@@ -117,7 +117,7 @@ def read_feature_sample(config: dict[str, Any], path: Path) -> Any:
 def feature_type_problems(config: dict[str, Any], path: Path) -> list[dict[str, str]]:
     """Detect the feature types (the config's own entries win) into ``config["feature_types"]``, hints into
     ``config["type_hints"]``; the types that cannot work with the column's values, as problems."""
-    from models.training.preprocess import detect_types, type_hints, type_problems
+    from models.preprocess import detect_types, type_hints, type_problems
 
     try:
         sample = read_feature_sample(config, path)
@@ -142,7 +142,7 @@ def split_problems(config: dict[str, Any], path: Path, field: str) -> list[dict[
     ordered (or a group), and the folds and the held-out rows all get rows (``gap``, ``cv_folds``)."""
     import pandas as pd  # only for configs with a time or group split (the CLI starts faster without)
 
-    from models.training.splits import check_split_sizes, fold_spec, group_values, order_values
+    from models.splits import check_split_sizes, fold_spec, group_values, order_values
 
     column, training_csv = config[field], str(config["training_csv"])
     try:

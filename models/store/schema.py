@@ -216,7 +216,7 @@ class ModelConfig(BaseModel):
         return self
 
     def _type_problems(self) -> list[tuple[str, str]]:
-        from models.training.preprocess import CATEGORICAL_IMPUTATIONS, NATIVE_MISSING, NUMERIC_IMPUTATIONS
+        from models.preprocess import CATEGORICAL_IMPUTATIONS, NATIVE_MISSING, NUMERIC_IMPUTATIONS
 
         problems: list[tuple[str, str]] = []
         for column in self.feature_types or {}:

@@ -34,13 +34,13 @@ from models.artifacts.routing import get_store
 from models.artifacts.verified import unpickle_bytes
 from models.errors import ArtifactError, ConflictError, ValidationError
 from models.progress import Progress, no_progress, scaled
+from models.splits import fold_spec
 from models.store.configs import ConfigStore
 from models.store.db import Database
 from models.store.runs import RunStore, config_fields_for_run
 from models.store.schema import definition, validate_config
 from models.timeutil import now
 from models.training.data import load_training_data
-from models.training.splits import fold_spec
 from models.training.train import environment_versions, fit_config, oof_arrays, split_info
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Missing-value policy: only rows with a missing target are dropped (how many is recorded in the run:
 ``data.rows_dropped``); blank feature cells are kept and imputed inside the run's pipeline (see
-:mod:`models.training.preprocess`; the run records how many per column: ``data.blank_cells``). Infinite
+:mod:`models.preprocess`; the run records how many per column: ``data.blank_cells``). Infinite
 feature values are refused. Training refuses to go on if fewer than ``MIN_ROWS`` rows remain.
 
 Features are a float array when all are numeric, else a DataFrame typed by ``feature_types``.
@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from models.errors import DataError, ValidationError
+from models.preprocess import detect_types, is_mixed, type_problems, typed_frame
 from models.settings import Settings, get_settings
+from models.splits import group_values, order_values
 from models.store.data_roots import check_data_root
-from models.training.preprocess import detect_types, is_mixed, type_problems, typed_frame
-from models.training.splits import group_values, order_values
 
 MIN_ROWS = 20
 

@@ -41,7 +41,9 @@ from models.artifacts.routing import get_store
 from models.errors import ServiceError, TrainingError, describe_exception, error_dict
 from models.estimators import NEEDS_PROBABILITY_WRAPPER, build_estimator
 from models.jobs.context import commit_point
+from models.preprocess import feature_types_of, imputation_of, is_mixed, make_preprocessor, original_columns
 from models.progress import Progress, no_progress, scaled
+from models.splits import NO_FOLD, check_split_sizes, cv_splits, fold_spec, holdout_split
 from models.store.configs import ConfigStore, training_here
 from models.store.db import Database
 from models.store.runs import RunStore, config_fields_for_run
@@ -49,15 +51,7 @@ from models.store.schema import definition, validate_config
 from models.timeutil import now
 from models.training.data import TrainingData, load_training_data
 from models.training.metrics import classification_metrics, fold_score, primary_metric, regression_metrics
-from models.training.preprocess import (
-    feature_types_of,
-    imputation_of,
-    is_mixed,
-    make_preprocessor,
-    original_columns,
-)
 from models.training.sklearn_warnings import scaled_data
-from models.training.splits import NO_FOLD, check_split_sizes, cv_splits, fold_spec, holdout_split
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +74,7 @@ def make_scaler(kind: str) -> Any:
 
 
 def make_pipeline(config: dict[str, Any]) -> Pipeline:
-    """Preprocessing (imputers, the scaler, encoders, text vectorizers: :mod:`models.training.preprocess`)
+    """Preprocessing (imputers, the scaler, encoders, text vectorizers: :mod:`models.preprocess`)
     and model in one pipeline, so each CV fold fits its own preprocessing (no leakage). The first step
     keeps the name ``scaler``: it is what the run saves as ``<run_id>_scaler.pkl``."""
     model = build_estimator(
