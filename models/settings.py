@@ -218,6 +218,8 @@ class Settings:
     secret_key: str | None = None
     web_host: str = "127.0.0.1"
     web_port: int = 5000
+    web_connection_limit: int = 2000  # open connections waitress accepts (idle ones included)
+    web_channel_timeout: int = 30  # seconds an idle or slow connection is kept before it is closed
     max_content_length: int = 16 * 1024 * 1024
     log_level: str = "INFO"
     train_timeout_seconds: int = 3600  # a training or ensemble job is stopped after this long (0 = no limit)
@@ -310,6 +312,8 @@ class Settings:
             secret_key=env.get("SECRET_KEY") or None,
             web_host=env.get("WEB_HOST", d.web_host),
             web_port=_int(env, "WEB_PORT", d.web_port),
+            web_connection_limit=_int(env, "WEB_CONNECTION_LIMIT", d.web_connection_limit),
+            web_channel_timeout=_int(env, "WEB_CHANNEL_TIMEOUT", d.web_channel_timeout),
             max_content_length=_int(env, "MAX_CONTENT_LENGTH", d.max_content_length),
             log_level=env.get("LOG_LEVEL", d.log_level),
             train_timeout_seconds=_non_negative(env, "TRAIN_TIMEOUT_SECONDS", d.train_timeout_seconds),

@@ -15,7 +15,6 @@ import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
@@ -24,6 +23,7 @@ from werkzeug.wrappers import Response
 
 from models.errors import DatabaseUnavailableError
 from web.errors import json_error, wants_json
+from web.redirects import safe_path
 from web.services import get_state
 from web.sessions import open_session, revoke_session, session_live
 
@@ -114,11 +114,7 @@ def _guard() -> Any:
 
 def _safe_next(target: str | None) -> str:
     """Only same-site relative paths; anything else goes home (no open redirects)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc:
-            return target
-    return url_for("pages.home")
+    return safe_path(target, url_for("pages.home"))
 
 
 @bp.route("/login", methods=["GET", "POST"])

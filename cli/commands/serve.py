@@ -65,4 +65,11 @@ def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> 
     if "api_token" in generated:
         info(f"Generated API token (shown only this once): {generated['api_token']}")
         info("Use it as: Authorization: Bearer <token>")
-    server.run(flask_app, host, port, threads)
+    server.run(
+        flask_app,
+        host,
+        port,
+        threads,
+        connection_limit=settings.web_connection_limit,
+        channel_timeout=settings.web_channel_timeout,
+    )

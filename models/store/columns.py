@@ -15,6 +15,7 @@ from typing import Any
 from models.errors import DataError, ServiceError, ValidationError
 from models.settings import Settings, get_settings
 from models.store.data_roots import check_data_root
+from models.store.datarefs import to_stored
 
 # the config fields whose change means the data must be checked again
 DATA_FIELDS = (
@@ -66,7 +67,8 @@ def data_problems(config: dict[str, Any], settings: Settings | None = None) -> l
         return [
             {
                 "field": "training_csv",
-                "message": f"training CSV {training_csv!r} does not exist (looked at {path})",
+                "message": f"training CSV {training_csv!r} does not exist (looked at {to_stored(str(path), settings or get_settings())} "
+                "in the data roots)",
             }
         ]
     if not path.is_file():

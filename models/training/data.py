@@ -25,6 +25,7 @@ from models.preprocess import detect_types, is_mixed, type_problems, typed_frame
 from models.settings import Settings, get_settings
 from models.splits import group_values, order_values
 from models.store.data_roots import check_data_root
+from models.store.datarefs import to_stored
 
 MIN_ROWS = 20
 
@@ -68,9 +69,12 @@ def resolve_csv(training_csv: str, settings: Settings | None = None) -> Path:
         raise DataError(exc.message, field="training_csv") from None
 
 
-def _read_csv(path: Path, training_csv: str, max_bytes: int) -> tuple[pd.DataFrame, str]:
+def _read_csv(path: Path, training_csv: str, max_bytes: int, shown: str = "") -> tuple[pd.DataFrame, str]:
     if not path.exists():
-        raise DataError(f"training CSV {training_csv!r} not found (looked at {path})", field="training_csv")
+        raise DataError(
+            f"training CSV {training_csv!r} not found (looked at {shown or path.name} in the data roots)",
+            field="training_csv",
+        )
     if not path.is_file():
         raise DataError(f"training CSV {training_csv!r} is not a file", field="training_csv")
     size = path.stat().st_size
@@ -105,7 +109,7 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
     training_csv = config["training_csv"]
     settings = settings or get_settings()
     path = resolve_csv(training_csv, settings)
-    frame, sha = _read_csv(path, training_csv, settings.max_training_csv_bytes)
+    frame, sha = _read_csv(path, training_csv, settings.max_training_csv_bytes, to_stored(str(path), settings))
     features, target = list(config["features"]), config["target"]
     split_column = config.get("time_column") if config.get("split") == "time" else None
     split_column = config.get("group_column") if config.get("split") == "group" else split_column

@@ -13,6 +13,7 @@ import pandas as pd
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
 from models import jobs
+from models.artifacts.prediction_csv import to_safe_csv
 from models.artifacts.predictor import with_predictions
 from models.ensembles.build import delete_ensemble, find_ensemble, get_ensemble, list_ensembles, load_ensemble
 from models.ensembles.service import (
@@ -151,7 +152,7 @@ def predict(name: str) -> Any:
         flash(f"No predictions: {exc.message}", "error")
         return redirect(url_for(".detail", name=name, _anchor="predict"))
     return Response(
-        merged.to_csv(index=False),
+        to_safe_csv(merged),  # formula-like cells escaped, as the API and the CLI write them
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{name}-predictions.csv"'},
     )

@@ -10,6 +10,7 @@ from models import jobs
 from models.ensembles.service import RESUBMITTABLE, resubmit_job
 from models.errors import ConflictError, ValidationError
 from models.jobs.timing import job_timing
+from web.redirects import safe_path
 from web.services import get_db, job_runner, requested_by
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
@@ -62,10 +63,7 @@ def cancel(job_id: str) -> Any:
         flash(f"Job cancelled: {job['kind']} {job['key']}.", "info")
     except ConflictError as exc:
         flash(exc.message, "error")
-    back = request.form.get("next") or ""
-    if not (back.startswith("/") and not back.startswith("//") and "\\" not in back):
-        back = url_for("pages.jobs.detail", job_id=job_id)
-    return redirect(back)
+    return redirect(safe_path(request.form.get("next"), url_for("pages.jobs.detail", job_id=job_id)))
 
 
 @bp.post("/<job_id>/resubmit")

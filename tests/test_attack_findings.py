@@ -1,0 +1,157 @@
+"""Findings of the outside attack run (issue 24), each reproduced and now failing to get through: idle
+sockets, open redirects, formula cells in every CSV the service writes, server paths in errors."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from models.ensembles.build import create_ensemble
+from models.errors import DataError, ValidationError
+from models.store.configs import ConfigStore
+from models.training.train import train_config
+from tests.helpers import FEATS, TOKEN, cls_config
+from web.redirects import is_same_site_path
+from web.server import create_server
+from web.testing import csrf_token
+
+FORMULA = '=HYPERLINK("http://evil.example","x")'
+
+
+@pytest.fixture
+def served(app):
+    """The app under waitress as ``cli serve`` runs it, with a short idle timeout."""
+    server = create_server(app, host="127.0.0.1", port=0, threads=2, connection_limit=1500, channel_timeout=3)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield server.effective_port
+    server.close()
+    thread.join(timeout=5)
+
+
+def test_a_thousand_idle_sockets_leave_healthz_answering_within_a_second(served):
+    idle = []
+    try:
+        for _ in range(1000):
+            s = socket.create_connection(("127.0.0.1", served), timeout=5)
+            idle.append(s)
+        time.sleep(0.5)  # let the server accept them all
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(f"http://127.0.0.1:{served}/healthz", timeout=5) as answer:
+            assert answer.status == 200
+        assert time.perf_counter() - t0 < 1.0
+        # an idle socket is closed by the server after its channel timeout (3 s here, 30 s by default)
+        idle[0].settimeout(15)
+        assert idle[0].recv(1) == b""
+    finally:
+        for s in idle:
+            s.close()
+
+
+def queued_job(database):
+    from models.store import jobs as job_store
+
+    job, _ = job_store.insert_job(database, "test", "redirect-test")
+    return job["_id"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/\t/evil.example",
+        "/\n/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "\\\\evil.example",
+        "https://evil.example/",
+        "/%09/evil.example",
+        "/%2F/evil.example",
+        "/%5Cevil.example",
+        " /evil",
+        "javascript:alert(1)",
+    ],
+)
+def test_redirect_targets_off_the_site_are_refused(page, database, target):
+    assert not is_same_site_path(target)
+    response = page.post(
+        f"/jobs/{queued_job(database)}/cancel", data={"next": target, "csrf_token": csrf_token(page)}
+    )
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.startswith("/jobs/") and "evil" not in location
+    login = page.get("/login", query_string={"next": target})  # logged in already: sent to next, if safe
+    assert "evil" not in login.headers.get("Location", "") and "javascript" not in login.headers.get(
+        "Location", ""
+    )
+
+
+def test_same_site_redirects_still_work(page, database):
+    assert is_same_site_path("/configs/a?tab=runs")
+    response = page.post(
+        f"/jobs/{queued_job(database)}/cancel", data={"next": "/configs", "csrf_token": csrf_token(page)}
+    )
+    assert response.headers["Location"] == "/configs"
+
+
+@pytest.fixture
+def stacked(database, games_csv):
+    store = ConfigStore(database)
+    for name in ("a", "b"):
+        store.create(
+            cls_config(name, games_csv, model_type="naive_bayes" if name == "b" else "logistic_regression")
+        )
+        train_config(database, name)
+    create_ensemble(database, "ab", ["a", "b"])
+    return games_csv
+
+
+def test_every_csv_the_service_writes_escapes_formula_cells(app, page, stacked, settings, tmp_path):
+    rows = pd.read_csv(stacked).head(3)[FEATS].assign(note=[FORMULA, "@SUM(A1:A9)", "fine"])
+    api = app.test_client()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    answers = {
+        "api model": api.post(
+            "/api/predict/model/a?format=csv", json={"rows": rows.to_dict("records")}, headers=auth
+        ),
+        "api ensemble": api.post(
+            "/api/predict/ensemble/ab?format=csv", json={"rows": rows.to_dict("records")}, headers=auth
+        ),
+        "ensemble page upload": page.post(
+            "/ensembles/ab/predict",
+            data={
+                "csv": (io.BytesIO(rows.to_csv(index=False).encode()), "rows.csv"),
+                "csrf_token": csrf_token(page),
+            },
+            content_type="multipart/form-data",
+        ),
+    }
+    for route, answer in answers.items():
+        assert answer.status_code == 200 and answer.mimetype == "text/csv", route
+        text = answer.get_data(as_text=True)
+        assert f"'{FORMULA}" in text.replace('""', '"') and "\n=" not in text and ",=" not in text, route
+        assert "'@SUM(A1:A9)" in text and ",@SUM" not in text, (route, text)
+    csv_routes = {r.rule for r in app.url_map.iter_rules() if "predict" in r.rule}
+    assert csv_routes == {"/api/predict/model/<name>", "/api/predict/ensemble/<name>", "/ensembles/<name>/predict"}
+
+
+def test_a_missing_csv_inside_a_data_root_does_not_reveal_the_servers_path(
+    database, settings, games_csv, tmp_path, tmp_path_factory
+):
+    missing = "@pytest/" + (tmp_path / "gone.csv").relative_to(tmp_path_factory.getbasetemp()).as_posix()
+    with pytest.raises(ValidationError) as caught:
+        ConfigStore(database).create(cls_config("gone", missing))
+    assert str(tmp_path) not in caught.value.message and "gone.csv" in caught.value.message
+    assert "@pytest/" in caught.value.message
+    csv = tmp_path / "later.csv"
+    csv.write_bytes(games_csv.read_bytes())
+    ConfigStore(database).create(cls_config("later", csv))
+    csv.unlink()
+    with pytest.raises(DataError) as trained:
+        train_config(database, "later")
+    assert str(tmp_path) not in trained.value.message and "later.csv" in trained.value.message
