@@ -106,8 +106,8 @@ def compatibility_problems(configs: list[dict[str, Any]], fingerprints: list[str
     differ("fold spec", described)
     csvs = {c["name"]: c.get("training_csv") for c in configs}
     known = [(c, f) for c, f in zip(configs, fingerprints) if f is not None]
-    if len(set(described)) > 1:  # the split orders or groups the rows too: the fingerprints differ with it
-        return problems
+    if len({(sp.get("split", "random"), sp.get("time_column"), sp.get("group_column")) for sp in specs}) > 1:
+        return problems  # the split's column is part of the fingerprint: the data differs with it, said above
     if len({f for _, f in known}) > 1 and len({csvs[c["name"]] for c, _ in known}) == 1:
         # one file, different rows: naming the path twice would say nothing
         groups = _groups([c for c, _ in known], [f for _, f in known])
