@@ -52,6 +52,13 @@ class ValidationError(ServiceError):
         super().__init__(message, field=field, details=self.errors if len(self.errors) > 1 else None)
 
 
+class ForbiddenError(ServiceError):
+    """The caller may not do this here (e.g. a trust decision over HTTP); the message says where it may."""
+
+    code = "forbidden"
+    http_status = 403
+
+
 class NotFoundError(ServiceError):
     code = "not_found"
     http_status = 404

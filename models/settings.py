@@ -231,6 +231,8 @@ class Settings:
     # trust (models/artifacts/signing.py): the Ed25519 key that signs artifacts; MongoDB never holds it
     artifact_signing_key: str | None = None  # base64 of the 32-byte private key; else the key file
     artifact_signing_key_file: Path | None = None  # default: $VAR_DIR/artifact-signing.key (made on first use)
+    web_secrets_file: Path | None = None  # default: $VAR_DIR/web-secrets.json (mode 0600, made on first start)
+    allow_http_trust: bool = False  # ALLOW_HTTP_TRUST=1: import/adopt with trust over HTTP (they unpickle)
     require_signed: bool = True  # refuse artifacts without a signature (0: load them with a warning)
     trusted_keys: tuple[str, ...] = ()  # public keys (base64) whose artifacts and archives are accepted
     # training data: a config's training_csv must resolve inside a data root (see named_data_roots)
@@ -259,6 +261,11 @@ class Settings:
     @property
     def signing_key_file(self) -> Path:
         return self.artifact_signing_key_file or (self.var_dir / "artifact-signing.key")
+
+    @property
+    def web_secrets_path(self) -> Path:
+        """Where the web app's password hash, token digest and secret key live (never in MongoDB)."""
+        return self.web_secrets_file or (self.var_dir / "web-secrets.json")
 
     @property
     def effective_data_roots(self) -> tuple[Path, ...]:
@@ -325,6 +332,8 @@ class Settings:
             artifact_signing_key_file=(
                 _path(env["ARTIFACT_SIGNING_KEY_FILE"]) if env.get("ARTIFACT_SIGNING_KEY_FILE") else None
             ),
+            web_secrets_file=_path(env["WEB_SECRETS_FILE"]) if env.get("WEB_SECRETS_FILE") else None,
+            allow_http_trust=_bool(env, "ALLOW_HTTP_TRUST", d.allow_http_trust),
             require_signed=_bool(env, "REQUIRE_SIGNED", d.require_signed),
             trusted_keys=_trusted_keys(env.get("TRUSTED_KEYS", "")),
             max_training_csv_bytes=_int(env, "MAX_TRAINING_CSV_BYTES", d.max_training_csv_bytes),

@@ -187,7 +187,7 @@ def test_adopt_from_the_api_the_tool_and_the_page(settings, database, games_csv)
     assert run["run_id"] == RUN_ID
     assert 'id="adopt-form"' not in page.get("/configs/legacy_rf").get_data(as_text=True)
     again = client.post("/api/configs/legacy_rf/adopt", json={"trust": True}, headers=auth)
-    assert again.status_code == 409 and "not a legacy document" in again.get_json()["error"]["message"]
+    assert again.status_code == 403 and "ALLOW_HTTP_TRUST" in again.get_json()["error"]["message"]
 
 
 def test_adopt_through_the_api(settings, database, games_csv):
@@ -196,10 +196,14 @@ def test_adopt_through_the_api(settings, database, games_csv):
 
     doc, _, _, _ = legacy_doc(settings, games_csv)
     database.configs.insert_one(doc)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    # trust over HTTP unpickles unverified bytes: off unless the deployment allows it
     client = create_app(settings.with_(api_token=TOKEN), database).test_client()
-    response = client.post(
-        "/api/configs/legacy_rf/adopt", json={"trust": True}, headers={"Authorization": f"Bearer {TOKEN}"}
-    )
+    refused = client.post("/api/configs/legacy_rf/adopt", json={"trust": True}, headers=auth)
+    assert refused.status_code == 403 and refused.get_json()["error"]["code"] == "forbidden"
+    assert "ALLOW_HTTP_TRUST" in refused.get_json()["error"]["message"] and database.runs.count_documents({}) == 0
+    client = create_app(settings.with_(api_token=TOKEN, allow_http_trust=True), database).test_client()
+    response = client.post("/api/configs/legacy_rf/adopt", json={"trust": True}, headers=auth)
     assert response.status_code == 201, response.get_data(as_text=True)
     body = response.get_json()
     assert body["run_id"] == RUN_ID and body["adopted"] is True and body["cv"]["n_splits"] == 3

@@ -168,6 +168,11 @@ def test_api_import_needs_an_explicit_trust_field(database, settings, exported, 
         assert trust == "true" or ("is not signed" in error["message"] and "trust" in error["message"])
         nothing_new(database, settings, runs_before, files_before)
     resp = client.post("/api/registry/import", json={**body, "trust": True}, headers=AUTH)
+    assert resp.status_code == 403 and "ALLOW_HTTP_TRUST" in resp.get_json()["error"]["message"]
+    nothing_new(database, settings, runs_before, files_before)
+    allowed = settings.with_(admin_password=PASSWORD, api_token=TOKEN, allow_http_trust=True)
+    client = create_app(allowed, database).test_client()
+    resp = client.post("/api/registry/import", json={**body, "trust": True}, headers=AUTH)
     assert resp.status_code == 201 and resp.get_json()["trust"]["trusted"] == "explicit"
     assert resp.get_json()["trust"]["trusted_by"]
     resp = client.post("/api/registry/import", json={"archive_base64": own, "on_conflict": "rename"}, headers=AUTH)

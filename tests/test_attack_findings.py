@@ -19,7 +19,7 @@ from models.training.train import train_config
 from tests.helpers import FEATS, TOKEN, cls_config
 from web.redirects import is_same_site_path
 from web.server import create_server
-from web.testing import csrf_token
+from web.testing import csrf_token, login
 
 FORMULA = '=HYPERLINK("http://evil.example","x")'
 
@@ -155,3 +155,85 @@ def test_a_missing_csv_inside_a_data_root_does_not_reveal_the_servers_path(
     with pytest.raises(DataError) as trained:
         train_config(database, "later")
     assert str(tmp_path) not in trained.value.message and "later.csv" in trained.value.message
+
+
+# ------------------------------------------------------------------ a database writer is not the admin
+
+
+def forged_cookie(app, secret_key: str, sid: str) -> str:
+    """A session cookie as Flask signs it, with ``secret_key`` (what the attacker knows)."""
+    from flask import Flask
+
+    from web.auth import SESSION_ID, SESSION_KEY
+
+    forger = Flask("forger")
+    forger.secret_key = secret_key
+    forger.config.update(app.config)
+    forger.secret_key = secret_key
+    return forger.session_interface.get_signing_serializer(forger).dumps({SESSION_KEY: True, SESSION_ID: sid})
+
+
+def test_a_database_writer_gets_no_admin_session_no_token_and_no_password(settings, database):
+    import hashlib
+
+    from werkzeug.security import generate_password_hash
+
+    from web import create_app
+    from web.services import get_state
+
+    app = create_app(settings, database)
+    real = get_state(app).credentials.pop_generated()
+    secrets = database.db[settings.secrets_collection]
+    # everything the old chain used, written by the attacker
+    secrets.insert_many(
+        [
+            {"_id": "admin_password", "hash": generate_password_hash("attacker-password")},
+            {"_id": "api_token", "sha256": hashlib.sha256(b"attacker-token").hexdigest()},
+            {"_id": "secret_key", "value": "attacker-key"},
+        ]
+    )
+    sid = "attacker-session"
+    for record in (
+        "session:" + hashlib.sha256(sid.encode()).hexdigest(),
+        "session:" + __import__("hmac").new(b"attacker-key", sid.encode(), hashlib.sha256).hexdigest(),
+    ):
+        secrets.insert_one({"_id": record, "kind": "session", "expires_at": __import__("datetime").datetime.max})
+    for current in (app, create_app(settings, database)):  # the running app, and after a restart
+        client = current.test_client()
+        assert login(client, "attacker-password").status_code == 401
+        assert client.get("/api/configs", headers={"Authorization": "Bearer attacker-token"}).status_code == 401
+        client.set_cookie(current.config["SESSION_COOKIE_NAME"], forged_cookie(current, "attacker-key", sid))
+        assert client.get("/configs/").status_code == 302  # to the login page
+        assert client.post("/api/configs", json={}).status_code in (401, 400)
+        assert login(current.test_client(), real["admin_password"]).status_code == 302
+    # the forgery itself works: with the key from the 0600 file (which the attacker lacks) it would get in
+    from web.sessions import open_session
+
+    genuine = open_session(database, __import__("datetime").timedelta(hours=1), app.secret_key)
+    control = app.test_client()
+    control.set_cookie(app.config["SESSION_COOKIE_NAME"], forged_cookie(app, app.secret_key, genuine))
+    assert control.get("/configs/").status_code == 200
+
+
+def test_secrets_an_older_version_kept_in_the_database_move_to_a_0600_file(settings, database):
+    import hashlib
+
+    from werkzeug.security import generate_password_hash
+
+    from web import create_app
+
+    database.db[settings.secrets_collection].insert_many(
+        [
+            {"_id": "admin_password", "hash": generate_password_hash("old-password-1")},
+            {"_id": "api_token", "sha256": hashlib.sha256(b"old-token-" + b"x" * 32).hexdigest()},
+            {"_id": "secret_key", "value": "old-key"},
+        ]
+    )
+    app = create_app(settings, database)
+    path = settings.web_secrets_path
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert database.db[settings.secrets_collection].count_documents({}) == 0
+    assert app.secret_key != "old-key"  # rotated: a database reader may have known it
+    assert login(app.test_client(), "old-password-1").status_code == 302
+    token = "old-token-" + "x" * 32
+    assert app.test_client().get("/api/configs", headers={"Authorization": f"Bearer {token}"}).status_code == 200

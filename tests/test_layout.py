@@ -135,7 +135,7 @@ COLLECTION_CALLS = {"get_collection", "get_database"}
 # GridFS is the artifact store's own backend (one place for artifact I/O), not a document collection.
 # The web app's credentials and sessions are being moved out of MongoDB (issue 24); until then they
 # are the one other exemption.
-ALLOWED_OUTSIDE_STORE = {"models/artifacts/gridfs.py", "web/credentials.py", "web/sessions.py"}
+ALLOWED_OUTSIDE_STORE = {"models/artifacts/gridfs.py"}
 
 
 def raw_collection_uses(source: str) -> list[tuple[int, str]]:

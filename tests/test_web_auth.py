@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -142,16 +143,18 @@ def test_healthz_is_public(client):
     assert body["runner"] == {"runner": "in-process", "workers": 2}
 
 
-def test_generated_credentials_are_stored_as_hashes_and_shown_once(settings, database):
+def test_generated_credentials_are_kept_as_hashes_in_a_private_file_and_shown_once(settings, database):
     app = create_app(settings, database)
     generated = get_state(app).credentials.pop_generated()
     assert set(generated) == {"admin_password", "api_token"}
     assert get_state(app).credentials.pop_generated() == {}  # once only
-    stored = {d["_id"]: d for d in database.db[settings.secrets_collection].find()}
-    assert set(stored) == {"admin_password", "api_token", "secret_key"}
-    dump = repr(list(stored.values()))
-    assert generated["admin_password"] not in dump and generated["api_token"] not in dump
-    assert stored["admin_password"]["hash"].startswith(("scrypt:", "pbkdf2:"))
+    path = settings.web_secrets_path
+    assert path.stat().st_mode & 0o777 == 0o600
+    stored = json.loads(path.read_text())
+    assert set(stored) == {"admin_password_hash", "api_token_sha256", "secret_key"}
+    assert generated["admin_password"] not in path.read_text() and generated["api_token"] not in path.read_text()
+    assert stored["admin_password_hash"].startswith(("scrypt:", "pbkdf2:"))
+    assert database.db[settings.secrets_collection].count_documents({"kind": {"$ne": "session"}}) == 0
 
     client = app.test_client()
     assert login(client, generated["admin_password"]).status_code == 302
@@ -165,7 +168,7 @@ def test_generated_credentials_are_stored_as_hashes_and_shown_once(settings, dat
     assert again.secret_key == app.secret_key
     other = again.test_client()
     assert login(other, generated["admin_password"]).status_code == 302
-    # the session cookie of the first app is valid in the second (same persisted secret key)
+    # the session cookie of the first app is valid in the second (same secret key from the file)
     other.set_cookie(app.config["SESSION_COOKIE_NAME"], client.get_cookie(app.config["SESSION_COOKIE_NAME"]).value)
     assert other.get("/configs/").status_code == 200
 

@@ -51,7 +51,7 @@ def is_logged_in() -> bool:
         return False
     if "session_live" not in g:
         try:
-            g.session_live = session_live(get_state().database, session.get(SESSION_ID))
+            g.session_live = session_live(get_state().database, session.get(SESSION_ID), current_app.secret_key)
         except PyMongoError:
             raise DatabaseUnavailableError("the database is not reachable; sessions cannot be checked") from None
     return g.session_live
@@ -143,12 +143,14 @@ def login() -> Any:
     state.login_limiter.reset(client)
     if session.get(SESSION_ID):  # logging in again ends the session this browser had
         try:
-            revoke_session(state.database, session.get(SESSION_ID))
+            revoke_session(state.database, session.get(SESSION_ID), current_app.secret_key)
         except PyMongoError:
             log.warning("could not revoke the previous session at login (database unreachable)")
     session.clear()  # a fresh session: nothing from before the login survives
     session[SESSION_KEY] = True
-    session[SESSION_ID] = open_session(state.database, current_app.permanent_session_lifetime)
+    session[SESSION_ID] = open_session(
+        state.database, current_app.permanent_session_lifetime, current_app.secret_key
+    )
     session.permanent = True
     log.info("admin logged in from %s", client)
     flash("Logged in.", "success")
@@ -158,7 +160,7 @@ def login() -> Any:
 @bp.route("/logout", methods=["POST"])
 @login_required
 def logout() -> Any:
-    revoke_session(get_state().database, session.get(SESSION_ID))
+    revoke_session(get_state().database, session.get(SESSION_ID), current_app.secret_key)
     session.clear()
     flash("Logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -19,6 +19,7 @@ from werkzeug.datastructures import MultiDict
 from models import registry
 from models.errors import ValidationError
 from models.store.db import Database
+from web.services import refuse_trust_over_http
 
 PER_PAGE = 25
 MAX_PER_PAGE = 500
@@ -126,6 +127,8 @@ def import_archive(database: Database, body: dict[str, Any], by: str | None) -> 
     trust = body.get("trust", False)
     if not isinstance(trust, bool):
         raise ValidationError("trust must be true or false", field="trust")
+    if trust:
+        refuse_trust_over_http("import")
     on_conflict = body.get("on_conflict", "refuse")
     if not isinstance(on_conflict, str):
         raise ValidationError("on_conflict must be text", field="on_conflict")

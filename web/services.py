@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from models import jobs
+from models.errors import ForbiddenError
 from models.settings import Settings
 from models.store.configs import ConfigStore
 from models.store.db import Database
@@ -77,3 +78,23 @@ def requested_by() -> str:
     from flask import g  # local: keeps this module importable outside a request
 
     return "api-token" if getattr(g, "auth", None) == "token" else "admin"
+
+
+def refuse_trust_over_http(what: str) -> None:
+    """ForbiddenError unless ``ALLOW_HTTP_TRUST`` says this deployment takes trust decisions over HTTP.
+
+    Trusting unverified bytes unpickles them (runs code): with the web app's credentials alone, that would
+    let whoever holds an admin session or the token run code on the server. The CLI keeps it.
+    """
+    if not get_settings().allow_http_trust:
+        raise ForbiddenError(
+            f"{what} with trust loads unverified pickles, which runs code from them; over HTTP that is off "
+            "(set ALLOW_HTTP_TRUST=1 to allow it). On the server: python -m cli " + TRUST_COMMANDS[what],
+            field="trust",
+        )
+
+
+TRUST_COMMANDS = {
+    "import": "models import ARCHIVE --trust",
+    "adoption": "artifacts adopt NAME --trust",
+}

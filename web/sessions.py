@@ -1,13 +1,16 @@
 """Server-side login sessions: logout (or expiry) ends a session even if someone kept a copy of its cookie.
 
-The signed cookie carries a random session id; MongoDB (the secrets collection) holds the SHA-256 of
-each live id with its expiry. A request counts as logged in only while that record exists, so a
-cookie copied before logout stops working the moment the user logs out, on every web process.
+The cookie, signed with the app's secret key (never in the database), carries a random session id;
+MongoDB holds a record per live session keyed by ``HMAC(secret key, id)``, with its expiry. A request
+counts as logged in only with a cookie that verifies *and* a live record, so a cookie copied before
+logout stops working the moment the user logs out, on every web process, while a record forged by a
+database writer names no cookie anyone can sign.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import secrets
 from datetime import timedelta
@@ -15,29 +18,26 @@ from datetime import timedelta
 from pymongo.errors import PyMongoError
 
 from models.store.db import Database
-from models.timeutil import now
+from models.store.sessions import SessionStore
 
 log = logging.getLogger(__name__)
 
 PREFIX = "session:"
 
 
-def _key(sid: str) -> str:
-    return PREFIX + hashlib.sha256(sid.encode()).hexdigest()
+def _key(secret_key: str, sid: str) -> str:
+    return PREFIX + hmac.new(secret_key.encode(), sid.encode(), hashlib.sha256).hexdigest()
 
 
-def open_session(database: Database, lifetime: timedelta) -> str:
+def open_session(database: Database, lifetime: timedelta, secret_key: str) -> str:
     """Record a new session valid for ``lifetime``; returns its id (for the cookie). Drops expired ones.
 
     With the database unreachable the id is returned unrecorded: every page then answers 503 until
     the database is back, and after that the session is not live (log in again).
     """
-    col = database.db[database.settings.secrets_collection]
-    stamp = now()
     sid = secrets.token_urlsafe(32)
     try:
-        col.delete_many({"kind": "session", "expires_at": {"$lt": stamp}})
-        col.insert_one({"_id": _key(sid), "kind": "session", "created_at": stamp, "expires_at": stamp + lifetime})
+        SessionStore(database).open(_key(secret_key, sid), lifetime)
     except PyMongoError as exc:
         log.warning(
             "could not record a new login session (%s); it ends when the database is back", exc.__class__.__name__
@@ -45,15 +45,14 @@ def open_session(database: Database, lifetime: timedelta) -> str:
     return sid
 
 
-def session_live(database: Database, sid: object) -> bool:
+def session_live(database: Database, sid: object, secret_key: str) -> bool:
     """Whether ``sid`` names a session that was opened, not revoked, and has not expired."""
     if not isinstance(sid, str) or not sid:
         return False
-    doc = database.db[database.settings.secrets_collection].find_one({"_id": _key(sid)}, {"expires_at": 1})
-    return doc is not None and doc["expires_at"] > now()
+    return SessionStore(database).live(_key(secret_key, sid))
 
 
-def revoke_session(database: Database, sid: object) -> None:
+def revoke_session(database: Database, sid: object, secret_key: str) -> None:
     """End session ``sid`` on the server (logout)."""
     if isinstance(sid, str) and sid:
-        database.db[database.settings.secrets_collection].delete_one({"_id": _key(sid)})
+        SessionStore(database).revoke(_key(secret_key, sid))

@@ -43,11 +43,10 @@ def serve(app: AppContext, host: str | None, port: int | None, threads: int) -> 
         app._db = Database.connect(settings, require_server=False)
     try:
         flask_app = create_app(settings, app.db)
-    except PyMongoError as exc:  # the credentials live in MongoDB when not given in the environment
+    except PyMongoError as exc:
         raise DatabaseUnavailableError(
-            f"MongoDB at {safe_uri(settings.effective_mongo_uri)} is not reachable ({exc.__class__.__name__}) and "
-            "the web app's credentials are stored there; start it, or set ADMIN_PASSWORD, API_TOKEN and "
-            "SECRET_KEY to serve while it is down"
+            f"MongoDB at {safe_uri(settings.effective_mongo_uri)} is not reachable ({exc.__class__.__name__}); "
+            "start it and serve again"
         ) from None
     generated = get_state(flask_app).credentials.pop_generated()
     shown_host = f"[{host}]" if ":" in host else host

@@ -15,7 +15,7 @@ from models.errors import ValidationError
 from models.training.adopt import adopt_legacy
 from models.training.service import run_summary
 from web.api.body import json_object
-from web.services import get_db, requested_by
+from web.services import get_db, refuse_trust_over_http, requested_by
 
 bp = Blueprint("config_adopt", __name__, url_prefix="/configs")
 
@@ -26,6 +26,8 @@ def adopt(ident: str) -> Any:
     unknown = sorted(set(body) - {"trust"})
     if unknown:
         raise ValidationError(f"unknown field(s): {', '.join(unknown)}; allowed: trust", field=unknown[0])
+    if body.get("trust") is True:
+        refuse_trust_over_http("adoption")
     run = adopt_legacy(get_db(), ident, trust=body.get("trust") is True, requested_by=requested_by())
     response = jsonify({**run_summary(run), "adopted": True})
     response.status_code = 201
