@@ -230,6 +230,9 @@ class Settings:
     trusted_keys: tuple[str, ...] = ()  # public keys (base64) whose artifacts and archives are accepted
     # training data: a config's training_csv must resolve inside a data root (see named_data_roots)
     max_training_csv_bytes: int = 512 * 1024**2
+    # run archives (models/registry/archive.py): bounds of what an import decompresses, checked as it streams
+    max_archive_bytes: int = 1024**3  # all members together, uncompressed
+    max_archive_member_bytes: int = 512 * 1024**2  # any one member, uncompressed
 
     @property
     def hyperparameter_limit(self) -> dict[str, int]:
@@ -321,6 +324,8 @@ class Settings:
             require_signed=_bool(env, "REQUIRE_SIGNED", d.require_signed),
             trusted_keys=_trusted_keys(env.get("TRUSTED_KEYS", "")),
             max_training_csv_bytes=_int(env, "MAX_TRAINING_CSV_BYTES", d.max_training_csv_bytes),
+            max_archive_bytes=_bytes(env, "MAX_ARCHIVE_BYTES", d.max_archive_bytes),
+            max_archive_member_bytes=_bytes(env, "MAX_ARCHIVE_MEMBER_BYTES", d.max_archive_member_bytes),
         )
 
     def with_(self, **changes) -> Settings:
