@@ -6,6 +6,7 @@ before any data is read, so a typo fails in milliseconds, not after a fit.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -104,66 +105,143 @@ BOUNDED = (
     "num_leaves",
     "max_leaves",
     "max_bin",
+    "batch_size",
+    "leaf_size",
+    "min_samples_split",
+    "min_samples_leaf",
+    "max_samples",
+    "max_features",
+    "max_fun",
+    "n_iter_no_change",
+    "degree",
 )
+# Every other numeric hyperparameter of a REGISTRY estimator: (lowest, highest) allowed, fixed. Far beyond
+# any useful value, far below what makes a fit overflow or run for ever (C=1e300, tol=1e200).
+FIXED_BOUNDS: dict[str, tuple[float, float]] = {
+    "C": (0.0, 1e6),
+    "alpha": (0.0, 1e6),
+    "gamma": (0.0, 1e6),
+    "epsilon": (0.0, 1e6),
+    "coef0": (-1e6, 1e6),
+    "intercept_scaling": (0.0, 1e6),
+    "l1_ratio": (0.0, 1.0),
+    "l2_regularization": (0.0, 1e6),
+    "ccp_alpha": (0.0, 1e6),
+    "min_impurity_decrease": (0.0, 1e6),
+    "min_weight_fraction_leaf": (0.0, 0.5),
+    "learning_rate": (0.0, 100.0),
+    "learning_rate_init": (0.0, 10.0),
+    "momentum": (0.0, 1.0),
+    "beta_1": (0.0, 1.0),
+    "beta_2": (0.0, 1.0),
+    "power_t": (0.0, 10.0),
+    "p": (0.0, 100.0),
+    "quantile": (0.0, 1.0),
+    "subsample": (0.0, 1.0),
+    "tol": (0.0, 1e3),
+    "validation_fraction": (0.0, 1.0),
+    "var_smoothing": (0.0, 1e3),
+    "random_state": (0, 2**32 - 1),
+    # XGBoost and LightGBM (their own checks run only when they fit)
+    "colsample_bytree": (0.0, 1.0),
+    "colsample_bylevel": (0.0, 1.0),
+    "colsample_bynode": (0.0, 1.0),
+    "reg_alpha": (0.0, 1e6),
+    "reg_lambda": (0.0, 1e6),
+    "min_child_weight": (0.0, 1e6),
+    "min_child_samples": (0, 10_000_000),
+    "min_split_gain": (0.0, 1e6),
+    "subsample_for_bin": (1, 100_000_000),
+    "subsample_freq": (0, 1_000_000),
+    "scale_pos_weight": (0.0, 1e6),
+    "max_delta_step": (0.0, 1e6),
+    "missing": (-1e12, 1e12),
+}
+NUMERIC = frozenset(BOUNDED) | frozenset(FIXED_BOUNDS) | {"hidden_layer_sizes"}
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def bound_errors(params: dict[str, Any], limits: dict[str, int]) -> list[tuple[str, str]]:
-    """Size-like hyperparameters above their limit, as ``(parameter, message)`` pairs."""
-    errors: list[tuple[str, str]] = []
-    for key in BOUNDED:
-        value, limit = params.get(key), limits.get(key)
-        if limit is None or not _is_number(value):
-            continue
-        if key == "max_iter" and value == -1:
-            errors.append(
-                (
-                    key,
-                    f"max_iter = -1 (no limit) is not allowed; use at most {limit} "
-                    "(HYPERPARAMETER_LIMITS max_iter)",
-                )
-            )
-        elif value > limit:
-            errors.append(
-                (
-                    key,
-                    f"{key} = {value} is above the limit of {limit} "
-                    f"(HYPERPARAMETER_LIMITS {key}); use at most {limit}",
-                )
-            )
-    layers = params.get("hidden_layer_sizes")
-    if isinstance(layers, (list, tuple)):
-        most, widest = limits.get("hidden_layers"), limits.get("hidden_layer_size")
-        if most is not None and len(layers) > most:
-            errors.append(
-                (
-                    "hidden_layer_sizes",
-                    f"hidden_layer_sizes has {len(layers)} layers, above the limit of "
-                    f"{most} (HYPERPARAMETER_LIMITS hidden_layers)",
-                )
-            )
-        too_wide = [v for v in layers if _is_number(v) and widest is not None and v > widest]
-        if too_wide:
-            errors.append(
-                (
-                    "hidden_layer_sizes",
-                    f"hidden_layer_sizes has a layer of {too_wide[0]} units, above "
-                    f"the limit of {widest} (HYPERPARAMETER_LIMITS hidden_layer_size)",
-                )
-            )
-    elif (
-        _is_number(layers) and limits.get("hidden_layer_size") is not None and layers > limits["hidden_layer_size"]
-    ):
-        errors.append(
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
+def _layer_errors(layers: Any, limits: dict[str, int]) -> list[tuple[str, str]]:
+    """``hidden_layer_sizes``: a whole number of units or a flat list of them, each within the width bound."""
+    key, most, widest = "hidden_layer_sizes", limits.get("hidden_layers"), limits.get("hidden_layer_size")
+    entries = list(layers) if isinstance(layers, (list, tuple)) else [layers]
+    if isinstance(layers, (list, tuple)) and most is not None and len(entries) > most:
+        return [
             (
-                "hidden_layer_sizes",
-                f"hidden_layer_sizes = {layers} is above the limit of "
-                f"{limits['hidden_layer_size']} (HYPERPARAMETER_LIMITS hidden_layer_size)",
+                key,
+                f"hidden_layer_sizes has {len(entries)} layers, above the limit of {most} (HYPERPARAMETER_LIMITS hidden_layers)",
             )
-        )
+        ]
+    for entry in entries:
+        if not _is_number(entry) or not math.isfinite(entry) or entry != int(entry):
+            return [
+                (
+                    key,
+                    f"hidden_layer_sizes entries must be whole numbers of units (a flat list such as [64, 32]), got {_show(entry)}",
+                )
+            ]
+        if widest is not None and entry > widest:
+            return [
+                (
+                    key,
+                    f"hidden_layer_sizes has a layer of {entry} units, above the limit of {widest} (HYPERPARAMETER_LIMITS hidden_layer_size)",
+                )
+            ]
+    return []
+
+
+def bound_errors(params: dict[str, Any], limits: dict[str, int]) -> list[tuple[str, str]]:
+    """Numeric hyperparameters outside their bound, true/false where a number is expected, and
+    ``hidden_layer_sizes`` that is not a flat list of bounded widths, as ``(parameter, message)`` pairs."""
+    errors: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if key not in NUMERIC or value is None or isinstance(value, str):
+            continue  # None and strings ("auto", "sqrt", "scale") are the estimator's own choices, checked by it
+        if key == "hidden_layer_sizes":
+            errors += _layer_errors(value, limits)
+            continue
+        if not _is_number(value):
+            errors.append((key, f"{key} must be a number, got {_show(value)}"))
+            continue
+        if not math.isfinite(value):
+            errors.append((key, f"{key} must be a finite number, got {value!r}"))
+            continue
+        if key in BOUNDED:
+            limit = limits.get(key)
+            if limit is None:
+                continue
+            if key == "max_iter" and value == -1:
+                errors.append(
+                    (
+                        key,
+                        f"max_iter = -1 (no limit) is not allowed; use at most {limit} (HYPERPARAMETER_LIMITS max_iter)",
+                    )
+                )
+            elif value > limit:
+                errors.append(
+                    (
+                        key,
+                        f"{key} = {_show(value)} is above the limit of {limit} (HYPERPARAMETER_LIMITS {key}); use at most {limit}",
+                    )
+                )
+            continue
+        low, high = FIXED_BOUNDS[key]
+        if not low <= value <= high:
+            errors.append(
+                (
+                    key,
+                    f"{key} = {_show(value)} is outside its bound [{low:g}, {high:g}] (a fixed bound: the README's bound table)",
+                )
+            )
     return errors
 
 
@@ -221,39 +299,12 @@ def _plain_type_errors(cls: type, params: dict[str, Any]) -> list[tuple[str, str
     errors = []
     for key, value in params.items():
         default = defaults.get(key)
-        if _is_number(default) or key in BOUNDED or key in _GB_NUMBERS:
+        if _is_number(default) or key in NUMERIC:  # bounds were checked above (bound_errors)
             if value is not None and not _is_number(value):
                 errors.append((key, f"{key} must be a number, got {value!r}"))
-            elif (
-                _is_number(value)
-                and key in _GB_NUMBERS
-                and not (_GB_NUMBERS[key][0] <= value <= _GB_NUMBERS[key][1])
-            ):
-                low, high = _GB_NUMBERS[key]
-                errors.append((key, f"{key} = {value} is outside [{low}, {high}]"))
         elif isinstance(default, str) and not isinstance(value, str):
             errors.append((key, f"{key} must be a string, got {value!r}"))
     return errors
-
-
-# Ranges of the XGBoost / LightGBM numbers that have one (their own checks run only at fit time).
-_GB_NUMBERS: dict[str, tuple[float, float]] = {
-    "learning_rate": (0.0, 10.0),
-    "subsample": (0.0, 1.0),
-    "colsample_bytree": (0.0, 1.0),
-    "colsample_bylevel": (0.0, 1.0),
-    "colsample_bynode": (0.0, 1.0),
-    "reg_alpha": (0.0, 1e6),
-    "reg_lambda": (0.0, 1e6),
-    "gamma": (0.0, 1e6),
-    "min_child_weight": (0.0, 1e6),
-    "min_child_samples": (1, 1_000_000),
-    "min_split_gain": (0.0, 1e6),
-    "n_estimators": (1, 1_000_000),
-    "num_leaves": (2, 1_000_000),
-    "max_depth": (-1, 1000),
-    "scale_pos_weight": (0.0, 1e6),
-}
 
 
 def build_estimator(task: str, model_type: str, params: dict[str, Any], random_state: int | None) -> BaseEstimator:

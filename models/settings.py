@@ -140,7 +140,8 @@ def _non_negative(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 # Upper bounds of size-like hyperparameters (a config above one is refused when saved and when it
-# trains). HYPERPARAMETER_LIMITS="n_estimators=5000,max_iter=20000" changes some of them.
+# trains). HYPERPARAMETER_LIMITS="n_estimators=5000,max_iter=20000" changes some of them. The other
+# numeric hyperparameters have fixed bounds (models/estimators.py FIXED_BOUNDS).
 DEFAULT_HYPERPARAMETER_LIMITS: dict[str, int] = {
     "n_estimators": 2000,  # forests, gradient boosting
     "max_iter": 100_000,  # linear models, MLP, hist gradient boosting
@@ -154,6 +155,15 @@ DEFAULT_HYPERPARAMETER_LIMITS: dict[str, int] = {
     "num_leaves": 131_072,  # LightGBM leaves per tree
     "max_leaves": 131_072,  # XGBoost leaves per tree
     "max_bin": 1024,  # XGBoost histogram bins
+    "batch_size": 100_000,  # MLP minibatch rows
+    "leaf_size": 10_000,  # k nearest neighbours (ball/kd tree leaves)
+    "min_samples_split": 1_000_000,  # trees, as a row count (a fraction is at most 1 anyway)
+    "min_samples_leaf": 1_000_000,  # trees, hist gradient boosting, as a row count
+    "max_samples": 10_000_000,  # forests' bootstrap rows, as a row count
+    "max_features": 100_000,  # trees, as a column count
+    "max_fun": 1_000_000,  # MLP (lbfgs) function evaluations
+    "n_iter_no_change": 10_000,  # early stopping patience
+    "degree": 10,  # SVM polynomial kernel
 }
 
 
@@ -237,6 +247,10 @@ class Settings:
     trusted_keys: tuple[str, ...] = ()  # public keys (base64) whose artifacts and archives are accepted
     # training data: a config's training_csv must resolve inside a data root (see named_data_roots)
     max_training_csv_bytes: int = 512 * 1024**2
+    # run archives (models/registry/archive.py): bounds of what an import decompresses, checked as it streams
+    max_archive_bytes: int = 1024**3  # all members together, uncompressed
+    max_archive_member_bytes: int = 512 * 1024**2  # any one member, uncompressed
+    max_sweep_job_hours: int = 48  # a sweep's estimated training time, all its configs together
 
     @property
     def hyperparameter_limit(self) -> dict[str, int]:
@@ -337,6 +351,9 @@ class Settings:
             require_signed=_bool(env, "REQUIRE_SIGNED", d.require_signed),
             trusted_keys=_trusted_keys(env.get("TRUSTED_KEYS", "")),
             max_training_csv_bytes=_int(env, "MAX_TRAINING_CSV_BYTES", d.max_training_csv_bytes),
+            max_archive_bytes=_bytes(env, "MAX_ARCHIVE_BYTES", d.max_archive_bytes),
+            max_archive_member_bytes=_bytes(env, "MAX_ARCHIVE_MEMBER_BYTES", d.max_archive_member_bytes),
+            max_sweep_job_hours=_int(env, "MAX_SWEEP_JOB_HOURS", d.max_sweep_job_hours),
         )
 
     def with_(self, **changes) -> Settings:

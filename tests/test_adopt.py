@@ -238,3 +238,37 @@ def test_adopt_with_a_time_split_given_at_adoption_stacks_with_time_runs(setting
     assert run["cv"]["rows_without_oof"] > 0 and len(run["cv"]["folds"]) == 3
     record = create_ensemble(database, "legacy_wf", ["legacy_rf", "timed"])
     assert record["retrained"] == [] and 0 < record["n_meta_rows"] < record["n_train"]
+
+
+def test_gridfs_paths_are_refused_before_a_byte_is_read_even_with_trust(
+    settings, database, games_csv, tmp_path, monkeypatch
+):
+    """Issue 24, finding 11: a GridFS file's bytes come from whoever can write the database; adoption reads
+    only local files inside ARTIFACT_DIR, so a gridfs: path is refused, naming it, before anything is read."""
+    from models.artifacts.gridfs import GridFSArtifactStore
+
+    marker = tmp_path / "unpickled"
+    doc, _, _, _ = legacy_doc(settings, games_csv)
+    planted = GridFSArtifactStore(database.db)  # the database writer's own upload: no signature, no checksum
+    planted.write(f"{RUN_ID}_model.pkl", lambda fh: fh.write(pickle.dumps(Tripwire(str(marker)))))
+    doc["model_artifact_path"] = f"gridfs:{RUN_ID}_model.pkl"
+    database.configs.insert_one(doc)
+    before = database.configs.find_one({"name": "legacy_rf"})
+    reads = []
+    for method in ("read_bytes", "open_stream", "stat"):
+        original = getattr(GridFSArtifactStore, method)
+        monkeypatch.setattr(
+            GridFSArtifactStore,
+            method,
+            lambda self, *a, _o=original, _m=method, **k: reads.append(_m) or _o(self, *a, **k),
+        )
+    with pytest.raises(ArtifactError) as info:
+        adopt_legacy(database, "legacy_rf", trust=True)
+    assert info.value.reason == "path_refused"
+    assert f"legacy model file 'gridfs:{RUN_ID}_model.pkl' is not a local file" in info.value.message
+    assert "Nothing was read or adopted" in info.value.message
+    assert reads == [] and not marker.exists()  # not one GridFS byte (or stat) was asked for
+    assert database.configs.find_one({"name": "legacy_rf"}) == before and database.runs.count_documents({}) == 0
+    result = run_cli(settings, "artifacts", "adopt", "legacy_rf", "--trust")
+    assert result.exit_code != 0 and "is not a local file" in result.output and "Traceback" not in result.output
+    assert not marker.exists() and database.runs.count_documents({}) == 0

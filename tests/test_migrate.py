@@ -222,3 +222,52 @@ def test_cli_migrate_json_and_exit_code(trained, settings):
     assert_fully_in(trained, "gridfs")
     result = runner.invoke(cli, ["artifacts", "migrate", "--to", "nowhere"], obj=AppContext(settings))
     assert result.exit_code == 2
+
+
+def test_migrate_to_local_writes_only_names_it_derives_and_never_overwrites(trained, games_csv):
+    """Issue 24, finding 10: a database writer cannot plant or overwrite files in ARTIFACT_DIR through
+    ``migrate --to local``: the GridFS names it chose are never used, an existing local file is never replaced."""
+    from models.artifacts.gridfs import GridFSArtifactStore
+    from models.store.runs import RunStore
+
+    database = trained
+    folder = database.settings.artifact_dir
+    files_before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    before = predictions(database, games_csv)
+    lr_run = ConfigStore(database).get("lr")["run_id"]
+    nb_runs = [r["run_id"] for r in RunStore(database).for_name("nb")]
+    evil, planted = b"not lr's model", b"planted by the database"
+    bare = GridFSArtifactStore(database.db)  # what whoever can write MongoDB can do
+    bare.write(f"{lr_run}_model.pkl", lambda fh: fh.write(evil))
+    bare.write("planted_by_db.pkl", lambda fh: fh.write(planted))
+    sha = {data: hashlib.sha256(data).hexdigest() for data in (evil, planted)}
+    forged = {
+        nb_runs[0]: ("model", f"gridfs:{lr_run}_model.pkl", sha[evil]),  # another run's file name
+        nb_runs[1]: ("scaler", "gridfs:planted_by_db.pkl", sha[planted]),  # a new name in ARTIFACT_DIR
+        lr_run: ("model", f"gridfs:{lr_run}_model.pkl", sha[evil]),  # its own name, but the local file exists
+    }
+    for run_id, (kind, path, digest) in forged.items():
+        database.runs.update_one(
+            {"run_id": run_id}, {"$set": {f"artifacts.{kind}.path": path, f"artifacts.{kind}.sha256": digest}}
+        )
+    report = migrate_artifacts(database, "local")
+    assert not report.complete
+    errors = {e["document"]: e["message"] for e in report.errors}
+    assert set(errors) == {f"run {r}" for r in forged}
+    assert (
+        f"names this file '{lr_run}_model.pkl', but its run id and kind give {nb_runs[0]}_model.pkl"
+        in (errors[f"run {nb_runs[0]}"])
+    )
+    assert (
+        f"names this file 'planted_by_db.pkl', but its run id and kind give {nb_runs[1]}_scaler.pkl"
+        in (errors[f"run {nb_runs[1]}"])
+    )
+    assert "already exists in ARTIFACT_DIR with other content" in errors[f"run {lr_run}"]
+    assert "never overwritten" in errors[f"run {lr_run}"]
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files_before  # nothing planted, nothing replaced
+    for run_id, (kind, path, _) in forged.items():  # the forged documents are left as they were
+        assert RunStore(database).get(run_id)["artifacts"][kind]["path"] == path
+    frame = pd.read_csv(games_csv).head(40)
+    for name, _, _ in BASES:  # the configs (not forged) still load their own, unchanged local files
+        model = load_model(database.settings, ConfigStore(database).get(name), cache=ModelCache()).model
+        assert np.array_equal(before[name], model.predict_proba(frame)), name

@@ -21,18 +21,25 @@ are migrated, copies already made are reused, and old files whose documents
 all moved (but that were not yet deleted) are found by name and deleted.
 File names are the same in both backends (``<run_id>_<kind>``), only the
 stored path differs (``gridfs:<name>`` vs ``<artifact folder>/<name>``).
+
+``--to local`` writes into ``ARTIFACT_DIR``, the folder adoption and loading trust, so it writes only
+names it derives from the document's run id and artifact kind (``<run_id>_model.pkl`` etc.), never a
+name from the database: a document whose GridFS file name differs (another run's model, any other
+name) is reported and left as it is, and an existing local file is reused only when it holds exactly
+the recorded bytes, never overwritten.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from models.artifacts.base import ArtifactStore
+from models.artifacts.base import SUFFIXES, ArtifactStore, artifact_name
 from models.artifacts.gridfs import GridFSArtifactStore, is_gridfs_path
 from models.artifacts.loading import PATH_FIELDS
 from models.artifacts.maintenance import referenced_paths
@@ -45,6 +52,8 @@ from models.store.documents import artifact_holders
 log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "gridfs")
+# a run id that can name a file (trainings write 20240101_120000_0123abcd; legacy documents similar ids)
+SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 COLLECTIONS = ("runs", "ensembles", "configs")
 
 
@@ -55,6 +64,8 @@ class Slot:
     field: str
     path: str
     sha256: str | None
+    kind: str | None = None
+    derived: str | None = None  # the file name its document's run id and kind give (None: they give none)
 
 
 @dataclass
@@ -113,17 +124,26 @@ def file_name(path: str) -> str:
     return GridFSArtifactStore.name_of(path) if is_gridfs_path(path) else PurePosixPath(path).name
 
 
+def _derived(doc: dict[str, Any], kind: str) -> str | None:
+    """``<run_id><suffix of kind>`` for a document with a well-formed run id and a known kind, else None."""
+    run_id = doc.get("run_id")
+    if not isinstance(run_id, str) or not SAFE_RUN_ID.fullmatch(run_id) or kind not in SUFFIXES:
+        return None
+    return artifact_name(run_id, kind)
+
+
 def document_slots(collection: str, doc: dict[str, Any]) -> Iterator[Slot]:
-    """Every artifact path a document holds, with the checksum recorded for it."""
+    """Every artifact path a document holds, with the checksum recorded for it and the name it should have."""
     arts = doc.get("artifacts") or {}
     for kind, ref in arts.items():
         if isinstance(ref, dict) and ref.get("path"):
-            yield Slot(f"artifacts.{kind}.path", ref["path"], ref.get("sha256"))
+            yield Slot(f"artifacts.{kind}.path", ref["path"], ref.get("sha256"), kind, _derived(doc, kind))
     if collection == "configs":
         checksums = doc.get("checksums") or {}
         for kind, name in PATH_FIELDS.items():
             if doc.get(name):
-                yield Slot(name, doc[name], checksums.get(kind) or (arts.get(kind) or {}).get("sha256"))
+                sha = checksums.get(kind) or (arts.get(kind) or {}).get("sha256")
+                yield Slot(name, doc[name], sha, kind, _derived(doc, kind))
 
 
 def _label(collection: str, doc: dict[str, Any]) -> str:
@@ -185,6 +205,8 @@ class _Migration:
         key = (slot.path, slot.sha256)
         if key in self.copies:
             return self.copies[key]
+        if self.to == "local":
+            return self.copy_to_local(slot, key)
         new = self.target_path(slot.path)
         if _sha_of(self.target, new) == slot.sha256:  # an earlier, interrupted migration made it
             self.report.files_reused.append(new)
@@ -192,6 +214,45 @@ class _Migration:
             data = self.read_source(slot)  # before copying
             if not self.report.dry_run:
                 info = self.target.write(file_name(slot.path), lambda fh: fh.write(data))
+                if info.sha256 != slot.sha256 or _sha_of(self.target, new) != slot.sha256:  # after writing
+                    raise ArtifactError(
+                        f"the copy of {slot.path} at {new} does not verify after writing",
+                        reason="write_error",
+                        path=new,
+                    )
+            self.report.files_copied.append(new)
+        self.copies[key] = new
+        return new
+
+    def copy_to_local(self, slot: Slot, key: tuple[str, str]) -> str:
+        """The verified copy in ``ARTIFACT_DIR`` under the name the document's run id and kind give, never a
+        name the database chose (a GridFS file name is whatever its writer wanted); an existing file there is
+        reused when it holds the same bytes and never overwritten when it does not."""
+        name = slot.derived
+        if name is None or file_name(slot.path) != name:
+            expected = f"its run id and kind give {name}" if name else "it has no run id and kind to name it by"
+            raise ArtifactError(
+                f"{slot.path}: the database names this file {file_name(slot.path)!r}, but {expected}; "
+                "migrate --to local writes only names it derives itself, so it was not migrated",
+                reason="path_refused",
+                path=slot.path,
+            )
+        new = self.target.stored_path(name)  # type: ignore[attr-defined]
+        there = _sha_of(self.target, new)
+        if there == slot.sha256:  # an earlier, interrupted migration made it
+            self.report.files_reused.append(new)
+        elif there is not None:
+            raise ArtifactError(
+                f"{name} already exists in ARTIFACT_DIR with other content (SHA-256 {there[:12]}..., the "
+                f"document says {str(slot.sha256)[:12]}...); an existing file is never overwritten, so "
+                f"{slot.path} was not migrated",
+                reason="path_refused",
+                path=slot.path,
+            )
+        else:
+            data = self.read_source(slot)  # before copying
+            if not self.report.dry_run:
+                info = self.target.write(name, lambda fh: fh.write(data))
                 if info.sha256 != slot.sha256 or _sha_of(self.target, new) != slot.sha256:  # after writing
                     raise ArtifactError(
                         f"the copy of {slot.path} at {new} does not verify after writing",

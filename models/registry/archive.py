@@ -21,10 +21,16 @@ written: only regular files with the expected names (no absolute paths, no
 ``..``, no links or devices), every checksum and size against the manifest,
 the run's own artifact checksums against the manifest, the config against the
 schema. An existing run id is refused unless ``on_conflict`` is ``"rename"``
-(a new run id) or ``"overwrite"`` (the existing run is deleted first, which is
-refused while ensembles use it). Files are written atomically, then the run
-document is inserted (the commit point); a failure in between removes the
-files written. The run keeps its version when that version is free for its
+(a new run id) or ``"overwrite"``: the existing run is replaced only when it is a
+run of the same config (a run id of another config is refused) that no ensemble
+uses, and only after the new files are written under staging names and
+verified; they then replace the old ones (whose bytes are kept in memory) and
+the run document is replaced in one write (the commit point). On any failure
+the old run, its files and its config pointer are exactly as before. Without a
+conflict, files are written atomically and verified, then the run document is
+inserted (the commit point); a failure in between removes the files written.
+The archive is decompressed as a stream, bounded by ``MAX_ARCHIVE_MEMBER_BYTES``
+per member and ``MAX_ARCHIVE_BYTES`` in all (refused the moment a bound is passed). The run keeps its version when that version is free for its
 name, else it gets the next version by the usual rules.
 
 Deployment export: one joblib file with a plain scikit-learn ``Pipeline``
@@ -33,12 +39,15 @@ Deployment export: one joblib file with a plain scikit-learn ``Pipeline``
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import logging
 import re
 import tarfile
+import uuid
+import zlib
 from datetime import UTC
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -50,13 +59,16 @@ from bson.json_util import JSONMode, JSONOptions
 
 from models.artifacts.atomic import atomic_write
 from models.artifacts.base import SUFFIXES, ArtifactInfo, ArtifactStore, artifact_name, json_writer, pickle_writer
-from models.artifacts.routing import get_store
+from models.artifacts.cache import get_model_cache
+from models.artifacts.routing import canonical_path, get_store
 from models.artifacts.signing import ARCHIVE_CONTEXT, get_signer
 from models.artifacts.verified import read_verified
 from models.errors import ArtifactError, ConflictError, ValidationError
-from models.registry.lifecycle import delete_run, history_entry
+from models.registry.lifecycle import ensembles_using, history_entry
 from models.registry.query import RUN_ID_RE, load, resolve
+from models.settings import Settings, get_settings
 from models.store.configs import ConfigStore
+from models.store.data_roots import check_data_root
 from models.store.db import Database
 from models.store.runs import RunStore, config_fields_for_run
 from models.store.schema import NAME_RE, SERVER_FIELDS, TRAINING_FIELDS, validate_config
@@ -70,7 +82,6 @@ FORMAT_VERSION = 1
 MANIFEST, RUN_MEMBER, CONFIG_MEMBER, ARTIFACT_DIR = "manifest.json", "run.json", "config.json", "artifacts/"
 SIGNATURE = "manifest.sig"
 MEMBER_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
-MAX_ARCHIVE_BYTES = 4 * 1024**3  # uncompressed total; refuses archive bombs before reading
 ON_CONFLICT = ("refuse", "rename", "overwrite")
 JSON_OPTIONS = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True, tzinfo=UTC)
 
@@ -176,31 +187,100 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise _refuse(f"archive member {name!r} is not part of a run export; refused")
 
 
-def read_archive(path: str | Path) -> dict[str, bytes]:
-    """Every member's bytes, after checking that each one is a safe, expected regular file."""
+def _mib(n: int) -> str:
+    return f"{n / 1024**2:.1f} MiB" if n >= 1024**2 else f"{n} bytes"
+
+
+class _BoundedStream(io.RawIOBase):
+    """The decompressed bytes of an archive, refusing (``ValidationError``) once more than ``limit`` come out.
+
+    Every read asks the decompressor for at most what is left under the limit (plus one byte to notice
+    that it was passed), so no single read, however large a size a tar header claims, decompresses or
+    allocates more than the limit.
+    """
+
+    def __init__(self, source: IO[bytes], limit: int, label: str) -> None:
+        self.source, self.limit, self.label, self.pos = source, limit, label, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        room = self.limit - self.pos + 1
+        data = self.source.read(room if size is None or size < 0 else min(size, room))
+        self.pos += len(data)
+        if self.pos > self.limit:
+            raise _refuse(
+                f"{self.label} decompresses to more than {_mib(self.limit)} (MAX_ARCHIVE_BYTES plus tar headers); "
+                "refused (an archive bomb?); nothing was imported"
+            )
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+MAX_ARCHIVE_MEMBERS = 32  # a run export holds 4 members plus one per artifact kind
+READ_BLOCK = 1024**2
+
+
+def read_archive(path: str | Path, settings: Settings | None = None) -> dict[str, bytes]:
+    """Every member's bytes, after checking that each one is a safe, expected regular file.
+
+    The archive is decompressed as a stream and never beyond its bounds (``settings``, default: the
+    environment's): a member over ``MAX_ARCHIVE_MEMBER_BYTES`` or members over ``MAX_ARCHIVE_BYTES``
+    together are refused as soon as their tar header says so, before their bytes are decompressed,
+    and the decompressed stream itself stops at the total bound (so a lying or huge header cannot
+    make it allocate more).
+    """
     if not isinstance(path, (str, Path)) or not str(path).strip():
         raise ValidationError("archive must be a file path", field="archive")
     path = Path(path)
     if not path.is_file():
         raise ValidationError(f"archive {str(path)!r} does not exist or is not a file", field="archive")
+    settings = settings or get_settings()
+    member_limit, total_limit = settings.max_archive_member_bytes, settings.max_archive_bytes
+    # headers and padding: at most 3 blocks of 512 per member, plus the end-of-archive blocks
+    stream_limit = total_limit + (MAX_ARCHIVE_MEMBERS + 1) * 4 * tarfile.BLOCKSIZE + tarfile.RECORDSIZE
+    out: dict[str, bytes] = {}
+    total = 0
     try:
-        with tarfile.open(path, mode="r:gz") as tar:
-            members = tar.getmembers()
-            for member in members:
+        with (
+            gzip.open(path, "rb") as gz,
+            tarfile.open(fileobj=_BoundedStream(gz, stream_limit, path.name), mode="r|") as tar,
+        ):
+            for member in tar:
                 _check_member(member)
-            names = [m.name for m in members]
-            dupes = sorted({n for n in names if names.count(n) > 1})
-            if dupes:
-                raise _refuse(f"archive has duplicate members: {', '.join(dupes)}")
-            if sum(m.size for m in members) > MAX_ARCHIVE_BYTES:
-                raise _refuse(f"archive is larger than {MAX_ARCHIVE_BYTES} bytes uncompressed; refused")
-            out = {}
-            for member in members:
+                if member.name in out:
+                    raise _refuse(f"archive has duplicate members: {member.name}")
+                if len(out) >= MAX_ARCHIVE_MEMBERS:
+                    raise _refuse(f"archive has more than {MAX_ARCHIVE_MEMBERS} members; it is not a run export")
+                if member.size > member_limit:
+                    raise _refuse(
+                        f"archive member {member.name} is {_mib(member.size)} uncompressed, more than "
+                        f"MAX_ARCHIVE_MEMBER_BYTES ({_mib(member_limit)}); refused before decompressing it, "
+                        "nothing was imported"
+                    )
+                if total + member.size > total_limit:
+                    raise _refuse(
+                        f"archive members add up to more than MAX_ARCHIVE_BYTES ({_mib(total_limit)}) "
+                        f"uncompressed at {member.name}; refused, nothing was imported"
+                    )
                 fh = tar.extractfile(member)
-                out[member.name] = fh.read() if fh is not None else b""
-            return out
-    except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError) as exc:
+                buf = bytearray()
+                while fh is not None and (block := fh.read(min(READ_BLOCK, member_limit + 1 - len(buf)))):
+                    buf += block
+                    if len(buf) > member_limit:  # the header's size bounds it already: a second guard
+                        raise _refuse(f"archive member {member.name} is larger than MAX_ARCHIVE_MEMBER_BYTES")
+                total += len(buf)
+                out[member.name] = bytes(buf)
+    except ValidationError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, UnicodeDecodeError, zlib.error) as exc:
         raise _refuse(f"{path.name} is not a readable .tar.gz archive: {exc}") from None
+    return out
 
 
 def _load_json(members: dict[str, bytes], name: str, extended: bool) -> Any:
@@ -301,14 +381,115 @@ def check_trust(database: Database, members: dict[str, bytes], *, trust: bool, b
     }
 
 
-def _user_config(config: dict[str, Any], name: str) -> dict[str, Any]:
-    """The user fields of an archived config, validated (the run's name wins)."""
+def _user_config(database: Database, config: dict[str, Any], name: str) -> dict[str, Any]:
+    """The user fields of an archived config, validated (the run's name wins), its training CSV inside a
+    data root: every check :meth:`ConfigStore.create` makes, made before anything is written."""
     user = {k: v for k, v in config.items() if k not in TRAINING_FIELDS and k not in SERVER_FIELDS}
     user["name"] = name
     try:
-        return validate_config(user)
+        clean = validate_config(user, limits=database.settings.hyperparameter_limit)
+        check_data_root(clean["training_csv"], database.settings)
     except ValidationError as exc:
-        raise _refuse(f"config.json in the archive is not a valid config: {exc.message}") from None
+        raise _refuse(
+            f"config.json in the archive is not a valid config: {exc.message}; nothing was imported"
+        ) from None
+    return clean
+
+
+def _check_replaceable(
+    database: Database, existing: dict[str, Any], run: dict[str, Any], config: dict[str, Any] | None
+) -> None:
+    """Refuse to overwrite run ``existing`` with the archive's ``run`` unless it is the same config's run
+    (same name, same config, no other config pointing at it) and no ensemble uses it."""
+    run_id = existing["run_id"]
+    rename = "; import with --rename (on_conflict='rename') to give the imported run a new id. Nothing was changed"
+    configs = ConfigStore(database)
+    owner = configs.find(existing["config_id"]) if existing.get("config_id") else None
+    pointing = configs.find_by_run(run_id)
+    target = config["_id"] if config is not None else None
+    for other in (owner, pointing):
+        if other is not None and other["_id"] != target:
+            raise ConflictError(
+                f"run {run_id} belongs to config {other.get('name')!r}, not to {run['name']!r} that the "
+                f"archive's run is of: overwriting it would take {other.get('name')!r}'s run away{rename}",
+                field="run_id",
+            )
+    if existing.get("name") != run["name"]:
+        raise ConflictError(
+            f"run {run_id} is a run of {existing.get('name')!r}, not of {run['name']!r} that the archive's run "
+            f"is of{rename}",
+            field="run_id",
+        )
+    users = ensembles_using(database, run_id)
+    if users:
+        raise ConflictError(
+            f"run {run_id} is used by {len(users)} ensemble(s): {', '.join(u['name'] for u in users)}; "
+            "it cannot be overwritten while they use it (delete them first). Nothing was changed",
+            field="run_id",
+        )
+
+
+def _write_verified(store: ArtifactStore, name: str, data: bytes, expected: str) -> ArtifactInfo:
+    """Write ``name`` and read it back: :class:`ArtifactError` unless both checksums are ``expected``."""
+    info = store.write(name, lambda fh: fh.write(data))
+    if info.sha256 != expected or _sha(store.read_bytes(info.path)) != expected:
+        store.delete(info.path)
+        raise ArtifactError(
+            f"artifact {name} does not verify after writing (SHA-256 differs); nothing was imported",
+            reason="checksum_mismatch",
+            path=info.path,
+        )
+    return info
+
+
+class _Swap:
+    """The files of a run being overwritten: the new ones are first written and verified under staging
+    names (nothing old touched), then written over the final names with the old bytes kept in memory;
+    :meth:`undo` puts every old file back byte for byte and removes every new one."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self.staged: list[str] = []
+        self.old: dict[
+            str, tuple[str, bytes | None]
+        ] = {}  # final stored path -> (name, bytes before; None: absent)
+        self.token = uuid.uuid4().hex[:12]
+
+    def stage(self, run_id: str, kind: str, data: bytes, expected: str) -> None:
+        info = _write_verified(self.store, f"{run_id}.import-{self.token}{SUFFIXES[kind]}", data, expected)
+        self.staged.append(info.path)
+
+    def put(self, name: str, data: bytes, expected: str) -> ArtifactInfo:
+        final = _stored(self.store, name)
+        before = self.store.read_bytes(final) if self.store.stat(final)["exists"] else None
+        info = self.store.write(name, lambda fh: fh.write(data))  # atomic: a failed write leaves the old file
+        self.old.setdefault(final, (name, before))
+        if info.sha256 != expected or _sha(self.store.read_bytes(info.path)) != expected:
+            raise ArtifactError(
+                f"artifact {name} does not verify after writing (SHA-256 differs); nothing was imported",
+                reason="checksum_mismatch",
+                path=info.path,
+            )
+        return info
+
+    def undo(self) -> None:
+        """Every replaced file back as it was (each one tried, whatever happens to the others)."""
+        for final, (name, data) in self.old.items():
+            try:
+                if data is None:
+                    self.store.delete(final)
+                else:
+                    self.store.write(name, lambda fh, d=data: fh.write(d))
+            except (ArtifactError, OSError) as exc:
+                log.error("import undo: %s could not be put back: %s", final, exc)
+        self.drop_staged()
+
+    def drop_staged(self) -> None:
+        for path in self.staged:
+            try:
+                self.store.delete(path)
+            except (ArtifactError, OSError) as exc:  # garbage collection finds it later
+                log.warning("staged import file %s not deleted: %s", path, exc)
 
 
 # ---------------------------------------------------------------- import: writing
@@ -328,9 +509,12 @@ def import_run(
     The archive must be signed by this installation or a ``TRUSTED_KEYS`` key, unless ``trust``
     is True (an explicit choice of the caller, recorded in the run's ``imported.trust``).
     ``on_conflict``: ``"refuse"`` (default) when the run id exists, ``"rename"`` to give the
-    imported run a new id, ``"overwrite"`` to delete the existing run first. When no config with
-    the run's name exists, one is created from the archive and pointed at the run; an existing
-    config is linked (``config_id``) but left pointing at its own current run.
+    imported run a new id, ``"overwrite"`` to replace the existing run: only a run of the same
+    config (another config's run id is refused) that no ensemble uses, and only once the new files
+    are written and verified; on any failure the old run, its files and its config are as before.
+    When no config with the run's name exists, one is created from the archive and pointed at the
+    run; an existing config is linked (``config_id``) but left pointing at its own current run (when
+    that is the overwritten run, at its new content).
     Returns ``{"run_id", "name", "version", "original_run_id", "original_version", "renamed",
     "overwritten", "files", "config": {"name", "action": "created" | "linked"}}``.
     """
@@ -340,15 +524,16 @@ def import_run(
         raise ValidationError(f"trust must be true or false; got {trust!r}", field="trust")
     store = store or get_store(database.settings)
     archive = Path(archive) if isinstance(archive, (str, Path)) else archive
-    members = read_archive(archive)
+    members = read_archive(archive, database.settings)
     checked = verify_archive(members)
     trusted = check_trust(database, members, trust=trust, by=by)
     run, manifest = checked["run"], checked["manifest"]
     original_id, original_version = run["run_id"], run.get("version")
-    existing_config = ConfigStore(database).find(run["name"])
-    user_config = _user_config(checked["config"], run["name"]) if existing_config is None else None
-    run_id, overwritten = original_id, False
-    if RunStore(database).exists(original_id):
+    configs, runs = ConfigStore(database), RunStore(database)
+    existing_config = configs.find(run["name"])
+    user_config = _user_config(database, checked["config"], run["name"]) if existing_config is None else None
+    run_id, replacing = original_id, runs.find(original_id)
+    if replacing is not None:
         if on_conflict == "refuse":
             raise ConflictError(
                 f"run {original_id} already exists; import again with --rename "
@@ -357,37 +542,40 @@ def import_run(
                 field="run_id",
             )
         if on_conflict == "rename":
-            run_id = new_run_id()
+            run_id, replacing = new_run_id(), None
+        else:
+            _check_replaceable(database, replacing, run, existing_config)
     names = {kind: artifact_name(run_id, kind) for kind in run["artifacts"]}
-    if on_conflict != "overwrite":
+    if replacing is None:
         taken = [n for n in names.values() if store.stat(_stored(store, n))["exists"]]
         if taken:
             raise ConflictError(
-                f"artifact files already exist: {', '.join(taken)}; refusing to overwrite them", field="run_id"
+                f"artifact files already exist: {', '.join(taken)} (no run of that id holds them); "
+                "refusing to overwrite them",
+                field="run_id",
             )
-    # ---- every check passed: from here on things are written
-    if on_conflict == "overwrite" and RunStore(database).exists(run_id):
-        delete_run(database, run_id, store=store)
-        overwritten = True
+    data_of = {kind: members[manifest["artifacts"][kind]] for kind in names}
+    expected = {kind: run["artifacts"][kind]["sha256"] for kind in names}
+    # ---- every check passed: from here on things are written, and undone on any failure
+    swap = _Swap(store)
     written: list[ArtifactInfo] = []
     created_config = None
+    swapped_doc = False
     try:
+        if replacing is not None:
+            for kind in names:  # the new files, complete and verified, before any old file is touched
+                swap.stage(run_id, kind, data_of[kind], expected[kind])
         for kind, name in names.items():
-            data = members[manifest["artifacts"][kind]]
-            info = store.write(name, lambda fh, data=data: fh.write(data))
-            written.append(info)
-            if info.sha256 != run["artifacts"][kind]["sha256"]:
-                raise ArtifactError(
-                    f"artifact {name} was written with a different checksum; import undone",
-                    reason="checksum_mismatch",
-                    path=info.path,
-                )
+            if replacing is not None:
+                written.append(swap.put(name, data_of[kind], expected[kind]))
+            else:
+                written.append(_write_verified(store, name, data_of[kind], expected[kind]))
         doc = {k: v for k, v in run.items() if k != "_id"}
         doc["run_id"] = run_id
         doc["artifacts"] = {kind: info.to_dict() for kind, info in zip(names, written)}
         if existing_config is None:
             # the training data does not travel with an archive: an imported run is already trained
-            created_config = ConfigStore(database).create(user_config, check_data=False)
+            created_config = configs.create(user_config, check_data=False)
         doc["config_id"] = (existing_config or created_config)["_id"]
         previous = doc.get("status", "trained")
         doc["status"] = "trained"
@@ -410,26 +598,40 @@ def import_run(
             "trust": trusted,
         }
         doc.pop("version", None)
-        runs = RunStore(database)
-        try:
-            runs.insert_versioned(doc, version=original_version)
-            doc["version_change"] = "imported"
-            runs.set_fields(doc["_id"], {"version_change": "imported"})
-        except (ConflictError, ValidationError) as exc:
-            if getattr(exc, "field", None) != "version":
-                raise
-            doc.pop("_id", None)
-            runs.insert_versioned(doc)  # the archived version is taken here: next one by the usual rules
+        if replacing is not None:
+            runs.replace_run(replacing, doc, version=original_version)  # the commit point
+            swapped_doc = True
+            if existing_config is not None and existing_config.get("run_id") == run_id:
+                configs.point_at_run(existing_config["_id"], run_id, config_fields_for_run(doc))
+        else:
+            try:
+                runs.insert_versioned(doc, version=original_version)  # the commit point
+                doc["version_change"] = "imported"
+                runs.set_fields(doc["_id"], {"version_change": "imported"})
+            except (ConflictError, ValidationError) as exc:
+                if getattr(exc, "field", None) != "version":
+                    raise
+                doc.pop("_id", None)
+                runs.insert_versioned(doc)  # the archived version is taken here: next one by the usual rules
     except BaseException:
-        for info in written:
-            store.delete(info.path)
+        if swapped_doc:
+            runs.restore_run(replacing)
+            if existing_config is not None:
+                configs.restore_fields(existing_config)
+        if replacing is not None:
+            swap.undo()
+        else:
+            for info in written:
+                store.delete(info.path)
         if created_config is not None:
-            ConfigStore(database).remove(created_config["_id"])
+            configs.remove(created_config["_id"])
         raise
     config_action = "linked"
     if created_config is not None:
-        ConfigStore(database).record_run(created_config["_id"], config_fields_for_run(doc), now())
+        configs.record_run(created_config["_id"], config_fields_for_run(doc), now())
         config_action = "created"
+    if replacing is not None:
+        _finish_overwrite(database, store, swap, replacing, written)
     log.info("imported run %s as %s (%s %s)", original_id, run_id, doc["name"], doc["version"])
     return {
         "run_id": run_id,
@@ -438,11 +640,30 @@ def import_run(
         "original_run_id": original_id,
         "original_version": original_version,
         "renamed": run_id != original_id,
-        "overwritten": overwritten,
+        "overwritten": replacing is not None,
         "files": [i.path for i in written],
         "config": {"name": doc["name"], "action": config_action},
         "trust": {k: v for k, v in trusted.items() if k != "trusted_at"},
     }
+
+
+def _finish_overwrite(
+    database: Database, store: ArtifactStore, swap: _Swap, replaced: dict[str, Any], written: list[ArtifactInfo]
+) -> None:
+    """After the commit: the staged copies go, and so do the old run's files the new one does not reuse
+    (another backend, a kind it lacks); its models leave the cache."""
+    swap.drop_staged()
+    kept = {canonical_path(i.path) for i in written}
+    for info in (replaced.get("artifacts") or {}).values():
+        if isinstance(info, dict) and info.get("path") and canonical_path(info["path"]) not in kept:
+            try:
+                store.delete(info["path"])
+            except (ArtifactError, OSError) as exc:
+                log.warning(
+                    "old file %s of overwritten run %s not deleted: %s", info["path"], replaced["run_id"], exc
+                )
+    run_id = replaced["run_id"]
+    get_model_cache(database.settings).discard(lambda key: isinstance(key, tuple) and key[:1] == (run_id,))
 
 
 def _stored(store: ArtifactStore, name: str) -> str:

@@ -220,6 +220,10 @@ class ConfigStore:
         """Swap artifact path fields ``old`` for ``new`` if they still hold ``old`` (a migration)."""
         return bool(self.col.update_one({"_id": config_id, **old}, {"$set": new}).matched_count)
 
+    def restore_fields(self, previous: dict[str, Any]) -> None:
+        """Put back the document ``previous`` exactly (undoing a repoint of an import that could not finish)."""
+        self.col.replace_one({"_id": previous["_id"]}, previous)
+
     def remove(self, config_id: Any) -> None:
         """Delete by id without the checks of :meth:`delete` (undoing a create that could not finish)."""
         self.col.delete_one({"_id": config_id})

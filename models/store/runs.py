@@ -137,6 +137,46 @@ class RunStore:
                     raise _conflict(run, fields) from None
         raise ConflictError(f"could not assign a version to {run['name']}: too many concurrent saves")
 
+    def replace_run(
+        self, current: dict[str, Any], run: dict[str, Any], version: str | None = None, retries: int = 20
+    ) -> dict[str, Any]:
+        """Put ``run`` in place of the document ``current`` (same ``_id`` and ``run_id``) in one write, if
+        ``current`` did not change meanwhile (:class:`ConflictError` if it did). It keeps ``version`` when
+        that is free for its name (or ``current``'s own), else gets the next version by the usual rules."""
+        for _ in range(retries):
+            if version is not None:
+                parse_version(version)
+                run["version"], run["version_change"] = version, "imported"
+            else:
+                latest = self.latest(run["name"])
+                kind = change_kind(latest.get("definition") if latest else None, run["definition"])
+                run["version"] = next_version(latest["version"] if latest else None, kind)
+                run["version_change"] = kind if latest else "initial"
+            run.pop("_id", None)
+            try:
+                result = self.col.replace_one(
+                    {"_id": current["_id"], "run_id": current["run_id"], "status": current.get("status")}, run
+                )
+            except DuplicateKeyError as exc:
+                fields = duplicate_key_fields(exc)
+                if "version" not in fields:
+                    raise _conflict(run, fields) from None
+                version = None  # taken by another run of the name: the next one
+                continue
+            if result.matched_count != 1:
+                raise ConflictError(
+                    f"run {current['run_id']} changed or was deleted while it was being replaced; nothing "
+                    "was replaced, try again",
+                    field="run_id",
+                )
+            run["_id"] = current["_id"]
+            return run
+        raise ConflictError(f"could not assign a version to {run['name']}: too many concurrent saves")
+
+    def restore_run(self, previous: dict[str, Any]) -> None:
+        """Put back the document ``previous`` exactly (undoing :meth:`replace_run` that could not finish)."""
+        self.col.replace_one({"_id": previous["_id"]}, previous)
+
     # ---- reads for the registry
 
     def find_version(self, name: str, version: str) -> dict[str, Any] | None:

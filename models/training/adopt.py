@@ -4,7 +4,9 @@ A document from the reference system names its model, scaler and features files 
 checksums, so nothing can vouch for the files except the admin. Adoption, in order:
 
 1. checks the document is legacy (:func:`models.artifacts.legacy.is_legacy`) and that every file it
-   names exists inside ``ARTIFACT_DIR`` (``file_missing`` names each missing one); nothing is read;
+   names is a local file (a ``gridfs:`` path is refused, ``path_refused``, naming it: GridFS bytes come
+   from whoever can write the database) that exists inside ``ARTIFACT_DIR`` (``file_missing`` names each
+   missing one); the files are read from the local folder only; nothing is read before trust;
 2. refuses without the admin's explicit trust (:class:`TrustRequiredError`): a pickle runs code when
    it loads, so no byte is unpickled before that step;
 3. reads each file once, records its SHA-256 (whole file and per block) from those very bytes, signs
@@ -29,6 +31,7 @@ from sklearn.pipeline import Pipeline
 
 from models.artifacts.atomic import CHUNK_SIZE
 from models.artifacts.base import ArtifactInfo, ArtifactStore, artifact_name, json_writer, npz_writer
+from models.artifacts.gridfs import is_gridfs_path
 from models.artifacts.legacy import SEED_PATH_FIELDS, is_legacy
 from models.artifacts.routing import get_store
 from models.artifacts.verified import unpickle_bytes
@@ -91,6 +94,15 @@ def legacy_paths(store: ArtifactStore, config: dict[str, Any]) -> dict[str, str]
         raise ArtifactError(
             f"config {config['name']!r} has no {', '.join(unset)}; nothing was adopted", reason="field_missing"
         )
+    for kind, path in paths.items():  # before anything is stat'ed or read
+        if is_gridfs_path(path) or not isinstance(path, str):
+            raise ArtifactError(
+                f"config {config['name']!r}: the legacy {kind} file {path!r} is not a local file: adoption reads "
+                "only files inside ARTIFACT_DIR, never GridFS (whose bytes whoever can write the database "
+                "supplies). Nothing was read or adopted",
+                reason="path_refused",
+                path=str(path),
+            )
     missing = []
     for kind, path in paths.items():
         if not store.stat(path)["exists"]:  # refuses paths outside ARTIFACT_DIR (path_refused)
@@ -119,7 +131,8 @@ def adopt_legacy(
     stored = ConfigStore(database).get(name)
     config = {**validate_config(stored), "_id": stored["_id"]}
     store = store or get_store(database.settings)
-    paths = legacy_paths(store, config)
+    local = getattr(store, "local", store)  # the configured store reads gridfs: paths from GridFS: never here
+    paths = legacy_paths(local, config)
     if trust is not True:
         raise TrustRequiredError(
             f"adopting {config['name']!r} loads its legacy files, and loading a pickle runs code from it; the "
@@ -129,7 +142,7 @@ def adopt_legacy(
         )
     # ---- the trust step: from here on the files are read, hashed, signed and unpickled
     progress(0.0, "hashing the legacy files")
-    blobs = {kind: store.read_bytes(path) for kind, path in paths.items()}
+    blobs = {kind: local.read_bytes(path) for kind, path in paths.items()}
     infos = {kind: describe_bytes(paths[kind], data) for kind, data in blobs.items()}
     signature = sign_adopted_files(store, infos)
     try:

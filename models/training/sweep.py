@@ -4,7 +4,10 @@ Every new config copies the base's data, target, features, folds and options; on
 hyperparameters change, and its name is derived from the base's and the values
 (``home_win_rf__max_depth-4__n_estimators-100``). All combinations are validated with the
 config schema (the same hyperparameter checks as any config) before anything is written; one bad
-combination refuses the whole sweep, naming the parameter and value, and creates nothing.
+combination refuses the whole sweep, naming the parameter and value, and creates nothing. A sweep is
+bounded in size (``MAX_COMBINATIONS``) and in estimated cost: the base's estimated training time
+(past runs; with none, the TRAIN_TIMEOUT_SECONDS each job may take), scaled per combination by its
+``n_estimators``/``max_iter`` against the base's, summed, must stay within MAX_SWEEP_JOB_HOURS.
 Training them is :func:`models.training.service.submit_training` per config (parallel through
 the job runner, on Dask when configured).
 """
@@ -21,14 +24,18 @@ from typing import Any
 
 from models import jobs
 from models.errors import ConflictError, ValidationError
+from models.estimators import REGISTRY
 from models.store.configs import ConfigStore, user_fields
 from models.store.db import Database
 from models.store.schema import NAME_RE, validate_config
+from models.training.estimate import estimate_training, format_seconds
 from models.training.service import submit_training
 
 log = logging.getLogger(__name__)
 
-MAX_COMBINATIONS = 200
+MAX_COMBINATIONS = 100
+SCALING = ("n_estimators", "max_iter")  # a training's time grows about linearly with these
+NO_LIMIT_GUESS_SECONDS = 3600  # a training with no past run and no TRAIN_TIMEOUT_SECONDS
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -147,11 +154,53 @@ def plan_sweep(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[st
     return docs
 
 
+def _scale(base: dict[str, Any], doc: dict[str, Any]) -> float:
+    """How much longer ``doc`` trains than ``base``, from the hyperparameters a training's time grows with."""
+    cls = REGISTRY.get(base.get("task"), {}).get(base.get("model_type"), (None, {}))[0]
+    defaults = cls().get_params() if cls is not None else {}
+    factor = 1.0
+    for key in SCALING:
+        new = (doc.get("hyperparameters") or {}).get(key, defaults.get(key))
+        old = (base.get("hyperparameters") or {}).get(key, defaults.get(key))
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in (new, old)):
+            factor *= new / old
+    return factor
+
+
+def check_sweep_cost(database: Database, base: dict[str, Any], docs: list[dict[str, Any]]) -> float:
+    """The sweep's estimated training time in seconds; :class:`ValidationError` over MAX_SWEEP_JOB_HOURS."""
+    settings = database.settings
+    timeout = settings.train_timeout_seconds
+    estimate = estimate_training(database, base)
+    if estimate.seconds is None:
+        each = timeout or NO_LIMIT_GUESS_SECONDS
+        basis = (
+            f"no past run to go by, so up to TRAIN_TIMEOUT_SECONDS ({timeout} s) each"
+            if timeout
+            else (f"no past run and no time limit, so {NO_LIMIT_GUESS_SECONDS} s each")
+        )
+        total = each * len(docs)
+    else:
+        per = [estimate.seconds * _scale(base, d) for d in docs]
+        total = sum(min(p, timeout) if timeout else p for p in per)
+        basis = f"{estimate.basis}, scaled by each one's n_estimators and max_iter"
+    budget = settings.max_sweep_job_hours * 3600
+    if total > budget:
+        raise ValidationError(
+            f"the sweep's {len(docs)} trainings would take about {format_seconds(total)} of job time ({basis}), "
+            f"above MAX_SWEEP_JOB_HOURS ({settings.max_sweep_job_hours} h); nothing was created: sweep fewer "
+            "or smaller combinations",
+            field="grid",
+        )
+    return total
+
+
 def create_sweep(database: Database, base_name: Any, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     """Create every config of the sweep, or none: names taken or a bad combination refuse the whole sweep."""
     store = ConfigStore(database)
     base = store.get(base_name)
     docs = plan_sweep(base, grid)
+    check_sweep_cost(database, base, docs)
     names = [d["name"] for d in docs]
     taken = store.taken_names(names)
     if taken:
