@@ -16,7 +16,7 @@ from models.ensembles.build import create_ensemble
 from models.errors import DataError, ValidationError
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import FEATS, TOKEN, cls_config
+from tests.helpers import FEATS, TOKEN, cls_config, poll
 from web.redirects import is_same_site_path
 from web.server import create_server
 from web.testing import csrf_token, login
@@ -30,20 +30,21 @@ def served(app):
     server = create_server(app, host="127.0.0.1", port=0, threads=2, connection_limit=1500, channel_timeout=3)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    yield server.effective_port
+    yield server
     server.close()
     thread.join(timeout=5)
 
 
 def test_a_thousand_idle_sockets_leave_healthz_answering_within_a_second(served):
+    port = served.effective_port
     idle = []
     try:
         for _ in range(1000):
-            s = socket.create_connection(("127.0.0.1", served), timeout=5)
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
             idle.append(s)
-        time.sleep(0.5)  # let the server accept them all
+        poll(lambda: len(served._map) > 1000, timeout=30)  # the server holds them all (and its listener)
         t0 = time.perf_counter()
-        with urllib.request.urlopen(f"http://127.0.0.1:{served}/healthz", timeout=5) as answer:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
             assert answer.status == 200
         assert time.perf_counter() - t0 < 1.0
         # an idle socket is closed by the server after its channel timeout (3 s here, 30 s by default)
@@ -237,3 +238,56 @@ def test_secrets_an_older_version_kept_in_the_database_move_to_a_0600_file(setti
     assert login(app.test_client(), "old-password-1").status_code == 302
     token = "old-token-" + "x" * 32
     assert app.test_client().get("/api/configs", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+# ------------------------------------------------------------------ lock-out and brute force
+
+
+def test_guessing_never_locks_out_a_browser_that_logged_in_before(app):
+    from tests.helpers import PASSWORD
+
+    admin = app.test_client()
+    assert login(admin, PASSWORD).status_code == 302  # this browser is now a known device
+    admin.post("/logout", data={"csrf_token": csrf_token(admin)})
+    attacker = app.test_client()  # same address (a shared proxy), no device cookie
+    codes = [
+        attacker.post("/login", data={"password": f"guess{i}", "csrf_token": csrf_token(attacker)}).status_code
+        for i in range(40)
+    ]
+    assert codes[:5] == [401] * 5 and 429 in codes  # the guesser is slowed down
+    answer = admin.post("/login", data={"password": PASSWORD, "csrf_token": csrf_token(admin)})
+    assert answer.status_code == 302  # the admin's own browser is not
+    assert admin.get("/configs/").status_code == 200
+
+
+def test_back_off_doubles_and_stays_short():
+    from web.ratelimit import RateLimiter
+
+    now = [1000.0]
+    limiter = RateLimiter(5, 300, clock=lambda: now[0])
+    for _ in range(5):
+        assert limiter.backoff("k") == 0
+        limiter.record("k")
+    assert limiter.backoff("k") == 2
+    now[0] += 2
+    assert limiter.backoff("k") == 0  # one more try after the wait
+    limiter.record("k")
+    assert limiter.backoff("k") == 4
+    for _ in range(20):
+        limiter.record("k")
+    assert limiter.backoff("k") == 300  # at most the window, never a longer lock-out
+
+
+def test_wrong_api_tokens_are_throttled_and_the_right_one_is_not(app):
+    from tests.helpers import TOKEN
+
+    client = app.test_client()
+    codes = [
+        client.get("/api/configs", headers={"Authorization": f"Bearer wrong-{i}"}).status_code for i in range(200)
+    ]
+    assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}
+    throttled = client.get("/api/configs", headers={"Authorization": "Bearer wrong"})
+    assert int(throttled.headers["Retry-After"]) > 0 and "too many wrong API tokens" in throttled.get_data(
+        as_text=True
+    )
+    assert client.get("/api/configs", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200

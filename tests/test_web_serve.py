@@ -11,7 +11,9 @@ from web import server
 
 def test_serve_prints_url_and_generated_credentials_once(settings, database, monkeypatch):
     calls = []
-    monkeypatch.setattr(server, "run", lambda app, host, port, threads: calls.append((app, host, port, threads)))
+    monkeypatch.setattr(
+        server, "run", lambda app, host, port, threads, **limits: calls.append((app, host, port, threads))
+    )
     runner = CliRunner()
     result = runner.invoke(
         cli, ["serve", "--port", "5123", "--threads", "2"], obj=AppContext(settings), catch_exceptions=False

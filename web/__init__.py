@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 LOGIN_MAX_FAILURES = 5
 LOGIN_WINDOW_SECONDS = 300
+ACCOUNT_MAX_FAILURES = 20  # wrong passwords from all unknown browsers together before back-off
+TOKEN_MAX_FAILURES = 20  # wrong API tokens from one address per TOKEN_WINDOW_SECONDS before 429
+TOKEN_WINDOW_SECONDS = 60
 
 
 def create_app(
@@ -81,6 +84,8 @@ def create_app(
         settings=settings,
         credentials=credentials,
         login_limiter=RateLimiter(app.config["LOGIN_MAX_FAILURES"], app.config["LOGIN_WINDOW_SECONDS"]),
+        account_limiter=RateLimiter(ACCOUNT_MAX_FAILURES, app.config["LOGIN_WINDOW_SECONDS"]),
+        token_limiter=RateLimiter(TOKEN_MAX_FAILURES, TOKEN_WINDOW_SECONDS),
     )
     state.services[JOB_RUNNER] = jobs.get_default_runner(settings)
     init_state(app, state)

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import functools
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Blueprint, Flask, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_wtf.csrf import CSRFProtect
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from pymongo.errors import PyMongoError
 from werkzeug.wrappers import Response
 
@@ -64,6 +66,25 @@ def bearer_token_valid() -> bool:
     return scheme.lower() == "bearer" and get_state().credentials.check_token(token.strip())
 
 
+def _wrong_token_throttled() -> Response | None:
+    """A request with a wrong bearer token: counted per address; past the limit, 429 with Retry-After
+    (a right token is never throttled: it was checked first)."""
+    if not request.headers.get("Authorization", "").lower().startswith("bearer "):
+        return None
+    limiter = get_state().token_limiter
+    if limiter is None:
+        return None
+    key = request.remote_addr or "unknown"
+    if limiter.blocked(key):
+        response = json_error(
+            429, "too_many_requests", "too many wrong API tokens from this address; wait and retry"
+        )
+        response.headers["Retry-After"] = str(limiter.retry_after(key))
+        return response
+    limiter.record(key)
+    return None
+
+
 def _login_redirect() -> Response:
     target = request.full_path if request.method == "GET" else request.path
     return redirect(url_for("auth.login", next=target.rstrip("?")))
@@ -96,6 +117,9 @@ def _guard() -> Any:
         if bearer_token_valid():
             g.auth = "token"
             return None
+        throttled = _wrong_token_throttled()
+        if throttled is not None:
+            return throttled
         if is_logged_in():
             g.auth = "session"
             if request.method in MUTATING:
@@ -128,19 +152,31 @@ def login() -> Any:
         return render_template("auth/login.html", next=next_url)
     state = get_state()
     client = request.remote_addr or "unknown"
-    if state.login_limiter.blocked(client):
-        wait = state.login_limiter.retry_after(client)
-        log.warning("login refused: too many failed attempts from %s", client)
+    device = known_device()
+    # A browser that logged in before counts only its own failures: guesses from elsewhere (even behind
+    # the same proxy, or for the same account) never lock it out. Others: per address and per account.
+    limits = (
+        [(state.login_limiter, f"device:{device}")]
+        if device
+        else [(state.login_limiter, f"addr:{client}"), (state.account_limiter, "account")]
+    )
+    wait = max((limiter.backoff(key) for limiter, key in limits if limiter is not None), default=0)
+    if wait:
+        log.warning("login refused: too many failed attempts (%s); back-off %d s", client, wait)
         flash(f"Too many failed attempts. Try again in {wait} seconds.", "error")
         response = current_app.make_response((render_template("auth/login.html", next=next_url), 429))
         response.headers["Retry-After"] = str(wait)
         return response
     if not state.credentials.check_password(request.form.get("password", "")):
-        state.login_limiter.record(client)
+        for limiter, key in limits:
+            if limiter is not None:
+                limiter.record(key)
         log.info("failed login from %s", client)
         flash("Wrong password.", "error")
         return render_template("auth/login.html", next=next_url), 401
-    state.login_limiter.reset(client)
+    for limiter, key in limits:
+        if limiter is not None and key != "account":
+            limiter.reset(key)
     if session.get(SESSION_ID):  # logging in again ends the session this browser had
         try:
             revoke_session(state.database, session.get(SESSION_ID), current_app.secret_key)
@@ -154,7 +190,42 @@ def login() -> Any:
     session.permanent = True
     log.info("admin logged in from %s", client)
     flash("Logged in.", "success")
-    return redirect(_safe_next(next_url))
+    response = redirect(_safe_next(next_url))
+    remember_device(response, device)
+    return response
+
+
+DEVICE_COOKIE = "ensemble_cache_device"
+DEVICE_MAX_AGE = 90 * 24 * 3600
+
+
+def _device_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt="known-device")
+
+
+def known_device() -> str | None:
+    """The id of this browser if it logged in here before (a cookie signed with the secret key), else None."""
+    raw = request.cookies.get(DEVICE_COOKIE)
+    if not raw:
+        return None
+    try:
+        value = _device_serializer().loads(raw, max_age=DEVICE_MAX_AGE)
+    except BadSignature:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def remember_device(response: Response, device: str | None) -> None:
+    """Mark this browser as one that logged in (its failures are counted apart from everyone else's)."""
+    value = _device_serializer().dumps(device or secrets.token_urlsafe(16))
+    response.set_cookie(
+        DEVICE_COOKIE,
+        value,
+        max_age=DEVICE_MAX_AGE,
+        httponly=True,
+        samesite="Lax",
+        secure=current_app.config.get("SESSION_COOKIE_SECURE", False),
+    )
 
 
 @bp.route("/logout", methods=["POST"])

@@ -1,4 +1,4 @@
-"""A small in-process sliding-window counter, used to slow down password guessing."""
+"""A small in-process sliding-window counter with exponential back-off, used to slow down guessing."""
 
 from __future__ import annotations
 
@@ -43,6 +43,17 @@ class RateLimiter:
             if len(events) < self.limit:
                 return 0
             return max(1, int(events[0] + self.window - now + 0.999))
+
+    def backoff(self, key: str) -> int:
+        """Seconds ``key`` must wait before its next attempt: none below ``limit`` failures in the window,
+        then 2 s after the last failure, doubling with each further one (at most ``window``)."""
+        with self._lock:
+            now = self._clock()
+            events = self._prune(key, now)
+            if len(events) < self.limit:
+                return 0
+            delay = min(self.window, 2.0 ** (len(events) - self.limit + 1))
+            return max(0, int(events[-1] + delay - now + 0.999))
 
     def record(self, key: str) -> None:
         """Count one event (e.g. a failed login) for ``key``."""

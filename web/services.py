@@ -32,6 +32,8 @@ class WebState:
     settings: Settings
     credentials: Credentials
     login_limiter: RateLimiter
+    account_limiter: RateLimiter | None = None  # wrong passwords from anywhere (browsers not known)
+    token_limiter: RateLimiter | None = None  # wrong API tokens per address
     services: dict[str, Any] = field(default_factory=dict)
 
 
