@@ -15,7 +15,7 @@ ensure_requirements() {
 }
 
 # LightGBM's wheel needs the OpenMP runtime (libgomp1 on Debian); most machines have it already.
-if ! ldconfig -p 2>/dev/null | grep -q "libgomp.so.1"; then
+if ! "$PY" -c "import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library('gomp') else 1)"; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgomp1) >/dev/null
   else

@@ -84,9 +84,10 @@ def test_session_cookie_secure_setting(settings, database, secure):
         settings.with_(admin_password=PASSWORD, api_token=TOKEN, session_cookie_secure=secure), database
     )
     client = app.test_client()
-    cookie = login(client, PASSWORD).headers.get("Set-Cookie", "")
-    assert cookie.startswith("ensemble_cache_session=")
-    assert ("; Secure" in cookie) is secure
+    cookies = login(client, PASSWORD).headers.getlist("Set-Cookie")
+    session_cookie = next(c for c in cookies if c.startswith("ensemble_cache_session="))
+    device_cookie = next(c for c in cookies if c.startswith("ensemble_cache_device="))  # a known browser
+    assert ("; Secure" in session_cookie) is secure and ("; Secure" in device_cookie) is secure
 
 
 def test_session_cookie_secure_must_be_a_boolean():
