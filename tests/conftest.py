@@ -134,3 +134,15 @@ def page(app):
     client = app.test_client()
     assert login(client, PASSWORD).status_code == 302
     return client
+
+
+@pytest.fixture
+def other(settings: Settings, tmp_path: Path):
+    """A second, empty installation on the same server: its own database and artifact folder (imports land there)."""
+    import uuid
+
+    fresh = settings.with_(mongo_db=f"test_{uuid.uuid4().hex[:12]}", artifact_dir=tmp_path / "other_artifacts")
+    db = Database.connect(fresh)
+    yield db
+    db.client.drop_database(fresh.mongo_db)
+    db.close()

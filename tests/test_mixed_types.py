@@ -8,7 +8,6 @@ hand. Real server, real CSVs.
 from __future__ import annotations
 
 import json
-import uuid
 
 import numpy as np
 import palmerpenguins
@@ -33,22 +32,11 @@ from models.errors import ValidationError
 from models.preprocess import typed_frame
 from models.splits import fold_spec, holdout_split, make_splitter
 from models.store.configs import ConfigStore
-from models.store.db import Database
 from models.training.train import make_pipeline, train_config
 from tests.helpers import run_cli, wait_job
 
 NUMBERS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm"]
 CATEGORIES = ["island", "sex"]
-
-
-@pytest.fixture
-def other(settings, tmp_path):
-    """A second, empty installation on the same server (an import lands there)."""
-    fresh = settings.with_(mongo_db=f"test_{uuid.uuid4().hex[:12]}", artifact_dir=tmp_path / "other_artifacts")
-    db = Database.connect(fresh)
-    yield db
-    db.client.drop_database(fresh.mongo_db)
-    db.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tarfile
 import threading
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from pymongo.errors import DuplicateKeyError
 from models import registry
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.store.configs import ConfigStore
-from models.store.db import Database
 from models.store.runs import RunStore
 from models.store.versioning import change_kind
 from models.timeutil import now
@@ -80,16 +78,6 @@ def add(database, *runs) -> list[dict]:
 def artifact_files(settings) -> list[str]:
     d = settings.artifact_dir
     return sorted(p.name for p in d.iterdir()) if d.exists() else []
-
-
-@pytest.fixture
-def other(settings, tmp_path):
-    """A second, empty installation on the same server: its own database and artifact folder."""
-    fresh = settings.with_(mongo_db=f"test_{uuid.uuid4().hex[:12]}", artifact_dir=tmp_path / "other_artifacts")
-    db = Database.connect(fresh)
-    yield db
-    db.client.drop_database(fresh.mongo_db)
-    db.close()
 
 
 @pytest.fixture

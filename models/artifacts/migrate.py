@@ -211,16 +211,7 @@ class _Migration:
         if _sha_of(self.target, new) == slot.sha256:  # an earlier, interrupted migration made it
             self.report.files_reused.append(new)
         else:
-            data = self.read_source(slot)  # before copying
-            if not self.report.dry_run:
-                info = self.target.write(file_name(slot.path), lambda fh: fh.write(data))
-                if info.sha256 != slot.sha256 or _sha_of(self.target, new) != slot.sha256:  # after writing
-                    raise ArtifactError(
-                        f"the copy of {slot.path} at {new} does not verify after writing",
-                        reason="write_error",
-                        path=new,
-                    )
-            self.report.files_copied.append(new)
+            self.copy_verified(slot, file_name(slot.path), new)
         self.copies[key] = new
         return new
 
@@ -250,18 +241,22 @@ class _Migration:
                 path=slot.path,
             )
         else:
-            data = self.read_source(slot)  # before copying
-            if not self.report.dry_run:
-                info = self.target.write(name, lambda fh: fh.write(data))
-                if info.sha256 != slot.sha256 or _sha_of(self.target, new) != slot.sha256:  # after writing
-                    raise ArtifactError(
-                        f"the copy of {slot.path} at {new} does not verify after writing",
-                        reason="write_error",
-                        path=new,
-                    )
-            self.report.files_copied.append(new)
+            self.copy_verified(slot, name, new)
         self.copies[key] = new
         return new
+
+    def copy_verified(self, slot: Slot, name: str, new: str) -> None:
+        """Write ``slot``'s verified bytes to the target as ``name`` (stored as ``new``) and check the copy."""
+        data = self.read_source(slot)  # before copying
+        if not self.report.dry_run:
+            info = self.target.write(name, lambda fh: fh.write(data))
+            if info.sha256 != slot.sha256 or _sha_of(self.target, new) != slot.sha256:  # after writing
+                raise ArtifactError(
+                    f"the copy of {slot.path} at {new} does not verify after writing",
+                    reason="write_error",
+                    path=new,
+                )
+        self.report.files_copied.append(new)
 
     def read_source(self, slot: Slot) -> bytes:
         """The source file's bytes from its backend itself, never from a cache: a corrupt GridFS copy is

@@ -15,31 +15,17 @@ from typing import Any
 
 from models.errors import ValidationError
 from models.estimators import REGISTRY, TASKS
-from models.store.schema import CONFIG_STATUSES, SERVER_FIELDS, SPLITS, TRAINING_FIELDS, validate_config
+from models.store.schema import (
+    CONFIG_STATUSES,
+    INPUT_FIELDS,
+    SERVER_FIELDS,
+    SPLITS,
+    TRAINING_FIELDS,
+    validate_config,
+)
 from web.jsonbody import JSONTextError, loads_strict
 
-FORM_FIELDS = (
-    "name",
-    "task",
-    "model_type",
-    "hyperparameters",
-    "features",
-    "target",
-    "training_csv",
-    "scaler",
-    "calibration",
-    "cv_folds",
-    "random_state",
-    "test_size",
-    "split",
-    "time_column",
-    "gap",
-    "group_column",
-    "feature_types",
-    "imputation",
-    "description",
-    "tags",
-)
+FORM_FIELDS = INPUT_FIELDS  # every field a user sets is on the form
 OPTIONAL_NUMBERS = {"cv_folds": int, "random_state": int, "test_size": float, "gap": int}
 OPTIONAL_TEXT = ("time_column", "group_column")
 SCALERS = ("standard", "minmax", "robust", "none")
