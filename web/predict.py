@@ -13,8 +13,7 @@ from typing import Any
 
 from models.artifacts.loading import load_model
 from models.ensembles.build import load_ensemble
-from models.errors import ConflictError
-from models.store.configs import ConfigStore
+from models.registry.serving import resolve_model
 from models.store.db import Database
 from web.errors import BadRequestError
 
@@ -64,20 +63,18 @@ def check_features(rows: list[dict[str, Any]], features: list[str]) -> None:
         )
 
 
-def predict_with_model(database: Database, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Predict with the current run of config ``name`` (404 unknown, 409 never trained)."""
+def predict_with_model(database: Database, ref: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Predict with the run that reference ``ref`` serves (:func:`models.registry.serving.resolve_model`:
+    ``NAME`` is its production run, else its latest training; 404 unknown, 409 never trained)."""
     rows = read_rows(body)
-    config = ConfigStore(database).get(name)
-    if not config.get("run_id"):
-        raise ConflictError(f"config {config['name']!r} has not been trained yet; train it first", field="name")
-    loaded = load_model(database.settings, config)
+    served = resolve_model(database, ref)
+    loaded = load_model(database.settings, served.doc)
     model = loaded.model
     check_features(rows, model.features)
     predictions = model.predict_records(rows)
     return {
-        "model": config["name"],
-        "run_id": model.run_id,
-        "version": config.get("version"),
+        "model": served.name,
+        **served.describe(),
         "task": model.task,
         "source": loaded.source,
         "features": list(model.features),

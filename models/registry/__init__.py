@@ -17,7 +17,8 @@ features, scaler or other training inputs -> minor; task, target or model type
 -> major; a version given by hand is refused if it exists); the unique
 ``(name, version)`` index settles concurrent saves.
 
-Holds: ``query`` (lookup, load, search, best, compare), ``lifecycle`` (statuses, history,
+Holds: ``query`` (lookup, load, search, best, compare), ``serving`` (which run a model reference
+serves: ``NAME`` is its production run, else its latest training), ``lifecycle`` (statuses, history,
 delete) and ``archive`` (export, import, deployment export).
 
 May import: every room below it: ``models.store``, ``models.artifacts``, ``models.jobs``,
@@ -56,6 +57,7 @@ from models.registry.query import (
     resolve,
     search,
 )
+from models.registry.serving import Served, resolve_model
 from models.store.runs import config_fields_for_run, supports_transactions
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "STATUSES",
     "TRANSITIONS",
     "LoadedRun",
+    "Served",
     "allowed_transitions",
     "best",
     "build_filter",
@@ -85,6 +88,7 @@ __all__ = [
     "prune_runs",
     "read_archive",
     "resolve",
+    "resolve_model",
     "search",
     "set_status",
     "supports_transactions",

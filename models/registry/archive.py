@@ -66,6 +66,7 @@ from models.artifacts.verified import read_verified
 from models.errors import ArtifactError, ConflictError, ValidationError
 from models.registry.lifecycle import ensembles_using, history_entry
 from models.registry.query import RUN_ID_RE, load, resolve
+from models.registry.serving import resolve_model
 from models.settings import Settings, get_settings
 from models.store.configs import ConfigStore
 from models.store.data_roots import check_data_root
@@ -686,7 +687,8 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValidationError(f"out_dir {str(out_dir)!r} is a file, not a folder", field="out_dir")
-    loaded = load(database, ref)
+    served = resolve_model(database, ref, field="ref")  # NAME: its production run, else its latest training
+    loaded = load(database, served.run_document(database))
     run, model = loaded.run, loaded.model
     pipeline = model.to_pipeline()
     base = f"{run['name']}-{run.get('version')}"

@@ -84,7 +84,7 @@ def get_production(database: Database, name: str) -> dict[str, Any]:
 
 def resolve(database: Database, ref: str) -> dict[str, Any]:
     """A run from a reference: ``RUN_ID``, ``NAME`` (latest), ``NAME@VERSION``, ``NAME@latest``,
-    ``NAME@production``, or ``latest`` (the newest run of any name, unless a config is named so).
+    ``NAME@production``, ``NAME@staging`` (highest version in staging), or ``latest`` (the newest run of any name, unless a config is named so).
 
     The one resolver of run references: every command, route and function that takes a run uses it.
     """
@@ -97,10 +97,15 @@ def resolve(database: Database, ref: str) -> dict[str, Any]:
             return get_latest(database, name)
         if selector == "production":
             return get_production(database, name)
+        if selector == "staging":
+            staged = RunStore(database).highest_with_status(name, "staging")
+            if staged is None:
+                raise NotFoundError(f"{name!r} has no run in staging", field="ref")
+            return staged
         if VERSION_RE.match(selector):
             return get_version(database, name, selector)
         raise ValidationError(
-            f"reference {ref!r}: after '@' give a version (1.2.0), 'latest' or 'production'", field="ref"
+            f"reference {ref!r}: after '@' give a version (1.2.0), 'latest', 'staging' or 'production'", field="ref"
         )
     if RUN_ID_RE.match(ref):
         doc = RunStore(database).find(ref)

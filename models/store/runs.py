@@ -185,6 +185,11 @@ class RunStore:
     def find_production(self, name: str) -> dict[str, Any] | None:
         return self.col.find_one({"name": name, "status": "production"})
 
+    def highest_with_status(self, name: str, status: str) -> dict[str, Any] | None:
+        """The run of ``name`` with the highest version among those in ``status`` (e.g. ``staging``)."""
+        top = highest([d["version"] for d in self.col.find({"name": name, "status": status}, {"version": 1})])
+        return self.col.find_one({"name": name, "version": top}) if top else None
+
     def has_name(self, name: str) -> bool:
         return bool(self.col.count_documents({"name": name}, limit=1))
 
