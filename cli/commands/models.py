@@ -421,7 +421,12 @@ def import_(app: AppContext, archive: Path, on_conflict: str | None, by: str, tr
 @json_option
 @pass_app
 def deploy_export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
-    """Write a single joblib file with a plain scikit-learn Pipeline, plus a metadata JSON."""
+    """Write a single joblib file that plain scikit-learn loads, plus a metadata JSON.
+
+    REF is a model reference (NAME serves its production run, else its latest training; NAME@production,
+    NAME@1.2.0, a run id): a Pipeline (select features -> preprocessing -> model). Or an ensemble's name or
+    run id: a fitted StackingClassifier/StackingRegressor (VotingClassifier/VotingRegressor for a weighted
+    ensemble) over the base runs' pipelines, with the ensemble's own meta-model; nothing is refitted."""
     from models import registry
 
     result = registry.deploy_export(app.db, ref, out)

@@ -64,6 +64,7 @@ from models.artifacts.routing import canonical_path, get_store
 from models.artifacts.signing import ARCHIVE_CONTEXT, get_signer
 from models.artifacts.verified import read_verified
 from models.errors import ArtifactError, ConflictError, ValidationError
+from models.registry.ensemble_export import deploy_export_ensemble
 from models.registry.lifecycle import ensembles_using, history_entry
 from models.registry.query import RUN_ID_RE, load, resolve
 from models.registry.serving import resolve_model
@@ -71,6 +72,7 @@ from models.settings import Settings, get_settings
 from models.store.configs import ConfigStore
 from models.store.data_roots import check_data_root
 from models.store.db import Database
+from models.store.ensembles import EnsembleStore
 from models.store.runs import RunStore, config_fields_for_run
 from models.store.schema import NAME_RE, SERVER_FIELDS, TRAINING_FIELDS, validate_config
 from models.timeutil import iso, now
@@ -680,13 +682,17 @@ def _stored(store: ArtifactStore, name: str) -> str:
 def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str, Any]:
     """Write ``<name>-<version>.joblib`` (a fitted scikit-learn Pipeline: select features -> scaler ->
     model, loadable with plain scikit-learn + joblib) and ``<name>-<version>.json`` (metadata) to
-    ``out_dir``. Returns the metadata plus ``{"pipeline_path", "metadata_path"}``.
+    ``out_dir``. ``ref`` is a model reference (:mod:`models.registry.serving`) or an ensemble's name or
+    run id (then one stacking/voting estimator, :mod:`models.registry.ensemble_export`). Returns the metadata plus ``{"pipeline_path", "metadata_path"}``.
     """
     if not isinstance(out_dir, (str, Path)) or not str(out_dir).strip():
         raise ValidationError("out_dir must be a folder path", field="out_dir")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValidationError(f"out_dir {str(out_dir)!r} is a file, not a folder", field="out_dir")
+    ensemble = EnsembleStore(database).find(ref) or EnsembleStore(database).find_by_run(ref)
+    if ensemble is not None and not RunStore(database).has_name(ref) and not ConfigStore(database).find(ref):
+        return deploy_export_ensemble(database, ensemble["name"], out_dir)
     served = resolve_model(database, ref, field="ref")  # NAME: its production run, else its latest training
     loaded = load(database, served.run_document(database))
     run, model = loaded.run, loaded.model

@@ -1,0 +1,126 @@
+"""An ensemble out of the service: one file that plain scikit-learn loads and predicts with on raw rows.
+
+A stacked ensemble becomes a fitted ``StackingClassifier``/``StackingRegressor`` and a weighted one a
+``VotingClassifier`` (soft)/``VotingRegressor`` with the weights: their base estimators are the base runs'
+deployment pipelines (:meth:`models.artifacts.predictor.TrainedModel.to_pipeline`) and their final
+estimator is the ensemble's own fitted meta-model, nothing refitted. scikit-learn has no public way to
+assemble such an estimator from fitted parts (``cv="prefit"`` is gone, ``FrozenEstimator`` still refits the
+final estimator), so the fitted attributes its ``predict`` reads are set here; the test in
+``tests/test_ensemble_export.py`` proves the file predicts what the service predicts, in a virtualenv that
+has only scikit-learn, numpy, pandas and joblib.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import sklearn
+from sklearn.ensemble import StackingClassifier, StackingRegressor, VotingClassifier, VotingRegressor
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils import Bunch
+
+from models.artifacts.atomic import atomic_write
+from models.artifacts.base import json_writer, pickle_writer
+from models.ensembles.build import load_ensemble
+from models.ensembles.selection import WeightedAverage
+from models.ensembles.stacking import StackedEnsemble
+from models.errors import ValidationError
+from models.store.db import Database
+from models.timeutil import iso
+
+log = logging.getLogger(__name__)
+
+
+def to_sklearn(ensemble: StackedEnsemble) -> Any:
+    """The ensemble as one fitted scikit-learn estimator taking a DataFrame of raw rows."""
+    if ensemble.passthrough_features:
+        raise ValidationError(
+            f"ensemble {ensemble.name!r} passes raw features to its meta-model (passthrough); scikit-learn's "
+            "stacking would pass every input column, so it cannot be exported as one scikit-learn estimator",
+            field="passthrough",
+        )
+    pipes = [
+        (f"base{i}_{name}", base.to_pipeline())
+        for i, (name, base) in enumerate(zip(ensemble.base_names, ensemble.bases))
+    ]
+    fitted = [p for _, p in pipes]
+    classes = ensemble.classes
+    classification = ensemble.task == "classification"
+    encoder = LabelEncoder().fit(np.asarray(classes)) if classification else None
+    meta = ensemble.meta_model
+    if isinstance(meta, WeightedAverage):
+        weights = [float(w) for w in meta.weights]
+        if not np.isclose(sum(weights), 1.0):
+            raise ValidationError(f"ensemble {ensemble.name!r} has weights that do not sum to 1", field="weights")
+        if classification:
+            est: Any = VotingClassifier(pipes, voting="soft", weights=weights)
+            est.le_, est.classes_ = encoder, encoder.classes_
+        else:
+            est = VotingRegressor(pipes, weights=weights)
+    elif classification:
+        if ensemble.stack_method != "predict_proba":
+            raise ValidationError(
+                f"ensemble {ensemble.name!r} stacks predicted labels (stack_method {ensemble.stack_method!r}); "
+                "only predict_proba stacking is exported",
+                field="stack_method",
+            )
+        est = StackingClassifier(pipes, final_estimator=meta, stack_method="predict_proba")
+        est._label_encoder, est.classes_ = encoder, encoder.classes_
+        est.stack_method_ = ["predict_proba"] * len(pipes)
+        est.final_estimator_ = meta
+    else:
+        est = StackingRegressor(pipes, final_estimator=meta)
+        est.stack_method_ = ["predict"] * len(pipes)
+        est.final_estimator_ = meta
+    est.estimators_ = fitted
+    est.named_estimators_ = Bunch(**dict(pipes))
+    return est
+
+
+def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict[str, Any]:
+    """Write ``<name>-ensemble.joblib`` (see :func:`to_sklearn`) and its metadata JSON to ``out_dir``."""
+    ensemble = load_ensemble(database, name)
+    estimator = to_sklearn(ensemble)
+    out_dir = Path(out_dir)
+    base = f"{ensemble.name}-ensemble"
+    path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
+    written = atomic_write(path, pickle_writer(estimator))
+    record = ensemble.record
+    meta = {
+        "ensemble": ensemble.name,
+        "run_id": ensemble.run_id,
+        "kind": type(estimator).__name__,
+        "task": ensemble.task,
+        "features": list(ensemble.features),
+        "classes": [c.item() if hasattr(c, "item") else c for c in ensemble.classes]
+        if ensemble.classes is not None
+        else None,
+        "base_models": [
+            {"name": n, "run_id": b.run_id} for n, b in zip(ensemble.base_names, ensemble.bases, strict=True)
+        ],
+        "meta_model": type(ensemble.meta_model).__name__,
+        "metrics": {
+            k: v
+            for k, v in (record.get("metrics") or {}).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        },
+        "requirements": [
+            f"scikit-learn=={sklearn.__version__}",
+            f"joblib=={joblib.__version__}",
+            "numpy",
+            "pandas",
+        ],
+        "pipeline_file": path.name,
+        "sha256": written.sha256,
+        "size": written.size,
+        "exported_at": iso(),
+        "usage": f"import joblib, pandas as pd; est = joblib.load({path.name!r}); "
+        "est.predict(pd.DataFrame(rows))  # rows need the listed feature columns",
+    }
+    atomic_write(meta_path, json_writer(meta))
+    log.info("deployment export of ensemble %s to %s", ensemble.name, path)
+    return {**meta, "pipeline_path": str(path), "metadata_path": str(meta_path)}
