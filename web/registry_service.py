@@ -23,7 +23,7 @@ from web.services import refuse_trust_over_http
 
 PER_PAGE = 25
 MAX_PER_PAGE = 500
-SEARCH_FILTERS = ("name", "model_type", "task", "status", "since", "until")
+SEARCH_FILTERS = ("name", "q", "target", "data", "model_type", "task", "status", "since", "until")
 
 
 def parse_thresholds(values: list[str], field: str) -> dict[str, str]:
@@ -78,7 +78,10 @@ def best_args(args: MultiDict) -> dict[str, Any]:
     metric = (args.get("metric") or "").strip()
     if not metric:
         raise ValidationError("metric is required (e.g. metric=roc_auc)", field="metric")
-    scope = {k: (args.get(k) or "").strip() or None for k in ("name", "model_type", "task", "status")}
+    scope = {
+        k: (args.get(k) or "").strip() or None
+        for k in ("name", "q", "target", "data", "model_type", "task", "status")
+    }
     return {"metric": metric, **scope}
 
 

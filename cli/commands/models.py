@@ -106,6 +106,9 @@ RUN_COLUMNS = ["run id", "name", "version", "status", "task", "model type", "cre
 
 @models_group.command("list")
 @click.option("--name", help="Only runs of this config name.")
+@click.option("--contains", "q", help="Only runs whose name contains this (any case).")
+@click.option("--target", help="Only runs predicting this target column.")
+@click.option("--data", help="Only runs trained on a file whose name contains this (e.g. penguins.csv).")
 @click.option("--type", "model_type", help="Only this model type (e.g. random_forest).")
 @click.option("--task", type=click.Choice(["classification", "regression"]))
 @click.option("--status", type=LazyChoice(_statuses))
@@ -128,6 +131,9 @@ RUN_COLUMNS = ["run id", "name", "version", "status", "task", "model type", "cre
 def list_(
     app: AppContext,
     name: str | None,
+    q: str | None,
+    target: str | None,
+    data: str | None,
     model_type: str | None,
     task: str | None,
     status: str | None,
@@ -148,6 +154,9 @@ def list_(
     result = registry.search(
         app.db,
         name=name,
+        q=q,
+        target=target,
+        data=data,
         model_type=model_type,
         task=task,
         status=status,
@@ -215,6 +224,9 @@ def show(app: AppContext, ref: str, as_json: bool) -> None:
 @models_group.command("best")
 @click.option("--metric", required=True, help="The metric to optimise (direction aware).")
 @click.option("--name")
+@click.option("--contains", "q", help="Only runs whose name contains this (any case).")
+@click.option("--target", help="Only runs predicting this target column.")
+@click.option("--data", help="Only runs trained on a file whose name contains this (e.g. penguins.csv).")
 @click.option("--type", "model_type")
 @click.option("--task", type=click.Choice(["classification", "regression"]))
 @click.option("--status", type=LazyChoice(_statuses))
@@ -224,6 +236,9 @@ def best(
     app: AppContext,
     metric: str,
     name: str | None,
+    q: str | None,
+    target: str | None,
+    data: str | None,
     model_type: str | None,
     task: str | None,
     status: str | None,
@@ -232,7 +247,9 @@ def best(
     """The best run by a metric; prints nothing found (JSON null) when no run has it."""
     from models import registry
 
-    run = registry.best(app.db, metric, name=name, model_type=model_type, task=task, status=status)
+    run = registry.best(
+        app.db, metric, name=name, model_type=model_type, task=task, status=status, q=q, target=target, data=data
+    )
     if as_json:
         emit_json(run)
         return

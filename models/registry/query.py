@@ -105,7 +105,8 @@ def resolve(database: Database, ref: str) -> dict[str, Any]:
         if VERSION_RE.match(selector):
             return get_version(database, name, selector)
         raise ValidationError(
-            f"reference {ref!r}: after '@' give a version (1.2.0), 'latest', 'staging' or 'production'", field="ref"
+            f"reference {ref!r}: after '@' give a version (1.2.0), 'latest', 'staging' or 'production'",
+            field="ref",
         )
     if RUN_ID_RE.match(ref):
         doc = RunStore(database).find(ref)
@@ -221,12 +222,24 @@ def build_filter(
     until: datetime | str | None = None,
     min_metrics: dict[str, Any] | None = None,
     max_metrics: dict[str, Any] | None = None,
+    q: str | None = None,
+    target: str | None = None,
+    data: str | None = None,
 ) -> dict[str, Any]:
-    """The MongoDB filter for :func:`search` (validated; every bad parameter is named)."""
+    """The MongoDB filter for :func:`search` (validated; every bad parameter is named).
+
+    ``name`` is exact; ``q`` is a part of the name (any case); ``target`` the exact target column;
+    ``data`` a part of the training file's name (any case), e.g. ``penguins`` or ``games.csv``."""
     flt: dict[str, Any] = {}
     for field, value in (("name", name), ("model_type", model_type), ("task", task)):
         if value is not None and value != "":
             flt[field] = _require_str(value, field)
+    if q:
+        flt.setdefault("name", {"$regex": re.escape(_require_str(q, "q")), "$options": "i"})
+    if target:
+        flt["config.target"] = _require_str(target, "target")
+    if data:
+        flt["data.training_csv"] = {"$regex": re.escape(_require_str(data, "data")), "$options": "i"}
     if status:
         if status not in STATUSES:
             raise ValidationError(f"status {status!r} is not one of: {', '.join(STATUSES)}", field="status")
@@ -274,6 +287,9 @@ def search(
     until: datetime | str | None = None,
     min_metrics: dict[str, Any] | None = None,
     max_metrics: dict[str, Any] | None = None,
+    q: str | None = None,
+    target: str | None = None,
+    data: str | None = None,
     sort: str = "created_at",
     descending: bool | None = None,
     page: int = 1,
@@ -298,6 +314,9 @@ def search(
         until=until,
         min_metrics=min_metrics,
         max_metrics=max_metrics,
+        q=q,
+        target=target,
+        data=data,
     )
     key, is_metric = sort_key(sort)
     if descending is None:
@@ -344,11 +363,15 @@ def best(
     model_type: str | None = None,
     task: str | None = None,
     status: str | None = None,
+    q: str | None = None,
+    target: str | None = None,
+    data: str | None = None,
 ) -> dict[str, Any] | None:
-    """The run with the best value of ``metric`` (direction aware), optionally within a name, model
-    type, task or status; runs lacking the metric are ignored. None when nothing qualifies."""
+    """The run with the best value of ``metric`` (direction aware), optionally within a name (exact, or
+    ``q``: a part of it), model type, task, status, target or data set (``data``: a part of the training
+    file's name); runs lacking the metric are ignored. None when nothing qualifies."""
     metric = metric_name(metric)
-    flt = build_filter(name=name, model_type=model_type, task=task, status=status)
+    flt = build_filter(name=name, model_type=model_type, task=task, status=status, q=q, target=target, data=data)
     flt[f"metrics.{metric}"] = {"$type": "number"}
     direction = DESCENDING if higher_is_better(metric) else ASCENDING
     docs = RunStore(database).search(

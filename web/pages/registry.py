@@ -44,7 +44,21 @@ def index() -> Any:
         result, error = None, exc
         flash(f"Search not run: {exc.message}", "error")
     filters = {
-        k: args.get(k, "") for k in ("name", "model_type", "task", "status", "tag", "min", "max", "sort", "order")
+        k: args.get(k, "")
+        for k in (
+            "name",
+            "q",
+            "target",
+            "data",
+            "model_type",
+            "task",
+            "status",
+            "tag",
+            "min",
+            "max",
+            "sort",
+            "order",
+        )
     }
     return render_template(
         "registry/index.html", result=result, filters=filters, statuses=registry.STATUSES, sorts=SORTS, error=error
