@@ -104,7 +104,8 @@ def test_train_api_202_then_poll_to_succeeded_and_page_equals_mongo(api, page, d
         format_number(s) for s in run["cv"]["scores"]
     ]
     top = run["feature_importance"][0]
-    assert f'data-label="{top["feature"]}" data-value="{format_number(top["importance"])}"' in html_text
+    sign = "+" if top["coefficient"] >= 0 else "-"  # a linear model: its bars carry the coefficient's sign
+    assert f'data-label="{top["feature"]} ({sign})" data-value="{format_number(top["importance"])}"' in html_text
     assert 'id="train-progress"' in html_text and 'data-status="succeeded"' in html_text
     assert "data-job-url" not in html_text  # a finished job is not polled
     history = html_text.split('id="runs-table"', 1)[1]

@@ -17,6 +17,14 @@ BOUNDED_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1",
 FEATURE_BARS = 20  # feature importance chart: the top this many
 
 
+def _signed_label(item: dict[str, Any]) -> str:
+    """A feature's bar label: with a linear model's sign, ``(+)`` raises the prediction, ``(-)`` lowers it."""
+    coefficient = item.get("coefficient")
+    if coefficient is None:
+        return str(item["feature"])
+    return f"{item['feature']} ({'+' if coefficient >= 0 else '-'})"
+
+
 def metric_items(metrics: dict[str, Any] | None, names: tuple[str, ...] | None = None) -> list[tuple[str, Any]]:
     """``(name, value)`` for every numeric top-level metric (or only ``names``, in that order)."""
     metrics = metrics or {}
@@ -69,6 +77,7 @@ def training_context(database: Database, config: dict[str, Any]) -> dict[str, An
         "score_chart": score_chart(run),
         "metric_rows": metric_items(metrics),
         "feature_items": [
-            (f["feature"], f["importance"]) for f in ((run or {}).get("feature_importance") or [])[:FEATURE_BARS]
+            (_signed_label(f), f["importance"])
+            for f in ((run or {}).get("feature_importance") or [])[:FEATURE_BARS]
         ],
     }

@@ -181,6 +181,22 @@ def list_(
     )
 
 
+def _rows_line(data: dict) -> str:
+    """Rows read, used and dropped (a missing target), as ``models show`` prints them."""
+    if "rows_read" not in data:
+        return ""
+    line = f"{data['rows_read']} read, {data.get('rows_used', data['rows_read'])} used"
+    dropped = data.get("rows_dropped") or 0
+    return line + (f", {dropped} dropped (missing target)" if dropped else ", none dropped")
+
+
+def _held_out_line(metrics: dict) -> str:
+    """The held-out (test rows) scores, so they are never confused with the CV score."""
+    return ", ".join(
+        f"{k} {_fmt(v)}" for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    )
+
+
 @models_group.command("show")
 @click.argument("ref")
 @json_option
@@ -208,8 +224,14 @@ def show(app: AppContext, ref: str, as_json: bool) -> None:
         ("features", ", ".join(definition.get("features") or [])),
         ("hyperparameters", definition.get("hyperparameters")),
         ("scaler", definition.get("scaler")),
+        ("data set", (run.get("data") or {}).get("training_csv")),
+        ("rows", _rows_line(run.get("data") or {})),
         ("data fingerprint", (run.get("data") or {}).get("fingerprint")),
-        ("cv", f"{(run.get('cv') or {}).get('metric')} {_fmt((run.get('cv') or {}).get('mean'))}"),
+        (
+            "cv score (training rows)",
+            f"{(run.get('cv') or {}).get('metric')} {_fmt((run.get('cv') or {}).get('mean'))}",
+        ),
+        ("held-out scores", _held_out_line(run.get("metrics") or {})),
         ("total time", f"{(run.get('durations') or {}).get('total_s', '')}s"),
     ]
     emit_table(

@@ -290,15 +290,21 @@ def feature_importance(
     pipe: Pipeline, features: list[str], X_te: Any, y_te: np.ndarray, config: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """Impurity importances, else |coefficients|, else permutation importance on held-out rows; per
-    original column (a one-hot or TF-IDF block counts for the column it came from)."""
+    original column (a one-hot or TF-IDF block counts for the column it came from).
+
+    A linear model with one coefficient per column (regression, binary classification, numeric columns)
+    also gets its signed ``coefficient`` on the scaled column: positive pushes the prediction (the
+    positive class) up."""
     model = pipe.named_steps["model"]
     inner = [c.estimator for c in getattr(model, "calibrated_classifiers_", [])] or [model]
-    values, method = None, None
+    values, method, signed = None, None, None
     if all(hasattr(m, "feature_importances_") for m in inner):
         values, method = np.mean([m.feature_importances_ for m in inner], axis=0), "impurity"
     elif all(hasattr(m, "coef_") for m in inner):
         coefs = [np.abs(np.atleast_2d(m.coef_)).mean(axis=0) for m in inner]
         values, method = np.mean(coefs, axis=0), "coefficients"
+        if all(np.atleast_2d(m.coef_).shape[0] == 1 for m in inner):
+            signed = np.mean([np.atleast_2d(m.coef_)[0] for m in inner], axis=0)
     else:
         rows = min(len(y_te), 1000)
         result = permutation_importance(
@@ -313,8 +319,18 @@ def feature_importance(
     if method != "permutation" and len(values) != len(features):
         owners = original_columns(pipe.named_steps["scaler"], features, len(values))
         values = np.array([values[[i for i, o in enumerate(owners) if o == f]].sum() for f in features])
+    if signed is not None and len(signed) != len(features):
+        signed = None  # an encoded column's coefficients have no one sign
     order = np.argsort(-values)
-    return [{"feature": features[i], "importance": float(values[i]), "method": method} for i in order]
+    return [
+        {
+            "feature": features[i],
+            "importance": float(values[i]),
+            "method": method,
+            **({"coefficient": float(signed[i])} if signed is not None else {}),
+        }
+        for i in order
+    ]
 
 
 def features_document(fit: FitResult) -> Any:
