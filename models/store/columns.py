@@ -1,7 +1,7 @@
 """A config's training data, checked when the config is saved: the CSV exists and names the columns.
 
-Only the header line is read (cheap even for a large file). A feature or target that is not a column
-gets a "did you mean" with the closest column. ``ConfigStore.create``/``update`` call
+Only the header line is read (cheap even for a large file); for a Parquet file (``.parquet``/``.pq``), its
+footer. A feature or target that is not a column gets a "did you mean" with the closest column. ``ConfigStore.create``/``update`` call
 :func:`check_training_columns`, so the web form, ``configs add`` and the API refuse the same configs.
 """
 
@@ -16,6 +16,7 @@ from models.errors import DataError, ServiceError, ValidationError
 from models.settings import Settings, get_settings
 from models.store.data_roots import check_data_root
 from models.store.datarefs import to_stored
+from models.tabular import file_label, is_parquet, parquet_column, parquet_columns, parquet_sample
 
 # the config fields whose change means the data must be checked again
 DATA_FIELDS = (
@@ -34,7 +35,10 @@ HEADER_BYTES = 1 << 20
 
 
 def read_header(path: Path) -> list[str]:
-    """The column names of a CSV file (its first line only). Raises ``ValueError`` saying why not."""
+    """The column names of a CSV file (its first line only) or of a Parquet file (its footer). Raises
+    ``ValueError`` saying why not."""
+    if is_parquet(path):
+        return parquet_columns(path)
     with path.open("rb") as fh:
         first = fh.readline(HEADER_BYTES)
     try:
@@ -46,9 +50,24 @@ def read_header(path: Path) -> list[str]:
     return [name.strip() for name in next(csv.reader([text.rstrip("\r\n")]))]
 
 
+def closest_column(name: str, columns: list[str]) -> str | None:
+    """The column ``name`` most likely meant, ignoring case (``BMI`` -> ``bmi``): a column differing
+    only in case comes first, else the closest by ``difflib`` over the case-folded names; None when
+    nothing is close."""
+    folded = name.casefold()
+    same = [c for c in columns if c.casefold() == folded]
+    if same:
+        return same[0]
+    by_fold: dict[str, str] = {}
+    for column in columns:
+        by_fold.setdefault(column.casefold(), column)
+    close = difflib.get_close_matches(folded, list(by_fold), n=1, cutoff=0.6)
+    return by_fold[close[0]] if close else None
+
+
 def _not_a_column(what: str, name: str, columns: list[str], training_csv: str) -> str:
     message = f"{what} {name!r} is not a column of {training_csv}"
-    close = difflib.get_close_matches(name, columns, n=1, cutoff=0.6)
+    close = [c for c in (closest_column(name, columns),) if c is not None]
     if close:
         return f"{message}; did you mean {close[0]!r}?"
     if len(columns) == 1 and any(d in columns[0] for d in ";\t|"):
@@ -59,6 +78,7 @@ def _not_a_column(what: str, name: str, columns: list[str], training_csv: str) -
 def data_problems(config: dict[str, Any], settings: Settings | None = None) -> list[dict[str, str]]:
     """Every problem of a (schema-valid) config's training CSV, one ``{"field", "message"}`` each."""
     training_csv = str(config["training_csv"])
+    label = file_label(training_csv)
     try:
         path = check_data_root(training_csv, settings or get_settings())  # only ever inside DATA_ROOTS
     except ValidationError as exc:
@@ -67,21 +87,21 @@ def data_problems(config: dict[str, Any], settings: Settings | None = None) -> l
         return [
             {
                 "field": "training_csv",
-                "message": f"training CSV {training_csv!r} does not exist (looked at {to_stored(str(path), settings or get_settings())} "
+                "message": f"{label} {training_csv!r} does not exist (looked at {to_stored(str(path), settings or get_settings())} "
                 "in the data roots)",
             }
         ]
     if not path.is_file():
-        return [{"field": "training_csv", "message": f"training CSV {training_csv!r} is not a file"}]
+        return [{"field": "training_csv", "message": f"{label} {training_csv!r} is not a file"}]
     try:
-        columns = read_header(path)
+        columns = parquet_columns(path) if is_parquet(training_csv) else read_header(path)
     except ValueError as exc:
-        return [{"field": "training_csv", "message": f"training CSV {training_csv!r} {exc}"}]
+        return [{"field": "training_csv", "message": f"{label} {training_csv!r} {exc}"}]
     except OSError as exc:
         return [
             {
                 "field": "training_csv",
-                "message": f"training CSV {training_csv!r} cannot be read: {exc.strerror or exc}",
+                "message": f"{label} {training_csv!r} cannot be read: {exc.strerror or exc}",
             }
         ]
     known = set(columns)
@@ -111,6 +131,9 @@ TYPE_SAMPLE_ROWS = 20_000  # rows read at save time to detect the feature types 
 
 
 def read_feature_sample(config: dict[str, Any], path: Path) -> Any:
+    """The first ``TYPE_SAMPLE_ROWS`` rows of the config's features (CSV or Parquet), typed as in training."""
+    if is_parquet(path) or is_parquet(str(config["training_csv"])):
+        return parquet_sample(path, list(config["features"]), TYPE_SAMPLE_ROWS)
     import pandas as pd  # only when a config is saved (the CLI starts faster without)
 
     return pd.read_csv(path, usecols=list(config["features"]), nrows=TYPE_SAMPLE_ROWS, low_memory=False)
@@ -125,7 +148,10 @@ def feature_type_problems(config: dict[str, Any], path: Path) -> list[dict[str, 
         sample = read_feature_sample(config, path)
     except (ValueError, OSError) as exc:
         return [
-            {"field": "training_csv", "message": f"training CSV {config['training_csv']!r} cannot be read: {exc}"}
+            {
+                "field": "training_csv",
+                "message": f"{file_label(config['training_csv'])} {config['training_csv']!r} cannot be read: {exc}",
+            }
         ]
     given = dict(config.get("feature_types") or {})
     if sample.empty:  # a header without rows: nothing to detect (training says what is wrong)
@@ -148,7 +174,10 @@ def split_problems(config: dict[str, Any], path: Path, field: str) -> list[dict[
 
     column, training_csv = config[field], str(config["training_csv"])
     try:
-        values = pd.read_csv(path, usecols=[column])[column]
+        if is_parquet(path) or is_parquet(training_csv):
+            values = parquet_column(path, column)
+        else:
+            values = pd.read_csv(path, usecols=[column])[column]
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         return [{"field": field, "message": f"{field} {column!r} of {training_csv!r} cannot be read: {exc}"}]
     read = order_values if field == "time_column" else group_values

@@ -1,4 +1,9 @@
-"""Reading a config's training CSV into features and target, with clear errors.
+"""Reading a config's training file (CSV, or Parquet: ``.parquet``/``.pq``) into features and target, with
+clear errors.
+
+The file is read once, its SHA-256 computed from the same bytes (:mod:`models.tabular`: pyarrow's reader,
+giving exactly the frame ``pandas.read_csv`` gave; the few CSVs it would read differently are read with
+pandas as before).
 
 Missing-value policy: only rows with a missing target are dropped (how many is recorded in the run:
 ``data.rows_dropped``); blank feature cells are kept and imputed inside the run's pipeline (see
@@ -26,6 +31,7 @@ from models.settings import Settings, get_settings
 from models.splits import group_values, order_values
 from models.store.data_roots import check_data_root
 from models.store.datarefs import to_stored
+from models.tabular import file_label, is_parquet, read_csv_hashed, read_parquet_hashed
 
 MIN_ROWS = 20
 
@@ -70,20 +76,50 @@ def resolve_csv(training_csv: str, settings: Settings | None = None) -> Path:
 
 
 def _read_csv(path: Path, training_csv: str, max_bytes: int, shown: str = "") -> tuple[pd.DataFrame, str]:
+    """The training file's frame and SHA-256 (one read), or a :class:`DataError` naming the file."""
+    label = file_label(training_csv)
     if not path.exists():
         raise DataError(
-            f"training CSV {training_csv!r} not found (looked at {shown or path.name} in the data roots)",
+            f"{label} {training_csv!r} not found (looked at {shown or path.name} in the data roots)",
             field="training_csv",
         )
     if not path.is_file():
-        raise DataError(f"training CSV {training_csv!r} is not a file", field="training_csv")
+        raise DataError(f"{label} {training_csv!r} is not a file", field="training_csv")
     size = path.stat().st_size
     if size > max_bytes:
         raise DataError(
-            f"training CSV {training_csv!r} is {size} bytes, more than MAX_TRAINING_CSV_BYTES "
+            f"{label} {training_csv!r} is {size} bytes, more than MAX_TRAINING_CSV_BYTES "
             f"({max_bytes}); it was not read",
             field="training_csv",
         )
+    if is_parquet(path) or is_parquet(training_csv):
+        return _read_parquet(path, training_csv, label)
+    try:
+        frame, sha = read_csv_hashed(path) if size else (None, None)
+    except OSError:
+        frame, sha = None, None  # the pandas path below says what is wrong
+    if frame is not None and sha is not None:
+        return frame, sha
+    return _read_csv_pandas(path, training_csv)
+
+
+def _read_parquet(path: Path, training_csv: str, label: str) -> tuple[pd.DataFrame, str]:
+    try:
+        frame, sha = read_parquet_hashed(path)
+    except ValueError as exc:
+        raise DataError(f"{label} {training_csv!r} {exc}", field="training_csv") from None
+    except OSError as exc:
+        raise DataError(
+            f"{label} {training_csv!r} cannot be read: {exc.strerror or exc}", field="training_csv"
+        ) from None
+    if not len(frame.columns):
+        raise DataError(f"{label} {training_csv!r} has no columns", field="training_csv")
+    return frame, sha
+
+
+def _read_csv_pandas(path: Path, training_csv: str) -> tuple[pd.DataFrame, str]:
+    """The CSV read as before pyarrow: for the files :func:`models.tabular.read_csv_hashed` cannot read
+    exactly as pandas does, and for the bad ones (its errors are the messages users get)."""
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"training CSV {training_csv!r} is empty", field="training_csv")
@@ -110,6 +146,7 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
     settings = settings or get_settings()
     path = resolve_csv(training_csv, settings)
     frame, sha = _read_csv(path, training_csv, settings.max_training_csv_bytes, to_stored(str(path), settings))
+    label = file_label(training_csv)
     features, target = list(config["features"]), config["target"]
     split_column = config.get("time_column") if config.get("split") == "time" else None
     split_column = config.get("group_column") if config.get("split") == "group" else split_column
@@ -120,7 +157,7 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
         if len(frame.columns) == 1 and any(d in frame.columns[0] for d in ";\t|"):
             hint = " (the file seems to use another delimiter than ',')"
         raise DataError(
-            f"training CSV {training_csv!r} lacks columns: {', '.join(missing)}{hint}",
+            f"{label} {training_csv!r} lacks columns: {', '.join(missing)}{hint}",
             field="target"
             if target in missing
             else (
@@ -130,7 +167,7 @@ def load_training_data(config: dict[str, Any], settings: Settings | None = None)
             ),
         )
     if frame.empty:
-        raise DataError(f"training CSV {training_csv!r} has a header but no rows", field="training_csv")
+        raise DataError(f"{label} {training_csv!r} has a header but no rows", field="training_csv")
     types = detect_types(frame, features, config.get("feature_types"))
     problems = type_problems(frame, types, config.get("feature_types"))
     if problems:

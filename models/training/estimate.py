@@ -2,7 +2,7 @@
 
 An estimate uses the runs of the same task and model type (those of the same config first), each scaled
 to the config's row count by the model type's growth (linear, or quadratic for kernel SVMs), and takes
-the median. Counting the rows reads the CSV's bytes once (no parsing).
+the median. Counting the rows reads the CSV's bytes once (no parsing), or a Parquet file's footer.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from models.errors import DataError
 from models.store.db import Database
 from models.store.runs import RunStore
+from models.tabular import is_parquet, parquet_rows
 from models.training.data import resolve_csv
 
 # training time grows with rows ** exponent (kernel SVMs are quadratic or worse)
@@ -60,14 +61,18 @@ def format_seconds(seconds: float) -> str:
 
 
 def count_rows(training_csv: str) -> int | None:
-    """Data rows of a CSV (lines after the header); None if it cannot be read."""
+    """Data rows of a CSV (lines after the header) or of a Parquet file (from its footer); None if it cannot
+    be read."""
     try:
-        with resolve_csv(training_csv).open("rb") as fh:
+        path = resolve_csv(training_csv)
+        if is_parquet(path) or is_parquet(training_csv):
+            return parquet_rows(path)
+        with path.open("rb") as fh:
             lines, last = 0, b"\n"
             while block := fh.read(1 << 20):
                 lines += block.count(b"\n")
                 last = block[-1:]
-    except (OSError, DataError):
+    except (OSError, ValueError, DataError):
         return None
     if last != b"\n":
         lines += 1
