@@ -32,11 +32,13 @@ def test_create_json_show_list_predict_delete(settings, database, games_csv, tmp
     record = json.loads(result.stdout)
     assert [(b["name"], b["source"], b["reason"]) for b in record["base_models"]] == [
         ("lr", "artifacts", None),
-        ("rf", "retrained", "field_missing"),
+        ("rf", "trained", "field_missing"),  # never trained before: a first training, not a retraining
     ]
+    assert record["trained"] == ["rf"] and record["retrained"] == []
     assert all(b["seconds"] > 0 for b in record["base_models"]) and record["seconds"] > 0
     assert record["meta_model"] == "ridge" and len(record["base_run_ids"]) == 2
-    assert "rf: retrained (not trained yet)" in result.stderr  # progress per base model on stderr
+    assert "rf: trained (no artifacts yet)" in result.stderr  # progress per base model on stderr
+    assert "retrained" not in result.stderr
     # said beforehand: which base model is trained first, and why
     assert result.stderr.startswith(
         "will train first: rf (not trained yet): no estimate (no past random_forest runs to go by)"
@@ -57,6 +59,9 @@ def test_create_json_show_list_predict_delete(settings, database, games_csv, tmp
     )
     assert result.exit_code == 0, result.output
     assert "cache" in result.stdout and "source" in result.stdout and "retrained: none" in result.stdout
+    # no --meta-model: classification bases get scikit-learn's StackingClassifier default, and it is said
+    assert "meta-model: logistic_regression (default for classification, as scikit-learn's " in result.stderr
+    assert "(logistic_regression, run" in result.stdout
 
     listed = json.loads(run(settings, "ensemble", "list", "--json").stdout)
     assert [d["name"] for d in listed] == ["e", "e2"]
@@ -95,3 +100,42 @@ def test_exit_codes_for_bad_input_and_failures(settings, database, games_csv, tm
     assert database.ensembles.count_documents({}) == 0
     result = run(settings, "ensemble", "predict", "x", "--csv", str(tmp_path / "none.csv"))
     assert result.exit_code == 2
+
+
+def test_regression_bases_without_meta_model_get_ridge_cv(settings, database, games_csv):
+    """Issue 25: the default was the classifier's (exit 2 over regression bases); now the task's."""
+    store = ConfigStore(database)
+    store.create(reg_config("r1", games_csv))
+    store.create(reg_config("r2", games_csv, model_type="linear_regression"))
+    train_config(database, "r1")
+    result = run(settings, "ensemble", "create", "reg", "--base", "r1", "--base", "r2", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["meta_model"] == "ridge_cv" and record["task"] == "regression"
+    note = "ridge_cv (default for regression, as scikit-learn's StackingRegressor: RidgeCV)"
+    assert record["meta_model_default"] == note and f"meta-model: {note}" in result.stderr
+    # r1 was trained before the ensemble, r2 never: r2's training is its first
+    assert [(b["name"], b["source"]) for b in record["base_models"]][1] == ("r2", "trained")
+    assert "r2: trained (no artifacts yet)" in result.stderr and record["retrained"] == []
+    from models.ensembles.build import load_ensemble
+
+    assert type(load_ensemble(database, "reg").meta_model).__name__ == "RidgeCV"
+
+
+def test_unknown_meta_model_names_the_option_and_the_choices(settings, database, games_csv):
+    setup_configs(database, games_csv)
+    result = run(settings, "ensemble", "create", "x", "--base", "lr", "--base", "rf", "--meta-model", "magic")
+    assert result.exit_code == 2 and "--meta-model" in result.stderr and "'magic' is not one of" in result.stderr
+    assert "ridge_cv" in result.stderr and "Traceback" not in result.output
+    assert database.ensembles.count_documents({}) == 0 and database.runs.count_documents({}) == 1  # rf untouched
+    result = run(settings, "ensemble", "create", "x", "--base", "lr", "--base", "rf", "--meta-model", "ridge_cv")
+    assert result.exit_code == 2 and "meta_model 'ridge_cv' is not available for classification" in result.stderr
+
+
+def test_cli_meta_model_names_are_the_core_s():
+    from cli.commands.ensemble import META_MODEL_NAMES, STACK_METHOD_NAMES
+    from models.ensembles.stacking import STACK_METHODS, meta_model_names
+
+    assert STACK_METHOD_NAMES == STACK_METHODS
+
+    assert list(META_MODEL_NAMES) == meta_model_names()

@@ -144,3 +144,23 @@ def test_unreadable_headers_are_refused_at_save(database, tmp_path, content, mes
         ConfigStore(database).create(cls_config("bad", path))
     assert message in info.value.message
     assert database.configs.count_documents({}) == 0
+
+
+def test_did_you_mean_ignores_case_and_a_case_only_difference_comes_first(database, tmp_path):
+    """Issue 25: ``BMI`` for the column ``bmi`` got no suggestion (difflib compares case-sensitively)."""
+    from models.store.columns import closest_column
+
+    assert closest_column("BMI", ["age", "bmi", "bp"]) == "bmi"
+    # a column differing only in case beats a closer spelling with the same case
+    assert closest_column("Bmi", ["Bmx", "bmi"]) == "bmi"
+    assert closest_column("AGEE", ["age", "sex"]) == "age" and closest_column("zzz", ["age", "bmi"]) is None
+    csv = tmp_path / "diabetes.csv"
+    csv.write_text("age,bmi,bp,target\n50,22.1,80,1\n")
+    config = {**cls_config("d", csv), "features": ["age", "BMI"], "target": "Target"}
+    with pytest.raises(ValidationError) as info:
+        ConfigStore(database).create(config)
+    assert info.value.errors == [
+        {"field": "features", "message": f"feature 'BMI' is not a column of {csv}; did you mean 'bmi'?"},
+        {"field": "target", "message": f"target 'Target' is not a column of {csv}; did you mean 'target'?"},
+    ]
+    assert database.configs.count_documents({}) == 0

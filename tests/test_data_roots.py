@@ -12,7 +12,7 @@ import pytest
 from models.errors import DataError, ValidationError
 from models.settings import Settings
 from models.store.configs import ConfigStore
-from models.store.data_roots import OUTSIDE_DATA_ROOTS
+from models.store.data_roots import outside_data_roots
 from models.store.datarefs import to_stored
 from models.store.db import Database
 from models.training.train import train_config
@@ -58,8 +58,8 @@ def test_outside_the_data_roots_is_refused_at_save_with_the_same_words(db, tmp_p
                 store.create(cls_config("x", path))
             assert err.value.field == "training_csv"
             texts.append(err.value.message)
-        assert texts[0] == texts[1] == OUTSIDE_DATA_ROOTS and "DATA_ROOTS" in texts[0]
-        assert "outside" not in texts[0] and "passwd" not in texts[0]
+        assert texts[0] == texts[1] == outside_data_roots(db.settings) and "DATA_ROOTS" in texts[0]
+        assert existing not in texts[0] and "passwd" not in texts[0] and "/outside" not in texts[0]
     assert db.configs.count_documents({}) == 0
     shutil.copy(games_csv, root / "games.csv")
     store.create(cls_config("ok", root / "games.csv"))
@@ -88,9 +88,9 @@ def test_outside_the_data_roots_is_refused_at_train_and_nothing_is_written(db, t
         assert err.value.field == "training_csv"
         texts.append(err.value.message)
         config = ConfigStore(db).get("c")
-        assert config["status"] == "failed" and config["error"]["message"] == OUTSIDE_DATA_ROOTS
+        assert config["status"] == "failed" and config["error"]["message"] == outside_data_roots(db.settings)
         assert "run_id" not in config and db.runs.count_documents({}) == 0
-    assert texts == [OUTSIDE_DATA_ROOTS, OUTSIDE_DATA_ROOTS]
+    assert texts == [outside_data_roots(db.settings)] * 2
     assert not db.settings.artifact_dir.exists() or list(db.settings.artifact_dir.iterdir()) == []
 
 
@@ -131,3 +131,17 @@ def test_csv_over_the_size_limit_is_refused_before_reading(db, root, games_csv):
         train_config(small, "big")
     assert "MAX_TRAINING_CSV_BYTES (1000)" in err.value.message and err.value.field == "training_csv"
     assert small.runs.count_documents({}) == 0 and ConfigStore(small).get("big")["status"] == "failed"
+
+
+def test_the_refusal_names_the_configured_roots(db, tmp_path, root):
+    """Issue 25: the user is told where a training CSV may be, each root as configured (name=path)."""
+    other = tmp_path / "more"
+    other.mkdir()
+    settings = db.settings.with_(data_roots=(root, ("games", other)))
+    with pytest.raises(ValidationError) as err:
+        ConfigStore(Database(db.client, settings)).create(cls_config("x", tmp_path / "elsewhere.csv"))
+    message = err.value.message
+    assert err.value.field == "training_csv"
+    # ``root`` is a folder named data: it is the "data" root here (in place of DATA_DIR)
+    assert f"data={root}, games={other}" in message and "DATA_ROOTS" in message
+    assert "elsewhere" not in message  # nothing about the refused file itself

@@ -192,3 +192,31 @@ def test_unstorable_passthrough_value_is_a_validation_error(database, games_csv)
         ConfigStore(database).create(doc)
     assert info.value.field == "run_id" and "cannot be stored in MongoDB" in info.value.message
     assert database.configs.count_documents({}) == 0
+
+
+def test_meta_model_preselected_per_task(page, database, games_csv):
+    """Issue 25: regression bases got the first list item (gradient_boosting); now each task's default
+    (scikit-learn's StackingClassifier / StackingRegressor: logistic regression / RidgeCV) is preselected."""
+    store = ConfigStore(database)
+    for name, model_type in (("r1", "ridge"), ("r2", "linear_regression")):
+        store.create(reg_config(name, games_csv, model_type=model_type))
+        train_config(database, name)
+
+    def selected(html):
+        select = re.search(r'<select id="meta_model".*?</select>', html, re.S).group(0)
+        return re.findall(r'<option value="([^"]+)"[^>]*\bselected\b', select), select
+
+    chosen, select = selected(page.get("/ensembles/new").get_data(as_text=True))
+    assert chosen == ["ridge_cv"] and 'data-task="classification"' not in select
+    assert "default for regression, as scikit-learn&#39;s StackingRegressor" in select
+    store.create(cls_config("c1", games_csv))
+    store.create(cls_config("c2", games_csv, "naive_bayes"))
+    train_config(database, "c1")
+    train_config(database, "c2")
+    chosen, select = selected(page.get("/ensembles/new?first=c1").get_data(as_text=True))
+    assert chosen == ["logistic_regression"]
+    chosen, _ = selected(page.get("/ensembles/new?first=r1").get_data(as_text=True))
+    assert chosen == ["ridge_cv"]
+    # both tasks offered: one selection, each group marks its own default for the script to switch to
+    chosen, select = selected(page.get("/ensembles/new").get_data(as_text=True))
+    assert chosen == ["logistic_regression"] and select.count("data-default") == 2

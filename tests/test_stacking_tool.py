@@ -90,7 +90,7 @@ def test_missing_corrupted_and_deleted_artifacts_each_retrain_once(
     assert {n: (b["source"], b["reason"]) for n, b in by_name.items()} == {
         "lr": ("retrained", "checksum_mismatch"),
         "rf": ("retrained", "file_missing"),
-        "nb": ("retrained", "field_missing"),
+        "nb": ("trained", "field_missing"),  # never trained: a first training, not a retraining
     }
     assert "fails verification" in by_name["lr"]["detail"] and "is missing" in by_name["rf"]["detail"]
     assert corrupted not in spy_unpickle and not marker.exists()
@@ -201,7 +201,7 @@ def test_async_variants_under_asyncio_run(tool, database, games_csv):
     assert [(b["source"], b["reason"]) for b in record["base_models"]] == [
         ("cache", None),
         ("cache", None),
-        ("retrained", "field_missing"),
+        ("trained", "field_missing"),  # nb was never trained
     ]
     assert ticks > 5
     assert database.ensembles.find_one({"name": "ae"})["base_run_ids"] == record["base_run_ids"]
@@ -225,8 +225,8 @@ def test_two_async_creations_train_the_missing_model_once(tool, database, games_
 
     a1, a2 = asyncio.run(main())
     assert database.runs.count_documents({"name": "rf"}) == 1
-    assert sorted(r["base_models"][1]["source"] for r in (a1, a2))[1] == "retrained"
-    assert [r["base_models"][1]["source"] for r in (a1, a2)].count("retrained") == 1
+    assert sorted(r["base_models"][1]["source"] for r in (a1, a2))[1] == "trained"  # rf's first training
+    assert [r["base_models"][1]["source"] for r in (a1, a2)].count("trained") == 1
 
 
 CHILD = """
@@ -289,7 +289,7 @@ def test_two_processes_train_the_missing_model_once(database, settings, games_cs
         assert p.returncode == 0, err
         outs.append(json.loads(out.strip().splitlines()[-1]))
     assert database.runs.count_documents({"name": "rf"}) == 1
-    assert sorted(o[1] for o in outs) == ["artifacts", "retrained"]
+    assert sorted(o[1] for o in outs) == ["artifacts", "trained"]  # rf had never been trained
     assert database.ensembles.count_documents({}) == 2 and database.locks.count_documents({}) == 0
 
 

@@ -100,7 +100,9 @@ def test_web_form_trains_and_includes_an_untrained_model(page, api, database, ha
     assert wait_job(api, str(job["_id"]))["status"] == "succeeded"
     assert database.runs.count_documents({"name": "lr2"}) == 1
     detail = html.unescape(page.get("/ensembles/with_new").get_data(as_text=True))
-    row = re.search(r'<tr data-name="lr2" data-source="retrained">(.*?)</tr>', detail, re.S).group(1)
+    # lr2 was never trained: "trained" (its first training), not "retrained"
+    row = re.search(r'<tr data-name="lr2" data-source="trained">(.*?)</tr>', detail, re.S).group(1)
+    assert re.search(r"<dt>Trained \(first time\)</dt><dd>lr2</dd>\s*<dt>Retrained</dt><dd>none</dd>", detail)
     visible = re.sub(r"<[^>]+>", " ", row)  # the internal detail is only in the hover title
     assert "not trained yet" in visible and "field_missing" not in visible and "has no run_id" not in visible
 

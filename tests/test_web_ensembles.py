@@ -139,8 +139,13 @@ def test_form_errors_are_inline_and_queue_nothing(page, database, trained):
 def test_ensemble_api_create_list_get(api, database, trained):
     response = api("POST", "/api/ensembles", {"name": "e1", "base_models": ["lr", "rf"]})
     assert response.status_code == 202, response.get_data(as_text=True)
+    # no meta_model: the answer says which default the task got, and why
+    note = "logistic_regression (default for classification, as scikit-learn's StackingClassifier: LogisticRegression)"
+    assert response.get_json()["meta_model"] == "logistic_regression"
+    assert response.get_json()["meta_model_default"] == note
     job = wait_job(api, response.get_json()["job_id"])
     assert job["status"] == "succeeded"
+    assert job["result"]["meta_model"] == "logistic_regression" and job["result"]["meta_model_default"] == note
     assert {b["source"] for b in job["result"]["base_models"]} <= {"cache", "artifacts"}
     listed = api("GET", "/api/ensembles").get_json()
     assert listed["count"] == 1 and listed["ensembles"][0]["name"] == "e1"
@@ -208,3 +213,20 @@ def test_predict_with_an_ensemble(api, database, trained, games_csv):
     response = api("POST", "/api/predict/ensemble/e3", {"rows": rows})
     assert response.status_code == 400
     assert response.get_json()["error"]["message"] == "missing features: away_def_rating (rows 2)"
+
+
+def test_api_regression_ensemble_without_meta_model_uses_ridge_cv(api, database, trained, games_csv):
+    """Issue 25: over regression bases the default is StackingRegressor's (RidgeCV), not the classifier's."""
+    trained.create(reg_config("reg2", games_csv, model_type="linear_regression"))
+    train_config(database, "reg2")
+    response = api("POST", "/api/ensembles", {"name": "r", "base_models": ["reg", "reg2"]})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert response.get_json()["meta_model"] == "ridge_cv"
+    assert (
+        "default for regression, as scikit-learn's StackingRegressor" in response.get_json()["meta_model_default"]
+    )
+    assert wait_job(api, response.get_json()["job_id"])["status"] == "succeeded"
+    doc = database.ensembles.find_one({"name": "r"})
+    assert doc["meta_model"] == "ridge_cv" and doc["meta_model_default"].startswith(
+        "ridge_cv (default for regression"
+    )

@@ -3,8 +3,8 @@
 A thin façade over :mod:`models.ensembles` (the logic lives there: base_models, build, aio)::
 
     tool = StackingTool()                      # settings from the environment
-    record = tool.create_ensemble("home_win_stack", ["home_win_logreg", "home_win_rf"],
-                                  meta_model="logistic_regression")
+    record = tool.create_ensemble("home_win_stack", ["home_win_logreg", "home_win_rf"])
+    # no meta_model: scikit-learn's default for the task (record["meta_model_default"] says which)
     for base in record["base_models"]:
         print(base["name"], base["source"], base["reason"], base["seconds"])
     proba = tool.load_ensemble("home_win_stack").predict_proba(frame)
@@ -132,7 +132,7 @@ class StackingTool:
         self,
         name: str,
         base_models: list[str],
-        meta_model: str = "logistic_regression",
+        meta_model: str | None = None,
         passthrough: bool = False,
         stack_method: str = "auto",
         progress: Progress | None = None,
@@ -142,9 +142,12 @@ class StackingTool:
     ) -> dict[str, Any]:
         """Create and store the ensemble ``name``; return its record.
 
-        ``meta_model``: logistic_regression (classification), linear_regression (regression), ridge,
-        random_forest or gradient_boosting. ``stack_method``: auto, predict_proba (classification) or
-        predict. ``passthrough`` also gives the meta-model the raw feature columns.
+        ``meta_model``: logistic_regression (classification), linear_regression or ridge_cv
+        (regression), ridge, random_forest or gradient_boosting; None (the default): scikit-learn's
+        default for the bases' task (logistic_regression for classification, ridge_cv for regression),
+        and the record's ``meta_model_default`` says which and why. ``stack_method``: auto,
+        predict_proba (classification) or predict. ``passthrough`` also gives the meta-model the raw
+        feature columns.
         """
         return core.create_ensemble(
             self.database,
@@ -261,7 +264,7 @@ class StackingTool:
         self,
         name: str,
         base_models: list[str],
-        meta_model: str = "logistic_regression",
+        meta_model: str | None = None,
         passthrough: bool = False,
         stack_method: str = "auto",
         progress: Progress | None = None,

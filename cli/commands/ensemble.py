@@ -7,11 +7,22 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.context import AppContext, LazyChoice, emit_json, emit_table, info, json_option, pass_app, stdout
+from cli.context import AppContext, emit_json, emit_table, info, json_option, pass_app, stdout
 from cli.progress_lines import ProgressLines
 
 if TYPE_CHECKING:
     from agents.tools.stacking_tool import StackingTool
+
+
+# the core's meta-model names, for --meta-model's help without importing the core (a test keeps them equal)
+META_MODEL_NAMES = (
+    "gradient_boosting",
+    "linear_regression",
+    "logistic_regression",
+    "random_forest",
+    "ridge",
+    "ridge_cv",
+)
 
 
 def _meta_models() -> list[str]:
@@ -20,10 +31,8 @@ def _meta_models() -> list[str]:
     return meta_model_names()
 
 
-def _stack_methods() -> tuple[str, ...]:
-    from models.ensembles.stacking import STACK_METHODS
-
-    return STACK_METHODS
+# the core's STACK_METHODS, so that parsing --stack-method imports nothing (a test keeps them equal)
+STACK_METHOD_NAMES = ("auto", "predict_proba", "predict")
 
 
 def register(cli: click.Group) -> None:
@@ -72,19 +81,19 @@ def announce_training(app: AppContext, bases: list[str]) -> None:
 @click.argument("name")
 @click.option("--base", "bases", multiple=True, help="A base config (repeat for each; at least two).")
 @click.option(
+    "--meta-model",
     "--meta",
     "meta_model",
-    default="logistic_regression",
-    show_default=True,
-    type=LazyChoice(_meta_models),
-    help="Meta-model type.",
+    default=None,
+    help=f"Meta-model type: {', '.join(META_MODEL_NAMES)}. Default: scikit-learn's for the bases' task "
+    "(logistic_regression for classification, ridge_cv, i.e. RidgeCV, for regression).",
 )
 @click.option("--passthrough", is_flag=True, help="Also give the meta-model the raw feature columns.")
 @click.option(
     "--stack-method",
     default="auto",
     show_default=True,
-    type=LazyChoice(_stack_methods),
+    type=click.Choice(STACK_METHOD_NAMES),
     help="Which base-model output the meta-model sees.",
 )
 @click.option("--description", default="", help="A note stored with the ensemble.")
@@ -94,7 +103,7 @@ def create(
     app: AppContext,
     name: str,
     bases: tuple[str, ...],
-    meta_model: str,
+    meta_model: str | None,
     passthrough: bool,
     stack_method: str,
     description: str,
@@ -105,6 +114,7 @@ def create(
     With DASK_SCHEDULER_ADDRESS set the creation is a job on the cluster, like the web's: a worker
     builds it with its own settings and writes it through the deployment's shared store (GridFS), so
     every machine can use it."""
+    check_meta_model(meta_model)
     announce_training(app, list(bases))
     with ProgressLines(app.settings.progress_interval_seconds) as lines:
         if app.settings.dask_scheduler_address:
@@ -121,6 +131,8 @@ def create(
                 progress=lines.reporter(),
                 description=description,
             )
+    if record.get("meta_model_default"):  # none was asked for: say which default, and why
+        info(f"meta-model: {record['meta_model_default']}")
     if as_json:
         emit_json(record)
         return
@@ -134,15 +146,31 @@ def create(
     )
     stdout.print(
         f"ensemble {_metric(record['metrics'])} on {record['n_test']} held-out rows; "
-        f"created in {record['seconds']:.2f}s; retrained: {', '.join(record['retrained']) or 'none'}"
+        f"created in {record['seconds']:.2f}s; trained: {', '.join(record.get('trained') or []) or 'none'}; "
+        f"retrained: {', '.join(record['retrained']) or 'none'}"
     )
+
+
+def check_meta_model(meta_model: str | None) -> None:
+    """Refuse an unknown ``--meta-model`` (usage error, exit 2) before any work. Checked here, not by a
+    ``click.Choice``, so that parsing the arguments imports nothing of the core; whether it fits the
+    bases' task is the core's check."""
+    if meta_model is None:
+        return
+    names = _meta_models()
+    if meta_model not in names:
+        raise click.BadParameter(
+            f"{meta_model!r} is not one of: {', '.join(names)} (or leave --meta-model out for "
+            "scikit-learn's default for the task)",
+            param_hint="'--meta-model'",
+        )
 
 
 def _create_on_cluster(
     app: AppContext,
     name: str,
     bases: list[str],
-    meta_model: str,
+    meta_model: str | None,
     passthrough: bool,
     stack_method: str,
     description: str,
@@ -156,7 +184,7 @@ def _create_on_cluster(
     body = {
         "name": name,
         "base_models": bases,
-        "meta_model": meta_model,
+        **({} if meta_model is None else {"meta_model": meta_model}),
         "passthrough": passthrough,
         "stack_method": stack_method,
         "description": description,

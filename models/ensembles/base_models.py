@@ -39,7 +39,8 @@ from models.training.service import train_bounded
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("cache", "artifacts", "retrained")  # BaseModelResult.source
+# BaseModelResult.source: "trained" is a first training (no earlier run), "retrained" replaces a run
+SOURCES = ("cache", "artifacts", "trained", "retrained")
 
 
 class BaseModelUnavailableError(ServiceError):
@@ -69,7 +70,7 @@ class BaseModelResult:
     config_id: Any
     run_id: str
     model: TrainedModel | None  # None when only verified (see fast_load); loaded on first prediction
-    source: str  # cache | artifacts | retrained
+    source: str  # cache | artifacts | trained (first training) | retrained (there was a run before)
     seconds: float
     reason: str | None = None  # why the fast path failed (ArtifactError.reason), None when it did not
     detail: str | None = None  # the fast path's error message
@@ -247,6 +248,12 @@ def retrain(
     return fresh, summary
 
 
+def was_trained(config: dict[str, Any]) -> bool:
+    """Whether ``config`` had a run before (a run id, or legacy artifacts): training it now is a
+    retraining; otherwise it is its first training (reported as ``trained``, not ``retrained``)."""
+    return bool(config.get("run_id") or config.get("model_artifact_path") or config.get("artifacts"))
+
+
 def artifacts_changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
     return (before.get("run_id"), before.get("checksums")) != (after.get("run_id"), after.get("checksums"))
 
@@ -299,11 +306,12 @@ def obtain_base_model(
             return loaded(fresh, reason=problem.reason, detail=problem.message)
         except ArtifactError as again:
             problem = again
+    trained_before = was_trained(fresh)
     fresh, summary = retrain(database, fresh, problem, progress=progress, lock_timeout=lock_timeout)
     joined = bool(summary.get("joined") or summary.get("skipped"))
     return loaded(
         fresh,
-        None if joined else "retrained",
+        None if joined else ("retrained" if trained_before else "trained"),
         reason=problem.reason,
         detail=problem.message,
         waited_seconds=0.0 if not joined else float(summary.get("waited_seconds") or 0.0),
@@ -382,11 +390,9 @@ def base_model_line(res: BaseModelResult) -> str:
     how = res.source
     if res.joined:
         how += f", joined the training job {res.job_id} already running"
-    return (
-        f"{res.name}: {how}"
-        + (f" ({describe_reason(res.reason)})" if res.reason else "")
-        + f" in {res.seconds:.2f}s"
-    )
+    # a first training: the reason ("not trained yet") would only repeat it
+    why = "no artifacts yet" if res.source == "trained" else describe_reason(res.reason) if res.reason else ""
+    return f"{res.name}: {how}" + (f" ({why})" if why else "") + f" in {res.seconds:.2f}s"
 
 
 # ------------------------------------------------------------ compatibility

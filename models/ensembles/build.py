@@ -42,6 +42,7 @@ from models.ensembles.compat import (
     check_request,
     config_fingerprint,
     config_fold_spec,
+    with_default_meta_model,
 )
 from models.ensembles.selection import WeightedAverage
 from models.ensembles.stacking import MetaFit, StackedEnsemble, fit_meta_model
@@ -230,6 +231,8 @@ def build_ensemble(
         "base_run_ids": [r.run_id for r in results],
         "base_models": bases,
         "meta_model": request.meta_model,
+        # set when no meta-model was asked for: which default was used and why
+        **({"meta_model_default": request.meta_model_default} if request.meta_model_default else {}),
         "meta_params": request.meta_params,
         "options": {
             "passthrough": request.passthrough,
@@ -245,7 +248,8 @@ def build_ensemble(
         **({} if with_oof is None else {"n_meta_rows": int(with_oof.sum())}),
         "metrics": meta.metrics,
         "base_metrics": {r.name: m for r, m in zip(results, meta.base_metrics)},
-        "retrained": [r.name for r in results if r.source == "retrained"],
+        "trained": [r.name for r in results if r.source == "trained"],  # first trainings
+        "retrained": [r.name for r in results if r.source == "retrained"],  # replaced an earlier run
         "durations": {"build_s": round(time.perf_counter() - t0, 4), "meta_fit_s": round(fit_s, 4)},
         "targets_from": "artifacts" if stored is not None else "training_csv",
         "versions": environment_versions(),
@@ -307,7 +311,7 @@ def create_ensemble(
     database: Database,
     name: str,
     base_models: list[Any],
-    meta_model: str = "logistic_regression",
+    meta_model: str | None = None,
     *,
     passthrough: bool = False,
     stack_method: str = "auto",
@@ -321,7 +325,9 @@ def create_ensemble(
 ) -> dict[str, Any]:
     """Create and store a stacking ensemble; return its document (with per-base source, reason, time).
 
-    ``concurrency`` > 1 obtains that many base models at once (threads; same result).
+    ``concurrency`` > 1 obtains that many base models at once (threads; same result). Without
+    ``meta_model`` the bases' task's default is used, as scikit-learn's ``Stacking*`` (logistic
+    regression for classification, RidgeCV for regression); the record's ``meta_model_default`` says so.
 
     Raises ValidationError / NotFoundError / ConflictError / IncompatibleBaseModelsError for bad
     input (nothing is trained or written), BaseModelsError when base models cannot be obtained.
@@ -332,6 +338,7 @@ def create_ensemble(
     EnsembleStore(database).refuse_taken(request.name)
     progress(0.0, "checking base models")
     configs = fetch_configs(database, request.base_models)
+    request = with_default_meta_model(request, configs)
     check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
     check_s = time.perf_counter() - started
     t_load = time.perf_counter()
@@ -366,11 +373,12 @@ def create_ensemble(
             raise
     progress(1.0, "done")
     log.info(
-        "ensemble %s (%s over %s) created in %.2fs; retrained: %s",
+        "ensemble %s (%s over %s) created in %.2fs; trained: %s; retrained: %s",
         request.name,
-        request.meta_model,
+        request.meta_model_default or request.meta_model,
         ", ".join(record["base_names"]),
         record["seconds"],
+        record["trained"] or "none",
         record["retrained"] or "none",
     )
     return record

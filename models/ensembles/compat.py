@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bson import ObjectId
 
-from models.ensembles.stacking import check_options
+from models.ensembles.stacking import META_MODELS, check_options, default_meta_model, default_meta_model_note
 from models.errors import DataError, ValidationError
 from models.splits import fold_spec
 from models.store.schema import NAME_RE
@@ -137,7 +137,7 @@ def check_compatible(
     """IncompatibleBaseModelsError listing every difference (and option that does not fit the task)."""
     problems = compatibility_problems(configs, fingerprints)
     tasks = {c.get("task") for c in configs}
-    if request is not None and len(tasks) == 1:
+    if request is not None and request.meta_model is not None and len(tasks) == 1:
         problems += check_options(
             tasks.pop(), request.meta_model, request.stack_method, request.passthrough, request.meta_params or None
         )
@@ -157,11 +157,32 @@ class EnsembleRequest:
 
     name: str
     base_models: list[Any]
-    meta_model: str
+    meta_model: str | None  # None: not given; the task's default (see with_default_meta_model)
     passthrough: bool
     stack_method: str
     meta_params: dict[str, Any]
     description: str
+    meta_model_default: str | None = None  # when the default was used: which and why (for the answer)
+
+
+def with_default_meta_model(request: EnsembleRequest, configs: list[dict[str, Any]]) -> EnsembleRequest:
+    """The request with the base models' task's default meta-model when none was given (scikit-learn's:
+    logistic regression for classification, RidgeCV for regression), and a note saying so; unchanged
+    when one was given or the bases' tasks differ (:func:`check_compatible` refuses those)."""
+    tasks = {c.get("task") for c in configs}
+    if request.meta_model is not None or len(tasks) != 1:
+        return request
+    task = str(tasks.pop())
+    if task not in META_MODELS:
+        return request
+    return replace(request, meta_model=default_meta_model(task), meta_model_default=default_meta_model_note(task))
+
+
+def _meta_model_choices() -> str:
+    """Every meta-model name, those of one task only marked with it (for the unknown-name refusal)."""
+    names = sorted({m for models in META_MODELS.values() for m in models})
+    only = {m: [t for t in META_MODELS if m in META_MODELS[t]] for m in names}
+    return ", ".join(m if len(only[m]) == len(META_MODELS) else f"{m} ({only[m][0]})" for m in names)
 
 
 def check_request(
@@ -190,17 +211,18 @@ def check_request(
             base_models = check_names(base_models)
         except ValidationError as exc:
             errors.extend(exc.errors)
-    # meta_model validity depends on the task; checked for any task here, per task once configs are known
-    if not isinstance(meta_model, str) or not any(
-        not check_options(t, meta_model, "auto", False) for t in ("classification", "regression")
+    # meta_model validity depends on the task; checked for any task here, per task once configs are known.
+    # None or "": not given, the bases' task's default (with_default_meta_model)
+    if meta_model == "":
+        meta_model = None
+    if meta_model is not None and (
+        not isinstance(meta_model, str)
+        or not any(not check_options(t, meta_model, "auto", False) for t in ("classification", "regression"))
     ):
         errors.append(
             {
                 "field": "meta_model",
-                "message": f"unknown meta_model {meta_model!r}; choose from: "
-                "gradient_boosting, linear_regression (regression), "
-                "logistic_regression (classification), random_forest, "
-                "ridge",
+                "message": f"unknown meta_model {meta_model!r}; choose from: {_meta_model_choices()}",
             }
         )
     for problem in check_options("classification", "logistic_regression", stack_method, passthrough):

@@ -38,7 +38,8 @@ DEFAULT_METRIC = {"classification": "log_loss", "regression": "rmse"}
 METHODS = ("greedy", "stack", "both")
 DEFAULT_SIZE = 25
 MAX_SIZE = 1000
-EPS = 1e-15
+# probabilities are clipped to [EPS, 1 - EPS] for the log, as sklearn.metrics.log_loss does (float64 eps)
+EPS = float(np.finfo(np.float64).eps)
 
 
 def check_metric(task: str, metric: Any) -> str:
@@ -83,7 +84,7 @@ def score(metric: str, y: np.ndarray, pred: np.ndarray) -> float:
     """One prediction's score (probabilities ``(n, k)`` and class positions, or regression values)."""
     pred = np.asarray(pred, dtype=float)
     if metric == "log_loss":
-        return float(-np.mean(np.log(np.maximum(pred[np.arange(len(y)), y], EPS))))
+        return float(-np.mean(np.log(np.clip(pred[np.arange(len(y)), y], EPS, 1 - EPS))))
     if metric == "brier":
         if pred.shape[1] == 2:
             return float(np.mean((pred[:, 1] - (y == 1)) ** 2))

@@ -26,6 +26,7 @@ from models.ensembles.compat import (
     check_request,
     config_fingerprint,
     config_fold_spec,
+    with_default_meta_model,
 )
 from models.ensembles.plan import plan_summary, retrain_plan, retrain_reason
 from models.errors import ConflictError, DataError, ValidationError
@@ -167,7 +168,7 @@ def check_create(database: Database, body: dict[str, Any]) -> tuple[EnsembleRequ
     request = check_request(
         body.get("name"),
         body.get("base_models"),
-        body.get("meta_model", "logistic_regression"),
+        body.get("meta_model"),  # None: the bases' task's default (with_default_meta_model)
         body.get("passthrough", False),
         body.get("stack_method", "auto"),
         body.get("meta_params"),
@@ -175,6 +176,7 @@ def check_create(database: Database, body: dict[str, Any]) -> tuple[EnsembleRequ
     )
     EnsembleStore(database).refuse_taken(request.name)
     configs = fetch_configs(database, request.base_models)
+    request = with_default_meta_model(request, configs)
     check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
     return request, configs
 
@@ -186,8 +188,11 @@ def ensemble_summary(record: dict[str, Any]) -> dict[str, Any]:
             {
                 "name": record["name"],
                 "run_id": record.get("run_id"),
+                "meta_model": record.get("meta_model"),
+                "meta_model_default": record.get("meta_model_default"),
                 "metrics": record.get("metrics"),
                 "seconds": record.get("seconds"),
+                "trained": record.get("trained"),
                 "retrained": record.get("retrained"),
                 "base_models": [
                     {k: b.get(k) for k in ("name", "run_id", "source", "reason", "seconds")}
@@ -205,7 +210,7 @@ def run_ensemble(
     *,
     name: str,
     base_models: list[str],
-    meta_model: str,
+    meta_model: str | None,
     passthrough: bool,
     stack_method: str,
     meta_params: dict[str, Any] | None,
@@ -246,7 +251,8 @@ def submit_ensemble(
         {
             "name": request.name,
             "base_models": [str(b) for b in request.base_models],
-            "meta_model": request.meta_model,
+            # not asked for: the worker picks the same default, and its record says so
+            "meta_model": None if request.meta_model_default else request.meta_model,
             "passthrough": request.passthrough,
             "stack_method": request.stack_method,
             "meta_params": request.meta_params or None,
@@ -263,6 +269,7 @@ def submit_ensemble(
         "stack_method": request.stack_method,
         "meta_params": request.meta_params or None,
         "description": request.description,
+        "meta_model_default": request.meta_model_default,  # set when none was asked for: which and why
         "train_first": plan,
         "train_first_summary": plan_summary(plan),
     }
@@ -300,6 +307,8 @@ def resubmit_job(
         return submit_training(database, ObjectId(params["config_id"]), runner=runner, requested_by=requested_by)
     if job.get("kind") == ENSEMBLE_KIND and params.get("name"):
         body = {k: params[k] for k in REQUEST_FIELDS if params.get(k) is not None}
+        if params.get("meta_model_default"):  # none was asked for: the default again (it says so again)
+            body.pop("meta_model", None)
         return submit_ensemble(database, body, runner=runner, requested_by=requested_by)
     raise ValidationError(
         f"a {job.get('kind')} job cannot be resubmitted from here; start it again where it was started",

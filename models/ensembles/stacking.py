@@ -25,7 +25,7 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
-from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, RidgeClassifier
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, RidgeClassifier, RidgeCV
 from threadpoolctl import threadpool_limits
 
 from models.artifacts.predictor import (
@@ -50,12 +50,32 @@ META_MODELS: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any]]]] = 
     },
     "regression": {
         "ridge": (Ridge, {}),
+        "ridge_cv": (RidgeCV, {}),  # StackingRegressor's final_estimator when none is given
         "linear_regression": (LinearRegression, {}),
         "random_forest": (RandomForestRegressor, {"n_jobs": 1}),
         "gradient_boosting": (GradientBoostingRegressor, {}),
     },
 }
 STACK_METHODS = ("auto", "predict_proba", "predict")
+# The meta-model when none is asked for: scikit-learn's own defaults, so that a stack built here with
+# no meta-model is what ``StackingClassifier()`` / ``StackingRegressor()`` would build.
+DEFAULT_META_MODELS = {"classification": "logistic_regression", "regression": "ridge_cv"}
+_SKLEARN_DEFAULTS = {
+    "classification": ("StackingClassifier", "LogisticRegression"),
+    "regression": ("StackingRegressor", "RidgeCV"),
+}
+
+
+def default_meta_model(task: str) -> str:
+    """The meta-model used for ``task`` when none is given (scikit-learn's ``Stacking*`` default)."""
+    return DEFAULT_META_MODELS[task]
+
+
+def default_meta_model_note(task: str) -> str:
+    """Which default meta-model a ``task`` gets and why, for answers that did not name one:
+    ``"ridge_cv (default for regression, as scikit-learn's StackingRegressor: RidgeCV)"``."""
+    stacker, estimator = _SKLEARN_DEFAULTS[task]
+    return f"{DEFAULT_META_MODELS[task]} (default for {task}, as scikit-learn's {stacker}: {estimator})"
 
 
 def meta_model_names(task: str | None = None) -> list[str]:
@@ -75,7 +95,8 @@ def check_options(
         hint = ""
         if task == "regression" and meta_model == "logistic_regression":
             hint = (
-                " (logistic regression is a classifier; for a regression ensemble use ridge or linear_regression)"
+                " (logistic regression is a classifier; for a regression ensemble use ridge_cv, the default, "
+                "ridge or linear_regression)"
             )
         errors.append(
             {
@@ -110,10 +131,11 @@ def check_options(
         cls, _ = allowed[meta_model]
         known = cls().get_params()
         unknown = [k for k in meta_params if k not in known]
-        bounded = service_and_bound_errors(meta_params)
         huge = [
             k for k, v in meta_params.items() if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**63
         ]
+        # the bounds compare as floats: an integer beyond a float's range is refused as too large first
+        bounded = [] if huge else service_and_bound_errors(meta_params)
         if huge:  # stored with the job (and the ensemble): MongoDB's integers have 8 bytes
             digits = len(str(abs(meta_params[huge[0]])))
             errors.append(

@@ -60,7 +60,7 @@ from models.ensembles.selection import (
     weighted_average,
 )
 from models.ensembles.service import candidates, ensemble_key
-from models.ensembles.stacking import check_options, encode_labels, stored_prediction_metrics
+from models.ensembles.stacking import DEFAULT_META_MODELS, check_options, encode_labels, stored_prediction_metrics
 from models.errors import ArtifactError, ValidationError
 from models.jobs.context import commit_point
 from models.jobs.remote import RemoteWork
@@ -88,7 +88,7 @@ SUGGEST_FIELDS = (
     "description",
 )
 DEFAULT_STACK_TOP = 5
-DEFAULT_META = {"classification": "logistic_regression", "regression": "ridge"}
+DEFAULT_META = DEFAULT_META_MODELS  # as every ensemble: scikit-learn's Stacking* defaults
 
 
 @dataclass
@@ -518,7 +518,8 @@ def weighted_record(name: str, description: str, lib: Library, report: dict[str,
         "n_test": int(len(lib.y_test)),
         "metrics": metrics,
         "base_metrics": {r.name: m for r, m in zip(chosen, base_metrics)},
-        "retrained": [r.name for r in chosen if r.source == "retrained"],
+        "trained": [r.name for r in chosen if r.source == "trained"],  # first trainings
+        "retrained": [r.name for r in chosen if r.source == "retrained"],  # replaced an earlier run
         "selection": report,
         "versions": environment_versions(),
         "status": "ready",

@@ -37,7 +37,7 @@ def primary_metric(task: str, n_classes: int | None) -> str:
 
 def fold_score(metric: str, y_true: np.ndarray, pred: np.ndarray, classes: np.ndarray | None) -> float:
     if metric == "rmse":
-        return float(np.sqrt(skm.mean_squared_error(y_true, pred)))
+        return float(skm.root_mean_squared_error(y_true, pred))
     if metric == "roc_auc":
         return float(skm.roc_auc_score(y_true == classes[1], pred[:, 1]))
     return float(skm.accuracy_score(y_true, classes[np.argmax(pred, axis=1)]))
@@ -76,6 +76,10 @@ def classification_metrics(
 ) -> dict[str, Any]:
     """Accuracy, weighted precision/recall/F1, log loss, confusion matrix, Brier and ROC AUC.
 
+    Each equals scikit-learn's function of the same name on the same predictions (``accuracy_score``,
+    ``precision_score``/``recall_score``/``f1_score`` with ``average="weighted"``, ``log_loss``,
+    ``brier_score_loss`` on the positive class, ``roc_auc_score``; multiclass: one-vs-rest, weighted).
+
     The labels are encoded once and every label metric comes from one confusion matrix (the same
     numbers scikit-learn's functions give, each of which would re-derive the labels with ``np.unique``);
     labels outside ``classes`` take scikit-learn's general path.
@@ -93,8 +97,10 @@ def classification_metrics(
     recall = _divide(tp, true_sum)
     f1 = _divide(2.0 * tp.astype(float), 1.0 * true_sum.astype(float) + pred_sum.astype(float))
     proba = np.asarray(proba, dtype=float)
+    # as sklearn.metrics.log_loss: clipped to [eps, 1 - eps] with the float64 machine epsilon, and
+    # nothing else (an earlier floor of 1e-15 gave smaller losses for confident mistakes)
     eps = np.finfo(proba.dtype).eps
-    picked = np.clip(np.clip(proba, 1e-15, 1), eps, 1 - eps)[np.arange(len(t)), t]
+    picked = np.clip(proba, eps, 1 - eps)[np.arange(len(t)), t]
     out: dict[str, Any] = {
         "accuracy": float(np.average(t == p)),
         "precision": float(np.average(precision, weights=true_sum)),
@@ -127,7 +133,7 @@ def sklearn_classification_metrics(
         "precision": float(skm.precision_score(y_true, y_pred, average="weighted", zero_division=0)),
         "recall": float(skm.recall_score(y_true, y_pred, average="weighted", zero_division=0)),
         "f1": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-        "log_loss": float(skm.log_loss(y_true, np.clip(proba, 1e-15, 1), labels=classes)),
+        "log_loss": float(skm.log_loss(y_true, np.asarray(proba, dtype=float), labels=classes)),
         "confusion_matrix": skm.confusion_matrix(y_true, y_pred, labels=classes).tolist(),
         "labels": [c.item() if hasattr(c, "item") else c for c in classes],
     }
@@ -146,10 +152,10 @@ def sklearn_classification_metrics(
 
 
 def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    mse = float(skm.mean_squared_error(y_true, y_pred))
+    """MSE, RMSE, MAE and R² of a regressor: each scikit-learn's function of that name."""
     return {
-        "mse": mse,
-        "rmse": float(np.sqrt(mse)),
+        "mse": float(skm.mean_squared_error(y_true, y_pred)),
+        "rmse": float(skm.root_mean_squared_error(y_true, y_pred)),
         "mae": float(skm.mean_absolute_error(y_true, y_pred)),
         "r2": float(skm.r2_score(y_true, y_pred)),
     }

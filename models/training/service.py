@@ -83,7 +83,9 @@ def run_training(
         if current != unless_changed_from:  # whatever its status now, a run newer than the broken one exists
             run = RunStore(database).find(current)
             if run is not None:
-                progress(1.0, f"already retrained meanwhile as run {current}")
+                # "" was at no run: that was its first training, not a retraining
+                again = "trained" if not unless_changed_from else "retrained"
+                progress(1.0, f"already {again} meanwhile as run {current}")
                 return {**run_summary(run), "skipped": True}
     run = train_config(
         database, ObjectId(config_id), progress=progress, requested_by=requested_by, version=version

@@ -40,6 +40,9 @@ def job_response(job: dict[str, Any], created: bool) -> Response:
     if "train_first" in params:  # an ensemble: which base models are trained first, and about how long
         body["train_first"] = params["train_first"]
         body["train_first_summary"] = params.get("train_first_summary")
+    if params.get("meta_model_default"):  # an ensemble that named no meta-model: which default, and why
+        body["meta_model"] = params.get("meta_model")
+        body["meta_model_default"] = params["meta_model_default"]
     response = jsonify(body)
     response.status_code = 202 if created else 200
     response.headers["Location"] = body["job_url"]

@@ -24,7 +24,7 @@ from models.ensembles.service import (
     ensemble_key,
     submit_ensemble,
 )
-from models.ensembles.stacking import STACK_METHODS, meta_model_names
+from models.ensembles.stacking import STACK_METHODS, default_meta_model, default_meta_model_note, meta_model_names
 from models.errors import ConflictError, NotFoundError, ValidationError
 from models.estimators import TASKS
 from web.pages.config_form import errors_by_field
@@ -64,23 +64,39 @@ def _render_form(
         errors=errors or {},
         general_errors=general or [],
         meta_models=meta_models,
+        meta_model_selected=selected_meta_model(meta_models, values.get("meta_model")),
+        meta_model_defaults={
+            task: (default_meta_model(task), default_meta_model_note(task)) for task in meta_models
+        },
         stack_methods=STACK_METHODS,
         **found,
     ), status
+
+
+def selected_meta_model(meta_models: dict[str, list[str]], asked: str | None) -> tuple[str, str] | None:
+    """The ``(task, meta-model)`` option the form preselects: the one asked for (in the first task that
+    has it), else the first task's default (scikit-learn's: logistic regression / RidgeCV) rather than
+    whatever comes first in the list."""
+    for task, names in meta_models.items():
+        if asked in names:
+            return task, str(asked)
+    if not meta_models:
+        return None
+    task = next(iter(meta_models))
+    return task, default_meta_model(task)
 
 
 @bp.route("/new", methods=["GET", "POST"])
 def create() -> Any:
     """GET: the form (``?first=<config>`` narrows the choice to that config's group). POST: queue the job."""
     if request.method == "GET":
-        return _render_form(
-            {"meta_model": "logistic_regression", "stack_method": "auto", "first": request.args.get("first")}
-        )[0]
+        # no meta-model yet: the form preselects each task's default (scikit-learn's Stacking* default)
+        return _render_form({"meta_model": None, "stack_method": "auto", "first": request.args.get("first")})[0]
     form = request.form
     values = {
         "name": form.get("name", "").strip(),
         "base_models": form.getlist("base_models"),
-        "meta_model": form.get("meta_model", "logistic_regression"),
+        "meta_model": form.get("meta_model") or None,  # none: the bases' task's default
         "stack_method": form.get("stack_method", "auto"),
         "passthrough": form.get("passthrough") == "on",
         "description": form.get("description", "").strip(),
@@ -96,8 +112,11 @@ def create() -> Any:
         return _render_form(values, {exc.field or "name": [exc.message]}, [], exc.http_status)
     if created:
         plan = job["params"].get("train_first") or []
+        default = job["params"].get("meta_model_default")
         flash(
-            f"Creating ensemble {values['name']}…" + (f" {job['params']['train_first_summary']}." if plan else ""),
+            f"Creating ensemble {values['name']}…"
+            + (f" Meta-model: {default}." if default else "")
+            + (f" {job['params']['train_first_summary']}." if plan else ""),
             "success",
         )
     else:

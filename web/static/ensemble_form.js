@@ -39,8 +39,11 @@
     });
     var chosen = meta.options[meta.selectedIndex];
     if (chosen && chosen.disabled) {
-      var same = Array.prototype.filter.call(meta.options, function (o) { return !o.disabled && o.value === chosen.value; })[0];
-      var firstOn = same || Array.prototype.filter.call(meta.options, function (o) { return !o.disabled; })[0];
+      // the task changed: the same meta-model if this task has it, else the task's default (scikit-learn's)
+      var on = Array.prototype.filter.call(meta.options, function (o) { return !o.disabled; });
+      var same = on.filter(function (o) { return o.value === chosen.value && !chosen.hasAttribute("data-default"); })[0];
+      var byDefault = on.filter(function (o) { return o.hasAttribute("data-default"); })[0];
+      var firstOn = same || byDefault || on[0];
       if (firstOn) { firstOn.selected = true; }
     }
   }
