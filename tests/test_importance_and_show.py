@@ -52,3 +52,12 @@ def test_config_page_labels_the_sign(database, page, games_csv):
     top = run["feature_importance"][0]
     html = page.get("/configs/signed_page").get_data(as_text=True)
     assert f"{top['feature']} ({'+' if top['coefficient'] >= 0 else '-'})" in html
+
+
+def test_jobs_page_lists_cli_work_with_who_started_it(settings, database, page, games_csv):
+    ConfigStore(database).create(cls_config("from_cli", games_csv))
+    result = CliRunner().invoke(cli, ["train", "from_cli", "--json"], obj=AppContext(settings))
+    assert result.exit_code == 0, result.output
+    html = page.get("/jobs/").get_data(as_text=True)
+    row = html.split('id="jobs-table"', 1)[1]
+    assert "train:" in row and '<td class="small" data-col="requested-by">cli</td>' in row
