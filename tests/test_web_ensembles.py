@@ -230,3 +230,8 @@ def test_api_regression_ensemble_without_meta_model_uses_ridge_cv(api, database,
     assert doc["meta_model"] == "ridge_cv" and doc["meta_model_default"].startswith(
         "ridge_cv (default for regression"
     )
+
+
+def test_groups_name_their_data_set_by_file(page, trained, games_csv):
+    html_text = text(page.get("/ensembles/new"))
+    assert f"target home_win · data {games_csv.name} (" in html_text

@@ -97,9 +97,10 @@ def _difference(a: dict[str, str], b: dict[str, str]) -> str:
 
 def _group_label(config: dict[str, Any], fingerprint: str) -> str:
     spec = config_fold_spec(config)
-    fp = fingerprint[:10]
+    csv = str(config.get("training_csv") or "")
+    file_name = csv.replace("\\", "/").rsplit("/", 1)[-1] or "?"
     return (
-        f"{config.get('task')} · target {config.get('target')} · data {fp}… · "
+        f"{config.get('task')} · target {config.get('target')} · data {file_name} ({fingerprint[:8]}…) · "
         f"{spec.get('n_splits')}-fold, seed {spec.get('random_state')}"
     )
 
