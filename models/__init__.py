@@ -4,7 +4,8 @@ Rooms, from the bottom up (each imports only the foundation and the rooms below 
 
 - foundation modules (``settings``, ``errors``, ``timeutil``, ``progress``, ``processes``,
   ``jsonable``, ``estimators``, ``boosting``: XGBoost and LightGBM, ``splits``: how rows are held out and
-  folded, ``preprocess``: column types and the preprocessing step) import nothing of ours but each other.
+  folded, ``preprocess``: column types and the preprocessing step, ``tabular``: reading a CSV or Parquet file once,
+  hashed as it is read) import nothing of ours but each other.
 - ``store/``      MongoDB: the connection, the embedded server, the config schema, configs, runs, locks.
 - ``artifacts/``  run files: the store interface (local folder, GridFS), atomic writes, verified
                   reading, the model cache, loading, maintenance and migration.
@@ -28,6 +29,7 @@ FOUNDATION = (
     "boosting",
     "splits",
     "preprocess",
+    "tabular",
 )
 ROOMS = ("store", "artifacts", "jobs", "training", "ensembles", "registry")
 TOP = ("demo",)
