@@ -58,3 +58,8 @@ def test_cli_api_and_page(settings, api, page, runs):
     html = page.get("/registry/?q=ridge").get_data(as_text=True)
     assert "margin_ridge" in html and "home_win_nb" not in html
     assert 'name="q" value="ridge"' in html
+
+
+def test_metric_suggestion_ignores_case(database):
+    with pytest.raises(ValidationError, match="unknown metric 'ROC_AUC'; did you mean 'roc_auc'"):
+        registry.search(database, sort="ROC_AUC")

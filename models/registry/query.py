@@ -7,7 +7,6 @@ their MongoDB types), ready for :func:`models.jsonable.to_json`.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import re
@@ -21,6 +20,7 @@ from pymongo import ASCENDING, DESCENDING
 from models.artifacts.loading import load_model
 from models.artifacts.predictor import TrainedModel
 from models.errors import NotFoundError, ValidationError
+from models.store.columns import closest_column
 from models.store.db import Database
 from models.store.runs import RunStore
 from models.store.versioning import VERSION_RE
@@ -203,8 +203,8 @@ def metric_name(metric: Any, field: str = "metric") -> str:
     if not METRIC_RE.match(metric):
         raise ValidationError(f"{field}: {metric!r} is not a metric name (letters, digits and '_')", field=field)
     if metric not in RUN_METRICS:
-        close = difflib.get_close_matches(metric, RUN_METRICS, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        close = closest_column(metric, list(RUN_METRICS))  # any case first: ROC_AUC -> roc_auc
+        hint = f"did you mean {close!r}? " if close else ""
         raise ValidationError(
             f"{field}: unknown metric {metric!r}; {hint}valid metrics: {', '.join(RUN_METRICS)}", field=field
         )
