@@ -64,7 +64,7 @@ from models.artifacts.routing import canonical_path, get_store
 from models.artifacts.signing import ARCHIVE_CONTEXT, get_signer
 from models.artifacts.verified import read_verified
 from models.errors import ArtifactError, ConflictError, ValidationError
-from models.registry.ensemble_export import deploy_export_ensemble
+from models.registry.ensemble_export import deploy_export_ensemble, numeric_metrics
 from models.registry.lifecycle import ensembles_using, history_entry
 from models.registry.query import RUN_ID_RE, load, resolve
 from models.registry.serving import resolve_model
@@ -711,11 +711,7 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
         "model_type": run.get("model_type"),
         "features": list(model.features),
         "classes": [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else None,
-        "metrics": {
-            k: v
-            for k, v in (run.get("metrics") or {}).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        },
+        "metrics": numeric_metrics(run.get("metrics")),
         "sklearn_version": sklearn.__version__,
         "joblib_version": joblib.__version__,
         "trained_with": run.get("versions"),

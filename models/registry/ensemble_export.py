@@ -35,6 +35,11 @@ from models.timeutil import iso
 log = logging.getLogger(__name__)
 
 
+def numeric_metrics(metrics: dict[str, Any] | None) -> dict[str, float]:
+    """The plain-number metrics of a run or ensemble document, for a deployment's metadata JSON."""
+    return {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def to_sklearn(ensemble: StackedEnsemble) -> Any:
     """The ensemble as one fitted scikit-learn estimator taking a DataFrame of raw rows."""
     if ensemble.passthrough_features:
@@ -103,11 +108,7 @@ def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict
             {"name": n, "run_id": b.run_id} for n, b in zip(ensemble.base_names, ensemble.bases, strict=True)
         ],
         "meta_model": type(ensemble.meta_model).__name__,
-        "metrics": {
-            k: v
-            for k, v in (record.get("metrics") or {}).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)
-        },
+        "metrics": numeric_metrics(record.get("metrics")),
         "requirements": [
             f"scikit-learn=={sklearn.__version__}",
             f"joblib=={joblib.__version__}",

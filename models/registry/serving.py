@@ -8,8 +8,9 @@ A reference is one of:
   staging), ``NAME@latest`` (the highest version), ``NAME@1.2.0``;
 - a run id (``20261203_101500_1a2b3c4d``).
 
-Every predict entry point (the JSON API, ``cli predict``, the stacking tool's base models) resolves through
+The entry points that use a model (the predict API, ``cli predict``, ``models deploy-export``) resolve through
 :func:`resolve_model`, and every answer names the run id and version that answered (:meth:`Served.describe`).
+(Ensemble bases are still named by config, not by reference.)
 """
 
 from __future__ import annotations
