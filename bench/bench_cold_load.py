@@ -5,8 +5,10 @@ For random forests whose model file is about 10, 50 and 200 MB, each load runs i
 a shuffled order each round, and the medians of the rounds are compared:
 
 * **verified**  - ``models.artifacts.loading.load_model`` (what the stacking tool and the API do once the
-  config document is read): model + scaler + features, every block SHA-256-checked before it reaches
-  the unpickler;
+  config document is read): model + scaler + features, every block checked before it reaches the
+  unpickler; artifact format 2 (BLAKE3 of 1 MiB blocks, what training writes now);
+* **verified_f1** - the same files with format-1 refs (SHA-256 of 256 KiB blocks, what the previous
+  version wrote and what ``artifacts sign --all`` converts): the before of this round;
 * **mlflow**    - ``mlflow.sklearn.load_model`` of the same scaler + model saved by
   ``mlflow.sklearn.save_model(..., serialization_format="pickle")`` (one Pipeline, no checks);
 * **joblib**    - ``joblib.load`` of our model and scaler files;
@@ -20,7 +22,7 @@ Needs MLflow, which is not a runtime requirement: run it in the bench venv (see 
 
     /work/wt/bench-venv/bin/python -m bench.bench_cold_load [--sizes 10,50,200] [--rounds 7]
 
-Prints the ratios last; targets: verified <= 1.0x mlflow in time, <= 1.1x joblib in peak memory.
+Prints the ratios last; targets: verified <= 1.15x pickle.load in time, <= 1.1x joblib in peak memory.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-METHODS = ("verified", "mlflow", "joblib", "pickle")
+METHODS = ("verified", "verified_f1", "mlflow", "joblib", "pickle")
 FEATURES = [f"f{i}" for i in range(8)]
 
 
@@ -57,8 +59,8 @@ def _status(field: str) -> float:
 
 def loader(method: str, folder_p: Path):
     """A function that loads the model in ``folder_p`` the way ``method`` does."""
-    doc = json.loads((folder_p / "doc.json").read_text())
-    if method == "verified":
+    doc = json.loads((folder_p / ("doc_f1.json" if method == "verified_f1" else "doc.json")).read_text())
+    if method.startswith("verified"):
         from models.artifacts.cache import ModelCache
         from models.artifacts.loading import load_model
         from models.settings import Settings
@@ -158,6 +160,14 @@ def make_model(folder: Path, target_mb: float, seed: int = 0) -> dict:
         "versions": {"sklearn": sklearn.__version__},
     }
     (folder / "doc.json").write_text(json.dumps(doc))
+    from models.artifacts.blocks import digests_of
+
+    old = {}
+    for kind, info in infos.items():
+        ref = {"path": info.path, "sha256": info.sha256, "size": info.size, "chunk_size": 256 * 1024}
+        ref["chunk_sha256"] = digests_of((folder / "artifacts" / info.path).read_bytes(), 256 * 1024, "sha256")
+        old[kind] = {**ref, "signature": signer.sign_ref(ref)}
+    (folder / "doc_f1.json").write_text(json.dumps({**doc, "artifacts": old}))
     mlflow.sklearn.save_model(
         Pipeline([("scaler", scaler), ("model", model)]),
         str(folder / "mlflow_model"),
@@ -242,18 +252,19 @@ def main() -> None:
                 med["verified"] / med["joblib"],
                 med["verified"] / med["pickle"],
                 peak["verified"] / peak["joblib"],
+                med["verified_f1"] / med["pickle"],
             )
         )
     print(f"load average {' '.join(load_after)} after the run")
     print("\nratios (medians; verified / other):")
     met = True
-    for size, vs_mlflow, vs_joblib, vs_pickle, mem in ratios:
-        ok = vs_mlflow <= 1.0 and mem <= 1.1
+    for size, vs_mlflow, vs_joblib, vs_pickle, mem, f1_vs_pickle in ratios:
+        ok = vs_pickle <= 1.15 and mem <= 1.1
         met &= ok
         print(
-            f"  {size:>4g} MB: time vs mlflow {vs_mlflow:.2f}x (target <= 1.0), vs joblib {vs_joblib:.2f}x, "
-            f"vs pickle {vs_pickle:.2f}x; peak memory vs joblib {mem:.2f}x (target <= 1.1)"
-            f"{'' if ok else '  NOT met'}"
+            f"  {size:>4g} MB: time vs pickle.load {vs_pickle:.2f}x (target <= 1.15; format 1 was "
+            f"{f1_vs_pickle:.2f}x), vs mlflow {vs_mlflow:.2f}x, vs joblib {vs_joblib:.2f}x; "
+            f"peak memory vs joblib {mem:.2f}x (target <= 1.1){'' if ok else '  NOT met'}"
         )
     print("targets met" if met else "targets NOT met")
 

@@ -8,7 +8,8 @@ file in a fresh subprocess per method, so that one load's memory does not count 
   vs bare ``pandas.read_csv(path)`` (no hash);
 - Parquet: the same loader vs ``pyarrow.parquet.read_table(path).to_pandas()``.
 
-Prints the median wall time and peak RSS above the interpreter's start of each, and the ratios.
+Prints the median wall time and the peak RSS during the load above the RSS before it (the high-water mark
+reset through /proc/self/clear_refs) of each, and the ratios.
 
     .venv/bin/python bench/bench_data_load.py --rounds 3
 """
@@ -30,13 +31,21 @@ if str(ROOT) not in sys.path:  # run as a script (bench/bench_data_load.py) as w
     sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 method, path = sys.argv[1], Path(sys.argv[2])
 import numpy, pandas, pyarrow, pyarrow.csv, pyarrow.parquet  # imported before the measure starts
 from models.training.data import _read_csv
-start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+try:
+    open("/proc/self/clear_refs", "w").write("5")  # the high-water mark starts again from the current RSS
+except OSError:
+    pass
+start = status("VmRSS")
 t0 = time.perf_counter()
 if method == "loader":
     frame, sha = _read_csv(path, str(path), 1 << 40)
@@ -45,8 +54,8 @@ elif method == "pandas":
 else:
     frame = pyarrow.parquet.read_table(path).to_pandas()
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_mb": (peak - start) / 1024, "shape": list(frame.shape)}))
+peak = status("VmHWM")
+print(json.dumps({"seconds": seconds, "peak_mb": peak - start, "shape": list(frame.shape)}))
 """
 
 

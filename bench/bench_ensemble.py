@@ -48,6 +48,11 @@ BASES = [
 PREDICT_ROWS = 2000
 
 
+def _bases(args: dict) -> list[tuple[str, str, dict]]:
+    """The first ``--bases`` base models (all five by default)."""
+    return BASES[: args.get("bases") or len(BASES)]
+
+
 def rss_mb() -> float:
     """Peak resident memory of this process image so far, in MB.
 
@@ -100,7 +105,7 @@ def child_setup(args: dict) -> dict:
     database = Database.connect(_settings(args))
     store = ConfigStore(database)
     trained, t0 = [], time.perf_counter()
-    for name, model_type, params in BASES:
+    for name, model_type, params in _bases(args):
         store.create(
             {
                 "name": name,
@@ -139,7 +144,7 @@ def child_scratch(args: dict) -> dict:
     database = Database.connect(_settings(args))
     baseline = current_rss_mb()
     t0 = time.perf_counter()
-    configs = [ConfigStore(database).get(name) for name, _, _ in BASES]
+    configs = [ConfigStore(database).get(name) for name, _, _ in _bases(args)]
     data = load_training_data(configs[0], database.settings)
     spec = fold_spec(configs[0])
     train_idx, _ = holdout_split(data.y, spec)
@@ -174,7 +179,7 @@ def child_artifacts(args: dict) -> dict:
 
     database = Database.connect(_settings(args))
     tool = StackingTool(database.settings, database)
-    names = [name for name, _, _ in BASES]
+    names = [name for name, _, _ in _bases(args)]
     tag = args.get("tag", "")
     baseline = current_rss_mb()
     t0 = time.perf_counter()
@@ -229,7 +234,7 @@ def run_cli(args: dict, name: str) -> float:
         "PYTHONWARNINGS": "ignore",
     }
     cmd = [sys.executable, "-m", "cli", "ensemble", "create", name, "--meta", "logistic_regression", "--json"]
-    for base, _, _ in BASES:
+    for base, _, _ in _bases(args):
         cmd += ["--base", base]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
@@ -242,7 +247,7 @@ def run_cli(args: dict, name: str) -> float:
     return wall
 
 
-def with_server(root: Path, rows: int, fn):
+def with_server(root: Path, rows: int, fn, bases: int = len(BASES)):
     from models.store.embedded import EmbeddedServer, free_port
 
     server = EmbeddedServer(storage_path=root / "mongo", port=free_port(), run_dir=root)
@@ -255,6 +260,7 @@ def with_server(root: Path, rows: int, fn):
             "csv": str(root / "games.csv"),
             "tmp": str(root),
             "rows": rows,
+            "bases": bases,
         }
         setup = run_child("setup", args)
         return fn(args, setup)
@@ -275,10 +281,14 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=N_ROWS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--memory-rows", type=int, default=200_000)
+    parser.add_argument(
+        "--bases", type=int, default=len(BASES), help="how many of the five base models (in order)"
+    )
     opts = parser.parse_args()
+    chosen = BASES[: opts.bases]
     print(
-        f"bench_ensemble: {opts.rows:,} rows, {len(BASES)} base models "
-        f"({', '.join(t for _, t, _ in BASES)}), cv_folds={CV_FOLDS}, {os.cpu_count()} cores, "
+        f"bench_ensemble: {opts.rows:,} rows, {len(chosen)} base models "
+        f"({', '.join(t for _, t, _ in chosen)}), cv_folds={CV_FOLDS}, {os.cpu_count()} cores, "
         f"load average {' '.join(open('/proc/loadavg').read().split()[:3])} before the run"
     )
 
@@ -312,12 +322,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-ensemble-") as tmp:
         (Path(tmp) / "speed").mkdir()
-        res = with_server(Path(tmp) / "speed", opts.rows, speed)
+        res = with_server(Path(tmp) / "speed", opts.rows, speed, opts.bases)
     mem = None
     if opts.memory_rows:
         with tempfile.TemporaryDirectory(prefix="bench-ensemble-mem-") as tmp:
             (Path(tmp) / "mem").mkdir()
-            mem = with_server(Path(tmp) / "mem", opts.memory_rows, memory)
+            mem = with_server(Path(tmp) / "mem", opts.memory_rows, memory, opts.bases)
 
     scratch_s = median([r["seconds"] for r in res["scratch"]])
     cold_s = median([r["seconds"] for r in res["cold"]])

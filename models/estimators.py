@@ -6,62 +6,50 @@ before any data is read, so a typo fails in milliseconds, not after a fit.
 
 from __future__ import annotations
 
+import importlib
 import math
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sklearn.base import BaseEstimator
-from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    ExtraTreesRegressor,
-    GradientBoostingClassifier,
-    GradientBoostingRegressor,
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.linear_model import Lasso, LinearRegression, LogisticRegression, Ridge
-from sklearn.naive_bayes import GaussianNB
-from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
-from sklearn.neural_network import MLPClassifier, MLPRegressor
-from sklearn.svm import SVC, SVR
-
-from models.boosting import LGBMClassifier, LGBMRegressor, XGBLabelClassifier, XGBRegressor
 from models.settings import get_settings
+
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
 
 TASKS = ("classification", "regression")
 
 # Defaults applied before the user's hyperparameters (the user's win).
 # SVC has no predict_proba of its own: make_pipeline wraps it (see NEEDS_PROBABILITY_WRAPPER).
-_CLASSIFIERS: dict[str, tuple[type[BaseEstimator], dict[str, Any]]] = {
-    "logistic_regression": (LogisticRegression, {"max_iter": 1000}),
-    "random_forest": (RandomForestClassifier, {"n_jobs": 1}),
-    "extra_trees": (ExtraTreesClassifier, {"n_jobs": 1}),
-    "gradient_boosting": (GradientBoostingClassifier, {}),
-    "hist_gradient_boosting": (HistGradientBoostingClassifier, {}),
-    "svm": (SVC, {}),
-    "knn": (KNeighborsClassifier, {}),
-    "mlp": (MLPClassifier, {"max_iter": 500}),
-    "naive_bayes": (GaussianNB, {}),
-    "xgboost": (XGBLabelClassifier, {"n_jobs": 1, "verbosity": 0, "tree_method": "hist"}),
-    "lightgbm": (LGBMClassifier, {"n_jobs": 1, "verbose": -1}),
+_CLASSIFIERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "logistic_regression": ("sklearn.linear_model:LogisticRegression", {"max_iter": 1000}),
+    "random_forest": ("sklearn.ensemble:RandomForestClassifier", {"n_jobs": 1}),
+    "extra_trees": ("sklearn.ensemble:ExtraTreesClassifier", {"n_jobs": 1}),
+    "gradient_boosting": ("sklearn.ensemble:GradientBoostingClassifier", {}),
+    "hist_gradient_boosting": ("sklearn.ensemble:HistGradientBoostingClassifier", {}),
+    "svm": ("sklearn.svm:SVC", {}),
+    "knn": ("sklearn.neighbors:KNeighborsClassifier", {}),
+    "mlp": ("sklearn.neural_network:MLPClassifier", {"max_iter": 500}),
+    "naive_bayes": ("sklearn.naive_bayes:GaussianNB", {}),
+    "xgboost": ("models.boosting:XGBLabelClassifier", {"n_jobs": 1, "verbosity": 0, "tree_method": "hist"}),
+    "lightgbm": ("models.boosting:LGBMClassifier", {"n_jobs": 1, "verbose": -1}),
 }
-_REGRESSORS: dict[str, tuple[type[BaseEstimator], dict[str, Any]]] = {
-    "linear_regression": (LinearRegression, {}),
-    "ridge": (Ridge, {}),
-    "lasso": (Lasso, {}),
-    "random_forest": (RandomForestRegressor, {"n_jobs": 1}),
-    "extra_trees": (ExtraTreesRegressor, {"n_jobs": 1}),
-    "gradient_boosting": (GradientBoostingRegressor, {}),
-    "hist_gradient_boosting": (HistGradientBoostingRegressor, {}),
-    "svm": (SVR, {}),
-    "knn": (KNeighborsRegressor, {}),
-    "mlp": (MLPRegressor, {"max_iter": 500}),
-    "xgboost": (XGBRegressor, {"n_jobs": 1, "verbosity": 0, "tree_method": "hist"}),
-    "lightgbm": (LGBMRegressor, {"n_jobs": 1, "verbose": -1}),
+_REGRESSORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "linear_regression": ("sklearn.linear_model:LinearRegression", {}),
+    "ridge": ("sklearn.linear_model:Ridge", {}),
+    "lasso": ("sklearn.linear_model:Lasso", {}),
+    "random_forest": ("sklearn.ensemble:RandomForestRegressor", {"n_jobs": 1}),
+    "extra_trees": ("sklearn.ensemble:ExtraTreesRegressor", {"n_jobs": 1}),
+    "gradient_boosting": ("sklearn.ensemble:GradientBoostingRegressor", {}),
+    "hist_gradient_boosting": ("sklearn.ensemble:HistGradientBoostingRegressor", {}),
+    "svm": ("sklearn.svm:SVR", {}),
+    "knn": ("sklearn.neighbors:KNeighborsRegressor", {}),
+    "mlp": ("sklearn.neural_network:MLPRegressor", {"max_iter": 500}),
+    "xgboost": ("models.boosting:XGBRegressor", {"n_jobs": 1, "verbosity": 0, "tree_method": "hist"}),
+    "lightgbm": ("models.boosting:LGBMRegressor", {"n_jobs": 1, "verbose": -1}),
 }
-REGISTRY: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any]]]] = {
+# Classes are named ``"module:Class"`` and imported when first used (estimator_class): a process that
+# only validates a config or stacks stored predictions does not import every estimator scikit-learn has.
+REGISTRY: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "classification": _CLASSIFIERS,
     "regression": _REGRESSORS,
 }
@@ -69,6 +57,17 @@ REGISTRY: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any]]]] = {
 
 # Classifiers without predict_proba: wrapped in sigmoid calibration (what SVC(probability=True) did).
 NEEDS_PROBABILITY_WRAPPER = {("classification", "svm")}
+
+
+def load_class(ref: str) -> type[BaseEstimator]:
+    """The class a ``"module:Class"`` reference names (imported on first use)."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def estimator_class(task: str, model_type: str) -> type[BaseEstimator]:
+    """The estimator class of a ``model_type`` (KeyError when the task has no such type)."""
+    return load_class(REGISTRY[task][model_type][0])
 
 
 def model_types(task: str) -> list[str]:
@@ -267,7 +266,7 @@ def hyperparameter_errors(
     """
     if task not in REGISTRY or model_type not in REGISTRY[task]:
         return []  # reported by the model_type check
-    cls, _defaults = REGISTRY[task][model_type]
+    cls = estimator_class(task, model_type)
     known = cls().get_params()
     errors = [
         (
@@ -310,9 +309,10 @@ def _plain_type_errors(cls: type, params: dict[str, Any]) -> list[tuple[str, str
 def build_estimator(task: str, model_type: str, params: dict[str, Any], random_state: int | None) -> BaseEstimator:
     """A fresh unfitted estimator: registry defaults, then ``random_state``, then the user's params."""
     try:
-        cls, defaults = REGISTRY[task][model_type]
+        ref, defaults = REGISTRY[task][model_type]
     except KeyError:
         raise ValueError(f"unknown model_type {model_type!r} for task {task!r}") from None
+    cls = load_class(ref)
     kwargs: dict[str, Any] = dict(defaults)
     if random_state is not None and _random_state_param(cls):
         kwargs["random_state"] = random_state

@@ -1,12 +1,11 @@
 """Reading a training file (CSV or Parquet) into a pandas frame once, with its SHA-256 computed on the way.
 
-CSV: pyarrow's multi-threaded reader parses the file while the SHA-256 is fed from the very bytes it reads
-(:func:`read_csv_hashed`), so the file is read from disk once and never held whole as text. The frame must be
-exactly what ``pandas.read_csv(text, low_memory=False)`` gave before (the column types, the values, the
-blanks, the row count: runs compare them), so pyarrow is told pandas' blank words and booleans, and the
-cases where its reader would not give the same frame are detected and answered with ``None``: the caller
-then reads the file the old way (:func:`read_csv_hashed` says why in the log). Those cases are listed in
-:func:`_pandas_would_differ`.
+CSV: pandas' own parser reads the file while a second thread feeds the SHA-256 from the very bytes it reads
+(:func:`read_csv_hashed`), so the file is read from disk once and never held whole as bytes or text. The
+frame must be exactly what ``pandas.read_csv(text, low_memory=False)`` gave before (the column types, the
+values, the blanks, the row count: runs compare them); the one case where the chunked read could differ is
+detected and answered with ``None``: the caller then reads the file the old way (:func:`read_csv_hashed`
+says why in the log).
 
 Parquet (``.parquet``/``.pq``): the file's bytes are read once into memory, hashed in a second thread while
 pyarrow decodes them, and the columns are given the types a CSV of the same data would have
@@ -16,11 +15,15 @@ pyarrow decodes them, and the columns are given the types a CSV of the same data
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import logging
+import queue
 import threading
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas and pyarrow are imported when a file is read: the CLI starts faster without
     import pandas as pd
@@ -28,34 +31,7 @@ if TYPE_CHECKING:  # pandas and pyarrow are imported when a file is read: the CL
 log = logging.getLogger(__name__)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
-READ_BLOCK = 1 << 20  # bytes per read from the disk (each is hashed, then parsed)
-# the blank words of pandas.read_csv (its default na_values): the same cells must be blank
-PANDAS_BLANKS = sorted(
-    {
-        "",
-        "#N/A",
-        "#N/A N/A",
-        "#NA",
-        "-1.#IND",
-        "-1.#QNAN",
-        "-NaN",
-        "-nan",
-        "1.#IND",
-        "1.#QNAN",
-        "<NA>",
-        "N/A",
-        "NA",
-        "NULL",
-        "NaN",
-        "None",
-        "n/a",
-        "nan",
-        "null",
-    }
-)
-PANDAS_TRUE = ["True", "TRUE", "true"]  # pandas.read_csv's booleans (pyarrow's defaults add 1 and 0)
-PANDAS_FALSE = ["False", "FALSE", "false"]
-INT64_LIMIT = 2.0**63  # integers beyond int64: pandas reads them as uint64 or objects, pyarrow as floats
+READ_BLOCK = 1 << 20  # bytes per read when hashing what the parser left unread
 
 
 def is_parquet(path: str | Path) -> bool:
@@ -66,144 +42,6 @@ def is_parquet(path: str | Path) -> bool:
 def file_label(training_file: str | Path) -> str:
     """How messages name a training file: ``training CSV`` or ``training Parquet file``."""
     return "training Parquet file" if is_parquet(training_file) else "training CSV"
-
-
-class _Hasher:
-    """Sees every block pyarrow reads from the file, in order and once (a transform of pyarrow's own file
-    stream, so the reads stay native): feeds it into the SHA-256, counts it, and notes the bytes after
-    which pyarrow's numbers could differ from pandas' (see :func:`_recheck`)."""
-
-    def __init__(self) -> None:
-        self.digest = hashlib.sha256()
-        self.count = 0
-        self.hex = False  # "0x" seen: pyarrow reads 0x1F as an integer, pandas as text
-        self.plus = False  # "+" seen: pyarrow reads +1 as a float, pandas as an integer
-        self._last = b""
-
-    def __call__(self, block: Any) -> Any:
-        self.digest.update(block)  # hashlib lets go of the GIL: pyarrow's threads parse meanwhile
-        self.count += block.size
-        if block.size and not (self.hex and self.plus):
-            data = block.to_pybytes()
-            self.plus = self.plus or b"+" in data
-            if not self.hex:
-                self.hex = b"0x" in data or b"0X" in data or (self._last == b"0" and data[:1] in (b"x", b"X"))
-            self._last = data[-1:]
-        return block
-
-
-def _csv_options() -> tuple[Any, Any, Any]:
-    import pyarrow.csv as pacsv
-
-    read = pacsv.ReadOptions(use_threads=True, block_size=READ_BLOCK, encoding="utf8")
-    # newlines_in_values: pandas accepts line breaks inside quoted fields, so must this reader
-    parse = pacsv.ParseOptions(delimiter=",", quote_char='"', double_quote=True, newlines_in_values=True)
-    convert = pacsv.ConvertOptions(
-        check_utf8=True,
-        null_values=PANDAS_BLANKS,
-        true_values=PANDAS_TRUE,
-        false_values=PANDAS_FALSE,
-        strings_can_be_null=True,
-        quoted_strings_can_be_null=True,
-    )
-    return read, parse, convert
-
-
-def _read_arrow_csv(path: Path, include: list[str] | None = None) -> tuple[Any, str, _Hasher]:
-    """The pyarrow table of a CSV, the SHA-256 of the bytes read and the reader (what it counted and saw);
-    ``include``: only those columns, as text."""
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    read, parse, convert = _csv_options()
-    if include is not None:
-        convert.include_columns = include
-        convert.column_types = {name: pa.string() for name in include}
-    hasher = _Hasher()
-    with pa.OSFile(str(path)) as raw, pa.TransformInputStream(raw, hasher) as stream:
-        table = pacsv.read_csv(stream, read_options=read, parse_options=parse, convert_options=convert)
-    return table, hasher.digest.hexdigest(), hasher
-
-
-def _pandas_would_differ(table: Any) -> str | None:
-    """Why ``pandas.read_csv`` would not give the frame this pyarrow table converts to, or None.
-
-    Each case here is one where pyarrow's reader reads the cells differently; the caller then reads the file
-    with pandas as before: duplicate or empty column names (pandas renames them ``a.1``, ``Unnamed: 2``), a
-    second byte order mark (pandas drops it too), a header without rows, bytes that are not UTF-8 (pyarrow
-    makes a binary column; pandas' path names the byte), a single column with lines of spaces (pandas skips
-    them), a text column whose every value pandas would read as a number, ``nan``/``inf`` spellings in a
-    number column (pandas and pyarrow do not accept the same ones), integers beyond int64 (pandas makes them
-    uint64 or objects).
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    names = table.column_names
-    if len(set(names)) != len(names) or any(name == "" for name in names):
-        return "duplicate or empty column names"
-    if names and names[0].startswith("\ufeff"):
-        return "a second byte order mark"
-    if table.num_rows == 0:
-        return "a header without rows"
-    for name, column in zip(names, table.columns):
-        kind = column.type
-        if pa.types.is_floating(kind):
-            if pc.any(pc.is_nan(column)).as_py() or pc.any(pc.is_inf(column)).as_py():
-                return f"nan or inf spelled out in number column {name!r}"
-            extremes = pc.min_max(column)
-            low, high = extremes["min"].as_py(), extremes["max"].as_py()
-            if low is not None and max(abs(low), abs(high)) >= INT64_LIMIT:
-                return f"numbers beyond int64 in column {name!r}"
-        elif pa.types.is_string(kind):
-            present = pc.drop_null(column)
-            if len(present) == 0:
-                continue
-            trimmed = pc.utf8_trim_whitespace(present)
-            if table.num_columns == 1 and pc.any(pc.equal(trimmed, "")).as_py():
-                return "lines of spaces in a single column"
-            try:
-                pc.cast(trimmed, pa.float64())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                continue  # some value is no number: a text column for pandas too
-            return f"text column {name!r} whose values all look like numbers"
-        elif not (pa.types.is_integer(kind) or pa.types.is_boolean(kind) or pa.types.is_null(kind)):
-            return f"column {name!r} read as {kind}"  # binary: not UTF-8
-    return None
-
-
-INTEGER_TEXT = r"^\s*[+-]?[0-9]+\s*$"  # what pandas reads as an integer
-HEX_TEXT = r"^\s*[+-]?0[xX]"  # what pyarrow reads as an integer and pandas as text
-
-
-def _recheck(table: Any, reader: _Hasher) -> tuple[list[str], list[str], list[str]]:
-    """The columns to read again as text: dates and times (pyarrow converts them, pandas does not), integer
-    columns when the file holds ``0x`` (is it hexadecimal?), whole-number float columns without blanks when
-    it holds ``+`` (are they integers written ``+1``?)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    temporal, ints, floats = [], [], []
-    for field, column in zip(table.schema, table.columns):
-        if pa.types.is_temporal(field.type):
-            temporal.append(field.name)
-        elif reader.hex and pa.types.is_integer(field.type):
-            ints.append(field.name)
-        elif (
-            reader.plus
-            and pa.types.is_floating(field.type)
-            and column.null_count == 0
-            and len(column)
-            and pc.all(pc.equal(column, pc.floor(column))).as_py()
-        ):
-            floats.append(field.name)
-    return temporal, ints, floats
-
-
-def _temporal_columns(table: Any) -> list[str]:
-    import pyarrow as pa
-
-    return [field.name for field in table.schema if pa.types.is_temporal(field.type)]
 
 
 def _arrow_to_frame(table: Any) -> pd.DataFrame:
@@ -227,46 +65,86 @@ def _arrow_to_frame(table: Any) -> pd.DataFrame:
     return frame
 
 
-def read_csv_hashed(path: Path) -> tuple[pd.DataFrame | None, str | None]:
-    """The frame ``pandas.read_csv`` would give for this CSV and the file's SHA-256, from one read of it.
+class _HashingFile(io.RawIOBase):
+    """The training file as pandas' parser reads it: every block it reads is handed, in order, to a thread
+    that feeds it into the SHA-256 (hashlib and the parser's tokenizer both let go of the GIL, so the hash
+    runs beside the parse), and counted."""
 
-    ``(None, None)`` when pyarrow cannot give exactly that frame (a parsing error, or a case of
-    :func:`_pandas_would_differ`): the caller then reads the file with pandas, which also gives the error
-    messages for bad files. Columns :func:`_recheck` names are read again as text (a second read, only for
-    files that have them); the SHA-256 of both reads must agree.
+    QUEUED = 16  # blocks read but not yet hashed, at most (pandas reads 256 KiB at a time)
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        super().__init__()
+        self._fh = fh
+        self.digest = hashlib.sha256()
+        self.count = 0
+        self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=self.QUEUED)
+        self._thread = threading.Thread(target=self._hash, name="csv-sha256", daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        while (block := self._blocks.get()) is not None:
+            self.digest.update(block)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        block = self._fh.read(-1 if size is None else size)
+        if block:
+            self.count += len(block)
+            self._blocks.put(block)
+        return block
+
+    def readinto(self, buffer: Any) -> int:
+        block = self.read(len(buffer))
+        buffer[: len(block)] = block
+        return len(block)
+
+    def finish(self) -> str:
+        """Hash what the parser left unread (nothing, for a whole file) and return the SHA-256."""
+        while self.read(READ_BLOCK):
+            pass
+        self._blocks.put(None)
+        self._thread.join()
+        return self.digest.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._blocks.put(None)
+            self._thread.join()
+        super().close()
+
+
+def read_csv_hashed(path: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """The frame ``pandas.read_csv`` gives for this CSV and the file's SHA-256, from one read of the file.
+
+    pandas' C parser reads the file through :class:`_HashingFile`, in its default chunked mode (faster and
+    lighter than ``low_memory=False``). The frame is the one the whole-text read gave
+    (``pandas.read_csv(text, low_memory=False)``: runs compare the types, values, blanks and row count)
+    unless a column's type changes between chunks, which pandas reports with a ``DtypeWarning``: then, and
+    for any file pandas cannot parse, ``(None, None)``, and the caller reads the file the old way (which
+    also gives the error messages for bad files).
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
+    import pandas as pd
 
     size = path.stat().st_size
-    try:
-        table, sha, reader = _read_arrow_csv(path)
-        if reader.count != size:
-            return _fallback(path, "the file changed while it was read")
-        temporal, ints, floats = _recheck(table, reader)
-        if temporal or ints or floats:
-            texts, again, _ = _read_arrow_csv(path, include=[*temporal, *ints, *floats])
-            if again != sha:
-                return _fallback(path, "the file changed while it was read")
-            for name in ints:
-                if pc.any(pc.match_substring_regex(texts.column(name), HEX_TEXT)).as_py():
-                    return _fallback(path, f"hexadecimal text in column {name!r}")
-            for name in floats:
-                if pc.all(pc.match_substring_regex(texts.column(name), INTEGER_TEXT)).as_py():
-                    return _fallback(path, f"integers written with a + sign in column {name!r}")
-            for name in temporal:
-                table = table.set_column(table.schema.get_field_index(name), name, texts.column(name))
-            del texts
-        reason = _pandas_would_differ(table)
-        if reason:
-            return _fallback(path, reason)
-    except (pa.ArrowException, UnicodeDecodeError) as exc:  # column names that are not UTF-8: a decode error
-        return _fallback(path, _reason(exc))
-    return _arrow_to_frame(table), sha
+    with open(path, "rb") as fh, _HashingFile(fh) as stream:
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", pd.errors.DtypeWarning)
+                frame = pd.read_csv(stream, encoding="utf-8-sig")
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
+            return _fallback(path, _reason(exc))
+        sha = stream.finish()
+    if any(issubclass(w.category, pd.errors.DtypeWarning) for w in caught):
+        return _fallback(path, "a column's type changes along the file (pandas decides on the whole column)")
+    if stream.count != size:
+        return _fallback(path, "the file changed while it was read")
+    return frame, sha
 
 
 def _fallback(path: Path, reason: str) -> tuple[None, None]:
-    log.info("%s is read with pandas (pyarrow would not read it the same: %s)", path.name, reason)
+    log.info("%s is read again, as a whole (%s)", path.name, reason)
     return None, None
 
 

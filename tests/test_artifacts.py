@@ -164,7 +164,8 @@ def test_large_files_are_verified_block_by_block(database, settings, games_csv):
     train_config(database, "big", store=store)
     doc = ConfigStore(database).get("big")
     ref = doc["artifacts"]["model"]
-    assert len(ref["chunk_sha256"]) > 3 and ref["chunk_size"] == 4096
+    assert len(ref["chunk_blake3"]) > 3 and ref["chunk_size"] == 4096 and ref["format"] == 2
+    assert "chunk_sha256" not in ref  # format 2: the blocks are hashed once, with BLAKE3
     good = load_model(settings, doc, store=store, use_cache=False).model
     assert good.run_id == doc["run_id"]
     path = settings.artifact_dir / doc["model_artifact_path"]
@@ -176,15 +177,24 @@ def test_large_files_are_verified_block_by_block(database, settings, games_csv):
     assert info.value.reason == "checksum_mismatch"
 
 
-def test_verified_reader_never_serves_unverified_bytes():
+@pytest.mark.parametrize("block_hash", ["blake3", "sha256"])  # artifact formats 2 and 1
+def test_verified_reader_never_serves_unverified_bytes(block_hash):
     import hashlib
 
     from models.artifacts.base import ArtifactInfo
+    from models.artifacts.blocks import digests_of
     from models.artifacts.verified import VerifiedReader
 
     payload = bytes(range(256)) * 64  # 16 KiB, 4 blocks of 4 KiB
-    chunks = [hashlib.sha256(payload[i : i + 4096]).hexdigest() for i in range(0, len(payload), 4096)]
-    info = ArtifactInfo("x_model.pkl", hashlib.sha256(payload).hexdigest(), len(payload), 4096, tuple(chunks))
+    chunks = digests_of(payload, 4096, block_hash)
+    info = ArtifactInfo(
+        "x_model.pkl",
+        hashlib.sha256(payload).hexdigest(),
+        len(payload),
+        4096,
+        tuple(chunks),
+        block_hash=block_hash,
+    )
     assert VerifiedReader(payload, info).read() == payload
     tampered = payload[:9000] + b"!" + payload[9001:]
     reader = VerifiedReader(tampered, info)
@@ -259,25 +269,25 @@ def test_a_damaged_block_deep_inside_a_large_array_is_never_handed_over(tmp_path
     assert calls == []  # the spy reads the whole stream first: the damaged block stopped it
 
 
-def test_verified_reader_memory_is_bounded_and_every_byte_is_served_once(tmp_path):
+@pytest.mark.parametrize("block_hash", ["blake3", "sha256"])
+def test_verified_reader_holds_one_block_and_serves_every_byte_once(tmp_path, block_hash):
     import hashlib
 
     from models.artifacts.base import ArtifactInfo
+    from models.artifacts.blocks import digests_of
     from models.artifacts.verified import VerifiedReader
 
     payload = os.urandom(64 * 4096 + 123)
-    chunks = [hashlib.sha256(payload[i : i + 4096]).hexdigest() for i in range(0, len(payload), 4096)]
-    info = ArtifactInfo("x_model.pkl", hashlib.sha256(payload).hexdigest(), len(payload), 4096, tuple(chunks))
-    allocated = []
-
-    class Counting(VerifiedReader):
-        def _buffer(self):
-            buf = super()._buffer()
-            if all(buf is not b for b in allocated):
-                allocated.append(buf)
-            return buf
-
-    reader = Counting(payload, info)
+    chunks = digests_of(payload, 4096, block_hash)
+    info = ArtifactInfo(
+        "x_model.pkl",
+        hashlib.sha256(payload).hexdigest(),
+        len(payload),
+        4096,
+        tuple(chunks),
+        block_hash=block_hash,
+    )
+    reader = VerifiedReader(payload, info)
     out, pieces = bytearray(len(payload)), []
     view = memoryview(out)
     got = reader.readinto(view[:10_000])  # across blocks
@@ -291,5 +301,31 @@ def test_verified_reader_memory_is_bounded_and_every_byte_is_served_once(tmp_pat
     assert payload[got + 5 :].startswith(pieces[1]) and (pieces[1].endswith(b"\n") or len(pieces[1]) == rest)
     assert bytes(out[:rest]) == payload[len(payload) - rest :]
     assert reader.read() == b"" and reader.tell() == len(payload)
-    assert len(allocated) <= VerifiedReader.LOOKAHEAD + 2  # 65 blocks read through a handful of buffers
+    # one private block buffer; whole blocks inside a large request went straight into the caller's buffer
+    assert len(reader._buf) == 4096
+    assert reader.buffered_bytes < len(payload) // 4, reader.buffered_bytes
     reader.close()
+
+
+def test_a_bad_block_read_straight_into_the_callers_buffer_is_zeroed_and_refused():
+    """Whole blocks are checked in the caller's own buffer: one that fails is wiped before the read raises,
+    and the reader refuses every later read."""
+    import hashlib
+
+    from models.artifacts.base import ArtifactInfo
+    from models.artifacts.blocks import digests_of
+    from models.artifacts.verified import VerifiedReader
+
+    payload = os.urandom(8 * 4096)
+    info = ArtifactInfo(
+        "x_model.pkl", hashlib.sha256(payload).hexdigest(), len(payload), 4096, tuple(digests_of(payload, 4096))
+    )
+    tampered = payload[: 5 * 4096 + 7] + b"!" + payload[5 * 4096 + 8 :]
+    reader = VerifiedReader(tampered, info)
+    out = bytearray(b"\xff" * (7 * 4096))
+    with pytest.raises(ArtifactError, match="block 5") as err:
+        reader.readinto(out)  # block 0 from the private buffer, blocks 1-6 straight into `out`
+    assert err.value.reason == "checksum_mismatch"
+    assert bytes(out[4096:]) == bytes(6 * 4096)  # nothing of the direct read survives, good blocks included
+    with pytest.raises(ArtifactError, match="block 5"):
+        reader.read(10)

@@ -136,3 +136,74 @@ def test_suggest_methods_offered_by_the_cli_are_the_core_s():
     from models.ensembles.selection import METHODS as CORE_METHODS
 
     assert METHODS == CORE_METHODS
+
+
+def test_ensemble_create_loads_no_scipy_stats_and_exits_at_once(settings, database, games_csv):
+    """``ensemble create`` stacks stored predictions: it imports scikit-learn's linear models, never
+    scipy.stats (deferred until used) nor the estimators and training code it does not run; its answer and
+    exit code are those of the command."""
+    store = ConfigStore(database)
+    for name in ("s_a", "s_b"):
+        store.create(cls_config(name, games_csv, random_state=1 if name == "s_a" else 2))
+        run = subprocess.run(
+            [sys.executable, "-m", "cli", "train", name],
+            cwd=ROOT,
+            env=driver_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "cli",
+            "ensemble",
+            "create",
+            "s_e",
+            "--base",
+            "s_a",
+            "--base",
+            "s_b",
+        ],
+        cwd=ROOT,
+        env=driver_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = {
+        line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")
+    }
+    assert "sklearn.linear_model" in loaded  # the meta-model is scikit-learn's own
+    assert not {m for m in loaded if m.startswith("scipy.stats.")}, sorted(m for m in loaded if "scipy.stats" in m)
+    assert not loaded & {"sklearn.calibration", "sklearn.svm", "sklearn.neural_network", "models.training.train"}
+    assert database.ensembles.find_one({"name": "s_e"}) is not None
+    again = subprocess.run(
+        [sys.executable, "-m", "cli", "ensemble", "create", "s_e", "--base", "s_a", "--base", "s_b"],
+        cwd=ROOT,
+        env=driver_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert again.returncode != 0 and "s_e" in again.stderr and "already exists" in again.stderr
+
+
+def test_scipy_stats_deferred_is_the_real_module_once_used():
+    code = (
+        "from cli.main import _defer_scipy_stats; _defer_scipy_stats()\n"
+        "import sys, sklearn.metrics, scipy.stats\n"
+        "assert 'scipy.stats._stats_py' not in sys.modules\n"
+        "from scipy.stats import rankdata, chi2\n"
+        "assert list(rankdata([3, 1, 3])) == [2.5, 1.0, 2.5] and chi2(2).mean() == 2.0\n"
+        "assert type(sys.modules['scipy.stats']).__name__ == 'module'\n"
+        "assert sklearn.metrics.roc_auc_score([0, 1, 1], [0.1, 0.8, 0.3]) == 1.0\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -10,7 +10,7 @@ import pytest
 from sklearn.utils._param_validation import Interval
 
 from models.errors import ValidationError
-from models.estimators import FIXED_BOUNDS, NUMERIC, REGISTRY, SERVICE_SET, hyperparameter_errors
+from models.estimators import FIXED_BOUNDS, NUMERIC, REGISTRY, SERVICE_SET, estimator_class, hyperparameter_errors
 from models.settings import DEFAULT_HYPERPARAMETER_LIMITS, PROJECT_ROOT
 from models.store.configs import ConfigStore
 from models.training.sweep import MAX_COMBINATIONS, create_sweep
@@ -80,7 +80,8 @@ def test_unbounded_values_are_refused_naming_the_parameter_and_bound(
 
 def _numeric_params():
     for task, types in REGISTRY.items():
-        for model_type, (cls, _) in types.items():
+        for model_type in types:
+            cls = estimator_class(task, model_type)
             constraints = getattr(cls, "_parameter_constraints", {})
             for key, default in cls().get_params().items():
                 numeric_default = isinstance(default, numbers.Number) and not isinstance(default, bool)

@@ -109,3 +109,13 @@ def test_selection_log_loss_equals_scikit_learns():
     assert score("log_loss", positions, proba) == pytest.approx(
         skm.log_loss(positions, proba, labels=np.arange(len(classes))), rel=1e-12
     )
+
+
+def test_average_ranks_equal_scipy_rankdata():
+    from scipy.stats import rankdata
+
+    from models.training.metrics import average_ranks
+
+    rng = np.random.default_rng(0)
+    for values in (rng.normal(size=500), rng.integers(0, 4, size=500).astype(float), np.array([1.0]), np.ones(5)):
+        assert np.array_equal(average_ranks(values), rankdata(values))

@@ -142,3 +142,71 @@ def test_a_bad_signing_key_stops_the_web_app_and_the_cli_with_one_clear_line(set
     result = run_cli(settings, "artifacts", "key", ARTIFACT_SIGNING_KEY="c2hvcnQ=")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "must be 32 bytes" in result.stderr and "ARTIFACT_SIGNING_KEY" in result.stderr
+
+
+def _as_format_1(settings, database, doc, kinds=None):
+    """Rewrite a document's refs as the previous version wrote them: SHA-256 of 256 KiB blocks, signed then."""
+    from models.artifacts.blocks import digests_of
+
+    signer = get_signer(settings)
+    old = {}
+    for kind, ref in doc["artifacts"].items():
+        if kinds and kind not in kinds:
+            continue
+        data = (settings.artifact_dir / ref["path"].rsplit("/", 1)[-1]).read_bytes()
+        ref = {k: v for k, v in ref.items() if k not in ("chunk_blake3", "format", "signature")}
+        ref.update(chunk_size=256 * 1024, chunk_sha256=digests_of(data, 256 * 1024, "sha256"))
+        old[kind] = {**ref, "signature": signer.sign_ref(ref)}
+    update = {"$set": {f"artifacts.{k}": v for k, v in old.items()}}
+    database.runs.update_one({"run_id": doc["run_id"]}, update)
+    database.configs.update_one({"_id": doc["_id"]}, update)
+    return old
+
+
+def test_format_1_artifacts_load_and_sign_all_converts_them_to_format_2(database, settings, trained):
+    """Artifacts written before BLAKE3 (format 1: SHA-256 blocks) keep loading and verifying as they are;
+    ``artifacts sign --all`` converts them after checking them, and the converted refs load and verify."""
+    old = _as_format_1(settings, database, trained)
+    legacy = ConfigStore(database).get("a")
+    assert legacy["artifacts"]["model"]["chunk_sha256"] and "chunk_blake3" not in legacy["artifacts"]["model"]
+    assert load_model(settings, legacy, cache=ModelCache()).source == "artifacts"
+
+    dry = run_cli(settings, "artifacts", "sign", "--all", "--dry-run", "--json")
+    assert dry.returncode == 0 and len(json.loads(dry.stdout)["upgraded"]) == 10
+    assert database.runs.find_one({"run_id": trained["run_id"]})["artifacts"]["model"] == old["model"]
+    result = run_cli(settings, "artifacts", "sign", "--all")
+    assert result.returncode == 0, result.stderr
+    assert "converted 10 signed artifacts to artifact format 2" in result.stderr
+    for collection in (database.runs, database.configs):
+        refs = collection.find_one({"run_id": trained["run_id"]})["artifacts"]
+        assert all(r["format"] == 2 and r["chunk_blake3"] and "chunk_sha256" not in r for r in refs.values())
+        assert all(get_signer(settings).artifact_state(r) == "signed" for r in refs.values())
+    assert load_model(settings, ConfigStore(database).get("a"), cache=ModelCache()).source == "artifacts"
+    again = json.loads(run_cli(settings, "artifacts", "sign", "--all", "--json").stdout)
+    assert again["upgraded"] == [] and again["signed"] == [] and again["already_signed"] == 10
+
+
+def test_a_format_1_file_that_fails_its_checksums_is_not_converted(database, settings, trained):
+    old = _as_format_1(settings, database, trained, kinds={"model"})
+    path = settings.artifact_dir / trained["model_artifact_path"].rsplit("/", 1)[-1]
+    path.write_bytes(path.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ArtifactError) as err:  # the format-1 blocks catch it on load, too
+        load_model(settings, ConfigStore(database).get("a"), cache=ModelCache())
+    assert err.value.reason == "checksum_mismatch"
+    result = run_cli(settings, "artifacts", "sign", "--all")
+    assert result.returncode == 1 and "not signed:" in result.stderr and "checksum mismatch" in result.stderr
+    assert database.runs.find_one({"run_id": trained["run_id"]})["artifacts"]["model"] == old["model"]
+
+
+def test_a_format_2_ref_cannot_be_passed_off_as_format_1(database, settings, trained):
+    """Swapping a signed ref's BLAKE3 blocks for SHA-256 ones (or dropping its format) breaks the signature."""
+    from models.artifacts.blocks import digests_of
+
+    signer = get_signer(settings)
+    ref = database.runs.find_one({"run_id": trained["run_id"]})["artifacts"]["model"]
+    data = (settings.artifact_dir / ref["path"].rsplit("/", 1)[-1]).read_bytes()
+    downgraded = {k: v for k, v in ref.items() if k not in ("chunk_blake3", "format")}
+    downgraded["chunk_sha256"] = digests_of(data, ref["chunk_size"], "sha256")
+    assert signer.artifact_state(downgraded) == "invalid"
+    assert signer.artifact_state({k: v for k, v in ref.items() if k != "format"}) == "invalid"
+    assert signer.artifact_state(ref) == "signed"

@@ -220,3 +220,47 @@ def test_greedy_keeps_the_best_single_candidate_when_selection_scores_worse_hone
     assert greedy["single_score"] == pytest.approx(score("rmse", y, by_hand), abs=1e-6)
     assert report["greedy"]["weights"] == {"c0": 1.0} and report["greedy"]["best_step"] == 1
     assert report["honest"]["ensemble"] == greedy["single_score"]
+
+
+def test_the_kept_line_names_what_was_kept_and_why():
+    from models.ensembles.suggest import kept_line
+
+    honest = {"metric": "accuracy", "ensemble": 0.5615, "best_single": 0.5593, "best_single_name": "knn"}
+    single = {
+        "method": "greedy",
+        "best_single": {"name": "knn"},
+        "greedy": {"chosen": ["knn"], "best_step": 1},
+        "honest": {
+            **honest,
+            "by_method": {
+                "greedy": {
+                    "kept": "best single",
+                    "score": 0.5615,
+                    "single_score": 0.5615,
+                    "selection_score": 0.5501,
+                }
+            },
+        },
+    }
+    line = kept_line(single)
+    assert line.startswith("kept: knn alone (step 1") and "0.5615 honestly and selecting 0.5501" in line
+    chosen = {**single, "greedy": {"chosen": ["a", "b", "c"], "best_step": 7}}
+    chosen["honest"] = {
+        **honest,
+        "by_method": {"greedy": {"kept": "selection", "score": 0.58, "single_score": 0.55}},
+    }
+    assert kept_line(chosen).startswith(
+        "kept: the greedy selection of 3 models (its best step, 7) because it scored 0.5800"
+    )
+    stack = {**chosen, "method": "stack"}
+    stack["honest"] = {
+        **honest,
+        "by_method": {
+            **chosen["honest"]["by_method"],
+            "stack": {"score": 0.6, "bases": ["a", "b"], "meta_model": "logistic_regression"},
+        },
+    }
+    assert kept_line(stack).startswith(
+        "kept: a stack of 2 models (logistic_regression) because stacking scored 0.6000, greedy selection 0.5800"
+    )
+    assert all("vs best single 0.5593 (knn)" in kept_line(r) for r in (single, chosen, stack))

@@ -41,6 +41,9 @@ def test_cli_suggest_table_json_and_predict(settings, database, trained, games_c
     assert result.exit_code == 0, result.output
     assert "score by step" in result.stdout and "honest log_loss" in result.stdout
     assert "best single" in result.stdout and "weight" in result.stdout
+    kept = database.ensembles.find_one({"name": "auto"})["selection"]["kept"]
+    assert kept.startswith("kept: ") and " because " in kept and "honest log_loss" in kept
+    assert result.stdout.splitlines()[0] == kept  # said first, in one line, as the API and the page say it
     result = run(
         settings,
         "ensemble",
@@ -102,6 +105,8 @@ def test_api_suggest_job_then_predict(api, database, trained, games_csv):
     job = wait_job(api, response.get_json()["job_id"])
     assert job["status"] == "succeeded", job
     assert job["result"]["kind"] == "weighted" and job["result"]["honest"]["metric"] == "log_loss"
+    assert job["result"]["kept"] == database.ensembles.find_one({"name": "api_auto"})["selection"]["kept"]
+    assert job["result"]["kept"].startswith("kept: ")
     doc = api("GET", "/api/ensembles/api_auto").get_json()
     assert doc["selection"]["greedy"]["steps"][0]["step"] == 1
     rows = pd.read_csv(games_csv).head(3)[FEATS].to_dict(orient="records")
@@ -147,6 +152,7 @@ def test_web_form_suggests_and_the_page_shows_weights_and_steps(page, api, datab
     assert wait_job(api, str(job["_id"]))["status"] == "succeeded"
     detail = html.unescape(page.get("/ensembles/web_auto").get_data(as_text=True))
     assert 'id="selection-weights"' in detail and 'id="selection-steps"' in detail and "Honest log_loss" in detail
+    assert database.ensembles.find_one({"name": "web_auto"})["selection"]["kept"] in detail
     bad = page.post(
         "/ensembles/suggest",
         data={"csrf_token": csrf_token(page), "name": "web_auto", "group": "lr", "method": "greedy", "size": "0"},

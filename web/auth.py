@@ -25,6 +25,7 @@ from werkzeug.wrappers import Response
 
 from models.errors import DatabaseUnavailableError
 from web.errors import json_error, wants_json
+from web.limits import apply_body_limit
 from web.redirects import safe_path
 from web.services import get_state
 from web.sessions import open_session, revoke_session, session_live
@@ -109,6 +110,7 @@ def _guard() -> Any:
     view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
     if view is None:  # 404/405: nothing will run; let the router answer
         return None
+    apply_body_limit(view, get_state().settings)  # before the CSRF check reads the form
     if getattr(view, "is_public", False):
         if request.method in MUTATING:
             csrf.protect()

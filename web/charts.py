@@ -20,9 +20,11 @@ from web.formatting import format_number
 
 BAR_COLOR = "#2f5bd3"
 HIGHLIGHT_COLOR = "#1f8a4c"
-ROW_HEIGHT = 24
-LABEL_WIDTH = 150
-VALUE_WIDTH = 70
+ROW_HEIGHT = 24  # the bar's band (the bar itself is 6 px thinner)
+LABEL_LINE = 17  # the label's line, above its bar
+AXIS_HEIGHT = 40
+PLOT_UNITS = 1000  # a bar's width attribute: its length in a 0-1000 plot (drawn as a percentage)
+VALUE_INSIDE = 0.72  # a bar longer than this fraction carries its value inside its end
 
 
 def _number(value: Any) -> float | None:
@@ -33,11 +35,6 @@ def _number(value: Any) -> float | None:
 
 def _clip(text: str, chars: int) -> str:
     return text if len(text) <= chars else text[: chars - 1] + "…"
-
-
-CHAR_WIDTH = 7.2  # px per character of a 12 px label (for sizing the label column)
-MAX_LABEL_WIDTH = 640  # beyond this a label is cut (with its full text in the bar title)
-AXIS_HEIGHT = 40
 
 
 def _nice_step(span: float) -> float:
@@ -73,11 +70,10 @@ def bar_chart(
     items: Iterable[tuple[Any, Any]],
     *,
     max_value: float | None = None,
-    width: int = 460,
+    width: int = 560,
     chart_id: str | None = None,
     label: str = "bar chart",
     highlight: Sequence[int] = (),
-    label_width: int = LABEL_WIDTH,
     zoom: bool = False,
     lower_is_better: bool | Sequence[bool] = False,
 ) -> Markup:
@@ -87,7 +83,10 @@ def bar_chart(
     ``zoom`` lets the axis start above 0 when that hides differences (see :func:`axis_range`); the value
     scale is drawn under the bars either way. ``lower_is_better`` (for the chart, or per row) marks those
     rows with "↓" and says so under the chart. ``highlight`` holds row indexes drawn in the highlight
-    colour (e.g. the best model). Labels are never clipped: the label column grows to the longest.
+    colour (e.g. the best model). Labels are never clipped: each has its own line above its bar.
+
+    The chart is as wide as its box (at most ``width`` CSS px) and is never scaled down: positions across
+    are percentages (no viewBox), so its text keeps the page's font size on a phone too.
     """
     rows = [(str(name), _number(value)) for name, value in items]
     if not rows:
@@ -101,53 +100,49 @@ def bar_chart(
     numbers = [abs(v) for _, v in rows if v is not None]
     lo, hi = axis_range(numbers, max_value, zoom)
     span = (hi - lo) or 1.0
-    label_width = max(label_width, min(int(max(len(n) for n in names) * CHAR_WIDTH) + 14, MAX_LABEL_WIDTH))
-    plot = max(width - LABEL_WIDTH - VALUE_WIDTH, 220)
-    width = label_width + plot + VALUE_WIDTH
-    chars = int((label_width - 12) / CHAR_WIDTH)
-    height = ROW_HEIGHT * len(rows) + 4 + AXIS_HEIGHT
+    pitch = LABEL_LINE + ROW_HEIGHT
+    height = pitch * len(rows) + 4 + AXIS_HEIGHT
     parts = [
-        f'<svg class="chart bar-chart" role="img" aria-label="{escape(label)}" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" data-axis-start="{format_number(lo)}"'
+        f'<svg class="chart bar-chart" role="img" aria-label="{escape(label)}" width="100%" '
+        f'height="{height}" style="max-width: {int(width)}px; height: {height}px" data-axis-start="{format_number(lo)}"'
         + (f' id="{escape(chart_id)}"' if chart_id else "")
         + ">"
     ]
     for i, (name, value) in enumerate(rows):
-        y = i * ROW_HEIGHT + 2
-        text_y = y + ROW_HEIGHT / 2 + 4
+        y = i * pitch + 2
+        bar_y = y + LABEL_LINE + 3
         shown = format_number(value) if value is not None else "—"
         direction = " (lower is better)" if lower[i] else ""
+        fraction = max(min((abs(value) - lo) / span, 1.0), 0.0) if value is not None else 0.0
         parts.append(
             f'<g class="bar" data-label="{escape(name)}" data-value="{escape(shown)}">'
             f"<title>{escape(name)}: {escape(shown)}{direction}</title>"
-            f'<text x="{label_width - 8}" y="{text_y}" text-anchor="end" class="chart-label">'
-            f"{escape(_clip(names[i], chars))}</text>"
-        )
-        parts.append(
-            f'<rect x="{label_width}" y="{y + 3}" width="{plot}" height="{ROW_HEIGHT - 6}" class="chart-track"/>'
+            f'<text x="0" y="{y + LABEL_LINE - 4}" class="chart-label">{escape(names[i])}</text>'
+            f'<rect x="0" y="{bar_y}" width="100%" height="{ROW_HEIGHT - 6}" class="chart-track"/>'
         )
         if value is not None:
-            length = max(min((abs(value) - lo) / span, 1.0), 0.0) * plot
+            # the width attribute is the bar's length in a 0-1000 plot; the style draws it as a share of
+            # the chart's width (CSS geometry), so the chart stretches without scaling its text
             color = HIGHLIGHT_COLOR if i in highlight else BAR_COLOR
             parts.append(
-                f'<rect x="{label_width}" y="{y + 3}" width="{length:.1f}" height="{ROW_HEIGHT - 6}" '
-                f'rx="2" fill="{color}"/>'
+                f'<rect x="0" y="{bar_y}" width="{fraction * PLOT_UNITS:.1f}" height="{ROW_HEIGHT - 6}" '
+                f'rx="2" fill="{color}" style="width: {fraction * 100:.2f}%"/>'
             )
+        inside = value is not None and fraction > VALUE_INSIDE
         parts.append(
-            f'<text x="{label_width + plot + 6}" y="{text_y}" class="chart-value">{escape(shown)}</text></g>'
+            f'<text x="{fraction * 100:.1f}%" dx="{-6 if inside else 6}" y="{bar_y + 13}" '
+            f'text-anchor="{"end" if inside else "start"}" '
+            f'class="chart-value{" inside" if inside else ""}">{escape(shown)}</text></g>'
         )
-    axis_y = ROW_HEIGHT * len(rows) + 6
-    parts.append(
-        f'<g class="chart-scale"><line x1="{label_width}" x2="{label_width + plot}" y1="{axis_y}" '
-        f'y2="{axis_y}" stroke="#c8cdd8"/>'
-    )
+    axis_y = pitch * len(rows) + 6
+    parts.append(f'<g class="chart-scale"><line x1="0" x2="100%" y1="{axis_y}" y2="{axis_y}" stroke="#c8cdd8"/>')
     for k in range(3):
         tick = lo + span * k / 2
-        x = label_width + plot * k / 2
+        x = f"{50 * k}%"
         anchor = ("start", "middle", "end")[k]
         parts.append(
             f'<line x1="{x}" x2="{x}" y1="{axis_y}" y2="{axis_y + 4}" stroke="#c8cdd8"/>'
-            f'<text x="{x}" y="{axis_y + 15}" text-anchor="{anchor}" class="chart-axis tick">'
+            f'<text x="{x}" y="{axis_y + 16}" text-anchor="{anchor}" class="chart-axis tick">'
             f"{escape(format_number(tick, 3))}</text>"
         )
     notes = []
@@ -158,9 +153,7 @@ def bar_chart(
     elif any(lower):
         notes.append("↓ lower is better")
     if notes:
-        parts.append(
-            f'<text x="{label_width}" y="{axis_y + 31}" class="chart-axis note">{escape("; ".join(notes))}</text>'
-        )
+        parts.append(f'<text x="0" y="{axis_y + 33}" class="chart-axis note">{escape("; ".join(notes))}</text>')
     parts.append("</g></svg>")
     return Markup("".join(parts))
 
@@ -183,6 +176,7 @@ def heatmap(
     if not matrix or not labels or len(matrix) != len(labels):
         return Markup("")
     n = len(labels)
+    cell = min(cell, max(36, 210 // n))  # many classes: smaller cells, so the chart is not scaled down
     left, top = 110, 46
     width, height = left + n * cell + 10, top + n * cell + 10
     parts = [

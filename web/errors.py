@@ -18,6 +18,7 @@ from pymongo.errors import ConnectionFailure
 from werkzeug.exceptions import HTTPException
 
 from models.errors import DatabaseUnavailableError, ServiceError, error_shape
+from web.limits import too_large_message
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ def handle_connection_failure(exc: ConnectionFailure) -> Any:
 def handle_http_exception(exc: HTTPException) -> Any:
     if exc.code is None or exc.code < 400:
         return exc
+    if exc.code == 413:  # name the limit and its setting (web/limits.py), not Werkzeug's generic text
+        exc.description = too_large_message()
     if wants_json():
         response = json_error(exc.code, _http_code(exc), exc.description or exc.name)
         if exc.code == 405 and exc.valid_methods:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import Flask
+from markupsafe import Markup, escape
 
 from models.errors import describe_reason
 from models.timeutil import iso
@@ -65,6 +66,18 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
+def breakable(value: Any) -> Markup:
+    """A name that may wrap only after its ``_`` (a ``<wbr>`` there), never inside a word: long names
+    such as ``hist_gradient_boosting_classifier`` fit narrow columns and phones."""
+    return Markup("_<wbr>").join(escape("" if value is None else str(value)).split("_"))
+
+
+def soft_breaks(value: Any) -> str:
+    """:func:`breakable` for attribute text (e.g. a ``data-label`` shown by CSS): a zero-width space
+    after each ``_``."""
+    return ("" if value is None else str(value)).replace("_", "_\u200b")
+
+
 def register_filters(app: Flask) -> None:
     """Make the helpers available in templates."""
     app.add_template_filter(format_time, "time")
@@ -74,5 +87,7 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(format_duration, "duration")
     app.add_template_filter(format_size, "filesize")
     app.add_template_filter(describe_reason, "reason_text")
+    app.add_template_filter(breakable, "breakable")
+    app.add_template_filter(soft_breaks, "soft_breaks")
     app.add_template_global(primary_metric, "primary_metric")
     app.add_template_global(last_trained)

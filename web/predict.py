@@ -84,15 +84,16 @@ def predict_with_model(database: Database, ref: str, body: dict[str, Any]) -> di
     }
 
 
-def predict_with_ensemble(database: Database, name: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Predict with stored ensemble ``name`` (404 unknown)."""
+def predict_with_ensemble(database: Database, ref: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Predict with the ensemble version reference ``ref`` serves (:func:`models.store.references.resolve_ensemble`:
+    ``NAME`` is its production version, else its highest; 404 unknown name, version or alias)."""
     rows = read_rows(body)
-    ensemble = load_ensemble(database, name)
+    ensemble = load_ensemble(database, ref)
     check_features(rows, ensemble.features)
     predictions = ensemble.predict_records(rows)
     return {
         "ensemble": ensemble.name,
-        "run_id": ensemble.run_id,
+        **ensemble.served,  # run_id, version, served
         "task": ensemble.task,
         "base_models": list(ensemble.base_names),
         "features": ensemble.features,

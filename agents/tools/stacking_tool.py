@@ -8,6 +8,15 @@ A thin façade over :mod:`models.ensembles` (the logic lives there: base_models,
     for base in record["base_models"]:
         print(base["name"], base["source"], base["reason"], base["seconds"])
     proba = tool.load_ensemble("home_win_stack").predict_proba(frame)
+    # lifecycle: re-create as version 2 (bases pinned by reference), promote, serve by reference
+    tool.create_ensemble("home_win_stack", ["home_win_logreg@production", "home_win_rf"], new_version=True)
+    tool.promote_ensemble("home_win_stack@1", "production")
+    answer = tool.predict_answer("home_win_stack@production", frame)  # names run_id, version, served
+
+Ensembles are named by reference everywhere here: ``NAME`` (its production version, else its highest),
+``NAME@production``, ``NAME@staging``, ``NAME@latest``, ``NAME@3`` or a version's run id. Base models
+are model references (``NAME``, ``NAME@production``, ``NAME@1.2.0``, a run id); each version records
+the base runs it used.
 
 Base models come from the in-process cache, else their verified artifacts
 (fast path), else they are retrained from their training CSV (slow path,
@@ -31,6 +40,7 @@ from models.ensembles import aio as acore
 from models.ensembles import base_models as bases
 from models.ensembles import build as core
 from models.ensembles import suggest
+from models.ensembles import versions as lifecycle
 from models.ensembles.base_models import BaseModelResult
 from models.ensembles.stacking import StackedEnsemble
 from models.errors import ValidationError
@@ -139,8 +149,13 @@ class StackingTool:
         *,
         meta_params: dict[str, Any] | None = None,
         description: str = "",
+        new_version: bool = False,
     ) -> dict[str, Any]:
-        """Create and store the ensemble ``name``; return its record.
+        """Create and store the ensemble ``name``; return its record (with its ``version``).
+
+        ``base_models`` are model references (``NAME``, ``NAME@production``, ``NAME@1.2.0``, a run id);
+        the runs used are pinned by run id. ``new_version``: when ``name`` exists, store version N+1
+        beside the older ones (without it a taken name is refused).
 
         ``meta_model``: logistic_regression (classification), linear_regression or ridge_cv
         (regression), ridge, random_forest or gradient_boosting; None (the default): scikit-learn's
@@ -162,6 +177,7 @@ class StackingTool:
             store=self.store,
             cache=self.cache,
             lock_timeout=self.lock_timeout,
+            new_version=new_version,
         )
 
     def suggest_ensemble(
@@ -218,12 +234,30 @@ class StackingTool:
             store=self.store,
         )
 
-    def load_ensemble(self, name: str) -> StackedEnsemble:
-        """The stored ensemble as an object with ``predict(frame)`` / ``predict_proba(frame)``."""
-        return core.load_ensemble(self.database, name, store=self.store, cache=self.cache)
+    def load_ensemble(self, ref: str) -> StackedEnsemble:
+        """The ensemble version ``ref`` serves as an object with ``predict(frame)`` / ``predict_proba(frame)``;
+        its ``served`` names the run id, version and how it was chosen."""
+        return core.load_ensemble(self.database, ref, store=self.store, cache=self.cache)
 
-    def get_ensemble(self, name: str) -> dict[str, Any]:
-        return core.get_ensemble(self.database, name)
+    def get_ensemble(self, ref: str) -> dict[str, Any]:
+        return core.get_ensemble(self.database, ref)
+
+    def promote_ensemble(
+        self,
+        ref: str,
+        to: str = "production",
+        *,
+        by: str | None = "stacking",
+        reason: str | None = None,
+        demote_to: str = "staging",
+    ) -> dict[str, Any]:
+        """Move ensemble version ``ref`` (a plain name: its highest version) to ``to`` (production, staging,
+        archived, none); promoting demotes the current production version to ``demote_to``."""
+        return lifecycle.set_stage(self.database, ref, to, by=by, reason=reason, demote_to=demote_to)
+
+    def ensemble_history(self, name: str) -> dict[str, Any]:
+        """Every version of ensemble ``name`` with its stage, creation time, base runs and metrics."""
+        return lifecycle.history(self.database, name)
 
     def list_ensembles(self) -> list[dict[str, Any]]:
         return core.list_ensembles(self.database)
@@ -232,16 +266,21 @@ class StackingTool:
         return core.delete_ensemble(self.database, name, store=self.store)
 
     def predict(
-        self, name: str, data: pd.DataFrame | str | Path | list | dict, *, proba: bool = False
+        self, ref: str, data: pd.DataFrame | str | Path | list | dict, *, proba: bool = False
     ) -> np.ndarray:
-        """Predictions of ensemble ``name`` for a DataFrame, records, or a CSV path."""
-        if isinstance(data, (str, Path)):
-            path = Path(data)
-            if not path.is_file():
-                raise ValidationError(f"data file {str(data)!r} not found", field="data")
-            data = pd.read_csv(path)
-        ensemble = self.load_ensemble(name)
+        """Predictions of the ensemble version ``ref`` serves for a DataFrame, records, or a CSV path
+        (:meth:`predict_answer` also says which version answered)."""
+        data = _frame(data)
+        ensemble = self.load_ensemble(ref)
         return ensemble.predict_proba(data) if proba else ensemble.predict(data)
+
+    def predict_answer(self, ref: str, data: pd.DataFrame | str | Path | list | dict) -> dict[str, Any]:
+        """``{"ensemble", "run_id", "version", "served", "predictions": [records]}``: the prediction table
+        of the version ``ref`` serves, with what answered."""
+        data = _frame(data)
+        ensemble = self.load_ensemble(ref)
+        table = ensemble.predict_table(data)
+        return {"ensemble": ensemble.name, **ensemble.served, "predictions": table.to_dict(orient="records")}
 
     # ------------------------------------------------------------------ async
 
@@ -271,6 +310,7 @@ class StackingTool:
         *,
         meta_params: dict[str, Any] | None = None,
         description: str = "",
+        new_version: bool = False,
     ) -> dict[str, Any]:
         """:meth:`create_ensemble` for an event loop: the same core in threads, base models at once."""
         database = await asyncio.to_thread(lambda: self.database)
@@ -287,4 +327,15 @@ class StackingTool:
             store=self.store,
             cache=self.cache,
             lock_timeout=self.lock_timeout,
+            new_version=new_version,
         )
+
+
+def _frame(data: pd.DataFrame | str | Path | list | dict) -> pd.DataFrame | list | dict:
+    """``data``, a CSV path read into a DataFrame (ValidationError naming ``data`` when it is missing)."""
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if not path.is_file():
+            raise ValidationError(f"data file {str(data)!r} not found", field="data")
+        return pd.read_csv(path)
+    return data

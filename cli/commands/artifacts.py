@@ -209,16 +209,19 @@ def relocate(app: AppContext, dry_run: bool, as_json: bool) -> None:
     "all_",
     is_flag=True,
     required=True,
-    help="Sign every artifact that has no signature yet (required: signing is never implicit).",
+    help="Sign every artifact that has no signature yet, and convert format-1 refs to format 2 (required: "
+    "signing is never implicit).",
 )
 @click.option("--dry-run", is_flag=True, help="Only report what would be signed.")
 @json_option
 @pass_app
 def sign(app: AppContext, all_: bool, dry_run: bool, as_json: bool) -> None:
-    """Sign the artifacts written before signing existed, after re-checking each file against its checksums.
+    """Sign the artifacts written before signing existed, and convert artifacts of format 1 (SHA-256 per block)
+    to format 2 (BLAKE3 per block, the faster verified load), after re-checking each file against its checksums.
 
     Run it once when upgrading from a version without signing, while you trust the database: until then
-    those artifacts are refused (or, with REQUIRE_SIGNED=0, load with a warning).
+    those artifacts are refused (or, with REQUIRE_SIGNED=0, load with a warning). Format-1 artifacts keep
+    loading and verifying as they are; a signed one is converted only if its signature and bytes verify.
     Exits 1 if a file is missing or fails its checksums, or a signature does not verify.
     """
     from models.artifacts.maintenance import sign_unsigned
@@ -229,6 +232,9 @@ def sign(app: AppContext, all_: bool, dry_run: bool, as_json: bool) -> None:
     else:
         verb = "would sign" if dry_run else "signed"
         info(f"{verb} {len(report['signed'])} artifacts; {report['already_signed']} were signed already")
+        if report["upgraded"]:
+            verb = "would convert" if dry_run else "converted"
+            info(f"{verb} {len(report['upgraded'])} signed artifacts to artifact format 2 (BLAKE3 blocks)")
         for problem in report["failed"] + report["invalid"]:
             info(f"not signed: {problem['document']} {problem['kind']} {problem['path']}: {problem['reason']}")
     if report["failed"] or report["invalid"]:

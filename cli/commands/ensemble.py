@@ -1,4 +1,8 @@
-"""``ensemble create|list|show|predict|delete``: stacking ensembles through the stacking tool."""
+"""``ensemble create|list|show|predict|promote|history|delete``: stacking ensembles through the stacking tool.
+
+Ensembles are named by reference: NAME (its production version, else its highest), NAME@production,
+NAME@staging, NAME@latest, NAME@3 or a version's run id. ``create --new-version`` adds version N+1 of a
+taken name; ``--base`` takes model references (NAME, NAME@production, NAME@1.2.0, a run id)."""
 
 from __future__ import annotations
 
@@ -59,13 +63,13 @@ def ensemble() -> None:
 
 def announce_training(app: AppContext, bases: list[str]) -> None:
     """Say on stderr, before any work, which base models will be trained first and about how long."""
-    from models.ensembles.base_models import fetch_configs
+    from models.ensembles.base_models import base_documents
     from models.ensembles.plan import plan_summary, retrain_plan
     from models.errors import ServiceError
     from models.training.estimate import slow_warning
 
-    try:
-        configs = fetch_configs(app.db, bases)
+    try:  # a base pinned by reference is loaded, never trained
+        configs = [c for c in base_documents(app.db, bases) if not c.get("pinned")]
     except ServiceError:  # unknown names and the like: create_ensemble reports them properly
         return
     plan = retrain_plan(app.db, configs)
@@ -79,7 +83,14 @@ def announce_training(app: AppContext, bases: list[str]) -> None:
 
 @ensemble.command("create")
 @click.argument("name")
-@click.option("--base", "bases", multiple=True, help="A base config (repeat for each; at least two).")
+@click.option(
+    "--base",
+    "bases",
+    multiple=True,
+    help="A base model (repeat for each; at least two): a config NAME (its production run if one is "
+    "promoted, else its current run), NAME@production, NAME@staging, NAME@latest, NAME@1.2.0 or a run id; "
+    "the run used is pinned by run id.",
+)
 @click.option(
     "--meta-model",
     "--meta",
@@ -97,6 +108,12 @@ def announce_training(app: AppContext, bases: list[str]) -> None:
     help="Which base-model output the meta-model sees.",
 )
 @click.option("--description", default="", help="A note stored with the ensemble.")
+@click.option(
+    "--new-version",
+    is_flag=True,
+    help="If NAME exists, store this as its next version (older versions stay loadable); without it a "
+    "taken name is refused.",
+)
 @json_option
 @pass_app
 def create(
@@ -107,19 +124,32 @@ def create(
     passthrough: bool,
     stack_method: str,
     description: str,
+    new_version: bool,
     as_json: bool,
 ) -> None:
-    """Create ensemble NAME from --base configs; prints where each base model came from.
+    """Create ensemble NAME from --base models; prints where each base model came from.
 
     With DASK_SCHEDULER_ADDRESS set the creation is a job on the cluster, like the web's: a worker
     builds it with its own settings and writes it through the deployment's shared store (GridFS), so
     every machine can use it."""
     check_meta_model(meta_model)
+    if not new_version:  # a taken name fails before any work (and says how to add a version)
+        from models.store.ensembles import EnsembleStore
+
+        EnsembleStore(app.db).refuse_taken(name)
     announce_training(app, list(bases))
     with ProgressLines(app.settings.progress_interval_seconds) as lines:
         if app.settings.dask_scheduler_address:
             record = _create_on_cluster(
-                app, name, list(bases), meta_model, passthrough, stack_method, description, lines.reporter()
+                app,
+                name,
+                list(bases),
+                meta_model,
+                passthrough,
+                stack_method,
+                description,
+                lines.reporter(),
+                new_version,
             )
         else:
             record = _tool(app).create_ensemble(
@@ -130,7 +160,9 @@ def create(
                 stack_method=stack_method,
                 progress=lines.reporter(),
                 description=description,
+                new_version=new_version,
             )
+    info(f"{record['name']}: version {record.get('version')} (run {record['run_id']})")
     if record.get("meta_model_default"):  # none was asked for: say which default, and why
         info(f"meta-model: {record['meta_model_default']}")
     if as_json:
@@ -142,7 +174,8 @@ def create(
             for b in record["base_models"]
         ),
         ["base model", "run id", "source", "reason", "time", "held-out"],
-        title=f"ensemble {record['name']} ({record['meta_model']}, run {record['run_id']})",
+        title=f"ensemble {record['name']} version {record.get('version')} ({record['meta_model']}, "
+        f"run {record['run_id']})",
     )
     stdout.print(
         f"ensemble {_metric(record['metrics'])} on {record['n_test']} held-out rows; "
@@ -175,6 +208,7 @@ def _create_on_cluster(
     stack_method: str,
     description: str,
     progress: Any,
+    new_version: bool = False,
 ) -> dict[str, Any]:
     from models.ensembles.build import get_ensemble
     from models.ensembles.service import submit_ensemble
@@ -188,6 +222,7 @@ def _create_on_cluster(
         "passthrough": passthrough,
         "stack_method": stack_method,
         "description": description,
+        "new_version": new_version,
     }
     try:
         job, created = submit_ensemble(app.db, body, requested_by="cli")
@@ -195,7 +230,14 @@ def _create_on_cluster(
         follow(app.db, job, joined=not created, progress=progress)
     finally:
         shutdown_default_runner()
-    return get_ensemble(app.db, name)
+    run_id = ((job_result(app, job["_id"]) or {}).get("run_id")) if job else None
+    return get_ensemble(app.db, run_id or f"{name}@latest")
+
+
+def job_result(app: AppContext, job_id: Any) -> dict[str, Any] | None:
+    from models import jobs
+
+    return (jobs.get_job(app.db, job_id) or {}).get("result")
 
 
 @ensemble.command("list")
@@ -211,6 +253,8 @@ def list_(app: AppContext, as_json: bool) -> None:
         (
             (
                 d["name"],
+                str(d.get("version") or 1),
+                d.get("stage") or "none",
                 d["task"],
                 d["meta_model"],
                 ", ".join(d["base_names"]),
@@ -219,7 +263,7 @@ def list_(app: AppContext, as_json: bool) -> None:
             )
             for d in docs
         ),
-        ["name", "task", "meta-model", "base models", "held-out", "created"],
+        ["name", "version", "stage", "task", "meta-model", "base models", "held-out", "created"],
     )
 
 
@@ -228,14 +272,16 @@ def list_(app: AppContext, as_json: bool) -> None:
 @json_option
 @pass_app
 def show(app: AppContext, name: str, as_json: bool) -> None:
-    """Show one ensemble: options, metrics, and each base model's source, reason and time."""
+    """Show one ensemble version (NAME is a reference): options, metrics, and each base model's source,
+    reason and time."""
     doc = _tool(app).get_ensemble(name)
     if as_json:
         emit_json(doc)
         return
     opts = doc["options"]
     stdout.print(
-        f"[bold]{doc['name']}[/] run {doc['run_id']}: {doc['task']} on {doc['target']!r}, meta-model "
+        f"[bold]{doc['name']}[/] version {doc.get('version') or 1} ({doc.get('stage') or 'none'}) "
+        f"run {doc['run_id']}: {doc['task']} on {doc['target']!r}, meta-model "
         f"{doc['meta_model']}, stack method {opts['stack_method_used']}, passthrough {opts['passthrough']}"
     )
     emit_table(
@@ -268,13 +314,84 @@ def show(app: AppContext, name: str, as_json: bool) -> None:
 @json_option
 @pass_app
 def predict(app: AppContext, name: str, csv_path: Path, out_path: Path | None, as_json: bool) -> None:
-    """Predict the rows of --csv with ensemble NAME."""
+    """Predict the rows of --csv with ensemble NAME (a reference: NAME serves its production version, else
+    its highest; NAME@production, NAME@staging, NAME@latest, NAME@3 or a run id pick a version). The run
+    id and version that answered are printed (stderr; in the JSON answer with --json)."""
     from cli.csvio import read_csv_arg, write_predictions
+    from models.store.references import SERVED_WORDS
 
     frame = read_csv_arg(csv_path)
     model = _tool(app).load_ensemble(name)
+    served = model.served
+    info(f"{model.name}: run {served['run_id']} (version {served['version']}, {SERVED_WORDS[served['served']]})")
     write_predictions(
-        frame, model.predict_table(frame), out_path, as_json, meta={"ensemble": name, "run_id": model.run_id}
+        frame, model.predict_table(frame), out_path, as_json, meta={"ensemble": model.name, **served}
+    )
+
+
+@ensemble.command("promote")
+@click.argument("ref", metavar="NAME[@VERSION]")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    type=click.Choice(["production", "staging", "archived", "none"]),
+    help="The new stage.",
+)
+@click.option(
+    "--demote-to",
+    default="staging",
+    show_default=True,
+    type=click.Choice(["staging", "archived"]),
+    help="Where the current production version goes when another is promoted (as models promote).",
+)
+@click.option("--by", default="cli", show_default=True, help="Who made the change (recorded in the history).")
+@click.option("--reason", help="Why (recorded in the history).")
+@json_option
+@pass_app
+def promote(
+    app: AppContext, ref: str, to: str, demote_to: str, by: str, reason: str | None, as_json: bool
+) -> None:
+    """Move an ensemble version to another stage; NAME alone is its highest version. One version per name
+    is in production: promoting one demotes the previous one."""
+    result = _tool(app).promote_ensemble(ref, to, by=by, reason=reason, demote_to=demote_to)
+    if as_json:
+        emit_json({k: v for k, v in result.items() if k != "ensemble"})
+        return
+    info(
+        f"ensemble {result['name']} version {result['version']} (run {result['run_id']}): {result['from']} -> {to}"
+    )
+    if result["demoted"]:
+        d = result["demoted"]
+        info(f"ensemble {result['name']} version {d['version']} (run {d['run_id']}): production -> {d['to']}")
+
+
+@ensemble.command("history")
+@click.argument("name")
+@json_option
+@pass_app
+def history(app: AppContext, name: str, as_json: bool) -> None:
+    """Every version of ensemble NAME: stage, created, base runs (name@version, run id) and metrics."""
+    from models.jsonable import to_json
+
+    result = _tool(app).ensemble_history(name)
+    if as_json:
+        emit_json(to_json(result))
+        return
+    emit_table(
+        (
+            (
+                str(v["version"]),
+                v["stage"],
+                v["created_at"].strftime("%Y-%m-%d %H:%M:%S") if v.get("created_at") else "",
+                v["run_id"],
+                "; ".join(f"{b['name']}@{b['version']} ({b['run_id']})" for b in v["bases"]),
+                _metric(v["metrics"]),
+            )
+            for v in result["versions"]
+        ),
+        ["version", "stage", "created", "run id", "base models", "held-out"],
+        title=f"ensemble {result['name']}: {name!r} serves version {result['serves']['version']}",
     )
 
 
@@ -284,13 +401,15 @@ def predict(app: AppContext, name: str, csv_path: Path, out_path: Path | None, a
 @json_option
 @pass_app
 def delete(app: AppContext, name: str, yes: bool, as_json: bool) -> None:
-    """Delete ensemble NAME and its files (base runs are kept)."""
+    """Delete ensemble NAME (every version) and its files, or one version (NAME@3, a run id); base runs are
+    kept."""
     tool = _tool(app)
     tool.get_ensemble(name)  # unknown names fail before the question
     if not yes:
         click.confirm(f"Delete ensemble {name!r}?", abort=True, err=True)
     doc = tool.delete_ensemble(name)
     if as_json:
-        emit_json({"deleted": doc["name"], "run_id": doc["run_id"]})
+        emit_json({"deleted": doc["name"], "run_id": doc["run_id"], "versions": doc["deleted_versions"]})
     else:
-        info(f"deleted ensemble {doc['name']} (run {doc['run_id']})")
+        versions = ", ".join(map(str, doc["deleted_versions"]))
+        info(f"deleted ensemble {doc['name']} (version {versions}; run {doc['run_id']})")

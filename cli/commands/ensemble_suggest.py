@@ -108,6 +108,8 @@ def suggest(
 def print_suggestion(record: dict[str, Any]) -> None:
     sel = record["selection"]
     honest, holdout = sel["honest"], sel.get("holdout") or {}
+    if sel.get("kept"):
+        stdout.print(sel["kept"], highlight=False, markup=False)
     weights = record.get("weights") or [None] * len(record["base_names"])
     emit_table(
         ((n, "" if w is None else f"{w:.3f}") for n, w in zip(record["base_names"], weights)),

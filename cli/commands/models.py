@@ -1,4 +1,5 @@
-"""``models ...``: the model registry (search, show, best, compare, lifecycle, delete, export/import).
+"""``models ...``: the model registry (search, show, best, compare, lifecycle, delete, export/import, deploy and
+MLflow exports).
 
 Every command is a thin layer over :mod:`models.registry`; ``--json`` prints
 only JSON on stdout. Bad input exits 2 with one line on stderr.
@@ -463,8 +464,8 @@ def deploy_export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
     """Write a single joblib file that plain scikit-learn loads, plus a metadata JSON.
 
     REF is a model reference (NAME serves its production run, else its latest training; NAME@production,
-    NAME@1.2.0, a run id): a Pipeline (select features -> preprocessing -> model). Or an ensemble's name or
-    run id: a fitted StackingClassifier/StackingRegressor (VotingClassifier/VotingRegressor for a weighted
+    NAME@1.2.0, a run id): a Pipeline (select features -> preprocessing -> model). Or an ensemble reference
+    (NAME: its production version, else its highest; NAME@3, NAME@production, a version's run id): a fitted StackingClassifier/StackingRegressor (VotingClassifier/VotingRegressor for a weighted
     ensemble) over the base runs' pipelines, with the ensemble's own meta-model; nothing is refitted."""
     from models import registry
 
@@ -473,3 +474,34 @@ def deploy_export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
         emit_json(result)
         return
     info(f"wrote {result['pipeline_path']} and {result['metadata_path']}")
+
+
+@models_group.command("export-mlflow")
+@click.argument("ref")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The MLflow model folder to write (new or empty).",
+)
+@json_option
+@pass_app
+def export_mlflow(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
+    """Write an MLflow model folder (MLmodel, model.pkl, requirements.txt, python_env.yaml, conda.yaml)
+    that mlflow.pyfunc.load_model and `mlflow models serve` take; MLflow need not be installed here.
+
+    REF resolves as for deploy-export: a model reference (NAME serves its production run, else its latest
+    training; NAME@production, NAME@staging, NAME@latest, NAME@1.2.0, a run id) or an ensemble reference
+    (NAME, NAME@3, NAME@production, a version's run id). model.pkl is the very estimator deploy-export writes. An --out folder that exists and is not
+    empty is refused; nothing is half-written."""
+    from models import registry
+
+    result = registry.export_mlflow(app.db, ref, out)
+    if as_json:
+        emit_json(result)
+        return
+    what = f"ensemble {result['ensemble']}" if result.get("ensemble") else f"{result['name']} {result['version']}"
+    info(
+        f"wrote MLflow model {result['path']} ({result['kind']}, {', '.join(result['files'])}): {what}, "
+        f"run {result['run_id']} (served: {result['served']})"
+    )

@@ -4,10 +4,11 @@ Holds: ``base`` (``ArtifactStore``: the small interface every backend implements
 ``ArtifactInfo``, ``artifact_name``, the writers), ``local`` (``LocalArtifactStore``: one folder,
 ``ARTIFACT_DIR``), ``gridfs`` (``GridFSArtifactStore`` and its content-addressed ``DiskCache``),
 ``routing`` (``RoutingStore``, ``get_store``: the configured store, reading wherever a path
-points), ``atomic`` (temp file, fsync, ``os.replace``), ``signing`` (``Signer``, ``get_signer``: the
+points), ``atomic`` (temp file, fsync, ``os.replace``), ``blocks`` (per-block digests: BLAKE3 in artifact
+format 2, SHA-256 in format 1), ``signing`` (``Signer``, ``get_signer``: the
 Ed25519 key MongoDB never holds; every written artifact is signed), ``verified`` (``read_verified``,
 ``fetch_pickle``, ``VerifiedReader``: no byte is read before the signature verified, and none reaches
-the unpickler before its block's SHA-256 matched), ``cache`` (``ModelCache``: the in-process LRU), ``predictor`` (``TrainedModel``: a
+the unpickler before its block's digest matched), ``cache`` (``ModelCache``: the in-process LRU), ``predictor`` (``TrainedModel``: a
 loaded model that predicts on a DataFrame), ``loading`` (``load_model``: a run's files ->
 ``TrainedModel``, through the cache), ``maintenance`` (verify, repair, orphans), ``lease``
 (``ArtifactLease``: files written but not yet committed, protected from gc by the server's clock),

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from models.artifacts import blocks
+from models.artifacts.blocks import CHUNK_SIZE
+
 TMP_PREFIX = ".tmp-"
 
 
@@ -31,24 +34,22 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-CHUNK_SIZE = 256 * 1024  # small blocks: the verified reader holds only a few of them (bench/bench_cold_load.py)
-
-
 class _HashingWriter:
     """A file wrapper that hashes what passes through it, so no second read is needed.
 
-    Besides the SHA-256 of the whole file it keeps the SHA-256 of every
-    ``chunk_size`` block, which lets a reader verify and consume a large file
-    block by block (see ``models.artifacts.VerifiedReader``).
+    Besides the SHA-256 of the whole file it keeps a digest of every ``chunk_size`` block (BLAKE3: artifact
+    format 2, :mod:`models.artifacts.blocks`), which lets a reader verify and consume a large file block by
+    block (see ``models.artifacts.verified.VerifiedReader``).
     """
 
-    def __init__(self, fh: IO[bytes], chunk_size: int = CHUNK_SIZE) -> None:
+    def __init__(self, fh: IO[bytes], chunk_size: int = CHUNK_SIZE, block_hash: str = blocks.BLOCK_HASH) -> None:
         self.fh = fh
         self.sha = hashlib.sha256()
         self.size = 0
         self.chunk_size = chunk_size
+        self.block_hash = block_hash
         self.chunks: list[str] = []
-        self._chunk = hashlib.sha256()
+        self._chunk = blocks.new_hasher(block_hash)
         self._in_chunk = 0
 
     def write(self, data: bytes) -> int:
@@ -67,7 +68,7 @@ class _HashingWriter:
 
     def _close_chunk(self) -> None:
         self.chunks.append(self._chunk.hexdigest())
-        self._chunk = hashlib.sha256()
+        self._chunk = blocks.new_hasher(self.block_hash)
         self._in_chunk = 0
 
     def finish(self) -> list[str]:
@@ -87,7 +88,8 @@ class WriteResult:
     sha256: str
     size: int
     chunk_size: int
-    chunk_sha256: list[str]
+    block_digests: list[str]
+    block_hash: str = blocks.BLOCK_HASH
 
 
 def atomic_write(path: Path, writer: Callable[[IO[bytes]], None], chunk_size: int = CHUNK_SIZE) -> WriteResult:
@@ -110,7 +112,7 @@ def atomic_write(path: Path, writer: Callable[[IO[bytes]], None], chunk_size: in
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-    return WriteResult(hw.sha.hexdigest(), hw.size, chunk_size, hw.finish())
+    return WriteResult(hw.sha.hexdigest(), hw.size, chunk_size, hw.finish(), hw.block_hash)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> WriteResult:

@@ -13,6 +13,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from models.artifacts import blocks
+
 log = logging.getLogger(__name__)
 
 
@@ -33,36 +35,41 @@ SUFFIXES = {
 class ArtifactInfo:
     """One written artifact: its stored (relative, ``/``-separated) path, checksums and size.
 
-    ``chunk_sha256`` holds the SHA-256 of each ``chunk_size`` block, so a large
-    pickle can be verified block by block while it loads (:class:`VerifiedReader`).
+    ``block_digests`` holds a digest of each ``chunk_size`` block, so a large pickle can be verified block
+    by block while it loads (:class:`VerifiedReader`); ``block_hash`` says which hash (``blake3`` for
+    artifact format 2, ``sha256`` for format 1: :mod:`models.artifacts.blocks`).
     """
 
     path: str
     sha256: str
     size: int
     chunk_size: int | None = None
-    chunk_sha256: tuple[str, ...] | None = None
+    block_digests: tuple[str, ...] | None = None
     signature: str | None = None  # models/artifacts/signing.py: over the name, SHA-256, size and blocks
+    block_hash: str = blocks.BLOCK_HASH
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "sha256": self.sha256, "size": self.size}
-        if self.chunk_sha256 is not None:
+        if self.block_digests is not None:
             out["chunk_size"] = self.chunk_size
-            out["chunk_sha256"] = list(self.chunk_sha256)
+            out[blocks.FIELDS[self.block_hash]] = list(self.block_digests)
+            if self.block_hash == "blake3":
+                out["format"] = blocks.FORMAT
         if self.signature:
             out["signature"] = self.signature
         return out
 
     @classmethod
     def from_ref(cls, ref: dict[str, Any]) -> ArtifactInfo:
-        chunks = ref.get("chunk_sha256")
+        found = blocks.block_digests(ref)
         return cls(
             path=ref.get("path") or "",
             sha256=ref.get("sha256") or "",
             size=ref.get("size") or 0,
             chunk_size=ref.get("chunk_size"),
-            chunk_sha256=tuple(chunks) if chunks else None,
+            block_digests=tuple(found[1]) if found else None,
             signature=ref.get("signature"),
+            block_hash=found[0] if found else blocks.BLOCK_HASH,
         )
 
 

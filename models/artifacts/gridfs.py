@@ -172,7 +172,14 @@ class GridFSArtifactStore(ArtifactStore):
             ) from exc
         if self.cache is not None:
             self.cache.put(sha, data)
-        return ArtifactInfo(self.stored_path(name), sha, len(data), self.chunk_size, tuple(chunks))
+        return ArtifactInfo(
+            self.stored_path(name),
+            sha,
+            len(data),
+            self.chunk_size,
+            block_digests=tuple(chunks),
+            block_hash=hw.block_hash,
+        )
 
     def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
         name = self.name_of(stored_path)

@@ -71,7 +71,13 @@ def artifact_refs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if entry.get("path") == doc[field]:
             # a checksum that differs from the signed entry's keeps the signature, so it fails as
             # signature_invalid (the checksums were changed) rather than passing for an unsigned file
-            ref.update({k: entry[k] for k in ("size", "chunk_size", "chunk_sha256", "signature") if k in entry})
+            ref.update(
+                {
+                    k: entry[k]
+                    for k in ("size", "chunk_size", "chunk_sha256", "chunk_blake3", "format", "signature")
+                    if k in entry
+                }
+            )
         refs[kind] = ref
     return refs
 

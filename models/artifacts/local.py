@@ -81,7 +81,14 @@ class LocalArtifactStore(ArtifactStore):
                 reason="write_error",
                 path=name,
             ) from exc
-        return ArtifactInfo(self.stored_path(name), res.sha256, res.size, res.chunk_size, tuple(res.chunk_sha256))
+        return ArtifactInfo(
+            self.stored_path(name),
+            res.sha256,
+            res.size,
+            res.chunk_size,
+            block_digests=tuple(res.block_digests),
+            block_hash=res.block_hash,
+        )
 
     def read_bytes(self, stored_path: str, sha256: str | None = None) -> bytes:
         with self.open_stream(stored_path, sha256) as fh:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.artifacts import blocks
 from models.artifacts.atomic import TMP_PREFIX
 from models.artifacts.base import ArtifactStore
 from models.artifacts.cache import get_model_cache
@@ -247,28 +248,41 @@ def _bytes_match(data: bytes, ref: dict[str, Any]) -> str | None:
         return "checksum mismatch"
     if ref.get("size") is not None and ref["size"] != len(data):
         return f"size is {len(data)} bytes, the document says {ref['size']}"
-    chunks, size = ref.get("chunk_sha256"), ref.get("chunk_size")
-    if chunks:
-        if not isinstance(size, int) or size <= 0:
-            return "per-block checksums without a block size"
-        actual = [hashlib.sha256(data[i : i + size]).hexdigest() for i in range(0, len(data), size)]
-        if actual != list(chunks):
-            return "per-block checksums do not match"
-    return None
+    return blocks.check_blocks(data, ref)
+
+
+def _new_digests(store: ArtifactStore, ref: dict[str, Any]) -> str | list[str] | None:
+    """The file's format-2 block digests if its bytes match the ref; else why not (None: no checksum)."""
+    if not ref.get("sha256"):
+        return None
+    try:
+        data = store.read_bytes(ref["path"])
+    except ArtifactError as exc:
+        return exc.message
+    return _bytes_match(data, ref) or blocks.digests_of(data)
 
 
 def sign_unsigned(database: Database, *, dry_run: bool = False) -> dict[str, Any]:
-    """Sign every artifact ref (runs, ensembles, configs) that has no signature yet, after re-verifying its
-    file against the recorded checksums. Refs whose signature is invalid are reported, never re-signed.
+    """Sign every artifact ref (runs, ensembles, configs) that has no signature yet, and bring refs of artifact
+    format 1 (SHA-256 blocks) to format 2 (BLAKE3 blocks, :mod:`models.artifacts.blocks`), after re-verifying
+    each file against its recorded checksums. Refs whose signature is invalid are reported, never re-signed.
 
-    Returns ``{"signed": [...], "already_signed": n, "failed": [{"document", "kind", "path", "reason"}],
-    "invalid": [...], "dry_run"}``. The database is trusted for this one step: run it once, when
-    upgrading an installation whose artifacts predate signing.
+    Returns ``{"signed": [...], "upgraded": [...], "already_signed": n, "failed": [{"document", "kind",
+    "path", "reason"}], "invalid": [...], "dry_run"}``. For unsigned refs the database is trusted for this
+    one step: run it once, when upgrading an installation whose artifacts predate signing. A signed
+    format-1 ref is converted only because its signature verifies and its bytes match what it signed.
     """
     store = get_store(database.settings)
     signer = store.signer
-    report: dict[str, Any] = {"signed": [], "already_signed": 0, "failed": [], "invalid": [], "dry_run": dry_run}
-    verified: dict[tuple[str, str], str | None] = {}  # (path, sha256) -> problem, so shared files are read once
+    report: dict[str, Any] = {
+        "signed": [],
+        "upgraded": [],
+        "already_signed": 0,
+        "failed": [],
+        "invalid": [],
+        "dry_run": dry_run,
+    }
+    verified: dict[tuple[str, str], str | list[str] | None] = {}  # (path, sha256) -> problem or new digests
     for collection in ("runs", "ensembles", "configs"):
         col = getattr(database, collection)
         for doc in col.find({}, {"artifacts": 1, "name": 1, "run_id": 1}):
@@ -279,7 +293,8 @@ def sign_unsigned(database: Database, *, dry_run: bool = False) -> dict[str, Any
                     continue
                 state = signer.artifact_state(ref)
                 where = {"document": label, "kind": kind, "path": ref["path"]}
-                if state == "signed":
+                old_format = blocks.artifact_format(ref) == 1
+                if state == "signed" and not old_format:
                     report["already_signed"] += 1
                     continue
                 if state == "invalid":
@@ -287,29 +302,30 @@ def sign_unsigned(database: Database, *, dry_run: bool = False) -> dict[str, Any
                     continue
                 key = (ref["path"], str(ref.get("sha256")))
                 if key not in verified:
-                    try:
-                        verified[key] = (
-                            _bytes_match(store.read_bytes(ref["path"]), ref)
-                            if ref.get("sha256")
-                            else "no checksum recorded"
-                        )
-                    except ArtifactError as exc:
-                        verified[key] = exc.message
-                if verified[key] is not None:
-                    report["failed"].append({**where, "reason": verified[key]})
+                    verified[key] = _new_digests(store, ref)
+                outcome = verified[key]
+                if not isinstance(outcome, list):
+                    report["failed"].append({**where, "reason": outcome or "no checksum recorded"})
                     continue
-                updates[f"artifacts.{kind}.signature"] = signer.sign_ref(ref)
-                report["signed"].append(where)
+                new_ref = {k: v for k, v in ref.items() if k not in ("chunk_sha256", "signature")}
+                if outcome:  # files of one block or more; an empty list only for files too small to matter
+                    new_ref.update(chunk_size=blocks.CHUNK_SIZE, chunk_blake3=outcome, format=blocks.FORMAT)
+                new_ref["signature"] = signer.sign_ref(new_ref)
+                updates[f"artifacts.{kind}"] = new_ref
+                report["upgraded" if state == "signed" else "signed"].append(where)
             if updates and not dry_run:
                 # only if the refs are still the ones verified (a training may have moved the config on)
-                guard = {
-                    f"artifacts.{k.split('.')[1]}.sha256": doc["artifacts"][k.split(".")[1]].get("sha256")
-                    for k in updates
-                }
+                guard = {}
+                for field in updates:
+                    old = doc["artifacts"][field.split(".")[1]]
+                    guard[f"{field}.sha256"] = old.get("sha256")
+                    guard[f"{field}.signature"] = old.get("signature")
                 if not col.update_one({"_id": doc["_id"], **guard}, {"$set": updates}).matched_count:
                     report["failed"].append(
                         {"document": label, "kind": "*", "path": "", "reason": "changed meanwhile; run again"}
                     )
+    if report["upgraded"] and not dry_run:
+        log.info("converted %d artifact refs to artifact format %d", len(report["upgraded"]), blocks.FORMAT)
     if report["signed"] and not dry_run:
         log.info("signed %d artifact refs", len(report["signed"]))
     return report

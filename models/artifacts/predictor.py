@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.pipeline import Pipeline
 
 from models.errors import ValidationError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def _overflows(value: object) -> bool:
@@ -113,9 +115,16 @@ NATIVE_MISSING_CLASSES = ("HistGradientBoosting", "XGB", "LGBM")
 
 def _imputes(scaler: Any) -> bool:
     """Whether a run's preprocessing step fills blanks (a ``SimpleImputer`` or a column transformer)."""
-    if isinstance(scaler, ColumnTransformer):
+    if _is_instance(scaler, "sklearn.compose", "ColumnTransformer"):
         return True
-    return isinstance(scaler, Pipeline) and "impute" in scaler.named_steps
+    return _is_instance(scaler, "sklearn.pipeline", "Pipeline") and "impute" in scaler.named_steps
+
+
+def _is_instance(obj: Any, module: str, name: str) -> bool:
+    """``isinstance(obj, module.name)`` without importing ``module``: if it is not loaded, no object of its
+    classes exists (keeps scikit-learn's compose and pipeline out of processes that never unpickle a run)."""
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(obj, getattr(loaded, name))
 
 
 def typed_rows(frame: pd.DataFrame | dict | list, features: list[str], types: dict[str, str]) -> pd.DataFrame:
@@ -232,6 +241,9 @@ class TrainedModel:
         """A plain scikit-learn Pipeline (select features -> scaler -> model) for deployment. With other than
         numeric columns the run's column transformer selects them by name itself: raw rows with strings and
         blanks go in as a DataFrame."""
+        from sklearn.compose import ColumnTransformer
+        from sklearn.pipeline import Pipeline
+
         if self.feature_types and any(k != "numeric" for k in self.feature_types.values()):
             return Pipeline([("scaler", self.scaler), ("model", self.model)])
         select = ColumnTransformer(

@@ -88,15 +88,22 @@ def file_name(stored_path: str) -> str:
 
 
 def artifact_message(ref: dict[str, Any]) -> bytes:
-    """What an artifact's signature covers: name, SHA-256, size and per-block checksums."""
+    """What an artifact's signature covers: name, SHA-256, size and per-block digests.
+
+    Format-1 refs (``chunk_sha256``) give the very message they were signed with before format 2 existed;
+    format-2 refs add ``chunk_blake3`` and ``format``, so neither can be passed off as the other.
+    """
     chunks = ref.get("chunk_sha256")
     body = {
         "name": file_name(ref.get("path") or ""),
         "sha256": ref.get("sha256") or "",
         "size": ref.get("size"),
-        "chunk_size": ref.get("chunk_size") if chunks else None,
+        "chunk_size": ref.get("chunk_size") if chunks or ref.get("chunk_blake3") else None,
         "chunk_sha256": list(chunks) if chunks else None,
     }
+    if ref.get("chunk_blake3") or ref.get("format") is not None:
+        body["chunk_blake3"] = list(ref.get("chunk_blake3") or [])
+        body["format"] = ref.get("format")
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -173,10 +180,11 @@ class Signer:
             return "unsigned"
         return "signed" if self.signer_of(ARTIFACT_CONTEXT, artifact_message(ref), signature) else "invalid"
 
-    def check_ref(self, ref: dict[str, Any]) -> None:
-        """Refuse an artifact whose signature does not verify (before any byte of it is read)."""
+    def check_ref(self, ref: dict[str, Any], state: str | None = None) -> None:
+        """Refuse an artifact whose signature does not verify (before any byte of it is read); ``state`` is
+        :meth:`artifact_state` of this very ref when the caller has it already."""
         path = ref.get("path") or ""
-        state = self.artifact_state(ref)
+        state = state or self.artifact_state(ref)
         if state == "signed":
             return
         if state == "invalid":

@@ -23,8 +23,6 @@ import json
 import logging
 import os
 import pickle
-import queue
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from typing import IO, Any
 import joblib
 import numpy as np
 
+from models.artifacts import blocks
 from models.artifacts.base import ArtifactInfo, ArtifactStore
 from models.errors import ArtifactError
 
@@ -55,9 +54,10 @@ def check_signature(store: ArtifactStore, ref: Ref) -> None:
     """
     if store.signer is None or not ref.get("path"):
         return
-    if store.signer.artifact_state(ref) != "signed":
+    state = store.signer.artifact_state(ref)
+    if state != "signed":
         _name_a_plainer_problem_first(store, ref)
-    store.signer.check_ref(ref)
+    store.signer.check_ref(ref, state)
 
 
 def _name_a_plainer_problem_first(store: ArtifactStore, ref: Ref) -> None:
@@ -230,143 +230,98 @@ def _mismatch(path: str, what: str) -> ArtifactError:
 
 
 class VerifiedReader(io.RawIOBase):
-    """A forward-only file object that hands out only bytes whose block has passed SHA-256.
+    """A forward-only file object that hands out only bytes whose block digest matched.
 
-    Blocks are read in order into a few private buffers and hashed there; a
-    block is handed to the unpickler only after its hash matched the checksum
-    recorded in MongoDB, and the bytes served are the very bytes hashed, so
-    changing the file meanwhile achieves nothing. Block 0 is checked before
-    the reader is returned: a replaced or early-corrupted file never reaches
-    the unpickler.
+    Per-block digests are BLAKE3 (artifact format 2) or SHA-256 (format 1): :mod:`models.artifacts.blocks`.
+    The file is read once, in order, in the reading thread:
 
-    Verification runs alongside unpickling: a helper thread reads and hashes
-    up to ``LOOKAHEAD`` blocks ahead (file reads and hashlib release the GIL),
-    and when the unpickler needs a block nobody has started yet it verifies
-    that block itself instead of waiting (under the GIL a helper thread that
-    needs the lock back after every block falls behind a busy unpickler; a
-    loaded machine may not give it a core at all). Memory stays bounded: at
-    most ``LOOKAHEAD + 2`` block buffers, reused; ``readinto`` copies each byte
-    once, from a verified block straight into the unpickler's own buffer
-    (numpy arrays in a protocol-5 pickle are filled that way, with no further copy).
+    - a request that covers whole blocks (a numpy array's bytes, say) has them read straight into the
+      caller's buffer and checks each one's digest there before returning: those bytes are copied once,
+      as ``pickle.load`` from a plain file copies them;
+    - any other block is read into the reader's one private buffer, checked, and served from it.
+
+    Either way no byte is returned before its whole block verified, and the bytes returned are the very
+    bytes hashed, so changing the file during the load achieves nothing; a block that fails is zeroed in
+    the caller's buffer and the read raises ``checksum_mismatch``. Block 0 is checked before the reader is
+    returned: a replaced or early-corrupted file never reaches the unpickler. Memory: one block.
+
+    (An earlier reader verified blocks on a helper thread ahead of the unpickler; with BLAKE3 the hashing
+    costs less than handing blocks between threads under the GIL did: bench/bench_cold_load.py.)
     """
-
-    LOOKAHEAD = 4  # blocks the helper may verify ahead of the one being served
 
     def __init__(self, source: bytes | IO[bytes], info: ArtifactInfo) -> None:
         super().__init__()
-        if not info.chunk_size or not info.chunk_sha256:
-            raise ValueError("VerifiedReader needs per-chunk checksums")
+        if not info.chunk_size or not info.block_digests:
+            raise ValueError("VerifiedReader needs per-block checksums")
         self._src = io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
         self._info = info
         self._size = info.size
+        self._chunk = info.chunk_size
         self._blocks = -(-info.size // info.chunk_size)
-        self._index = 0  # the block being served
-        self._block = memoryview(b"")
+        self._digests = [bytes.fromhex(d) for d in info.block_digests]
+        self._buf = bytearray(min(self._chunk, max(info.size, 1)))
+        self._block = memoryview(b"")  # the verified block being served from the private buffer
         self._off = 0  # position in that block
-        self._pos = 0  # position in the file
-        self._claimed = 0  # blocks before this one are being or have been read and hashed
-        self._done: dict[int, memoryview | str] = {}  # verified blocks (or why one failed), not yet served
-        self._failed = False
-        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
-        self._io = threading.Lock()  # reads from the source happen in block order
-        self._cond = threading.Condition()  # guards _claimed, _done, _index, _failed
-        self._stop = False
+        self._pos = 0  # position in the file (bytes handed out)
+        self._next = 0  # the next block to read from the source
+        self._failed: str | None = None
+        self.buffered_bytes = 0  # bytes served from the private buffer (the rest went straight to the caller)
         actual_size = _stream_size(self._src)
-        if actual_size != info.size or len(info.chunk_sha256) != self._blocks or not info.size:
+        if actual_size != info.size or len(self._digests) != self._blocks or not info.size:
             self._src.close()
             raise _mismatch(info.path, f"size is {actual_size} bytes, expected {info.size}")
-        self._verify_next(0)
-        first = self._done.pop(0)
-        if isinstance(first, str):
-            self._src.close()
-            raise _mismatch(info.path, first)
-        self._block = first
-        if self._blocks > 1:
-            threading.Thread(target=self._help, name="artifact-verify", daemon=True).start()
-
-    def _buffer(self) -> bytearray:
         try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            return bytearray(self._info.chunk_size or 0)
+            self._fill()
+        except ArtifactError:
+            self._src.close()
+            raise
 
-    def _verify_next(self, limit: int) -> bool:
-        """Claim the next unclaimed block if its index is <= ``limit``, read it, hash it and record the
-        outcome. False when there was nothing to claim."""
-        with self._io:
-            with self._cond:
-                index = self._claimed
-                if index >= self._blocks or index > limit or self._failed or self._stop:
-                    return False
-                self._claimed += 1
-            size = self._info.chunk_size or 0
-            start, end = index * size, min((index + 1) * size, self._size)
-            view = memoryview(self._buffer())[: end - start]
-            got, problem = 0, None
-            try:
-                while got < len(view):
-                    n = self._src.readinto(view[got:])
-                    if not n:
-                        break
-                    got += n
-                if got != len(view):
-                    problem = f"block {index} (bytes {start}-{end}) ended early"
-                elif index == self._blocks - 1:
-                    if self._src.read(1):
-                        problem = "the file grew while it was read"
-                    self._src.close()
-            except Exception as exc:  # an I/O error: whoever waits for this block must not hang
-                problem = f"read error: {exc}"
-        if problem is None:
-            actual = hashlib.sha256(view).hexdigest()
-            if actual != self._info.chunk_sha256[index]:  # type: ignore[index]
-                problem = f"block {index} (bytes {start}-{end}) has SHA-256 {actual[:12]}..."
-        with self._cond:
-            self._done[index] = view if problem is None else problem
-            self._failed = self._failed or problem is not None
-            self._cond.notify_all()
-        return True
-
-    def _help(self) -> None:
-        """The helper thread: verify blocks ahead of the unpickler, up to ``LOOKAHEAD``."""
-        while True:
-            with self._cond:
-                while (
-                    self._claimed > self._index + self.LOOKAHEAD
-                    and not self._stop
-                    and self._claimed < self._blocks
-                    and not self._failed
-                ):
-                    self._cond.wait()
-                limit = self._index + self.LOOKAHEAD
-            if not self._verify_next(limit):
-                with self._cond:
-                    if self._stop or self._failed or self._claimed >= self._blocks:
-                        return
-
-    def _next_block(self) -> bool:
-        """Move to the next verified block (verifying it here if nobody has started it); False at the end."""
-        index = self._index + 1
-        if index >= self._blocks:
-            return False
-        while True:
-            with self._cond:
-                if index in self._done:
-                    item = self._done.pop(index)
+    def _read_blocks(self, view: memoryview, first: int) -> None:
+        """Read ``view``'s bytes (blocks ``first``... in order) from the source and check each block's digest;
+        on any failure zero ``view`` and raise. Afterwards ``view`` holds only verified bytes."""
+        if self._failed:
+            raise _mismatch(self._info.path, self._failed)
+        got, problem = 0, None
+        try:
+            while got < len(view):
+                n = self._src.readinto(view[got:])
+                if not n:
                     break
-                if index < self._claimed:  # the helper is on it
-                    self._cond.wait()
-                    continue
-            if not self._verify_next(index) and index >= self._claimed:
-                raise _mismatch(self._info.path, f"block {index} could not be verified")
-        if isinstance(item, str):
-            self._index = self._blocks  # nothing more is served
-            raise _mismatch(self._info.path, item)
-        self._free.put(self._block.obj)  # type: ignore[arg-type]  # its bytes were all served: reuse it
-        with self._cond:
-            self._index = index
-            self._cond.notify_all()
-        self._block, self._off = item, 0
+                got += n
+            if got != len(view):
+                problem = f"block {first + got // self._chunk} ended early"
+            self._next = first + -(-len(view) // self._chunk)
+            if problem is None and self._next >= self._blocks:
+                if self._src.read(1):
+                    problem = "the file grew while it was read"
+                self._src.close()
+        except OSError as exc:
+            problem = f"read error: {exc}"
+        name = self._info.block_hash
+        for start in range(0, got if problem is None else 0, self._chunk):
+            if (
+                blocks.digest(name, view[start : start + self._chunk])
+                != self._digests[first + start // self._chunk]
+            ):
+                index = first + start // self._chunk
+                end = min((index + 1) * self._chunk, self._size)
+                problem = f"block {index} (bytes {index * self._chunk}-{end}) has the wrong {name} digest"
+                break
+        if problem is not None:
+            view[:] = bytes(len(view))
+            self._failed = problem
+            self._block, self._off = memoryview(b""), 0
+            raise _mismatch(self._info.path, problem)
+
+    def _fill(self) -> bool:
+        """Read and verify the next block into the private buffer; False at the end of the file."""
+        if self._next >= self._blocks:
+            return False
+        index = self._next
+        length = min(self._chunk, self._size - index * self._chunk)
+        view = memoryview(self._buf)[:length]
+        self._read_blocks(view, index)
+        self._block, self._off = view, 0
         return True
 
     def readable(self) -> bool:
@@ -383,14 +338,22 @@ class VerifiedReader(io.RawIOBase):
         done = 0
         while done < len(out):
             left = len(self._block) - self._off
-            if not left:
-                if self._index >= self._blocks or not self._next_block():
-                    break
+            if left:
+                n = min(left, len(out) - done)
+                out[done : done + n] = self._block[self._off : self._off + n]
+                self._off += n
+                self.buffered_bytes += n
+                done += n
                 continue
-            n = min(left, len(out) - done)
-            out[done : done + n] = self._block[self._off : self._off + n]
-            self._off += n
-            done += n
+            if self._next >= self._blocks:
+                break
+            whole = min((len(out) - done) // self._chunk, (self._size - self._next * self._chunk) // self._chunk)
+            if whole > 0:  # whole blocks: read and checked in the caller's buffer
+                length = whole * self._chunk
+                self._read_blocks(out[done : done + length], self._next)
+                done += length
+            elif not self._fill():
+                break
         self._pos += done
         return done
 
@@ -401,6 +364,7 @@ class VerifiedReader(io.RawIOBase):
             chunk = self._block[self._off : self._off + size].tobytes()
             self._off += size
             self._pos += size
+            self.buffered_bytes += size
             return chunk
         out = bytearray(min(size, self._size - self._pos))
         return bytes(out[: self.readinto(out)])
@@ -410,14 +374,15 @@ class VerifiedReader(io.RawIOBase):
         line = bytearray()
         while len(line) < limit:
             if self._off >= len(self._block):
-                if self._index >= self._blocks or not self._next_block():
+                if not self._fill():
                     break
                 continue
             block = self._block
             end = min(len(block), self._off + limit - len(line))
-            newline = block.obj.find(b"\n", self._off, end)  # type: ignore[union-attr]
+            newline = self._buf.find(b"\n", self._off, end)
             stop = newline + 1 if newline >= 0 else end
             line += block[self._off : stop]
+            self.buffered_bytes += stop - self._off
             self._pos += stop - self._off
             self._off = stop
             if newline >= 0:
@@ -426,11 +391,7 @@ class VerifiedReader(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            with self._cond:
-                self._stop = True
-                self._cond.notify_all()
-            with self._io:
-                self._src.close()
+            self._src.close()
         super().close()
 
 
@@ -448,11 +409,11 @@ def fetch_pickle(store: ArtifactStore, ref: dict[str, Any]) -> PendingPickle:
     """Open a pickle artifact and run every check that can run before unpickling starts.
 
     With per-block checksums block 0 is checked here (the rest while it
-    loads); without them the whole file is verified here.
+    loads); without them the whole file is verified here (SHA-256).
     """
     info = ArtifactInfo.from_ref(ref)
     check_signature(store, ref)
-    if info.chunk_sha256 and info.chunk_size:
+    if info.block_digests and info.chunk_size:
         if not info.path:
             raise ArtifactError("artifact path is not set", reason="field_missing")
         stream = store.open_stream(info.path, info.sha256)

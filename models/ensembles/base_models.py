@@ -35,7 +35,8 @@ from models.jobs.bounded import ChildError
 from models.progress import Progress, no_progress, scaled
 from models.store.configs import ConfigStore
 from models.store.db import Database
-from models.training.service import train_bounded
+from models.store.references import RUN_ID_RE, resolve_model
+from models.store.runs import RunStore, config_fields_for_run
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ class BaseModelResult:
             "name": self.name,
             "config_id": self.config_id,
             "run_id": self.run_id,
+            "version": self.config.get("version"),
+            # the reference the base was given by, and how it chose the run (None: the config's current run)
+            "ref": (self.config.get("pinned") or {}).get("ref", self.name),
+            "pinned_by": (self.config.get("pinned") or {}).get("served"),
             "model_type": self.config.get("model_type"),
             "source": self.source,
             "reason": self.reason,
@@ -226,6 +231,8 @@ def retrain(
     """
     log.warning("retraining %s (%s): %s", config.get("name"), describe_reason(problem.reason), problem.message)
     try:
+        from models.training.service import train_bounded  # training code loads only when a base is retrained
+
         summary = train_bounded(
             database,
             config["_id"],
@@ -332,6 +339,100 @@ def fetch_configs(database: Database, names: list[Any]) -> list[dict[str, Any]]:
     return find_configs(ConfigStore(database).find_many(names), names)
 
 
+def pins_a_run(ref: Any) -> bool:
+    """Whether base reference ``ref`` names a run (``NAME@...`` or a run id) rather than a config."""
+    return isinstance(ref, str) and ("@" in ref or bool(RUN_ID_RE.match(ref.strip())))
+
+
+def pinned_document(database: Database, run: dict[str, Any], ref: str, served: str) -> dict[str, Any]:
+    """A config-shaped document for run ``run``: the config as that run was trained (the run's snapshot),
+    its artifact fields the run's own, and ``pinned`` saying by which reference it was chosen."""
+    config = ConfigStore(database).find(run["config_id"]) if run.get("config_id") is not None else None
+    doc = {**(config or {}), **(run.get("config") or {})}
+    doc.update(config_fields_for_run(run))
+    doc.update(
+        {
+            "_id": run.get("config_id", doc.get("_id")),
+            "name": run["name"],
+            "pinned": {"ref": ref, "served": served, "run_id": run["run_id"], "version": run.get("version")},
+        }
+    )
+    return doc
+
+
+def base_documents(database: Database, refs: list[Any]) -> list[dict[str, Any]]:
+    """The documents of the base models ``refs`` name, in order.
+
+    - ``NAME`` (or a config id): the config's production run if one is promoted (pinned), else the
+      config itself, whose current run is used (and trained first when it cannot be loaded);
+    - ``NAME@production``, ``NAME@staging``, ``NAME@latest``, ``NAME@1.2.0`` or a run id: that run, pinned
+      (:func:`models.store.references.resolve_model`), loaded from its own artifacts and never retrained.
+
+    NotFoundError naming every unknown config; the resolver's errors for a bad reference; ValidationError
+    when two references name the same config (an ensemble uses one run per config).
+    """
+    plain = [r for r in refs if not pins_a_run(r)]
+    configs = ConfigStore(database).find_many(plain) if plain else {}
+    find_configs(configs, plain)  # every unknown plain name at once
+    runs = RunStore(database)
+    out = []
+    for ref in refs:
+        if pins_a_run(ref):
+            served = resolve_model(database, ref, field="base_models")
+            out.append(pinned_document(database, served.run_document(database), ref.strip(), served.chosen_by))
+            continue
+        config = configs[ref]
+        production = runs.find_production(config["name"])
+        if production is not None:
+            out.append(pinned_document(database, production, config["name"], "production"))
+        else:
+            out.append(config)
+    names = [d["name"] for d in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValidationError(
+            f"base_models name config {', '.join(map(repr, twice))} more than once (an ensemble stacks one "
+            "run of each config)",
+            field="base_models",
+        )
+    return out
+
+
+def obtain_pinned_base(
+    database: Database,
+    doc: dict[str, Any],
+    *,
+    store: ArtifactStore | None = None,
+    cache: ModelCache | None = None,
+    need_oof: bool = False,
+    load_model_object: bool = True,
+) -> BaseModelResult:
+    """A pinned base run (see :func:`base_documents`) from the cache or its verified artifacts; a pinned
+    run is never retrained (that would make another run): BaseModelUnavailableError naming it."""
+    t0 = time.perf_counter()
+    pin = doc["pinned"]
+    try:
+        model, source, oof = fast_load(
+            database.settings,
+            doc,
+            store=store,
+            cache=cache,
+            need_oof=need_oof,
+            load_model_object=load_model_object,
+        )
+    except ArtifactError as exc:
+        raise BaseModelUnavailableError(
+            f"base model {pin['ref']!r} is pinned to run {pin['run_id']} ({doc['name']} {pin.get('version')}), "
+            f"whose artifacts cannot be used: {exc.message}. A pinned run is not retrained; give another "
+            "reference, or the plain config name to train and use its current run",
+            field="base_models",
+            details={"ref": pin["ref"], "run_id": pin["run_id"], "reason": exc.reason},
+        ) from None
+    return BaseModelResult(
+        doc["name"], doc["_id"], doc["run_id"], model, source, time.perf_counter() - t0, config=doc, oof=oof
+    )
+
+
 def load_base_models(
     database: Database,
     names: Iterable[Any],
@@ -343,14 +444,18 @@ def load_base_models(
     lock_timeout: float | None = None,
     load_model_object: bool = True,
     concurrency: int = 1,
+    documents: list[dict[str, Any]] | None = None,
 ) -> list[BaseModelResult]:
     """Obtain every named base model, in order; tries them all and reports every failure at once.
 
-    ``concurrency`` > 1 obtains that many at once, each in a thread (the async entry points do);
-    the results, messages and failures are the same as one by one.
+    ``names`` are base references (:func:`base_documents`); ``documents`` (what :func:`base_documents`
+    returned) skips looking them up again. ``concurrency`` > 1 obtains that many at once, each in a
+    thread (the async entry points do); the results, messages and failures are the same as one by one.
     """
-    names = check_names(names if isinstance(names, (str, list, tuple)) else list(names))
-    configs = fetch_configs(database, names)
+    if documents is None:
+        names = check_names(names if isinstance(names, (str, list, tuple)) else list(names))
+        documents = base_documents(database, names)
+    configs = documents
     store = store or get_store(database.settings)
     count = len(configs)
 
@@ -358,6 +463,17 @@ def load_base_models(
         step = scaled(progress, i / count, (i + 1) / count)
         step(0.0, f"{config['name']}: loading")
         try:
+            if config.get("pinned"):
+                res = obtain_pinned_base(
+                    database,
+                    config,
+                    store=store,
+                    cache=cache,
+                    need_oof=need_oof,
+                    load_model_object=load_model_object,
+                )
+                step(1.0, base_model_line(res))
+                return res
             res = obtain_base_model(
                 database,
                 config,

@@ -14,6 +14,14 @@ Creating an ensemble:
    insert the ensemble document (the commit point). A failure at any step
    leaves no ensemble document and no ensemble files.
 
+Versions: with ``new_version`` an existing name gets version N+1 (the older versions keep their documents
+and files, and stay loadable by reference); without it a taken name is refused. Base models are given by
+model reference (``NAME``, ``NAME@production``, ``NAME@1.2.0``, a run id;
+:func:`~models.ensembles.base_models.base_documents`) and each version records the base runs it used.
+Reading takes an ensemble reference (``NAME``: production version, else the highest; ``NAME@3``,
+``NAME@production``, ``NAME@staging``, ``NAME@latest``, a version's run id;
+:func:`models.store.references.resolve_ensemble`).
+
 The steps are separate functions so that the async driver
 (:mod:`models.ensembles.aio`) reuses them with ``AsyncMongoClient``.
 """
@@ -34,7 +42,7 @@ from models.artifacts.lease import ArtifactLease, recheck_files
 from models.artifacts.loading import load_model
 from models.artifacts.routing import get_store
 from models.artifacts.verified import load_verified
-from models.ensembles.base_models import BaseModelResult, fetch_configs, load_base_models
+from models.ensembles.base_models import BaseModelResult, base_documents, load_base_models
 from models.ensembles.compat import (
     EnsembleRequest,
     IncompatibleBaseModelsError,
@@ -51,6 +59,7 @@ from models.jobs.context import commit_point
 from models.progress import Progress, no_progress, scaled
 from models.store.db import Database
 from models.store.ensembles import EnsembleStore
+from models.store.references import RUN_ID_RE, find_ensemble_reference, resolve_ensemble
 from models.store.runs import RunStore
 from models.timeutil import now
 from models.training.data import TrainingData, load_training_data
@@ -229,6 +238,8 @@ def build_ensemble(
         "base_config_ids": [r.config_id for r in results],
         "base_names": [r.name for r in results],
         "base_run_ids": [r.run_id for r in results],
+        "base_versions": [r.config.get("version") for r in results],  # of the pinned base runs
+        "base_refs": [(r.config.get("pinned") or {}).get("ref", r.name) for r in results],
         "base_models": bases,
         "meta_model": request.meta_model,
         # set when no meta-model was asked for: which default was used and why
@@ -322,8 +333,12 @@ def create_ensemble(
     cache: ModelCache | None = None,
     lock_timeout: float | None = None,
     concurrency: int = 1,
+    new_version: bool = False,
 ) -> dict[str, Any]:
     """Create and store a stacking ensemble; return its document (with per-base source, reason, time).
+
+    ``base_models`` are model references (see the module docstring); the runs used are recorded by run id.
+    ``new_version``: when ``name`` exists, store version N+1 beside the older versions (refused otherwise).
 
     ``concurrency`` > 1 obtains that many base models at once (threads; same result). Without
     ``meta_model`` the bases' task's default is used, as scikit-learn's ``Stacking*`` (logistic
@@ -335,9 +350,10 @@ def create_ensemble(
     started = time.perf_counter()
     request = check_request(name, base_models, meta_model, passthrough, stack_method, meta_params, description)
     store = store or get_store(database.settings)
-    EnsembleStore(database).refuse_taken(request.name)
+    if not new_version:
+        EnsembleStore(database).refuse_taken(request.name)
     progress(0.0, "checking base models")
-    configs = fetch_configs(database, request.base_models)
+    configs = base_documents(database, request.base_models)
     request = with_default_meta_model(request, configs)
     check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
     check_s = time.perf_counter() - started
@@ -352,6 +368,7 @@ def create_ensemble(
         lock_timeout=lock_timeout,
         load_model_object=False,
         concurrency=concurrency,
+        documents=configs,
     )
     load_s = time.perf_counter() - t_load
     built = build_ensemble(request, results, database.settings, progress=scaled(progress, 0.85, 0.95))
@@ -367,14 +384,15 @@ def create_ensemble(
                 {"check_s": check_s, "load_s": load_s, "save_s": time.perf_counter() - t_save},
             )
             commit_point({"run_id": record["run_id"]})  # inside a job: not cancelled, and now it cannot be
-            EnsembleStore(database).insert(record)
+            EnsembleStore(database).insert(record, new_version=new_version)
         except BaseException:
             remove_files(store, written.values())
             raise
     progress(1.0, "done")
     log.info(
-        "ensemble %s (%s over %s) created in %.2fs; trained: %s; retrained: %s",
+        "ensemble %s version %s (%s over %s) created in %.2fs; trained: %s; retrained: %s",
         request.name,
+        record["version"],
         request.meta_model_default or request.meta_model,
         ", ".join(record["base_names"]),
         record["seconds"],
@@ -387,13 +405,15 @@ def create_ensemble(
 # --------------------------------------------------------------- reading
 
 
-def get_ensemble(database: Database, name: str) -> dict[str, Any]:
-    return EnsembleStore(database).get(name)
+def get_ensemble(database: Database, ref: str) -> dict[str, Any]:
+    """The ensemble version reference ``ref`` serves (NotFoundError / ValidationError otherwise)."""
+    return resolve_ensemble(database, ref).doc
 
 
-def find_ensemble(database: Database, name: str) -> dict[str, Any] | None:
-    """The ensemble named ``name``, or None."""
-    return EnsembleStore(database).find(name)
+def find_ensemble(database: Database, ref: str) -> dict[str, Any] | None:
+    """The ensemble version ``ref`` serves, or None when no ensemble has that name (or run id)."""
+    served = find_ensemble_reference(database, ref)
+    return None if served is None else served.doc
 
 
 def list_ensembles(database: Database) -> list[dict[str, Any]]:
@@ -406,10 +426,13 @@ def ensembles_using_run(database: Database, run_id: str) -> list[str]:
 
 
 def load_ensemble(
-    database: Database, name: str, *, store: ArtifactStore | None = None, cache: ModelCache | None = None
+    database: Database, ref: str, *, store: ArtifactStore | None = None, cache: ModelCache | None = None
 ) -> StackedEnsemble:
-    """The stored ensemble as a predictor: the exact base runs it was built on, all verified."""
-    doc = get_ensemble(database, name)
+    """The ensemble version reference ``ref`` serves as a predictor: the exact base runs it was built on,
+    all verified. Its ``served`` says which version answered and how it was chosen (run id, version, served)."""
+    served = resolve_ensemble(database, ref)
+    doc = served.doc
+    name = f"{doc['name']}@{served.version}"
     settings = database.settings
     store = store or get_store(settings)
     found = RunStore(database).find_many(doc["base_run_ids"])  # one round trip for every base run
@@ -443,6 +466,7 @@ def load_ensemble(
             stack_method=doc["options"]["stack_method_used"],
             classes=classes,
             record=doc,
+            served=served.describe(),
         )
     ref = doc["artifacts"][META_KIND]
     cache = cache or get_model_cache(settings)
@@ -462,15 +486,26 @@ def load_ensemble(
         classes=classes,
         passthrough_features=doc.get("passthrough_features"),
         record=doc,
+        served=served.describe(),
     )
 
 
-def delete_ensemble(database: Database, name: str, *, store: ArtifactStore | None = None) -> dict[str, Any]:
-    """Remove the ensemble document (the commit point), then its files. Base runs are untouched."""
-    doc = get_ensemble(database, name)
-    EnsembleStore(database).delete(doc["_id"])
-    remove_files(store or get_store(database.settings), (doc.get("artifacts") or {}).values())
+def delete_ensemble(database: Database, ref: str, *, store: ArtifactStore | None = None) -> dict[str, Any]:
+    """Remove ensemble documents (the commit point), then their files. Base runs are untouched.
+
+    A plain name deletes every version of it; ``NAME@3`` (or another reference with ``@``) or a version's
+    run id deletes that version only. Returns the document ``ref`` served, with ``deleted_versions``."""
+    served = resolve_ensemble(database, ref)
+    whole = isinstance(ref, str) and "@" not in ref and not RUN_ID_RE.match(ref.strip())
+    docs = EnsembleStore(database).versions(served.name) if whole else [served.doc]
+    store = store or get_store(database.settings)
     cache = get_model_cache(database.settings)
-    cache.discard(lambda k: isinstance(k, tuple) and len(k) == 3 and k[0] == "ensemble" and k[1] == doc["run_id"])
-    log.info("ensemble %s deleted", name)
-    return doc
+    for doc in docs:
+        EnsembleStore(database).delete(doc["_id"])
+        remove_files(store, (doc.get("artifacts") or {}).values())
+        run_id = doc["run_id"]
+        cache.discard(
+            lambda k, r=run_id: isinstance(k, tuple) and len(k) == 3 and k[0] == "ensemble" and k[1] == r
+        )
+    log.info("ensemble %s deleted (versions %s)", served.name, ", ".join(str(d.get("version") or 1) for d in docs))
+    return {**served.doc, "deleted_versions": [int(d.get("version") or 1) for d in docs]}

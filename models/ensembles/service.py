@@ -18,7 +18,7 @@ from typing import Any
 from bson import ObjectId
 
 from models import jobs
-from models.ensembles.base_models import fetch_configs
+from models.ensembles.base_models import base_documents
 from models.ensembles.build import create_ensemble
 from models.ensembles.compat import (
     EnsembleRequest,
@@ -41,7 +41,16 @@ from models.training.metrics import higher_is_better
 from models.training.service import TRAIN_KIND, submit_training
 
 ENSEMBLE_KIND = "ensemble"
-REQUEST_FIELDS = ("name", "base_models", "meta_model", "passthrough", "stack_method", "meta_params", "description")
+REQUEST_FIELDS = (
+    "name",
+    "base_models",
+    "meta_model",
+    "passthrough",
+    "stack_method",
+    "meta_params",
+    "description",
+    "new_version",
+)
 # What stacked models must share, in the order a difference is reported.
 SIGNATURE = (
     ("task", "different task"),
@@ -155,8 +164,9 @@ def candidates(database: Database, first: str | None = None) -> dict[str, Any]:
 
 
 def check_create(database: Database, body: dict[str, Any]) -> tuple[EnsembleRequest, list[dict[str, Any]]]:
-    """Every check that can run before the job: options, name free, configs exist and are compatible.
-    Returns the request and the base configs' documents.
+    """Every check that can run before the job: options, name free (unless ``new_version``: then a taken
+    name gets its next version), base references resolve and are compatible. Returns the request and the
+    base models' documents (:func:`models.ensembles.base_models.base_documents`).
 
     ValidationError (422, every problem listed), NotFoundError (404), ConflictError (409 name taken),
     IncompatibleBaseModelsError (422).
@@ -175,8 +185,12 @@ def check_create(database: Database, body: dict[str, Any]) -> tuple[EnsembleRequ
         body.get("meta_params"),
         body.get("description", ""),
     )
-    EnsembleStore(database).refuse_taken(request.name)
-    configs = fetch_configs(database, request.base_models)
+    new_version = body.get("new_version", False)
+    if not isinstance(new_version, bool):
+        raise ValidationError("new_version must be true or false", field="new_version")
+    if not new_version:
+        EnsembleStore(database).refuse_taken(request.name)
+    configs = base_documents(database, request.base_models)
     request = with_default_meta_model(request, configs)
     check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)
     return request, configs
@@ -189,6 +203,7 @@ def ensemble_summary(record: dict[str, Any]) -> dict[str, Any]:
             {
                 "name": record["name"],
                 "run_id": record.get("run_id"),
+                "version": record.get("version"),
                 "meta_model": record.get("meta_model"),
                 "meta_model_default": record.get("meta_model_default"),
                 "metrics": record.get("metrics"),
@@ -216,6 +231,7 @@ def run_ensemble(
     stack_method: str,
     meta_params: dict[str, Any] | None,
     description: str,
+    new_version: bool = False,
 ) -> dict[str, Any]:
     """An ensemble job's work (on a Dask worker: with the worker's own settings and database)."""
     record = create_ensemble(
@@ -228,6 +244,7 @@ def run_ensemble(
         meta_params=meta_params,
         description=description,
         progress=progress,
+        new_version=new_version,
     )
     return ensemble_summary(record)
 
@@ -246,7 +263,8 @@ def submit_ensemble(
     about how long (:func:`models.ensembles.plan.retrain_plan`).
     """
     request, configs = check_create(database, body)
-    plan = retrain_plan(database, configs)
+    new_version = bool(body.get("new_version", False))
+    plan = retrain_plan(database, [c for c in configs if not c.get("pinned")])  # pinned runs only load
     work = RemoteWork(
         run_ensemble,
         {
@@ -258,6 +276,7 @@ def submit_ensemble(
             "stack_method": request.stack_method,
             "meta_params": request.meta_params or None,
             "description": request.description,
+            "new_version": new_version,
         },
         database=database,
     )
@@ -270,6 +289,7 @@ def submit_ensemble(
         "stack_method": request.stack_method,
         "meta_params": request.meta_params or None,
         "description": request.description,
+        "new_version": new_version,
         "meta_model_default": request.meta_model_default,  # set when none was asked for: which and why
         "train_first": plan,
         "train_first_summary": plan_summary(plan),

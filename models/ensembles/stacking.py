@@ -14,18 +14,10 @@ So, on the same training rows and folds, the result equals a from-scratch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator
-from sklearn.ensemble import (
-    GradientBoostingClassifier,
-    GradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge, RidgeClassifier, RidgeCV
 from threadpoolctl import threadpool_limits
 
 from models.artifacts.predictor import (
@@ -37,23 +29,27 @@ from models.artifacts.predictor import (
     prediction_records,
 )
 from models.errors import ValidationError
-from models.estimators import SERVICE_SET, service_and_bound_errors
+from models.estimators import SERVICE_SET, load_class, service_and_bound_errors
 from models.training.metrics import classification_metrics, regression_metrics
 
+if TYPE_CHECKING:
+    from sklearn.base import BaseEstimator
+
 # (estimator class, defaults, takes random_state)
-META_MODELS: dict[str, dict[str, tuple[type[BaseEstimator], dict[str, Any]]]] = {
+# classes as "module:Class", imported when used (models.estimators.load_class)
+META_MODELS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "classification": {
-        "logistic_regression": (LogisticRegression, {"max_iter": 1000}),
-        "ridge": (RidgeClassifier, {}),
-        "random_forest": (RandomForestClassifier, {"n_jobs": 1}),
-        "gradient_boosting": (GradientBoostingClassifier, {}),
+        "logistic_regression": ("sklearn.linear_model:LogisticRegression", {"max_iter": 1000}),
+        "ridge": ("sklearn.linear_model:RidgeClassifier", {}),
+        "random_forest": ("sklearn.ensemble:RandomForestClassifier", {"n_jobs": 1}),
+        "gradient_boosting": ("sklearn.ensemble:GradientBoostingClassifier", {}),
     },
     "regression": {
-        "ridge": (Ridge, {}),
-        "ridge_cv": (RidgeCV, {}),  # StackingRegressor's final_estimator when none is given
-        "linear_regression": (LinearRegression, {}),
-        "random_forest": (RandomForestRegressor, {"n_jobs": 1}),
-        "gradient_boosting": (GradientBoostingRegressor, {}),
+        "ridge": ("sklearn.linear_model:Ridge", {}),
+        "ridge_cv": ("sklearn.linear_model:RidgeCV", {}),  # StackingRegressor's final_estimator when none is given
+        "linear_regression": ("sklearn.linear_model:LinearRegression", {}),
+        "random_forest": ("sklearn.ensemble:RandomForestRegressor", {"n_jobs": 1}),
+        "gradient_boosting": ("sklearn.ensemble:GradientBoostingRegressor", {}),
     },
 }
 STACK_METHODS = ("auto", "predict_proba", "predict")
@@ -128,7 +124,7 @@ def check_options(
             {"field": "meta_params", "message": "meta_params must be a mapping of parameter names to values"}
         )
     elif meta_params and not errors:
-        cls, _ = allowed[meta_model]
+        cls = load_class(allowed[meta_model][0])
         known = cls().get_params()
         unknown = [k for k in meta_params if k not in known]
         huge = [
@@ -169,7 +165,8 @@ def make_meta_model(
     problems = check_options(task, meta_model, "auto", False, params)
     if problems:
         raise ValidationError(problems[0]["message"], errors=problems)
-    cls, defaults = META_MODELS[task][meta_model]
+    ref, defaults = META_MODELS[task][meta_model]
+    cls = load_class(ref)
     kwargs = dict(defaults)
     if random_state is not None and "random_state" in cls().get_params():
         kwargs["random_state"] = random_state
@@ -324,6 +321,12 @@ class StackedEnsemble:
     classes: np.ndarray | None
     passthrough_features: list[str] | None = None
     record: dict[str, Any] = field(default_factory=dict)
+    # which version answered and how it was chosen: {"run_id", "version", "served"} (see load_ensemble)
+    served: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> int | None:
+        return self.served.get("version") or self.record.get("version")
 
     @property
     def features(self) -> list[str]:

@@ -429,8 +429,41 @@ def selection_report(
         + ", then scored on this fold; by_method: each way on its own, nested once (what decides the stored "
         "ensemble); best single: the best candidate's out-of-fold score on the same rows",
     }
+    report["kept"] = kept_line(report)
     report["seconds"] = round(time.perf_counter() - t0, 4)
     return report
+
+
+def kept_line(report: dict[str, Any]) -> str:
+    """One sentence saying which ensemble the selection kept and why: what the CLI prints first, the API
+    returns as ``selection.kept`` and the page shows above the tables."""
+    honest = report["honest"]
+    by_method = honest.get("by_method") or {}
+    metric = honest["metric"]
+    scores = f"honest {metric} {honest['ensemble']:.4f} vs best single {honest['best_single']:.4f} ({honest['best_single_name']})"
+    greedy, stack = by_method.get("greedy") or {}, by_method.get("stack") or {}
+    if report["method"] == "stack":
+        why = (
+            f"stacking scored {stack['score']:.4f}, greedy selection {greedy['score']:.4f}"
+            if greedy
+            else "stacking was asked for"
+        )
+        return f"kept: a stack of {len(stack.get('bases') or [])} models ({stack.get('meta_model')}) because {why}; {scores}"
+    if greedy.get("kept") == "best single":
+        chosen = (report.get("greedy") or {}).get("chosen") or [report["best_single"]["name"]]
+        return (
+            f"kept: {chosen[0]} alone (step 1 of the selection) because taking the best single candidate scored "
+            f"{greedy['single_score']:.4f} honestly and selecting {greedy['selection_score']:.4f}: the later steps "
+            f"fit these rows better only in hindsight; {scores}"
+        )
+    summary = report.get("greedy") or {}
+    count = len(summary.get("chosen") or [])
+    versus = f"; greedy scored {greedy['score']:.4f}, stacking {stack['score']:.4f}" if stack else ""
+    return (
+        f"kept: the greedy selection of {count} model{'s' if count != 1 else ''} (its best step, "
+        f"{summary.get('best_step')}) because it scored {greedy.get('score', honest['ensemble']):.4f} honestly, "
+        f"the best single candidate alone {greedy.get('single_score', honest['best_single']):.4f}{versus}; {scores}"
+    )
 
 
 def _greedy_summary(lib: Library, sel: Selection) -> dict[str, Any]:
@@ -675,6 +708,7 @@ def suggestion_summary(record: dict[str, Any]) -> dict[str, Any]:
                 "base_names": record.get("base_names"),
                 "weights": record.get("weights"),
                 "method": sel.get("method"),
+                "kept": sel.get("kept"),
                 "honest": {k: v for k, v in (sel.get("honest") or {}).items() if k != "by_method"},
                 "holdout": sel.get("holdout"),
                 "metrics": record.get("metrics"),

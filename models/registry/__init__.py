@@ -19,7 +19,8 @@ features, scaler or other training inputs -> minor; task, target or model type
 
 Holds: ``query`` (lookup, load, search, best, compare), ``serving`` (which run a model reference
 serves: ``NAME`` is its production run, else its latest training), ``lifecycle`` (statuses, history,
-delete) and ``archive`` (export, import, deployment export).
+delete), ``archive`` (export, import, deployment export) and ``mlflow_export`` (an MLflow model
+directory, written without MLflow).
 
 May import: every room below it: ``models.store``, ``models.artifacts``, ``models.jobs``,
 ``models.training``, ``models.ensembles``.
@@ -29,7 +30,7 @@ Public names: those in ``__all__`` below.
 
 from __future__ import annotations
 
-from models.registry.archive import deploy_export, export_run, import_run, read_archive, verify_archive
+from models.registry.archive import deploy_export, deployable, export_run, import_run, read_archive, verify_archive
 from models.registry.lifecycle import (
     TRANSITIONS,
     allowed_transitions,
@@ -41,6 +42,7 @@ from models.registry.lifecycle import (
     prune_runs,
     set_status,
 )
+from models.registry.mlflow_export import export_mlflow
 from models.registry.query import (
     SORT_FIELDS,
     STATUSES,
@@ -74,7 +76,9 @@ __all__ = [
     "config_fields_for_run",
     "delete_run",
     "deploy_export",
+    "deployable",
     "ensembles_using",
+    "export_mlflow",
     "export_run",
     "find_production",
     "get_latest",

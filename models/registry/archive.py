@@ -34,7 +34,8 @@ per member and ``MAX_ARCHIVE_BYTES`` in all (refused the moment a bound is passe
 name, else it gets the next version by the usual rules.
 
 Deployment export: one joblib file with a plain scikit-learn ``Pipeline``
-(select features -> scaler -> model) and a metadata JSON next to it.
+(select features -> scaler -> model) and a metadata JSON next to it. :func:`deployable` builds the
+estimator without writing anything (the MLflow export, :mod:`models.registry.mlflow_export`, uses it).
 """
 
 from __future__ import annotations
@@ -64,15 +65,19 @@ from models.artifacts.routing import canonical_path, get_store
 from models.artifacts.signing import ARCHIVE_CONTEXT, get_signer
 from models.artifacts.verified import read_verified
 from models.errors import ArtifactError, ConflictError, ValidationError
-from models.registry.ensemble_export import deploy_export_ensemble, numeric_metrics
+from models.registry.ensemble_export import (
+    Deployable,
+    deploy_export_ensemble,
+    ensemble_deployable,
+    numeric_metrics,
+)
 from models.registry.lifecycle import ensembles_using, history_entry
 from models.registry.query import RUN_ID_RE, load, resolve
-from models.registry.serving import resolve_model
+from models.registry.serving import find_ensemble_reference, resolve_model
 from models.settings import Settings, get_settings
 from models.store.configs import ConfigStore
 from models.store.data_roots import check_data_root
 from models.store.db import Database
-from models.store.ensembles import EnsembleStore
 from models.store.runs import RunStore, config_fields_for_run
 from models.store.schema import NAME_RE, SERVER_FIELDS, TRAINING_FIELDS, validate_config
 from models.timeutil import iso, now
@@ -679,29 +684,23 @@ def _stored(store: ArtifactStore, name: str) -> str:
 # ---------------------------------------------------------------- deployment export
 
 
-def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str, Any]:
-    """Write ``<name>-<version>.joblib`` (a fitted scikit-learn Pipeline: select features -> scaler ->
-    model, loadable with plain scikit-learn + joblib) and ``<name>-<version>.json`` (metadata) to
-    ``out_dir``. ``ref`` is a model reference (:mod:`models.registry.serving`) or an ensemble's name or
-    run id (then one stacking/voting estimator, :mod:`models.registry.ensemble_export`). Returns the metadata plus ``{"pipeline_path", "metadata_path"}``.
-    """
-    if not isinstance(out_dir, (str, Path)) or not str(out_dir).strip():
-        raise ValidationError("out_dir must be a folder path", field="out_dir")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValidationError(f"out_dir {str(out_dir)!r} is a file, not a folder", field="out_dir")
-    ensemble = EnsembleStore(database).find(ref) or EnsembleStore(database).find_by_run(ref)
-    if ensemble is not None and not RunStore(database).has_name(ref) and not ConfigStore(database).find(ref):
-        return deploy_export_ensemble(database, ensemble["name"], out_dir)
+def _ensemble_named(database: Database, ref: str) -> str | None:
+    """The ensemble reference ``ref`` is (an ensemble's name, ``NAME@3``, ``NAME@production``..., or a
+    version's run id), unless a model or config of that name exists; the reference itself, checked
+    (:func:`models.store.references.resolve_ensemble` refuses an unknown version or alias), or None."""
+    name = ref.strip().rpartition("@")[0] if "@" in ref else ref.strip()
+    if RunStore(database).has_name(name) or ConfigStore(database).find(name):
+        return None
+    served = find_ensemble_reference(database, ref, field="ref")
+    return None if served is None else ref.strip()
+
+
+def model_deployable(database: Database, ref: str) -> Deployable:
+    """The run model reference ``ref`` serves (:func:`models.registry.serving.resolve_model`) as a fitted
+    scikit-learn Pipeline (select features -> scaler -> model) with its metadata."""
     served = resolve_model(database, ref, field="ref")  # NAME: its production run, else its latest training
     loaded = load(database, served.run_document(database))
     run, model = loaded.run, loaded.model
-    pipeline = model.to_pipeline()
-    base = f"{run['name']}-{run.get('version')}"
-    if not MEMBER_FILE_RE.match(base):
-        base = run["run_id"]
-    pipeline_path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
-    written = atomic_write(pipeline_path, pickle_writer(pipeline))
     classes = model.classes
     meta = {
         "run_id": run["run_id"],
@@ -715,6 +714,48 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
         "sklearn_version": sklearn.__version__,
         "joblib_version": joblib.__version__,
         "trained_with": run.get("versions"),
+    }
+    kinds = {f: (model.feature_types or {}).get(f, "numeric") for f in model.features}
+    described = {**served.describe(), "version": run.get("version")}
+    return Deployable(model.to_pipeline(), meta, kinds, described)
+
+
+def deployable(database: Database, ref: str) -> Deployable:
+    """The fitted scikit-learn estimator a deployment export of ``ref`` holds, with its metadata.
+
+    ``ref`` resolves as in :func:`deploy_export`: an ensemble's name or run id gives its stacking/voting
+    estimator (:func:`models.registry.ensemble_export.ensemble_deployable`), anything else is a model
+    reference (:func:`model_deployable`).
+    """
+    if not isinstance(ref, str) or not ref.strip():
+        raise ValidationError("ref must be a model reference or an ensemble name", field="ref")
+    ensemble = _ensemble_named(database, ref)
+    return ensemble_deployable(database, ensemble) if ensemble is not None else model_deployable(database, ref)
+
+
+def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str, Any]:
+    """Write ``<name>-<version>.joblib`` (a fitted scikit-learn Pipeline: select features -> scaler ->
+    model, loadable with plain scikit-learn + joblib) and ``<name>-<version>.json`` (metadata) to
+    ``out_dir``. ``ref`` is a model reference (:mod:`models.registry.serving`) or an ensemble reference
+    (NAME, NAME@3, NAME@production, a version's run id: then one stacking/voting estimator,
+    :mod:`models.registry.ensemble_export`). Returns the metadata plus ``{"pipeline_path", "metadata_path"}``.
+    """
+    if not isinstance(out_dir, (str, Path)) or not str(out_dir).strip():
+        raise ValidationError("out_dir must be a folder path", field="out_dir")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValidationError(f"out_dir {str(out_dir)!r} is a file, not a folder", field="out_dir")
+    ensemble = _ensemble_named(database, ref)
+    if ensemble is not None:
+        return deploy_export_ensemble(database, ensemble, out_dir)
+    built = model_deployable(database, ref)
+    base = f"{built.meta['name']}-{built.meta['version']}"
+    if not MEMBER_FILE_RE.match(base):
+        base = built.meta["run_id"]
+    pipeline_path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
+    written = atomic_write(pipeline_path, pickle_writer(built.estimator))
+    meta = {
+        **built.meta,
         "pipeline_file": pipeline_path.name,
         "sha256": written.sha256,
         "size": written.size,
@@ -723,5 +764,5 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
         "pipe.predict(pd.DataFrame(rows))  # rows need the listed feature columns",
     }
     atomic_write(meta_path, json_writer(meta))
-    log.info("deployment export of run %s to %s", run["run_id"], pipeline_path)
+    log.info("deployment export of run %s to %s", built.meta["run_id"], pipeline_path)
     return {**meta, "pipeline_path": str(pipeline_path), "metadata_path": str(meta_path)}

@@ -13,6 +13,7 @@ has only scikit-learn, numpy, pandas and joblib.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -86,24 +87,44 @@ def to_sklearn(ensemble: StackedEnsemble) -> Any:
     return est
 
 
-def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict[str, Any]:
-    """Write ``<name>-ensemble.joblib`` (see :func:`to_sklearn`) and its metadata JSON to ``out_dir``."""
+@dataclass(frozen=True)
+class Deployable:
+    """What a deployment export writes, before any file: the fitted scikit-learn estimator and its metadata.
+
+    ``meta`` holds the fields every export's metadata shares (run id, name or ensemble, task, features,
+    classes, metrics...); ``feature_types`` is each input column's kind (``numeric``, ``categorical``,
+    ``text``); ``served`` says which run answered and how (:meth:`models.registry.serving.Served.describe`).
+    """
+
+    estimator: Any
+    meta: dict[str, Any]
+    feature_types: dict[str, str]
+    served: dict[str, Any]
+
+    @property
+    def is_ensemble(self) -> bool:
+        return "ensemble" in self.meta
+
+
+def _plain(values: Any) -> list[Any] | None:
+    """Class labels as JSON-ready Python values (None for a regressor)."""
+    return [c.item() if hasattr(c, "item") else c for c in values] if values is not None else None
+
+
+def ensemble_deployable(database: Database, name: str) -> Deployable:
+    """The ensemble version reference ``name`` serves (NAME: production, else highest; NAME@3...) as one
+    fitted scikit-learn estimator (:func:`to_sklearn`) with its metadata."""
     ensemble = load_ensemble(database, name)
     estimator = to_sklearn(ensemble)
-    out_dir = Path(out_dir)
-    base = f"{ensemble.name}-ensemble"
-    path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
-    written = atomic_write(path, pickle_writer(estimator))
     record = ensemble.record
     meta = {
         "ensemble": ensemble.name,
         "run_id": ensemble.run_id,
+        "version": ensemble.version,
         "kind": type(estimator).__name__,
         "task": ensemble.task,
         "features": list(ensemble.features),
-        "classes": [c.item() if hasattr(c, "item") else c for c in ensemble.classes]
-        if ensemble.classes is not None
-        else None,
+        "classes": _plain(ensemble.classes),
         "base_models": [
             {"name": n, "run_id": b.run_id} for n, b in zip(ensemble.base_names, ensemble.bases, strict=True)
         ],
@@ -115,6 +136,24 @@ def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict
             "numpy",
             "pandas",
         ],
+    }
+    kinds: dict[str, str] = {}
+    for base in ensemble.bases:
+        for feature in base.features:
+            kinds.setdefault(feature, (base.feature_types or {}).get(feature, "numeric"))
+    served = dict(ensemble.served)  # run_id, version and how the version was chosen
+    return Deployable(estimator, meta, kinds, served)
+
+
+def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict[str, Any]:
+    """Write ``<name>-ensemble.joblib`` (see :func:`to_sklearn`) and its metadata JSON to ``out_dir``."""
+    built = ensemble_deployable(database, name)
+    out_dir = Path(out_dir)
+    base = f"{built.meta['ensemble']}-ensemble"
+    path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
+    written = atomic_write(path, pickle_writer(built.estimator))
+    meta = {
+        **built.meta,
         "pipeline_file": path.name,
         "sha256": written.sha256,
         "size": written.size,
@@ -123,5 +162,5 @@ def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict
         "est.predict(pd.DataFrame(rows))  # rows need the listed feature columns",
     }
     atomic_write(meta_path, json_writer(meta))
-    log.info("deployment export of ensemble %s to %s", ensemble.name, path)
+    log.info("deployment export of ensemble %s to %s", built.meta["ensemble"], path)
     return {**meta, "pipeline_path": str(path), "metadata_path": str(meta_path)}

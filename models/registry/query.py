@@ -22,6 +22,7 @@ from models.artifacts.predictor import TrainedModel
 from models.errors import NotFoundError, ValidationError
 from models.store.columns import closest_column
 from models.store.db import Database
+from models.store.references import RUN_ID_RE
 from models.store.runs import RunStore
 from models.store.versioning import VERSION_RE
 from models.training.metrics import RUN_METRICS, higher_is_better
@@ -29,7 +30,6 @@ from models.training.metrics import RUN_METRICS, higher_is_better
 log = logging.getLogger(__name__)
 
 STATUSES = ("trained", "staging", "production", "archived")
-RUN_ID_RE = re.compile(r"^\d{8}_\d{6}_[0-9a-f]{8}$")
 METRIC_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 SORT_FIELDS = ("created_at", "name", "version", "model_type", "task", "status", "run_id")
 SUMMARY_EXCLUDE = ("feature_importance", "config")

@@ -10,133 +10,36 @@ A reference is one of:
 
 The entry points that use a model (the predict API, ``cli predict``, ``models deploy-export``) resolve through
 :func:`resolve_model`, and every answer names the run id and version that answered (:meth:`Served.describe`).
-(Ensemble bases are still named by config, not by reference.)
+Ensembles have references too (``NAME``, ``NAME@production``, ``NAME@3``, a version's run id;
+:func:`resolve_ensemble`), and their base models are pinned by model reference at creation. The resolvers
+live in :mod:`models.store.references` (pure store lookups, usable by the ensembles room); this module is
+the registry's name for them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from models.store.references import (
+    ENSEMBLE_REFERENCE_HELP,
+    REFERENCE_HELP,
+    SELECTORS,
+    SERVED_WORDS,
+    Served,
+    find_ensemble_reference,
+    resolve_ensemble,
+    resolve_model,
+    split_ensemble_reference,
+    split_reference,
+)
 
-from models.errors import ConflictError, NotFoundError, ValidationError
-from models.registry.query import RUN_ID_RE
-from models.store.configs import ConfigStore
-from models.store.db import Database
-from models.store.runs import RunStore
-from models.store.versioning import VERSION_RE
-
-SELECTORS = ("production", "staging", "latest")
-SERVED_WORDS = {
-    "production": "the production run",
-    "staging": "the highest version in staging",
-    "latest": "the highest version",
-    "version": "the version asked for",
-    "run_id": "the run asked for",
-    "current": "the latest training; nothing is in production",
-}
-REFERENCE_HELP = "NAME (production run, else latest training), NAME@production, NAME@staging, NAME@latest, NAME@1.2.0 or a run id"
-
-
-@dataclass(frozen=True)
-class Served:
-    """The document a prediction loads (a run, or for a config's current run the config itself) and why."""
-
-    doc: dict[str, Any]
-    name: str
-    run_id: str
-    version: str | None
-    chosen_by: str  # production | staging | latest | version | run_id | current
-
-    @property
-    def words(self) -> str:
-        """How the run was chosen, in words (for messages and pages)."""
-        return SERVED_WORDS[self.chosen_by]
-
-    def run_document(self, database: Database) -> dict[str, Any]:
-        """The registry's run document (a config's current run is looked up; a legacy config is its own)."""
-        if self.chosen_by != "current":
-            return self.doc
-        return RunStore(database).find(self.run_id) or self.doc
-
-    def describe(self) -> dict[str, Any]:
-        """The fields every prediction answer carries: what answered and how it was chosen."""
-        return {"run_id": self.run_id, "version": self.version, "served": self.chosen_by}
-
-
-def split_reference(ref: Any, field: str = "name") -> tuple[str, str | None]:
-    """``(name, selector)`` of a reference; ValidationError naming ``field`` for a malformed one."""
-    if not isinstance(ref, str) or not ref.strip():
-        raise ValidationError(f"{field} must be a model reference: {REFERENCE_HELP}", field=field)
-    ref = ref.strip()
-    if "@" not in ref:
-        return ref, None
-    name, _, selector = ref.rpartition("@")
-    if not name:
-        raise ValidationError(f"reference {ref!r} has no name before '@'", field=field)
-    if selector not in SELECTORS and not VERSION_RE.match(selector):
-        raise ValidationError(
-            f"reference {ref!r}: after '@' give production, staging, latest or a version like 1.2.0",
-            field=field,
-        )
-    return name, selector
-
-
-def _served(doc: dict[str, Any], chosen_by: str) -> Served:
-    return Served(doc, doc["name"], doc["run_id"], doc.get("version"), chosen_by)
-
-
-def resolve_model(database: Database, ref: str, field: str = "name") -> Served:
-    """The run that reference ``ref`` serves (see the module docstring).
-
-    NotFoundError naming ``field`` for an unknown name, version or run id, or an alias no run holds;
-    ConflictError for a config that was never trained.
-    """
-    name, selector = split_reference(ref, field)
-    runs = RunStore(database)
-    if selector is None:
-        if RUN_ID_RE.match(name):
-            run = runs.find(name)
-            if run is not None:
-                return _served(run, "run_id")
-        production = runs.find_production(name)
-        if production is not None:
-            return _served(production, "production")
-        config = ConfigStore(database).find(name)
-        if config is not None:
-            if not config.get("run_id"):
-                raise ConflictError(
-                    f"config {config['name']!r} has not been trained yet; train it first", field=field
-                )
-            return _served(config, "current")
-        latest = runs.latest(name)
-        if latest is not None:  # the config is gone, its runs are kept
-            return _served(latest, "latest")
-        raise NotFoundError(f"no model or run named {name!r}", field=field)
-    if selector == "production":
-        run = runs.find_production(name)
-        if run is None:
-            _require_known(runs, name, field)
-            raise NotFoundError(f"{name!r} has no run in production; promote one first", field=field)
-        return _served(run, "production")
-    if selector == "staging":
-        run = runs.highest_with_status(name, "staging")
-        if run is None:
-            _require_known(runs, name, field)
-            raise NotFoundError(f"{name!r} has no run in staging", field=field)
-        return _served(run, "staging")
-    if selector == "latest":
-        run = runs.latest(name)
-        if run is None:
-            _require_known(runs, name, field)
-        return _served(run, "latest")
-    run = runs.find_version(name, selector)
-    if run is None:
-        _require_known(runs, name, field)
-        raise NotFoundError(f"{name!r} has no version {selector}", field=field)
-    return _served(run, "version")
-
-
-def _require_known(runs: RunStore, name: str, field: str) -> None:
-    """NotFoundError saying the name itself is unknown (or never trained), before an alias is blamed."""
-    if not runs.has_name(name):
-        raise NotFoundError(f"no trained model named {name!r} in the registry", field=field)
+__all__ = [
+    "ENSEMBLE_REFERENCE_HELP",
+    "REFERENCE_HELP",
+    "SELECTORS",
+    "SERVED_WORDS",
+    "Served",
+    "find_ensemble_reference",
+    "resolve_ensemble",
+    "resolve_model",
+    "split_ensemble_reference",
+    "split_reference",
+]

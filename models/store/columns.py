@@ -209,3 +209,54 @@ def check_training_columns(config: dict[str, Any], settings: Settings | None = N
     problems = data_problems(config, settings)
     if problems:
         raise ValidationError("invalid config: " + "; ".join(p["message"] for p in problems), errors=problems)
+
+
+ESTIMATE_BYTES = 1 << 20  # bytes of a large CSV read to estimate its row count from its size
+
+
+def describe_columns(path: Path) -> dict[str, Any]:
+    """A CSV or Parquet file's columns with the type each would get as a feature (``numeric`` /
+    ``categorical`` / ``text``, detected on its first ``TYPE_SAMPLE_ROWS`` rows as at save; ``None`` for
+    a file without rows), and its row count: exact for Parquet (footer) and for a CSV the sample covers,
+    else estimated from the file's size (``rows_exact`` False). The feature picker of the config form
+    and the upload answer show this. ``ValueError`` saying why the file cannot be read."""
+    from models.preprocess import detect_type
+    from models.tabular import parquet_rows
+
+    header = read_header(path)
+    if not any(header):
+        raise ValueError("has no column names in its first line")
+    if is_parquet(path):
+        sample = parquet_sample(path, header, TYPE_SAMPLE_ROWS)
+        rows, exact = parquet_rows(path), True
+    else:
+        import pandas as pd
+
+        try:
+            sample = pd.read_csv(path, nrows=TYPE_SAMPLE_ROWS, low_memory=False)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"is not UTF-8 text (byte {exc.start} is invalid)") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"cannot be read as CSV ({reason})") from None
+        rows, exact = len(sample), len(sample) < TYPE_SAMPLE_ROWS
+        if not exact:
+            rows = _estimate_rows(path, rows)
+    columns = []
+    for i, name in enumerate(header):  # by position: a blank or repeated name still gets its own column
+        values = sample.iloc[:, i] if i < sample.shape[1] else None
+        kind = detect_type(values) if values is not None and not sample.empty else None
+        columns.append({"name": name, "type": kind})
+    return {"columns": columns, "rows": rows, "rows_exact": exact}
+
+
+def _estimate_rows(path: Path, at_least: int) -> int:
+    """Rows of a large CSV from its size and the line length of its first ``ESTIMATE_BYTES`` (no less than
+    the rows already read)."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(ESTIMATE_BYTES)
+    lines = head.count(b"\n")
+    if not lines:
+        return at_least
+    return max(at_least, round(size / (len(head) / lines)) - 1)

@@ -163,7 +163,20 @@ class Database:
                     partialFilterExpression={"status": "production"},
                 )
                 runs.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
-                ensembles.create_index([("name", ASCENDING)], unique=True, name="name_unique")
+                # one document per ensemble version (before versions: one per name, the index name_unique)
+                if "name_unique" in ensembles.index_information():
+                    ensembles.drop_index("name_unique")
+                ensembles.update_many({"version": {"$exists": False}}, {"$set": {"version": 1}})
+                ensembles.create_index(
+                    [("name", ASCENDING), ("version", ASCENDING)], unique=True, name="name_version_unique"
+                )
+                ensembles.create_index(
+                    [("name", ASCENDING)],
+                    unique=True,
+                    name="one_production_per_name",
+                    partialFilterExpression={"stage": "production"},
+                )
+                ensembles.create_index([("run_id", ASCENDING)])
                 jobs.create_index([("status", ASCENDING), ("created_at", DESCENDING)])
                 jobs.create_index([("key", ASCENDING), ("status", ASCENDING)])
                 # one queued/running job per key; the field exists only while the job is active

@@ -29,8 +29,9 @@ from typing import Any
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from models.artifacts.atomic import CHUNK_SIZE
+from models.artifacts import blocks
 from models.artifacts.base import ArtifactInfo, ArtifactStore, artifact_name, json_writer, npz_writer
+from models.artifacts.blocks import CHUNK_SIZE
 from models.artifacts.gridfs import is_gridfs_path
 from models.artifacts.legacy import SEED_PATH_FIELDS, is_legacy
 from models.artifacts.routing import get_store
@@ -59,8 +60,10 @@ class TrustRequiredError(ValidationError):
 
 def describe_bytes(path: str, data: bytes, chunk_size: int = CHUNK_SIZE) -> ArtifactInfo:
     """The checksums of a file's bytes, as a written artifact would record them."""
-    chunks = tuple(hashlib.sha256(data[i : i + chunk_size]).hexdigest() for i in range(0, len(data), chunk_size))
-    return ArtifactInfo(path, hashlib.sha256(data).hexdigest(), len(data), chunk_size, chunks or None)
+    chunks = tuple(blocks.digests_of(data, chunk_size))
+    return ArtifactInfo(
+        path, hashlib.sha256(data).hexdigest(), len(data), chunk_size, block_digests=chunks or None
+    )
 
 
 def sign_adopted_files(store: ArtifactStore, infos: dict[str, ArtifactInfo]) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Reading a config's training file (CSV, or Parquet: ``.parquet``/``.pq``) into features and target, with
 clear errors.
 
-The file is read once, its SHA-256 computed from the same bytes (:mod:`models.tabular`: pyarrow's reader,
-giving exactly the frame ``pandas.read_csv`` gave; the few CSVs it would read differently are read with
-pandas as before).
+The file is read once, its SHA-256 computed from the same bytes (:mod:`models.tabular`: pandas' parser in
+one streaming pass, the hash fed beside it; a CSV whose column types change along the file is read again
+as a whole, as before).
 
 Missing-value policy: only rows with a missing target are dropped (how many is recorded in the run:
 ``data.rows_dropped``); blank feature cells are kept and imputed inside the run's pipeline (see
@@ -118,8 +118,8 @@ def _read_parquet(path: Path, training_csv: str, label: str) -> tuple[pd.DataFra
 
 
 def _read_csv_pandas(path: Path, training_csv: str) -> tuple[pd.DataFrame, str]:
-    """The CSV read as before pyarrow: for the files :func:`models.tabular.read_csv_hashed` cannot read
-    exactly as pandas does, and for the bad ones (its errors are the messages users get)."""
+    """The CSV read as a whole text: for the files :func:`models.tabular.read_csv_hashed` cannot read in one
+    pass exactly as this does, and for the bad ones (its errors are the messages users get)."""
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"training CSV {training_csv!r} is empty", field="training_csv")

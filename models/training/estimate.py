@@ -7,6 +7,7 @@ the median. Counting the rows reads the CSV's bytes once (no parsing), or a Parq
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ SLOW_TYPES = {
     "knn": (200_000, "k-nearest neighbours predicts by comparing every row with every other"),
 }
 RUNS_CONSIDERED = 20
+NEAREST_RUNS = 5  # of those, the closest in row count
 
 
 @dataclass
@@ -80,11 +82,16 @@ def count_rows(training_csv: str) -> int | None:
 
 
 def estimate_training(database: Database, config: dict[str, Any], rows: int | None = None) -> Estimate:
-    """How long training ``config`` should take, judged from past runs of its model type."""
+    """How long training ``config`` should take, judged from past runs of its model type.
+
+    Of each past run only the fitting (``cv_s``, ``final_fit_s``) grows with the rows (by the model type's
+    exponent) and the folds, and reading the file (``load_s``) with the rows; the rest of it (evaluating,
+    saving) is taken as it was: scaling a small run's fixed costs up with the rows overestimated large
+    trainings several times over. The past runs closest in size to ``rows`` are used first."""
     rows = rows if rows is not None else count_rows(config.get("training_csv") or "")
     model_type, task = config.get("model_type"), config.get("task")
     query = {"task": task, "model_type": model_type, "durations.total_s": {"$gt": 0}, "data.rows_used": {"$gt": 0}}
-    fields = {"name": 1, "durations.total_s": 1, "data.rows_used": 1, "config.cv_folds": 1}
+    fields = {"name": 1, "durations": 1, "data.rows_used": 1, "config.cv_folds": 1}
     store = RunStore(database)
     newest = [("created_at", -1)]
     runs = store.search(
@@ -95,19 +102,51 @@ def estimate_training(database: Database, config: dict[str, Any], rows: int | No
         runs = store.search(query, projection=fields, order=newest, limit=RUNS_CONSIDERED)
     if not runs:
         return Estimate(None, f"no past {model_type} runs to go by", rows)
+    if rows:  # the nearest in size: the less a run is scaled, the better it predicts
+        runs = sorted(runs, key=lambda run: abs(math.log(rows / int(run["data"]["rows_used"]))))[:NEAREST_RUNS]
     exponent = ROW_EXPONENT.get(str(model_type), 1.0)
     folds = int(config.get("cv_folds") or 5)
-    scaled = []
-    for run in runs:
-        seconds = float(run["durations"]["total_s"])
-        past_rows = int(run["data"]["rows_used"])
-        past_folds = int((run.get("config") or {}).get("cv_folds") or folds)
-        factor = ((rows / past_rows) ** exponent if rows else 1.0) * (folds + 1) / (past_folds + 1)
-        scaled.append(seconds * factor)
+    scaled = [_scaled_seconds(run, rows, exponent, folds) for run in runs]
     whose = f"{config.get('name')}'s" if own else f"{model_type}"
     plural = "s" if len(runs) != 1 else ""
     size = f" scaled to {rows:,} rows" if rows else ""
     return Estimate(statistics.median(scaled), f"from {len(runs)} past {whose} run{plural}{size}", rows)
+
+
+def _scaled_seconds(run: dict[str, Any], rows: int | None, exponent: float, folds: int) -> float:
+    """A past run's duration scaled to ``rows`` rows and ``folds`` folds."""
+    durations = run["durations"]
+    past_rows = int(run["data"]["rows_used"])
+    past_folds = int((run.get("config") or {}).get("cv_folds") or folds)
+    ratio = rows / past_rows if rows else 1.0
+    fold_factor = (folds + 1) / (past_folds + 1)
+    total = float(durations["total_s"])
+    if "cv_s" not in durations:  # runs from before the split durations: all of it scales
+        return total * ratio**exponent * fold_factor
+    cv, final = float(durations.get("cv_s") or 0), float(durations.get("final_fit_s") or 0)
+    loading = float(durations.get("load_s") or 0)
+    rest = max(total - cv - final - loading, 0.0)
+    return _fitting_seconds(cv, final, past_folds, folds, ratio, exponent) + loading * ratio + rest
+
+
+def _fitting_seconds(cv: float, final: float, past_folds: int, folds: int, ratio: float, exponent: float) -> float:
+    """The cross-validation and final fit of a past run, scaled ``ratio`` times the rows and to ``folds`` folds.
+
+    A fit takes ``fixed + growing * rows**exponent``. The run's own numbers tell the two apart: each of its
+    ``past_folds`` fold fits saw ``(k-1)/k`` of the rows its final fit saw, so what the final fit took beyond
+    an average fold fit is what grew with the rows. At least a quarter of a fit is taken to grow (timings of
+    tiny fits are mostly noise, and underestimating a large training is the worse mistake). The measured
+    times are scaled by that model, so the same rows and folds give back exactly what was measured."""
+    scale = ratio**exponent
+    if past_folds < 2 or final <= 0:
+        return (cv + final) * scale * (folds / past_folds if past_folds >= 2 and folds >= 2 else 1.0)
+    shrink = ((past_folds - 1) / past_folds) ** exponent
+    growing = min(max((final - cv / past_folds) / (1 - shrink), 0.25 * final), final)
+    fixed = final - growing
+    fold_now = fixed + growing * shrink
+    fold_new = fixed + growing * (((folds - 1) / folds) ** exponent if folds >= 2 else 0.0) * scale
+    fold_fits = cv * (fold_new / fold_now) * (folds / past_folds) if folds >= 2 else 0.0
+    return fold_fits + fixed + growing * scale
 
 
 def slow_warning(config: dict[str, Any], rows: int | None) -> str | None:

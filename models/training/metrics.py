@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 from sklearn import metrics as skm
 
 HIGHER_IS_BETTER = {
@@ -62,10 +61,22 @@ def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(den == 0, 0.0, num / safe)
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks with ties given their average rank: ``scipy.stats.rankdata(values)`` (method
+    "average"), in numpy alone (scipy.stats costs a CLI command 0.3 s to import)."""
+    values = np.asarray(values).ravel()
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    edges = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1], [True])))
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.repeat((edges[:-1] + edges[1:] + 1) / 2.0, np.diff(edges))
+    return ranks
+
+
 def binary_roc_auc(positive: np.ndarray, score: np.ndarray) -> float:
     """The area under the ROC curve as the Mann-Whitney statistic (ties count half): the value
     ``roc_auc_score`` gives (to rounding), without its input checks that dominate on stored predictions."""
-    ranks = rankdata(score)  # average ranks for ties
+    ranks = average_ranks(score)  # average ranks for ties
     n_pos = int(np.count_nonzero(positive))
     n_neg = len(positive) - n_pos
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -24,7 +24,7 @@ from typing import Any
 
 from models import jobs
 from models.errors import ConflictError, ValidationError
-from models.estimators import REGISTRY
+from models.estimators import REGISTRY, load_class
 from models.store.configs import ConfigStore, user_fields
 from models.store.db import Database
 from models.store.schema import NAME_RE, validate_config
@@ -156,8 +156,8 @@ def plan_sweep(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[st
 
 def _scale(base: dict[str, Any], doc: dict[str, Any]) -> float:
     """How much longer ``doc`` trains than ``base``, from the hyperparameters a training's time grows with."""
-    cls = REGISTRY.get(base.get("task"), {}).get(base.get("model_type"), (None, {}))[0]
-    defaults = cls().get_params() if cls is not None else {}
+    ref = REGISTRY.get(base.get("task"), {}).get(base.get("model_type"), (None, {}))[0]
+    defaults = load_class(ref)().get_params() if ref is not None else {}
     factor = 1.0
     for key in SCALING:
         new = (doc.get("hyperparameters") or {}).get(key, defaults.get(key))

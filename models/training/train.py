@@ -22,8 +22,6 @@ import numpy as np
 import pandas as pd
 import sklearn
 from sklearn.base import clone
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, RobustScaler, StandardScaler
 
@@ -81,6 +79,8 @@ def make_pipeline(config: dict[str, Any]) -> Pipeline:
         config["task"], config["model_type"], config.get("hyperparameters") or {}, config.get("random_state")
     )
     calibration = config.get("calibration", "none")
+    from sklearn.calibration import CalibratedClassifierCV  # here: it imports scipy.stats, which most runs skip
+
     if config["task"] == "classification" and calibration != "none":
         model = CalibratedClassifierCV(model, method=calibration, cv=CALIBRATION_CV)
     elif (config["task"], config["model_type"]) in NEEDS_PROBABILITY_WRAPPER:
@@ -306,6 +306,8 @@ def feature_importance(
         if all(np.atleast_2d(m.coef_).shape[0] == 1 for m in inner):
             signed = np.mean([np.atleast_2d(m.coef_)[0] for m in inner], axis=0)
     else:
+        from sklearn.inspection import permutation_importance
+
         rows = min(len(y_te), 1000)
         result = permutation_importance(
             pipe,

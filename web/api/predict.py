@@ -1,4 +1,8 @@
-"""``POST /api/predict/model/<name>`` and ``POST /api/predict/ensemble/<name>``.
+"""``POST /api/predict/model/<ref>`` and ``POST /api/predict/ensemble/<ref>``.
+
+``<ref>`` is a reference: for a model ``NAME`` (its production run, else its latest training), ``NAME@1.2.0``...;
+for an ensemble ``NAME`` (its production version, else its highest), ``NAME@production``, ``NAME@staging``,
+``NAME@latest``, ``NAME@3`` or a version's run id. Every answer names ``run_id``, ``version`` and ``served``.
 
 Body ``{"rows": [{"feature": value, ...}, ...]}``; answer ``{"predictions": [{"prediction", "proba_<class>"...}],
 "count", "run_id", ...}``. A body without a list of row objects, or rows missing features, is a 400

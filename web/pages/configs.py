@@ -17,7 +17,7 @@ from models.timeutil import iso
 from models.training.service import submit_training
 from web.formatting import last_trained, primary_metric
 from web.pages.config_form import check, choices, errors_by_field, extra_fields, form_values, parse_form
-from web.services import config_store, get_db, job_runner, requested_by
+from web.services import config_store, get_db, get_settings, job_runner, requested_by
 
 from ..training_view import training_context
 
@@ -103,6 +103,7 @@ def _render_form(
         extras=extras or {},
         duplicate_of=duplicate_of,
         choices=choices(),
+        upload_limit=get_settings().max_training_csv_bytes,
     ), status
 
 
@@ -122,6 +123,8 @@ def create() -> Any:
                 "random_state": 42,
                 "test_size": 0.2,
                 "task": "classification",
+                # back from "Upload a CSV" without JavaScript (pages/data.py): the uploaded file
+                "training_csv": (request.args.get("training_csv") or "").strip() or None,
             }
         )
         return _render_form("create", values, extras=extras, duplicate_of=duplicate_of)[0]
@@ -180,7 +183,10 @@ def edit(ident: str) -> Any:
     current = store.get(ident)
     extras = extra_fields(current)
     if request.method == "GET":
-        return _render_form("edit", form_values(current), config=current, extras=extras)[0]
+        values = form_values(current)
+        if (request.args.get("training_csv") or "").strip():  # back from "Upload a CSV" (pages/data.py)
+            values["training_csv"] = request.args["training_csv"].strip()
+        return _render_form("edit", values, config=current, extras=extras)[0]
     values = dict(request.form)
     if str(current.get("rev")) != request.form.get("rev", ""):
         flash(

@@ -2,6 +2,11 @@
 
 Creating runs as a background job; the detail page of a name whose ensemble is
 still being built shows that job's progress and turns into the ensemble when it ends.
+
+``<name>`` in these URLs is an ensemble reference (NAME: its production version, else its highest;
+NAME@3, NAME@production, NAME@staging, NAME@latest, a version's run id). The detail page lists every
+version with a control to move it to another stage; the predict upload answers with the version's run id
+and version in ``X-Ensemble-Run-Id`` / ``X-Ensemble-Version`` / ``X-Ensemble-Served``.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from models import jobs
 from models.artifacts.prediction_csv import to_safe_csv
 from models.artifacts.predictor import with_predictions
+from models.ensembles import versions
 from models.ensembles.build import delete_ensemble, find_ensemble, get_ensemble, list_ensembles, load_ensemble
 from models.ensembles.service import (
     REQUEST_FIELDS,
@@ -137,9 +143,11 @@ def detail(name: str) -> Any:
     return render_template(
         "ensembles/detail.html",
         ensemble=doc,
+        ref=name,
+        history=versions.history(database, name),
         comparison=comparison_rows(doc),
         ensemble_features=ensemble_features(database, doc),
-        job=jobs.latest_job(database, ensemble_key(name)),
+        job=jobs.latest_job(database, ensemble_key(doc["name"])),
     )
 
 
@@ -163,18 +171,44 @@ def _uploaded_frame() -> pd.DataFrame:
 def predict(name: str) -> Any:
     """Predict the rows of an uploaded CSV; answers with that CSV plus the prediction columns."""
     database = get_db()
-    get_ensemble(database, name)  # 404 for an unknown name
+    get_ensemble(database, name)  # 404 for an unknown name, version or alias
     try:
         frame = _uploaded_frame()
-        merged, _ = with_predictions(frame, load_ensemble(database, name).predict_table(frame))
+        ensemble = load_ensemble(database, name)
+        merged, _ = with_predictions(frame, ensemble.predict_table(frame))
     except ValidationError as exc:
         flash(f"No predictions: {exc.message}", "error")
         return redirect(url_for(".detail", name=name, _anchor="predict"))
+    served = ensemble.served
     return Response(
         to_safe_csv(merged),  # formula-like cells escaped, as the API and the CLI write them
         mimetype="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="{name}-predictions.csv"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{ensemble.name}-predictions.csv"',
+            "X-Ensemble-Run-Id": str(served["run_id"]),
+            "X-Ensemble-Version": str(served["version"]),
+            "X-Ensemble-Served": str(served["served"]),
+        },
     )
+
+
+@bp.post("/<name>/promote")
+def promote(name: str) -> Any:
+    """Move the version ``name`` names (a plain name: its highest) to the form's stage ``to``."""
+    try:
+        result = versions.set_stage(
+            get_db(), name, request.form.get("to", ""), by=requested_by(), demote_to="staging"
+        )
+    except ValidationError as exc:
+        flash(f"Not moved: {exc.message}", "error")
+        return redirect(url_for(".detail", name=name.rpartition("@")[0] or name, _anchor="versions"))
+    demoted = result["demoted"]
+    flash(
+        f"Ensemble {result['name']} version {result['version']}: {result['from']} -> {result['to']}."
+        + (f" Version {demoted['version']} moved to {demoted['to']}." if demoted else ""),
+        "success",
+    )
+    return redirect(url_for(".detail", name=result["name"], _anchor="versions"))
 
 
 @bp.route("/<name>/delete", methods=["GET", "POST"])
