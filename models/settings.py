@@ -216,6 +216,7 @@ class Settings:
     embedded_port: int = 27018
     cache_max_items: int = 64
     cache_max_bytes: int = 2 * 1024**3
+    serving_cache_ms: int = 1000  # how long a predict route reuses what a reference resolved to (0: never)
     job_workers: int = 2
     dask_scheduler_address: str | None = None  # set: jobs and slow-path retrains run on this Dask cluster
     cv_jobs: int = 1  # joblib n_jobs for the CV folds of one fit (1 = one after another, as before)
@@ -322,6 +323,7 @@ class Settings:
             embedded_port=_int(env, "EMBEDDED_MONGO_PORT", d.embedded_port),
             cache_max_items=_int(env, "CACHE_MAX_ITEMS", d.cache_max_items),
             cache_max_bytes=_bytes(env, "CACHE_MAX_BYTES", d.cache_max_bytes),
+            serving_cache_ms=_non_negative(env, "SERVING_CACHE_MS", d.serving_cache_ms),
             job_workers=_int(env, "JOB_WORKERS", d.job_workers),
             dask_scheduler_address=env.get("DASK_SCHEDULER_ADDRESS") or None,
             cv_jobs=_int(env, "CV_JOBS", d.cv_jobs),

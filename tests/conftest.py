@@ -96,6 +96,9 @@ def settings(
         data_roots=data_roots,
         artifact_signing_key=signing_key,
         server_selection_timeout_ms=3000,
+        # tests change the registry from other processes and predict at once; tests/test_serving_cache.py
+        # tests the cache itself
+        serving_cache_ms=0,
     )
 
 

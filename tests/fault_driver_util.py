@@ -24,6 +24,7 @@ def driver_env(settings: Settings, **extra: str) -> dict[str, str]:
         ARTIFACT_DIR=str(settings.artifact_dir),
         VAR_DIR=str(settings.var_dir),
         MONGO_TIMEOUT_MS=str(settings.server_selection_timeout_ms),
+        SERVING_CACHE_MS=str(settings.serving_cache_ms),
         PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS="1",
         **extra,

@@ -143,8 +143,8 @@ def test_ensemble_create_loads_no_scipy_stats_and_exits_at_once(settings, databa
     scipy.stats (deferred until used) nor the estimators and training code it does not run; its answer and
     exit code are those of the command."""
     store = ConfigStore(database)
-    for name in ("s_a", "s_b"):
-        store.create(cls_config(name, games_csv, random_state=1 if name == "s_a" else 2))
+    for name, model_type in (("s_a", "logistic_regression"), ("s_b", "naive_bayes")):
+        store.create(cls_config(name, games_csv, model_type))
         run = subprocess.run(
             [sys.executable, "-m", "cli", "train", name],
             cwd=ROOT,

@@ -187,6 +187,11 @@ def test_an_estimator_that_needs_this_projects_code_is_refused(database, games_c
     with pytest.raises(ValidationError, match="models.boosting"):
         export_mlflow(database, "c_xgb", tmp_path / "out")
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+    from models import registry
+
+    with pytest.raises(ValidationError, match="models.boosting.*outside this project's environment"):
+        registry.deploy_export(database, "c_xgb", tmp_path / "deploy")  # the same promise, the same refusal
+    assert not (tmp_path / "deploy").exists() or list((tmp_path / "deploy").iterdir()) == []
 
 
 def test_a_failure_half_way_leaves_nothing(trained, tmp_path, monkeypatch):

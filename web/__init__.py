@@ -20,12 +20,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, request
 from pymongo.errors import PyMongoError
 
 from models import jobs
 from models.artifacts.signing import get_signer
 from models.errors import ServiceError
+from models.registry.serving import serving_cache
 from models.settings import Settings, get_settings
 from models.store.db import Database
 from web import api, health, pages
@@ -98,8 +99,21 @@ def create_app(
     app.register_blueprint(health.bp)
     app.register_blueprint(pages.create_blueprint())
     app.register_blueprint(api.create_blueprint())
+    _forget_served_references_after_changes(app, settings)
     log.info("web app ready (database %s)", database.info()["database"])
     return app
+
+
+def _forget_served_references_after_changes(app: Flask, settings: Settings) -> None:
+    """After any successful change through this app (promote, train, delete, import, ...), predict routes
+    resolve their references afresh (:class:`models.registry.serving.ServingCache`)."""
+
+    @app.after_request
+    def forget(response: Response) -> Response:
+        changed = request.method not in ("GET", "HEAD", "OPTIONS") and response.status_code < 400
+        if changed and "predict" not in (request.endpoint or ""):
+            serving_cache(settings).clear()
+        return response
 
 
 def _recover_jobs(database: Database) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from models.artifacts.loading import load_model
 from models.ensembles.build import load_ensemble
-from models.registry.serving import resolve_model
+from models.registry.serving import resolve_model, serving_cache
 from models.store.db import Database
 from web.errors import BadRequestError
 
@@ -67,7 +67,7 @@ def predict_with_model(database: Database, ref: str, body: dict[str, Any]) -> di
     """Predict with the run that reference ``ref`` serves (:func:`models.registry.serving.resolve_model`:
     ``NAME`` is its production run, else its latest training; 404 unknown, 409 never trained)."""
     rows = read_rows(body)
-    served = resolve_model(database, ref)
+    served = serving_cache(database.settings).get(("model", ref), lambda: resolve_model(database, ref))
     loaded = load_model(database.settings, served.doc)
     model = loaded.model
     check_features(rows, model.features)
@@ -88,7 +88,7 @@ def predict_with_ensemble(database: Database, ref: str, body: dict[str, Any]) ->
     """Predict with the ensemble version reference ``ref`` serves (:func:`models.store.references.resolve_ensemble`:
     ``NAME`` is its production version, else its highest; 404 unknown name, version or alias)."""
     rows = read_rows(body)
-    ensemble = load_ensemble(database, ref)
+    ensemble = serving_cache(database.settings).get(("ensemble", ref), lambda: load_ensemble(database, ref))
     check_features(rows, ensemble.features)
     predictions = ensemble.predict_records(rows)
     return {

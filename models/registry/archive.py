@@ -753,6 +753,9 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
     if not MEMBER_FILE_RE.match(base):
         base = built.meta["run_id"]
     pipeline_path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
+    from models.registry.mlflow_export import check_portable  # (it builds on this module)
+
+    check_portable(built.estimator)
     written = atomic_write(pipeline_path, pickle_writer(built.estimator))
     meta = {
         **built.meta,

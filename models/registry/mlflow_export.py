@@ -83,6 +83,12 @@ def pickled(estimator: Any) -> tuple[bytes, set[str]]:
     return buffer.getvalue(), pickler.modules
 
 
+def check_portable(estimator: Any) -> None:
+    """ValidationError when ``estimator``'s pickle would need this project's own code to load (what every
+    deployment export promises not to)."""
+    requirements(pickled(estimator)[1])
+
+
 def requirements(modules: set[str]) -> list[str]:
     """Pinned requirement lines for the packages that provide ``modules`` (standard library left out).
 
@@ -93,7 +99,7 @@ def requirements(modules: set[str]) -> list[str]:
     if own:
         raise ValidationError(
             f"the estimator needs this project's own code ({', '.join(own)}) to load, so it would not load "
-            "where only MLflow and the packages it lists are installed; not exported",
+            "outside this project's environment; not exported",
             field="ref",
         )
     providers = importlib.metadata.packages_distributions()

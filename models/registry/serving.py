@@ -18,6 +18,12 @@ the registry's name for them.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from models.settings import Settings
 from models.store.references import (
     ENSEMBLE_REFERENCE_HELP,
     REFERENCE_HELP,
@@ -37,9 +43,67 @@ __all__ = [
     "SELECTORS",
     "SERVED_WORDS",
     "Served",
+    "ServingCache",
     "find_ensemble_reference",
     "resolve_ensemble",
     "resolve_model",
+    "serving_cache",
     "split_ensemble_reference",
     "split_reference",
 ]
+
+
+T = TypeVar("T")
+
+
+class ServingCache:
+    """What references resolved to, kept ``SERVING_CACHE_MS`` (default 1 s) for the predict routes.
+
+    A predict request would otherwise read the registry 4-5 times to learn which run answers (the production
+    run, the config's current run, the ensemble version) before predicting from a model already in memory;
+    that was a quarter of its time (bench/serving_profile.py). Within the window the same reference is served
+    by the same run without a database read; a promotion, retrain or deletion made through this process
+    clears the cache at once (the web app does so after every successful change), one made elsewhere (the CLI,
+    another machine) is served at most ``SERVING_CACHE_MS`` later. Errors (unknown names) are never cached.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._entries: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, make: Callable[[], T]) -> T:
+        """The value cached for ``key`` if still fresh, else ``make()`` (cached when it returns)."""
+        if self.seconds <= 0:
+            return make()
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        value = make()
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries.clear()
+            self._entries[key] = (now + self.seconds, value)
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_caches: dict[tuple[str, str], ServingCache] = {}
+_caches_lock = threading.Lock()
+
+
+def serving_cache(settings: Settings) -> ServingCache:
+    """This process's serving cache for the database ``settings`` names."""
+    key = (settings.effective_mongo_uri, settings.mongo_db)
+    with _caches_lock:
+        cache = _caches.get(key)
+        if cache is None or cache.seconds != settings.serving_cache_ms / 1000:
+            cache = _caches[key] = ServingCache(settings.serving_cache_ms / 1000)
+        return cache
