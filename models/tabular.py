@@ -1,11 +1,11 @@
 """Reading a training file (CSV or Parquet) into a pandas frame once, with its SHA-256 computed on the way.
 
-CSV: pandas' own parser reads the file while a second thread feeds the SHA-256 from the very bytes it reads
-(:func:`read_csv_hashed`), so the file is read from disk once and never held whole as bytes or text. The
-frame must be exactly what ``pandas.read_csv(text, low_memory=False)`` gave before (the column types, the
-values, the blanks, the row count: runs compare them); the one case where the chunked read could differ is
-detected and answered with ``None``: the caller then reads the file the old way (:func:`read_csv_hashed`
-says why in the log).
+CSV: pandas' own parser reads the file by its path while a second thread streams it through SHA-256
+(:func:`read_csv_hashed`): the file is never held whole as bytes or text, and the hash costs a second core
+rather than time. The frame must be exactly what ``pandas.read_csv(text, low_memory=False)`` gave before
+(the column types, the values, the blanks, the row count: runs compare them); the one case where the
+chunked read could differ, and a file that changes while it is read, are detected and answered with
+``None``: the caller then reads the file the old way (:func:`read_csv_hashed` says why in the log).
 
 Parquet (``.parquet``/``.pq``): the file's bytes are read once into memory, hashed in a second thread while
 pyarrow decodes them, and the columns are given the types a CSV of the same data would have
@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import logging
-import queue
 import threading
 import warnings
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pandas and pyarrow are imported when a file is read: the CLI starts faster without
     import pandas as pd
@@ -31,7 +29,7 @@ if TYPE_CHECKING:  # pandas and pyarrow are imported when a file is read: the CL
 log = logging.getLogger(__name__)
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
-READ_BLOCK = 1 << 20  # bytes per read when hashing what the parser left unread
+READ_BLOCK = 1 << 20  # bytes per read of the hashing thread
 
 
 def is_parquet(path: str | Path) -> bool:
@@ -65,82 +63,56 @@ def _arrow_to_frame(table: Any) -> pd.DataFrame:
     return frame
 
 
-class _HashingFile(io.RawIOBase):
-    """The training file as pandas' parser reads it: every block it reads is handed, in order, to a thread
-    that feeds it into the SHA-256 (hashlib and the parser's tokenizer both let go of the GIL, so the hash
-    runs beside the parse), and counted."""
+def _sha256_of_file(path: Path, out: dict[str, Any]) -> None:
+    """The file's SHA-256 and byte count into ``out`` (run on a thread beside the parser: hashlib lets go of
+    the GIL, and the file is in the page cache the parser is reading it into)."""
+    digest, count = hashlib.sha256(), 0
+    try:
+        with open(path, "rb") as fh:
+            while block := fh.read(READ_BLOCK):
+                digest.update(block)
+                count += len(block)
+    except OSError as exc:
+        out["error"] = exc
+        return
+    out.update(sha256=digest.hexdigest(), count=count)
 
-    QUEUED = 16  # blocks read but not yet hashed, at most (pandas reads 256 KiB at a time)
 
-    def __init__(self, fh: IO[bytes]) -> None:
-        super().__init__()
-        self._fh = fh
-        self.digest = hashlib.sha256()
-        self.count = 0
-        self._blocks: queue.Queue[bytes | None] = queue.Queue(maxsize=self.QUEUED)
-        self._thread = threading.Thread(target=self._hash, name="csv-sha256", daemon=True)
-        self._thread.start()
-
-    def _hash(self) -> None:
-        while (block := self._blocks.get()) is not None:
-            self.digest.update(block)
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        block = self._fh.read(-1 if size is None else size)
-        if block:
-            self.count += len(block)
-            self._blocks.put(block)
-        return block
-
-    def readinto(self, buffer: Any) -> int:
-        block = self.read(len(buffer))
-        buffer[: len(block)] = block
-        return len(block)
-
-    def finish(self) -> str:
-        """Hash what the parser left unread (nothing, for a whole file) and return the SHA-256."""
-        while self.read(READ_BLOCK):
-            pass
-        self._blocks.put(None)
-        self._thread.join()
-        return self.digest.hexdigest()
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._blocks.put(None)
-            self._thread.join()
-        super().close()
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
 
 
 def read_csv_hashed(path: Path) -> tuple[pd.DataFrame | None, str | None]:
-    """The frame ``pandas.read_csv`` gives for this CSV and the file's SHA-256, from one read of the file.
+    """The frame ``pandas.read_csv`` gives for this CSV and the file's SHA-256, the two side by side.
 
-    pandas' C parser reads the file through :class:`_HashingFile`, in its default chunked mode (faster and
-    lighter than ``low_memory=False``). The frame is the one the whole-text read gave
-    (``pandas.read_csv(text, low_memory=False)``: runs compare the types, values, blanks and row count)
-    unless a column's type changes between chunks, which pandas reports with a ``DtypeWarning``: then, and
-    for any file pandas cannot parse, ``(None, None)``, and the caller reads the file the old way (which
-    also gives the error messages for bad files).
+    pandas parses the file by its path (its C reader, the fastest way pandas has, in its default chunked
+    mode) while a thread streams the same file through SHA-256; if the file's size, modification time or
+    inode differ after both from before them, the file changed meanwhile and is read again. The frame is
+    the one the whole-text read gave (``pandas.read_csv(text, low_memory=False)``: runs compare the types,
+    values, blanks and row count) unless a column's type changes between chunks, which pandas reports with a
+    ``DtypeWarning``: then, and for any file pandas cannot parse, ``(None, None)``, and the caller reads the
+    file the old way (which also gives the error messages for bad files).
     """
     import pandas as pd
 
-    size = path.stat().st_size
-    with open(path, "rb") as fh, _HashingFile(fh) as stream:
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", pd.errors.DtypeWarning)
-                frame = pd.read_csv(stream, encoding="utf-8-sig")
-        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
-            return _fallback(path, _reason(exc))
-        sha = stream.finish()
+    before = _identity(path)
+    hashed: dict[str, Any] = {}
+    hasher = threading.Thread(target=_sha256_of_file, args=(path, hashed), name="csv-sha256", daemon=True)
+    hasher.start()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.DtypeWarning)
+            frame = pd.read_csv(path)  # UTF-8; the C parser drops a byte order mark itself
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, csv.Error) as exc:
+        return _fallback(path, _reason(exc))
+    finally:
+        hasher.join()
     if any(issubclass(w.category, pd.errors.DtypeWarning) for w in caught):
         return _fallback(path, "a column's type changes along the file (pandas decides on the whole column)")
-    if stream.count != size:
+    if "error" in hashed or hashed.get("count") != before[0] or _identity(path) != before:
         return _fallback(path, "the file changed while it was read")
-    return frame, sha
+    return frame, hashed["sha256"]
 
 
 def _fallback(path: Path, reason: str) -> tuple[None, None]:

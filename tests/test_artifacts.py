@@ -329,3 +329,27 @@ def test_a_bad_block_read_straight_into_the_callers_buffer_is_zeroed_and_refused
     assert bytes(out[4096:]) == bytes(6 * 4096)  # nothing of the direct read survives, good blocks included
     with pytest.raises(ArtifactError, match="block 5"):
         reader.read(10)
+
+
+@pytest.mark.parametrize("change", ["flip", "truncate", "append"])
+def test_verify_ref_checks_the_signed_blocks_and_the_size(tmp_path, change):
+    """What creating an ensemble asks of a base model's files: every block against its digest, and the size."""
+    from models.artifacts.verified import verify_ref
+
+    store = LocalArtifactStore(tmp_path, chunk_size=4096)
+    payload = os.urandom(5 * 4096 + 17)
+    ref = store.write("x_model.pkl", lambda fh: fh.write(payload)).to_dict()
+    assert ref["format"] == 2 and verify_ref(store, ref) == len(payload)
+    path = tmp_path / "x_model.pkl"
+    data = bytearray(payload)
+    if change == "flip":
+        data[3 * 4096 + 5] ^= 1
+    elif change == "truncate":
+        del data[-17:]  # the last block is gone: the size says so
+    else:
+        data += b"more"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError) as err:
+        verify_ref(store, ref)
+    assert err.value.reason == "checksum_mismatch"
+    assert {"flip": "block 3", "truncate": "size is", "append": "block 5"}[change] in err.value.message

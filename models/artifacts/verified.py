@@ -118,6 +118,38 @@ def verify_file(store: ArtifactStore, stored_path: str | None, sha256: str | Non
     return size
 
 
+def verify_ref(store: ArtifactStore, ref: Ref) -> int:
+    """Check a file against its ref as it streams past, never unpickling it; its size.
+
+    With per-block digests (covered by the ref's signature, which the caller checked) the blocks are
+    checked, with their own hash: BLAKE3 for artifact format 2, 4x faster than the whole file's SHA-256
+    that :func:`verify_file` checks for refs without them."""
+    info = ArtifactInfo.from_ref(ref)
+    if not info.block_digests or not info.chunk_size:
+        return verify_file(store, ref.get("path"), ref.get("sha256"))
+    stored_path = _checkable(store, info.path, info.sha256)
+    buffer = memoryview(bytearray(info.chunk_size))
+    size = 0
+    with store.open_stream(stored_path, info.sha256) as fh:
+        for index, expected in enumerate(info.block_digests):
+            n = 0
+            while n < info.chunk_size and (got := fh.readinto(buffer[n:])):
+                n += got
+            if n and blocks.hexdigest(info.block_hash, buffer[:n]) != expected:
+                raise _mismatch(stored_path, f"block {index} has the wrong {info.block_hash} digest")
+            size += n
+            if n < info.chunk_size:
+                break
+        longer = bool(fh.read(1))
+    if longer:
+        raise _mismatch(stored_path, f"the file is longer than the {info.size} bytes recorded")
+    if size != info.size:
+        raise _mismatch(stored_path, f"size is {size} bytes, expected {info.size}")
+    if not size:
+        raise ArtifactError(f"artifact file {stored_path} is empty", reason="empty_file", path=stored_path)
+    return size
+
+
 def _checkable(store: ArtifactStore, stored_path: str | None, sha256: str | None) -> str:
     """The path, if there is one and a checksum to verify it against (else the error saying which is missing)."""
     if not stored_path:

@@ -19,7 +19,7 @@ from models.artifacts.legacy import LEGACY_REASON, is_legacy, legacy_message
 from models.artifacts.loading import artifact_refs, cache_key, load_model
 from models.artifacts.predictor import TrainedModel
 from models.artifacts.routing import get_store
-from models.artifacts.verified import check_signature, load_npz_verified, verify_file
+from models.artifacts.verified import check_signature, load_npz_verified, verify_ref
 from models.ensembles.compat import check_names
 from models.errors import (
     ArtifactError,
@@ -198,9 +198,9 @@ def fast_load(
     oof_cached = ("oof", config.get("run_id"), _oof_ref(config).get("sha256")) in cache
     if model is None and not oof_cached:
         store = store or get_store(settings)
-        for ref in refs.values():  # signature first, then streamed through SHA-256; nothing is unpickled
+        for ref in refs.values():  # signature first, then its signed digests as it streams; nothing is unpickled
             check_signature(store, ref)
-            verify_file(store, ref["path"], ref.get("sha256"))
+            verify_ref(store, ref)
     oof = load_oof(settings, config, store=store, cache=cache) if need_oof else None
     return model, "cache" if (model is not None or oof_cached) else "artifacts", oof
 
