@@ -72,6 +72,7 @@ from models.registry.ensemble_export import (
     numeric_metrics,
 )
 from models.registry.lifecycle import ensembles_using, history_entry
+from models.registry.portable import check_portable
 from models.registry.query import RUN_ID_RE, load, resolve
 from models.registry.serving import find_ensemble_reference, resolve_model
 from models.settings import Settings, get_settings
@@ -753,8 +754,6 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
     if not MEMBER_FILE_RE.match(base):
         base = built.meta["run_id"]
     pipeline_path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
-    from models.registry.mlflow_export import check_portable  # (it builds on this module)
-
     check_portable(built.estimator)
     written = atomic_write(pipeline_path, pickle_writer(built.estimator))
     meta = {

@@ -30,6 +30,7 @@ from models.ensembles.build import load_ensemble
 from models.ensembles.selection import WeightedAverage
 from models.ensembles.stacking import StackedEnsemble
 from models.errors import ValidationError
+from models.registry.portable import check_portable
 from models.store.db import Database
 from models.timeutil import iso
 
@@ -151,8 +152,6 @@ def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict
     out_dir = Path(out_dir)
     base = f"{built.meta['ensemble']}-ensemble"
     path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
-    from models.registry.mlflow_export import check_portable  # (it builds on this module)
-
     check_portable(built.estimator)
     written = atomic_write(path, pickle_writer(built.estimator))
     meta = {

@@ -26,11 +26,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
-import io
 import json
 import logging
 import os
-import pickle
 import platform
 import shutil
 import sys
@@ -43,10 +41,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from models.artifacts.base import PICKLE_PROTOCOL
 from models.errors import ValidationError
 from models.registry.archive import deployable
 from models.registry.ensemble_export import Deployable
+from models.registry.portable import pickled, refuse_project_modules
 from models.store.db import Database
 from models.timeutil import iso
 
@@ -56,37 +54,7 @@ MODEL_FILE = "model.pkl"
 MLMODEL, REQUIREMENTS, PYTHON_ENV, CONDA_ENV = "MLmodel", "requirements.txt", "python_env.yaml", "conda.yaml"
 MLFLOW_REQUIREMENT = "mlflow>=3.0,<4"  # the MLmodel fields written here are MLflow 3's
 ALWAYS = ("scikit-learn", "numpy", "pandas", "scipy", "joblib")  # what the sklearn flavor itself loads with
-PROJECT_MODULES = ("models", "cli", "web", "agents", "bench", "tests")
 SIGNATURE_TYPES = {"numeric": "any", "categorical": "any", "text": "string"}
-
-
-class _RecordingPickler(pickle.Pickler):
-    """A pickler that notes the module of every class and function the pickle refers to."""
-
-    def __init__(self, fh: io.BytesIO) -> None:
-        super().__init__(fh, protocol=PICKLE_PROTOCOL)
-        self.modules: set[str] = set()
-
-    def reducer_override(self, obj: Any) -> Any:
-        owner = obj if isinstance(obj, type) or callable(obj) else type(obj)
-        module = getattr(owner, "__module__", None) or type(obj).__module__
-        if isinstance(module, str):
-            self.modules.add(module)
-        return NotImplemented
-
-
-def pickled(estimator: Any) -> tuple[bytes, set[str]]:
-    """The estimator's pickle bytes and the modules they name (``sklearn.pipeline``, ``numpy``...)."""
-    buffer = io.BytesIO()
-    pickler = _RecordingPickler(buffer)
-    pickler.dump(estimator)
-    return buffer.getvalue(), pickler.modules
-
-
-def check_portable(estimator: Any) -> None:
-    """ValidationError when ``estimator``'s pickle would need this project's own code to load (what every
-    deployment export promises not to)."""
-    requirements(pickled(estimator)[1])
 
 
 def requirements(modules: set[str]) -> list[str]:
@@ -95,13 +63,7 @@ def requirements(modules: set[str]) -> list[str]:
     ValidationError when a module is this project's own: the pickle would not load where only the listed
     packages are installed.
     """
-    own = sorted(m for m in modules if m.partition(".")[0] in PROJECT_MODULES)
-    if own:
-        raise ValidationError(
-            f"the estimator needs this project's own code ({', '.join(own)}) to load, so it would not load "
-            "outside this project's environment; not exported",
-            field="ref",
-        )
+    refuse_project_modules(modules)
     providers = importlib.metadata.packages_distributions()
     names = set(ALWAYS)
     for module in {m.partition(".")[0] for m in modules}:
