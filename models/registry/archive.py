@@ -59,7 +59,7 @@ from bson import json_util
 from bson.json_util import JSONMode, JSONOptions
 
 from models.artifacts.atomic import atomic_write
-from models.artifacts.base import SUFFIXES, ArtifactInfo, ArtifactStore, artifact_name, json_writer, pickle_writer
+from models.artifacts.base import SUFFIXES, ArtifactInfo, ArtifactStore, artifact_name
 from models.artifacts.cache import get_model_cache
 from models.artifacts.routing import canonical_path, get_store
 from models.artifacts.signing import ARCHIVE_CONTEXT, get_signer
@@ -70,9 +70,9 @@ from models.registry.ensemble_export import (
     deploy_export_ensemble,
     ensemble_deployable,
     numeric_metrics,
+    write_deployment,
 )
 from models.registry.lifecycle import ensembles_using, history_entry
-from models.registry.portable import check_portable
 from models.registry.query import RUN_ID_RE, load, resolve
 from models.registry.serving import find_ensemble_reference, resolve_model
 from models.settings import Settings, get_settings
@@ -753,18 +753,4 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
     base = f"{built.meta['name']}-{built.meta['version']}"
     if not MEMBER_FILE_RE.match(base):
         base = built.meta["run_id"]
-    pipeline_path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
-    check_portable(built.estimator)
-    written = atomic_write(pipeline_path, pickle_writer(built.estimator))
-    meta = {
-        **built.meta,
-        "pipeline_file": pipeline_path.name,
-        "sha256": written.sha256,
-        "size": written.size,
-        "exported_at": iso(),
-        "usage": f"import joblib, pandas as pd; pipe = joblib.load({pipeline_path.name!r}); "
-        "pipe.predict(pd.DataFrame(rows))  # rows need the listed feature columns",
-    }
-    atomic_write(meta_path, json_writer(meta))
-    log.info("deployment export of run %s to %s", built.meta["run_id"], pipeline_path)
-    return {**meta, "pipeline_path": str(pipeline_path), "metadata_path": str(meta_path)}
+    return write_deployment(built, out_dir, base, var="pipe", label=f"run {built.meta['run_id']}")

@@ -149,9 +149,19 @@ def ensemble_deployable(database: Database, name: str) -> Deployable:
 def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict[str, Any]:
     """Write ``<name>-ensemble.joblib`` (see :func:`to_sklearn`) and its metadata JSON to ``out_dir``."""
     built = ensemble_deployable(database, name)
-    out_dir = Path(out_dir)
-    base = f"{built.meta['ensemble']}-ensemble"
-    path, meta_path = out_dir / f"{base}.joblib", out_dir / f"{base}.json"
+    return write_deployment(
+        built,
+        Path(out_dir),
+        f"{built.meta['ensemble']}-ensemble",
+        var="est",
+        label=f"ensemble {built.meta['ensemble']}",
+    )
+
+
+def write_deployment(built: Deployable, out_dir: Path, stem: str, *, var: str, label: str) -> dict[str, Any]:
+    """Write ``<stem>.joblib`` (the estimator, refused unless it loads outside this project) and ``<stem>.json``
+    (its metadata) to ``out_dir``, each atomically; the metadata plus ``{"pipeline_path", "metadata_path"}``."""
+    path, meta_path = out_dir / f"{stem}.joblib", out_dir / f"{stem}.json"
     check_portable(built.estimator)
     written = atomic_write(path, pickle_writer(built.estimator))
     meta = {
@@ -160,9 +170,9 @@ def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict
         "sha256": written.sha256,
         "size": written.size,
         "exported_at": iso(),
-        "usage": f"import joblib, pandas as pd; est = joblib.load({path.name!r}); "
-        "est.predict(pd.DataFrame(rows))  # rows need the listed feature columns",
+        "usage": f"import joblib, pandas as pd; {var} = joblib.load({path.name!r}); "
+        f"{var}.predict(pd.DataFrame(rows))  # rows need the listed feature columns",
     }
     atomic_write(meta_path, json_writer(meta))
-    log.info("deployment export of ensemble %s to %s", built.meta["ensemble"], path)
+    log.info("deployment export of %s to %s", label, path)
     return {**meta, "pipeline_path": str(path), "metadata_path": str(meta_path)}

@@ -80,18 +80,22 @@ class Served:
 
 def split_reference(ref: Any, field: str = "name") -> tuple[str, str | None]:
     """``(name, selector)`` of a reference; ValidationError naming ``field`` for a malformed one."""
+    return _split(ref, field, f"a model reference: {REFERENCE_HELP}", VERSION_RE, "a version like 1.2.0")
+
+
+def _split(ref: Any, field: str, what: str, version_re: re.Pattern[str], version: str) -> tuple[str, str | None]:
+    """``(name, selector)`` of ``NAME`` or ``NAME@selector``; the selector an alias or matching ``version_re``."""
     if not isinstance(ref, str) or not ref.strip():
-        raise ValidationError(f"{field} must be a model reference: {REFERENCE_HELP}", field=field)
+        raise ValidationError(f"{field} must be {what}", field=field)
     ref = ref.strip()
     if "@" not in ref:
         return ref, None
     name, _, selector = ref.rpartition("@")
     if not name:
         raise ValidationError(f"reference {ref!r} has no name before '@'", field=field)
-    if selector not in SELECTORS and not VERSION_RE.match(selector):
+    if selector not in SELECTORS and not version_re.match(selector):
         raise ValidationError(
-            f"reference {ref!r}: after '@' give production, staging, latest or a version like 1.2.0",
-            field=field,
+            f"reference {ref!r}: after '@' give production, staging, latest or {version}", field=field
         )
     return name, selector
 
@@ -162,20 +166,13 @@ def _require_known(runs: RunStore, name: str, field: str) -> None:
 
 def split_ensemble_reference(ref: Any, field: str = "name") -> tuple[str, str | None]:
     """``(name, selector)`` of an ensemble reference; ValidationError naming ``field`` for a malformed one."""
-    if not isinstance(ref, str) or not ref.strip():
-        raise ValidationError(f"{field} must be an ensemble reference: {ENSEMBLE_REFERENCE_HELP}", field=field)
-    ref = ref.strip()
-    if "@" not in ref:
-        return ref, None
-    name, _, selector = ref.rpartition("@")
-    if not name:
-        raise ValidationError(f"reference {ref!r} has no name before '@'", field=field)
-    if selector not in SELECTORS and not ENSEMBLE_VERSION_RE.match(selector):
-        raise ValidationError(
-            f"reference {ref!r}: after '@' give production, staging, latest or a version number like 2",
-            field=field,
-        )
-    return name, selector
+    return _split(
+        ref,
+        field,
+        f"an ensemble reference: {ENSEMBLE_REFERENCE_HELP}",
+        ENSEMBLE_VERSION_RE,
+        "a version number like 2",
+    )
 
 
 def _ensemble_served(doc: dict[str, Any], chosen_by: str) -> Served:
