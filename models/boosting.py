@@ -36,3 +36,20 @@ class XGBLabelClassifier(XGBClassifier):
 
     def predict(self, X: Any, **kwargs: Any) -> np.ndarray:
         return self._labels.classes_[np.asarray(super().predict(X, **kwargs), dtype=int)]
+
+    def to_portable(self) -> Any:
+        """This classifier as XGBoost's and scikit-learn's own objects, for deployment exports, which must
+        load without this project: XGBoost's ``XGBClassifier`` holding the same booster (it answers
+        ``0..n-1``) inside a fitted soft-voting ``VotingClassifier`` of one, whose label encoder gives the
+        original labels back. The same probabilities and the same predictions."""
+        from sklearn.ensemble import VotingClassifier
+        from sklearn.utils import Bunch
+
+        plain = XGBClassifier(**self.get_params())
+        plain.load_model(bytearray(self.get_booster().save_raw("ubj")))
+        voting = VotingClassifier([("xgboost", plain)], voting="soft")
+        voting.estimators_ = [plain]
+        voting.named_estimators_ = Bunch(xgboost=plain)
+        voting.le_ = self._labels
+        voting.classes_ = self._labels.classes_
+        return voting

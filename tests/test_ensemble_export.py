@@ -124,8 +124,21 @@ def test_cli_deploy_export_takes_an_ensemble_and_refuses_passthrough(settings, d
     assert result.exit_code == 0, result.output
     meta = json.loads(result.stdout)
     assert meta["kind"] == "StackingRegressor" and Path(meta["metadata_path"]).is_file()
+    assert Path(meta["pipeline_path"]).name == "stack_reg-ensemble-1.joblib"
     by_run = deploy_export(database, load_ensemble(database, "stack_cls").run_id, tmp_path / "r")
     assert by_run["ensemble"] == "stack_cls"
+    # a second version gets a file of its own: exporting it keeps version 1's file as it was
+    create_ensemble(database, "stack_reg", ["r_ridge", "r_knn"], "ridge", new_version=True)
+    first = (tmp_path / "d" / "stack_reg-ensemble-1.joblib").read_bytes()
+    second = deploy_export(database, "stack_reg@2", tmp_path / "d")
+    assert Path(second["pipeline_path"]).name == "stack_reg-ensemble-2.joblib" and second["version"] == 2
+    assert (tmp_path / "d" / "stack_reg-ensemble-1.joblib").read_bytes() == first
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == [
+        "stack_reg-ensemble-1.joblib",
+        "stack_reg-ensemble-1.json",
+        "stack_reg-ensemble-2.joblib",
+        "stack_reg-ensemble-2.json",
+    ]
     with pytest.raises(ValidationError, match="passthrough"):
         deploy_export(database, "stack_pass", tmp_path / "p")
     assert not (tmp_path / "p").exists() or not any((tmp_path / "p").iterdir())

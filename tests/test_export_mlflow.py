@@ -179,21 +179,6 @@ def test_a_bad_reference_is_refused_naming_it(settings, trained, tmp_path):
     assert not out.exists()
 
 
-def test_an_estimator_that_needs_this_projects_code_is_refused(database, games_csv, tmp_path):
-    """XGBoost's classifier is wrapped by models.boosting.XGBLabelClassifier (any labels), which an MLflow
-    environment cannot import: refused with the module named, instead of a folder that fails to load."""
-    ConfigStore(database).create(cls_config("c_xgb", games_csv, "xgboost"))
-    train_config(database, "c_xgb")
-    with pytest.raises(ValidationError, match="models.boosting"):
-        export_mlflow(database, "c_xgb", tmp_path / "out")
-    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
-    from models import registry
-
-    with pytest.raises(ValidationError, match="models.boosting.*outside this project's environment"):
-        registry.deploy_export(database, "c_xgb", tmp_path / "deploy")  # the same promise, the same refusal
-    assert not (tmp_path / "deploy").exists() or list((tmp_path / "deploy").iterdir()) == []
-
-
 def test_a_failure_half_way_leaves_nothing(trained, tmp_path, monkeypatch):
     real, count = mlflow_export._write, []
 

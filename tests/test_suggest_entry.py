@@ -86,6 +86,37 @@ def test_cli_suggest_refusals_exit_2_and_write_nothing(settings, database, train
     assert database.ensembles.count_documents({}) == 0
 
 
+def test_cli_suggest_again_needs_new_version_and_then_adds_one(settings, database, trained):
+    first = run(settings, "ensemble", "suggest", "again", "--from", "lr", "--from", "rf", "--size", "4")
+    assert first.exit_code == 0, first.output
+    refused = run(settings, "ensemble", "suggest", "again", "--from", "lr", "--from", "nb", "--size", "4")
+    assert refused.exit_code == 2 and "already exists" in refused.stderr and "--new-version" in refused.stderr
+    assert database.ensembles.count_documents({"name": "again"}) == 1
+    second = run(
+        settings, "ensemble", "suggest", "again", "--from", "lr", "--from", "nb", "--size", "4", "--new-version"
+    )
+    assert second.exit_code == 0, second.output
+    docs = list(database.ensembles.find({"name": "again"}).sort("version", 1))
+    assert [d["version"] for d in docs] == [1, 2]
+    assert "nb" in docs[1]["base_names"] and "nb" not in docs[0]["base_names"]
+    stacked = run(
+        settings,
+        "ensemble",
+        "suggest",
+        "again",
+        "--from",
+        "lr",
+        "--from",
+        "rf",
+        "--method",
+        "stack",
+        "--new-version",
+        "--json",
+    )
+    assert stacked.exit_code == 0, stacked.output
+    assert json.loads(stacked.stdout)["version"] == 3
+
+
 def test_stacking_tool_suggest(settings, database, trained, games_csv):
     with StackingTool(settings, database) as tool:
         record = tool.suggest_ensemble("tool_auto", ["lr", "rf", "nb"], size=6, metric="accuracy")

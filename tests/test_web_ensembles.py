@@ -235,3 +235,31 @@ def test_api_regression_ensemble_without_meta_model_uses_ridge_cv(api, database,
 def test_groups_name_their_data_set_by_file(page, trained, games_csv):
     html_text = text(page.get("/ensembles/new"))
     assert f"target home_win · data {games_csv.name} (" in html_text
+
+
+def test_the_form_adds_a_new_version_and_the_list_shows_version_and_stage(page, api, database, trained):
+    from models.ensembles.versions import promote
+
+    def post(**extra):
+        data = {
+            "name": "verse",
+            "base_models": ["lr", "rf"],
+            "stack_method": "auto",
+            "csrf_token": csrf_token(page),
+        }
+        return page.post("/ensembles/new", data={**data, **extra})
+
+    assert post().status_code == 302
+    assert wait_job(api, str(database.jobs.find_one({"key": "ensemble:verse"})["_id"]))["status"] == "succeeded"
+    taken = post()
+    assert taken.status_code == 409 and "Add as a new version" in text(taken)
+    assert database.ensembles.count_documents({"name": "verse"}) == 1
+    assert post(new_version="on").status_code == 302
+    job = database.jobs.find_one({"key": "ensemble:verse"}, sort=[("created_at", -1)])
+    assert wait_job(api, str(job["_id"]))["status"] == "succeeded"
+    assert sorted(d["version"] for d in database.ensembles.find({"name": "verse"})) == [1, 2]
+    promote(database, "verse@1")
+    row = re.search(
+        r'<td data-label="Version" class="ens-version">(.*?)</td>', text(page.get("/ensembles/")), re.S
+    )
+    assert row and re.sub(r"<[^>]+>", "", row.group(1)).split() == ["1", "production", "of", "2"]

@@ -192,6 +192,7 @@ class StackingTool:
         meta_model: str | None = None,
         stack_top: int | None = None,
         description: str = "",
+        new_version: bool = False,
         progress: Progress | None = None,
     ) -> dict[str, Any]:
         """Choose and store an ensemble from the candidates' stored out-of-fold predictions; return its record.
@@ -201,7 +202,8 @@ class StackingTool:
         steps; a ``weighted`` ensemble), ``stack`` (``meta_model`` over the ``stack_top`` best) or ``both``
         (the better honest score). ``metric``: log_loss (default), brier, accuracy, roc_auc; rmse (default),
         mae, r2. ``record["selection"]`` holds the steps, the weights and the honest nested score beside the
-        best single candidate's on the same rows.
+        best single candidate's on the same rows. ``new_version``: when ``name`` exists, store the suggestion
+        as its next version (refused otherwise, naming the flag).
         """
         return suggest.suggest_ensemble(
             self.database,
@@ -214,6 +216,7 @@ class StackingTool:
             meta_model=meta_model,
             stack_top=stack_top,
             description=description,
+            new_version=new_version,
             progress=progress or no_progress,
             store=self.store,
             cache=self.cache,

@@ -64,6 +64,11 @@ def _meta_models() -> list[str]:
     help="How many of the best candidates the stacked option uses [default: 5].",
 )
 @click.option("--description", default="", help="A note stored with the ensemble.")
+@click.option(
+    "--new-version",
+    is_flag=True,
+    help="When NAME exists, store the suggestion as its next version (older versions and stages kept).",
+)
 @json_option
 @pass_app
 def suggest(
@@ -77,6 +82,7 @@ def suggest(
     meta_model: str | None,
     stack_top: int | None,
     description: str,
+    new_version: bool,
     as_json: bool,
 ) -> None:
     """Suggest and store ensemble NAME chosen from the candidates' stored out-of-fold predictions."""
@@ -97,6 +103,7 @@ def suggest(
             meta_model=meta_model,
             stack_top=stack_top,
             description=description,
+            new_version=new_version,
             progress=progress,
         )
     if as_json:

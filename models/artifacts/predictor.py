@@ -244,13 +244,16 @@ class TrainedModel:
         from sklearn.compose import ColumnTransformer
         from sklearn.pipeline import Pipeline
 
+        # a model of this project's own class (XGBoost's any-label classifier) as the libraries' own objects
+        to_portable = getattr(self.model, "to_portable", None)
+        model = to_portable() if to_portable is not None else self.model
         if self.feature_types and any(k != "numeric" for k in self.feature_types.values()):
-            return Pipeline([("scaler", self.scaler), ("model", self.model)])
+            return Pipeline([("scaler", self.scaler), ("model", model)])
         select = ColumnTransformer(
             [("features", "passthrough", list(self.features))], remainder="drop", verbose_feature_names_out=False
         )
         select.fit(pd.DataFrame([np.zeros(len(self.features))], columns=self.features))
-        return Pipeline([("select", select), ("scaler", self.scaler), ("model", self.model)])
+        return Pipeline([("select", select), ("scaler", self.scaler), ("model", model)])
 
 
 def _argmax_classifiers() -> tuple[type, ...]:

@@ -86,6 +86,7 @@ SUGGEST_FIELDS = (
     "meta_model",
     "stack_top",
     "description",
+    "new_version",
 )
 DEFAULT_STACK_TOP = 5
 DEFAULT_META = DEFAULT_META_MODELS  # as every ensemble: scikit-learn's Stacking* defaults
@@ -104,6 +105,7 @@ class SuggestRequest:
     meta_model: str | None
     stack_top: int
     description: str
+    new_version: bool = False
 
 
 def check_suggest(
@@ -116,6 +118,7 @@ def check_suggest(
     meta_model: Any = None,
     stack_top: Any = None,
     description: Any = "",
+    new_version: Any = False,
 ) -> SuggestRequest:
     """Every check that needs no database; a ValidationError listing every problem."""
     errors: list[dict[str, str]] = []
@@ -176,6 +179,10 @@ def check_suggest(
         errors.append({"field": "meta_model", "message": f"unknown meta_model {meta_model!r}"})
     if not isinstance(description, str):
         errors.append({"field": "description", "message": "description must be text"})
+    if not isinstance(new_version, bool):
+        errors.append(
+            {"field": "new_version", "message": f"new_version must be true or false; got {new_version!r}"}
+        )
     if errors:
         raise ValidationError(
             "invalid suggestion: " + "; ".join(f"{e['field']}: {e['message']}" for e in errors), errors=errors
@@ -190,6 +197,7 @@ def check_suggest(
         meta_model,
         stack_top or DEFAULT_STACK_TOP,
         description,
+        new_version,
     )
 
 
@@ -567,8 +575,10 @@ def store_weighted(
     spec: dict[str, Any],
     started: float,
     load_s: float = 0.0,
+    new_version: bool = False,
 ) -> dict[str, Any]:
-    """Write the spec file, then insert the document (the commit point); on failure nothing remains."""
+    """Write the spec file, then insert the document (the commit point; with ``new_version`` as the
+    name's next version); on failure nothing remains."""
     info: ArtifactInfo = store.write(artifact_name(record["run_id"], SPEC_KIND), json_writer(to_json(spec)))
     try:
         total = time.perf_counter() - started
@@ -586,7 +596,7 @@ def store_weighted(
             "created_at": now(),
         }
         commit_point({"run_id": record["run_id"]})  # inside a job: not cancelled, and now it cannot be
-        EnsembleStore(database).insert(record)
+        EnsembleStore(database).insert(record, new_version=new_version)
     except BaseException:
         remove_files(store, [info])
         raise
@@ -605,11 +615,14 @@ def suggest_ensemble(
     meta_model: str | None = None,
     stack_top: int | None = None,
     description: str = "",
+    new_version: bool = False,
     progress: Progress = no_progress,
     store: ArtifactStore | None = None,
     cache: ModelCache | None = None,
 ) -> dict[str, Any]:
     """Choose an ensemble from the candidates' stored OOF predictions and store it; return its document.
+
+    ``new_version``: when ``name`` exists, store the suggestion as its next version (refused otherwise).
 
     The document's ``selection`` holds the candidates and their scores, the greedy steps (what was
     added, the score after each step), the weights, the honest nested score beside the best single
@@ -617,10 +630,11 @@ def suggest_ensemble(
     """
     started = time.perf_counter()
     request = check_suggest(
-        name, from_configs, all_compatible, metric, size, method, meta_model, stack_top, description
+        name, from_configs, all_compatible, metric, size, method, meta_model, stack_top, description, new_version
     )
     store = store or get_store(database.settings)
-    EnsembleStore(database).refuse_taken(request.name)
+    if not request.new_version:
+        EnsembleStore(database).refuse_taken(request.name)
     progress(0.0, "finding candidates")
     configs = candidate_configs(database, request)
     task = configs[0]["task"]
@@ -656,11 +670,18 @@ def suggest_ensemble(
     progress(0.9, f"keeping {report['method']}; saving")
     if report["method"] == "greedy":
         record, spec = weighted_record(request.name, request.description, lib, report)
-        record = store_weighted(database, store, record, spec, started, load_s)
+        record = store_weighted(database, store, record, spec, started, load_s, new_version=request.new_version)
     else:
         bases = report["honest"]["by_method"]["stack"]["bases"]
         record = create_ensemble(
-            database, request.name, bases, meta, description=request.description, store=store, cache=cache
+            database,
+            request.name,
+            bases,
+            meta,
+            description=request.description,
+            new_version=request.new_version,
+            store=store,
+            cache=cache,
         )
         idx = [lib.names.index(b) for b in bases]
         report["holdout"] = _stack_holdout(lib, metric_, record, idx)
@@ -734,6 +755,7 @@ def body_request(body: dict[str, Any]) -> SuggestRequest:
         body.get("meta_model"),
         body.get("stack_top"),
         body.get("description", ""),
+        body.get("new_version", False),
     )
 
 
@@ -747,7 +769,8 @@ def submit_suggestion(
     """Check the request and the candidates up front, then run :func:`suggest_ensemble` as a job
     keyed like an ensemble creation (``ensemble:<name>``), so the ensemble's page follows it."""
     request = body_request(body)
-    EnsembleStore(database).refuse_taken(request.name)
+    if not request.new_version:
+        EnsembleStore(database).refuse_taken(request.name)
     configs = candidate_configs(database, request)
     check_metric(configs[0]["task"], request.metric)
     if len(configs) < 2:
@@ -765,6 +788,7 @@ def submit_suggestion(
             "meta_model": request.meta_model,
             "stack_top": request.stack_top,
             "description": request.description,
+            "new_version": request.new_version,
         },
         database=database,
     )
@@ -776,6 +800,7 @@ def submit_suggestion(
         "method": request.method,
         "size": request.size,
         "metric": request.metric,
+        "new_version": request.new_version,
     }
     return jobs.submit(
         database,

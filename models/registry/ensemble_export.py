@@ -17,9 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
-import sklearn
 from sklearn.ensemble import StackingClassifier, StackingRegressor, VotingClassifier, VotingRegressor
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils import Bunch
@@ -30,7 +28,7 @@ from models.ensembles.build import load_ensemble
 from models.ensembles.selection import WeightedAverage
 from models.ensembles.stacking import StackedEnsemble
 from models.errors import ValidationError
-from models.registry.portable import check_portable
+from models.registry.portable import pickled, requirements
 from models.store.db import Database
 from models.timeutil import iso
 
@@ -131,12 +129,6 @@ def ensemble_deployable(database: Database, name: str) -> Deployable:
         ],
         "meta_model": type(ensemble.meta_model).__name__,
         "metrics": numeric_metrics(record.get("metrics")),
-        "requirements": [
-            f"scikit-learn=={sklearn.__version__}",
-            f"joblib=={joblib.__version__}",
-            "numpy",
-            "pandas",
-        ],
     }
     kinds: dict[str, str] = {}
     for base in ensemble.bases:
@@ -147,12 +139,13 @@ def ensemble_deployable(database: Database, name: str) -> Deployable:
 
 
 def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict[str, Any]:
-    """Write ``<name>-ensemble.joblib`` (see :func:`to_sklearn`) and its metadata JSON to ``out_dir``."""
+    """Write ``<name>-ensemble-<version>.joblib`` (see :func:`to_sklearn`) and its metadata JSON to ``out_dir``
+    (one file per version, as for models: exporting version 2 never overwrites version 1's file)."""
     built = ensemble_deployable(database, name)
     return write_deployment(
         built,
         Path(out_dir),
-        f"{built.meta['ensemble']}-ensemble",
+        f"{built.meta['ensemble']}-ensemble-{built.meta['version'] or 1}",
         var="est",
         label=f"ensemble {built.meta['ensemble']}",
     )
@@ -160,12 +153,14 @@ def deploy_export_ensemble(database: Database, name: str, out_dir: Path) -> dict
 
 def write_deployment(built: Deployable, out_dir: Path, stem: str, *, var: str, label: str) -> dict[str, Any]:
     """Write ``<stem>.joblib`` (the estimator, refused unless it loads outside this project) and ``<stem>.json``
-    (its metadata) to ``out_dir``, each atomically; the metadata plus ``{"pipeline_path", "metadata_path"}``."""
+    (its metadata, with ``requirements``: the packages the pickle names, pinned) to ``out_dir``, each
+    atomically; the metadata plus ``{"pipeline_path", "metadata_path"}``."""
     path, meta_path = out_dir / f"{stem}.joblib", out_dir / f"{stem}.json"
-    check_portable(built.estimator)
+    pins = requirements(pickled(built.estimator)[1])  # refused when it would need this project's code
     written = atomic_write(path, pickle_writer(built.estimator))
     meta = {
         **built.meta,
+        "requirements": pins,
         "pipeline_file": path.name,
         "sha256": written.sha256,
         "size": written.size,

@@ -31,7 +31,6 @@ import logging
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import uuid
 from datetime import UTC, datetime
@@ -44,7 +43,7 @@ import yaml
 from models.errors import ValidationError
 from models.registry.archive import deployable
 from models.registry.ensemble_export import Deployable
-from models.registry.portable import pickled, refuse_project_modules
+from models.registry.portable import pickled, requirements
 from models.store.db import Database
 from models.timeutil import iso
 
@@ -53,30 +52,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.pkl"
 MLMODEL, REQUIREMENTS, PYTHON_ENV, CONDA_ENV = "MLmodel", "requirements.txt", "python_env.yaml", "conda.yaml"
 MLFLOW_REQUIREMENT = "mlflow>=3.0,<4"  # the MLmodel fields written here are MLflow 3's
-ALWAYS = ("scikit-learn", "numpy", "pandas", "scipy", "joblib")  # what the sklearn flavor itself loads with
 SIGNATURE_TYPES = {"numeric": "any", "categorical": "any", "text": "string"}
-
-
-def requirements(modules: set[str]) -> list[str]:
-    """Pinned requirement lines for the packages that provide ``modules`` (standard library left out).
-
-    ValidationError when a module is this project's own: the pickle would not load where only the listed
-    packages are installed.
-    """
-    refuse_project_modules(modules)
-    providers = importlib.metadata.packages_distributions()
-    names = set(ALWAYS)
-    for module in {m.partition(".")[0] for m in modules}:
-        if module in sys.stdlib_module_names or module.startswith("_") or module == "builtins":
-            continue
-        names.update(providers.get(module, [module]))
-    pins = []
-    for name in sorted(names, key=str.lower):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            pins.append(f"{name}=={importlib.metadata.version(name)}")
-            continue
-        pins.append(name)
-    return pins
 
 
 def _version_of(distribution: str) -> str | None:

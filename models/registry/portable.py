@@ -1,20 +1,25 @@
 """Whether a fitted estimator leaves the service: its pickle may name only third-party modules.
 
 Every deployment export (``models deploy-export``, ``models export-mlflow``) promises a file that loads where
-only scikit-learn and the packages it names are installed; :func:`check_portable` refuses an estimator whose
-pickle refers to this project's own code (XGBoost's label-encoding classifier, ``models.boosting``).
+only scikit-learn and the packages it names are installed: :func:`requirements` pins the packages a pickle
+names and refuses one that refers to this project's own code (the exports turn the one such class,
+``models.boosting.XGBLabelClassifier``, into XGBoost's and scikit-learn's own objects first).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import io
 import pickle
+import sys
 from typing import Any
 
 from models.artifacts.base import PICKLE_PROTOCOL
 from models.errors import ValidationError
 
 PROJECT_MODULES = ("models", "cli", "web", "agents", "bench", "tests")
+ALWAYS = ("scikit-learn", "numpy", "pandas", "scipy", "joblib")  # what a scikit-learn pickle loads with
 
 
 class _RecordingPickler(pickle.Pickler):
@@ -51,6 +56,23 @@ def refuse_project_modules(modules: set[str]) -> None:
         )
 
 
-def check_portable(estimator: Any) -> None:
-    """ValidationError when ``estimator``'s pickle would need this project's own code to load."""
-    refuse_project_modules(pickled(estimator)[1])
+def requirements(modules: set[str]) -> list[str]:
+    """Pinned requirement lines for the packages that provide ``modules`` (standard library left out).
+
+    ValidationError when a module is this project's own: the pickle would not load where only the listed
+    packages are installed.
+    """
+    refuse_project_modules(modules)
+    providers = importlib.metadata.packages_distributions()
+    names = set(ALWAYS)
+    for module in {m.partition(".")[0] for m in modules}:
+        if module in sys.stdlib_module_names or module.startswith("_") or module == "builtins":
+            continue
+        names.update(providers.get(module, [module]))
+    pins = []
+    for name in sorted(names, key=str.lower):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+            continue
+        pins.append(name)
+    return pins

@@ -29,7 +29,7 @@ def ensemble_exists(name: str) -> ConflictError:
     """The error for an ensemble name that is taken (re-creating it as a new version needs the flag)."""
     return ConflictError(
         f"an ensemble named {name!r} already exists; to add a new version of it, create it again with "
-        "new_version (CLI: --new-version)",
+        "new_version (CLI: --new-version; on the page: Add as a new version)",
         field="name",
     )
 

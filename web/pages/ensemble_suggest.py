@@ -67,12 +67,14 @@ def form() -> Any:
         "method": form.get("method", "greedy"),
         "size": form.get("size", "").strip(),
         "description": form.get("description", "").strip(),
+        "new_version": form.get("new_version") == "on",
     }
     body: dict[str, Any] = {
         "name": values["name"],
         "method": values["method"],
         "description": values["description"],
         "all_compatible": True,
+        "new_version": values["new_version"],
         "from": [values["group"]] if values["group"] else [],
     }
     if values["metric"]:

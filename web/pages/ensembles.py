@@ -105,6 +105,7 @@ def create() -> Any:
         "meta_model": form.get("meta_model") or None,  # none: the bases' task's default
         "stack_method": form.get("stack_method", "auto"),
         "passthrough": form.get("passthrough") == "on",
+        "new_version": form.get("new_version") == "on",
         "description": form.get("description", "").strip(),
     }
     try:
