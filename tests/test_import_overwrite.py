@@ -32,8 +32,8 @@ from models.registry.archive import (
     MANIFEST,
     RUN_MEMBER,
     SIGNATURE,
-    _dumps,
     _sha,
+    dump_document,
     export_run,
     import_run,
     read_archive,
@@ -72,7 +72,7 @@ def craft(
         metrics = {**json.loads(members[member]), **metrics_extra}
         members[member] = json.dumps(metrics, sort_keys=True).encode()
         run["artifacts"]["metrics"]["sha256"] = _sha(members[member])
-    members[RUN_MEMBER] = _dumps(run)
+    members[RUN_MEMBER] = dump_document(run)
     body = {n: d for n, d in members.items() if n not in (MANIFEST, SIGNATURE)}
     manifest["members"] = {n: {"sha256": _sha(d), "size": len(d)} for n, d in sorted(body.items())}
     members[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True).encode()

@@ -106,11 +106,22 @@ def export_archive(database: Database, run_id: str) -> tuple[bytes, str, dict[st
     return data, filename, summary
 
 
+def export_ensemble_archive(database: Database, ref: str) -> tuple[bytes, str, dict[str, Any]]:
+    """The ensemble version ``ref`` serves with its base runs as one signed archive (bytes, file name,
+    summary), written by :func:`models.registry.export_ensemble` to a private temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        served = registry.export_ensemble(database, ref, Path(tmp) / "ensemble.tar.gz")
+        filename = f"{served['name']}-ensemble-{served['version']}.tar.gz"
+        data = Path(served["path"]).read_bytes()
+    return data, filename, {k: v for k, v in served.items() if k != "path"}
+
+
 IMPORT_FIELDS = ("archive_base64", "filename", "on_conflict", "trust")
 
 
 def import_archive(database: Database, body: dict[str, Any], by: str | None) -> dict[str, Any]:
-    """Import a run archive sent as ``{"archive_base64", "filename"?, "on_conflict"?, "trust"?}``.
+    """Import a run or ensemble archive sent as ``{"archive_base64", "filename"?, "on_conflict"?, "trust"?}``
+    (:func:`models.registry.import_archive`: the answer's ``kind`` says which).
 
     ``trust`` must be an explicit ``true`` to import an archive no known key signed (see
     :func:`models.registry.import_run`). The bytes go to a private temporary folder; nothing stays.
@@ -141,4 +152,4 @@ def import_archive(database: Database, body: dict[str, Any], by: str | None) -> 
     with tempfile.TemporaryDirectory(prefix="import-") as tmp:
         path = Path(tmp) / filename
         path.write_bytes(data)
-        return registry.import_run(database, path, on_conflict=on_conflict, by=by, trust=trust)
+        return registry.import_archive(database, path, on_conflict=on_conflict, by=by, trust=trust)

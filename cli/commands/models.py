@@ -411,17 +411,23 @@ def delete(app: AppContext, run_id: str, force: bool, yes: bool, as_json: bool) 
 @json_option
 @pass_app
 def export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
-    """Export a run (artifacts, config, run document, manifest) to one .tar.gz archive."""
+    """Export a run (artifacts, config, run document, manifest) to one signed .tar.gz archive.
+
+    REF is a model reference (NAME, NAME@production, NAME@1.2.0, a run id), or an ensemble reference (NAME,
+    NAME@3, NAME@production, a version's run id): then the ensemble version with all its base runs, in one
+    archive under one signature (`models import` takes both)."""
     from models import registry
 
-    result = registry.export_run(app.db, ref, out)
+    result = registry.export_archive(app.db, ref, out)
     if as_json:
         emit_json(result)
         return
-    info(
-        f"exported run {result['run_id']} ({result['name']} {result['version']}) to {result['path']} "
-        f"({result['size']} bytes, sha256 {result['sha256'][:12]}...)"
+    what = (
+        f"ensemble {result['name']} version {result['version']} with {len(result['base_runs'])} base run(s)"
+        if result["kind"] == "ensemble"
+        else f"run {result['run_id']} ({result['name']} {result['version']})"
     )
+    info(f"exported {what} to {result['path']} ({result['size']} bytes, sha256 {result['sha256'][:12]}...)")
 
 
 @models_group.command("import")
@@ -440,13 +446,21 @@ def export(app: AppContext, ref: str, out: Path, as_json: bool) -> None:
 @json_option
 @pass_app
 def import_(app: AppContext, archive: Path, on_conflict: str | None, by: str, trust: bool, as_json: bool) -> None:
-    """Import a run archive signed by this installation or a TRUSTED_KEYS key (else refused unless --trust);
-    every checksum is verified before anything is written."""
+    """Import a run or ensemble archive signed by this installation or a TRUSTED_KEYS key (else refused unless
+    --trust); every checksum is verified before anything is written. An ensemble archive brings its base runs:
+    one already here with the same files is reused, one with other files refused."""
     from models import registry
 
-    result = registry.import_run(app.db, archive, on_conflict=on_conflict or "refuse", by=by, trust=trust)
+    result = registry.import_archive(app.db, archive, on_conflict=on_conflict or "refuse", by=by, trust=trust)
     if as_json:
         emit_json(result)
+        return
+    if result["kind"] == "ensemble":
+        info(
+            f"imported ensemble {result['name']} as version {result['version']} (stage none; "
+            f"{len(result['base_runs_imported'])} base run(s) imported, {len(result['base_runs_reused'])} "
+            "already here)"
+        )
         return
     info(
         f"imported run {result['run_id']} as {result['name']} {result['version']}"

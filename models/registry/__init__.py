@@ -31,6 +31,7 @@ Public names: those in ``__all__`` below.
 from __future__ import annotations
 
 from models.registry.archive import deploy_export, deployable, export_run, import_run, read_archive, verify_archive
+from models.registry.ensemble_archive import export_archive, export_ensemble, import_archive
 from models.registry.lifecycle import (
     TRANSITIONS,
     allowed_transitions,
@@ -78,6 +79,8 @@ __all__ = [
     "deploy_export",
     "deployable",
     "ensembles_using",
+    "export_archive",
+    "export_ensemble",
     "export_mlflow",
     "export_run",
     "find_production",
@@ -86,6 +89,7 @@ __all__ = [
     "get_run",
     "get_version",
     "history",
+    "import_archive",
     "import_run",
     "load",
     "promote",

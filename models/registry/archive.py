@@ -90,6 +90,9 @@ FORMAT = "ensemble-model-cache/run-export"
 FORMAT_VERSION = 1
 MANIFEST, RUN_MEMBER, CONFIG_MEMBER, ARTIFACT_DIR = "manifest.json", "run.json", "config.json", "artifacts/"
 SIGNATURE = "manifest.sig"
+# an ensemble archive (models/registry/ensemble_archive.py): the ensemble document and files, and each base
+# run as a run export of its own under runs/<run_id>/ (covered by the one signed manifest at the top)
+ENSEMBLE_MEMBER, ENSEMBLE_DIR, RUNS_DIR = "ensemble.json", "ensemble/", "runs/"
 MEMBER_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
 ON_CONFLICT = ("refuse", "rename", "overwrite")
 JSON_OPTIONS = JSONOptions(json_mode=JSONMode.RELAXED, tz_aware=True, tzinfo=UTC)
@@ -99,7 +102,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _dumps(doc: Any) -> bytes:
+def dump_document(doc: Any) -> bytes:
     return json_util.dumps(doc, json_options=JSON_OPTIONS, indent=2, sort_keys=True).encode()
 
 
@@ -113,13 +116,37 @@ def export_run(
 
     Returns ``{"path", "sha256", "size", "run_id", "name", "version", "members": {name: {sha256, size}}}``.
     """
+    out = check_out_file(out)
+    run = resolve(database, ref)
+    members = run_members(database, run, store or get_store(database.settings))
+    manifest = json.loads(members[MANIFEST])
+    written, signed_by = write_signed_archive(database, members, out)
+    log.info("exported run %s to %s (%d bytes)", run["run_id"], out, written.size)
+    return {
+        "path": str(out),
+        "sha256": written.sha256,
+        "size": written.size,
+        "run_id": run["run_id"],
+        "name": run.get("name"),
+        "version": run.get("version"),
+        "members": manifest["members"],
+        "signed_by": signed_by,
+    }
+
+
+def check_out_file(out: Any) -> Path:
+    """``out`` as the path of an archive to write (ValidationError naming ``out`` otherwise)."""
     if not isinstance(out, (str, Path)) or not str(out).strip():
         raise ValidationError("out must be a file path", field="out")
     out = Path(out)
     if out.is_dir():
         raise ValidationError(f"out {str(out)!r} is a folder; give a file name such as run.tar.gz", field="out")
-    run = resolve(database, ref)
-    store = store or get_store(database.settings)
+    return out
+
+
+def run_members(database: Database, run: dict[str, Any], store: ArtifactStore) -> dict[str, bytes]:
+    """A run export's members: ``run.json``, ``config.json``, ``artifacts/<file>`` (each read verified) and
+    ``manifest.json`` listing every other member's SHA-256 and size (unsigned: see :func:`write_signed_archive`)."""
     members: dict[str, bytes] = {}
     artifact_members: dict[str, str] = {}
     for kind, info in sorted((run.get("artifacts") or {}).items()):
@@ -129,8 +156,8 @@ def export_run(
     config = ConfigStore(database).find(run["config_id"]) if run.get("config_id") else None
     config_source = "current" if config is not None else "snapshot"
     config = {k: v for k, v in (config or run.get("config") or {}).items() if k != "_id"}
-    members[RUN_MEMBER] = _dumps({k: v for k, v in run.items() if k != "_id"})
-    members[CONFIG_MEMBER] = _dumps(config)
+    members[RUN_MEMBER] = dump_document({k: v for k, v in run.items() if k != "_id"})
+    members[CONFIG_MEMBER] = dump_document(config)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -141,11 +168,22 @@ def export_run(
         "config_source": config_source,
         "artifacts": artifact_members,
         "versions": environment_versions(),
-        "members": {name: {"sha256": _sha(data), "size": len(data)} for name, data in sorted(members.items())},
+        "members": listing(members),
     }
     members[MANIFEST] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    return members
+
+
+def listing(members: dict[str, bytes]) -> dict[str, dict[str, Any]]:
+    """The manifest's members table: ``{name: {"sha256", "size"}}``."""
+    return {name: {"sha256": _sha(data), "size": len(data)} for name, data in sorted(members.items())}
+
+
+def write_signed_archive(database: Database, members: dict[str, bytes], out: Path) -> tuple[ArtifactInfo, str]:
+    """Sign ``members[MANIFEST]`` with this installation's key and write every member to the ``.tar.gz``
+    ``out`` atomically (manifest and signature first); the written file and the public key that signed."""
     signer = get_signer(database.settings)
-    members[SIGNATURE] = signer.sign(ARCHIVE_CONTEXT, members[MANIFEST]).encode()
+    members = {**members, SIGNATURE: signer.sign(ARCHIVE_CONTEXT, members[MANIFEST]).encode()}
     stamp = int(now().timestamp())
 
     def write(fh: IO[bytes]) -> None:
@@ -155,18 +193,7 @@ def export_run(
                 info.size, info.mode, info.mtime = len(members[name]), 0o644, stamp
                 tar.addfile(info, io.BytesIO(members[name]))
 
-    written = atomic_write(out, write)
-    log.info("exported run %s to %s (%d bytes)", run["run_id"], out, written.size)
-    return {
-        "path": str(out),
-        "sha256": written.sha256,
-        "size": written.size,
-        "run_id": run["run_id"],
-        "name": run.get("name"),
-        "version": run.get("version"),
-        "members": manifest["members"],
-        "signed_by": signer.public_key,
-    }
+    return atomic_write(out, write), signer.public_key
 
 
 # ---------------------------------------------------------------- import: reading and checking
@@ -190,10 +217,24 @@ def _check_member(member: tarfile.TarInfo) -> None:
     if not member.isreg():
         kind = "folder" if member.isdir() else "device or special file"
         raise _refuse(f"archive member {name!r} is a {kind}, not a regular file; refused")
-    if name in (MANIFEST, SIGNATURE, RUN_MEMBER, CONFIG_MEMBER):
-        return
-    if not (name.startswith(ARTIFACT_DIR) and MEMBER_FILE_RE.match(name[len(ARTIFACT_DIR) :])):
-        raise _refuse(f"archive member {name!r} is not part of a run export; refused")
+    if not _expected_name(name):
+        raise _refuse(f"archive member {name!r} is not part of a run or ensemble export; refused")
+
+
+def _run_member_name(name: str) -> bool:
+    """Whether ``name`` is a member of a run export (at the top, or under an ensemble's ``runs/<run_id>/``)."""
+    if name in (MANIFEST, RUN_MEMBER, CONFIG_MEMBER):
+        return True
+    return name.startswith(ARTIFACT_DIR) and bool(MEMBER_FILE_RE.match(name[len(ARTIFACT_DIR) :]))
+
+
+def _expected_name(name: str) -> bool:
+    if name in (SIGNATURE, ENSEMBLE_MEMBER) or _run_member_name(name):
+        return True
+    if name.startswith(ENSEMBLE_DIR):
+        return bool(MEMBER_FILE_RE.match(name[len(ENSEMBLE_DIR) :]))
+    run_id, _, rest = name[len(RUNS_DIR) :].partition("/") if name.startswith(RUNS_DIR) else ("", "", "")
+    return bool(RUN_ID_RE.match(run_id)) and _run_member_name(rest)
 
 
 def _mib(n: int) -> str:
@@ -231,7 +272,7 @@ class _BoundedStream(io.RawIOBase):
         return len(data)
 
 
-MAX_ARCHIVE_MEMBERS = 32  # a run export holds 4 members plus one per artifact kind
+MAX_ARCHIVE_MEMBERS = 1024  # a run export holds 4 members plus one per artifact kind; an ensemble's, that per base
 READ_BLOCK = 1024**2
 
 
@@ -265,7 +306,9 @@ def read_archive(path: str | Path, settings: Settings | None = None) -> dict[str
                 if member.name in out:
                     raise _refuse(f"archive has duplicate members: {member.name}")
                 if len(out) >= MAX_ARCHIVE_MEMBERS:
-                    raise _refuse(f"archive has more than {MAX_ARCHIVE_MEMBERS} members; it is not a run export")
+                    raise _refuse(
+                        f"archive has more than {MAX_ARCHIVE_MEMBERS} members; it is not an export of this service"
+                    )
                 if member.size > member_limit:
                     raise _refuse(
                         f"archive member {member.name} is {_mib(member.size)} uncompressed, more than "
@@ -292,7 +335,7 @@ def read_archive(path: str | Path, settings: Settings | None = None) -> dict[str
     return out
 
 
-def _load_json(members: dict[str, bytes], name: str, extended: bool) -> Any:
+def load_member_json(members: dict[str, bytes], name: str, extended: bool) -> Any:
     try:
         text = members[name].decode("utf-8")
         return json_util.loads(text, json_options=JSON_OPTIONS) if extended else json.loads(text)
@@ -304,7 +347,7 @@ def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
     """Check the manifest, every checksum and the run document; return ``{"manifest", "run", "config"}``."""
     if MANIFEST not in members:
         raise _refuse("archive has no manifest.json; it is not a run export")
-    manifest = _load_json(members, MANIFEST, extended=False)
+    manifest = load_member_json(members, MANIFEST, extended=False)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise _refuse(f"manifest.json is not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -312,29 +355,12 @@ def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
             f"archive format version {manifest.get('format_version')!r} is not supported "
             f"(this service reads version {FORMAT_VERSION})"
         )
-    listed = manifest.get("members")
-    if not isinstance(listed, dict):
-        raise _refuse("manifest.json has no members table")
-    present = set(members) - {MANIFEST, SIGNATURE}
-    unlisted = sorted(present - set(listed))
-    if unlisted:
-        raise _refuse(f"archive members not in the manifest: {', '.join(unlisted)}")
-    absent = sorted(set(listed) - present)
-    if absent:
-        raise _refuse(f"archive is missing members listed in the manifest: {', '.join(absent)}")
-    for name in sorted(present):
-        entry = listed[name] if isinstance(listed[name], dict) else {}
-        actual = _sha(members[name])
-        if entry.get("sha256") != actual or entry.get("size") != len(members[name]):
-            raise _refuse(
-                f"archive member {name} fails verification: SHA-256 {actual[:12]}..., manifest says "
-                f"{str(entry.get('sha256'))[:12]}... (changed or corrupted); nothing was imported"
-            )
+    check_listed(members, manifest)
     for required in (RUN_MEMBER, CONFIG_MEMBER):
         if required not in members:
             raise _refuse(f"archive has no {required}")
-    run = _load_json(members, RUN_MEMBER, extended=True)
-    config = _load_json(members, CONFIG_MEMBER, extended=True)
+    run = load_member_json(members, RUN_MEMBER, extended=True)
+    config = load_member_json(members, CONFIG_MEMBER, extended=True)
     if not isinstance(run, dict) or not isinstance(config, dict):
         raise _refuse("run.json and config.json must each hold one object")
     if not RUN_ID_RE.match(str(run.get("run_id", ""))):
@@ -356,6 +382,29 @@ def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
         if not isinstance(info, dict) or info.get("sha256") != _sha(members[member]):
             raise _refuse(f"artifact {kind!r}: the run's checksum does not match archive member {member}")
     return {"manifest": manifest, "run": run, "config": config}
+
+
+def check_listed(members: dict[str, bytes], manifest: dict[str, Any], prefix: str = "") -> None:
+    """Every member but the manifest and signature is listed in ``manifest["members"]`` with its SHA-256 and
+    size, and every listed member is there (``prefix``: where these members sit in the archive, for messages)."""
+    listed = manifest.get("members")
+    if not isinstance(listed, dict):
+        raise _refuse(f"{prefix}manifest.json has no members table")
+    present = set(members) - {MANIFEST, SIGNATURE}
+    unlisted = sorted(prefix + n for n in present - set(listed))
+    if unlisted:
+        raise _refuse(f"archive members not in the manifest: {', '.join(unlisted)}")
+    absent = sorted(prefix + n for n in set(listed) - present)
+    if absent:
+        raise _refuse(f"archive is missing members listed in the manifest: {', '.join(absent)}")
+    for name in sorted(present):
+        entry = listed[name] if isinstance(listed[name], dict) else {}
+        actual = _sha(members[name])
+        if entry.get("sha256") != actual or entry.get("size") != len(members[name]):
+            raise _refuse(
+                f"archive member {prefix}{name} fails verification: SHA-256 {actual[:12]}..., manifest says "
+                f"{str(entry.get('sha256'))[:12]}... (changed or corrupted); nothing was imported"
+            )
 
 
 def check_trust(database: Database, members: dict[str, bytes], *, trust: bool, by: str | None) -> dict[str, Any]:
@@ -438,7 +487,7 @@ def _check_replaceable(
         )
 
 
-def _write_verified(store: ArtifactStore, name: str, data: bytes, expected: str) -> ArtifactInfo:
+def write_verified(store: ArtifactStore, name: str, data: bytes, expected: str) -> ArtifactInfo:
     """Write ``name`` and read it back: :class:`ArtifactError` unless both checksums are ``expected``."""
     info = store.write(name, lambda fh: fh.write(data))
     if info.sha256 != expected or _sha(store.read_bytes(info.path)) != expected:
@@ -465,11 +514,11 @@ class _Swap:
         self.token = uuid.uuid4().hex[:12]
 
     def stage(self, run_id: str, kind: str, data: bytes, expected: str) -> None:
-        info = _write_verified(self.store, f"{run_id}.import-{self.token}{SUFFIXES[kind]}", data, expected)
+        info = write_verified(self.store, f"{run_id}.import-{self.token}{SUFFIXES[kind]}", data, expected)
         self.staged.append(info.path)
 
     def put(self, name: str, data: bytes, expected: str) -> ArtifactInfo:
-        final = _stored(self.store, name)
+        final = stored_name(self.store, name)
         before = self.store.read_bytes(final) if self.store.stat(final)["exists"] else None
         info = self.store.write(name, lambda fh: fh.write(data))  # atomic: a failed write leaves the old file
         self.old.setdefault(final, (name, before))
@@ -534,8 +583,32 @@ def import_run(
     store = store or get_store(database.settings)
     archive = Path(archive) if isinstance(archive, (str, Path)) else archive
     members = read_archive(archive, database.settings)
+    if ENSEMBLE_MEMBER in members:
+        raise _refuse(
+            f"{archive.name} is an ensemble archive (an ensemble with its base runs): import it with "
+            "`models import` (registry.import_archive); nothing was imported"
+        )
     checked = verify_archive(members)
     trusted = check_trust(database, members, trust=trust, by=by)
+    return import_checked(
+        database, members, checked, trusted, source=archive.name, on_conflict=on_conflict, by=by, store=store
+    )
+
+
+def import_checked(
+    database: Database,
+    members: dict[str, bytes],
+    checked: dict[str, Any],
+    trusted: dict[str, Any],
+    *,
+    source: str,
+    on_conflict: str = "refuse",
+    by: str | None = None,
+    store: ArtifactStore,
+) -> dict[str, Any]:
+    """The writing half of :func:`import_run`, for a run export's ``members`` that passed
+    :func:`verify_archive` (``checked``) and :func:`check_trust` (``trusted``); ``source`` names the
+    archive in the run's history. Nothing remains written when it fails."""
     run, manifest = checked["run"], checked["manifest"]
     original_id, original_version = run["run_id"], run.get("version")
     configs, runs = ConfigStore(database), RunStore(database)
@@ -556,7 +629,7 @@ def import_run(
             _check_replaceable(database, replacing, run, existing_config)
     names = {kind: artifact_name(run_id, kind) for kind in run["artifacts"]}
     if replacing is None:
-        taken = [n for n in names.values() if store.stat(_stored(store, n))["exists"]]
+        taken = [n for n in names.values() if store.stat(stored_name(store, n))["exists"]]
         if taken:
             raise ConflictError(
                 f"artifact files already exist: {', '.join(taken)} (no run of that id holds them); "
@@ -578,7 +651,7 @@ def import_run(
             if replacing is not None:
                 written.append(swap.put(name, data_of[kind], expected[kind]))
             else:
-                written.append(_write_verified(store, name, data_of[kind], expected[kind]))
+                written.append(write_verified(store, name, data_of[kind], expected[kind]))
         doc = {k: v for k, v in run.items() if k != "_id"}
         doc["run_id"] = run_id
         doc["artifacts"] = {kind: info.to_dict() for kind, info in zip(names, written)}
@@ -594,13 +667,13 @@ def import_run(
                 previous,
                 "trained",
                 by,
-                f"imported from {archive.name} (run {original_id}, version {original_version})",
+                f"imported from {source} (run {original_id}, version {original_version})",
             ),
         ]
         doc["imported"] = {
             "at": now(),
             "by": by,
-            "archive": archive.name,
+            "archive": source,
             "original_run_id": original_id,
             "original_version": original_version,
             "exported_at": manifest.get("exported_at"),
@@ -675,7 +748,7 @@ def _finish_overwrite(
     get_model_cache(database.settings).discard(lambda key: isinstance(key, tuple) and key[:1] == (run_id,))
 
 
-def _stored(store: ArtifactStore, name: str) -> str:
+def stored_name(store: ArtifactStore, name: str) -> str:
     """The stored path a write of ``name`` would produce (the routing store writes to its primary)."""
     target = getattr(store, "primary", store)
     stored_path = getattr(target, "stored_path", None)
@@ -685,7 +758,7 @@ def _stored(store: ArtifactStore, name: str) -> str:
 # ---------------------------------------------------------------- deployment export
 
 
-def _ensemble_named(database: Database, ref: str) -> str | None:
+def ensemble_reference(database: Database, ref: str) -> str | None:
     """The ensemble reference ``ref`` is (an ensemble's name, ``NAME@3``, ``NAME@production``..., or a
     version's run id), unless a model or config of that name exists; the reference itself, checked
     (:func:`models.store.references.resolve_ensemble` refuses an unknown version or alias), or None."""
@@ -730,7 +803,7 @@ def deployable(database: Database, ref: str) -> Deployable:
     """
     if not isinstance(ref, str) or not ref.strip():
         raise ValidationError("ref must be a model reference or an ensemble name", field="ref")
-    ensemble = _ensemble_named(database, ref)
+    ensemble = ensemble_reference(database, ref)
     return ensemble_deployable(database, ensemble) if ensemble is not None else model_deployable(database, ref)
 
 
@@ -746,7 +819,7 @@ def deploy_export(database: Database, ref: str, out_dir: str | Path) -> dict[str
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValidationError(f"out_dir {str(out_dir)!r} is a file, not a folder", field="out_dir")
-    ensemble = _ensemble_named(database, ref)
+    ensemble = ensemble_reference(database, ref)
     if ensemble is not None:
         return deploy_export_ensemble(database, ensemble, out_dir)
     built = model_deployable(database, ref)

@@ -125,13 +125,18 @@ class EnsembleStore:
             out.append({**chosen, "version_count": len(docs)})
         return out
 
-    def insert(self, record: dict[str, Any], *, new_version: bool = False) -> dict[str, Any]:
+    def insert(
+        self, record: dict[str, Any], *, new_version: bool = False, keep_version: int | None = None
+    ) -> dict[str, Any]:
         """Insert ``record`` (the commit point) as version 1, or with ``new_version`` as the name's next
-        version; ConflictError when the name (without ``new_version``) was taken meanwhile."""
+        version (``keep_version``: that number when it is free, as an import keeps its version);
+        ConflictError when the name (without ``new_version``) was taken meanwhile."""
         record.setdefault("stage", "none")
         record.setdefault("stage_history", [{"from": None, "to": record["stage"], "at": record.get("created_at")}])
-        for _attempt in range(5):
+        for attempt in range(5):
             record["version"] = self.next_version(record["name"]) if new_version else 1
+            if new_version and attempt == 0 and keep_version is not None:
+                record["version"] = keep_version
             try:
                 self.col.insert_one(record)
             except DuplicateKeyError:

@@ -6,14 +6,15 @@ then the name gets its next version).
 ``<ref>`` is an ensemble reference: NAME (its production version, else its highest), NAME@production,
 NAME@staging, NAME@latest, NAME@3 or a version's run id. ``POST /api/ensembles/<ref>/promote`` with
 ``{"to": "production"|"staging"|"archived"|"none", "reason", "demote_to"}`` moves a version (a plain name:
-its highest); ``GET /api/ensembles/<name>/history`` lists every version.
+its highest); ``GET /api/ensembles/<name>/history`` lists every version; ``GET /api/ensembles/<ref>/export``
+downloads the version with its base runs as one signed archive (``POST /api/import`` takes it).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 
 from models.ensembles import versions
 from models.ensembles.build import get_ensemble, list_ensembles
@@ -22,6 +23,7 @@ from models.errors import ValidationError
 from models.jsonable import to_json
 from web.api.body import json_object
 from web.api.jobs import job_response
+from web.registry_service import export_ensemble_archive
 from web.services import get_db, job_runner, requested_by
 
 PROMOTE_FIELDS = ("to", "reason", "demote_to")
@@ -46,6 +48,17 @@ def create() -> Any:
 @bp.get("/<name>")
 def get_one(name: str) -> Any:
     return jsonify(to_json(get_ensemble(get_db(), name)))
+
+
+@bp.get("/<name>/export")
+def export(name: str) -> Any:
+    """The ensemble version ``name`` serves (NAME, NAME@3, NAME@production) with its base runs: one signed
+    ``.tar.gz`` that ``POST /api/import`` and ``models import`` take."""
+    data, filename, summary = export_ensemble_archive(get_db(), name)
+    response = Response(data, mimetype="application/gzip")
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response.headers["X-Checksum-SHA256"] = summary["sha256"]
+    return response
 
 
 @bp.get("/<name>/history")
