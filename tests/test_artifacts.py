@@ -331,6 +331,29 @@ def test_a_bad_block_read_straight_into_the_callers_buffer_is_zeroed_and_refused
         reader.read(10)
 
 
+@pytest.mark.parametrize("bad_blocks", [[3], [25], [25, 38]])  # first half, second half (the helper's), two
+def test_verify_ref_hashing_on_two_threads_names_the_first_bad_block(tmp_path, bad_blocks):
+    """verify_ref checks 4 MiB at a time with the second half of the blocks hashed on a helper thread: a bad
+    block in either half is found and the first one is named."""
+    from models.artifacts import verified
+    from models.artifacts.verified import PARALLEL_HASH_BYTES, VERIFY_UNIT_BYTES, verify_ref
+
+    chunk = 64 * 1024
+    store = LocalArtifactStore(tmp_path, chunk_size=chunk)
+    payload = os.urandom(40 * chunk)
+    assert PARALLEL_HASH_BYTES <= len(payload) <= VERIFY_UNIT_BYTES  # one unit, split in two
+    info = store.write("x_model.pkl", lambda fh: fh.write(payload))
+    assert verify_ref(store, info.to_dict()) == len(payload)
+    assert verified._hash_pool() is not None or len(os.sched_getaffinity(0)) == 1
+    damaged = bytearray(payload)
+    for block in bad_blocks:
+        damaged[block * chunk + 100] ^= 1
+    (tmp_path / "x_model.pkl").write_bytes(bytes(damaged))
+    with pytest.raises(ArtifactError, match=f"block {bad_blocks[0]} has the wrong blake3 digest") as err:
+        verify_ref(store, info.to_dict())
+    assert err.value.reason == "checksum_mismatch"
+
+
 @pytest.mark.parametrize("change", ["flip", "truncate", "append"])
 def test_verify_ref_checks_the_signed_blocks_and_the_size(tmp_path, change):
     """What creating an ensemble asks of a base model's files: every block against its digest, and the size."""
