@@ -134,9 +134,14 @@ def _hash_pool() -> ThreadPoolExecutor | None:
     global _pool
     if _pool is None:
         with _pool_lock:
-            if _pool is None and len(os.sched_getaffinity(0)) > 1:
+            if _pool is None and _usable_cores() > 1:
                 _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verified-hash")
     return _pool
+
+
+def _usable_cores() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux: the cores this process may run on
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 def _forget_pool() -> None:  # a forked child has no helper thread: it starts its own when it needs one
