@@ -337,3 +337,15 @@ def test_cv_folds_spread_over_workers_with_identical_results(cluster, games_csv,
     assert here.cv["scores"] == spread.cv["scores"] and np.array_equal(here.test_pred, spread.test_pred)
     with pytest.raises(ValueError, match="n_jobs"):
         fit_config(config, data, n_jobs=0)
+
+
+def test_shutdown_waits_for_a_job_still_running_through_the_runners_own_client(cluster):
+    """The CLI shuts its runner down right after MongoDB says the job ended; the job's future may not have
+    arrived yet. Waiting for it must use the runner's client (not a default one, which there is none of)."""
+    import functools
+
+    runner = DaskRunner(client=cluster)
+    future = runner.submit("000000000000000000000000", functools.partial(time.sleep, 1.5))
+    started = time.monotonic()
+    runner.shutdown(wait=True)  # raised "ValueError: No clients found" with distributed.wait
+    assert future.done() and time.monotonic() - started >= 1.0

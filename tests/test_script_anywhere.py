@@ -1,17 +1,21 @@
-"""A script outside the checkout uses the stacking tool with the README's command: the checkout on
-PYTHONPATH and the project's interpreter, from any working directory."""
+"""A script outside the checkout uses the stacking tool, from any working directory, both ways the README
+gives: the checkout on PYTHONPATH with the project's interpreter, or the project pip-installed (editable)
+into another environment."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
+
+import pytest
 
 from models.settings import PROJECT_ROOT
 from models.store.configs import ConfigStore
 from models.training.train import train_config
-from tests.helpers import cls_config
+from tests.helpers import cls_config, driver_env
 
 SCRIPT = """
 import json
@@ -23,54 +27,43 @@ print(json.dumps({"name": record["name"], "meta_model": record["meta_model"],
 """
 
 
-def test_stacking_tool_from_another_directory(settings, database, games_csv, tmp_path):
+@pytest.fixture
+def two_bases(database, games_csv):
     store = ConfigStore(database)
     store.create(cls_config("a", games_csv))
     store.create(cls_config("b", games_csv, "naive_bayes"))
     for name in ("a", "b"):
         train_config(database, name)
+
+
+def script_in_another_folder(tmp_path: Path, name: str) -> Path:
     elsewhere = tmp_path / "my_project"
     elsewhere.mkdir()
-    (elsewhere / "make_stack.py").write_text(SCRIPT)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "MONGO_URI": settings.mongo_uri,
-        "MONGO_DB": settings.mongo_db,
-        "ARTIFACT_DIR": str(settings.artifact_dir),
-        "DATA_DIR": str(settings.data_dir),
-        "VAR_DIR": str(settings.var_dir),
-    }
-    python = PROJECT_ROOT / ".venv" / "bin" / "python"
-    done = subprocess.run(
-        [str(python), "make_stack.py"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
-    )
+    (elsewhere / "make_stack.py").write_text(SCRIPT.replace("from_elsewhere", name))
+    return elsewhere
+
+
+def made(done: subprocess.CompletedProcess, name: str) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out == {"name": "from_elsewhere", "meta_model": "logistic_regression", "sources": ["artifacts"] * 2}
+    assert out == {"name": name, "meta_model": "logistic_regression", "sources": ["artifacts"] * 2}
+
+
+def test_stacking_tool_from_another_directory(settings, database, two_bases, tmp_path):
+    elsewhere = script_in_another_folder(tmp_path, "from_elsewhere")
+    env = driver_env(settings, PYTHONPATH=str(PROJECT_ROOT), DATA_DIR=str(settings.data_dir))
+    python = PROJECT_ROOT / ".venv" / "bin" / "python"
+    run = {"cwd": elsewhere, "capture_output": True, "text": True, "timeout": 300}
+    made(subprocess.run([str(python), "make_stack.py"], env=env, **run), "from_elsewhere")
     assert database.ensembles.find_one({"name": "from_elsewhere"}) is not None
-    without = subprocess.run(
-        [str(python), "make_stack.py"],
-        cwd=elsewhere,
-        env={k: v for k, v in env.items() if k != "PYTHONPATH"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env.pop("PYTHONPATH")
+    without = subprocess.run([str(python), "make_stack.py"], env=env, **run)
     assert without.returncode != 0 and "No module named 'agents'" in without.stderr  # why the README says it
 
 
-def test_stacking_tool_after_pip_install_of_the_project(settings, database, games_csv, tmp_path):
+def test_stacking_tool_after_pip_install_of_the_project(settings, database, two_bases, tmp_path):
     """`pip install -e CHECKOUT` into another environment: the script runs from any folder with that
     environment's python and no PYTHONPATH, and the `ensemble-cache` command is the CLI."""
-    import sys
-    import sysconfig
-
-    store = ConfigStore(database)
-    store.create(cls_config("a", games_csv))
-    store.create(cls_config("b", games_csv, "naive_bayes"))
-    for name in ("a", "b"):
-        train_config(database, name)
     env_dir = tmp_path / "their-env"
     subprocess.run([sys.executable, "-m", "venv", str(env_dir)], check=True, timeout=120)
     python = env_dir / "bin" / "python"
@@ -89,30 +82,11 @@ def test_stacking_tool_after_pip_install_of_the_project(settings, database, game
         timeout=600,
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
-    elsewhere = tmp_path / "my_project"
-    elsewhere.mkdir()
-    (elsewhere / "make_stack.py").write_text(SCRIPT.replace("from_elsewhere", "after_pip"))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(
-        MONGO_URI=settings.mongo_uri,
-        MONGO_DB=settings.mongo_db,
-        ARTIFACT_DIR=str(settings.artifact_dir),
-        DATA_DIR=str(settings.data_dir),
-        VAR_DIR=str(settings.var_dir),
-    )
-    done = subprocess.run(
-        [str(python), "make_stack.py"], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out == {"name": "after_pip", "meta_model": "logistic_regression", "sources": ["artifacts"] * 2}
-    command = subprocess.run(
-        [str(env_dir / "bin" / "ensemble-cache"), "ensemble", "list", "--json"],
-        cwd=elsewhere,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    elsewhere = script_in_another_folder(tmp_path, "after_pip")
+    env = driver_env(settings, DATA_DIR=str(settings.data_dir))
+    env.pop("PYTHONPATH", None)
+    run = {"cwd": elsewhere, "env": env, "capture_output": True, "text": True, "timeout": 300}
+    made(subprocess.run([str(python), "make_stack.py"], **run), "after_pip")
+    command = subprocess.run([str(env_dir / "bin" / "ensemble-cache"), "ensemble", "list", "--json"], **run)
     assert command.returncode == 0, command.stderr[-3000:]
     assert "after_pip" in [e["name"] for e in json.loads(command.stdout)]

@@ -281,6 +281,9 @@ def run_bounded(
             elif should_stop is not None:
                 stop_reason = should_stop()
             if stop_reason is not None:
+                # the job document says it ended (it can no longer commit): its configs say so at once,
+                # not a second later once the child is gone (a caller reading both saw them disagree)
+                _clean_up_after(database, owner, stop_reason)
                 _stop(child, parent_conn, stop_reason)
                 break
     except BaseException:  # KeyboardInterrupt in the supervisor: do not leave the child running

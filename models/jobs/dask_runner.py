@@ -38,7 +38,6 @@ from typing import Any
 
 from bson import ObjectId
 from distributed import Client, get_worker
-from distributed import wait as dask_wait
 
 from models.errors import ValidationError
 from models.jobs.remote import RemoteWork
@@ -290,7 +289,14 @@ class DaskRunner(JobRunner):
         if cancel_pending and pending:
             self.client.cancel(pending)
         elif wait and pending:
-            dask_wait(pending)
+            # each future waits through its own client: distributed.wait would look for a default client, and
+            # ours is not one (set_as_default=False), so it raised "No clients found" when a job's future had
+            # not arrived yet although MongoDB already said the job ended
+            for future in pending:
+                try:
+                    future.exception()
+                except Exception:  # cancelled, or the scheduler went away: the job's outcome is in MongoDB
+                    log.debug("job future %s ended without a result", future.key, exc_info=True)
         if self._owns_client:
             self.client.close()
 

@@ -343,19 +343,28 @@ def load_member_json(members: dict[str, bytes], name: str, extended: bool) -> An
         raise _refuse(f"archive member {name} is not valid JSON: {exc}") from None
 
 
-def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
-    """Check the manifest, every checksum and the run document; return ``{"manifest", "run", "config"}``."""
+def checked_manifest(
+    members: dict[str, bytes], fmt: str = FORMAT, version: int = FORMAT_VERSION, what: str = "a run export"
+) -> dict[str, Any]:
+    """``manifest.json`` of format ``fmt`` and ``version``, with every other member listed in it and matching
+    its SHA-256 and size (:func:`check_listed`); ValidationError naming what is wrong."""
     if MANIFEST not in members:
-        raise _refuse("archive has no manifest.json; it is not a run export")
+        raise _refuse(f"archive has no manifest.json; it is not {what}")
     manifest = load_member_json(members, MANIFEST, extended=False)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise _refuse(f"manifest.json is not a {FORMAT} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != fmt:
+        raise _refuse(f"manifest.json is not a {fmt} manifest")
+    if manifest.get("format_version") != version:
         raise _refuse(
             f"archive format version {manifest.get('format_version')!r} is not supported "
-            f"(this service reads version {FORMAT_VERSION})"
+            f"(this service reads version {version})"
         )
     check_listed(members, manifest)
+    return manifest
+
+
+def verify_archive(members: dict[str, bytes]) -> dict[str, Any]:
+    """Check the manifest, every checksum and the run document; return ``{"manifest", "run", "config"}``."""
+    manifest = checked_manifest(members)
     for required in (RUN_MEMBER, CONFIG_MEMBER):
         if required not in members:
             raise _refuse(f"archive has no {required}")

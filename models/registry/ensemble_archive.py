@@ -36,9 +36,9 @@ from models.registry.archive import (
     MANIFEST,
     ON_CONFLICT,
     RUNS_DIR,
-    check_listed,
     check_out_file,
     check_trust,
+    checked_manifest,
     dump_document,
     ensemble_reference,
     export_run,
@@ -206,17 +206,7 @@ def import_archive(
 def _check_ensemble(members: dict[str, bytes]) -> tuple[dict[str, Any], dict[str, Any], dict[str, tuple]]:
     """The top manifest, the ensemble document and each base run's ``(members, verify_archive result)``,
     every checksum checked; ValidationError naming what is wrong."""
-    if MANIFEST not in members:
-        raise _refuse("archive has no manifest.json; it is not an ensemble export")
-    manifest = load_member_json(members, MANIFEST, extended=False)
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise _refuse(f"manifest.json is not a {FORMAT} manifest")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise _refuse(
-            f"ensemble archive format version {manifest.get('format_version')!r} is not supported "
-            f"(this service reads version {FORMAT_VERSION})"
-        )
-    check_listed(members, manifest)
+    manifest = checked_manifest(members, FORMAT, FORMAT_VERSION, "an ensemble export")
     doc = load_member_json(members, ENSEMBLE_MEMBER, extended=True)
     if not isinstance(doc, dict):
         raise _refuse("ensemble.json must hold one object")
