@@ -220,3 +220,29 @@ def test_meta_model_preselected_per_task(page, database, games_csv):
     # both tasks offered: one selection, each group marks its own default for the script to switch to
     chosen, select = selected(page.get("/ensembles/new").get_data(as_text=True))
     assert chosen == ["logistic_regression"] and select.count("data-default") == 2
+
+
+def test_run_versions_name_xgboost_and_lightgbm_without_importing_them():
+    """Every run and ensemble records the library versions; reading XGBoost's and LightGBM's must not import
+    them (50 ms of every ensemble creation), and must give what the modules say."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, json; from models.training.train import environment_versions; v = environment_versions(); "
+        "print(json.dumps({'v': v, 'imported': [m for m in ('xgboost', 'lightgbm') if m in sys.modules]}))"
+    )
+    from models.settings import PROJECT_ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    import lightgbm
+    import xgboost
+
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["imported"] == []
+    assert out["v"]["xgboost"] == xgboost.__version__ and out["v"]["lightgbm"] == lightgbm.__version__

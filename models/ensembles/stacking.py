@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from models.artifacts.predictor import (
     TrainedModel,
@@ -255,6 +255,18 @@ class MetaFit:
     n_meta_features: int
 
 
+_controller: ThreadpoolController | None = None
+
+
+def _threadpools() -> ThreadpoolController:
+    """The process's thread pools (BLAS, OpenMP), found once: ``threadpool_limits`` looks for them on every
+    call (3-10 ms each)."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller
+
+
 def fit_meta_model(
     task: str,
     meta_model: str,
@@ -286,7 +298,7 @@ def fit_meta_model(
     meta = make_meta_model(task, meta_model, random_state, params)
     # a few columns of meta-features: a multi-threaded BLAS only adds start-up and contention per call
     # (3-10x slower for the logistic meta-model on a busy 2-core machine)
-    with threadpool_limits(1):
+    with _threadpools().limit(limits=1):
         if task == "classification":
             meta.fit(X_meta, encode_labels(y_train, classes))
             y_hat = classes[meta.predict(X_meta_test)]
