@@ -333,7 +333,7 @@ def test_a_bad_block_read_straight_into_the_callers_buffer_is_zeroed_and_refused
 
 @pytest.mark.parametrize("bad_blocks", [[3], [25], [25, 38]])  # first half, second half (the helper's), two
 def test_verify_ref_hashing_on_two_threads_names_the_first_bad_block(tmp_path, bad_blocks):
-    """verify_ref checks 4 MiB at a time with the second half of the blocks hashed on a helper thread: a bad
+    """verify_ref checks 8 MiB at a time with the second half of the blocks hashed on a helper thread: a bad
     block in either half is found and the first one is named."""
     from models.artifacts import verified
     from models.artifacts.verified import PARALLEL_HASH_BYTES, VERIFY_UNIT_BYTES, verify_ref
