@@ -99,7 +99,9 @@ def test_a_stacking_retrain_runs_bounded_and_keeps_the_previous_run(database, se
     assert time.monotonic() - started < 3 + 10
     [failure] = caught.value.failures
     assert failure["code"] == "timeout" and "TRAIN_TIMEOUT_SECONDS=3" in failure["message"]
-    config = store.get("slow")
+    # the supervisor marks the config failed right after the job document (a few database writes later,
+    # not once the child is gone), so a caller that saw the job end sees the config follow at once
+    config = poll(lambda: (c := store.get("slow"))["status"] != "training" and c, timeout=2)
     assert config["status"] == "failed" and config["error"]["code"] == "timeout"
     assert config["run_id"] == previous["run_id"]  # the previous run is kept
     assert database.runs.count_documents({"name": "slow"}) == 1
