@@ -350,8 +350,7 @@ def create_ensemble(
     started = time.perf_counter()
     request = check_request(name, base_models, meta_model, passthrough, stack_method, meta_params, description)
     store = store or get_store(database.settings)
-    if not new_version:
-        EnsembleStore(database).refuse_taken(request.name)
+    EnsembleStore(database).refuse_taken(request.name, new_version=new_version)
     progress(0.0, "checking base models")
     configs = base_documents(database, request.base_models)
     request = with_default_meta_model(request, configs)

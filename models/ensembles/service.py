@@ -188,8 +188,7 @@ def check_create(database: Database, body: dict[str, Any]) -> tuple[EnsembleRequ
     new_version = body.get("new_version", False)
     if not isinstance(new_version, bool):
         raise ValidationError("new_version must be true or false", field="new_version")
-    if not new_version:
-        EnsembleStore(database).refuse_taken(request.name)
+    EnsembleStore(database).refuse_taken(request.name, new_version=new_version)
     configs = base_documents(database, request.base_models)
     request = with_default_meta_model(request, configs)
     check_compatible(configs, [config_fingerprint(c, database.settings) for c in configs], request)

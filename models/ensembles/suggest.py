@@ -633,8 +633,7 @@ def suggest_ensemble(
         name, from_configs, all_compatible, metric, size, method, meta_model, stack_top, description, new_version
     )
     store = store or get_store(database.settings)
-    if not request.new_version:
-        EnsembleStore(database).refuse_taken(request.name)
+    EnsembleStore(database).refuse_taken(request.name, new_version=request.new_version)
     progress(0.0, "finding candidates")
     configs = candidate_configs(database, request)
     task = configs[0]["task"]
@@ -769,8 +768,7 @@ def submit_suggestion(
     """Check the request and the candidates up front, then run :func:`suggest_ensemble` as a job
     keyed like an ensemble creation (``ensemble:<name>``), so the ensemble's page follows it."""
     request = body_request(body)
-    if not request.new_version:
-        EnsembleStore(database).refuse_taken(request.name)
+    EnsembleStore(database).refuse_taken(request.name, new_version=request.new_version)
     configs = candidate_configs(database, request)
     check_metric(configs[0]["task"], request.metric)
     if len(configs) < 2:

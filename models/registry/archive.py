@@ -585,11 +585,7 @@ def import_run(
     Returns ``{"run_id", "name", "version", "original_run_id", "original_version", "renamed",
     "overwritten", "files", "config": {"name", "action": "created" | "linked"}}``.
     """
-    if on_conflict not in ON_CONFLICT:
-        raise ValidationError(f"on_conflict must be one of: {', '.join(ON_CONFLICT)}", field="on_conflict")
-    if not isinstance(trust, bool):
-        raise ValidationError(f"trust must be true or false; got {trust!r}", field="trust")
-    store = store or get_store(database.settings)
+    check_import_options(on_conflict, trust)
     archive = Path(archive) if isinstance(archive, (str, Path)) else archive
     members = read_archive(archive, database.settings)
     if ENSEMBLE_MEMBER in members:
@@ -597,10 +593,42 @@ def import_run(
             f"{archive.name} is an ensemble archive (an ensemble with its base runs): import it with "
             "`models import` (registry.import_archive); nothing was imported"
         )
+    return import_run_members(
+        database, members, source=archive.name, on_conflict=on_conflict, by=by, store=store, trust=trust
+    )
+
+
+def check_import_options(on_conflict: Any, trust: Any) -> None:
+    """ValidationError naming ``on_conflict`` or ``trust`` when it is not one an import takes."""
+    if on_conflict not in ON_CONFLICT:
+        raise ValidationError(f"on_conflict must be one of: {', '.join(ON_CONFLICT)}", field="on_conflict")
+    if not isinstance(trust, bool):
+        raise ValidationError(f"trust must be true or false; got {trust!r}", field="trust")
+
+
+def import_run_members(
+    database: Database,
+    members: dict[str, bytes],
+    *,
+    source: str,
+    on_conflict: str = "refuse",
+    by: str | None = None,
+    store: ArtifactStore | None = None,
+    trust: bool = False,
+) -> dict[str, Any]:
+    """:func:`import_run` of a run export's members already read (``source`` names the archive): verified,
+    trusted, then written by :func:`import_checked`."""
     checked = verify_archive(members)
     trusted = check_trust(database, members, trust=trust, by=by)
     return import_checked(
-        database, members, checked, trusted, source=archive.name, on_conflict=on_conflict, by=by, store=store
+        database,
+        members,
+        checked,
+        trusted,
+        source=source,
+        on_conflict=on_conflict,
+        by=by,
+        store=store or get_store(database.settings),
     )
 
 

@@ -34,8 +34,8 @@ from models.registry.archive import (
     ENSEMBLE_DIR,
     ENSEMBLE_MEMBER,
     MANIFEST,
-    ON_CONFLICT,
     RUNS_DIR,
+    check_import_options,
     check_out_file,
     check_trust,
     checked_manifest,
@@ -43,6 +43,7 @@ from models.registry.archive import (
     ensemble_reference,
     export_run,
     import_checked,
+    import_run_members,
     listing,
     load_member_json,
     read_archive,
@@ -177,18 +178,13 @@ def import_archive(
 ) -> dict[str, Any]:
     """Import a run archive (:func:`models.registry.archive.import_run`, ``on_conflict`` applies) or an
     ensemble archive (:func:`export_ensemble`); the result's ``kind`` says which (``"run"``/``"ensemble"``)."""
-    if on_conflict not in ON_CONFLICT:
-        raise ValidationError(f"on_conflict must be one of: {', '.join(ON_CONFLICT)}", field="on_conflict")
-    if not isinstance(trust, bool):
-        raise ValidationError(f"trust must be true or false; got {trust!r}", field="trust")
+    check_import_options(on_conflict, trust)
     store = store or get_store(database.settings)
     path = Path(archive) if isinstance(archive, (str, Path)) else archive
     members = read_archive(path, database.settings)
     if ENSEMBLE_MEMBER not in members:
-        checked = verify_archive(members)
-        trusted = check_trust(database, members, trust=trust, by=by)
-        result = import_checked(
-            database, members, checked, trusted, source=path.name, on_conflict=on_conflict, by=by, store=store
+        result = import_run_members(
+            database, members, source=path.name, on_conflict=on_conflict, by=by, store=store, trust=trust
         )
         return {"kind": "run", **result}
     if on_conflict != "refuse":

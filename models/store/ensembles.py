@@ -108,9 +108,10 @@ class EnsembleStore:
     def exists(self, name: str) -> bool:
         return self.col.find_one({"name": name}, {"_id": 1}) is not None
 
-    def refuse_taken(self, name: str) -> None:
-        """ConflictError when an ensemble named ``name`` exists (checked before any work starts)."""
-        if self.exists(name):
+    def refuse_taken(self, name: str, *, new_version: bool = False) -> None:
+        """ConflictError when an ensemble named ``name`` exists, unless the caller asks for ``new_version``
+        (checked before any work starts)."""
+        if not new_version and self.exists(name):
             raise ensemble_exists(name)
 
     def list(self) -> list[dict[str, Any]]:
